@@ -1,0 +1,131 @@
+//! Where the stores read the time: a monotonic default and a manual clock for tests.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_ratelimit::{Clock, ManualClock};
+//!
+//! let clock = ManualClock::new();
+//! let shared = clock.clone();
+//! clock.advance(Duration::from_millis(5));
+//! assert_eq!(shared.now_nanos(), 5_000_000);
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A source of monotonic time in nanoseconds since an arbitrary origin.
+///
+/// The origin is the clock's own; stores only compare readings of one clock.
+pub trait Clock: Send + Sync + 'static {
+    /// Nanoseconds since the clock's origin. Never decreases.
+    fn now_nanos(&self) -> u64;
+}
+
+/// The default clock: the CPU's monotonic counter, read through `quanta` (a few nanoseconds a
+/// reading where a stable TSC is available, `clock_gettime(CLOCK_MONOTONIC)` elsewhere).
+#[derive(Clone)]
+pub struct MonotonicClock {
+    origin: quanta::Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        MonotonicClock {
+            origin: quanta::Instant::now(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MonotonicClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonotonicClock").finish_non_exhaustive()
+    }
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        let elapsed = quanta::Instant::now().saturating_duration_since(self.origin);
+        // u64 nanoseconds last 584 years.
+        elapsed.as_nanos() as u64
+    }
+}
+
+/// A clock that moves only when told to. Clones share one time.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_ratelimit::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// assert_eq!(clock.now_nanos(), 0);
+/// clock.advance(Duration::from_secs(1));
+/// assert_eq!(clock.now_nanos(), 1_000_000_000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    nanos: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock at time zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by` (saturating at `u64::MAX` nanoseconds).
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                Some(now.saturating_add(by))
+            });
+    }
+
+    /// The time since the clock was made, as the sum of every `advance`.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_nanos(self.now_nanos())
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_nanos(&self) -> u64 {
+        self.nanos.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_never_goes_back() {
+        let clock = MonotonicClock::new();
+        let mut last = clock.now_nanos();
+        for _ in 0..1000 {
+            let now = clock.now_nanos();
+            assert!(now >= last);
+            last = now;
+        }
+    }
+
+    #[test]
+    fn manual_clock_clones_share_time_and_saturate() {
+        let clock = ManualClock::new();
+        let other = clock.clone();
+        other.advance(Duration::from_nanos(7));
+        assert_eq!(clock.elapsed(), Duration::from_nanos(7));
+        clock.advance(Duration::MAX);
+        assert_eq!(other.now_nanos(), u64::MAX);
+    }
+}

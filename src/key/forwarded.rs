@@ -1,0 +1,366 @@
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::header::{HeaderName, FORWARDED};
+use http::{HeaderMap, Request};
+
+use super::peer::{group, peer_addr, PEER_HINT};
+use super::KeyExtractor;
+use crate::ConfigError;
+
+/// How many hops, counted from the right, are read before giving up on a forwarding header.
+const MAX_HOPS: usize = 32;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client address as reported by trusted proxies, for servers behind a load balancer.
+///
+/// Each proxy appends the address it received the request from to `X-Forwarded-For` (or, with
+/// [`ForwardedIp::rfc7239`], to `Forwarded`). Reading from the right, starting at the peer,
+/// every hop written by a trusted proxy is believed; the first address that is not a trusted
+/// proxy is the client. Anything further left was written by the client and is ignored, so a
+/// client cannot pick its own key. A peer that is not a trusted proxy is itself the client and
+/// its headers are not read at all. An unreadable hop ends the walk at the last trusted address.
+///
+/// Read the header your proxies really write: a header they pass through untouched is the
+/// client's to forge.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use http::Request;
+/// use tower_ratelimit::{ForwardedIp, KeyExtractor};
+///
+/// let key = ForwardedIp::new(["10.0.0.0/8"])?;
+///
+/// let mut req = Request::builder()
+///     .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.7")
+///     .body(())
+///     .unwrap();
+/// req.extensions_mut().insert("10.0.0.2:51000".parse::<SocketAddr>().unwrap());
+/// assert_eq!(key.extract(&req).unwrap().to_string(), "203.0.113.9");
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ForwardedIp {
+    trusted: Arc<[IpNet]>,
+    header: HeaderName,
+    ipv6_prefix: u8,
+}
+
+impl ForwardedIp {
+    /// Trusts proxies in the given networks (`"10.0.0.0/8"`, `"fd00::/8"`, or single addresses
+    /// such as `"127.0.0.1"`) and reads `X-Forwarded-For`. Fails on a network that does not
+    /// parse, naming it.
+    pub fn new<I>(trusted: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let trusted = trusted
+            .into_iter()
+            .map(|net| net.as_ref().parse::<IpNet>())
+            .collect::<Result<Arc<[IpNet]>, _>>()?;
+        Ok(ForwardedIp {
+            trusted,
+            header: X_FORWARDED_FOR,
+            ipv6_prefix: 64,
+        })
+    }
+
+    /// Reads the standard `Forwarded` header (RFC 7239, its `for=` parameters) instead of
+    /// `X-Forwarded-For`.
+    ///
+    /// ```
+    /// let key = tower_ratelimit::ForwardedIp::new(["192.0.2.0/24"])?.rfc7239();
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn rfc7239(mut self) -> Self {
+        self.header = FORWARDED;
+        self
+    }
+
+    /// Groups IPv6 client addresses by their first `bits` bits (default 64; values above 128
+    /// mean 128).
+    ///
+    /// ```
+    /// let key = tower_ratelimit::ForwardedIp::new(["10.0.0.0/8"])?.ipv6_prefix(48);
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
+        self
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(ip))
+    }
+
+    /// The right-most address that no trusted proxy accounts for.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut last = peer.to_canonical();
+        if !self.is_trusted(last) {
+            return last;
+        }
+        let rfc7239 = self.header == FORWARDED;
+        let hops = headers
+            .get_all(&self.header)
+            .iter()
+            .rev()
+            .flat_map(|value| {
+                // A value that is not visible ASCII counts as one unreadable hop.
+                let text = value.to_str().unwrap_or("\u{0}");
+                text.rsplit(',')
+            })
+            .take(MAX_HOPS);
+        for hop in hops {
+            let ip = if rfc7239 {
+                forwarded_for(hop)
+            } else {
+                parse_hop(hop)
+            };
+            match ip.map(|ip| ip.to_canonical()) {
+                Some(ip) if self.is_trusted(ip) => last = ip,
+                Some(ip) => return ip,
+                None => return last,
+            }
+        }
+        last
+    }
+}
+
+impl<B> KeyExtractor<B> for ForwardedIp {
+    type Key = IpAddr;
+
+    fn extract(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = peer_addr(req.extensions())?;
+        Some(group(
+            self.client(peer.ip(), req.headers()),
+            self.ipv6_prefix,
+        ))
+    }
+
+    fn missing_key_hint(&self) -> &'static str {
+        PEER_HINT
+    }
+}
+
+/// The address in one `Forwarded` element: its `for=` parameter, quoted or not.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then(|| parse_hop(value.trim().trim_matches('"')))
+            .flatten()
+    })
+}
+
+/// One hop: `192.0.2.1`, `2001:db8::1`, `192.0.2.1:8080` or `[2001:db8::1]:8080`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if hop.len() > 64 {
+        return None;
+    }
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|addr| addr.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .and_then(|h| h.parse().ok())
+        })
+}
+
+/// A network of trusted proxies: an address and a prefix length, such as `10.0.0.0/8`.
+///
+/// ```
+/// use tower_ratelimit::IpNet;
+///
+/// let net: IpNet = "10.0.0.0/8".parse()?;
+/// assert!(net.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!net.contains("11.0.0.1".parse().unwrap()));
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |why: &str| {
+            ConfigError::new(format!(
+                "invalid trusted proxy network {s:?}: {why}; expected an address such as \
+                 \"10.0.0.1\" or a network such as \"10.0.0.0/8\" or \"fd00::/8\""
+            ))
+        };
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| invalid("the address does not parse"))?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| invalid("the prefix length is out of range"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn request(peer: &str, headers: &[(&str, &[u8])]) -> Request<()> {
+        let mut req = Request::new(());
+        for (name, value) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        req.extensions_mut()
+            .insert(peer.parse::<SocketAddr>().unwrap());
+        req
+    }
+
+    fn key(extractor: &ForwardedIp, peer: &str, headers: &[(&str, &[u8])]) -> String {
+        extractor
+            .extract(&request(peer, headers))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_claims() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
+        let got = key(&ex, "198.51.100.4:1", &[("x-forwarded-for", b"1.1.1.1")]);
+        assert_eq!(got, "198.51.100.4");
+    }
+
+    #[test]
+    fn takes_the_right_most_untrusted_hop_across_header_lines() {
+        let ex = ForwardedIp::new(["10.0.0.0/8", "192.168.0.1"]).unwrap();
+        let headers: &[(&str, &[u8])] = &[
+            ("x-forwarded-for", b"9.9.9.9, 203.0.113.5"),
+            ("x-forwarded-for", b"192.168.0.1 , 10.1.1.1"),
+        ];
+        assert_eq!(key(&ex, "10.0.0.1:80", headers), "203.0.113.5");
+    }
+
+    #[test]
+    fn all_hops_trusted_gives_the_left_most() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
+        let got = key(
+            &ex,
+            "10.0.0.1:80",
+            &[("x-forwarded-for", b"10.9.9.9, 10.0.0.3")],
+        );
+        assert_eq!(got, "10.9.9.9");
+        assert_eq!(key(&ex, "10.0.0.1:80", &[]), "10.0.0.1");
+    }
+
+    #[test]
+    fn reads_rfc7239_for_parameters_with_quotes_ports_and_brackets() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap().rfc7239();
+        let value: &[u8] =
+            b"for=192.0.2.60;proto=http, For=\"[2001:db8:cafe::17]:4711\";by=10.0.0.9, for=10.0.0.5";
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("forwarded", value)]),
+            "2001:db8:cafe::"
+        );
+        let ex = ex.ipv6_prefix(128);
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("forwarded", value)]),
+            "2001:db8:cafe::17"
+        );
+    }
+
+    #[test]
+    fn hostile_headers_end_the_walk_at_the_last_trusted_hop() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
+        let long = format!("{}10.0.0.2", "10.0.0.3,".repeat(10_000));
+        let cases: Vec<(&[u8], &str)> = vec![
+            (b"not-an-ip", "10.0.0.1"),
+            (b"1.2.3.4, garbage, 10.0.0.9", "10.0.0.9"),
+            (b"\xff\xfe, 1.2.3.4", "10.0.0.1"),
+            (b",,,,", "10.0.0.1"),
+            (b"_hidden", "10.0.0.1"),
+            (b"[::1", "10.0.0.1"),
+            (b"999.1.1.1", "10.0.0.1"),
+            (long.as_bytes(), "10.0.0.3"),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                key(&ex, "10.0.0.1:80", &[("x-forwarded-for", value)]),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(&value[..value.len().min(40)])
+            );
+        }
+        let ex = ex.rfc7239();
+        for value in [&b"for"[..], b"for=", b"for=\"", b"proto=https", b";;;=;"] {
+            assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), "10.0.0.1");
+        }
+    }
+
+    #[test]
+    fn networks_parse_and_bad_ones_are_named() {
+        let net: IpNet = "fd00::/8".parse().unwrap();
+        assert!(net.contains("fd12::1".parse().unwrap()));
+        assert!(!net.contains("10.0.0.1".parse().unwrap()));
+        let mapped: IpNet = "192.0.2.0/24".parse().unwrap();
+        assert!(mapped.contains("::ffff:192.0.2.9".parse().unwrap()));
+        assert!("0.0.0.0/0"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "fd00::/129", "nonsense", "10.0.0.0/x", ""] {
+            let err = ForwardedIp::new([bad]).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+}

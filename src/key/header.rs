@@ -1,0 +1,138 @@
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use http::header::HeaderName;
+use http::{HeaderValue, Request};
+
+use super::KeyExtractor;
+
+/// The value of one request header, such as an API key.
+///
+/// A request without the header, or with an empty value, has no key. With several values the
+/// first counts.
+///
+/// ```
+/// use http::Request;
+/// use tower_ratelimit::{Header, KeyExtractor};
+///
+/// let key = Header::new("x-api-key");
+/// let req = Request::builder().header("x-api-key", "k-123").body(()).unwrap();
+/// assert_eq!(key.extract(&req).unwrap().as_bytes(), b"k-123");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Header {
+    name: HeaderName,
+}
+
+impl Header {
+    /// Keys requests by the header `name`.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid lowercase header name; this happens where the layer is
+    /// configured, never on a request. Use [`Header::from_name`] with a parsed [`HeaderName`]
+    /// to handle a name read at run time.
+    pub fn new(name: &'static str) -> Self {
+        Header {
+            name: HeaderName::from_static(name),
+        }
+    }
+
+    /// Keys requests by the header `name`.
+    ///
+    /// ```
+    /// use http::header::AUTHORIZATION;
+    /// let key = tower_ratelimit::Header::from_name(AUTHORIZATION);
+    /// ```
+    pub fn from_name(name: HeaderName) -> Self {
+        Header { name }
+    }
+}
+
+impl<B> KeyExtractor<B> for Header {
+    type Key = HeaderKey;
+
+    #[inline]
+    fn extract(&self, req: &Request<B>) -> Option<HeaderKey> {
+        req.headers()
+            .get(&self.name)
+            .filter(|value| !value.is_empty())
+            .map(|value| HeaderKey(value.clone()))
+    }
+
+    fn missing_key_hint(&self) -> &'static str {
+        "the request has no value for the key header; clients must send it, or set \
+         `.on_missing_key(MissingKey::Allow)` to let such requests through unlimited"
+    }
+}
+
+/// A header value used as a key.
+///
+/// A header value that a server parsed can share memory with the whole request head it came
+/// from; cloning a `HeaderKey`, as a store does to keep it, copies the bytes so that a stored key
+/// holds only itself.
+#[derive(Eq)]
+pub struct HeaderKey(HeaderValue);
+
+impl HeaderKey {
+    /// The header value's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Clone for HeaderKey {
+    fn clone(&self) -> Self {
+        let mut copy = HeaderValue::from_bytes(self.0.as_bytes())
+            .expect("the bytes came from a valid header value");
+        copy.set_sensitive(self.0.is_sensitive());
+        HeaderKey(copy)
+    }
+}
+
+impl PartialEq for HeaderKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes() == other.0.as_bytes()
+    }
+}
+
+impl Hash for HeaderKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl fmt::Debug for HeaderKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys are often credentials: never print them.
+        f.write_str("HeaderKey(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_or_empty_headers_have_no_key() {
+        let key = Header::new("x-api-key");
+        assert!(key.extract(&Request::new(())).is_none());
+        let empty = Request::builder().header("x-api-key", "").body(()).unwrap();
+        assert!(key.extract(&empty).is_none());
+    }
+
+    #[test]
+    fn binary_values_are_keys_and_clones_are_equal_copies() {
+        let value = HeaderValue::from_bytes(b"\xff\x80secret").unwrap();
+        let req = Request::builder()
+            .header("x-api-key", value)
+            .body(())
+            .unwrap();
+        let key = Header::new("x-api-key").extract(&req).unwrap();
+        let copy = key.clone();
+        assert_eq!(copy, key);
+        assert_eq!(copy.as_bytes(), b"\xff\x80secret");
+        assert_ne!(copy.as_bytes().as_ptr(), key.as_bytes().as_ptr());
+        assert_eq!(format!("{key:?}"), "HeaderKey(..)");
+    }
+}

@@ -1,0 +1,87 @@
+//! GCRA rate limiting for [tower] services: axum routers, tonic servers, hyper services, any
+//! `tower::ServiceBuilder` stack.
+//!
+//! For each request the [`RateLimit`] middleware takes a key from the request (by default the
+//! peer IP address), asks a [`Store`] whether the key's [`Quota`] allows it, and either calls the
+//! inner service or answers `429 Too Many Requests` with an exact `Retry-After` (rounded up,
+//! never `0`) and the IETF `RateLimit` headers. gRPC calls get `RESOURCE_EXHAUSTED` instead.
+//!
+//! # axum
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{routing::get, Router};
+//! use tower_ratelimit::{Quota, RateLimitLayer};
+//!
+//! # #[tokio::main] async fn main() {
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(RateLimitLayer::new(Quota::per_second(10)));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! // The peer address reaches the layer through connect info.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!     .await
+//!     .unwrap();
+//! # }
+//! ```
+//!
+//! # A custom key
+//!
+//! Any closure from the request to an optional key works; here, an API key header with a
+//! per-route quota.
+//!
+//! ```
+//! use axum::{extract::Request, routing::get, Router};
+//! use tower_ratelimit::{MissingKey, Quota, RateLimitLayer};
+//!
+//! let by_api_key = |req: &Request| {
+//!     req.headers().get("x-api-key").map(|v| v.as_bytes().to_vec())
+//! };
+//! let search = RateLimitLayer::builder()
+//!     .quota("10/s; burst=20".parse()?)
+//!     .key(by_api_key)
+//!     .on_missing_key(MissingKey::Reject(http::StatusCode::UNAUTHORIZED))
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/search", get(|| async { "results" }))
+//!     .route_layer(search);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Semantics
+//!
+//! A quota is a burst `b` and an interval `T`; `Quota::per_second(n)` is `b = n`, `T = 1s/n`.
+//! A fresh key admits exactly `b` requests at one instant, then one every `T`; a denied
+//! request takes nothing. See [`gcra`] for the exact arithmetic; it matches `governor`
+//! decision for decision.
+//!
+//! [tower]: https://docs.rs/tower
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod body;
+mod clock;
+mod error;
+pub mod future;
+pub mod gcra;
+pub mod key;
+mod layer;
+mod log;
+pub mod quota;
+pub mod response;
+mod service;
+pub mod store;
+
+pub use body::ResponseBody;
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use error::ConfigError;
+pub use future::ResponseFuture;
+pub use gcra::{Decision, InsufficientCapacity};
+pub use key::{ForwardedIp, Global, Header, HeaderKey, IpNet, KeyExtractor, PeerIp};
+pub use layer::{MissingKey, RateLimitLayer, RateLimitLayerBuilder};
+pub use quota::{Quota, QuotaError};
+pub use response::{DefaultRejection, MakeRejection, RateLimited};
+pub use service::RateLimit;
+pub use store::{MemoryStore, MemoryStoreBuilder, Store};

@@ -1,0 +1,404 @@
+//! How much traffic a key may send: a burst and an emission interval.
+//!
+//! A [`Quota`] says that a key may make `burst` requests at once, and after that one request
+//! every `interval`. `Quota::per_second(10)` admits ten requests at one instant, then one every
+//! 100 ms.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_ratelimit::Quota;
+//!
+//! let quota = Quota::per_minute(10).allow_burst(20);
+//! assert_eq!(quota.burst(), 20);
+//! assert_eq!(quota.interval(), Duration::from_secs(6));
+//!
+//! let parsed: Quota = "10/min; burst=20".parse()?;
+//! assert_eq!(parsed, quota);
+//! # Ok::<(), tower_ratelimit::QuotaError>(())
+//! ```
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A rate limit: a burst of `burst` cells, then one cell every `interval`.
+///
+/// Build one with [`Quota::per_second`], [`Quota::per_minute`], [`Quota::per_hour`],
+/// [`Quota::with_period`], their fallible `try_` forms, or by parsing a string such as
+/// `"100/s"` or `"10/min; burst=50"`. Every constructor rejects values that could never limit
+/// anything (a zero rate, a zero burst, a zero interval) with a [`QuotaError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Quota {
+    interval_nanos: u64,
+    burst: NonZeroU32,
+}
+
+/// The unit a rate is counted in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Per {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl Per {
+    fn period(self) -> Duration {
+        match self {
+            Per::Second => Duration::from_secs(1),
+            Per::Minute => Duration::from_secs(60),
+            Per::Hour => Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Quota {
+    /// `n` cells per second with a burst of `n`.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero. Use [`Quota::try_per_second`] for a value read at run time.
+    ///
+    /// ```
+    /// let quota = tower_ratelimit::Quota::per_second(10);
+    /// assert_eq!(quota.burst(), 10);
+    /// ```
+    #[must_use]
+    pub fn per_second(n: u32) -> Self {
+        Self::try_per_second(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `n` cells per minute with a burst of `n`.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero. Use [`Quota::try_per_minute`] for a value read at run time.
+    ///
+    /// ```
+    /// let quota = tower_ratelimit::Quota::per_minute(60);
+    /// assert_eq!(quota.interval(), std::time::Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn per_minute(n: u32) -> Self {
+        Self::try_per_minute(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `n` cells per hour with a burst of `n`.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero. Use [`Quota::try_per_hour`] for a value read at run time.
+    ///
+    /// ```
+    /// let quota = tower_ratelimit::Quota::per_hour(3600);
+    /// assert_eq!(quota.interval(), std::time::Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn per_hour(n: u32) -> Self {
+        Self::try_per_hour(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One cell every `period`, with a burst of one.
+    ///
+    /// # Panics
+    ///
+    /// If `period` is shorter than one nanosecond or longer than `u64::MAX` nanoseconds. Use
+    /// [`Quota::try_with_period`] for a value read at run time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let quota = tower_ratelimit::Quota::with_period(Duration::from_millis(250));
+    /// assert_eq!(quota.burst(), 1);
+    /// ```
+    #[must_use]
+    pub fn with_period(period: Duration) -> Self {
+        Self::try_with_period(period).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `n` cells per second, or an error if `n` is zero.
+    ///
+    /// ```
+    /// assert!(tower_ratelimit::Quota::try_per_second(0).is_err());
+    /// ```
+    pub fn try_per_second(n: u32) -> Result<Self, QuotaError> {
+        Self::per(n, Per::Second)
+    }
+
+    /// `n` cells per minute, or an error if `n` is zero.
+    ///
+    /// ```
+    /// assert!(tower_ratelimit::Quota::try_per_minute(30).is_ok());
+    /// ```
+    pub fn try_per_minute(n: u32) -> Result<Self, QuotaError> {
+        Self::per(n, Per::Minute)
+    }
+
+    /// `n` cells per hour, or an error if `n` is zero.
+    ///
+    /// ```
+    /// assert!(tower_ratelimit::Quota::try_per_hour(5000).is_ok());
+    /// ```
+    pub fn try_per_hour(n: u32) -> Result<Self, QuotaError> {
+        Self::per(n, Per::Hour)
+    }
+
+    /// One cell every `period`, or an error if `period` is zero or too long to count in
+    /// nanoseconds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert!(tower_ratelimit::Quota::try_with_period(Duration::ZERO).is_err());
+    /// ```
+    pub fn try_with_period(period: Duration) -> Result<Self, QuotaError> {
+        let nanos = u64::try_from(period.as_nanos())
+            .map_err(|_| QuotaError::new(QuotaErrorKind::PeriodTooLong(period)))?;
+        if nanos == 0 {
+            return Err(QuotaError::new(QuotaErrorKind::ZeroPeriod));
+        }
+        Ok(Quota {
+            interval_nanos: nanos,
+            burst: NonZeroU32::MIN,
+        })
+    }
+
+    fn per(n: u32, per: Per) -> Result<Self, QuotaError> {
+        let n = NonZeroU32::new(n).ok_or(QuotaError::new(QuotaErrorKind::ZeroRate))?;
+        // T = ⌊period / n⌋ in nanoseconds, as governor computes it; never zero since
+        // n ≤ u32::MAX < 10⁹ ns.
+        let interval_nanos = (per.period().as_nanos() / u128::from(n.get())) as u64;
+        Quota {
+            interval_nanos,
+            burst: NonZeroU32::MIN,
+        }
+        .try_allow_burst(n.get())
+    }
+
+    /// The same rate with a burst of `burst` cells.
+    ///
+    /// # Panics
+    ///
+    /// If `burst` is zero, or if `burst × interval` does not fit in `u64` nanoseconds (about
+    /// 584 years). Use [`Quota::try_allow_burst`] for a value read at run time.
+    ///
+    /// ```
+    /// let quota = tower_ratelimit::Quota::per_second(1).allow_burst(5);
+    /// assert_eq!(quota.burst(), 5);
+    /// ```
+    #[must_use]
+    pub fn allow_burst(self, burst: u32) -> Self {
+        self.try_allow_burst(burst)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The same rate with a burst of `burst` cells, or an error if the burst is zero or its
+    /// window does not fit in `u64` nanoseconds.
+    ///
+    /// ```
+    /// assert!(tower_ratelimit::Quota::per_second(1).try_allow_burst(0).is_err());
+    /// ```
+    pub fn try_allow_burst(self, burst: u32) -> Result<Self, QuotaError> {
+        let burst = NonZeroU32::new(burst).ok_or(QuotaError::new(QuotaErrorKind::ZeroBurst))?;
+        if self
+            .interval_nanos
+            .checked_mul(u64::from(burst.get()))
+            .is_none()
+        {
+            return Err(QuotaError::new(QuotaErrorKind::WindowTooLong {
+                burst: burst.get(),
+                interval: self.interval(),
+            }));
+        }
+        Ok(Quota { burst, ..self })
+    }
+
+    /// How many cells a key may use at one instant.
+    pub fn burst(&self) -> u32 {
+        self.burst.get()
+    }
+
+    /// The emission interval `T`: the time after which one more cell is available.
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_nanos)
+    }
+
+    /// The emission interval in nanoseconds.
+    pub fn interval_nanos(&self) -> u64 {
+        self.interval_nanos
+    }
+
+    /// The time a key takes to go from an empty burst back to a full one: `burst × interval`.
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.window_nanos())
+    }
+
+    pub(crate) fn window_nanos(&self) -> u64 {
+        // Validated by every constructor.
+        self.interval_nanos * u64::from(self.burst.get())
+    }
+}
+
+impl fmt::Display for Quota {
+    /// Writes the quota in the syntax [`FromStr`] reads when it can, else as an interval.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (per, unit) in [(Per::Second, "s"), (Per::Minute, "min"), (Per::Hour, "h")] {
+            let period = per.period().as_nanos() as u64;
+            let n = period / self.interval_nanos;
+            if n >= 1 && n <= u64::from(u32::MAX) && period / n == self.interval_nanos {
+                write!(f, "{n}/{unit}")?;
+                if n != u64::from(self.burst.get()) {
+                    write!(f, "; burst={}", self.burst)?;
+                }
+                return Ok(());
+            }
+        }
+        write!(f, "1 per {:?}; burst={}", self.interval(), self.burst)
+    }
+}
+
+impl FromStr for Quota {
+    type Err = QuotaError;
+
+    /// Parses `"<n>/<unit>"` with an optional `"; burst=<b>"` (a `,` works as separator too).
+    ///
+    /// Units: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour` (plurals allowed).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || QuotaError::new(QuotaErrorKind::Syntax(s.to_owned()));
+        let mut parts = s.split([';', ',']);
+        let rate = parts.next().ok_or_else(invalid)?;
+        let (n, unit) = rate.split_once('/').ok_or_else(invalid)?;
+        let n: u32 = n.trim().parse().map_err(|_| invalid())?;
+        let per = match unit.trim().to_ascii_lowercase().as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" => Per::Second,
+            "m" | "min" | "mins" | "minute" | "minutes" => Per::Minute,
+            "h" | "hr" | "hrs" | "hour" | "hours" => Per::Hour,
+            _ => return Err(invalid()),
+        };
+        let mut quota = Self::per(n, per)?;
+        let mut burst_seen = false;
+        for part in parts {
+            let (name, value) = part.split_once('=').ok_or_else(invalid)?;
+            if name.trim() != "burst" || burst_seen {
+                return Err(invalid());
+            }
+            burst_seen = true;
+            let burst: u32 = value.trim().parse().map_err(|_| invalid())?;
+            quota = quota.try_allow_burst(burst)?;
+        }
+        Ok(quota)
+    }
+}
+
+/// A quota that could never limit anything, or a string that is not a quota.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaError {
+    kind: QuotaErrorKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum QuotaErrorKind {
+    ZeroRate,
+    ZeroBurst,
+    ZeroPeriod,
+    PeriodTooLong(Duration),
+    WindowTooLong { burst: u32, interval: Duration },
+    Syntax(String),
+}
+
+impl QuotaError {
+    fn new(kind: QuotaErrorKind) -> Self {
+        QuotaError { kind }
+    }
+}
+
+impl fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            QuotaErrorKind::ZeroRate => f.write_str("invalid quota: the rate is 0; use at least 1"),
+            QuotaErrorKind::ZeroBurst => {
+                f.write_str("invalid quota: the burst is 0; use at least 1")
+            }
+            QuotaErrorKind::ZeroPeriod => {
+                f.write_str("invalid quota: the period is 0; use at least 1ns")
+            }
+            QuotaErrorKind::PeriodTooLong(period) => write!(
+                f,
+                "invalid quota: the period {period:?} does not fit in u64 nanoseconds"
+            ),
+            QuotaErrorKind::WindowTooLong { burst, interval } => write!(
+                f,
+                "invalid quota: burst {burst} × interval {interval:?} does not fit in u64 nanoseconds"
+            ),
+            QuotaErrorKind::Syntax(s) => write!(
+                f,
+                "invalid quota {s:?}: expected \"<n>/<s|min|h>\" with an optional \"; burst=<b>\", \
+                 such as \"100/s\" or \"10/min; burst=50\""
+            ),
+        }
+    }
+}
+
+impl std::error::Error for QuotaError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_unit_constructors_compute_interval_like_governor() {
+        assert_eq!(Quota::per_second(3).interval_nanos(), 333_333_333);
+        assert_eq!(Quota::per_minute(10).interval(), Duration::from_secs(6));
+        assert_eq!(Quota::per_hour(5000).interval_nanos(), 720_000_000);
+        assert_eq!(Quota::per_hour(5000).burst(), 5000);
+    }
+
+    #[test]
+    fn parses_rates_units_and_bursts() {
+        assert_eq!("100/s".parse(), Ok(Quota::per_second(100)));
+        assert_eq!("10/min".parse(), Ok(Quota::per_minute(10)));
+        assert_eq!(" 5000 / h ".parse(), Ok(Quota::per_hour(5000)));
+        assert_eq!(
+            "10/s; burst=50".parse(),
+            Ok(Quota::per_second(10).allow_burst(50))
+        );
+        assert_eq!(
+            "10/min, burst=20".parse(),
+            Ok(Quota::per_minute(10).allow_burst(20))
+        );
+    }
+
+    #[test]
+    fn rejects_zero_values_and_garbage_with_the_bad_value_named() {
+        let zero = "0/s".parse::<Quota>().unwrap_err();
+        assert!(zero.to_string().contains("rate is 0"), "{zero}");
+        let burst = "1/s; burst=0".parse::<Quota>().unwrap_err();
+        assert!(burst.to_string().contains("burst is 0"), "{burst}");
+        for bad in [
+            "",
+            "10",
+            "10/fortnight",
+            "x/s",
+            "-1/s",
+            "10/s; rate=4",
+            "10/s; burst=1; burst=2",
+        ] {
+            let err = bad.parse::<Quota>().unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(Quota::try_with_period(Duration::ZERO).is_err());
+        assert!(Quota::try_with_period(Duration::MAX).is_err());
+        assert!(Quota::with_period(Duration::from_secs(3600))
+            .try_allow_burst(u32::MAX)
+            .is_err());
+    }
+
+    #[test]
+    fn display_round_trips_through_from_str() {
+        for q in [
+            Quota::per_second(100),
+            Quota::per_minute(10).allow_burst(20),
+            Quota::per_hour(7),
+        ] {
+            assert_eq!(q.to_string().parse(), Ok(q), "{q}");
+        }
+    }
+}
