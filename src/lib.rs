@@ -79,7 +79,9 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use gcra::{Decision, InsufficientCapacity};
-pub use key::{ForwardedIp, Global, Header, HeaderKey, IpNet, KeyExtractor, PeerIp};
+pub use key::{
+    ForwardedIp, Global, GrpcMethod, Header, HeaderKey, IpNet, KeyExtractor, MethodKey, PeerIp,
+};
 pub use layer::{MissingKey, RateLimitLayer, RateLimitLayerBuilder};
 pub use quota::{Quota, QuotaError};
 pub use response::{DefaultRejection, MakeRejection, RateLimited};

@@ -8,9 +8,56 @@
 //! - a short `text/plain` body;
 //! - a [`RateLimited`] in the response extensions, for middleware further out.
 //!
-//! A gRPC request (its `content-type` starts with `application/grpc`) gets a gRPC status
-//! instead: HTTP 200 with `grpc-status: 8` (`RESOURCE_EXHAUSTED`), because gRPC clients read a
-//! bare HTTP 429 as `UNAVAILABLE`.
+//! A gRPC request (its `content-type` starts with `application/grpc`, or any request when the
+//! layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a gRPC status
+//! instead, because gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a trailers-only
+//! response: HTTP 200, `content-type: application/grpc`, no body, and
+//!
+//! - `grpc-status: 8` (`RESOURCE_EXHAUSTED`);
+//! - `grpc-message`: `rate limit exceeded; retry in <wait>`, percent-encoded;
+//! - `grpc-retry-pushback-ms`: the wait in milliseconds, rounded up and at least 1, which gRPC
+//!   clients with a retry policy honour;
+//! - `grpc-status-details-bin`: a `google.rpc.Status` with the same code and message whose
+//!   details hold one `google.rpc.RetryInfo` with the exact wait as its `retry_delay`, the form
+//!   that the standard error model's client libraries read;
+//! - the `Retry-After` and `RateLimit` headers of an HTTP rejection, as metadata.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::net::SocketAddr;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_ratelimit::{Quota, RateLimitLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let greeter = service_fn(|_req: Request<()>| async {
+//!     Ok::<_, Infallible>(Response::new(String::new()))
+//! });
+//! let svc = RateLimitLayer::new(Quota::per_second(1)).layer(greeter);
+//! let call = || {
+//!     let mut req = Request::post("/helloworld.Greeter/SayHello")
+//!         .header("content-type", "application/grpc")
+//!         .body(())
+//!         .unwrap();
+//!     req.extensions_mut().insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+//!     req
+//! };
+//! svc.clone().oneshot(call()).await.unwrap();
+//! let limited = svc.oneshot(call()).await.unwrap();
+//! assert_eq!(limited.status(), StatusCode::OK);
+//! let headers = limited.headers();
+//! assert_eq!(headers["content-type"], "application/grpc");
+//! assert_eq!(headers["grpc-status"], "8");
+//! assert_eq!(headers["grpc-message"], "rate limit exceeded; retry in 1 s");
+//! assert_eq!(headers["grpc-retry-pushback-ms"], "1000");
+//! assert!(headers.contains_key("grpc-status-details-bin"));
+//! # }
+//! ```
+//!
+//! A tonic client gets `Err(status)` with `status.code() == Code::ResourceExhausted`, the
+//! message above as `status.message()`, the pushback in `status.metadata()`, and the encoded
+//! `google.rpc.Status` as `status.details()`.
 //!
 //! Any closure `Fn(&RateLimited) -> Response<T>` (with `T: Into<Bytes>`) can replace the
 //! rejection; the headers above are added to its response unless it set them itself.
@@ -124,13 +171,10 @@ pub struct DefaultRejection;
 
 impl MakeRejection for DefaultRejection {
     fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
-        let secs = limited.retry_after_secs();
         if limited.is_grpc() {
-            grpc_status(
-                GRPC_RESOURCE_EXHAUSTED,
-                &format!("rate limit exceeded; retry in {secs} s"),
-            )
+            grpc_resource_exhausted(limited.retry_after())
         } else {
+            let secs = limited.retry_after_secs();
             text(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Too Many Requests: retry in {secs} s\n"),
@@ -172,11 +216,133 @@ fn grpc_status(code: u8, message: &str) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
     if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
-        headers.insert("grpc-message", message);
+        headers.insert(GRPC_MESSAGE, message);
     }
     response
+}
+
+/// `RESOURCE_EXHAUSTED` with the wait in the message, in `grpc-retry-pushback-ms`, and as a
+/// `google.rpc.RetryInfo` in `grpc-status-details-bin`.
+fn grpc_resource_exhausted(wait: Duration) -> Response<Bytes> {
+    let message = format!("rate limit exceeded; retry in {}", human_wait(wait));
+    let mut response = grpc_status(GRPC_RESOURCE_EXHAUSTED, &message);
+    let headers = response.headers_mut();
+    headers.insert(
+        GRPC_RETRY_PUSHBACK_MS,
+        HeaderValue::from(pushback_millis(wait)),
+    );
+    let details = rpc_status(GRPC_RESOURCE_EXHAUSTED, &message, wait);
+    if let Ok(details) = HeaderValue::try_from(base64_unpadded(&details)) {
+        headers.insert(GRPC_STATUS_DETAILS_BIN, details);
+    }
+    response
+}
+
+/// The `grpc-status` header name.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// The `grpc-message` header name.
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// The `grpc-retry-pushback-ms` header name.
+const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+/// The `grpc-status-details-bin` header name.
+const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+
+/// The wait in whole milliseconds, rounded up and at least 1: a client that retries after it
+/// is never early, and `0` would mean "retry now".
+fn pushback_millis(wait: Duration) -> u64 {
+    let millis = wait.as_millis() + u128::from(!wait.subsec_nanos().is_multiple_of(1_000_000));
+    u64::try_from(millis).unwrap_or(u64::MAX).max(1)
+}
+
+/// The wait for people: milliseconds below a second, seconds (up to three decimals) above.
+/// Rounded up, so that it is never shorter than the real wait.
+fn human_wait(wait: Duration) -> String {
+    let millis = pushback_millis(wait);
+    match (millis / 1000, millis % 1000) {
+        (0, ms) => format!("{ms} ms"),
+        (secs, 0) => format!("{secs} s"),
+        (secs, ms) => {
+            let fraction = format!("{ms:03}");
+            format!("{secs}.{} s", fraction.trim_end_matches('0'))
+        }
+    }
+}
+
+/// The protobuf encoding of a `google.rpc.Status` with `code`, `message` and one detail: a
+/// `google.rpc.RetryInfo` whose `retry_delay` is `wait`.
+///
+/// The messages involved are small and fixed, so they are written out here rather than pulling
+/// in a protobuf library:
+///
+/// ```text
+/// google.rpc.Status         { int32 code = 1; string message = 2; repeated google.protobuf.Any details = 3; }
+/// google.protobuf.Any       { string type_url = 1; bytes value = 2; }
+/// google.rpc.RetryInfo      { google.protobuf.Duration retry_delay = 1; }
+/// google.protobuf.Duration  { int64 seconds = 1; int32 nanos = 2; }
+/// ```
+fn rpc_status(code: u8, message: &str, wait: Duration) -> Vec<u8> {
+    let mut duration = Vec::with_capacity(16);
+    if wait.as_secs() > 0 {
+        // Seconds fit in an int64: a `Duration` from a quota is far below 2^63 seconds.
+        put_varint_field(&mut duration, 1, wait.as_secs().min(i64::MAX as u64));
+    }
+    if wait.subsec_nanos() > 0 {
+        put_varint_field(&mut duration, 2, u64::from(wait.subsec_nanos()));
+    }
+    let mut retry_info = Vec::with_capacity(duration.len() + 2);
+    put_bytes_field(&mut retry_info, 1, &duration);
+    let mut any = Vec::with_capacity(RETRY_INFO_TYPE_URL.len() + retry_info.len() + 4);
+    put_bytes_field(&mut any, 1, RETRY_INFO_TYPE_URL.as_bytes());
+    put_bytes_field(&mut any, 2, &retry_info);
+    let mut status = Vec::with_capacity(message.len() + any.len() + 8);
+    put_varint_field(&mut status, 1, u64::from(code));
+    put_bytes_field(&mut status, 2, message.as_bytes());
+    put_bytes_field(&mut status, 3, &any);
+    status
+}
+
+/// The `google.protobuf.Any` type URL of `google.rpc.RetryInfo`.
+const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// Appends a protobuf varint.
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// Appends field `number` with wire type 0 (varint).
+fn put_varint_field(buf: &mut Vec<u8>, number: u8, value: u64) {
+    put_varint(buf, u64::from(number) << 3);
+    put_varint(buf, value);
+}
+
+/// Appends field `number` with wire type 2 (length-delimited).
+fn put_bytes_field(buf: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+    put_varint(buf, (u64::from(number) << 3) | 2);
+    put_varint(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+/// Standard base64 without padding, the form gRPC sends `-bin` metadata in.
+fn base64_unpadded(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        // A chunk of k bytes gives k + 1 characters.
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
 }
 
 /// Percent-encodes a `grpc-message`: every byte outside printable ASCII, and `%` itself.
@@ -209,7 +375,11 @@ pub(crate) fn missing_key(status: StatusCode, grpc: bool) -> Response<Bytes> {
 /// The answer when the store failed and its policy was to fail closed.
 pub(crate) fn store_unavailable(grpc: bool) -> Response<Bytes> {
     let mut response = if grpc {
-        grpc_status(GRPC_UNAVAILABLE, "rate limit store unavailable")
+        let mut response = grpc_status(GRPC_UNAVAILABLE, "rate limit store unavailable");
+        response
+            .headers_mut()
+            .insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from_static("1000"));
+        response
     } else {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -318,6 +488,75 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "8");
         assert_eq!(response.headers()["grpc-message"], "retry in 1 s");
+    }
+
+    #[test]
+    fn grpc_rejection_carries_the_wait_three_ways() {
+        let response = grpc_resource_exhausted(Duration::from_millis(1_250));
+        let headers = response.headers();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.body().is_empty());
+        assert_eq!(headers[CONTENT_TYPE], "application/grpc");
+        assert_eq!(headers["grpc-status"], "8");
+        assert_eq!(
+            headers["grpc-message"],
+            "rate limit exceeded; retry in 1.25 s"
+        );
+        assert_eq!(headers["grpc-retry-pushback-ms"], "1250");
+        let details = rpc_status(
+            8,
+            "rate limit exceeded; retry in 1.25 s",
+            Duration::from_millis(1_250),
+        );
+        assert_eq!(
+            headers["grpc-status-details-bin"],
+            base64_unpadded(&details).as_str()
+        );
+    }
+
+    #[test]
+    fn waits_round_up_to_the_millisecond_and_read_well() {
+        assert_eq!(pushback_millis(Duration::ZERO), 1);
+        assert_eq!(pushback_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(pushback_millis(Duration::from_nanos(200_000_001)), 201);
+        assert_eq!(pushback_millis(Duration::from_millis(200)), 200);
+        assert_eq!(pushback_millis(Duration::MAX), u64::MAX);
+        assert_eq!(human_wait(Duration::from_millis(200)), "200 ms");
+        assert_eq!(human_wait(Duration::from_nanos(999_999_999)), "1 s");
+        assert_eq!(human_wait(Duration::from_millis(1_500)), "1.5 s");
+        assert_eq!(human_wait(Duration::from_millis(61_007)), "61.007 s");
+        assert_eq!(human_wait(Duration::from_secs(3_600)), "3600 s");
+    }
+
+    #[test]
+    fn status_details_are_the_expected_protobuf() {
+        // Status{code: 8, message: "m", details: [Any{type_url, value: RetryInfo{retry_delay:
+        // Duration{seconds: 1, nanos: 500_000_000}}}]}, encoded field by field.
+        let mut expected = vec![0x08, 0x08, 0x12, 0x01, b'm', 0x1a, 0x36, 0x0a, 0x28];
+        expected.extend_from_slice(RETRY_INFO_TYPE_URL.as_bytes());
+        expected.extend_from_slice(&[0x12, 0x0a, 0x0a, 0x08, 0x08, 0x01, 0x10]);
+        expected.extend_from_slice(&[0x80, 0xca, 0xb5, 0xee, 0x01]);
+        assert_eq!(rpc_status(8, "m", Duration::from_millis(1_500)), expected);
+        // A sub-second delay has no seconds field.
+        let short = rpc_status(8, "", Duration::from_millis(200));
+        assert!(short.ends_with(&[0x12, 0x07, 0x0a, 0x05, 0x10, 0x80, 0x84, 0xaf, 0x5f]));
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_vectors_without_padding() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"", ""),
+            (b"f", "Zg"),
+            (b"fo", "Zm8"),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg"),
+            (b"fooba", "Zm9vYmE"),
+            (b"foobar", "Zm9vYmFy"),
+        ];
+        for (input, output) in cases {
+            assert_eq!(base64_unpadded(input), output);
+        }
+        assert_eq!(base64_unpadded(&[0xfb, 0xff, 0xbf]), "+/+/");
     }
 
     #[test]

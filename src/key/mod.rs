@@ -9,6 +9,8 @@
 //! | [`ForwardedIp`] | the client address that trusted proxies forwarded | servers behind a load balancer |
 //! | [`Header`] | a header's value, such as an API key | authenticated APIs |
 //! | [`Global`] | one key for every request | protecting a resource as a whole |
+//! | [`GrpcMethod`] | the gRPC method, `/package.Service/Method` | a budget per method |
+//! | a tuple such as `(PeerIp, GrpcMethod)` | all the parts together | a budget per client and method |
 //!
 //! ```
 //! use axum::extract::Request;
@@ -28,6 +30,25 @@
 //! # Ok::<(), tower_ratelimit::ConfigError>(())
 //! ```
 //!
+//! # Several parts
+//!
+//! A tuple of two or three extractors is an extractor whose key holds every part; a request
+//! missing any part has no key. With tonic, `(PeerIp::new(), GrpcMethod)` gives each client a
+//! budget per method, and `(Header::new("x-api-key"), GrpcMethod)` one per API key and method
+//! (gRPC metadata are HTTP headers).
+//!
+//! ```
+//! use tower_ratelimit::{GrpcMethod, Header, Quota, RateLimitLayer};
+//!
+//! let layer = RateLimitLayer::builder()
+//!     .quota(Quota::per_second(20))
+//!     .key((Header::new("x-api-key"), GrpcMethod))
+//!     .for_grpc()
+//!     .build()?;
+//! // tonic::transport::Server::builder().layer(layer).add_service(..)
+//! # Ok::<(), tower_ratelimit::ConfigError>(())
+//! ```
+//!
 //! # Proxies
 //!
 //! Behind a reverse proxy or load balancer every request arrives from the proxy's address, so
@@ -37,10 +58,13 @@
 
 mod extractor;
 mod forwarded;
+mod grpc;
 mod header;
 mod peer;
+mod tuple;
 
 pub use extractor::{Global, KeyExtractor};
 pub use forwarded::{ForwardedIp, IpNet};
+pub use grpc::{GrpcMethod, MethodKey};
 pub use header::{Header, HeaderKey};
 pub use peer::PeerIp;
