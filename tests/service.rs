@@ -1,0 +1,958 @@
+//! The middleware on its own: a `service_fn` or a `tower_test` mock behind the layer, time
+//! driven by a `ManualClock`.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_ratelimit::gcra::InsufficientCapacity;
+use tower_ratelimit::{
+    Decision, Header, ManualClock, MemoryStore, MissingKey, Quota, RateLimit, RateLimitLayer,
+    RateLimited, ResponseBody, Store,
+};
+
+const PEER: &str = "192.0.2.10:40000";
+
+/// A request from `peer`, carrying its address the way a plain hyper server would.
+fn from(peer: &str) -> Request<String> {
+    let mut req = Request::new(String::new());
+    req.extensions_mut()
+        .insert(peer.parse::<SocketAddr>().expect("a socket address"));
+    req
+}
+
+/// A store on a clock the test moves.
+fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder()
+        .clock(clock.clone())
+        .build()
+        .expect("a valid store");
+    (store, clock)
+}
+
+/// An inner service that answers `ok` and counts its calls.
+fn counting_ok() -> (
+    impl Service<Request<String>, Response = Response<String>, Error = Infallible> + Clone,
+    Arc<AtomicUsize>,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let svc = service_fn(move |_req: Request<String>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Infallible>(Response::new(String::from("ok"))) }
+    });
+    (svc, calls)
+}
+
+/// Sends one request through `svc`, waiting for readiness first.
+async fn send<S>(svc: &mut S, req: Request<String>) -> Response<ResponseBody<String>>
+where
+    S: Service<Request<String>, Response = Response<ResponseBody<String>>, Error = Infallible>,
+{
+    svc.ready().await.unwrap().call(req).await.unwrap()
+}
+
+async fn text(response: Response<ResponseBody<String>>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).expect("a UTF-8 body")
+}
+
+fn header<'a, B>(response: &'a Response<B>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {:?}", response.headers()))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admits_the_burst_then_rejects_with_429_and_retry_after() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(3))
+        .store(store)
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let mut svc = layer.layer(inner);
+
+    for _ in 0..3 {
+        let response = send(&mut svc, from(PEER)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, "ok");
+    }
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "retry-after"), "1");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let other = send(&mut svc, from("192.0.2.11:40000")).await;
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another peer has its own budget"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_the_exact_wait_rounded_up_and_never_zero() {
+    let (store, clock) = manual_store();
+    // Two per minute: one cell every 30 s.
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_minute(2))
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    send(&mut svc, from(PEER)).await;
+    send(&mut svc, from(PEER)).await;
+
+    let cases = [
+        (Duration::ZERO, "30", Duration::from_secs(30)),
+        (
+            Duration::from_millis(10_500),
+            "20",
+            Duration::from_millis(19_500),
+        ),
+        (
+            Duration::from_nanos(19_499_999_999),
+            "1",
+            Duration::from_nanos(1),
+        ),
+    ];
+    for (advance, expected, exact) in cases {
+        clock.advance(advance);
+        let limited = send(&mut svc, from(PEER)).await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header(&limited, "retry-after"), expected);
+        let info = limited.extensions().get::<RateLimited>().unwrap();
+        assert_eq!(info.retry_after(), exact);
+    }
+}
+
+#[tokio::test]
+async fn rejection_carries_ratelimit_policy_and_ratelimit_fields_in_draft_syntax() {
+    let (store, clock) = manual_store();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_minute(10).allow_burst(20))
+        .policy_name("api")
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    for _ in 0..20 {
+        assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+    }
+    clock.advance(Duration::from_millis(500));
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    // q = burst, w = the window b·T in seconds.
+    assert_eq!(header(&limited, "ratelimit-policy"), "\"api\";q=20;w=120");
+    // r = cost-1 checks left now, t = seconds until a full burst again (119.5 s, rounded up).
+    assert_eq!(header(&limited, "ratelimit"), "\"api\";r=0;t=120");
+    assert_eq!(header(&limited, "retry-after"), "6");
+
+    // Three more cells accrue in 18 s, and no more.
+    clock.advance(Duration::from_secs(18));
+    for _ in 0..3 {
+        assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+    }
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "retry-after"), "6");
+}
+
+#[tokio::test]
+async fn rejection_is_a_short_text_plain_body() {
+    let mut svc = RateLimitLayer::new(Quota::per_hour(1)).layer(counting_ok().0);
+    send(&mut svc, from(PEER)).await;
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        header(&limited, "content-type").starts_with("text/plain"),
+        "{:?}",
+        limited.headers()
+    );
+    let body = text(limited).await;
+    assert!(!body.is_empty() && body.len() < 100, "{body:?}");
+    assert!(
+        body.contains("3600"),
+        "the body says how long to wait: {body:?}"
+    );
+}
+
+#[tokio::test]
+async fn rejection_puts_the_typed_limit_in_the_response_extensions() {
+    let (store, clock) = manual_store();
+    let quota = Quota::per_second(4);
+    let mut svc = RateLimitLayer::builder()
+        .quota(quota)
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    for _ in 0..4 {
+        let allowed = send(&mut svc, from(PEER)).await;
+        assert!(allowed.extensions().get::<RateLimited>().is_none());
+    }
+    clock.advance(Duration::from_millis(40));
+    let limited = send(&mut svc, from(PEER)).await;
+    let info = limited
+        .extensions()
+        .get::<RateLimited>()
+        .expect("RateLimited in the extensions");
+    assert_eq!(info.quota(), &quota);
+    assert!(!info.is_grpc());
+    assert!(!info.decision().is_allowed());
+    assert_eq!(info.decision().limit(), 4);
+    assert_eq!(info.decision().remaining(), 0);
+    assert_eq!(info.retry_after(), Duration::from_millis(210));
+    assert_eq!(info.decision().reset_after(), Duration::from_millis(960));
+    assert_eq!(info.retry_after_secs(), 1);
+}
+
+#[tokio::test]
+async fn allowed_responses_carry_the_headers_when_enabled() {
+    let (store, _clock) = manual_store();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(2))
+        .headers_on_success(true)
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    let first = send(&mut svc, from(PEER)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(header(&first, "ratelimit-policy"), "\"default\";q=2;w=1");
+    assert_eq!(header(&first, "ratelimit"), "\"default\";r=1;t=1");
+    assert!(first.headers().get(RETRY_AFTER).is_none());
+    let second = send(&mut svc, from(PEER)).await;
+    assert_eq!(header(&second, "ratelimit"), "\"default\";r=0;t=1");
+    assert_eq!(text(second).await, "ok", "the inner body is untouched");
+}
+
+#[tokio::test]
+async fn allowed_responses_carry_no_headers_by_default() {
+    let mut svc = RateLimitLayer::new(Quota::per_second(2)).layer(counting_ok().0);
+    let allowed = send(&mut svc, from(PEER)).await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    for name in ["ratelimit", "ratelimit-policy", "retry-after"] {
+        assert!(allowed.headers().get(name).is_none(), "{name} present");
+    }
+}
+
+#[tokio::test]
+async fn a_request_of_cost_n_takes_n_cells() {
+    let (store, clock) = manual_store();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .cost(3)
+        .headers_on_success(true)
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    let remaining: Vec<String> = {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let allowed = send(&mut svc, from(PEER)).await;
+            assert_eq!(allowed.status(), StatusCode::OK);
+            out.push(header(&allowed, "ratelimit").to_owned());
+        }
+        out
+    };
+    assert_eq!(
+        remaining,
+        [
+            "\"default\";r=7;t=1",
+            "\"default\";r=4;t=1",
+            "\"default\";r=1;t=1"
+        ]
+    );
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let info = limited.extensions().get::<RateLimited>().unwrap();
+    assert_eq!(
+        info.retry_after(),
+        Duration::from_millis(200),
+        "one cell is left, two more must accrue"
+    );
+    assert_eq!(info.decision().remaining(), 1);
+
+    clock.advance(Duration::from_millis(199));
+    assert_eq!(
+        send(&mut svc, from(PEER)).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+}
+
+fn problem_json(limited: &RateLimited) -> Response<String> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "retry_after": limited.retry_after_secs(),
+    });
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(CONTENT_TYPE, "application/problem+json")
+        .body(body.to_string())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_custom_rejection_gets_the_standard_headers_added() {
+    let (store, _clock) = manual_store();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_minute(6))
+        .rejection(problem_json)
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    for _ in 0..6 {
+        send(&mut svc, from(PEER)).await;
+    }
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "content-type"), "application/problem+json");
+    assert_eq!(header(&limited, "retry-after"), "10");
+    assert_eq!(header(&limited, "ratelimit-policy"), "\"default\";q=6;w=60");
+    assert_eq!(header(&limited, "ratelimit"), "\"default\";r=0;t=60");
+    assert!(limited.extensions().get::<RateLimited>().is_some());
+    let body: serde_json::Value = serde_json::from_str(&text(limited).await).unwrap();
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["retry_after"], 10);
+}
+
+#[tokio::test]
+async fn a_custom_rejection_keeps_the_headers_it_set_itself() {
+    let own_headers = |limited: &RateLimited| {
+        let mut response = problem_json(limited);
+        let headers = response.headers_mut();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3600"));
+        headers.insert("ratelimit-policy", HeaderValue::from_static("\"own\";q=1"));
+        headers.insert("ratelimit", HeaderValue::from_static("\"own\";r=0"));
+        response
+    };
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .rejection(own_headers)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    send(&mut svc, from(PEER)).await;
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(header(&limited, "retry-after"), "3600");
+    assert_eq!(header(&limited, "ratelimit-policy"), "\"own\";q=1");
+    assert_eq!(header(&limited, "ratelimit"), "\"own\";r=0");
+    assert_eq!(limited.headers().get_all(RETRY_AFTER).iter().count(), 1);
+}
+
+/// Collects what `tracing` writes while a test runs.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_peer_address_gets_500_and_a_warning_saying_what_to_fix() {
+    let logs = LogCapture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::new(Quota::per_second(10)).layer(inner);
+    let response = send(&mut svc, Request::new(String::new())).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the inner service ran");
+    assert!(!text(response).await.is_empty());
+
+    let log = logs.text();
+    assert!(log.contains("WARN"), "{log}");
+    assert!(
+        log.contains("into_make_service_with_connect_info::<SocketAddr>()"),
+        "the warning must say how to fix the server: {log}"
+    );
+}
+
+#[tokio::test]
+async fn missing_key_allow_lets_keyless_requests_through_unlimited() {
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Allow)
+        .headers_on_success(true)
+        .build()
+        .unwrap()
+        .layer(inner);
+    for _ in 0..5 {
+        let response = send(&mut svc, Request::new(String::new())).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers().get("ratelimit").is_none(),
+            "no decision was made, so there is nothing to report"
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+
+    let keyed = || {
+        Request::builder()
+            .header("x-api-key", "k1")
+            .body(String::new())
+            .unwrap()
+    };
+    assert_eq!(send(&mut svc, keyed()).await.status(), StatusCode::OK);
+    assert_eq!(
+        send(&mut svc, keyed()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn missing_key_reject_answers_with_the_configured_status() {
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .build()
+        .unwrap()
+        .layer(inner);
+    let response = send(&mut svc, Request::new(String::new())).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let empty = Request::builder()
+        .header("x-api-key", "")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(
+        send(&mut svc, empty).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn for_grpc_answers_resource_exhausted_over_http_200() {
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .for_grpc()
+        .build()
+        .unwrap()
+        .layer(inner);
+    assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::OK);
+    assert_eq!(header(&limited, "grpc-status"), "8");
+    assert!(header(&limited, "content-type").starts_with("application/grpc"));
+    assert!(header(&limited, "grpc-message").contains("rate limit"));
+    assert!(limited.extensions().get::<RateLimited>().unwrap().is_grpc());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(text(limited).await.is_empty(), "a trailers-only response");
+
+    let keyless = send(&mut svc, Request::new(String::new())).await;
+    assert_eq!(keyless.status(), StatusCode::OK);
+    assert_eq!(header(&keyless, "grpc-status"), "13", "INTERNAL");
+}
+
+#[tokio::test]
+async fn grpc_requests_are_recognised_by_their_content_type() {
+    let mut svc = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    let grpc = || {
+        let mut req = from(PEER);
+        req.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        req
+    };
+    assert_eq!(send(&mut svc, grpc()).await.status(), StatusCode::OK);
+    let limited = send(&mut svc, grpc()).await;
+    assert_eq!(limited.status(), StatusCode::OK);
+    assert_eq!(header(&limited, "grpc-status"), "8");
+    let plain = send(&mut svc, from(PEER)).await;
+    assert_eq!(plain.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[test]
+fn builder_errors_name_the_bad_value() {
+    let no_quota = RateLimitLayer::builder().build().unwrap_err();
+    assert!(no_quota.to_string().contains("no quota"), "{no_quota}");
+    assert!(no_quota.to_string().contains(".quota("), "{no_quota}");
+
+    let zero = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .cost(0)
+        .build()
+        .unwrap_err();
+    assert!(zero.to_string().contains("cost 0"), "{zero}");
+
+    let too_big = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .cost(11)
+        .build()
+        .unwrap_err();
+    let message = too_big.to_string();
+    assert!(
+        message.contains("cost 11") && message.contains("burst 10"),
+        "{message}"
+    );
+
+    for bad in ["", "say \"hi\"", "back\\slash", "naïve", "line\nbreak"] {
+        let err = RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .policy_name(bad)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{bad:?}")),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_cost_equal_to_the_burst_is_valid() {
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .cost(10)
+        .build();
+    assert!(layer.is_ok());
+}
+
+#[tokio::test]
+async fn every_clone_of_the_service_shares_one_budget() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .store(store)
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let svc = layer.layer(inner);
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        statuses.push(svc.clone().oneshot(from(PEER)).await.unwrap().status());
+    }
+    let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(allowed, 10, "{statuses:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 10);
+
+    // Services made from clones of the layer share the budget too.
+    let from_clone = layer.clone().layer(counting_ok().0);
+    let response = from_clone.oneshot(from(PEER)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn two_layers_are_two_budgets_unless_they_share_a_store() {
+    let separate_a = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    let separate_b = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    assert_eq!(
+        separate_a.oneshot(from(PEER)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        separate_b.oneshot(from(PEER)).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let store = MemoryStore::new();
+    let layer = |store: MemoryStore| {
+        RateLimitLayer::builder()
+            .quota(Quota::per_second(1))
+            .store(store)
+            .build()
+            .unwrap()
+    };
+    let shared_a = layer(store.clone()).layer(counting_ok().0);
+    let shared_b = layer(store).layer(counting_ok().0);
+    assert_eq!(
+        shared_a.oneshot(from(PEER)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        shared_b.oneshot(from(PEER)).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_waits_exactly_retry_after_is_admitted() {
+    let (store, clock) = manual_store();
+    // One a minute: the exact wait is a whole number of seconds, so the header is exact too.
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_minute(1))
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+    clock.advance(Duration::from_millis(12_000));
+    let limited = send(&mut svc, from(PEER)).await;
+    let wait: u64 = header(&limited, "retry-after").parse().unwrap();
+    assert_eq!(wait, 48);
+
+    clock.advance(Duration::from_secs(wait) - Duration::from_nanos(1));
+    let early = send(&mut svc, from(PEER)).await;
+    assert_eq!(
+        early.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "1 ns early is still too early"
+    );
+    assert_eq!(
+        early
+            .extensions()
+            .get::<RateLimited>()
+            .unwrap()
+            .retry_after(),
+        Duration::from_nanos(1)
+    );
+    assert_eq!(header(&early, "retry-after"), "1", "never 0");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_that_waits_the_exact_wait_from_the_extension_is_admitted() {
+    let (store, clock) = manual_store();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(3).allow_burst(2))
+        .store(store)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    for step in [0, 7, 1_234_567, 1] {
+        clock.advance(Duration::from_nanos(step));
+        loop {
+            let response = send(&mut svc, from(PEER)).await;
+            if response.status() == StatusCode::OK {
+                continue;
+            }
+            let exact = response
+                .extensions()
+                .get::<RateLimited>()
+                .unwrap()
+                .retry_after();
+            assert!(exact > Duration::ZERO);
+            let header_wait: u64 = header(&response, "retry-after").parse().unwrap();
+            assert!(Duration::from_secs(header_wait) >= exact);
+            clock.advance(exact - Duration::from_nanos(1));
+            assert_eq!(
+                send(&mut svc, from(PEER)).await.status(),
+                StatusCode::TOO_MANY_REQUESTS
+            );
+            clock.advance(Duration::from_nanos(1));
+            assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+            break;
+        }
+    }
+}
+
+type MockService = tower_test::mock::Mock<Request<String>, Response<String>>;
+
+#[tokio::test]
+async fn the_inner_service_is_called_for_allowed_requests_only() {
+    let layer = RateLimitLayer::new(Quota::per_second(1));
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_with(move |mock: MockService| layer.layer(mock));
+
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let allowed = svc.call(from(PEER));
+    let (request, reply) = handle.next_request().await.expect("the inner service ran");
+    assert_eq!(
+        request.extensions().get::<SocketAddr>(),
+        Some(&PEER.parse().unwrap()),
+        "the request reaches the inner service unchanged"
+    );
+    reply.send_response(Response::new(String::from("from inner")));
+    let response = allowed.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text(response).await, "from inner");
+
+    handle.allow(1);
+    assert!(svc.poll_ready().is_ready());
+    let limited = svc.call(from(PEER)).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        handle.poll_request().is_pending(),
+        "the inner service was called for a limited request"
+    );
+}
+
+#[tokio::test]
+async fn poll_ready_forwards_to_the_inner_service() {
+    let layer = RateLimitLayer::new(Quota::per_second(1));
+    let (mut svc, mut handle) =
+        tower_test::mock::spawn_with(move |mock: MockService| layer.layer(mock));
+
+    handle.allow(0);
+    assert!(
+        svc.poll_ready().is_pending(),
+        "inner not ready, layer ready"
+    );
+    handle.allow(1);
+    assert!(
+        svc.is_woken(),
+        "the inner service's wakeup reaches the caller"
+    );
+    assert!(svc.poll_ready().is_ready());
+
+    handle.send_error("inner failed");
+    let mut fresh = svc.clone();
+    match fresh.poll_ready() {
+        Poll::Ready(Err(err)) => assert_eq!(err.to_string(), "inner failed"),
+        other => panic!("the inner error must come through unchanged: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn inner_errors_come_through_unchanged() {
+    let failing = service_fn(|_req: Request<String>| async {
+        Err::<Response<String>, _>(io::Error::other("backend down"))
+    });
+    let svc = RateLimitLayer::new(Quota::per_second(1)).layer(failing);
+    let err = svc.oneshot(from(PEER)).await.unwrap_err();
+    assert_eq!(err.to_string(), "backend down");
+}
+
+/// A store that answers one poll later, as a network store would, and counts how often its
+/// futures were polled.
+#[derive(Clone)]
+struct SlowStore {
+    memory: MemoryStore<ManualClock>,
+    polls: Arc<AtomicUsize>,
+}
+
+struct Later {
+    outcome: Option<Result<Decision, InsufficientCapacity>>,
+    waited: bool,
+    polls: Arc<AtomicUsize>,
+}
+
+impl Future for Later {
+    type Output = Result<Decision, InsufficientCapacity>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        if !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(self.outcome.take().expect("polled after completion"))
+    }
+}
+
+impl Store<SocketAddr> for SlowStore {
+    type Error = InsufficientCapacity;
+    type Future = Later;
+
+    fn check(&self, key: &SocketAddr, quota: &Quota, cost: u32) -> Later {
+        Later {
+            outcome: Some(self.memory.check_now(key, quota, cost)),
+            waited: false,
+            polls: Arc::clone(&self.polls),
+        }
+    }
+
+    fn peek(&self, key: &SocketAddr, quota: &Quota) -> Later {
+        Later {
+            outcome: Some(Ok(self.memory.peek_now(key, quota))),
+            waited: false,
+            polls: Arc::clone(&self.polls),
+        }
+    }
+}
+
+fn peer_socket(req: &Request<String>) -> Option<SocketAddr> {
+    req.extensions().get::<SocketAddr>().copied()
+}
+
+#[tokio::test]
+async fn a_store_that_must_wait_decides_inside_the_response_future() {
+    let (memory, _clock) = manual_store();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let store = SlowStore {
+        memory,
+        polls: Arc::clone(&polls),
+    };
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(2))
+        .key(peer_socket)
+        .headers_on_success(true)
+        .store(store)
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let mut svc = layer.layer(inner);
+
+    let first = svc.ready().await.unwrap().call(from(PEER));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "called before the store answered"
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once inside call");
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(header(&first, "ratelimit"), "\"default\";r=1;t=1");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Two calls in flight at once: the service stays usable while a check waits.
+    let second = svc.ready().await.unwrap().call(from(PEER));
+    let third = svc.ready().await.unwrap().call(from(PEER));
+    let (second, third) = tokio::join!(second, third);
+    assert_eq!(second.unwrap().status(), StatusCode::OK);
+    let third = third.unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&third, "retry-after"), "1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A store that always fails, like a backend that is down.
+#[derive(Clone, Copy)]
+struct DownStore;
+
+impl Store<SocketAddr> for DownStore {
+    type Error = io::Error;
+    type Future = Ready<Result<Decision, io::Error>>;
+
+    fn check(&self, _: &SocketAddr, _: &Quota, _: u32) -> Self::Future {
+        std::future::ready(Err(io::Error::other("connection refused")))
+    }
+
+    fn peek(&self, _: &SocketAddr, _: &Quota) -> Self::Future {
+        std::future::ready(Err(io::Error::other("connection refused")))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_503_with_retry_after_1_without_calling_inner() {
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(2))
+        .key(peer_socket)
+        .store(DownStore)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let response = send(&mut svc, from(PEER)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), "1");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn any_request_body_type_is_accepted() {
+    let inner = service_fn(|req: Request<Bytes>| async move {
+        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(req.into_body())))
+    });
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .key(tower_ratelimit::Global)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let echoed = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Bytes::from_static(b"payload")))
+        .await
+        .unwrap();
+    let body = echoed.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "payload");
+    let limited = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body = limited.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"Too Many Requests"), "{body:?}");
+}
+
+#[test]
+fn the_layer_and_service_are_clone_send_sync_static_with_a_send_future() {
+    fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+    fn send_future<S, Req>()
+    where
+        S: Service<Req>,
+        S::Future: Send + 'static,
+    {
+    }
+
+    clone_send_sync::<RateLimitLayer>();
+    clone_send_sync::<RateLimit<axum::routing::Route>>();
+    clone_send_sync::<RateLimit<axum::Router>>();
+    send_future::<RateLimit<axum::routing::Route>, axum::extract::Request>();
+    send_future::<RateLimit<axum::Router>, axum::extract::Request>();
+
+    // With a custom key closure, another store and a custom rejection as well.
+    fn fits_axum<L>(_: &L)
+    where
+        L: Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<axum::extract::Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<axum::extract::Request>>::Future: Send + 'static,
+    {
+    }
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .key(|req: &axum::extract::Request| {
+            req.headers()
+                .get("x-api-key")
+                .map(|v| v.as_bytes().to_vec())
+        })
+        .store(
+            MemoryStore::builder()
+                .clock(ManualClock::new())
+                .build()
+                .unwrap(),
+        )
+        .rejection(problem_json)
+        .build()
+        .unwrap();
+    fits_axum(&layer);
+    fits_axum(&RateLimitLayer::new(Quota::per_second(1)));
+}
