@@ -19,6 +19,18 @@ impl ConfigError {
             source: None,
         }
     }
+
+    /// A configuration error caused by `source`, such as a server that could not be reached.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_source(
+        message: impl Into<Cow<'static, str>>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        ConfigError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {

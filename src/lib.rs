@@ -86,4 +86,6 @@ pub use layer::{MissingKey, RateLimitLayer, RateLimitLayerBuilder};
 pub use quota::{Quota, QuotaError};
 pub use response::{DefaultRejection, MakeRejection, RateLimited};
 pub use service::RateLimit;
+#[cfg(feature = "redis")]
+pub use store::{FailurePolicy, RedisKey, RedisStore};
 pub use store::{MemoryStore, MemoryStoreBuilder, Store};

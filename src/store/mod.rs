@@ -16,7 +16,13 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod traits;
 
 pub use memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+pub use redis::{
+    FailurePolicy, RedisKey, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreFuture,
+};
 pub use traits::Store;

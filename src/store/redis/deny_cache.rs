@@ -1,0 +1,142 @@
+//! The local deny cache: the last TAT Redis reported for keys that were limited.
+
+use std::hash::BuildHasher;
+use std::sync::{PoisonError, RwLock};
+
+use hashbrown::HashTable;
+
+const SHARDS: usize = 16;
+
+/// Known lower bounds of keys' TATs, in local nanoseconds, bounded in size.
+///
+/// Redis only ever moves a TAT forward (and lets the key expire once the TAT has passed), so a
+/// TAT read from Redis is a lower bound of the key's TAT until it passes: a check that this TAT
+/// already denies is denied by Redis too, and can be answered here.
+pub(super) struct DenyCache {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+struct Shard {
+    entries: HashTable<Entry>,
+    cap: usize,
+}
+
+struct Entry {
+    hash: u64,
+    key: Box<[u8]>,
+    tat: u64,
+}
+
+impl DenyCache {
+    /// A cache holding at most about `capacity` keys (at least one per shard).
+    pub(super) fn new(capacity: usize) -> Self {
+        let cap = capacity.div_ceil(SHARDS).max(1);
+        DenyCache {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        entries: HashTable::new(),
+                        cap,
+                    })
+                })
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[(hash >> 32) as usize % SHARDS]
+    }
+
+    /// The cached TAT of `key` if it is still ahead of `now`.
+    pub(super) fn get(&self, key: &[u8], now: u64) -> Option<u64> {
+        let hash = self.hasher.hash_one(key);
+        let shard = self
+            .shard(hash)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard
+            .entries
+            .find(hash, |e| e.hash == hash && *e.key == *key)
+            .map(|e| e.tat)
+            .filter(|&tat| tat > now)
+    }
+
+    /// Records that `key`'s TAT is at least `tat`. If `cache_new` is false only a key already
+    /// cached is updated. A full shard first drops the TATs that have passed; if it is still
+    /// full, the key is not cached (a miss only costs a round trip).
+    pub(super) fn record(&self, key: &[u8], tat: u64, now: u64, cache_new: bool) {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self
+            .shard(hash)
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = shard
+            .entries
+            .find_mut(hash, |e| e.hash == hash && *e.key == *key)
+        {
+            entry.tat = entry.tat.max(tat);
+            return;
+        }
+        if !cache_new || tat <= now {
+            return;
+        }
+        if shard.entries.len() >= shard.cap {
+            shard.entries.retain(|e| e.tat > now);
+            if shard.entries.len() >= shard.cap {
+                return;
+            }
+        }
+        shard.entries.insert_unique(
+            hash,
+            Entry {
+                hash,
+                key: key.into(),
+                tat,
+            },
+            |e| e.hash,
+        );
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap().entries.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_tats_until_they_pass_and_only_moves_them_forward() {
+        let cache = DenyCache::new(100);
+        cache.record(b"k", 50, 10, true);
+        assert_eq!(cache.get(b"k", 10), Some(50));
+        cache.record(b"k", 40, 10, true);
+        assert_eq!(cache.get(b"k", 10), Some(50));
+        cache.record(b"k", 70, 10, false);
+        assert_eq!(cache.get(b"k", 10), Some(70));
+        assert_eq!(cache.get(b"k", 70), None);
+        cache.record(b"other", 70, 10, false);
+        assert_eq!(cache.get(b"other", 10), None);
+    }
+
+    #[test]
+    fn stays_bounded_by_dropping_passed_tats_first() {
+        let cache = DenyCache::new(SHARDS);
+        for i in 0..1000u32 {
+            cache.record(&i.to_be_bytes(), 100, 0, true);
+        }
+        assert!(cache.len() <= SHARDS, "{}", cache.len());
+        for i in 1000..2000u32 {
+            cache.record(&i.to_be_bytes(), 300, 200, true);
+        }
+        assert!(cache.len() <= SHARDS);
+        assert!((1000..2000u32).any(|i| cache.get(&i.to_be_bytes(), 200) == Some(300)));
+    }
+}

@@ -1,0 +1,177 @@
+//! Whether checks go to Redis: failures counted, a back-off after repeated ones, one probe at a
+//! time to find out when Redis is back.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{FailurePolicy, RedisStoreError};
+
+/// Where a check goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// To Redis; `probe` if it is the one check that tests Redis after a back-off.
+    Redis { probe: bool },
+    /// Straight to the failure policy: Redis is backed off.
+    Policy,
+}
+
+/// The failure state shared by every check of one store. Times are local nanoseconds.
+#[derive(Debug)]
+pub(super) struct Health {
+    /// Failures since the last success.
+    failures: AtomicU32,
+    /// While non-zero, checks skip Redis until this time, then one probe goes.
+    backoff_until: AtomicU64,
+    /// A probe is in flight.
+    probing: AtomicBool,
+    /// When the current outage began (non-zero during one), for the recovery log line.
+    outage_since: AtomicU64,
+    /// Checks answered by the policy during the current outage.
+    policy_answers: AtomicU64,
+    failures_before_backoff: u32,
+    backoff: Duration,
+}
+
+impl Health {
+    pub(super) fn new(failures_before_backoff: u32, backoff: Duration) -> Self {
+        Health {
+            failures: AtomicU32::new(0),
+            backoff_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            outage_since: AtomicU64::new(0),
+            policy_answers: AtomicU64::new(0),
+            failures_before_backoff: failures_before_backoff.max(1),
+            backoff,
+        }
+    }
+
+    pub(super) fn route(&self, now: u64) -> Route {
+        let until = self.backoff_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Route::Redis { probe: false };
+        }
+        if now >= until
+            && self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Route::Redis { probe: true };
+        }
+        Route::Policy
+    }
+
+    pub(super) fn backing_off(&self) -> bool {
+        self.backoff_until.load(Ordering::Acquire) != 0
+    }
+
+    pub(super) fn answered_by_policy(&self) {
+        self.policy_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Redis answered.
+    pub(super) fn success(&self, now: u64, probe: bool) {
+        if self.failures.swap(0, Ordering::AcqRel) == 0 && !probe {
+            return;
+        }
+        if self.backoff_until.swap(0, Ordering::AcqRel) != 0 {
+            let since = self.outage_since.swap(0, Ordering::AcqRel);
+            let answered = self.policy_answers.swap(0, Ordering::AcqRel);
+            tracing::warn!(
+                outage_ms = Duration::from_nanos(now.saturating_sub(since)).as_millis() as u64,
+                checks_answered_by_policy = answered,
+                "Redis rate limit store answering again; checks go to Redis"
+            );
+        }
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+    }
+
+    /// A check failed (an error or a timeout).
+    pub(super) fn failure(
+        &self,
+        now: u64,
+        probe: bool,
+        error: &RedisStoreError,
+        policy: FailurePolicy,
+    ) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        let until = now.saturating_add(self.backoff.as_nanos() as u64).max(1);
+        if probe {
+            self.backoff_until.store(until, Ordering::Release);
+            self.probing.store(false, Ordering::Release);
+            tracing::debug!(%error, "Redis rate limit store still failing; backing off again");
+            return;
+        }
+        if failures == 1 {
+            self.outage_since.store(now.max(1), Ordering::Release);
+            tracing::warn!(
+                %error,
+                ?policy,
+                "Redis rate limit store failed; answering by the failure policy"
+            );
+        }
+        if failures >= self.failures_before_backoff
+            && self
+                .backoff_until
+                .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::warn!(
+                %error,
+                ?policy,
+                failures,
+                backoff_ms = self.backoff.as_millis() as u64,
+                "Redis rate limit store keeps failing; backing off: checks skip Redis and are \
+                 answered by the failure policy, one probe per back-off period"
+            );
+        }
+    }
+
+    /// A probe was dropped before Redis answered: let the next check probe instead.
+    pub(super) fn probe_abandoned(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error() -> RedisStoreError {
+        RedisStoreError::timeout(Duration::from_millis(5))
+    }
+
+    #[test]
+    fn backs_off_after_repeated_failures_then_probes_once() {
+        let health = Health::new(3, Duration::from_nanos(100));
+        for _ in 0..2 {
+            health.failure(10, false, &error(), FailurePolicy::Local);
+            assert_eq!(health.route(10), Route::Redis { probe: false });
+        }
+        health.failure(10, false, &error(), FailurePolicy::Local);
+        assert!(health.backing_off());
+        assert_eq!(health.route(50), Route::Policy);
+        assert_eq!(health.route(110), Route::Redis { probe: true });
+        assert_eq!(health.route(110), Route::Policy, "one probe at a time");
+        health.failure(120, true, &error(), FailurePolicy::Local);
+        assert_eq!(health.route(150), Route::Policy);
+        assert_eq!(health.route(220), Route::Redis { probe: true });
+        health.success(230, true);
+        assert!(!health.backing_off());
+        assert_eq!(health.route(230), Route::Redis { probe: false });
+    }
+
+    #[test]
+    fn an_abandoned_probe_hands_over_to_the_next_check() {
+        let health = Health::new(1, Duration::from_nanos(100));
+        health.failure(0, false, &error(), FailurePolicy::Deny);
+        assert_eq!(health.route(100), Route::Redis { probe: true });
+        health.probe_abandoned();
+        assert_eq!(health.route(100), Route::Redis { probe: true });
+    }
+}

@@ -1,0 +1,25 @@
+/// How [`RedisStore`](super::RedisStore) answers when Redis fails or is too slow.
+///
+/// A check fails when Redis returns an error or does not answer within the store's timeout,
+/// and, after repeated failures, during the back-off in which checks do not wait for Redis.
+///
+/// ```
+/// use tower_ratelimit::store::{FailurePolicy, RedisStore};
+///
+/// let builder = RedisStore::builder()
+///     .url("redis://127.0.0.1:6379")
+///     .on_failure(FailurePolicy::Deny);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Limit in this process with an in-memory GCRA of the same quota (the default): each
+    /// process admits up to the whole quota on its own until Redis is back.
+    #[default]
+    Local,
+    /// Fail open: allow every check.
+    Allow,
+    /// Fail closed: the check is an error, which the layer answers with
+    /// `503 Service Unavailable` and `Retry-After: 1` (gRPC: `UNAVAILABLE`).
+    Deny,
+}
