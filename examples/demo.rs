@@ -19,14 +19,12 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Emp
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quota: Quota = "2/s; burst=4".parse()?;
-    let app = Router::new()
-        .route("/", get(|| async { "hello\n" }))
-        .layer(
-            RateLimitLayer::builder()
-                .quota(quota)
-                .headers_on_success(true)
-                .build()?,
-        );
+    let app = Router::new().route("/", get(|| async { "hello\n" })).layer(
+        RateLimitLayer::builder()
+            .quota(quota)
+            .headers_on_success(true)
+            .build()?,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -71,7 +69,11 @@ async fn send(
             .unwrap_or("-")
             .to_owned()
     };
-    let (status, ratelimit, retry) = (response.status(), header("ratelimit"), header("retry-after"));
+    let (status, ratelimit, retry) = (
+        response.status(),
+        header("ratelimit"),
+        header("retry-after"),
+    );
     let body = response.into_body().collect().await?.to_bytes();
     println!(
         "t={:>6.3}s  {}  RateLimit: {:<24} Retry-After: {:<3} body: {:?}",
