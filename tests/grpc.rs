@@ -1,0 +1,289 @@
+//! gRPC: a real tonic server behind the layer on a loopback port, called by real tonic clients.
+//!
+//! Time is a `ManualClock`: "waiting the delay" is advancing the clock by exactly the delay the
+//! server gave, so the tests neither sleep nor race.
+
+#[path = "../examples/greeter/mod.rs"]
+mod greeter;
+
+use std::convert::Infallible;
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tower::{service_fn, Layer, ServiceExt};
+use tower_ratelimit::{
+    GrpcMethod, Header, KeyExtractor, ManualClock, MemoryStore, MissingKey, PeerIp, Quota,
+    RateLimitLayer,
+};
+
+use greeter::{rpc, GreeterClient, GreeterServer, HelloRequest};
+
+/// A burst of 3, then one call every 200 ms.
+fn quota() -> Quota {
+    Quota::with_period(Duration::from_millis(200)).allow_burst(3)
+}
+
+fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+    (store, clock)
+}
+
+/// Serves the greeter and the health service behind `layer` on a loopback port; the server
+/// stops with the test's runtime.
+async fn serve<E>(layer: RateLimitLayer<E, MemoryStore<ManualClock>>, http1: bool) -> SocketAddr
+where
+    E: KeyExtractor<tonic::body::Body> + Send + Sync + 'static,
+    E::Key: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<GreeterServer>().await;
+    let server = Server::builder()
+        .accept_http1(http1)
+        .layer(layer)
+        .add_service(health_service)
+        .add_service(GreeterServer)
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    addr
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn hello(name: &str) -> HelloRequest {
+    HelloRequest {
+        name: name.into(),
+        count: 1,
+    }
+}
+
+/// Checks everything a limited call carries: the code, the message, the pushback and the
+/// `RetryInfo` of the `google.rpc.Status` in the details, all stating `wait`.
+fn assert_limited(status: &Status, wait: Duration, wait_text: &str) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let message = format!("rate limit exceeded; retry in {wait_text}");
+    assert_eq!(status.message(), message);
+    let pushback_ms = wait.as_nanos().div_ceil(1_000_000).max(1) as u64;
+    assert_eq!(
+        rpc::pushback(status),
+        Some(Duration::from_millis(pushback_ms))
+    );
+    let details = rpc::status_details(status).expect("details hold a google.rpc.Status");
+    assert_eq!(details.code, Code::ResourceExhausted as i32);
+    assert_eq!(details.message, message);
+    assert_eq!(details.details.len(), 1);
+    assert_eq!(rpc::retry_delay(&details), Some(wait));
+}
+
+#[tokio::test]
+async fn unary_calls_beyond_the_burst_are_resource_exhausted_until_the_delay_passes() {
+    let (store, clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .store(store)
+        .build()
+        .unwrap();
+    let mut client = GreeterClient::new(channel(serve(layer, false).await).await);
+
+    for n in 0..3 {
+        let reply = client.say_hello(hello("a")).await.unwrap();
+        assert_eq!(reply.get_ref().message, "hello, a", "call {n}");
+    }
+    let status = client.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+
+    // One nanosecond short of the delay is still too early, and says so exactly.
+    clock.advance(Duration::from_millis(200) - Duration::from_nanos(1));
+    let status = client.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_nanos(1), "1 ms");
+
+    clock.advance(Duration::from_nanos(1));
+    client.say_hello(hello("a")).await.unwrap();
+    let status = client.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
+#[tokio::test]
+async fn streaming_calls_and_health_checks_share_the_budget() {
+    let (store, clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .store(store)
+        .build()
+        .unwrap();
+    let channel = channel(serve(layer, false).await).await;
+    let mut greeter = GreeterClient::new(channel.clone());
+    let mut health = HealthClient::new(channel);
+
+    let request = HelloRequest {
+        name: "s".into(),
+        count: 4,
+    };
+    for _ in 0..2 {
+        let stream = greeter.say_hello_stream(request.clone()).await.unwrap();
+        let replies: Vec<_> = stream.into_inner().collect().await;
+        assert_eq!(replies.len(), 4);
+        assert!(replies
+            .iter()
+            .all(|r| r.as_ref().unwrap().message == "hello, s"));
+    }
+    let check = || HealthCheckRequest {
+        service: greeter::SERVICE.into(),
+    };
+    health.check(check()).await.unwrap();
+
+    let status = greeter.say_hello_stream(request.clone()).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+    let status = health.check(check()).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+
+    clock.advance(Duration::from_millis(200));
+    let stream = greeter.say_hello_stream(request).await.unwrap();
+    assert_eq!(stream.into_inner().collect::<Vec<_>>().await.len(), 4);
+}
+
+#[tokio::test]
+async fn plain_http_requests_through_the_same_layer_get_429() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .store(store)
+        .build()
+        .unwrap();
+    let addr = serve(layer, true).await;
+    let mut greeter = GreeterClient::new(channel(addr).await);
+    for _ in 0..3 {
+        greeter.say_hello(hello("a")).await.unwrap();
+    }
+
+    let http: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = format!("http://{addr}{}", greeter::SAY_HELLO)
+        .parse()
+        .unwrap();
+    let response = http.get(uri).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(!response.headers().contains_key("grpc-status"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "Too Many Requests: retry in 1 s\n");
+
+    let status = greeter.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
+#[tokio::test]
+async fn peer_and_method_keys_give_each_method_its_own_budget() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .key((PeerIp::new(), GrpcMethod))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let channel = channel(serve(layer, false).await).await;
+    let mut greeter = GreeterClient::new(channel.clone());
+    let mut health = HealthClient::new(channel);
+
+    for _ in 0..3 {
+        greeter.say_hello(hello("a")).await.unwrap();
+    }
+    let status = greeter.say_hello(hello("a")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let check = HealthCheckRequest {
+        service: String::new(),
+    };
+    health.check(check.clone()).await.unwrap();
+    // The key came from tonic's connection info: the peer is this test's loopback address.
+    let key = (
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+        GrpcMethod
+            .extract(&Request::post(greeter::SAY_HELLO).body(()).unwrap())
+            .unwrap(),
+    );
+    assert!(!store.peek_now(&key, &quota()).is_allowed());
+    assert_eq!(store.len(), 2);
+}
+
+#[tokio::test]
+async fn api_keys_in_metadata_are_keys_and_a_missing_one_is_unauthenticated() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .store(store)
+        .build()
+        .unwrap();
+    let mut greeter = GreeterClient::new(channel(serve(layer, false).await).await);
+    let with_key = |api_key: &'static str| {
+        let mut request = tonic::Request::new(hello("k"));
+        request
+            .metadata_mut()
+            .insert("x-api-key", api_key.parse().unwrap());
+        request
+    };
+
+    for _ in 0..3 {
+        greeter.say_hello(with_key("alpha")).await.unwrap();
+    }
+    let status = greeter.say_hello(with_key("alpha")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    greeter.say_hello(with_key("beta")).await.unwrap();
+
+    let status = greeter.say_hello(hello("k")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn for_grpc_answers_every_limited_request_as_a_grpc_call() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .store(store)
+        .for_grpc()
+        .build()
+        .unwrap();
+    let inner = service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::from("ok")))
+    });
+    let svc = layer.layer(inner);
+    let request = || {
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        req
+    };
+    for _ in 0..3 {
+        let response = svc.clone().oneshot(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!response.headers().contains_key("grpc-status"));
+    }
+    let response = svc.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/grpc");
+    assert_eq!(response.headers()["grpc-status"], "8");
+    assert_eq!(response.headers()["grpc-retry-pushback-ms"], "200");
+    let status = Status::from_header_map(response.headers()).unwrap();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
