@@ -26,6 +26,32 @@
 //! # }
 //! ```
 //!
+//! # tonic
+//!
+//! The same layer protects a tonic server. With the `tonic` feature the peer address comes from
+//! tonic's connection info; gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the message,
+//! in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
+//!
+//! ```no_run
+//! use tonic::transport::Server;
+//! use tower_ratelimit::{GrpcMethod, PeerIp, Quota, RateLimitLayer};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Each client gets 20 calls per second per method, health checks included.
+//! let limit = RateLimitLayer::builder()
+//!     .quota(Quota::per_second(20))
+//!     .key((PeerIp::new(), GrpcMethod))
+//!     .for_grpc()
+//!     .build()?;
+//! let (_, health) = tonic_health::server::health_reporter();
+//! Server::builder()
+//!     .layer(limit)
+//!     .add_service(health)
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # A custom key
 //!
 //! Any closure from the request to an optional key works; here, an API key header with a
