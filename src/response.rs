@@ -512,6 +512,13 @@ mod tests {
             headers["grpc-status-details-bin"],
             base64_unpadded(&details).as_str()
         );
+
+        // The same Status encoded independently: a fixed vector.
+        let response = grpc_resource_exhausted(Duration::from_millis(200));
+        assert_eq!(
+            response.headers()["grpc-status-details-bin"],
+            "CAgSJHJhdGUgbGltaXQgZXhjZWVkZWQ7IHJldHJ5IGluIDIwMCBtcxozCih0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuUmV0cnlJbmZvEgcKBRCAhK9f"
+        );
     }
 
     #[test]
