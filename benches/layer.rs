@@ -1,1 +1,174 @@
-fn main() {}
+//! One request through a trivial service: bare, behind `RateLimitLayer`, and behind
+//! `tower_governor`'s layer with the same quota, on the allow path and on the reject path.
+//!
+//! Each iteration drives `poll_ready`, `call` and the response future to completion by polling
+//! them directly (every one is ready at once, so no runtime is involved) and drops the
+//! response. Building the request is not timed. Both limiters key on the peer IP taken from
+//! the request extensions: a `SocketAddr` for `RateLimitLayer`, axum's `ConnectInfo` for
+//! `tower_governor` (the only place its peer-IP extractor looks).
+//!
+//! ```text
+//! cargo bench --bench layer -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{Request, Response, StatusCode};
+use tower::{service_fn, Layer, Service};
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::GovernorLayer;
+use tower_ratelimit::{Quota, RateLimitLayer};
+
+/// The quota as (interval, burst). Allow: a burst no run can spend. Reject: one cell an hour,
+/// spent before timing starts.
+const ALLOW: (Duration, u32) = (Duration::from_millis(1), 1_000_000_000);
+const REJECT: (Duration, u32) = (Duration::from_secs(3600), 1);
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 7], 40000))
+}
+
+fn plain_request() -> Request<()> {
+    let mut req = Request::new(());
+    req.extensions_mut().insert(peer());
+    req
+}
+
+fn connect_info_request() -> Request<()> {
+    let mut req = Request::new(());
+    req.extensions_mut().insert(ConnectInfo(peer()));
+    req
+}
+
+/// The trivial service every variant wraps: an empty `200 OK`.
+fn inner() -> impl Service<
+    Request<()>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(Body::empty())) })
+}
+
+/// `poll_ready`, `call` and the response future, each polled once; every one must be ready.
+#[inline]
+fn drive<S, B>(svc: &mut S, req: Request<()>) -> StatusCode
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the service is always ready"),
+    }
+    let future = pin!(svc.call(req));
+    match future.poll(&mut cx) {
+        Poll::Ready(Ok(response)) => response.status(),
+        _ => panic!("the response is ready at once"),
+    }
+}
+
+fn ours(
+    (interval, burst): (Duration, u32),
+) -> impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> {
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::with_period(interval).allow_burst(burst))
+        .build()
+        .expect("a valid layer");
+    layer.layer(inner())
+}
+
+fn governed(
+    (interval, burst): (Duration, u32),
+) -> impl Service<Request<()>, Response = Response<Body>, Error = Infallible> {
+    let config = GovernorConfigBuilder::default()
+        .period(interval)
+        .burst_size(burst)
+        .finish()
+        .expect("a valid config");
+    GovernorLayer::new(config).layer(inner())
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("layer/allow");
+    let mut bare = inner();
+    assert_eq!(drive(&mut bare, plain_request()), StatusCode::OK);
+    group.bench_function("bare", |b| {
+        b.iter_batched(
+            plain_request,
+            |req| black_box(drive(&mut bare, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut svc = ours(ALLOW);
+    assert_eq!(drive(&mut svc, plain_request()), StatusCode::OK);
+    group.bench_function("tower-ratelimit", |b| {
+        b.iter_batched(
+            plain_request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(drive(&mut svc, plain_request()), StatusCode::OK);
+    let mut svc = governed(ALLOW);
+    assert_eq!(drive(&mut svc, connect_info_request()), StatusCode::OK);
+    group.bench_function("tower_governor", |b| {
+        b.iter_batched(
+            connect_info_request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(drive(&mut svc, connect_info_request()), StatusCode::OK);
+    group.finish();
+
+    let mut group = c.benchmark_group("layer/reject");
+    let mut svc = ours(REJECT);
+    assert_eq!(drive(&mut svc, plain_request()), StatusCode::OK);
+    assert_eq!(
+        drive(&mut svc, plain_request()),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    group.bench_function("tower-ratelimit", |b| {
+        b.iter_batched(
+            plain_request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(
+        drive(&mut svc, plain_request()),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let mut svc = governed(REJECT);
+    assert_eq!(drive(&mut svc, connect_info_request()), StatusCode::OK);
+    assert_eq!(
+        drive(&mut svc, connect_info_request()),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    group.bench_function("tower_governor", |b| {
+        b.iter_batched(
+            connect_info_request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(
+        drive(&mut svc, connect_info_request()),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,1 +1,197 @@
-fn main() {}
+//! `MemoryStore::check_now` against `governor`'s keyed limiter with the same quota.
+//!
+//! Both limiters are filled with 1, 1 000 or 1 000 000 keys before timing, and every timed
+//! check takes the next key in turn. "allow" uses a quota that admits every check of the run;
+//! "reject" uses a quota whose burst every key has already spent. The two-thread cases time
+//! both threads together: the figure is wall time divided by the checks of both threads.
+//!
+//! ```text
+//! cargo bench --bench memory -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
+use tower_ratelimit::{MemoryStore, Quota};
+
+const KEY_COUNTS: [usize; 3] = [1, 1_000, 1_000_000];
+/// A burst so deep that no run of the benchmark can spend it.
+const DEEP_BURST: u32 = 1_000_000_000;
+/// Cells each key takes when filled in for the allow path: enough to keep the key's
+/// theoretical arrival time ahead of the clock for the whole run, so that no key goes idle.
+const FILL_COST: u32 = 1_000_000;
+
+#[derive(Clone, Copy)]
+enum Path {
+    Allow,
+    Reject,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::Allow => "allow",
+            Path::Reject => "reject",
+        }
+    }
+
+    /// The quota as (interval, burst), and the cost each key takes before timing starts.
+    fn setup(self) -> (Duration, u32, u32) {
+        match self {
+            // Window of 1 000 000 s; each key starts 1 000 s ahead and each check moves it 1 ms.
+            Path::Allow => (Duration::from_millis(1), DEEP_BURST, FILL_COST),
+            // One cell an hour, spent before timing starts.
+            Path::Reject => (Duration::from_secs(3600), 1, 1),
+        }
+    }
+}
+
+fn keys(n: usize) -> Vec<IpAddr> {
+    (0..n as u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+        .collect()
+}
+
+trait Limiter: Sync {
+    fn check(&self, key: &IpAddr) -> bool;
+}
+
+struct Ours {
+    store: MemoryStore,
+    quota: Quota,
+}
+
+impl Limiter for Ours {
+    #[inline]
+    fn check(&self, key: &IpAddr) -> bool {
+        self.store
+            .check_now(key, &self.quota, 1)
+            .expect("cost 1 fits any burst")
+            .is_allowed()
+    }
+}
+
+struct Governor(DefaultKeyedRateLimiter<IpAddr>);
+
+impl Limiter for Governor {
+    #[inline]
+    fn check(&self, key: &IpAddr) -> bool {
+        self.0.check_key(key).is_ok()
+    }
+}
+
+fn ours(path: Path, keys: &[IpAddr]) -> Ours {
+    let (interval, burst, fill) = path.setup();
+    let quota = Quota::with_period(interval).allow_burst(burst);
+    // Room for every key: at the cap, new keys would share one overflow budget instead.
+    let store = MemoryStore::builder()
+        .max_keys(4 * keys.len().max(1_000))
+        .build()
+        .expect("a valid store");
+    for key in keys {
+        let decision = store.check_now(key, &quota, fill).expect("fill fits burst");
+        assert!(decision.is_allowed());
+    }
+    assert_eq!(store.len(), keys.len());
+    Ours { store, quota }
+}
+
+fn governor(path: Path, keys: &[IpAddr]) -> Governor {
+    let (interval, burst, fill) = path.setup();
+    let quota = governor::Quota::with_period(interval)
+        .expect("nonzero interval")
+        .allow_burst(NonZeroU32::new(burst).expect("nonzero burst"));
+    let limiter = RateLimiter::keyed(quota);
+    let fill = NonZeroU32::new(fill).expect("nonzero fill");
+    for key in keys {
+        assert!(matches!(limiter.check_key_n(key, fill), Ok(Ok(()))));
+    }
+    Governor(limiter)
+}
+
+/// Runs `iters` checks split across `threads` threads, each cycling through all keys from its
+/// own starting point, and returns the wall time.
+fn run<L: Limiter>(
+    limiter: &L,
+    keys: &[IpAddr],
+    expect: bool,
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    let per_thread = iters.div_ceil(threads as u64);
+    let work = |t: usize| {
+        let mut i = t * keys.len() / threads;
+        for _ in 0..per_thread {
+            let allowed = limiter.check(black_box(&keys[i]));
+            debug_assert_eq!(allowed, expect);
+            black_box(allowed);
+            i += 1;
+            if i == keys.len() {
+                i = 0;
+            }
+        }
+    };
+    if threads == 1 {
+        let start = Instant::now();
+        work(0);
+        return start.elapsed();
+    }
+    let barrier = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                let work = &work;
+                s.spawn(move || {
+                    barrier.wait();
+                    work(t);
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for handle in handles {
+            handle.join().expect("bench thread");
+        }
+        start.elapsed()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    for path in [Path::Allow, Path::Reject] {
+        let expect = matches!(path, Path::Allow);
+        for &n in &KEY_COUNTS {
+            let keys = keys(n);
+            let ours = ours(path, &keys);
+            let governor = governor(path, &keys);
+            // Sanity: both limiters answer as the path says before anything is timed.
+            assert_eq!(ours.check(&keys[0]), expect);
+            assert_eq!(governor.check(&keys[0]), expect);
+            for threads in [1, 2] {
+                let mut group = c.benchmark_group(format!("check/{}/{threads}t", path.name()));
+                group.throughput(Throughput::Elements(1));
+                group.bench_function(BenchmarkId::new("tower-ratelimit", n), |b| {
+                    b.iter_custom(|iters| run(&ours, &keys, expect, threads, iters))
+                });
+                group.bench_function(BenchmarkId::new("governor", n), |b| {
+                    b.iter_custom(|iters| run(&governor, &keys, expect, threads, iters))
+                });
+                group.finish();
+            }
+            // The timed checks must all have taken the path they are named after.
+            assert_eq!(ours.check(&keys[0]), expect, "quota spent during the run");
+            assert_eq!(
+                governor.check(&keys[0]),
+                expect,
+                "quota spent during the run"
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
