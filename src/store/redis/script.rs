@@ -7,7 +7,9 @@ use crate::{Decision, Quota};
 /// The GCRA of [`gcra`](crate::gcra) in microseconds, on one key holding the TAT.
 ///
 /// KEYS[1]: the key. ARGV: interval (µs), burst, cost (0 asks what a cost-1 check would answer,
-/// writing nothing), and the time in µs, or an empty string to read Redis `TIME`.
+/// writing nothing), the time in µs or an empty string to read Redis `TIME`, and the least
+/// expiry in ms (0 but in clock mode, where Redis's own clock, which runs the expiry, is not
+/// the clock of the TATs).
 /// Reply: {allowed (1, 0, or -1 when cost > burst), remaining, retry_after (µs),
 /// reset_after (µs), TAT (µs), now (µs)}. A denial and a peek write nothing; a conforming check
 /// writes the new TAT with an expiry at the moment the key is back to a full burst.
@@ -16,6 +18,7 @@ local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
+local min_px = tonumber(ARGV[5]) or 0
 if not now then
   if redis.replicate_commands then redis.replicate_commands() end
   local t = redis.call('TIME')
@@ -42,7 +45,7 @@ end
 if cost == 0 then
   return {1, remaining(tat), 0, tat - now, tat, now}
 end
-redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.ceil(ahead / 1000))
+redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
 return {1, remaining(next), 0, ahead, next, now}
 "#;
 

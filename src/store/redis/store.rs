@@ -23,6 +23,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_FAILURES_BEFORE_BACKOFF: u32 = 3;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_LOCAL_KEYS: usize = 100_000;
+/// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
+/// clock, which a manual clock does not drive.
+const CLOCK_MODE_MIN_EXPIRY_MS: u64 = 3_600_000;
 /// How long one attempt to (re)connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -376,8 +379,8 @@ impl Inner {
             .arg(ask.micro.burst)
             .arg(ask.cost);
         match ask.now_arg {
-            Some(micros) => invocation.arg(micros),
-            None => invocation.arg(""),
+            Some(micros) => invocation.arg(micros).arg(CLOCK_MODE_MIN_EXPIRY_MS),
+            None => invocation.arg("").arg(0),
         };
         let mut connection = self.connection.clone();
         let outcome = match tokio::time::timeout(self.timeout, connection.invoke(&invocation)).await
@@ -634,7 +637,8 @@ impl RedisStoreBuilder {
     }
 
     /// Takes the time from `clock` instead of Redis `TIME`, passing it to the script in
-    /// microseconds; the back-off and the local caches read it too.
+    /// microseconds; the back-off and the local caches read it too. Since Redis expires keys
+    /// by its own clock, keys written in this mode live at least an hour.
     ///
     /// Redis `TIME` (the default) gives every process one clock. Use a clock for deterministic
     /// tests with [`ManualClock`](crate::ManualClock), or when all processes share a clock
