@@ -1,1 +1,253 @@
-//! Redis store tests.
+//! Redis failing under the store: killed, paused past the timeout, restarted. Every check gets
+//! an answer under each failure policy, the back-off engages so that checks stop waiting, each
+//! change is logged once, and checks go back to Redis when it returns.
+//!
+//! The back-off runs on a manual clock, so it ends exactly when the test says; only the
+//! server's own stop, pause and restart take real time.
+
+mod support;
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use redis::Commands;
+use tower::{service_fn, Layer, ServiceExt};
+use tower_ratelimit::store::RedisStoreFuture;
+use tower_ratelimit::{
+    Decision, FailurePolicy, Global, ManualClock, Quota, RateLimitLayer, RedisStore, Store,
+};
+
+use support::{command_calls, RedisServer};
+
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Captures the crate's `warn` lines.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let log = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || log.clone())
+            .with_ansi(false)
+            .with_env_filter("tower_ratelimit=warn")
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+async fn store(server: &RedisServer, clock: &ManualClock, policy: FailurePolicy) -> RedisStore {
+    RedisStore::builder()
+        .url(server.url())
+        .prefix(support::unique_prefix("failures"))
+        .clock(clock.clone())
+        .timeout(Duration::from_millis(100))
+        .failures_before_backoff(3)
+        .backoff(BACKOFF)
+        .on_failure(policy)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Polls once: a backed-off store must answer without waiting.
+fn answer_now(future: RedisStoreFuture) -> Option<Result<Decision, String>> {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(outcome) => Some(outcome.map_err(|e| e.to_string())),
+        Poll::Pending => None,
+    }
+}
+
+/// Probes once per back-off period until a check reaches Redis again.
+async fn wait_for_recovery(store: &RedisStore, clock: &ManualClock, quota: &Quota) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.is_backing_off() {
+        assert!(
+            Instant::now() < deadline,
+            "the store never went back to Redis"
+        );
+        clock.advance(BACKOFF);
+        let _ = store.check(&"probe", quota, 1).await;
+        if store.is_backing_off() {
+            // The server is still coming up: let it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn outage(policy: FailurePolicy) {
+    let log = Log::default();
+    let _guard = log.install();
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = store(&server, &clock, policy).await;
+    let quota = Quota::per_minute(2);
+    assert!(store.check(&"k", &quota, 1).await.unwrap().is_allowed());
+
+    server.kill();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let outcome = store.check(&"k", &quota, 1).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        match policy {
+            FailurePolicy::Deny => assert!(outcome.is_err()),
+            _ => assert!(outcome.is_ok(), "{outcome:?}"),
+        }
+    }
+    assert!(store.is_backing_off());
+
+    let started = Instant::now();
+    let mut allowed = 0;
+    for _ in 0..1000 {
+        let outcome = answer_now(store.check(&"k", &quota, 1))
+            .expect("a backed-off store answers without waiting");
+        match (policy, outcome) {
+            (FailurePolicy::Deny, Err(e)) => assert!(e.contains("backing off"), "{e}"),
+            (FailurePolicy::Deny, Ok(d)) => panic!("Deny answered {d:?}"),
+            (_, Ok(d)) => allowed += u32::from(d.is_allowed()),
+            (_, Err(e)) => panic!("{policy:?} answered {e}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(500));
+    match policy {
+        // The in-memory GCRA keeps limiting: 2 per minute, less what the failures took.
+        FailurePolicy::Local => assert_eq!(allowed, 0),
+        FailurePolicy::Allow => assert_eq!(allowed, 1000),
+        _ => assert_eq!(allowed, 0),
+    }
+    assert_eq!(log.count("backing off"), 1);
+    assert_eq!(log.count("store failed"), 1);
+
+    server.restart();
+    wait_for_recovery(&store, &clock, &quota).await;
+    let mut conn = server.connection();
+    let before = command_calls(&mut conn, "evalsha");
+    // The restarted Redis is empty: the key has its full burst there.
+    let decision = store.check(&"k", &quota, 1).await.unwrap();
+    assert_eq!(decision.remaining(), 1);
+    assert_eq!(command_calls(&mut conn, "evalsha"), before + 1);
+    assert!(conn.exists::<_, bool>(store.redis_key(&"k")).unwrap());
+    assert_eq!(log.count("answering again"), 1);
+}
+
+#[tokio::test]
+async fn killed_redis_falls_back_to_local_limits_and_recovers() {
+    outage(FailurePolicy::Local).await;
+}
+
+#[tokio::test]
+async fn killed_redis_fails_open_with_allow_and_recovers() {
+    outage(FailurePolicy::Allow).await;
+}
+
+#[tokio::test]
+async fn killed_redis_fails_closed_with_deny_and_recovers() {
+    outage(FailurePolicy::Deny).await;
+}
+
+#[tokio::test]
+async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = store(&server, &clock, FailurePolicy::Local).await;
+    let quota = Quota::per_minute(5);
+    assert!(store.check(&"k", &quota, 1).await.unwrap().is_allowed());
+
+    let mut conn = server.connection();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(600)
+        .arg("ALL")
+        .query(&mut conn)
+        .unwrap();
+    let paused = Instant::now();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let decision = store.check(&"k", &quota, 1).await.unwrap();
+        let waited = started.elapsed();
+        assert!(decision.is_allowed());
+        assert!(
+            waited >= Duration::from_millis(100) && waited < Duration::from_millis(400),
+            "waited {waited:?}"
+        );
+    }
+    assert!(store.is_backing_off());
+    // Local limits: 5 per minute in this process, 3 taken by the timed-out checks.
+    let local: Vec<bool> = (0..5)
+        .map(|_| {
+            answer_now(store.check(&"k", &quota, 1))
+                .unwrap()
+                .unwrap()
+                .is_allowed()
+        })
+        .collect();
+    assert_eq!(local, [true, true, false, false, false]);
+    assert!(
+        paused.elapsed() < Duration::from_millis(600),
+        "too slow to test the pause"
+    );
+
+    wait_for_recovery(&store, &clock, &quota).await;
+    // Redis kept its own count: the check before the pause, and the three that timed out,
+    // which the pause held and Redis ran when it ended. A timed-out check may still count.
+    let decision = store.check(&"k", &quota, 1).await.unwrap();
+    assert!(decision.is_allowed());
+    assert_eq!(decision.remaining(), 0);
+}
+
+#[tokio::test]
+async fn the_layer_answers_503_with_retry_after_when_redis_is_down_and_policy_is_deny() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = store(&server, &clock, FailurePolicy::Deny).await;
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(100))
+        .key(Global)
+        .store(store)
+        .build()
+        .unwrap();
+    let calls = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&calls);
+    let inner = service_fn(move |_req: Request<()>| {
+        *counted.lock().unwrap() += 1;
+        async { Ok::<_, std::convert::Infallible>(Response::new(String::from("ok"))) }
+    });
+    let svc = layer.layer(inner);
+    let ok = svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    server.kill();
+    for _ in 0..5 {
+        let response = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+    assert_eq!(*calls.lock().unwrap(), 1);
+}
