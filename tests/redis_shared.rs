@@ -1,1 +1,137 @@
-//! Redis store tests.
+//! One budget across processes: independent stores (separate connections) hammering one key
+//! admit exactly what the quota allows, and two axum servers on one Redis share one budget.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::{routing::get, Router};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower_ratelimit::{Quota, RateLimitLayer, RedisStore, Store};
+
+fn redis_time(conn: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
+    secs * 1_000_000 + micros
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_stores_hammering_one_key_admit_exactly_the_quota() {
+    let server = support::RedisServer::start();
+    let prefix = support::unique_prefix("hammer");
+    let interval = Duration::from_millis(20);
+    let burst = 5;
+    let quota = Quota::with_period(interval).allow_burst(burst);
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let store = RedisStore::builder()
+            .url(server.url())
+            .prefix(prefix.clone())
+            .on_failure(tower_ratelimit::FailurePolicy::Deny)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap();
+        stores.push(store);
+    }
+    let admitted = Arc::new(AtomicU32::new(0));
+    let mut conn = server.connection();
+    let start = redis_time(&mut conn);
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    let mut tasks = Vec::new();
+    for store in &stores {
+        for _ in 0..4 {
+            let store = store.clone();
+            let admitted = Arc::clone(&admitted);
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let decision = store.check(&"shared", &quota, 1).await.unwrap();
+                    if decision.is_allowed() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let end = redis_time(&mut conn);
+    let admitted = admitted.load(Ordering::Relaxed);
+    let most = burst + ((end - start) / interval.as_micros() as u64) as u32;
+    assert!(admitted <= most, "admitted {admitted}, quota allows {most}");
+    // One cell for the GCRA's granularity, one for the time between reading TIME and the first
+    // and last checks.
+    assert!(
+        admitted + 2 >= most,
+        "admitted {admitted}, quota allows {most}"
+    );
+}
+
+async fn serve(store: RedisStore) -> SocketAddr {
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(4))
+        .store(store)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// One HTTP/1.1 request over a fresh TCP connection; the status and the `retry-after` value.
+async fn get_status(addr: SocketAddr) -> (u16, Option<String>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let retry_after = response
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .map(str::to_owned);
+    (status, retry_after)
+}
+
+#[tokio::test]
+async fn two_axum_servers_on_one_redis_share_one_budget() {
+    let redis = support::redis_url();
+    let prefix = support::unique_prefix("axum");
+    let mut addrs = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::builder()
+            .url(redis.url())
+            .prefix(prefix.clone())
+            .build()
+            .await
+            .unwrap();
+        addrs.push(serve(store).await);
+    }
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(get_status(addrs[i % 2]).await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 429, 429, 429, 429]);
+    for (_, retry_after) in &statuses[4..] {
+        let secs: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((1..=15).contains(&secs), "retry-after {secs}");
+    }
+}
