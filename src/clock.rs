@@ -27,15 +27,18 @@ pub trait Clock: Send + Sync + 'static {
 /// reading where a stable TSC is available, `clock_gettime(CLOCK_MONOTONIC)` elsewhere).
 #[derive(Clone)]
 pub struct MonotonicClock {
-    origin: quanta::Instant,
+    // The raw counter is read and scaled here rather than through `quanta::Instant::now()`,
+    // which looks up a global clock and converts through `Duration` on every reading.
+    clock: quanta::Clock,
+    origin: u64,
 }
 
 impl MonotonicClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        MonotonicClock {
-            origin: quanta::Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        MonotonicClock { clock, origin }
     }
 }
 
@@ -54,9 +57,8 @@ impl fmt::Debug for MonotonicClock {
 impl Clock for MonotonicClock {
     #[inline]
     fn now_nanos(&self) -> u64 {
-        let elapsed = quanta::Instant::now().saturating_duration_since(self.origin);
-        // u64 nanoseconds last 584 years.
-        elapsed.as_nanos() as u64
+        // Zero for a reading at or before the origin; u64 nanoseconds last 584 years.
+        self.clock.delta_as_nanos(self.origin, self.clock.raw())
     }
 }
 

@@ -42,18 +42,28 @@ pin_project! {
             future: S::Future,
             headers: Option<(Decision, Arc<HeaderSpec>)>,
         },
-        // The store is still deciding; the ready inner service and the request wait here.
+        // The store is still deciding; the ready inner service and the request wait here,
+        // boxed so that they do not make the future of every decided request larger.
         Checking {
-            check: St::Future,
-            inner: Option<S>,
-            request: Option<Request<ReqB>>,
-            config: Arc<Config<E, St, R>>,
+            pending: Box<Pending<S, ReqB, E, St, R>>,
         },
         // Decided without the inner service.
         Respond {
             response: Option<Response<Bytes>>,
         },
     }
+}
+
+/// What a request waiting on the store holds.
+struct Pending<S, ReqB, E, St, R>
+where
+    E: KeyExtractor<ReqB>,
+    St: Store<E::Key>,
+{
+    check: St::Future,
+    inner: Option<S>,
+    request: Option<Request<ReqB>>,
+    config: Arc<Config<E, St, R>>,
 }
 
 impl<S, ReqB, E, St, R> ResponseFuture<S, ReqB, E, St, R>
@@ -84,10 +94,12 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Checking {
-                check,
-                inner: Some(inner),
-                request: Some(request),
-                config,
+                pending: Box::new(Pending {
+                    check,
+                    inner: Some(inner),
+                    request: Some(request),
+                    config,
+                }),
             },
         }
     }
@@ -114,12 +126,13 @@ where
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
-                StateProj::Checking {
-                    check,
-                    inner,
-                    request,
-                    config,
-                } => {
+                StateProj::Checking { pending } => {
+                    let Pending {
+                        check,
+                        inner,
+                        request,
+                        config,
+                    } = &mut **pending;
                     let outcome = ready!(Pin::new(check).poll(cx));
                     let request = request
                         .take()

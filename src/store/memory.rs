@@ -2,6 +2,7 @@ use std::any::Any;
 use std::fmt;
 use std::future::{ready, Ready};
 use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -86,8 +87,42 @@ struct Table {
 
 struct Entry {
     hash: u64,
-    key: Box<dyn Any + Send + Sync>,
     tat: AtomicU64,
+    key: StoredKey,
+}
+
+/// A tracked key. IP addresses (the key of the IP extractors) and `u64`s are kept inline, so
+/// that finding them reads no memory outside the table and tracking them allocates nothing;
+/// keys of any other type are boxed. The variant records the key's type: a `u64` and a `u32` of
+/// equal value are different keys.
+enum StoredKey {
+    Ip(IpAddr),
+    U64(u64),
+    Other(Box<dyn Any + Send + Sync>),
+}
+
+impl StoredKey {
+    fn new<K: Clone + Send + Sync + 'static>(key: &K) -> Self {
+        let any: &dyn Any = key;
+        if let Some(ip) = any.downcast_ref::<IpAddr>() {
+            StoredKey::Ip(*ip)
+        } else if let Some(n) = any.downcast_ref::<u64>() {
+            StoredKey::U64(*n)
+        } else {
+            StoredKey::Other(Box::new(key.clone()))
+        }
+    }
+
+    /// Whether this is `key`, of the same type. The type tests fold away for a known `K`.
+    #[inline]
+    fn is<K: Eq + 'static>(&self, key: &K) -> bool {
+        let any: &dyn Any = key;
+        match self {
+            StoredKey::Ip(ip) => any.downcast_ref::<IpAddr>() == Some(ip),
+            StoredKey::U64(n) => any.downcast_ref::<u64>() == Some(n),
+            StoredKey::Other(other) => other.downcast_ref::<K>().is_some_and(|k| k == key),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -204,8 +239,8 @@ impl<C: Clock> MemoryStore<C> {
             hash,
             Entry {
                 hash,
-                key: Box::new(key.clone()),
                 tat: AtomicU64::new(tat),
+                key: StoredKey::new(key),
             },
             |e| e.hash,
         );
@@ -312,9 +347,7 @@ impl Shard {
 impl Table {
     #[inline]
     fn find<K: Eq + 'static>(&self, hash: u64, key: &K) -> Option<&Entry> {
-        self.entries.find(hash, |e| {
-            e.hash == hash && e.key.downcast_ref::<K>().is_some_and(|k| k == key)
-        })
+        self.entries.find(hash, |e| e.hash == hash && e.key.is(key))
     }
 
     /// Makes room for one more key if the shard allows it, sweeping idle keys first when the
@@ -462,6 +495,24 @@ mod tests {
         assert!(store.check_now(&1u64, &quota, 1).unwrap().is_allowed());
         assert!(!store.check_now(&1u32, &quota, 1).unwrap().is_allowed());
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn inline_ip_and_u64_keys_are_separate_from_other_types() {
+        let (store, _) = store(100);
+        let quota = Quota::per_second(1);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let v4: std::net::Ipv4Addr = "192.0.2.1".parse().unwrap();
+        let other_ip: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(store.check_now(&ip, &quota, 1).unwrap().is_allowed());
+        assert!(store.check_now(&v4, &quota, 1).unwrap().is_allowed());
+        assert!(store.check_now(&other_ip, &quota, 1).unwrap().is_allowed());
+        assert!(store.check_now(&7u64, &quota, 1).unwrap().is_allowed());
+        assert!(store.check_now(&7i64, &quota, 1).unwrap().is_allowed());
+        assert!(!store.check_now(&ip, &quota, 1).unwrap().is_allowed());
+        assert!(!store.check_now(&7u64, &quota, 1).unwrap().is_allowed());
+        assert!(!store.peek_now(&v4, &quota).is_allowed());
+        assert_eq!(store.len(), 5);
     }
 
     #[test]
