@@ -1,1 +1,58 @@
-fn main() {}
+//! Several limiter instances, each with its own Redis connection as separate processes would
+//! have, spend one budget: their combined admissions match one quota.
+//!
+//! ```sh
+//! cargo run --features redis --example redis_shared_budget
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example redis_shared_budget
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tower_ratelimit::{Quota, RedisStore, Store};
+
+const INSTANCES: usize = 4;
+const RUN: Duration = Duration::from_secs(2);
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    // A prefix of this run alone, so that earlier runs leave no state behind.
+    let prefix = format!("shared-budget-example-{}", std::process::id());
+    let quota = Quota::per_second(50).allow_burst(10);
+
+    let admitted: Vec<Arc<AtomicU32>> = (0..INSTANCES).map(|_| Arc::default()).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for counter in &admitted {
+        let store = RedisStore::builder()
+            .url(&redis_url)
+            .prefix(&prefix)
+            .build()
+            .await?;
+        let counter = Arc::clone(counter);
+        tasks.push(tokio::spawn(async move {
+            while started.elapsed() < RUN {
+                if let Ok(decision) = store.check(&"one-key", &quota, 1).await {
+                    if decision.is_allowed() {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let elapsed = started.elapsed();
+    let per_instance: Vec<u32> = admitted.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    let total: u32 = per_instance.iter().sum();
+    let allowed = quota.burst() as f64 + elapsed.as_secs_f64() / quota.interval().as_secs_f64();
+    println!("quota: {quota} on {redis_url}, {INSTANCES} instances for {elapsed:.2?}");
+    println!("admitted per instance: {per_instance:?}");
+    println!("admitted in total: {total}; one quota allows {allowed:.1} over the run");
+    Ok(())
+}
