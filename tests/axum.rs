@@ -1,0 +1,265 @@
+//! The layer in a real axum `Router`: routes sharing a budget, per-route quotas, and a server on
+//! a real TCP socket answering a real HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::ServiceExt;
+use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer, RateLimited};
+
+fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder()
+        .clock(clock.clone())
+        .build()
+        .expect("a valid store");
+    (store, clock)
+}
+
+fn layer(
+    quota: Quota,
+    store: MemoryStore<ManualClock>,
+) -> RateLimitLayer<tower_ratelimit::PeerIp, MemoryStore<ManualClock>> {
+    RateLimitLayer::builder()
+        .quota(quota)
+        .store(store)
+        .build()
+        .expect("a valid layer")
+}
+
+fn get_from(path: &str, peer: &str) -> Request {
+    let mut req = Request::get(path).body(Body::empty()).unwrap();
+    let addr: SocketAddr = peer.parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(addr));
+    req
+}
+
+async fn status(app: &Router, req: Request) -> StatusCode {
+    app.clone().oneshot(req).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn two_routes_under_one_layer_share_one_budget() {
+    let (store, _clock) = manual_store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (Arc::clone(&calls), Arc::clone(&calls));
+    let app = Router::new()
+        .route(
+            "/a",
+            get(move || async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                "a"
+            }),
+        )
+        .route(
+            "/b",
+            get(move || async move {
+                b.fetch_add(1, Ordering::SeqCst);
+                "b"
+            }),
+        )
+        .layer(layer(Quota::per_minute(3), store))
+        .layer(MockConnectInfo(SocketAddr::from(([198, 51, 100, 7], 1234))));
+
+    let plain = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let mut statuses = Vec::new();
+    for path in ["/a", "/b", "/a", "/b", "/a"] {
+        statuses.push(status(&app, plain(path)).await);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "a handler ran for a limited request"
+    );
+
+    let limited = app.clone().oneshot(plain("/b")).await.unwrap();
+    assert_eq!(limited.headers()["retry-after"], "20");
+    assert_eq!(
+        limited.headers()["ratelimit-policy"],
+        "\"default\";q=3;w=60"
+    );
+    let body = limited.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"Too Many Requests"), "{body:?}");
+}
+
+#[tokio::test]
+async fn each_peer_address_has_its_own_budget_in_a_router() {
+    let (store, clock) = manual_store();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(layer(Quota::per_second(1), store));
+    assert_eq!(
+        status(&app, get_from("/", "198.51.100.1:1000")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&app, get_from("/", "198.51.100.1:2000")).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "another port of the same address is the same client"
+    );
+    assert_eq!(
+        status(&app, get_from("/", "198.51.100.2:1000")).await,
+        StatusCode::OK
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        status(&app, get_from("/", "198.51.100.1:1000")).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn route_layer_gives_each_route_its_own_quota() {
+    // One store per quota: a key has one state in a store.
+    let (search_store, _) = manual_store();
+    let (upload_store, _) = manual_store();
+    let app = Router::new()
+        .route(
+            "/search",
+            get(|| async { "results" }).route_layer(layer(Quota::per_second(3), search_store)),
+        )
+        .route(
+            "/upload",
+            post(|| async { "stored" }).route_layer(layer(Quota::per_hour(1), upload_store)),
+        )
+        .route("/health", get(|| async { "up" }));
+    let peer = "203.0.113.5:5555";
+    let post_from = |path: &str| {
+        let mut req = Request::post(path).body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        req
+    };
+
+    assert_eq!(status(&app, post_from("/upload")).await, StatusCode::OK);
+    assert_eq!(
+        status(&app, post_from("/upload")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            status(&app, get_from("/search", peer)).await,
+            StatusCode::OK
+        );
+    }
+    let limited = app
+        .clone()
+        .oneshot(get_from("/search", peer))
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let info = limited.extensions().get::<RateLimited>().unwrap();
+    assert_eq!(info.quota(), &Quota::per_second(3));
+    for _ in 0..10 {
+        assert_eq!(
+            status(&app, get_from("/health", peer)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&app, get_from("/missing", peer)).await,
+            StatusCode::NOT_FOUND,
+            "unrouted paths are not limited by route layers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_router_served_without_connect_info_answers_500() {
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(RateLimitLayer::new(Quota::per_second(10)));
+    let response = app
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn a_real_server_answers_a_real_client_with_200s_then_429() {
+    let (store, clock) = manual_store();
+    let app = Router::new()
+        .route(
+            "/hello",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                format!("hello {}", peer.ip())
+            }),
+        )
+        .layer(
+            RateLimitLayer::builder()
+                .quota(Quota::per_minute(3))
+                .headers_on_success(true)
+                .store(store)
+                .build()
+                .unwrap(),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri: http::Uri = format!("http://{addr}/hello").parse().unwrap();
+
+    for (remaining, full_in) in [(2, 20), (1, 40), (0, 60)] {
+        let response = client.get(uri.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["ratelimit"],
+            format!("\"default\";r={remaining};t={full_in}").as_str()
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello 127.0.0.1");
+    }
+
+    let limited = client.get(uri.clone()).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let headers = limited.headers().clone();
+    assert_eq!(headers["retry-after"], "20");
+    assert_eq!(headers["ratelimit-policy"], "\"default\";q=3;w=60");
+    assert_eq!(headers["ratelimit"], "\"default\";r=0;t=60");
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let body = limited.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        headers["content-length"].to_str().unwrap(),
+        body.len().to_string()
+    );
+    assert!(body.starts_with(b"Too Many Requests"), "{body:?}");
+
+    // The client waits what it was told and is admitted.
+    clock.advance(Duration::from_secs(20));
+    let admitted = client.get(uri).await.unwrap();
+    assert_eq!(admitted.status(), StatusCode::OK);
+
+    server.abort();
+}
