@@ -1,1 +1,201 @@
-fn main() {}
+//! Checks per second through `RedisStore` with 1, 16 and 256 concurrent callers, against the
+//! raw ceiling of the same `EVALSHA` on one multiplexed connection (and `redis-benchmark`
+//! pipelining it), and against the two-key float token bucket script of naive limiters.
+//!
+//! ```sh
+//! cargo bench --features redis --bench redis
+//! ```
+//!
+//! Runs on a private `redis-server` (or `REDIS_URL`). Keys are spread over 10 000 names and
+//! the quota is wide, so every check runs the script: the deny cache is not what is measured.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use redis::aio::MultiplexedConnection;
+use tower_ratelimit::{FailurePolicy, Quota, RedisStore, Store};
+
+const KEYS: u64 = 10_000;
+const CONCURRENCY: [usize; 3] = [1, 16, 256];
+
+/// A token bucket as naive limiters write it: two keys, float tokens and a float timestamp.
+const TOKEN_BUCKET_LUA: &str = r#"
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tokens = tonumber(redis.call('GET', KEYS[1])) or capacity
+local last = tonumber(redis.call('GET', KEYS[2])) or now
+tokens = math.min(capacity, tokens + (now - last) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+local ttl = math.ceil(capacity / rate) + 1
+redis.call('SET', KEYS[1], tokens, 'EX', ttl)
+redis.call('SET', KEYS[2], now, 'EX', ttl)
+return {allowed, math.floor(tokens)}
+"#;
+
+/// Runs `iters` calls of `op` spread over `callers` concurrent tasks; returns the wall time.
+async fn drive<F, Fut>(iters: u64, callers: usize, op: Arc<F>) -> Duration
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers as u64)
+        .map(|caller| {
+            let op = Arc::clone(&op);
+            let share = iters / callers as u64 + u64::from(caller < iters % callers as u64);
+            tokio::spawn(async move {
+                for i in 0..share {
+                    op(caller * 7919 + i * 31).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let redis = support::redis_url();
+    let url = redis.url();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let quota = Quota::with_period(Duration::from_micros(1)).allow_burst(1_000_000);
+    let (store, raw) = rt.block_on(async {
+        let store = RedisStore::builder()
+            .url(&url)
+            .prefix("bench")
+            .on_failure(FailurePolicy::Deny)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .unwrap();
+        let raw: MultiplexedConnection = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        (store, raw)
+    });
+    let gcra = redis::Script::new(RedisStore::SCRIPT);
+    let bucket = redis::Script::new(TOKEN_BUCKET_LUA);
+    rt.block_on(async {
+        let mut conn = raw.clone();
+        gcra.prepare_invoke().load_async(&mut conn).await.unwrap();
+        bucket.prepare_invoke().load_async(&mut conn).await.unwrap();
+    });
+    let gcra_sha = gcra.get_hash().to_owned();
+    let bucket_sha = bucket.get_hash().to_owned();
+
+    let mut group = c.benchmark_group("redis");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    for callers in CONCURRENCY {
+        let store = store.clone();
+        let op = Arc::new(move |i: u64| {
+            let store = store.clone();
+            async move {
+                let decision = store.check(&(i % KEYS), &quota, 1).await.unwrap();
+                assert!(decision.is_allowed());
+            }
+        });
+        group.bench_function(format!("RedisStore/{callers}"), |b| {
+            b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(&op))))
+        });
+
+        let (conn, sha) = (raw.clone(), gcra_sha.clone());
+        let op = Arc::new(move |i: u64| {
+            let mut conn = conn.clone();
+            let sha = sha.clone();
+            async move {
+                let reply: Vec<i64> = redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(1)
+                    .arg(format!("raw:{{{}}}", i % KEYS))
+                    .arg(1)
+                    .arg(1_000_000)
+                    .arg(1)
+                    .arg("")
+                    .arg(0)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(reply[0], 1);
+            }
+        });
+        group.bench_function(format!("raw EVALSHA/{callers}"), |b| {
+            b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(&op))))
+        });
+
+        let (conn, sha) = (raw.clone(), bucket_sha.clone());
+        let op = Arc::new(move |i: u64| {
+            let mut conn = conn.clone();
+            let sha = sha.clone();
+            async move {
+                let k = i % KEYS;
+                let reply: Vec<i64> = redis::cmd("EVALSHA")
+                    .arg(&sha)
+                    .arg(2)
+                    .arg(format!("tb:{{{k}}}:tokens"))
+                    .arg(format!("tb:{{{k}}}:ts"))
+                    .arg(1_000_000)
+                    .arg(1_000_000)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert_eq!(reply[0], 1);
+            }
+        });
+        group.bench_function(format!("float token bucket/{callers}"), |b| {
+            b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(&op))))
+        });
+    }
+    group.finish();
+
+    // The server's own ceiling for the same script: redis-benchmark, 256 commands in flight.
+    if let support::TestRedis::Own(server) = &redis {
+        let port = server.port().to_string();
+        let output = Command::new("redis-benchmark")
+            .args(["-p", &port, "-n", "300000", "-c", "16", "-P", "16", "-q"])
+            .args([
+                "EVALSHA",
+                &gcra_sha,
+                "1",
+                "rb:{__rand_int__}",
+                "1",
+                "1000000",
+            ])
+            .args(["1", "", "0", "-r", "10000"])
+            .output();
+        match output {
+            Ok(out) => {
+                // Progress lines end in '\r'; the summary is the last one.
+                let text = String::from_utf8_lossy(&out.stdout);
+                let summary = text.rsplit('\r').next().unwrap_or_default().trim();
+                let summary = summary.rsplit(": ").next().unwrap_or(summary);
+                println!("redis-benchmark, same EVALSHA, 16 clients x 16 pipelined: {summary}");
+            }
+            Err(e) => println!("redis-benchmark not run: {e}"),
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

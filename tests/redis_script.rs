@@ -112,7 +112,7 @@ fn script_matches_the_rust_gcra_on_random_sequences() {
                             store.check(&key, &quota, cost).await
                         }
                     });
-                    same_outcome(expected.clone(), got).map_err(|e| {
+                    same_outcome(expected, got).map_err(|e| {
                         TestCaseError::fail(format!("{name}, step {i} (cost {cost}): {e}"))
                     })?;
                 }

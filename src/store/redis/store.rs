@@ -130,6 +130,14 @@ impl Clock for SharedClock {
 }
 
 impl RedisStore {
+    /// The Lua script the store runs with `EVALSHA`, for review, or to drive it directly.
+    ///
+    /// `KEYS[1]` is the Redis key; `ARGV` are the interval in µs, the burst, the cost (0 for a
+    /// peek), the time in µs (empty for Redis `TIME`) and the least expiry in ms (0). It
+    /// answers `{allowed (1, 0, or -1 for a cost above the burst), remaining, retry_after µs,
+    /// reset_after µs, TAT µs, now µs}`.
+    pub const SCRIPT: &'static str = GCRA_LUA;
+
     /// Connects to the Redis server at `url` with the default settings.
     ///
     /// `url` is `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (with a TLS
