@@ -1,0 +1,411 @@
+//! The key extractors through the whole service, with hostile input: forged and malformed
+//! forwarding headers, huge hop lists, odd addresses, header keys and the global key.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::net::{IpAddr, SocketAddr};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower::{Layer, Service, ServiceExt};
+use tower_ratelimit::{
+    ForwardedIp, Global, Header, KeyExtractor, ManualClock, MemoryStore, PeerIp, Quota, RateLimit,
+    RateLimitLayer,
+};
+
+/// One request per hour: a second request on the same key is limited.
+fn quota() -> Quota {
+    Quota::per_hour(1)
+}
+
+/// An inner service that always answers 200.
+#[derive(Clone, Copy)]
+struct Hello;
+
+impl Service<Request<String>> for Hello {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<String>) -> Self::Future {
+        ready(Ok(Response::new(String::from("hello"))))
+    }
+}
+
+type Limited<E> = RateLimit<Hello, E, MemoryStore<ManualClock>>;
+
+/// The service keyed by `key`, and its store so that tests can see which keys were charged.
+fn rig<E>(key: E) -> (Limited<E>, MemoryStore<ManualClock>) {
+    let store = MemoryStore::builder()
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .key(key)
+        .store(store.clone())
+        .build()
+        .unwrap();
+    (layer.layer(Hello), store)
+}
+
+fn request(peer: &str, headers: &[(&'static str, HeaderValue)]) -> Request<String> {
+    let mut req = Request::new(String::new());
+    for (name, value) in headers {
+        req.headers_mut().append(*name, value.clone());
+    }
+    req.extensions_mut()
+        .insert(peer.parse::<SocketAddr>().expect("a socket address"));
+    req
+}
+
+fn xff(value: &str) -> [(&'static str, HeaderValue); 1] {
+    [("x-forwarded-for", HeaderValue::from_str(value).unwrap())]
+}
+
+async fn status<S, B>(svc: &S, req: Request<String>) -> StatusCode
+where
+    S: Service<Request<String>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    svc.clone().oneshot(req).await.unwrap().status()
+}
+
+/// Whether `ip` was charged: with a burst of 1, a charged key has nothing left.
+fn charged(store: &MemoryStore<ManualClock>, ip: &str) -> bool {
+    let ip: IpAddr = ip.parse().unwrap();
+    !store.peek_now(&ip, &quota()).is_allowed()
+}
+
+fn behind_proxies() -> ForwardedIp {
+    ForwardedIp::new(["10.0.0.0/8", "fd00::/8"]).unwrap()
+}
+
+const PROXY: &str = "10.0.0.2:51000";
+
+#[tokio::test]
+async fn forwarded_ip_keys_by_the_right_most_untrusted_hop() {
+    let (svc, store) = rig(behind_proxies());
+    let req = request(PROXY, &xff("6.6.6.6, 203.0.113.9, 10.0.0.7"));
+    assert_eq!(status(&svc, req).await, StatusCode::OK);
+    assert!(charged(&store, "203.0.113.9"));
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_cannot_pick_its_key_by_forging_hops() {
+    let (svc, store) = rig(behind_proxies());
+    let mut statuses = Vec::new();
+    for forged in ["1.1.1.1", "2.2.2.2, 3.3.3.3", "10.9.9.9", "garbage", ""] {
+        let value = format!("{forged}, 203.0.113.9, 10.0.0.7");
+        statuses.push(status(&svc, request(PROXY, &xff(&value))).await);
+    }
+    assert_eq!(statuses[0], StatusCode::OK);
+    assert!(
+        statuses[1..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn headers_from_an_untrusted_peer_are_ignored() {
+    let (svc, store) = rig(behind_proxies());
+    for claimed in ["203.0.113.1", "203.0.113.2", "10.0.0.1"] {
+        let req = request("198.51.100.1:4000", &xff(claimed));
+        status(&svc, req).await;
+    }
+    assert!(charged(&store, "198.51.100.1"));
+    assert_eq!(store.len(), 1, "the forged addresses made keys");
+}
+
+#[tokio::test]
+async fn non_utf8_forwarding_headers_fall_back_to_the_last_trusted_address() {
+    let (svc, store) = rig(behind_proxies());
+    for raw in [
+        &b"\xff\xfe\xfd"[..],
+        b"203.0.113.9, \x80\x81",
+        b"\xc3\xa9, 203.0.113.9",
+        b"203.0.113.9\xa0",
+    ] {
+        let value = HeaderValue::from_bytes(raw).unwrap();
+        let response = svc
+            .clone()
+            .oneshot(request(PROXY, &[("x-forwarded-for", value)]))
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(charged(&store, "10.0.0.2"));
+    assert!(!charged(&store, "203.0.113.9"));
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn thousands_of_hops_are_answered_quickly_and_keyed_consistently() {
+    let (svc, store) = rig(behind_proxies());
+    let trusted_hops: Vec<String> = (0..10_000)
+        .map(|i| format!("10.{}.{}.{}", i / 65536 % 256, i / 256 % 256, i % 256))
+        .collect();
+    let started = Instant::now();
+    for forged in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        let value = format!("{forged}, {}", trusted_hops.join(", "));
+        assert!(value.len() > 100_000);
+        status(&svc, request(PROXY, &xff(&value))).await;
+    }
+    // Many header lines rather than one long one.
+    let lines: Vec<(&'static str, HeaderValue)> = trusted_hops
+        .iter()
+        .map(|hop| ("x-forwarded-for", HeaderValue::from_str(hop).unwrap()))
+        .collect();
+    status(&svc, request(PROXY, &lines)).await;
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "four requests took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        store.len(),
+        1,
+        "the client-written left end of the list must not choose the key"
+    );
+    for forged in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert!(!charged(&store, forged));
+    }
+
+    let untrusted_hops = vec!["198.51.100.1"; 10_000].join(",");
+    let (svc, store) = rig(behind_proxies());
+    status(&svc, request(PROXY, &xff(&untrusted_hops))).await;
+    assert!(charged(&store, "198.51.100.1"));
+}
+
+#[tokio::test]
+async fn garbage_addresses_never_fail_a_request() {
+    let long_digits = "9".repeat(5_000);
+    let garbage = [
+        "",
+        " ",
+        ",",
+        ",,,,,,",
+        "unknown",
+        "_hidden",
+        "999.1.1.1",
+        "1.2.3",
+        "01.02.03.04",
+        "0x7f000001",
+        "[::1",
+        "::1]",
+        "[::1]:99999",
+        "1.2.3.4:",
+        "1.2.3.4:abc",
+        "fe80::1%eth0",
+        "for=1.2.3.4",
+        "\"1.2.3.4\"",
+        "1.2.3.4 5.6.7.8",
+        "\t",
+        &long_digits,
+    ];
+    for value in garbage {
+        let (svc, store) = rig(behind_proxies());
+        let response = svc
+            .clone()
+            .oneshot(request(PROXY, &xff(value)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+        assert!(charged(&store, "10.0.0.2"), "{value:?}");
+        assert_eq!(store.len(), 1, "{value:?}");
+
+        if value == "\"1.2.3.4\"" {
+            continue; // a quoted address is valid in `Forwarded`
+        }
+        let (svc, store) = rig(behind_proxies().rfc7239());
+        let value = HeaderValue::from_str(&format!("for={value}")).unwrap();
+        let response = svc
+            .clone()
+            .oneshot(request(PROXY, &[("forwarded", value.clone())]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+        assert!(charged(&store, "10.0.0.2"), "{value:?}");
+    }
+}
+
+#[tokio::test]
+async fn hops_with_ports_and_brackets_are_read() {
+    for (hop, key) in [
+        ("203.0.113.9:8080", "203.0.113.9"),
+        ("[2001:db8::1]:443", "2001:db8::"),
+        ("[2001:db8::1]", "2001:db8::"),
+        ("2001:db8::1", "2001:db8::"),
+        (" 203.0.113.9 ", "203.0.113.9"),
+    ] {
+        let (svc, store) = rig(behind_proxies());
+        status(&svc, request(PROXY, &xff(hop))).await;
+        assert!(charged(&store, key), "{hop:?} should key as {key}");
+    }
+}
+
+#[tokio::test]
+async fn rfc7239_forwarded_is_read_through_trusted_proxies_only() {
+    let (svc, store) = rig(behind_proxies().rfc7239());
+    let value = HeaderValue::from_static(
+        "for=198.51.100.77;proto=http, For=\"[2001:db8:cafe::17]:4711\";by=10.0.0.1, \
+         for=10.0.0.9",
+    );
+    status(&svc, request(PROXY, &[("forwarded", value)])).await;
+    assert!(charged(&store, "2001:db8:cafe::"));
+    assert_eq!(store.len(), 1);
+
+    // X-Forwarded-For is not read when Forwarded is configured.
+    let (svc, store) = rig(behind_proxies().rfc7239());
+    status(&svc, request(PROXY, &xff("203.0.113.9"))).await;
+    assert!(charged(&store, "10.0.0.2"));
+}
+
+#[tokio::test]
+async fn ipv6_peers_in_one_64_share_a_budget() {
+    let (svc, store) = rig(PeerIp::new());
+    let same_64 = [
+        "[2001:db8:1:2::1]:1000",
+        "[2001:db8:1:2:ffff:ffff:ffff:ffff]:2000",
+    ];
+    assert_eq!(status(&svc, request(same_64[0], &[])).await, StatusCode::OK);
+    assert_eq!(
+        status(&svc, request(same_64[1], &[])).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status(&svc, request("[2001:db8:1:3::1]:1000", &[])).await,
+        StatusCode::OK,
+        "the next /64 is another client"
+    );
+    assert!(charged(&store, "2001:db8:1:2::"));
+    assert_eq!(store.len(), 2);
+
+    let (svc, _) = rig(PeerIp::new().ipv6_prefix(128));
+    assert_eq!(status(&svc, request(same_64[0], &[])).await, StatusCode::OK);
+    assert_eq!(status(&svc, request(same_64[1], &[])).await, StatusCode::OK);
+
+    let (svc, store) = rig(PeerIp::new().ipv6_prefix(48));
+    status(&svc, request("[2001:db8:1:3::1]:1000", &[])).await;
+    assert_eq!(
+        status(&svc, request("[2001:db8:1:ffff::1]:1000", &[])).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(charged(&store, "2001:db8:1::"));
+}
+
+#[tokio::test]
+async fn ipv4_mapped_peers_count_as_their_ipv4_address() {
+    let (svc, store) = rig(PeerIp::new());
+    assert_eq!(
+        status(&svc, request("[::ffff:192.0.2.7]:1000", &[])).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&svc, request("192.0.2.7:2000", &[])).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(charged(&store, "192.0.2.7"));
+    assert_eq!(store.len(), 1);
+
+    // A proxy reached over IPv6 with a mapped address is trusted by its IPv4 network.
+    let (svc, store) = rig(behind_proxies());
+    status(
+        &svc,
+        request("[::ffff:10.0.0.2]:1000", &xff("::ffff:203.0.113.9")),
+    )
+    .await;
+    assert!(charged(&store, "203.0.113.9"));
+}
+
+#[tokio::test]
+async fn axum_connect_info_is_read_before_a_plain_socket_addr() {
+    let (svc, store) = rig(PeerIp::new());
+    let mut req = request("192.0.2.1:1", &[]);
+    req.extensions_mut().insert(axum::extract::ConnectInfo(
+        "192.0.2.2:2".parse::<SocketAddr>().unwrap(),
+    ));
+    status(&svc, req).await;
+    assert!(charged(&store, "192.0.2.2"));
+    assert!(!charged(&store, "192.0.2.1"));
+}
+
+#[tokio::test]
+async fn header_keys_separate_clients_and_missing_headers_are_rejected() {
+    let (svc, store) = rig(Header::new("x-api-key"));
+    let with_key = |key: HeaderValue| request(PROXY, &[("x-api-key", key)]);
+    let alice = || with_key(HeaderValue::from_static("alice"));
+    assert_eq!(status(&svc, alice()).await, StatusCode::OK);
+    assert_eq!(status(&svc, alice()).await, StatusCode::TOO_MANY_REQUESTS);
+    let bob = with_key(HeaderValue::from_static("bob"));
+    assert_eq!(status(&svc, bob).await, StatusCode::OK);
+    let binary = || with_key(HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+    assert_eq!(status(&svc, binary()).await, StatusCode::OK);
+    assert_eq!(status(&svc, binary()).await, StatusCode::TOO_MANY_REQUESTS);
+    let huge = || with_key(HeaderValue::from_str(&"k".repeat(50_000)).unwrap());
+    assert_eq!(status(&svc, huge()).await, StatusCode::OK);
+    assert_eq!(status(&svc, huge()).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(store.len(), 4);
+
+    let key = Header::new("x-api-key").extract(&alice()).unwrap();
+    assert!(!store.peek_now(&key, &quota()).is_allowed());
+
+    let keyless = status(&svc, request(PROXY, &[])).await;
+    assert_eq!(keyless, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(store.len(), 4);
+}
+
+#[tokio::test]
+async fn the_global_key_is_one_budget_for_everyone_and_needs_no_peer() {
+    let (svc, store) = rig(Global);
+    assert_eq!(
+        status(&svc, Request::new(String::new())).await,
+        StatusCode::OK
+    );
+    for peer in ["192.0.2.1:1", "[2001:db8::1]:2", "198.51.100.1:3"] {
+        assert_eq!(
+            status(&svc, request(peer, &[])).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    assert_eq!(store.len(), 1);
+    assert!(!store.peek_now(&(), &quota()).is_allowed());
+}
+
+#[tokio::test]
+async fn a_closure_key_limits_by_whatever_it_returns() {
+    let by_path = |req: &Request<String>| Some(req.uri().path().to_owned());
+    let (svc, store) = rig(by_path);
+    let to = |path: &str| Request::get(path).body(String::new()).unwrap();
+    assert_eq!(status(&svc, to("/a")).await, StatusCode::OK);
+    assert_eq!(status(&svc, to("/a")).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status(&svc, to("/b")).await, StatusCode::OK);
+    assert!(!store.peek_now(&String::from("/a"), &quota()).is_allowed());
+}
+
+#[test]
+fn bad_trusted_networks_are_named_in_the_error() {
+    for bad in [
+        "banana",
+        "10.0.0.0/33",
+        "fd00::/129",
+        "10.0.0.0/-1",
+        "10.0.0/8",
+        "",
+    ] {
+        let err = ForwardedIp::new([bad]).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{bad:?}")),
+            "{bad:?}: {err}"
+        );
+    }
+    assert!(ForwardedIp::new(["10.0.0.1", "::1", "0.0.0.0/0", "::/0"]).is_ok());
+}
