@@ -63,7 +63,7 @@ struct Inner<C> {
     shards: Box<[Shard]>,
     /// `hash >> shard_shift` picks the shard; see `shard_index`.
     shard_mask: u64,
-    hasher: foldhash::fast::RandomState,
+    hasher: Hasher,
     clock: C,
     /// Shared by every key that arrives while its shard is full.
     overflow: AtomicU64,
@@ -85,31 +85,50 @@ struct Table {
     next_full_sweep: u64,
 }
 
+/// 32 bytes: two entries to a cache line, none split across two.
 struct Entry {
-    hash: u64,
     tat: AtomicU64,
     key: StoredKey,
 }
 
+type Hasher = foldhash::fast::RandomState;
+
 /// A tracked key. IP addresses (the key of the IP extractors) and `u64`s are kept inline, so
 /// that finding them reads no memory outside the table and tracking them allocates nothing;
-/// keys of any other type are boxed. The variant records the key's type: a `u64` and a `u32` of
-/// equal value are different keys.
+/// keys of any other type are boxed with their hash. The variant records the key's type: a
+/// `u64` and a `u32` of equal value are different keys.
 enum StoredKey {
     Ip(IpAddr),
     U64(u64),
-    Other(Box<dyn Any + Send + Sync>),
+    Other(Box<OtherKey<dyn Any + Send + Sync>>),
+}
+
+struct OtherKey<T: ?Sized> {
+    hash: u64,
+    key: T,
 }
 
 impl StoredKey {
-    fn new<K: Clone + Send + Sync + 'static>(key: &K) -> Self {
+    fn new<K: Clone + Send + Sync + 'static>(key: &K, hash: u64) -> Self {
         let any: &dyn Any = key;
         if let Some(ip) = any.downcast_ref::<IpAddr>() {
             StoredKey::Ip(*ip)
         } else if let Some(n) = any.downcast_ref::<u64>() {
             StoredKey::U64(*n)
         } else {
-            StoredKey::Other(Box::new(key.clone()))
+            StoredKey::Other(Box::new(OtherKey {
+                hash,
+                key: key.clone(),
+            }))
+        }
+    }
+
+    /// The hash the key was found by; the table needs it again only when it resizes.
+    fn hash(&self, hasher: &Hasher) -> u64 {
+        match self {
+            StoredKey::Ip(ip) => hasher.hash_one(ip),
+            StoredKey::U64(n) => hasher.hash_one(n),
+            StoredKey::Other(other) => other.hash,
         }
     }
 
@@ -120,7 +139,7 @@ impl StoredKey {
         match self {
             StoredKey::Ip(ip) => any.downcast_ref::<IpAddr>() == Some(ip),
             StoredKey::U64(n) => any.downcast_ref::<u64>() == Some(n),
-            StoredKey::Other(other) => other.downcast_ref::<K>().is_some_and(|k| k == key),
+            StoredKey::Other(other) => other.key.downcast_ref::<K>().is_some_and(|k| k == key),
         }
     }
 }
@@ -228,7 +247,7 @@ impl<C: Clock> MemoryStore<C> {
         if let Some(entry) = table.find(hash, key) {
             return take(&entry.tat, quota, now, cost);
         }
-        if !table.make_room(now) {
+        if !table.make_room(now, &self.inner.hasher) {
             return take(&self.inner.overflow, quota, now, cost);
         }
         let step = gcra::check(quota, 0, now, cost)?;
@@ -238,11 +257,10 @@ impl<C: Clock> MemoryStore<C> {
         table.entries.insert_unique(
             hash,
             Entry {
-                hash,
                 tat: AtomicU64::new(tat),
-                key: StoredKey::new(key),
+                key: StoredKey::new(key, hash),
             },
-            |e| e.hash,
+            |e| e.key.hash(&self.inner.hasher),
         );
         Ok(step.decision)
     }
@@ -276,7 +294,7 @@ impl<C: Clock> MemoryStore<C> {
             .iter()
             .map(|shard| {
                 let mut table = shard.write();
-                table.sweep(now);
+                table.sweep(now, &self.inner.hasher);
                 table.entries.len()
             })
             .sum()
@@ -347,12 +365,12 @@ impl Shard {
 impl Table {
     #[inline]
     fn find<K: Eq + 'static>(&self, hash: u64, key: &K) -> Option<&Entry> {
-        self.entries.find(hash, |e| e.hash == hash && e.key.is(key))
+        self.entries.find(hash, |e| e.key.is(key))
     }
 
     /// Makes room for one more key if the shard allows it, sweeping idle keys first when the
     /// shard has grown enough. Returns whether a key may be inserted.
-    fn make_room(&mut self, now: u64) -> bool {
+    fn make_room(&mut self, now: u64, hasher: &Hasher) -> bool {
         let len = self.entries.len();
         if len < self.sweep_at {
             return true;
@@ -361,7 +379,7 @@ impl Table {
         if full && now < self.next_full_sweep {
             return false;
         }
-        self.sweep(now);
+        self.sweep(now, hasher);
         if full {
             self.next_full_sweep = now.saturating_add(CAP_SWEEP_GAP.as_nanos() as u64);
         }
@@ -370,11 +388,11 @@ impl Table {
 
     /// Drops every key whose theoretical arrival time has passed: such a key is at a full burst,
     /// exactly like a key never seen.
-    fn sweep(&mut self, now: u64) {
+    fn sweep(&mut self, now: u64, hasher: &Hasher) {
         self.entries.retain(|e| e.tat.load(Ordering::Acquire) > now);
         let len = self.entries.len();
         if self.entries.capacity() > 4 * len.max(MIN_SWEEP_AT) {
-            self.entries.shrink_to(2 * len, |e| e.hash);
+            self.entries.shrink_to(2 * len, |e| e.key.hash(hasher));
         }
         self.sweep_at = (2 * len).max(MIN_SWEEP_AT).min(self.cap);
     }
@@ -460,7 +478,7 @@ impl<C: Clock> MemoryStoreBuilder<C> {
             inner: Arc::new(Inner {
                 shard_mask: shards.len() as u64 - 1,
                 shards,
-                hasher: foldhash::fast::RandomState::default(),
+                hasher: Hasher::default(),
                 clock: self.clock,
                 overflow: AtomicU64::new(0),
             }),
@@ -513,6 +531,33 @@ mod tests {
         assert!(!store.check_now(&7u64, &quota, 1).unwrap().is_allowed());
         assert!(!store.peek_now(&v4, &quota).is_allowed());
         assert_eq!(store.len(), 5);
+    }
+
+    #[test]
+    fn inline_keys_are_found_after_the_table_grows() {
+        let (store, _) = store(100_000);
+        let quota = Quota::per_hour(1);
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(i));
+        for i in 0..5_000u32 {
+            assert!(store.check_now(&ip(i), &quota, 1).unwrap().is_allowed());
+            assert!(store
+                .check_now(&u64::from(i), &quota, 1)
+                .unwrap()
+                .is_allowed());
+        }
+        for i in 0..5_000u32 {
+            assert!(!store.check_now(&ip(i), &quota, 1).unwrap().is_allowed());
+            assert!(!store
+                .check_now(&u64::from(i), &quota, 1)
+                .unwrap()
+                .is_allowed());
+        }
+        assert_eq!(store.len(), 10_000);
+    }
+
+    #[test]
+    fn an_entry_is_half_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 
     #[test]
