@@ -68,6 +68,22 @@ impl DenyCache {
     /// full, the key is not cached (a miss only costs a round trip).
     pub(super) fn record(&self, key: &[u8], tat: u64, now: u64, cache_new: bool) {
         let hash = self.hasher.hash_one(key);
+        if !cache_new {
+            // Most checks are of keys that are not cached and need not be: a shared lock
+            // finds that out without making concurrent checks wait on each other.
+            let shard = self
+                .shard(hash)
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match shard
+                .entries
+                .find(hash, |e| e.hash == hash && *e.key == *key)
+            {
+                None => return,
+                Some(entry) if entry.tat >= tat => return,
+                Some(_) => {}
+            }
+        }
         let mut shard = self
             .shard(hash)
             .write()

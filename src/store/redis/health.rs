@@ -71,6 +71,10 @@ impl Health {
 
     /// Redis answered.
     pub(super) fn success(&self, now: u64, probe: bool) {
+        // A plain load first: while Redis is healthy, checks only read the shared state.
+        if !probe && self.failures.load(Ordering::Acquire) == 0 {
+            return;
+        }
         if self.failures.swap(0, Ordering::AcqRel) == 0 && !probe {
             return;
         }

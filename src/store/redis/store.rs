@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{RedisResult, Script, ScriptInvocation};
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind};
 
 use super::deny_cache::DenyCache;
 use super::health::{Health, Route};
@@ -103,10 +103,22 @@ enum Connection {
 }
 
 impl Connection {
-    async fn invoke(&mut self, invocation: &ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
+    /// Runs `call` (an `EVALSHA` of `script`); loads the script and runs `call` once more if
+    /// Redis has lost it (after `SCRIPT FLUSH`, a restart or a failover).
+    async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<i64>> {
+        match self.query(call).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.load(script).await?;
+                self.query(call).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<i64>> {
         match self {
-            Connection::Single(c) => invocation.invoke_async(c).await,
-            Connection::Cluster(c) => invocation.invoke_async(c).await,
+            Connection::Single(c) => call.query_async(c).await,
+            Connection::Cluster(c) => call.query_async(c).await,
         }
     }
 
@@ -381,18 +393,22 @@ impl Inner {
             health: &self.health,
             armed: ask.probe,
         };
-        let mut invocation = self.script.key(&ask.key);
-        invocation
+        // The command is written straight into one buffer: no per-argument vectors.
+        let mut call = Cmd::with_capacity(9, 96 + ask.key.len());
+        call.arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(1)
+            .arg(&ask.key[..])
             .arg(ask.micro.interval)
             .arg(ask.micro.burst)
             .arg(ask.cost);
         match ask.now_arg {
-            Some(micros) => invocation.arg(micros).arg(CLOCK_MODE_MIN_EXPIRY_MS),
-            None => invocation.arg("").arg(0),
+            Some(micros) => call.arg(micros).arg(CLOCK_MODE_MIN_EXPIRY_MS),
+            None => call.arg("").arg(0),
         };
         let mut connection = self.connection.clone();
-        let outcome = match tokio::time::timeout(self.timeout, connection.invoke(&invocation)).await
-        {
+        let invoke = connection.invoke(&call, &self.script);
+        let outcome = match tokio::time::timeout(self.timeout, invoke).await {
             Ok(Ok(values)) => match Reply::parse(&values, ask.micro.burst) {
                 Some(reply) => Ok(reply),
                 None => Err(RedisStoreError::reply(values)),
@@ -724,11 +740,14 @@ impl RedisStoreBuilder {
 /// Opens the connection; returns it with a printable name of where it goes.
 async fn connect(target: Target) -> Result<(Connection, String), ConfigError> {
     let single = |client: redis::Client, name: String| async move {
-        // One quick reconnection attempt per check: the store's back-off spaces them out.
+        // One quick reconnection attempt per check: the store's back-off spaces them out. No
+        // response timeout of the connection's own: the store's timeout bounds every check,
+        // and a second timer per check would only cost time.
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(100))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
         match ConnectionManager::new_with_config(client, config).await {
             Ok(manager) => Ok((Connection::Single(manager), name)),
             Err(e) => Err(unreachable(&name, e)),
