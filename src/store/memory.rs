@@ -24,7 +24,8 @@ const CAP_SWEEP_GAP: Duration = Duration::from_millis(100);
 /// An in-process store: one atomic theoretical arrival time per key in a sharded hash map.
 ///
 /// - A check of a key already present takes a shared lock on one shard and one atomic
-///   compare-and-swap; it allocates nothing. A denial only reads.
+///   compare-and-swap; it allocates nothing. A denial only reads. IP addresses and `u64`s are
+///   stored inline, so tracking a new key of those types allocates nothing either.
 /// - Keys are hashed with a per-store random seed (`foldhash`), so a client cannot choose keys
 ///   that collide.
 /// - Memory is bounded: a key whose theoretical arrival time has passed is idle, in exactly the
