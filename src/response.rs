@@ -174,11 +174,13 @@ impl MakeRejection for DefaultRejection {
         if limited.is_grpc() {
             grpc_resource_exhausted(limited.retry_after())
         } else {
-            let secs = limited.retry_after_secs();
-            text(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Too Many Requests: retry in {secs} s\n"),
-            )
+            let mut body = BytesMut::with_capacity(48);
+            let _ = writeln!(
+                body,
+                "Too Many Requests: retry in {} s",
+                limited.retry_after_secs()
+            );
+            text(StatusCode::TOO_MANY_REQUESTS, body.freeze())
         }
     }
 }
@@ -204,6 +206,8 @@ pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
+    // Room for the rate-limit headers added next, so the map is allocated once.
+    *response.headers_mut() = HeaderMap::with_capacity(8);
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -214,6 +218,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
 /// A trailers-only gRPC response: HTTP 200, the status and message in the headers, no body.
 fn grpc_status(code: u8, message: &str) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
+    *response.headers_mut() = HeaderMap::with_capacity(16);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
@@ -410,14 +415,15 @@ pub(crate) fn insert_headers(
     name: &str,
     decision: &Decision,
 ) {
-    if !decision.is_allowed() && !headers.contains_key(RETRY_AFTER) {
-        let secs = ceil_secs(decision.retry_after()).max(1);
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    if !decision.is_allowed() {
+        headers
+            .entry(RETRY_AFTER)
+            .or_insert_with(|| HeaderValue::from(ceil_secs(decision.retry_after()).max(1)));
     }
-    if !headers.contains_key(RATELIMIT_POLICY) {
-        headers.insert(RATELIMIT_POLICY, policy.clone());
-    }
-    if !headers.contains_key(RATELIMIT) {
+    headers
+        .entry(RATELIMIT_POLICY)
+        .or_insert_with(|| policy.clone());
+    if let http::header::Entry::Vacant(entry) = headers.entry(RATELIMIT) {
         let mut value = BytesMut::with_capacity(name.len() + 32);
         let _ = write!(
             value,
@@ -425,9 +431,10 @@ pub(crate) fn insert_headers(
             decision.remaining(),
             ceil_secs(decision.reset_after())
         );
-        let value = HeaderValue::from_maybe_shared(value.freeze())
-            .expect("policy names are checked when the layer is built");
-        headers.insert(RATELIMIT, value);
+        // The name was checked when the layer was built, so this always succeeds.
+        if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
+            entry.insert(value);
+        }
     }
 }
 
