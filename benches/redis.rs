@@ -8,11 +8,22 @@
 //!
 //! Runs on a private `redis-server` (or `REDIS_URL`). Keys are spread over 10 000 names and
 //! the quota is wide, so every check runs the script: the deny cache is not what is measured.
+//!
+//! Every contender gets the same callers, the same key sequence, the same runtime and one
+//! multiplexed connection, and waits on one timer per call: the raw calls on the `redis`
+//! crate's default response timeout, the store on its own per-check timeout (its connection
+//! has no response timeout). Criterion measures the contenders one after another, so on a
+//! busy machine a burst of other work can land on one of them; the bench therefore ends with
+//! a second table from interleaved rounds of a fixed length (every caller busy until the round
+//! ends), the median round of each contender.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +33,9 @@ use tower_ratelimit::{FailurePolicy, Quota, RedisStore, Store};
 
 const KEYS: u64 = 10_000;
 const CONCURRENCY: [usize; 3] = [1, 16, 256];
+/// Interleaved rounds per contender and concurrency, and the length of one round.
+const ROUNDS: usize = 5;
+const ROUND: Duration = Duration::from_millis(700);
 
 /// A token bucket as naive limiters write it: two keys, float tokens and a float timestamp.
 const TOKEN_BUCKET_LUA: &str = r#"
@@ -43,12 +57,11 @@ redis.call('SET', KEYS[2], now, 'EX', ttl)
 return {allowed, math.floor(tokens)}
 "#;
 
+/// One check of a contender for the `i`th call.
+type Op = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// Runs `iters` calls of `op` spread over `callers` concurrent tasks; returns the wall time.
-async fn drive<F, Fut>(iters: u64, callers: usize, op: Arc<F>) -> Duration
-where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
+async fn drive(iters: u64, callers: usize, op: Op) -> Duration {
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers as u64)
         .map(|caller| {
@@ -65,6 +78,32 @@ where
         task.await.unwrap();
     }
     started.elapsed()
+}
+
+/// Runs `op` on `callers` concurrent tasks for `length`; returns calls per second.
+async fn drive_for(length: Duration, callers: usize, op: Op) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers as u64)
+        .map(|caller| {
+            let (op, stop, done) = (Arc::clone(&op), Arc::clone(&stop), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    op(caller * 7919 + i * 31).await;
+                    i += 1;
+                }
+                done.fetch_add(i, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
 fn bench(c: &mut Criterion) {
@@ -102,31 +141,21 @@ fn bench(c: &mut Criterion) {
     let gcra_sha = gcra.get_hash().to_owned();
     let bucket_sha = bucket.get_hash().to_owned();
 
-    let mut group = c.benchmark_group("redis");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(3));
-    for callers in CONCURRENCY {
-        let store = store.clone();
-        let op = Arc::new(move |i: u64| {
+    let store_op = |store: RedisStore| -> Op {
+        Arc::new(move |i: u64| {
             let store = store.clone();
-            async move {
+            Box::pin(async move {
                 let decision = store.check(&(i % KEYS), &quota, 1).await.unwrap();
                 assert!(decision.is_allowed());
-            }
-        });
-        group.bench_function(format!("RedisStore/{callers}"), |b| {
-            b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(&op))))
-        });
-
-        let (conn, sha) = (raw.clone(), gcra_sha.clone());
-        let op = Arc::new(move |i: u64| {
-            let mut conn = conn.clone();
-            let sha = sha.clone();
-            async move {
+            })
+        })
+    };
+    let raw_op = |conn: MultiplexedConnection, sha: Arc<str>| -> Op {
+        Arc::new(move |i: u64| {
+            let (mut conn, sha) = (conn.clone(), Arc::clone(&sha));
+            Box::pin(async move {
                 let reply: Vec<i64> = redis::cmd("EVALSHA")
-                    .arg(&sha)
+                    .arg(&*sha)
                     .arg(1)
                     .arg(format!("raw:{{{}}}", i % KEYS))
                     .arg(1)
@@ -138,20 +167,16 @@ fn bench(c: &mut Criterion) {
                     .await
                     .unwrap();
                 assert_eq!(reply[0], 1);
-            }
-        });
-        group.bench_function(format!("raw EVALSHA/{callers}"), |b| {
-            b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(&op))))
-        });
-
-        let (conn, sha) = (raw.clone(), bucket_sha.clone());
-        let op = Arc::new(move |i: u64| {
-            let mut conn = conn.clone();
-            let sha = sha.clone();
-            async move {
+            })
+        })
+    };
+    let bucket_op = |conn: MultiplexedConnection, sha: Arc<str>| -> Op {
+        Arc::new(move |i: u64| {
+            let (mut conn, sha) = (conn.clone(), Arc::clone(&sha));
+            Box::pin(async move {
                 let k = i % KEYS;
                 let reply: Vec<i64> = redis::cmd("EVALSHA")
-                    .arg(&sha)
+                    .arg(&*sha)
                     .arg(2)
                     .arg(format!("tb:{{{k}}}:tokens"))
                     .arg(format!("tb:{{{k}}}:ts"))
@@ -161,13 +186,64 @@ fn bench(c: &mut Criterion) {
                     .await
                     .unwrap();
                 assert_eq!(reply[0], 1);
-            }
-        });
-        group.bench_function(format!("float token bucket/{callers}"), |b| {
-            b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(&op))))
-        });
+            })
+        })
+    };
+    let contenders: [(&str, Op); 3] = [
+        ("RedisStore", store_op(store.clone())),
+        ("raw EVALSHA", raw_op(raw.clone(), gcra_sha.as_str().into())),
+        (
+            "float token bucket",
+            bucket_op(raw.clone(), bucket_sha.as_str().into()),
+        ),
+    ];
+
+    let mut group = c.benchmark_group("redis");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    for callers in CONCURRENCY {
+        for (name, op) in &contenders {
+            group.bench_function(format!("{name}/{callers}"), |b| {
+                b.iter_custom(|iters| rt.block_on(drive(iters, callers, Arc::clone(op))))
+            });
+        }
     }
     group.finish();
+
+    // The same contenders again in interleaved rounds, so that other load on the machine falls
+    // on all of them alike.
+    println!(
+        "\ninterleaved: median of {ROUNDS} rounds of {} ms, checks/s",
+        ROUND.as_millis()
+    );
+    println!(
+        "{:>7} | {:>10} | {:>11} | {:>18} | RedisStore / raw",
+        "callers", "RedisStore", "raw EVALSHA", "float token bucket"
+    );
+    for callers in CONCURRENCY {
+        let mut rates = vec![Vec::new(); contenders.len()];
+        for _ in 0..ROUNDS {
+            for ((_, op), rates) in contenders.iter().zip(&mut rates) {
+                rates.push(rt.block_on(drive_for(ROUND, callers, Arc::clone(op))));
+            }
+        }
+        let median: Vec<f64> = rates
+            .iter_mut()
+            .map(|r| {
+                r.sort_by(f64::total_cmp);
+                r[r.len() / 2]
+            })
+            .collect();
+        println!(
+            "{callers:>7} | {:>8.1} k | {:>9.1} k | {:>16.1} k | {:.0}%",
+            median[0] / 1e3,
+            median[1] / 1e3,
+            median[2] / 1e3,
+            100.0 * median[0] / median[1]
+        );
+    }
 
     // The server's own ceiling for the same script: redis-benchmark, 256 commands in flight.
     if let support::TestRedis::Own(server) = &redis {
