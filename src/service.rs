@@ -162,3 +162,13 @@ impl<S, E, St, R> RateLimit<S, E, St, R> {
         }
     }
 }
+
+/// A rate-limited tonic service keeps the inner service's name, so that one service can get
+/// its own quota: `Server::builder().add_service(RateLimitLayer::new(quota).layer(greeter))`.
+#[cfg(feature = "tonic")]
+impl<S, E, St, R> tonic::server::NamedService for RateLimit<S, E, St, R>
+where
+    S: tonic::server::NamedService,
+{
+    const NAME: &'static str = S::NAME;
+}

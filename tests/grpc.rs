@@ -287,3 +287,37 @@ async fn for_grpc_answers_every_limited_request_as_a_grpc_call() {
     let status = Status::from_header_map(response.headers()).unwrap();
     assert_limited(&status, Duration::from_millis(200), "200 ms");
 }
+
+#[tokio::test]
+async fn a_layer_on_one_service_limits_that_service_alone() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .store(store)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<GreeterServer>().await;
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(layer.layer(GreeterServer))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    let channel = channel(addr).await;
+    let mut greeter = GreeterClient::new(channel.clone());
+    let mut health = HealthClient::new(channel);
+
+    for _ in 0..3 {
+        greeter.say_hello(hello("a")).await.unwrap();
+    }
+    let status = greeter.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+    for _ in 0..10 {
+        let check = HealthCheckRequest {
+            service: String::new(),
+        };
+        health.check(check).await.unwrap();
+    }
+}
