@@ -10,9 +10,9 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::layer::{Config, HeaderSpec, Verdict};
+use crate::layer::{Config, SuccessHeaders, Verdict};
 use crate::response::MakeRejection;
-use crate::{Decision, KeyExtractor, ResponseBody, Store};
+use crate::{KeyExtractor, ResponseBody, Store};
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): the inner service's response,
@@ -40,7 +40,7 @@ pin_project! {
         Inner {
             #[pin]
             future: S::Future,
-            headers: Option<(Decision, Arc<HeaderSpec>)>,
+            headers: Option<Box<SuccessHeaders>>,
         },
         // The store is still deciding; the ready inner service and the request wait here,
         // boxed so that they do not make the future of every decided request larger.
@@ -49,7 +49,7 @@ pin_project! {
         },
         // Decided without the inner service.
         Respond {
-            response: Option<Response<Bytes>>,
+            response: Option<Box<Response<Bytes>>>,
         },
     }
 }
@@ -72,13 +72,13 @@ where
     E: KeyExtractor<ReqB>,
     St: Store<E::Key>,
 {
-    pub(crate) fn inner(future: S::Future, headers: Option<(Decision, Arc<HeaderSpec>)>) -> Self {
+    pub(crate) fn inner(future: S::Future, headers: Option<Box<SuccessHeaders>>) -> Self {
         ResponseFuture {
             state: State::Inner { future, headers },
         }
     }
 
-    pub(crate) fn respond(response: Response<Bytes>) -> Self {
+    pub(crate) fn respond(response: Box<Response<Bytes>>) -> Self {
         ResponseFuture {
             state: State::Respond {
                 response: Some(response),
@@ -121,8 +121,9 @@ where
             match state.as_mut().project() {
                 StateProj::Inner { future, headers } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some((decision, spec)) = headers.take() {
-                        spec.insert(response.headers_mut(), &decision);
+                    if let Some(success) = headers.take() {
+                        let (decision, spec) = &*success;
+                        spec.insert(response.headers_mut(), decision);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
@@ -156,7 +157,7 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                    return Poll::Ready(Ok((*response).map(ResponseBody::rejection)));
                 }
             }
         }

@@ -371,12 +371,16 @@ impl HeaderSpec {
     }
 }
 
+/// The headers an allowed response gets when the layer adds them on success.
+pub(crate) type SuccessHeaders = (Decision, Arc<HeaderSpec>);
+
 /// What the service does with a request once the store has answered.
 pub(crate) enum Verdict {
     /// Call the inner service, adding the headers of this decision to its response if set.
-    Allow(Option<(Decision, Arc<HeaderSpec>)>),
-    /// Answer with this response; the inner service is not called.
-    Respond(Response<Bytes>),
+    Allow(Option<Box<SuccessHeaders>>),
+    /// Answer with this response; the inner service is not called. Boxed, like the headers,
+    /// so that the verdict and the response future of an allowed request stay small.
+    Respond(Box<Response<Bytes>>),
 }
 
 impl<E, St, R: MakeRejection> Config<E, St, R> {
@@ -385,6 +389,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
     }
 
     /// The verdict for `req` given the store's answer.
+    #[inline]
     pub(crate) fn verdict<B, Err: std::error::Error>(
         &self,
         outcome: Result<Decision, Err>,
@@ -393,7 +398,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
         match outcome {
             Ok(decision) if decision.is_allowed() => Verdict::Allow(
                 self.headers_on_success
-                    .then(|| (decision, Arc::clone(&self.headers))),
+                    .then(|| Box::new((decision, Arc::clone(&self.headers)))),
             ),
             Ok(decision) => {
                 let limited = RateLimited::new(decision, self.quota, self.is_grpc(req));
@@ -410,7 +415,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
                 let mut response = self.rejection.make_rejection(&limited);
                 self.headers.insert(response.headers_mut(), &decision);
                 response.extensions_mut().insert(limited);
-                Verdict::Respond(response)
+                Verdict::Respond(Box::new(response))
             }
             Err(error) => {
                 if let Some(suppressed) = self.store_error_log.admit() {
@@ -420,7 +425,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
                         "rate limit store failed; answering 503 Service Unavailable"
                     );
                 }
-                Verdict::Respond(response::store_unavailable(self.is_grpc(req)))
+                Verdict::Respond(Box::new(response::store_unavailable(self.is_grpc(req))))
             }
         }
     }
@@ -438,7 +443,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
                         "request rejected because it has no rate-limit key: {hint}"
                     );
                 }
-                Verdict::Respond(response::missing_key(status, self.is_grpc(req)))
+                Verdict::Respond(Box::new(response::missing_key(status, self.is_grpc(req))))
             }
         }
     }

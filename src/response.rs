@@ -206,8 +206,9 @@ pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
     let mut response = Response::new(body.into());
     *response.status_mut() = status;
-    // Room for the rate-limit headers added next, so the map is allocated once.
-    *response.headers_mut() = HeaderMap::with_capacity(8);
+    // Room for the rate-limit headers added next, so the map is allocated once; six entries
+    // keep the allocation small enough for the allocator's fast paths.
+    *response.headers_mut() = HeaderMap::with_capacity(6);
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -218,7 +219,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
 /// A trailers-only gRPC response: HTTP 200, the status and message in the headers, no body.
 fn grpc_status(code: u8, message: &str) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
-    *response.headers_mut() = HeaderMap::with_capacity(16);
+    *response.headers_mut() = HeaderMap::with_capacity(8);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
