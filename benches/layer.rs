@@ -4,8 +4,7 @@
 //! Each iteration drives `poll_ready`, `call` and the response future to completion by polling
 //! them directly (every one is ready at once, so no runtime is involved) and drops the
 //! response. Building the request is not timed. Both limiters key on the peer IP taken from
-//! the request extensions: a `SocketAddr` for `RateLimitLayer`, axum's `ConnectInfo` for
-//! `tower_governor` (the only place its peer-IP extractor looks).
+//! the request extensions, where axum's connect info puts it.
 //!
 //! ```text
 //! cargo bench --bench layer -- --warm-up-time 1 --measurement-time 3
@@ -37,13 +36,9 @@ fn peer() -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 7], 40000))
 }
 
-fn plain_request() -> Request<()> {
-    let mut req = Request::new(());
-    req.extensions_mut().insert(peer());
-    req
-}
-
-fn connect_info_request() -> Request<()> {
+/// Every contender gets the same request: the peer address in axum's `ConnectInfo`, where
+/// `axum::serve(.., into_make_service_with_connect_info::<SocketAddr>())` puts it.
+fn request() -> Request<()> {
     let mut req = Request::new(());
     req.extensions_mut().insert(ConnectInfo(peer()));
     req
@@ -102,71 +97,59 @@ fn governed(
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("layer/allow");
     let mut bare = inner();
-    assert_eq!(drive(&mut bare, plain_request()), StatusCode::OK);
+    assert_eq!(drive(&mut bare, request()), StatusCode::OK);
     group.bench_function("bare", |b| {
         b.iter_batched(
-            plain_request,
+            request,
             |req| black_box(drive(&mut bare, req)),
             BatchSize::SmallInput,
         )
     });
     let mut svc = ours(ALLOW);
-    assert_eq!(drive(&mut svc, plain_request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     group.bench_function("tower-ratelimit", |b| {
         b.iter_batched(
-            plain_request,
+            request,
             |req| black_box(drive(&mut svc, req)),
             BatchSize::SmallInput,
         )
     });
-    assert_eq!(drive(&mut svc, plain_request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     let mut svc = governed(ALLOW);
-    assert_eq!(drive(&mut svc, connect_info_request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     group.bench_function("tower_governor", |b| {
         b.iter_batched(
-            connect_info_request,
+            request,
             |req| black_box(drive(&mut svc, req)),
             BatchSize::SmallInput,
         )
     });
-    assert_eq!(drive(&mut svc, connect_info_request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     group.finish();
 
     let mut group = c.benchmark_group("layer/reject");
     let mut svc = ours(REJECT);
-    assert_eq!(drive(&mut svc, plain_request()), StatusCode::OK);
-    assert_eq!(
-        drive(&mut svc, plain_request()),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
     group.bench_function("tower-ratelimit", |b| {
         b.iter_batched(
-            plain_request,
+            request,
             |req| black_box(drive(&mut svc, req)),
             BatchSize::SmallInput,
         )
     });
-    assert_eq!(
-        drive(&mut svc, plain_request()),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
     let mut svc = governed(REJECT);
-    assert_eq!(drive(&mut svc, connect_info_request()), StatusCode::OK);
-    assert_eq!(
-        drive(&mut svc, connect_info_request()),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
     group.bench_function("tower_governor", |b| {
         b.iter_batched(
-            connect_info_request,
+            request,
             |req| black_box(drive(&mut svc, req)),
             BatchSize::SmallInput,
         )
     });
-    assert_eq!(
-        drive(&mut svc, connect_info_request()),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
     group.finish();
 }
 

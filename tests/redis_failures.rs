@@ -251,3 +251,39 @@ async fn the_layer_answers_503_with_retry_after_when_redis_is_down_and_policy_is
     }
     assert_eq!(*calls.lock().unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_timeout_longer_than_half_a_second_is_honoured() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = RedisStore::builder()
+        .url(server.url())
+        .prefix(support::unique_prefix("long-timeout"))
+        .clock(clock.clone())
+        .timeout(Duration::from_secs(3))
+        .on_failure(FailurePolicy::Deny)
+        .build()
+        .await
+        .unwrap();
+    let quota = Quota::per_minute(5);
+    assert!(store.check(&"k", &quota, 1).await.unwrap().is_allowed());
+
+    let mut conn = server.connection();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("ALL")
+        .query(&mut conn)
+        .unwrap();
+    let started = Instant::now();
+    // With `Deny`, anything but Redis's own answer would be an error.
+    let decision = store.check(&"k", &quota, 1).await.unwrap();
+    let waited = started.elapsed();
+    assert!(decision.is_allowed());
+    assert_eq!(decision.remaining(), 3);
+    assert!(
+        waited >= Duration::from_millis(600),
+        "the pause should have held the check, waited {waited:?}"
+    );
+    assert!(!store.is_backing_off());
+}
