@@ -79,15 +79,17 @@ impl RateLimitLayer {
     /// ```
     pub fn builder() -> RateLimitLayerBuilder {
         RateLimitLayerBuilder {
-            quota: None,
             key: PeerIp::new(),
             store: MemoryStore::new(),
             rejection: DefaultRejection,
-            cost: 1,
-            headers_on_success: false,
-            missing_key: MissingKey::default(),
-            grpc_always: false,
-            policy_name: "default".into(),
+            settings: Settings {
+                quota: None,
+                cost: 1,
+                headers_on_success: false,
+                missing_key: MissingKey::default(),
+                grpc_always: false,
+                policy_name: "default".into(),
+            },
         }
     }
 }
@@ -135,10 +137,15 @@ impl<S, E, St, R> Layer<S> for RateLimitLayer<E, St, R> {
 /// setting keeps it. [`build`](RateLimitLayerBuilder::build) checks the whole configuration.
 #[must_use]
 pub struct RateLimitLayerBuilder<E = PeerIp, St = MemoryStore, R = DefaultRejection> {
-    quota: Option<Quota>,
     key: E,
     store: St,
     rejection: R,
+    settings: Settings,
+}
+
+/// The builder's settings that do not change its type.
+struct Settings {
+    quota: Option<Quota>,
     cost: u32,
     headers_on_success: bool,
     missing_key: MissingKey,
@@ -156,7 +163,7 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn quota(mut self, quota: Quota) -> Self {
-        self.quota = Some(quota);
+        self.settings.quota = Some(quota);
         self
     }
 
@@ -170,15 +177,10 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// ```
     pub fn key<E2>(self, key: E2) -> RateLimitLayerBuilder<E2, St, R> {
         RateLimitLayerBuilder {
-            quota: self.quota,
             key,
             store: self.store,
             rejection: self.rejection,
-            cost: self.cost,
-            headers_on_success: self.headers_on_success,
-            missing_key: self.missing_key,
-            grpc_always: self.grpc_always,
-            policy_name: self.policy_name,
+            settings: self.settings,
         }
     }
 
@@ -193,15 +195,10 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// ```
     pub fn store<St2>(self, store: St2) -> RateLimitLayerBuilder<E, St2, R> {
         RateLimitLayerBuilder {
-            quota: self.quota,
             key: self.key,
             store,
             rejection: self.rejection,
-            cost: self.cost,
-            headers_on_success: self.headers_on_success,
-            missing_key: self.missing_key,
-            grpc_always: self.grpc_always,
-            policy_name: self.policy_name,
+            settings: self.settings,
         }
     }
 
@@ -210,15 +207,10 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// example that answers with `application/problem+json`.
     pub fn rejection<R2>(self, rejection: R2) -> RateLimitLayerBuilder<E, St, R2> {
         RateLimitLayerBuilder {
-            quota: self.quota,
             key: self.key,
             store: self.store,
             rejection,
-            cost: self.cost,
-            headers_on_success: self.headers_on_success,
-            missing_key: self.missing_key,
-            grpc_always: self.grpc_always,
-            policy_name: self.policy_name,
+            settings: self.settings,
         }
     }
 
@@ -232,7 +224,7 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn cost(mut self, cost: u32) -> Self {
-        self.cost = cost;
+        self.settings.cost = cost;
         self
     }
 
@@ -247,7 +239,7 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn headers_on_success(mut self, enabled: bool) -> Self {
-        self.headers_on_success = enabled;
+        self.settings.headers_on_success = enabled;
         self
     }
 
@@ -264,7 +256,7 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn on_missing_key(mut self, missing_key: MissingKey) -> Self {
-        self.missing_key = missing_key;
+        self.settings.missing_key = missing_key;
         self
     }
 
@@ -279,7 +271,7 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn for_grpc(mut self) -> Self {
-        self.grpc_always = true;
+        self.settings.grpc_always = true;
         self
     }
 
@@ -293,7 +285,7 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn policy_name(mut self, name: impl Into<String>) -> Self {
-        self.policy_name = name.into();
+        self.settings.policy_name = name.into();
         self
     }
 }
@@ -302,26 +294,27 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// The layer, or an error naming what cannot work: no quota, a cost of zero or above the
     /// burst, a policy name that cannot go in a header.
     pub fn build(self) -> Result<RateLimitLayer<E, St, R>, ConfigError> {
-        let quota = self.quota.ok_or_else(|| {
+        let settings = self.settings;
+        let quota = settings.quota.ok_or_else(|| {
             ConfigError::new("RateLimitLayer has no quota: call `.quota(Quota::per_second(n))`")
         })?;
-        if self.cost == 0 || self.cost > quota.burst() {
+        if settings.cost == 0 || settings.cost > quota.burst() {
             return Err(ConfigError::new(format!(
                 "RateLimitLayer cost {} does not fit the quota's burst {}: use a cost from 1 to the burst",
-                self.cost,
+                settings.cost,
                 quota.burst()
             )));
         }
-        if !response::valid_policy_name(&self.policy_name) {
+        if !response::valid_policy_name(&settings.policy_name) {
             return Err(ConfigError::new(format!(
                 "RateLimitLayer policy name {:?} cannot go in a header: use printable ASCII \
                  without quotes or backslashes",
-                self.policy_name
+                settings.policy_name
             )));
         }
         let headers = Arc::new(HeaderSpec {
-            policy: response::policy_header(&self.policy_name, &quota),
-            name: self.policy_name.into_boxed_str(),
+            policy: response::policy_header(&settings.policy_name, &quota),
+            name: settings.policy_name.into_boxed_str(),
         });
         Ok(RateLimitLayer {
             config: Arc::new(Config {
@@ -329,10 +322,10 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
                 key: self.key,
                 store: self.store,
                 rejection: self.rejection,
-                cost: self.cost,
-                headers_on_success: self.headers_on_success,
-                missing_key: self.missing_key,
-                grpc_always: self.grpc_always,
+                cost: settings.cost,
+                headers_on_success: settings.headers_on_success,
+                missing_key: settings.missing_key,
+                grpc_always: settings.grpc_always,
                 headers,
                 missing_key_log: Throttle::new(Duration::from_secs(10)),
                 store_error_log: Throttle::new(Duration::from_secs(10)),
