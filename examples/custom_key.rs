@@ -1,7 +1,8 @@
 //! Keys from an API-key header, and a different quota per route.
 //!
 //! `/search` is expensive: 2 requests per second per API key, burst 4. `/items` allows 20 per
-//! second per key. Requests without `x-api-key` get `401 Unauthorized`.
+//! second per key. Requests without `x-api-key` get `401 Unauthorized`. Limited requests get an
+//! `application/problem+json` body (RFC 9457) instead of the default text.
 //!
 //! ```sh
 //! cargo run --example custom_key
@@ -10,8 +11,9 @@
 
 use std::net::SocketAddr;
 
-use axum::{extract::Request, http::StatusCode, routing::get, Router};
-use tower_ratelimit::{MissingKey, Quota, RateLimitLayer};
+use axum::http::{header, Response, StatusCode};
+use axum::{extract::Request, routing::get, Router};
+use tower_ratelimit::{MissingKey, Quota, RateLimitLayer, RateLimited};
 
 /// The API key, if the request carries a non-empty one.
 fn api_key(req: &Request) -> Option<String> {
@@ -20,6 +22,22 @@ fn api_key(req: &Request) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
+}
+
+/// A problem-details rejection; the layer adds `Retry-After` and the `RateLimit` headers.
+fn problem(limited: &RateLimited) -> Response<String> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": format!("retry in {} s", limited.retry_after_secs()),
+        "limit": limited.quota().to_string(),
+    });
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(header::CONTENT_TYPE, "application/problem+json")
+        .body(body.to_string())
+        .expect("a static status and header are valid")
 }
 
 #[tokio::main]
@@ -36,6 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .quota(quota)
             .key(api_key)
             .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+            .rejection(problem)
             .headers_on_success(true)
             .build()
     };
