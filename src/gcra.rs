@@ -151,12 +151,18 @@ pub(crate) fn check(
 
 /// What a cost-1 check would answer at `now`, without taking anything.
 pub(crate) fn peek(quota: &Quota, tat: u64, now: u64) -> Decision {
-    let step = check(quota, tat, now, 1).expect("a burst is at least 1");
     let reset_after = Duration::from_nanos(tat.saturating_sub(now));
-    if step.decision.is_allowed() {
-        Decision::allowed(quota.burst(), remaining(quota, tat, now), reset_after)
-    } else {
-        step.decision
+    let remaining = remaining(quota, tat, now);
+    // The same test as a cost-1 `check`: `max(tat, now) + T − now ≤ b·T`.
+    let ahead = tat.max(now).saturating_add(quota.interval_nanos()) - now;
+    match ahead.checked_sub(quota.window_nanos()) {
+        Some(late) if late > 0 => Decision::denied(
+            quota.burst(),
+            remaining,
+            Duration::from_nanos(late),
+            reset_after,
+        ),
+        _ => Decision::allowed(quota.burst(), remaining, reset_after),
     }
 }
 
