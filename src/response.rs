@@ -27,14 +27,20 @@
 //! use std::net::SocketAddr;
 //! use http::{Request, Response, StatusCode};
 //! use tower::{service_fn, Layer, ServiceExt};
-//! use tower_ratelimit::{Quota, RateLimitLayer};
+//! use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
+//! # async fn main() -> Result<(), tower_ratelimit::ConfigError> {
 //! let greeter = service_fn(|_req: Request<()>| async {
 //!     Ok::<_, Infallible>(Response::new(String::new()))
 //! });
-//! let svc = RateLimitLayer::new(Quota::per_second(1)).layer(greeter);
+//! // A clock that stands still, so that the wait below is exact.
+//! let store = MemoryStore::builder().clock(ManualClock::new()).build()?;
+//! let layer = RateLimitLayer::builder()
+//!     .quota(Quota::per_second(1))
+//!     .store(store)
+//!     .build()?;
+//! let svc = layer.layer(greeter);
 //! let call = || {
 //!     let mut req = Request::post("/helloworld.Greeter/SayHello")
 //!         .header("content-type", "application/grpc")
@@ -52,6 +58,7 @@
 //! assert_eq!(headers["grpc-message"], "rate limit exceeded; retry in 1 s");
 //! assert_eq!(headers["grpc-retry-pushback-ms"], "1000");
 //! assert!(headers.contains_key("grpc-status-details-bin"));
+//! # Ok(())
 //! # }
 //! ```
 //!
