@@ -20,7 +20,13 @@ pub(super) struct DenyCache {
 struct Shard {
     entries: HashTable<Entry>,
     cap: usize,
+    /// When full, the earliest time at which another sweep for passed TATs may run, so that a
+    /// flood of new limited keys costs one scan per interval, not one per check.
+    next_sweep: u64,
 }
+
+/// The least time between two sweeps of a full shard, in nanoseconds.
+const FULL_SWEEP_GAP_NANOS: u64 = 100_000_000;
 
 struct Entry {
     hash: u64,
@@ -38,6 +44,7 @@ impl DenyCache {
                     RwLock::new(Shard {
                         entries: HashTable::new(),
                         cap,
+                        next_sweep: 0,
                     })
                 })
                 .collect(),
@@ -64,7 +71,7 @@ impl DenyCache {
     }
 
     /// Records that `key`'s TAT is at least `tat`. If `cache_new` is false only a key already
-    /// cached is updated. A full shard first drops the TATs that have passed; if it is still
+    /// cached is updated. A full shard first drops the TATs that have passed (at most once per 100 ms); if it is still
     /// full, the key is not cached (a miss only costs a round trip).
     pub(super) fn record(&self, key: &[u8], tat: u64, now: u64, cache_new: bool) {
         let hash = self.hasher.hash_one(key);
@@ -99,6 +106,10 @@ impl DenyCache {
             return;
         }
         if shard.entries.len() >= shard.cap {
+            if now < shard.next_sweep {
+                return;
+            }
+            shard.next_sweep = now.saturating_add(FULL_SWEEP_GAP_NANOS);
             shard.entries.retain(|e| e.tat > now);
             if shard.entries.len() >= shard.cap {
                 return;
@@ -149,10 +160,17 @@ mod tests {
             cache.record(&i.to_be_bytes(), 100, 0, true);
         }
         assert!(cache.len() <= SHARDS, "{}", cache.len());
+        // Within the sweep gap a full shard takes no new keys...
         for i in 1000..2000u32 {
             cache.record(&i.to_be_bytes(), 300, 200, true);
         }
+        assert!((1000..2000u32).all(|i| cache.get(&i.to_be_bytes(), 200).is_none()));
+        // ...after it, the passed TATs make room.
+        let (now, tat) = (FULL_SWEEP_GAP_NANOS, FULL_SWEEP_GAP_NANOS + 100);
+        for i in 2000..3000u32 {
+            cache.record(&i.to_be_bytes(), tat, now, true);
+        }
         assert!(cache.len() <= SHARDS);
-        assert!((1000..2000u32).any(|i| cache.get(&i.to_be_bytes(), 200) == Some(300)));
+        assert!((2000..3000u32).any(|i| cache.get(&i.to_be_bytes(), now) == Some(tat)));
     }
 }
