@@ -42,6 +42,20 @@ fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
     (store, clock)
 }
 
+/// The default layer (peer IP keys) on a store whose time the test drives.
+fn manual_layer() -> (
+    RateLimitLayer<PeerIp, MemoryStore<ManualClock>>,
+    ManualClock,
+) {
+    let (store, clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .store(store)
+        .build()
+        .unwrap();
+    (layer, clock)
+}
+
 /// Serves the greeter and the health service behind `layer` on a loopback port; the server
 /// stops with the test's runtime.
 async fn serve<E>(layer: RateLimitLayer<E, MemoryStore<ManualClock>>, http1: bool) -> SocketAddr
@@ -98,12 +112,7 @@ fn assert_limited(status: &Status, wait: Duration, wait_text: &str) {
 
 #[tokio::test]
 async fn unary_calls_beyond_the_burst_are_resource_exhausted_until_the_delay_passes() {
-    let (store, clock) = manual_store();
-    let layer = RateLimitLayer::builder()
-        .quota(quota())
-        .store(store)
-        .build()
-        .unwrap();
+    let (layer, clock) = manual_layer();
     let mut client = GreeterClient::new(channel(serve(layer, false).await).await);
 
     for n in 0..3 {
@@ -126,12 +135,7 @@ async fn unary_calls_beyond_the_burst_are_resource_exhausted_until_the_delay_pas
 
 #[tokio::test]
 async fn streaming_calls_and_health_checks_share_the_budget() {
-    let (store, clock) = manual_store();
-    let layer = RateLimitLayer::builder()
-        .quota(quota())
-        .store(store)
-        .build()
-        .unwrap();
+    let (layer, clock) = manual_layer();
     let channel = channel(serve(layer, false).await).await;
     let mut greeter = GreeterClient::new(channel.clone());
     let mut health = HealthClient::new(channel);
@@ -165,12 +169,7 @@ async fn streaming_calls_and_health_checks_share_the_budget() {
 
 #[tokio::test]
 async fn plain_http_requests_through_the_same_layer_get_429() {
-    let (store, _clock) = manual_store();
-    let layer = RateLimitLayer::builder()
-        .quota(quota())
-        .store(store)
-        .build()
-        .unwrap();
+    let (layer, _clock) = manual_layer();
     let addr = serve(layer, true).await;
     let mut greeter = GreeterClient::new(channel(addr).await);
     for _ in 0..3 {
@@ -290,12 +289,7 @@ async fn for_grpc_answers_every_limited_request_as_a_grpc_call() {
 
 #[tokio::test]
 async fn a_layer_on_one_service_limits_that_service_alone() {
-    let (store, _clock) = manual_store();
-    let layer = RateLimitLayer::builder()
-        .quota(quota())
-        .store(store)
-        .build()
-        .unwrap();
+    let (layer, _clock) = manual_layer();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (health, health_service) = tonic_health::server::health_reporter();
