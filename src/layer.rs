@@ -377,8 +377,10 @@ pub(crate) enum Verdict {
 }
 
 impl<E, St, R: MakeRejection> Config<E, St, R> {
-    fn is_grpc<B>(&self, req: &Request<B>) -> bool {
-        self.grpc_always || response::is_grpc(req)
+    /// The content type of a gRPC answer to `req`, if it gets one.
+    fn grpc<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
+        response::grpc_content_type(req)
+            .or_else(|| self.grpc_always.then_some(response::APPLICATION_GRPC))
     }
 
     /// The verdict for `req` given the store's answer.
@@ -394,7 +396,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
                     .then(|| Box::new((decision, Arc::clone(&self.headers)))),
             ),
             Ok(decision) => {
-                let limited = RateLimited::new(decision, self.quota, self.is_grpc(req));
+                let limited = RateLimited::new(decision, self.quota, self.grpc(req));
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     if let Some(suppressed) = self.rejection_log.admit() {
                         tracing::debug!(
@@ -418,7 +420,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
                         "rate limit store failed; answering 503 Service Unavailable"
                     );
                 }
-                Verdict::Respond(Box::new(response::store_unavailable(self.is_grpc(req))))
+                Verdict::Respond(Box::new(response::store_unavailable(self.grpc(req))))
             }
         }
     }
@@ -436,7 +438,7 @@ impl<E, St, R: MakeRejection> Config<E, St, R> {
                         "request rejected because it has no rate-limit key: {hint}"
                     );
                 }
-                Verdict::Respond(Box::new(response::missing_key(status, self.is_grpc(req))))
+                Verdict::Respond(Box::new(response::missing_key(status, self.grpc(req))))
             }
         }
     }

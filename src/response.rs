@@ -11,7 +11,8 @@
 //! A gRPC request (its `content-type` starts with `application/grpc`, or any request when the
 //! layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a gRPC status
 //! instead, because gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a trailers-only
-//! response: HTTP 200, `content-type: application/grpc`, no body, and
+//! response: HTTP 200, `content-type: application/grpc` (a gRPC-Web call gets its own
+//! `application/grpc-web*` type back), no body, and
 //!
 //! - `grpc-status: 8` (`RESOURCE_EXHAUSTED`);
 //! - `grpc-message`: `rate limit exceeded; retry in <wait>`, percent-encoded;
@@ -114,11 +115,12 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub struct RateLimited {
     decision: Decision,
     quota: Quota,
-    grpc: bool,
+    /// The content type of a gRPC answer, for a gRPC request.
+    grpc: Option<HeaderValue>,
 }
 
 impl RateLimited {
-    pub(crate) fn new(decision: Decision, quota: Quota, grpc: bool) -> Self {
+    pub(crate) fn new(decision: Decision, quota: Quota, grpc: Option<HeaderValue>) -> Self {
         RateLimited {
             decision,
             quota,
@@ -148,7 +150,7 @@ impl RateLimited {
 
     /// Whether the request was a gRPC call (or the layer answers every request as one).
     pub fn is_grpc(&self) -> bool {
-        self.grpc
+        self.grpc.is_some()
     }
 }
 
@@ -178,8 +180,8 @@ pub struct DefaultRejection;
 
 impl MakeRejection for DefaultRejection {
     fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
-        if limited.is_grpc() {
-            grpc_resource_exhausted(limited.retry_after())
+        if let Some(content_type) = &limited.grpc {
+            grpc_resource_exhausted(limited.retry_after(), content_type.clone())
         } else {
             let mut body = BytesMut::with_capacity(48);
             let _ = writeln!(
@@ -201,13 +203,22 @@ const GRPC_INTERNAL: u8 = 13;
 /// The gRPC status code `UNAUTHENTICATED`.
 const GRPC_UNAUTHENTICATED: u8 = 16;
 
-/// Whether `req` is a gRPC call.
-#[inline]
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+/// The content type of a gRPC answer to `req`, if `req` is a gRPC call: the request's own for
+/// gRPC-Web (`application/grpc-web`, `-web+proto`, `-web-text`), `application/grpc` otherwise.
+pub(crate) fn grpc_content_type<B>(req: &Request<B>) -> Option<HeaderValue> {
+    let content_type = req.headers().get(CONTENT_TYPE)?;
+    let bytes = content_type.as_bytes();
+    if bytes.starts_with(b"application/grpc-web") {
+        Some(content_type.clone())
+    } else if bytes.starts_with(b"application/grpc") {
+        Some(APPLICATION_GRPC)
+    } else {
+        None
+    }
 }
+
+/// The content type of a gRPC answer.
+pub(crate) const APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 
 /// A `text/plain` response.
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
@@ -224,11 +235,11 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
 }
 
 /// A trailers-only gRPC response: HTTP 200, the status and message in the headers, no body.
-fn grpc_status(code: u8, message: &str) -> Response<Bytes> {
+fn grpc_status(code: u8, message: &str, content_type: HeaderValue) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     *response.headers_mut() = HeaderMap::with_capacity(8);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(CONTENT_TYPE, content_type);
     headers.insert(GRPC_STATUS, HeaderValue::from(u16::from(code)));
     if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
         headers.insert(GRPC_MESSAGE, message);
@@ -238,9 +249,9 @@ fn grpc_status(code: u8, message: &str) -> Response<Bytes> {
 
 /// `RESOURCE_EXHAUSTED` with the wait in the message, in `grpc-retry-pushback-ms`, and as a
 /// `google.rpc.RetryInfo` in `grpc-status-details-bin`.
-fn grpc_resource_exhausted(wait: Duration) -> Response<Bytes> {
+fn grpc_resource_exhausted(wait: Duration, content_type: HeaderValue) -> Response<Bytes> {
     let message = format!("rate limit exceeded; retry in {}", human_wait(wait));
-    let mut response = grpc_status(GRPC_RESOURCE_EXHAUSTED, &message);
+    let mut response = grpc_status(GRPC_RESOURCE_EXHAUSTED, &message, content_type);
     let headers = response.headers_mut();
     headers.insert(
         GRPC_RETRY_PUSHBACK_MS,
@@ -372,23 +383,27 @@ fn percent_encode(message: &str) -> String {
 }
 
 /// The answer when the key extractor found no key and the layer is set to reject.
-pub(crate) fn missing_key(status: StatusCode, grpc: bool) -> Response<Bytes> {
-    if grpc {
+pub(crate) fn missing_key(status: StatusCode, grpc: Option<HeaderValue>) -> Response<Bytes> {
+    if let Some(content_type) = grpc {
         let code = if status == StatusCode::UNAUTHORIZED {
             GRPC_UNAUTHENTICATED
         } else {
             GRPC_INTERNAL
         };
-        grpc_status(code, "request has no rate-limit key")
+        grpc_status(code, "request has no rate-limit key", content_type)
     } else {
         text(status, "request has no rate-limit key\n")
     }
 }
 
 /// The answer when the store failed and its policy was to fail closed.
-pub(crate) fn store_unavailable(grpc: bool) -> Response<Bytes> {
-    let mut response = if grpc {
-        let mut response = grpc_status(GRPC_UNAVAILABLE, "rate limit store unavailable");
+pub(crate) fn store_unavailable(grpc: Option<HeaderValue>) -> Response<Bytes> {
+    let mut response = if let Some(content_type) = grpc {
+        let mut response = grpc_status(
+            GRPC_UNAVAILABLE,
+            "rate limit store unavailable",
+            content_type,
+        );
         response
             .headers_mut()
             .insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from_static("1000"));
@@ -469,7 +484,7 @@ mod tests {
             RateLimited::new(
                 Decision::denied(1, 0, Duration::from_nanos(nanos), Duration::ZERO),
                 Quota::per_second(1),
-                false,
+                None,
             )
         };
         assert_eq!(limited(1).retry_after_secs(), 1);
@@ -499,7 +514,7 @@ mod tests {
     #[test]
     fn grpc_messages_are_percent_encoded() {
         assert_eq!(percent_encode("a%b é\n"), "a%25b %C3%A9%0A");
-        let response = grpc_status(8, "retry in 1 s");
+        let response = grpc_status(8, "retry in 1 s", APPLICATION_GRPC);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "8");
         assert_eq!(response.headers()["grpc-message"], "retry in 1 s");
@@ -507,7 +522,7 @@ mod tests {
 
     #[test]
     fn grpc_rejection_carries_the_wait_three_ways() {
-        let response = grpc_resource_exhausted(Duration::from_millis(1_250));
+        let response = grpc_resource_exhausted(Duration::from_millis(1_250), APPLICATION_GRPC);
         let headers = response.headers();
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.body().is_empty());
@@ -529,7 +544,7 @@ mod tests {
         );
 
         // The same Status encoded independently: a fixed vector.
-        let response = grpc_resource_exhausted(Duration::from_millis(200));
+        let response = grpc_resource_exhausted(Duration::from_millis(200), APPLICATION_GRPC);
         assert_eq!(
             response.headers()["grpc-status-details-bin"],
             "CAgSJHJhdGUgbGltaXQgZXhjZWVkZWQ7IHJldHJ5IGluIDIwMCBtcxozCih0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuUmV0cnlJbmZvEgcKBRCAhK9f"

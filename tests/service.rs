@@ -511,6 +511,30 @@ async fn grpc_requests_are_recognised_by_their_content_type() {
     assert_eq!(plain.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+#[tokio::test]
+async fn grpc_answers_carry_application_grpc_and_grpc_web_ones_echo_their_content_type() {
+    let mut svc = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    let with_type = |content_type: &'static str| {
+        let mut req = from(PEER);
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        req
+    };
+    assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+    for (sent, answered) in [
+        ("application/grpc", "application/grpc"),
+        ("application/grpc+proto", "application/grpc"),
+        ("application/grpc-web", "application/grpc-web"),
+        ("application/grpc-web+proto", "application/grpc-web+proto"),
+        ("application/grpc-web-text", "application/grpc-web-text"),
+    ] {
+        let limited = send(&mut svc, with_type(sent)).await;
+        assert_eq!(limited.status(), StatusCode::OK, "{sent}");
+        assert_eq!(header(&limited, "grpc-status"), "8", "{sent}");
+        assert_eq!(header(&limited, "content-type"), answered, "{sent}");
+    }
+}
+
 #[test]
 fn builder_errors_name_the_bad_value() {
     let no_quota = RateLimitLayer::builder().build().unwrap_err();
