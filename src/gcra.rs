@@ -19,36 +19,50 @@ pub struct Decision {
     allowed: bool,
     limit: u32,
     remaining: u32,
-    retry_after: Duration,
-    reset_after: Duration,
+    retry_after_nanos: u64,
+    reset_after_nanos: u64,
 }
 
 impl Decision {
     /// A conforming check: `remaining` more cost-1 checks would conform right now, and the key
-    /// is back to a full burst after `reset_after`.
+    /// is back to a full burst after `reset_after` (saturating at `u64::MAX` nanoseconds).
     pub fn allowed(limit: u32, remaining: u32, reset_after: Duration) -> Self {
-        Decision {
-            allowed: true,
-            limit,
-            remaining,
-            retry_after: Duration::ZERO,
-            reset_after,
-        }
+        Self::allowed_nanos(limit, remaining, nanos(reset_after))
     }
 
-    /// A non-conforming check that would conform after `retry_after`.
+    /// A non-conforming check that would conform after `retry_after` (durations saturate at
+    /// `u64::MAX` nanoseconds).
     pub fn denied(
         limit: u32,
         remaining: u32,
         retry_after: Duration,
         reset_after: Duration,
     ) -> Self {
+        Self::denied_nanos(limit, remaining, nanos(retry_after), nanos(reset_after))
+    }
+
+    pub(crate) fn allowed_nanos(limit: u32, remaining: u32, reset_after: u64) -> Self {
+        Decision {
+            allowed: true,
+            limit,
+            remaining,
+            retry_after_nanos: 0,
+            reset_after_nanos: reset_after,
+        }
+    }
+
+    pub(crate) fn denied_nanos(
+        limit: u32,
+        remaining: u32,
+        retry_after: u64,
+        reset_after: u64,
+    ) -> Self {
         Decision {
             allowed: false,
             limit,
             remaining,
-            retry_after,
-            reset_after,
+            retry_after_nanos: retry_after,
+            reset_after_nanos: reset_after,
         }
     }
 
@@ -69,13 +83,18 @@ impl Decision {
 
     /// How long until the same check would conform; zero when it was allowed.
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        Duration::from_nanos(self.retry_after_nanos)
     }
 
     /// How long until the key is back to a full burst.
     pub fn reset_after(&self) -> Duration {
-        self.reset_after
+        Duration::from_nanos(self.reset_after_nanos)
     }
+}
+
+/// `d` in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A check whose cost exceeds the burst: it can never conform, however long the caller waits.
@@ -129,20 +148,16 @@ pub(crate) fn check(
     let ahead = next - now;
     if ahead <= window {
         Ok(Step {
-            decision: Decision::allowed(
-                quota.burst(),
-                remaining(quota, next, now),
-                Duration::from_nanos(ahead),
-            ),
+            decision: Decision::allowed_nanos(quota.burst(), remaining(quota, next, now), ahead),
             new_tat: Some(next),
         })
     } else {
         Ok(Step {
-            decision: Decision::denied(
+            decision: Decision::denied_nanos(
                 quota.burst(),
                 remaining(quota, tat, now),
-                Duration::from_nanos(ahead - window),
-                Duration::from_nanos(tat.saturating_sub(now)),
+                ahead - window,
+                tat.saturating_sub(now),
             ),
             new_tat: None,
         })
@@ -151,18 +166,15 @@ pub(crate) fn check(
 
 /// What a cost-1 check would answer at `now`, without taking anything.
 pub(crate) fn peek(quota: &Quota, tat: u64, now: u64) -> Decision {
-    let reset_after = Duration::from_nanos(tat.saturating_sub(now));
+    let reset_after = tat.saturating_sub(now);
     let remaining = remaining(quota, tat, now);
     // The same test as a cost-1 `check`: `max(tat, now) + T − now ≤ b·T`.
     let ahead = tat.max(now).saturating_add(quota.interval_nanos()) - now;
     match ahead.checked_sub(quota.window_nanos()) {
-        Some(late) if late > 0 => Decision::denied(
-            quota.burst(),
-            remaining,
-            Duration::from_nanos(late),
-            reset_after,
-        ),
-        _ => Decision::allowed(quota.burst(), remaining, reset_after),
+        Some(late) if late > 0 => {
+            Decision::denied_nanos(quota.burst(), remaining, late, reset_after)
+        }
+        _ => Decision::allowed_nanos(quota.burst(), remaining, reset_after),
     }
 }
 
