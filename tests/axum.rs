@@ -19,14 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
 use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer, RateLimited};
 
-fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
-    let clock = ManualClock::new();
-    let store = MemoryStore::builder()
-        .clock(clock.clone())
-        .build()
-        .expect("a valid store");
-    (store, clock)
-}
+mod common;
+use common::manual_store;
 
 fn layer(
     quota: Quota,

@@ -9,6 +9,9 @@ use governor::middleware::StateInformationMiddleware;
 use proptest::prelude::*;
 use tower_ratelimit::{Clock as _, Decision, ManualClock, MemoryStore, Quota};
 
+mod common;
+use common::manual_store;
+
 /// A quota with an interval of 1 ns to 1 s and a burst of 1 to 20.
 fn quotas() -> impl Strategy<Value = Quota> {
     (1u64..=1_000_000_000, 1u32..=20)
@@ -34,18 +37,21 @@ fn quota_and_schedule(len: usize) -> impl Strategy<Value = (Quota, Vec<(u64, u32
     quotas().prop_flat_map(move |q| (Just(q), schedule(q, len)))
 }
 
-fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
-    let clock = ManualClock::new();
-    let store = MemoryStore::builder()
-        .clock(clock.clone())
-        .build()
-        .expect("a valid store");
-    (store, clock)
-}
-
-/// Runs the schedule on one key and returns `(time, cost, decision)` for every check.
+/// Runs the schedule on one key of a fresh store and returns `(time, cost, decision)` for
+/// every check.
 fn run(quota: &Quota, checks: &[(u64, u32)]) -> Vec<(u64, u32, Decision)> {
     let (store, clock) = manual_store();
+    replay(&store, &clock, quota, checks)
+}
+
+/// Runs the schedule on one key of `store`, moving `clock`, and returns `(time, cost,
+/// decision)` for every check.
+fn replay(
+    store: &MemoryStore<ManualClock>,
+    clock: &ManualClock,
+    quota: &Quota,
+    checks: &[(u64, u32)],
+) -> Vec<(u64, u32, Decision)> {
     checks
         .iter()
         .map(|&(step, cost)| {
@@ -100,10 +106,7 @@ proptest! {
         cost_pick in any::<prop::sample::Index>(),
     ) {
         let (store, clock) = manual_store();
-        for &(step, cost) in &checks {
-            clock.advance(Duration::from_nanos(step));
-            store.check_now(&"key", &quota, cost).unwrap();
-        }
+        replay(&store, &clock, &quota, &checks);
         let cost = cost_pick.index(quota.burst() as usize) as u32 + 1;
         let denied = loop {
             let decision = store.check_now(&"key", &quota, cost).unwrap();
@@ -149,11 +152,7 @@ proptest! {
         (quota, checks) in quota_and_schedule(60)
     ) {
         let (store, clock) = manual_store();
-        let mut last = None;
-        for &(step, cost) in &checks {
-            clock.advance(Duration::from_nanos(step));
-            last = Some(store.check_now(&"key", &quota, cost).unwrap());
-        }
+        let last = replay(&store, &clock, &quota, &checks).last().map(|&(_, _, d)| d);
         let last = last.unwrap();
         let peeked = store.peek_now(&"key", &quota);
         prop_assert_eq!(peeked.remaining(), last.remaining());
@@ -172,11 +171,7 @@ proptest! {
         (quota, checks) in quota_and_schedule(60)
     ) {
         let (store, clock) = manual_store();
-        let mut last = None;
-        for &(step, cost) in &checks {
-            clock.advance(Duration::from_nanos(step));
-            last = Some(store.check_now(&"key", &quota, cost).unwrap());
-        }
+        let last = replay(&store, &clock, &quota, &checks).last().map(|&(_, _, d)| d);
         let reset = last.unwrap().reset_after();
         if reset > Duration::ZERO {
             clock.advance(reset - Duration::from_nanos(1));

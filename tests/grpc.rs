@@ -31,15 +31,12 @@ use tower_ratelimit::{
 
 use greeter::{rpc, GreeterClient, GreeterServer, HelloRequest};
 
+mod common;
+use common::manual_store;
+
 /// A burst of 3, then one call every 200 ms.
 fn quota() -> Quota {
     Quota::with_period(Duration::from_millis(200)).allow_burst(3)
-}
-
-fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
-    let clock = ManualClock::new();
-    let store = MemoryStore::builder().clock(clock.clone()).build().unwrap();
-    (store, clock)
 }
 
 /// The default layer (peer IP keys) on a store whose time the test drives.

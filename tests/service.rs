@@ -22,6 +22,9 @@ use tower_ratelimit::{
     RateLimited, ResponseBody, Store,
 };
 
+mod common;
+use common::manual_store;
+
 const PEER: &str = "192.0.2.10:40000";
 
 /// A request from `peer`, carrying its address the way a plain hyper server would.
@@ -30,16 +33,6 @@ fn from(peer: &str) -> Request<String> {
     req.extensions_mut()
         .insert(peer.parse::<SocketAddr>().expect("a socket address"));
     req
-}
-
-/// A store on a clock the test moves.
-fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
-    let clock = ManualClock::new();
-    let store = MemoryStore::builder()
-        .clock(clock.clone())
-        .build()
-        .expect("a valid store");
-    (store, clock)
 }
 
 /// An inner service that answers `ok` and counts its calls.
