@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo run --example custom_key
-//! curl -si -H 'x-api-key: alice' http://127.0.0.1:3001/search
+//! curl -si -H 'x-api-key: alice' http://127.0.0.1:3003/search
 //! ```
 
 use std::net::SocketAddr;
@@ -68,10 +68,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .route_layer(per_key(Quota::per_second(20))?),
         );
 
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3001);
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => 3003,
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
