@@ -1,5 +1,6 @@
-//! One request through a trivial service: bare, behind `RateLimitLayer`, and behind
-//! `tower_governor`'s layer with the same quota, on the allow path and on the reject path.
+//! One request through a trivial service: bare, behind `RateLimitLayer` (one policy, and a
+//! stack of two), and behind `tower_governor`'s layer with the same quota, on the allow path
+//! and on the reject path.
 //!
 //! Each iteration drives `poll_ready`, `call` and the response future to completion by polling
 //! them directly (every one is ready at once, so no runtime is involved) and drops the
@@ -25,7 +26,7 @@ use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
-use tower_ratelimit::{Quota, RateLimitLayer};
+use tower_ratelimit::{Policy, Quota, RateLimitLayer};
 
 /// The quota as (interval, burst). Allow: a burst no run can spend. Reject: one cell an hour,
 /// spent before timing starts.
@@ -83,6 +84,19 @@ fn ours(
     layer.layer(inner())
 }
 
+/// Two policies of the same quota checked together, all-or-nothing.
+fn ours_stacked(
+    (interval, burst): (Duration, u32),
+) -> impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> {
+    let quota = Quota::with_period(interval).allow_burst(burst);
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("short", quota))
+        .policy(Policy::new("long", quota))
+        .build()
+        .expect("a valid layer");
+    layer.layer(inner())
+}
+
 fn governed(
     (interval, burst): (Duration, u32),
 ) -> impl Service<Request<()>, Response = Response<Body>, Error = Infallible> {
@@ -115,6 +129,16 @@ fn bench(c: &mut Criterion) {
         )
     });
     assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    let mut svc = ours_stacked(ALLOW);
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    group.bench_function("tower-ratelimit (2 policies)", |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     let mut svc = governed(ALLOW);
     assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     group.bench_function("tower_governor", |b| {
@@ -132,6 +156,17 @@ fn bench(c: &mut Criterion) {
     assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
     group.bench_function("tower-ratelimit", |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
+    let mut svc = ours_stacked(REJECT);
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
+    group.bench_function("tower-ratelimit (2 policies)", |b| {
         b.iter_batched(
             request,
             |req| black_box(drive(&mut svc, req)),

@@ -1,7 +1,9 @@
-//! `MemoryStore::check_now` against `governor`'s keyed limiter with the same quota.
+//! `MemoryStore::check_now` against `governor`'s keyed limiter with the same quota, and a
+//! two-policy stack (both policies with that quota) against the one-policy check.
 //!
 //! Both limiters are filled with 1, 1 000 or 1 000 000 keys before timing, and every timed
-//! check takes the next key in turn. "allow" uses a quota that admits every check of the run;
+//! check takes the next key in turn; ours writes the key's bytes (the address as text) on each
+//! check, as the layer does. "allow" uses a quota that admits every check of the run;
 //! "reject" uses a quota whose burst every key has already spent. The two-thread cases time
 //! both threads together: the figure is wall time divided by the checks of both threads.
 //!
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use tower_ratelimit::{MemoryStore, Quota};
+use tower_ratelimit::{KeyBytes, MemoryStack, MemoryStore, Policy, Quota, Store};
 
 const KEY_COUNTS: [usize; 3] = [1, 1_000, 1_000_000];
 /// A burst so deep that no run of the benchmark can spend it.
@@ -62,15 +64,15 @@ trait Limiter: Sync {
 
 struct Ours {
     store: MemoryStore,
-    quota: Quota,
+    stack: MemoryStack,
 }
 
 impl Limiter for Ours {
+    /// Writes the key's bytes and checks them, as the layer does for every request.
     #[inline]
     fn check(&self, key: &IpAddr) -> bool {
         self.store
-            .check_now(key, &self.quota, 1)
-            .expect("cost 1 fits any burst")
+            .check_now(&self.stack, key.key_bytes().as_bytes(), 1)
             .is_allowed()
     }
 }
@@ -84,20 +86,29 @@ impl Limiter for Governor {
     }
 }
 
-fn ours(path: Path, keys: &[IpAddr]) -> Ours {
+fn ours(path: Path, keys: &[IpAddr], policies: usize) -> Ours {
     let (interval, burst, fill) = path.setup();
     let quota = Quota::with_period(interval).allow_burst(burst);
+    let stack: Vec<Policy> = (0..policies)
+        .map(|i| Policy::new(format!("bench-{i}"), quota))
+        .collect();
     // Room for every key: at the cap, new keys would share one overflow budget instead.
     let store = MemoryStore::builder()
         .max_keys(4 * keys.len().max(1_000))
         .build()
         .expect("a valid store");
+    let stack = store.register(&stack).expect("a fresh store");
     for key in keys {
-        let decision = store.check_now(key, &quota, fill).expect("fill fits burst");
-        assert!(decision.is_allowed());
+        let decisions = store.check_now(&stack, key.key_bytes().as_bytes(), fill);
+        assert!(decisions.is_allowed(), "the fill fits the burst");
     }
     assert_eq!(store.len(), keys.len());
-    Ours { store, quota }
+    Ours { store, stack }
+}
+
+/// Two policies with the path's quota, stacked.
+fn ours_stacked(path: Path, keys: &[IpAddr]) -> Ours {
+    ours(path, keys, 2)
 }
 
 fn governor(path: Path, keys: &[IpAddr]) -> Governor {
@@ -166,10 +177,12 @@ fn bench(c: &mut Criterion) {
         let expect = matches!(path, Path::Allow);
         for &n in &KEY_COUNTS {
             let keys = keys(n);
-            let ours = ours(path, &keys);
+            let ours = ours(path, &keys, 1);
+            let stacked = ours_stacked(path, &keys);
             let governor = governor(path, &keys);
-            // Sanity: both limiters answer as the path says before anything is timed.
+            // Sanity: the limiters answer as the path says before anything is timed.
             assert_eq!(ours.check(&keys[0]), expect);
+            assert_eq!(stacked.check(&keys[0]), expect);
             assert_eq!(governor.check(&keys[0]), expect);
             for threads in [1, 2] {
                 let mut group = c.benchmark_group(format!("check/{}/{threads}t", path.name()));
@@ -179,6 +192,9 @@ fn bench(c: &mut Criterion) {
                 });
                 group.bench_function(BenchmarkId::new("governor", n), |b| {
                     b.iter_custom(|iters| run(&governor, &keys, expect, threads, iters))
+                });
+                group.bench_function(BenchmarkId::new("tower-ratelimit-2-policies", n), |b| {
+                    b.iter_custom(|iters| run(&stacked, &keys, expect, threads, iters))
                 });
                 group.finish();
             }

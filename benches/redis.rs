@@ -1,6 +1,7 @@
-//! Checks per second through `RedisStore` with 1, 16 and 256 concurrent callers, against the
-//! raw ceiling of the same `EVALSHA` on one multiplexed connection (and `redis-benchmark`
-//! pipelining it), and against the two-key float token bucket script of naive limiters.
+//! Checks per second through `RedisStore` with 1, 16 and 256 concurrent callers, for one
+//! policy and for a stack of two, against the raw ceiling of the same `EVALSHA` on one
+//! multiplexed connection (and `redis-benchmark` pipelining it), and against the two-key float
+//! token bucket script of naive limiters.
 //!
 //! ```sh
 //! cargo bench --features redis --bench redis
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use redis::aio::MultiplexedConnection;
-use tower_ratelimit::{FailurePolicy, Quota, RedisStore, Store};
+use tower_ratelimit::store::RedisStack;
+use tower_ratelimit::{FailurePolicy, KeyBytes, Policy, Quota, RedisStore, Store};
 
 const KEYS: u64 = 10_000;
 const CONCURRENCY: [usize; 3] = [1, 16, 256];
@@ -107,6 +109,10 @@ async fn drive_for(length: Duration, callers: usize, op: Op) -> f64 {
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The script's arguments for one policy that admits every check of the bench: interval 1 µs,
+/// burst 1 000 000, enforced.
+const WIDE: [&str; 3] = ["1", "1000000", "0"];
+
 fn bench(c: &mut Criterion) {
     let redis = support::redis_url();
     let url = redis.url();
@@ -115,7 +121,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let quota = Quota::with_period(Duration::from_micros(1)).allow_burst(1_000_000);
+    let wide = Quota::with_period(Duration::from_micros(1)).allow_burst(1_000_000);
     let (store, raw) = rt.block_on(async {
         let store = RedisStore::builder()
             .url(&url)
@@ -132,6 +138,12 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         (store, raw)
     });
+    let one = Arc::new(store.register(&[Policy::new("a", wide)]).unwrap());
+    let two = Arc::new(
+        store
+            .register(&[Policy::new("a", wide), Policy::new("b", wide)])
+            .unwrap(),
+    );
     let gcra = redis::Script::new(RedisStore::SCRIPT);
     let bucket = redis::Script::new(TOKEN_BUCKET_LUA);
     rt.block_on(async {
@@ -142,31 +154,32 @@ fn bench(c: &mut Criterion) {
     let gcra_sha = gcra.get_hash().to_owned();
     let bucket_sha = bucket.get_hash().to_owned();
 
-    let store_op = |store: RedisStore| -> Op {
+    let store_op = |store: RedisStore, stack: Arc<RedisStack>| -> Op {
         Arc::new(move |i: u64| {
-            let store = store.clone();
+            let (store, stack) = (store.clone(), Arc::clone(&stack));
             Box::pin(async move {
-                let decision = store.check(&(i % KEYS), &quota, 1).await.unwrap();
-                assert!(decision.is_allowed());
+                let key = (i % KEYS).key_bytes();
+                let decisions = store.check(&stack, key.as_bytes(), 1).await.unwrap();
+                assert!(decisions.is_allowed());
             })
         })
     };
-    let raw_op = |conn: MultiplexedConnection, sha: Arc<str>| -> Op {
+    // The store's call by hand: the same keys, arguments and reply, nothing around it.
+    let raw_op = |conn: MultiplexedConnection, sha: Arc<str>, policies: &'static [&str]| -> Op {
         Arc::new(move |i: u64| {
             let (mut conn, sha) = (conn.clone(), Arc::clone(&sha));
             Box::pin(async move {
-                let reply: Vec<i64> = redis::cmd("EVALSHA")
-                    .arg(&*sha)
-                    .arg(1)
-                    .arg(format!("raw:{{{}}}", i % KEYS))
-                    .arg(1)
-                    .arg(1_000_000)
-                    .arg(1)
-                    .arg("")
-                    .arg(0)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
+                let k = i % KEYS;
+                let mut call = redis::cmd("EVALSHA");
+                call.arg(&*sha).arg(policies.len());
+                for policy in policies {
+                    call.arg(format!("{{raw:{k}}}:{policy}"));
+                }
+                call.arg(1).arg("").arg(0);
+                for _ in policies {
+                    call.arg(&WIDE[..]);
+                }
+                let reply: Vec<i64> = call.query_async(&mut conn).await.unwrap();
                 assert_eq!(reply[0], 1);
             })
         })
@@ -190,9 +203,18 @@ fn bench(c: &mut Criterion) {
             })
         })
     };
-    let contenders: [(&str, Op); 3] = [
-        ("RedisStore", store_op(store.clone())),
-        ("raw EVALSHA", raw_op(raw.clone(), gcra_sha.as_str().into())),
+    let gcra_sha: Arc<str> = gcra_sha.as_str().into();
+    let contenders: [(&str, Op); 5] = [
+        ("RedisStore", store_op(store.clone(), Arc::clone(&one))),
+        (
+            "raw EVALSHA",
+            raw_op(raw.clone(), Arc::clone(&gcra_sha), &["a"]),
+        ),
+        ("RedisStore 2-policy stack", store_op(store.clone(), two)),
+        (
+            "raw EVALSHA 2 keys",
+            raw_op(raw.clone(), Arc::clone(&gcra_sha), &["a", "b"]),
+        ),
         (
             "float token bucket",
             bucket_op(raw.clone(), bucket_sha.as_str().into()),
@@ -216,17 +238,19 @@ fn bench(c: &mut Criterion) {
     // The same contenders again in interleaved rounds, so that other load on the machine falls
     // on all of them alike.
     println!(
-        "\ninterleaved: median of {ROUNDS} rounds of {} ms, checks/s",
+        "\ninterleaved: median of {ROUNDS} rounds of {} ms, thousand checks/s; each store \
+         against its raw call, as the median over rounds of the ratio within a round",
         ROUND.as_millis()
     );
-    println!(
-        "{:>7} | {:>10} | {:>11} | {:>18} | RedisStore / raw (median of rounds)",
-        "callers", "RedisStore", "raw EVALSHA", "float token bucket"
-    );
+    print!("{:>7}", "callers");
+    for (name, _) in &contenders {
+        print!(" | {name:>w$}", w = name.len().max(8));
+    }
+    println!(" | store / raw | stack / raw");
     for callers in CONCURRENCY {
-        let rounds: Vec<[f64; 3]> = (0..ROUNDS)
+        let rounds: Vec<Vec<f64>> = (0..ROUNDS)
             .map(|round| {
-                let mut rates = [0.0; 3];
+                let mut rates = vec![0.0; contenders.len()];
                 // Each round starts with another contender, so none always runs first.
                 for n in 0..contenders.len() {
                     let which = (round + n) % contenders.len();
@@ -240,44 +264,49 @@ fn bench(c: &mut Criterion) {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        // Store against raw within each round, where both met the same load.
-        let ratio = median(rounds.iter().map(|r| r[0] / r[1]).collect());
-        let median: Vec<f64> = (0..contenders.len())
-            .map(|which| median(rounds.iter().map(|r| r[which]).collect()))
-            .collect();
+        // Each store against its raw call within each round, where both met the same load.
+        let ratio =
+            |store: usize, raw: usize| median(rounds.iter().map(|r| r[store] / r[raw]).collect());
+        print!("{callers:>7}");
+        for (which, (name, _)) in contenders.iter().enumerate() {
+            let rate = median(rounds.iter().map(|r| r[which]).collect());
+            print!(" | {:>w$.1}", rate / 1e3, w = name.len().max(8));
+        }
         println!(
-            "{callers:>7} | {:>8.1} k | {:>9.1} k | {:>16.1} k | {:.0}%",
-            median[0] / 1e3,
-            median[1] / 1e3,
-            median[2] / 1e3,
-            100.0 * ratio
+            " | {:>10.0}% | {:>10.0}%",
+            100.0 * ratio(0, 1),
+            100.0 * ratio(2, 3)
         );
     }
 
     // The server's own ceiling for the same script: redis-benchmark, 256 commands in flight.
     if let support::TestRedis::Own(server) = &redis {
         let port = server.port().to_string();
-        let output = Command::new("redis-benchmark")
-            .args(["-p", &port, "-n", "300000", "-c", "16", "-P", "16", "-q"])
-            .args([
-                "EVALSHA",
-                &gcra_sha,
-                "1",
-                "rb:{__rand_int__}",
-                "1",
-                "1000000",
-            ])
-            .args(["1", "", "0", "-r", "10000"])
-            .output();
-        match output {
-            Ok(out) => {
-                // Progress lines end in '\r'; the summary is the last one.
-                let text = String::from_utf8_lossy(&out.stdout);
-                let summary = text.rsplit('\r').next().unwrap_or_default().trim();
-                let summary = summary.rsplit(": ").next().unwrap_or(summary);
-                println!("redis-benchmark, same EVALSHA, 16 clients x 16 pipelined: {summary}");
+        for keys in [1, 2] {
+            let mut command = Command::new("redis-benchmark");
+            command
+                .args(["-p", &port, "-n", "300000", "-c", "16", "-P", "16", "-q"])
+                .args(["-r", "10000", "EVALSHA", &gcra_sha, &keys.to_string()]);
+            for policy in &["a", "b"][..keys] {
+                command.arg(format!("{{rb:__rand_int__}}:{policy}"));
             }
-            Err(e) => println!("redis-benchmark not run: {e}"),
+            command.args(["1", "", "0"]);
+            for _ in 0..keys {
+                command.args(WIDE);
+            }
+            match command.output() {
+                Ok(out) => {
+                    // Progress lines end in '\r'; the summary is the last one.
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    let summary = text.rsplit('\r').next().unwrap_or_default().trim();
+                    let summary = summary.rsplit(": ").next().unwrap_or(summary);
+                    println!(
+                        "redis-benchmark, same EVALSHA with {keys} key(s), 16 clients x 16 \
+                         pipelined: {summary}"
+                    );
+                }
+                Err(e) => println!("redis-benchmark not run: {e}"),
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tower_ratelimit::{Quota, RedisStore, Store};
+use tower_ratelimit::{Policy, Quota, RedisStore, Store};
 
 const INSTANCES: usize = 4;
 const RUN: Duration = Duration::from_secs(2);
@@ -32,11 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .prefix(&prefix)
             .build()
             .await?;
+        let stack = store.register(&[Policy::new("shared", quota)])?;
         let counter = Arc::clone(counter);
         tasks.push(tokio::spawn(async move {
             while started.elapsed() < RUN {
-                if let Ok(decision) = store.check(&"one-key", &quota, 1).await {
-                    if decision.is_allowed() {
+                if let Ok(decisions) = store.check(&stack, b"one-key", 1).await {
+                    if decisions.is_allowed() {
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
                 }

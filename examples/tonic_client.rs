@@ -5,6 +5,8 @@
 //! cargo run --features tonic --example tonic_server   # first, in another terminal
 //! cargo run --features tonic --example tonic_client
 //! ```
+//!
+//! `PORT` picks the server's port, as it does for the server (default 50051).
 
 #[path = "greeter/mod.rs"]
 mod greeter;
@@ -17,13 +19,19 @@ use tonic_health::pb::HealthCheckRequest;
 
 use greeter::{rpc, GreeterClient, HelloRequest};
 
-const SERVER: &str = "http://127.0.0.1:50051";
 const CALLS: u32 = 20;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let channel = Channel::from_static(SERVER).connect().await.map_err(|e| {
-        format!("cannot reach {SERVER} ({e}); start the server first with `cargo run --features tonic --example tonic_server`")
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => 50051,
+    };
+    let server = format!("http://127.0.0.1:{port}");
+    let channel = Channel::from_shared(server.clone())?.connect().await.map_err(|e| {
+        format!("cannot reach {server} ({e}); start the server first with `cargo run --features tonic --example tonic_server`")
     })?;
     let mut greeter = GreeterClient::new(channel.clone());
     let mut health = HealthClient::new(channel);

@@ -6,9 +6,13 @@
 //! cargo run --features tonic --example tonic_server
 //! # in another terminal
 //! cargo run --features tonic --example tonic_client
+//! # on Redis, per client IP and method; copies of the server share the budgets
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --features tonic,redis --example tonic_server
+//! PORT=50052 REDIS_URL=redis://127.0.0.1:6379 cargo run --features tonic,redis --example tonic_server
 //! ```
 //!
-//! The `tonic` feature lets the layer read the peer address from tonic's connection info.
+//! `PORT` picks the port (default 50051; the client reads it too). The `tonic` feature lets the
+//! layer read the peer address from tonic's connection info.
 
 #[path = "greeter/mod.rs"]
 mod greeter;
@@ -16,12 +20,15 @@ mod greeter;
 use std::net::SocketAddr;
 
 use tonic::transport::Server;
-use tower_ratelimit::{Quota, RateLimitLayer};
+use tower::util::Either;
+use tower_ratelimit::{GrpcMethod, PeerIp, Quota, RateLimitLayer};
+#[cfg(feature = "redis")]
+use tower_ratelimit::{Policy, RedisStore};
 
 use greeter::GreeterServer;
 
-/// The address the server listens on, and the client calls.
-const ADDR: &str = "127.0.0.1:50051";
+/// The port the server listens on unless `PORT` says otherwise; the client calls the same.
+const DEFAULT_PORT: u16 = 50051;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,16 +39,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => DEFAULT_PORT,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let quota = Quota::per_second(5);
-    // One layer for the whole server: every method of every service shares a client's budget.
-    let limit = RateLimitLayer::builder().quota(quota).for_grpc().build()?;
+    println!("gRPC server on http://{addr}: greeter.Greeter and grpc.health.v1.Health");
+    let limit = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            println!("quota {quota} per client IP and method, shared on {url}; Ctrl-C to stop");
+            Either::Right(shared_limit(&url, quota).await?)
+        }
+        _ => {
+            println!("quota {quota} per client IP, shared by every method; Ctrl-C to stop");
+            // One layer for the whole server: every method of every service shares a client's
+            // budget.
+            Either::Left(RateLimitLayer::builder().quota(quota).for_grpc().build()?)
+        }
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GreeterServer>().await;
-
-    let addr: SocketAddr = ADDR.parse()?;
-    println!("gRPC server on http://{addr}: greeter.Greeter and grpc.health.v1.Health");
-    println!("quota {quota} per client IP, shared by every method; Ctrl-C to stop");
     Server::builder()
         .layer(limit)
         .add_service(health_service)
@@ -51,4 +72,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     Ok(())
+}
+
+/// The layer of a fleet: per (client IP, method) on Redis, so that every copy of the server
+/// shares each client's budget for each method.
+#[cfg(feature = "redis")]
+async fn shared_limit(
+    url: &str,
+    quota: Quota,
+) -> Result<RateLimitLayer<(PeerIp, GrpcMethod), RedisStore>, Box<dyn std::error::Error>> {
+    let store = RedisStore::builder()
+        .url(url)
+        .prefix("tonic-example")
+        .build()
+        .await?;
+    Ok(RateLimitLayer::builder()
+        .policy(Policy::new("per-method", quota))
+        .key((PeerIp::new(), GrpcMethod))
+        .store(store)
+        .for_grpc()
+        .build()?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn shared_limit(
+    _url: &str,
+    _quota: Quota,
+) -> Result<RateLimitLayer<(PeerIp, GrpcMethod)>, Box<dyn std::error::Error>> {
+    Err(
+        "REDIS_URL is set, but this build has no Redis store: run with `--features tonic,redis`"
+            .into(),
+    )
 }

@@ -34,12 +34,23 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// The message alone; the cause, if any, is the error's [`source`](Error::source).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
-        }
-        Ok(())
+        f.write_str(&self.message)
+    }
+}
+
+impl From<crate::QuotaError> for ConfigError {
+    /// A quota that cannot work is a configuration that cannot work.
+    ///
+    /// ```
+    /// fn quota(s: &str) -> Result<tower_ratelimit::Quota, tower_ratelimit::ConfigError> {
+    ///     Ok(s.parse()?)
+    /// }
+    /// assert!(quota("0/s").unwrap_err().to_string().contains("rate is 0"));
+    /// ```
+    fn from(error: crate::QuotaError) -> Self {
+        ConfigError::new(error.to_string())
     }
 }
 

@@ -10,31 +10,30 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::layer::{Config, SuccessHeaders, Verdict};
+use crate::decide::{Config, SuccessHeaders, Verdict};
+use crate::policy::Rules;
 use crate::response::MakeRejection;
-use crate::{KeyExtractor, ResponseBody, Store};
+use crate::{ResponseBody, Store};
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): the inner service's response,
     /// or the rejection.
-    pub struct ResponseFuture<S, ReqB, E, St, R>
+    pub struct ResponseFuture<S, ReqB, E, St, R, X>
     where
         S: Service<Request<ReqB>>,
-        E: KeyExtractor<ReqB>,
-        St: Store<E::Key>,
+        St: Store,
     {
         #[pin]
-        state: State<S, ReqB, E, St, R>,
+        state: State<S, ReqB, E, St, R, X>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqB, E, St, R>
+    enum State<S, ReqB, E, St, R, X>
     where
         S: Service<Request<ReqB>>,
-        E: KeyExtractor<ReqB>,
-        St: Store<E::Key>,
+        St: Store,
     {
         // The request was allowed and is with the inner service.
         Inner {
@@ -45,7 +44,7 @@ pin_project! {
         // The store is still deciding; the ready inner service and the request wait here,
         // boxed so that they do not make the future of every decided request larger.
         Checking {
-            pending: Box<Pending<S, ReqB, E, St, R>>,
+            pending: Box<Pending<S, ReqB, E, St, R, X>>,
         },
         // Decided without the inner service.
         Respond {
@@ -55,22 +54,19 @@ pin_project! {
 }
 
 /// What a request waiting on the store holds.
-struct Pending<S, ReqB, E, St, R>
-where
-    E: KeyExtractor<ReqB>,
-    St: Store<E::Key>,
-{
+struct Pending<S, ReqB, E, St: Store, R, X> {
     check: St::Future,
+    /// The index of the request's tier.
+    tier: usize,
     inner: Option<S>,
     request: Option<Request<ReqB>>,
-    config: Arc<Config<E, St, R>>,
+    config: Arc<Config<E, St, R, X>>,
 }
 
-impl<S, ReqB, E, St, R> ResponseFuture<S, ReqB, E, St, R>
+impl<S, ReqB, E, St, R, X> ResponseFuture<S, ReqB, E, St, R, X>
 where
     S: Service<Request<ReqB>>,
-    E: KeyExtractor<ReqB>,
-    St: Store<E::Key>,
+    St: Store,
 {
     pub(crate) fn inner(future: S::Future, headers: Option<Box<SuccessHeaders>>) -> Self {
         ResponseFuture {
@@ -88,14 +84,16 @@ where
 
     pub(crate) fn checking(
         check: St::Future,
+        tier: usize,
         inner: S,
         request: Request<ReqB>,
-        config: Arc<Config<E, St, R>>,
+        config: Arc<Config<E, St, R, X>>,
     ) -> Self {
         ResponseFuture {
             state: State::Checking {
                 pending: Box::new(Pending {
                     check,
+                    tier,
                     inner: Some(inner),
                     request: Some(request),
                     config,
@@ -105,12 +103,10 @@ where
     }
 }
 
-impl<S, ReqB, ResB, E, St, R> Future for ResponseFuture<S, ReqB, E, St, R>
+impl<S, ReqB, ResB, E, St, R, C, T, P> Future for ResponseFuture<S, ReqB, E, St, R, Rules<C, T, P>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    E: KeyExtractor<ReqB>,
-    St: Store<E::Key>,
-    St::Future: Unpin,
+    St: Store,
     R: MakeRejection,
 {
     type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
@@ -122,14 +118,15 @@ where
                 StateProj::Inner { future, headers } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(success) = headers.take() {
-                        let (decision, spec) = &*success;
-                        spec.insert(response.headers_mut(), decision);
+                        let (decisions, spec) = &*success;
+                        spec.insert(response.headers_mut(), decisions);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Checking { pending } => {
                     let Pending {
                         check,
+                        tier,
                         inner,
                         request,
                         config,
@@ -138,7 +135,7 @@ where
                     let request = request
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match config.verdict(outcome, &request) {
+                    match config.verdict(*tier, outcome, &request) {
                         Verdict::Allow(headers) => {
                             let mut inner = inner
                                 .take()
@@ -161,5 +158,22 @@ where
                 }
             }
         }
+    }
+}
+
+impl<S, ReqB, E, St, R, X> std::fmt::Debug for ResponseFuture<S, ReqB, E, St, R, X>
+where
+    S: Service<Request<ReqB>>,
+    St: Store,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Inner { .. } => "inner",
+            State::Checking { .. } => "checking",
+            State::Respond { .. } => "respond",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }

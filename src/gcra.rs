@@ -5,8 +5,9 @@
 //! `TAT := max(TAT, t) + n·T`. A denial changes nothing. No clock and no I/O here: the stores
 //! read the time and keep the state.
 
-use std::fmt;
 use std::time::Duration;
+
+use smallvec::SmallVec;
 
 use crate::Quota;
 
@@ -99,25 +100,122 @@ fn nanos(d: Duration) -> u64 {
 
 /// A check whose cost exceeds the burst: it can never conform, however long the caller waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InsufficientCapacity {
+pub(crate) struct InsufficientCapacity {
     /// The cost that was asked for.
-    pub cost: u32,
+    pub(crate) cost: u32,
     /// The burst of the quota: the largest cost that can ever conform.
-    pub burst: u32,
+    pub(crate) burst: u32,
 }
 
-impl fmt::Display for InsufficientCapacity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a check of cost {} can never conform to a quota with burst {}; \
-             lower the cost or raise the burst",
-            self.cost, self.burst
-        )
+/// The answer to one check of a stack of policies: one [`Decision`] per policy, in the order of
+/// the stack, and whether the request is admitted.
+///
+/// Enforced policies are all-or-nothing: the request is admitted only if each of them admits
+/// it, and a request that any of them denies takes nothing from any. A policy in shadow mode is
+/// decided on its own (it takes the cost when it conforms) and never denies the request.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_ratelimit::{Decision, Decisions};
+///
+/// let per_second = Decision::denied(2, 0, Duration::from_millis(300), Duration::from_secs(1));
+/// let per_minute = Decision::allowed(10, 4, Duration::from_secs(36));
+/// let decisions = Decisions::new(false, [per_second, per_minute]);
+/// assert!(!decisions.is_allowed());
+/// assert_eq!(decisions.retry_after(), Duration::from_millis(300));
+/// assert_eq!(decisions.len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decisions {
+    admitted: bool,
+    /// The largest wait of the enforced policies that denied, in nanoseconds.
+    wait: u64,
+    each: SmallVec<[Decision; 2]>,
+}
+
+impl Decisions {
+    /// Decisions of a stack, `admitted` or not, one per policy in stack order.
+    ///
+    /// When denied, the wait is the largest of the denied decisions' waits: this constructor
+    /// does not know which policies are in shadow mode, so build the decisions of a stack with
+    /// shadow policies from a [`Store`](crate::Store), which leaves their waits out.
+    pub fn new(admitted: bool, each: impl IntoIterator<Item = Decision>) -> Self {
+        let each: SmallVec<[Decision; 2]> = each.into_iter().collect();
+        let wait = if admitted {
+            0
+        } else {
+            each.iter().map(|d| d.retry_after_nanos).max().unwrap_or(0)
+        };
+        Decisions {
+            admitted,
+            wait,
+            each,
+        }
+    }
+
+    /// The decision of a one-policy stack.
+    pub fn one(decision: Decision) -> Self {
+        let mut each = SmallVec::new();
+        each.push(decision);
+        Decisions {
+            admitted: decision.is_allowed(),
+            wait: decision.retry_after_nanos,
+            each,
+        }
+    }
+
+    /// Decisions whose wait was worked out by the caller (the largest wait of the enforced
+    /// policies that denied).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn from_parts(admitted: bool, wait: u64, each: SmallVec<[Decision; 2]>) -> Self {
+        Decisions {
+            admitted,
+            wait: if admitted { 0 } else { wait },
+            each,
+        }
+    }
+
+    /// The decision of one policy, admitted anyway if the policy is in shadow mode.
+    pub(crate) fn one_cell(decision: Decision, shadow: bool) -> Self {
+        let mut decisions = Self::one(decision);
+        if shadow {
+            decisions.admitted = true;
+            decisions.wait = 0;
+        }
+        decisions
+    }
+
+    /// Whether the request is admitted: every enforced policy admitted it.
+    pub fn is_allowed(&self) -> bool {
+        self.admitted
+    }
+
+    /// The decision of each policy, in the order of the stack.
+    pub fn as_slice(&self) -> &[Decision] {
+        &self.each
+    }
+
+    /// How many policies were decided.
+    pub fn len(&self) -> usize {
+        self.each.len()
+    }
+
+    /// Whether no policy was decided (a stack is never empty, so never for a store's answer).
+    pub fn is_empty(&self) -> bool {
+        self.each.is_empty()
+    }
+
+    /// How long until the same request would conform to every policy that denied it: the
+    /// largest of their waits; zero when admitted.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_nanos(self.wait)
+    }
+
+    /// Whether some policy denied the request, including shadow policies that did not stop it.
+    pub fn any_denied(&self) -> bool {
+        self.each.iter().any(|d| !d.is_allowed())
     }
 }
-
-impl std::error::Error for InsufficientCapacity {}
 
 /// The outcome of one step of the algorithm: the decision, and the new `TAT` to store when the
 /// check conformed.
@@ -178,6 +276,95 @@ pub(crate) fn peek(quota: &Quota, tat: u64, now: u64) -> Decision {
     }
 }
 
+/// One policy of a stack as the arithmetic sees it: its quota and whether it is in shadow mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cell {
+    pub(crate) quota: Quota,
+    pub(crate) shadow: bool,
+}
+
+/// Checks `cost` cells at `now` against a stack whose theoretical arrival times are `tats`
+/// (one per cell, in order), writing the new ones back into `tats`. The cost must fit every
+/// enforced cell's burst (checked before); a shadow cell it does not fit is simply denied.
+///
+/// Enforced cells are all-or-nothing: each takes the cost only if all of them conform. Shadow
+/// cells are decided one by one. A cell that conformed but took nothing because another
+/// denied reports its unchanged state.
+pub(crate) fn check_stack(cells: &[Cell], tats: &mut [u64], now: u64, cost: u32) -> Decisions {
+    let mut each: SmallVec<[Decision; 2]> = SmallVec::with_capacity(cells.len());
+    let mut next: SmallVec<[Option<u64>; 2]> = SmallVec::with_capacity(cells.len());
+    let mut admitted = true;
+    let mut wait = 0;
+    for (cell, &tat) in cells.iter().zip(tats.iter()) {
+        match check(&cell.quota, tat, now, cost) {
+            Ok(step) => {
+                if !cell.shadow && step.new_tat.is_none() {
+                    admitted = false;
+                    wait = wait.max(step.decision.retry_after_nanos);
+                }
+                each.push(step.decision);
+                next.push(step.new_tat);
+            }
+            Err(_) => {
+                // The cost can never conform to this cell (the layer keeps such costs from
+                // enforced cells; a store used directly may not).
+                if !cell.shadow {
+                    admitted = false;
+                    wait = u64::MAX;
+                }
+                each.push(Decision::denied_nanos(
+                    cell.quota.burst(),
+                    remaining(&cell.quota, tat, now),
+                    u64::MAX,
+                    tat.saturating_sub(now),
+                ));
+                next.push(None);
+            }
+        }
+    }
+    for (i, cell) in cells.iter().enumerate() {
+        match next[i] {
+            Some(tat) if cell.shadow || admitted => tats[i] = tat,
+            Some(_) => each[i] = unchanged(&cell.quota, tats[i], now),
+            None => {}
+        }
+    }
+    Decisions {
+        admitted,
+        wait,
+        each,
+    }
+}
+
+/// A conforming decision that took nothing: the key's state as it is.
+fn unchanged(quota: &Quota, tat: u64, now: u64) -> Decision {
+    Decision::allowed_nanos(
+        quota.burst(),
+        remaining(quota, tat, now),
+        tat.saturating_sub(now),
+    )
+}
+
+/// What a cost-1 check of each cell would answer at `now`, without taking anything.
+pub(crate) fn peek_stack(cells: &[Cell], tats: &[u64], now: u64) -> Decisions {
+    let each: SmallVec<[Decision; 2]> = cells
+        .iter()
+        .zip(tats)
+        .map(|(cell, &tat)| peek(&cell.quota, tat, now))
+        .collect();
+    let wait = cells
+        .iter()
+        .zip(&each)
+        .filter(|(cell, d)| !cell.shadow && !d.is_allowed())
+        .map(|(_, d)| d.retry_after_nanos)
+        .max();
+    Decisions {
+        admitted: wait.is_none(),
+        wait: wait.unwrap_or(0),
+        each,
+    }
+}
+
 /// How many cost-1 checks conform at `now` against `tat`: `⌊(b·T − max(tat − now, 0)) / T⌋`.
 fn remaining(quota: &Quota, tat: u64, now: u64) -> u32 {
     let ahead = tat.saturating_sub(now);
@@ -191,6 +378,7 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+    const SEC: u64 = 1_000_000_000;
 
     /// Runs checks of cost `n` at the given instants on one key and returns the decisions.
     fn run(quota: &Quota, checks: &[(u64, u32)]) -> Vec<Decision> {
@@ -260,6 +448,61 @@ mod tests {
             check(&quota, 0, 0, 6),
             Err(InsufficientCapacity { cost: 6, burst: 5 })
         );
+    }
+
+    fn cells(quotas: &[(Quota, bool)]) -> Vec<Cell> {
+        quotas
+            .iter()
+            .map(|&(quota, shadow)| Cell { quota, shadow })
+            .collect()
+    }
+
+    #[test]
+    fn a_stack_is_all_or_nothing_and_waits_for_the_slowest_denial() {
+        let stack = cells(&[
+            (Quota::per_second(2).allow_burst(4), false),
+            (Quota::per_minute(10), false),
+        ]);
+        let mut tats = [0, 0];
+        for _ in 0..4 {
+            assert!(check_stack(&stack, &mut tats, 0, 1).is_allowed());
+        }
+        let after_four = tats;
+        let denied = check_stack(&stack, &mut tats, 0, 1);
+        assert!(!denied.is_allowed());
+        assert_eq!(tats, after_four, "a denial writes nothing");
+        assert_eq!(denied.retry_after(), Duration::from_millis(500));
+        // The per-minute policy conformed but took nothing: it reports its state as it is.
+        assert!(denied.as_slice()[1].is_allowed());
+        assert_eq!(denied.as_slice()[1].remaining(), 6);
+
+        // Past the per-second limit, the per-minute one denies with the longer wait.
+        let mut tats = [0, 60 * SEC];
+        let denied = check_stack(&stack, &mut tats, 0, 1);
+        assert_eq!(denied.retry_after(), Duration::from_secs(6));
+        assert_eq!(tats, [0, 60 * SEC]);
+    }
+
+    #[test]
+    fn shadow_cells_are_decided_on_their_own_and_never_deny() {
+        let stack = cells(&[(Quota::per_second(1), false), (Quota::per_hour(1), true)]);
+        let mut tats = [0, 0];
+        assert!(check_stack(&stack, &mut tats, 0, 1).is_allowed());
+        let second = check_stack(&stack, &mut tats, SEC, 1);
+        assert!(
+            second.is_allowed(),
+            "the shadow cell denies, the request passes"
+        );
+        assert!(second.any_denied());
+        assert_eq!(second.retry_after(), Duration::ZERO);
+        // A shadow cell takes its cost when it conforms even if an enforced one denies.
+        let stack = cells(&[(Quota::per_hour(1), false), (Quota::per_second(5), true)]);
+        let mut tats = [3600 * SEC, 0];
+        assert!(!check_stack(&stack, &mut tats, 0, 1).is_allowed());
+        assert_eq!(tats[1], Quota::per_second(5).interval_nanos());
+        // An enforced cell that the cost can never fit denies for ever.
+        let over = check_stack(&cells(&[(Quota::per_second(2), false)]), &mut [0], 0, 3);
+        assert_eq!(over.retry_after(), Duration::from_nanos(u64::MAX));
     }
 
     #[test]

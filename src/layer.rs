@@ -1,39 +1,22 @@
-//! [`RateLimitLayer`], its builder, and the state every clone of the service shares.
+//! [`RateLimitLayer`] and its builder: validation and registration, nothing on the request path.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
 use tower_layer::Layer;
 
-use crate::log::Throttle;
-use crate::response::{self, MakeRejection, RateLimited};
-use crate::{ConfigError, Decision, DefaultRejection, MemoryStore, PeerIp, Quota, RateLimit};
+use crate::decide::{Config, Logs, MissingKey, Tier};
+use crate::policy::{validate_stack, DefaultTier, NoBypass, Rules};
+use crate::{ConfigError, DefaultRejection, MemoryStore, PeerIp, Policy, Quota, RateLimit, Store};
 
-/// What to do with a request from which the key extractor got no key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MissingKey {
-    /// Answer with this status (for gRPC requests, the matching gRPC status) and do not call
-    /// the inner service. The default is `Reject(500 Internal Server Error)`: a missing peer
-    /// address means the server is set up wrong, and failing loudly beats not limiting at all.
-    Reject(StatusCode),
-    /// Call the inner service without limiting the request.
-    Allow,
-}
-
-impl Default for MissingKey {
-    fn default() -> Self {
-        MissingKey::Reject(StatusCode::INTERNAL_SERVER_ERROR)
-    }
-}
+/// The name of the tier that requests get unless the tier selector names another.
+const DEFAULT_TIER: &str = "default";
 
 /// Applies [`RateLimit`] to a service: one shared budget, however often the service is cloned.
 ///
 /// `RateLimitLayer::new(quota)` limits each peer IP address with an in-memory store; the
-/// [builder](RateLimitLayer::builder) picks the key, the store and the rejection.
+/// [builder](RateLimitLayer::builder) picks the key, the store, the policies and the
+/// rejection.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -46,31 +29,33 @@ impl Default for MissingKey {
 /// // Serve with `app.into_make_service_with_connect_info::<SocketAddr>()` so that the
 /// // peer address reaches the layer.
 /// ```
-pub struct RateLimitLayer<E = PeerIp, St = MemoryStore, R = DefaultRejection> {
-    config: Arc<Config<E, St, R>>,
+pub struct RateLimitLayer<E = PeerIp, St: Store = MemoryStore, R = DefaultRejection, X = Rules> {
+    config: Arc<Config<E, St, R, X>>,
 }
 
 impl RateLimitLayer {
-    /// Limits every peer IP address to `quota`, with a fresh [`MemoryStore`].
+    /// Limits every peer IP address to `quota` (a policy named `default`), with a fresh
+    /// [`MemoryStore`].
     ///
     /// ```
     /// let layer = tower_ratelimit::RateLimitLayer::new(tower_ratelimit::Quota::per_second(5));
+    /// assert_eq!(layer.policies()[0].name(), "default");
     /// ```
     pub fn new(quota: Quota) -> Self {
         Self::builder()
             .quota(quota)
             .build()
-            .expect("a valid quota with cost 1 is a valid configuration")
+            .expect("one valid quota on a fresh store is a valid configuration")
     }
 
-    /// A builder with the defaults of [`RateLimitLayer::new`] and no quota yet.
+    /// A builder with the defaults of [`RateLimitLayer::new`] and no policy yet.
     ///
     /// ```
-    /// use tower_ratelimit::{Header, MissingKey, Quota, RateLimitLayer};
+    /// use tower_ratelimit::{Header, MissingKey, Policy, RateLimitLayer};
     /// use http::StatusCode;
     ///
     /// let layer = RateLimitLayer::builder()
-    ///     .quota("100/min; burst=20".parse()?)
+    ///     .policy(Policy::new("api", "100/min; burst=20".parse()?))
     ///     .key(Header::new("x-api-key"))
     ///     .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
     ///     .headers_on_success(true)
@@ -82,31 +67,47 @@ impl RateLimitLayer {
             key: PeerIp::new(),
             store: MemoryStore::new(),
             rejection: DefaultRejection,
+            rules: Rules::default(),
             settings: Settings {
-                quota: None,
-                cost: 1,
+                policies: Vec::new(),
+                tiers: Vec::new(),
+                fixed_cost: Some(1),
                 headers_on_success: false,
                 missing_key: MissingKey::default(),
                 grpc_always: false,
-                policy_name: "default".into(),
             },
         }
     }
 }
 
-impl<E, St, R> RateLimitLayer<E, St, R> {
-    /// The quota every key is checked against.
-    pub fn quota(&self) -> &Quota {
-        &self.config.quota
+impl<E, St: Store, R, X> RateLimitLayer<E, St, R, X> {
+    /// The policies of the default tier, in stack order.
+    pub fn policies(&self) -> &[Policy] {
+        &self.config.tiers[0].policies
     }
 
-    /// The store that holds the budget.
+    /// The store that holds the budgets.
     pub fn store(&self) -> &St {
         &self.config.store
     }
+
+    /// How many requests the shadow policy `name` would have limited so far (0 for a policy
+    /// the layer does not have or that is enforced).
+    ///
+    /// ```
+    /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::new("trial", Quota::per_second(1)).shadow(true))
+    ///     .build()?;
+    /// assert_eq!(layer.shadow_limited("trial"), 0);
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    pub fn shadow_limited(&self, name: &str) -> u64 {
+        self.config.shadow_limited_count(name)
+    }
 }
 
-impl<E, St, R> Clone for RateLimitLayer<E, St, R> {
+impl<E, St: Store, R, X> Clone for RateLimitLayer<E, St, R, X> {
     fn clone(&self) -> Self {
         RateLimitLayer {
             config: Arc::clone(&self.config),
@@ -114,17 +115,22 @@ impl<E, St, R> Clone for RateLimitLayer<E, St, R> {
     }
 }
 
-impl<E, St, R> fmt::Debug for RateLimitLayer<E, St, R> {
+impl<E, St: Store, R, X> fmt::Debug for RateLimitLayer<E, St, R, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tiers: Vec<_> = self
+            .config
+            .tiers
+            .iter()
+            .map(|tier| (&*tier.name, &*tier.policies))
+            .collect();
         f.debug_struct("RateLimitLayer")
-            .field("quota", &self.config.quota)
-            .field("cost", &self.config.cost)
+            .field("tiers", &tiers)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, E, St, R> Layer<S> for RateLimitLayer<E, St, R> {
-    type Service = RateLimit<S, E, St, R>;
+impl<S, E, St: Store, R, X> Layer<S> for RateLimitLayer<E, St, R, X> {
+    type Service = RateLimit<S, E, St, R, X>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::from_config(inner, Arc::clone(&self.config))
@@ -133,59 +139,203 @@ impl<S, E, St, R> Layer<S> for RateLimitLayer<E, St, R> {
 
 /// Builds a [`RateLimitLayer`]; see [`RateLimitLayer::builder`].
 ///
-/// Setting the key, the store or the rejection changes the builder's type; every other
-/// setting keeps it. [`build`](RateLimitLayerBuilder::build) checks the whole configuration.
+/// Setting the key, the store, the rejection, a cost closure, the tier selector or the bypass
+/// changes the builder's type; every other setting keeps it.
+/// [`build`](RateLimitLayerBuilder::build) checks the whole configuration and registers every
+/// stack with the store.
 #[must_use]
-pub struct RateLimitLayerBuilder<E = PeerIp, St = MemoryStore, R = DefaultRejection> {
+pub struct RateLimitLayerBuilder<
+    E = PeerIp,
+    St = MemoryStore,
+    R = DefaultRejection,
+    C = u32,
+    T = DefaultTier,
+    P = NoBypass,
+> {
     key: E,
     store: St,
     rejection: R,
+    rules: Rules<C, T, P>,
     settings: Settings,
 }
 
 /// The builder's settings that do not change its type.
+#[derive(Debug)]
 struct Settings {
-    quota: Option<Quota>,
-    cost: u32,
+    policies: Vec<Policy>,
+    tiers: Vec<(String, Vec<Policy>)>,
+    /// The cost of every request, unless a cost closure is set.
+    fixed_cost: Option<u32>,
     headers_on_success: bool,
     missing_key: MissingKey,
     grpc_always: bool,
-    policy_name: String,
 }
 
-impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
-    /// The quota each key gets (required).
+impl<E, St, R, C, T, P> fmt::Debug for RateLimitLayerBuilder<E, St, R, C, T, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayerBuilder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
+    /// Adds a policy named `default` with `quota` to the default tier; the short form of
+    /// [`policy`](RateLimitLayerBuilder::policy).
     ///
     /// ```
     /// let layer = tower_ratelimit::RateLimitLayer::builder()
     ///     .quota(tower_ratelimit::Quota::per_minute(60))
     ///     .build()?;
+    /// assert_eq!(layer.policies()[0].name(), "default");
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
-    pub fn quota(mut self, quota: Quota) -> Self {
-        self.settings.quota = Some(quota);
+    pub fn quota(self, quota: Quota) -> Self {
+        self.policy(Policy::new(DEFAULT_TIER, quota))
+    }
+
+    /// Adds `policy` to the stack of the default tier. Call it again to stack more: a request
+    /// is admitted only if every policy admits it.
+    ///
+    /// ```
+    /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::new("per-second", Quota::per_second(10)))
+    ///     .policy(Policy::new("per-hour", Quota::per_hour(1000)))
+    ///     .build()?;
+    /// assert_eq!(layer.policies().len(), 2);
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.settings.policies.push(policy);
         self
     }
 
-    /// How requests are keyed (default: [`PeerIp`]). Any [`KeyExtractor`](crate::KeyExtractor),
-    /// including a closure `Fn(&Request<B>) -> Option<K>`.
+    /// Adds the tier `name` with its stack of policies, for the requests that the
+    /// [tier selector](RateLimitLayerBuilder::select_tier) puts in it.
+    ///
+    /// ```
+    /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::new("free", Quota::per_minute(10)))
+    ///     .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
+    ///     .build()?;
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    pub fn tier(
+        mut self,
+        name: impl Into<String>,
+        policies: impl IntoIterator<Item = Policy>,
+    ) -> Self {
+        self.settings
+            .tiers
+            .push((name.into(), policies.into_iter().collect()));
+        self
+    }
+
+    /// Chooses each request's tier: a closure `Fn(&Request<B>) -> Option<&'static str>` that
+    /// names one of the [tiers](RateLimitLayerBuilder::tier); `None` (or an unknown name, which
+    /// is logged) means the default tier.
+    ///
+    /// ```
+    /// use axum::extract::Request;
+    /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::new("free", Quota::per_minute(10)))
+    ///     .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
+    ///     .select_tier(|req: &Request| req.headers().contains_key("x-pro").then_some("pro"))
+    ///     .build()?;
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    pub fn select_tier<T2>(self, select: T2) -> RateLimitLayerBuilder<E, St, R, C, T2, P> {
+        self.map_rules(|rules| Rules {
+            cost: rules.cost,
+            tier: select,
+            bypass: rules.bypass,
+        })
+    }
+
+    /// How many cells each request takes, from the request: a closure
+    /// `Fn(&Request<B>) -> u32` (batch size, body size, query complexity). Cost 0 passes
+    /// without touching the store; a cost above an enforced policy's burst is answered
+    /// `413 Content Too Large`.
+    ///
+    /// ```
+    /// use axum::extract::Request;
+    /// use tower_ratelimit::{Quota, RateLimitLayer};
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_second(100))
+    ///     .cost_by(|req: &Request| {
+    ///         req.headers().get("x-batch").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1)
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    pub fn cost_by<C2>(mut self, cost: C2) -> RateLimitLayerBuilder<E, St, R, C2, T, P> {
+        self.settings.fixed_cost = None;
+        self.map_rules(|rules| Rules {
+            cost,
+            tier: rules.tier,
+            bypass: rules.bypass,
+        })
+    }
+
+    /// Lets some requests through without limiting them, before their key is read: a predicate
+    /// `Fn(&Request<B>) -> bool` or an [`AllowIps`](crate::AllowIps) list.
+    ///
+    /// ```
+    /// use axum::extract::Request;
+    /// use tower_ratelimit::{Quota, RateLimitLayer};
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_second(10))
+    ///     .bypass(|req: &Request| req.uri().path() == "/health")
+    ///     .build()?;
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    pub fn bypass<P2>(self, bypass: P2) -> RateLimitLayerBuilder<E, St, R, C, T, P2> {
+        self.map_rules(|rules| Rules {
+            cost: rules.cost,
+            tier: rules.tier,
+            bypass,
+        })
+    }
+
+    /// The same builder with its rules replaced by `f` of them.
+    fn map_rules<C2, T2, P2>(
+        self,
+        f: impl FnOnce(Rules<C, T, P>) -> Rules<C2, T2, P2>,
+    ) -> RateLimitLayerBuilder<E, St, R, C2, T2, P2> {
+        RateLimitLayerBuilder {
+            key: self.key,
+            store: self.store,
+            rejection: self.rejection,
+            rules: f(self.rules),
+            settings: self.settings,
+        }
+    }
+
+    /// How requests are keyed (default: [`PeerIp`]). Any [`KeyExtractor`](crate::KeyExtractor)
+    /// whose key is [`KeyBytes`](crate::KeyBytes), including a closure
+    /// `Fn(&Request<B>) -> Option<K>`.
     ///
     /// ```
     /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
     /// let layer = RateLimitLayer::builder().quota(Quota::per_second(1)).key(Global).build()?;
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
-    pub fn key<E2>(self, key: E2) -> RateLimitLayerBuilder<E2, St, R> {
+    pub fn key<E2>(self, key: E2) -> RateLimitLayerBuilder<E2, St, R, C, T, P> {
         RateLimitLayerBuilder {
             key,
             store: self.store,
             rejection: self.rejection,
+            rules: self.rules,
             settings: self.settings,
         }
     }
 
-    /// Where the budget lives (default: a new [`MemoryStore`]). Pass a clone of a store to
-    /// share one budget between several layers.
+    /// Where the budgets live (default: a new [`MemoryStore`]). Pass clones of one store to
+    /// several layers: each policy has its own budget, and layers that name the same policy
+    /// share it.
     ///
     /// ```
     /// use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer};
@@ -193,11 +343,12 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// let layer = RateLimitLayer::builder().quota(Quota::per_second(1)).store(store).build()?;
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
-    pub fn store<St2>(self, store: St2) -> RateLimitLayerBuilder<E, St2, R> {
+    pub fn store<St2>(self, store: St2) -> RateLimitLayerBuilder<E, St2, R, C, T, P> {
         RateLimitLayerBuilder {
             key: self.key,
             store,
             rejection: self.rejection,
+            rules: self.rules,
             settings: self.settings,
         }
     }
@@ -205,27 +356,14 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
     /// How limited requests are answered (default: [`DefaultRejection`]); any closure
     /// `Fn(&RateLimited) -> Response<T>` works. See [`response`](crate::response) for an
     /// example that answers with `application/problem+json`.
-    pub fn rejection<R2>(self, rejection: R2) -> RateLimitLayerBuilder<E, St, R2> {
+    pub fn rejection<R2>(self, rejection: R2) -> RateLimitLayerBuilder<E, St, R2, C, T, P> {
         RateLimitLayerBuilder {
             key: self.key,
             store: self.store,
             rejection,
+            rules: self.rules,
             settings: self.settings,
         }
-    }
-
-    /// How many cells each request takes (default 1; at most the quota's burst).
-    ///
-    /// ```
-    /// let layer = tower_ratelimit::RateLimitLayer::builder()
-    ///     .quota(tower_ratelimit::Quota::per_second(10))
-    ///     .cost(5)
-    ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
-    /// ```
-    pub fn cost(mut self, cost: u32) -> Self {
-        self.settings.cost = cost;
-        self
     }
 
     /// Whether allowed responses carry the `RateLimit-Policy` and `RateLimit` headers too
@@ -274,172 +412,86 @@ impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
         self.settings.grpc_always = true;
         self
     }
+}
 
-    /// The policy name in the `RateLimit-Policy` and `RateLimit` headers (default `default`).
+impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
+    /// How many cells each request takes (default 1). 0 lets every request through without
+    /// touching the store; a cost above an enforced policy's burst is refused when the layer
+    /// is built. For a cost that depends on the request, see
+    /// [`cost_by`](RateLimitLayerBuilder::cost_by).
     ///
     /// ```
     /// let layer = tower_ratelimit::RateLimitLayer::builder()
     ///     .quota(tower_ratelimit::Quota::per_second(10))
-    ///     .policy_name("api")
+    ///     .cost(5)
     ///     .build()?;
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
-    pub fn policy_name(mut self, name: impl Into<String>) -> Self {
-        self.settings.policy_name = name.into();
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.rules.cost = cost;
+        self.settings.fixed_cost = Some(cost);
         self
     }
 }
 
-impl<E, St, R> RateLimitLayerBuilder<E, St, R> {
-    /// The layer, or an error naming what cannot work: no quota, a cost of zero or above the
-    /// burst, a policy name that cannot go in a header.
-    pub fn build(self) -> Result<RateLimitLayer<E, St, R>, ConfigError> {
+impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
+    /// The layer, or an error naming what cannot work: no policy, a policy name that cannot go
+    /// in a header or is used twice in a stack, a tier named twice, a fixed cost above a
+    /// burst, or a policy the store refuses (a name registered before with another quota).
+    #[allow(clippy::type_complexity)]
+    pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError> {
         let settings = self.settings;
-        let quota = settings.quota.ok_or_else(|| {
-            ConfigError::new("RateLimitLayer has no quota: call `.quota(Quota::per_second(n))`")
-        })?;
-        if settings.cost == 0 || settings.cost > quota.burst() {
-            return Err(ConfigError::new(format!(
-                "RateLimitLayer cost {} does not fit the quota's burst {}: use a cost from 1 to the burst",
-                settings.cost,
-                quota.burst()
-            )));
+        let mut stacks = Vec::with_capacity(1 + settings.tiers.len());
+        stacks.push((DEFAULT_TIER.to_owned(), settings.policies));
+        stacks.extend(settings.tiers);
+        if stacks[0].1.is_empty() {
+            return Err(ConfigError::new(
+                "RateLimitLayer has no policy: call `.quota(Quota::per_second(n))` or \
+                 `.policy(Policy::new(name, quota))`",
+            ));
         }
-        if !response::valid_policy_name(&settings.policy_name) {
-            return Err(ConfigError::new(format!(
-                "RateLimitLayer policy name {:?} cannot go in a header: use printable ASCII \
-                 without quotes or backslashes",
-                settings.policy_name
-            )));
+        for (i, (name, policies)) in stacks.iter().enumerate() {
+            validate_stack(name, policies)?;
+            if stacks[..i].iter().any(|(other, _)| other == name) {
+                return Err(ConfigError::new(format!(
+                    "RateLimitLayer has two tiers named {name:?}: give each tier its own name"
+                )));
+            }
+            if let Some(cost) = settings.fixed_cost {
+                if let Some(p) = policies
+                    .iter()
+                    .find(|p| !p.is_shadow() && cost > p.quota().burst())
+                {
+                    return Err(ConfigError::new(format!(
+                        "RateLimitLayer cost {cost} does not fit the burst {} of policy {:?}: \
+                         no request could ever be admitted; use a cost from 0 to the burst",
+                        p.quota().burst(),
+                        p.name()
+                    )));
+                }
+            }
         }
-        let headers = Arc::new(HeaderSpec {
-            policy: response::policy_header(&settings.policy_name, &quota),
-            name: settings.policy_name.into_boxed_str(),
-        });
+        // Every policy of every tier at once first, so that a layer the store refuses
+        // registers nothing; then each tier, which can no longer be refused.
+        let all: Vec<Policy> = stacks.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+        self.store.register(&all)?;
+        let mut tiers = Vec::with_capacity(stacks.len());
+        for (name, policies) in stacks {
+            let stack = self.store.register(&policies)?;
+            tiers.push(Tier::new(&name, policies, stack));
+        }
         Ok(RateLimitLayer {
             config: Arc::new(Config {
-                quota,
                 key: self.key,
                 store: self.store,
                 rejection: self.rejection,
-                cost: settings.cost,
+                rules: self.rules,
+                tiers: tiers.into(),
                 headers_on_success: settings.headers_on_success,
                 missing_key: settings.missing_key,
                 grpc_always: settings.grpc_always,
-                headers,
-                missing_key_log: Throttle::new(Duration::from_secs(10)),
-                store_error_log: Throttle::new(Duration::from_secs(10)),
-                rejection_log: Throttle::new(Duration::from_secs(1)),
+                logs: Logs::new(),
             }),
         })
-    }
-}
-
-/// The shared state of one layer: everything a request needs besides the inner service.
-pub(crate) struct Config<E, St, R> {
-    pub(crate) quota: Quota,
-    pub(crate) key: E,
-    pub(crate) store: St,
-    pub(crate) rejection: R,
-    pub(crate) cost: u32,
-    pub(crate) headers_on_success: bool,
-    pub(crate) missing_key: MissingKey,
-    pub(crate) grpc_always: bool,
-    pub(crate) headers: Arc<HeaderSpec>,
-    pub(crate) missing_key_log: Throttle,
-    pub(crate) store_error_log: Throttle,
-    pub(crate) rejection_log: Throttle,
-}
-
-/// What the `RateLimit` headers need besides a decision.
-#[derive(Debug)]
-pub(crate) struct HeaderSpec {
-    pub(crate) name: Box<str>,
-    pub(crate) policy: HeaderValue,
-}
-
-impl HeaderSpec {
-    pub(crate) fn insert(&self, headers: &mut http::HeaderMap, decision: &Decision) {
-        response::insert_headers(headers, &self.policy, &self.name, decision);
-    }
-}
-
-/// The headers an allowed response gets when the layer adds them on success.
-pub(crate) type SuccessHeaders = (Decision, Arc<HeaderSpec>);
-
-/// What the service does with a request once the store has answered.
-pub(crate) enum Verdict {
-    /// Call the inner service, adding the headers of this decision to its response if set.
-    Allow(Option<Box<SuccessHeaders>>),
-    /// Answer with this response; the inner service is not called. Boxed, like the headers,
-    /// so that the verdict and the response future of an allowed request stay small.
-    Respond(Box<Response<Bytes>>),
-}
-
-impl<E, St, R: MakeRejection> Config<E, St, R> {
-    /// The content type of a gRPC answer to `req`, if it gets one.
-    fn grpc<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
-        response::grpc_content_type(req)
-            .or_else(|| self.grpc_always.then_some(response::APPLICATION_GRPC))
-    }
-
-    /// The verdict for `req` given the store's answer.
-    #[inline]
-    pub(crate) fn verdict<B, Err: std::error::Error>(
-        &self,
-        outcome: Result<Decision, Err>,
-        req: &Request<B>,
-    ) -> Verdict {
-        match outcome {
-            Ok(decision) if decision.is_allowed() => Verdict::Allow(
-                self.headers_on_success
-                    .then(|| Box::new((decision, Arc::clone(&self.headers)))),
-            ),
-            Ok(decision) => {
-                let limited = RateLimited::new(decision, self.quota, self.grpc(req));
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    if let Some(suppressed) = self.rejection_log.admit() {
-                        tracing::debug!(
-                            path = req.uri().path(),
-                            retry_after_ms = decision.retry_after().as_millis() as u64,
-                            similar_rejections_not_logged = suppressed,
-                            "rate limited"
-                        );
-                    }
-                }
-                let mut response = self.rejection.make_rejection(&limited);
-                self.headers.insert(response.headers_mut(), &decision);
-                response.extensions_mut().insert(limited);
-                Verdict::Respond(Box::new(response))
-            }
-            Err(error) => {
-                if let Some(suppressed) = self.store_error_log.admit() {
-                    tracing::warn!(
-                        %error,
-                        similar_errors_not_logged = suppressed,
-                        "rate limit store failed; answering 503 Service Unavailable"
-                    );
-                }
-                Verdict::Respond(Box::new(response::store_unavailable(self.grpc(req))))
-            }
-        }
-    }
-
-    /// The verdict for a request without a key.
-    pub(crate) fn missing_key_verdict<B>(&self, req: &Request<B>, hint: &str) -> Verdict {
-        match self.missing_key {
-            MissingKey::Allow => Verdict::Allow(None),
-            MissingKey::Reject(status) => {
-                if let Some(suppressed) = self.missing_key_log.admit() {
-                    tracing::warn!(
-                        path = req.uri().path(),
-                        status = status.as_u16(),
-                        similar_requests_not_logged = suppressed,
-                        "request rejected because it has no rate-limit key: {hint}"
-                    );
-                }
-                Verdict::Respond(Box::new(response::missing_key(status, self.grpc(req))))
-            }
-        }
     }
 }

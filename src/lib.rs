@@ -75,6 +75,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Policies
+//!
+//! A [`Policy`] is a name and a quota; a budget is (store, policy name, key), so layers that
+//! share one store (one Redis connection for the whole app) never touch each other's budgets
+//! unless they name the same policy. Policies stack ("10/s and 1000/h", all-or-nothing), a
+//! closure picks a tier per request, a closure gives each request its cost, shadow mode tries a
+//! limit on live traffic without rejecting, and a predicate or an [`AllowIps`] list bypasses
+//! the limit. See [`policy`].
+//!
 //! # Semantics
 //!
 //! A quota is a burst `b` and an interval `T`; `Quota::per_second(n)` is `b = n`, `T = 1s/n`.
@@ -89,12 +98,14 @@
 
 mod body;
 mod clock;
+mod decide;
 mod error;
 pub mod future;
 pub mod gcra;
 pub mod key;
 mod layer;
 mod log;
+pub mod policy;
 pub mod quota;
 pub mod response;
 mod service;
@@ -102,16 +113,19 @@ pub mod store;
 
 pub use body::ResponseBody;
 pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use decide::MissingKey;
 pub use error::ConfigError;
 pub use future::ResponseFuture;
-pub use gcra::{Decision, InsufficientCapacity};
+pub use gcra::{Decision, Decisions};
 pub use key::{
-    ForwardedIp, Global, GrpcMethod, Header, HeaderKey, IpNet, KeyExtractor, MethodKey, PeerIp,
+    ForwardedIp, Global, GrpcMethod, Header, HeaderKey, IpNet, KeyBuf, KeyBytes, KeyExtractor,
+    MethodKey, PeerIp,
 };
-pub use layer::{MissingKey, RateLimitLayer, RateLimitLayerBuilder};
+pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
+pub use policy::{AllowIps, Bypass, Cost, Policy, SelectTier};
 pub use quota::{Quota, QuotaError};
-pub use response::{DefaultRejection, MakeRejection, RateLimited};
+pub use response::{CostTooLarge, DefaultRejection, MakeRejection, RateLimited};
 pub use service::RateLimit;
 #[cfg(feature = "redis")]
-pub use store::{FailurePolicy, RedisKey, RedisStore};
-pub use store::{MemoryStore, MemoryStoreBuilder, Store};
+pub use store::{FailurePolicy, RedisStack, RedisStore};
+pub use store::{MemoryStack, MemoryStore, MemoryStoreBuilder, Store};

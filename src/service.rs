@@ -10,11 +10,13 @@ use std::task::{Context, Poll, Waker};
 use http::{Request, Response};
 use tower_service::Service;
 
+use crate::decide::{Config, Start, Verdict};
 use crate::future::ResponseFuture;
-use crate::layer::{Config, Verdict};
+use crate::policy::{Bypass, Cost, Rules, SelectTier};
 use crate::response::MakeRejection;
 use crate::{
-    DefaultRejection, KeyExtractor, MemoryStore, PeerIp, Quota, RateLimitLayer, ResponseBody, Store,
+    DefaultRejection, KeyBytes, KeyExtractor, MemoryStore, PeerIp, Quota, RateLimitLayer,
+    ResponseBody, Store,
 };
 
 /// Rate-limits requests to the inner service: a limited request is answered by the rejection
@@ -51,9 +53,9 @@ use crate::{
 /// assert_eq!(second.headers()["retry-after"], "1");
 /// # }
 /// ```
-pub struct RateLimit<S, E = PeerIp, St = MemoryStore, R = DefaultRejection> {
+pub struct RateLimit<S, E = PeerIp, St: Store = MemoryStore, R = DefaultRejection, X = Rules> {
     inner: S,
-    config: Arc<Config<E, St, R>>,
+    config: Arc<Config<E, St, R, X>>,
 }
 
 impl<S> RateLimit<S> {
@@ -64,8 +66,8 @@ impl<S> RateLimit<S> {
     }
 }
 
-impl<S, E, St, R> RateLimit<S, E, St, R> {
-    pub(crate) fn from_config(inner: S, config: Arc<Config<E, St, R>>) -> Self {
+impl<S, E, St: Store, R, X> RateLimit<S, E, St, R, X> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<E, St, R, X>>) -> Self {
         RateLimit { inner, config }
     }
 
@@ -85,7 +87,7 @@ impl<S, E, St, R> RateLimit<S, E, St, R> {
     }
 }
 
-impl<S: Clone, E, St, R> Clone for RateLimit<S, E, St, R> {
+impl<S: Clone, E, St: Store, R, X> Clone for RateLimit<S, E, St, R, X> {
     fn clone(&self) -> Self {
         RateLimit {
             inner: self.inner.clone(),
@@ -94,26 +96,30 @@ impl<S: Clone, E, St, R> Clone for RateLimit<S, E, St, R> {
     }
 }
 
-impl<S: fmt::Debug, E, St, R> fmt::Debug for RateLimit<S, E, St, R> {
+impl<S: fmt::Debug, E, St: Store, R, X> fmt::Debug for RateLimit<S, E, St, R, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("quota", &self.config.quota)
+            .field("policies", &self.config.tiers[0].policies)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, ReqB, ResB, E, St, R> Service<Request<ReqB>> for RateLimit<S, E, St, R>
+impl<S, ReqB, ResB, E, St, R, C, T, P> Service<Request<ReqB>>
+    for RateLimit<S, E, St, R, Rules<C, T, P>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
     E: KeyExtractor<ReqB>,
-    St: Store<E::Key>,
-    St::Future: Unpin,
+    E::Key: KeyBytes,
+    St: Store,
     R: MakeRejection,
+    C: Cost<ReqB>,
+    T: SelectTier<ReqB>,
+    P: Bypass<ReqB>,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB, E, St, R>;
+    type Future = ResponseFuture<S, ReqB, E, St, R, Rules<C, T, P>>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -122,16 +128,15 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
-        let Some(key) = config.key.extract(&req) else {
-            let verdict = config.missing_key_verdict(&req, config.key.missing_key_hint());
-            return self.decided(verdict, req);
+        let (tier, mut check) = match config.start(&req) {
+            Start::Decided(verdict) => return self.decided(verdict, req),
+            Start::Checking(tier, check) => (tier, check),
         };
-        let mut check = config.store.check(&key, &config.quota, config.cost);
         // One poll without a real waker: a store that already knows the answer gives it now,
         // and the request is decided here without cloning anything.
         match Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(outcome) => {
-                let verdict = config.verdict(outcome, &req);
+                let verdict = config.verdict(tier, outcome, &req);
                 self.decided(verdict, req)
             }
             Poll::Pending => {
@@ -139,22 +144,20 @@ where
                 // to readiness and leave a clone for the next request.
                 let clone = self.inner.clone();
                 let ready = mem::replace(&mut self.inner, clone);
-                ResponseFuture::checking(check, ready, req, Arc::clone(&self.config))
+                ResponseFuture::checking(check, tier, ready, req, Arc::clone(&self.config))
             }
         }
     }
 }
 
-impl<S, E, St, R> RateLimit<S, E, St, R> {
+impl<S, E, St: Store, R, X> RateLimit<S, E, St, R, X> {
     fn decided<ReqB, ResB>(
         &mut self,
         verdict: Verdict,
         req: Request<ReqB>,
-    ) -> ResponseFuture<S, ReqB, E, St, R>
+    ) -> ResponseFuture<S, ReqB, E, St, R, X>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
-        E: KeyExtractor<ReqB>,
-        St: Store<E::Key>,
     {
         match verdict {
             Verdict::Allow(headers) => ResponseFuture::inner(self.inner.call(req), headers),
@@ -166,9 +169,10 @@ impl<S, E, St, R> RateLimit<S, E, St, R> {
 /// A rate-limited tonic service keeps the inner service's name, so that one service can get
 /// its own quota: `Server::builder().add_service(RateLimitLayer::new(quota).layer(greeter))`.
 #[cfg(feature = "tonic")]
-impl<S, E, St, R> tonic::server::NamedService for RateLimit<S, E, St, R>
+impl<S, E, St, R, X> tonic::server::NamedService for RateLimit<S, E, St, R, X>
 where
     S: tonic::server::NamedService,
+    St: Store,
 {
     const NAME: &'static str = S::NAME;
 }

@@ -1,17 +1,20 @@
-//! The allow and deny paths of the memory store, and of the whole service, allocate nothing for
-//! a key already tracked. Counted with a global allocator in this test binary alone.
+//! The allow and deny paths of the memory store, and the allow path of the whole service,
+//! allocate nothing for a key already tracked. Counted with a global allocator in this test binary alone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response, StatusCode};
+use tower::util::ServiceFn;
 use tower::{service_fn, Layer, Service};
-use tower_ratelimit::{MemoryStore, Quota, RateLimitLayer};
+use tower_ratelimit::{
+    KeyBytes, ManualClock, MemoryStore, Policy, Quota, RateLimitLayer, ResponseBody, Store,
+};
 
 struct Counting;
 
@@ -56,20 +59,57 @@ fn the_counter_sees_allocations() {
 #[test]
 fn checking_a_known_ip_key_allocates_nothing() {
     let store = MemoryStore::new();
-    let allowing = Quota::per_second(1_000_000);
-    let denying = Quota::per_hour(1);
+    let allowing = store
+        .register(&[Policy::new("allowing", Quota::per_second(1_000_000))])
+        .unwrap();
+    let denying = store
+        .register(&[Policy::new("denying", Quota::per_hour(1))])
+        .unwrap();
     let ip: IpAddr = "192.0.2.1".parse().unwrap();
-    let other: IpAddr = "192.0.2.2".parse().unwrap();
-    store.check_now(&ip, &allowing, 1).unwrap();
-    store.check_now(&other, &denying, 1).unwrap();
+    let other: IpAddr = "2001:db8:aaaa:bbbb::".parse().unwrap();
+    store.check_now(&allowing, ip.key_bytes().as_bytes(), 1);
+    store.check_now(&denying, other.key_bytes().as_bytes(), 1);
 
     let n = allocations(|| {
         for _ in 0..1000 {
-            assert!(store.check_now(&ip, &allowing, 1).unwrap().is_allowed());
-            assert!(!store.check_now(&other, &denying, 1).unwrap().is_allowed());
+            // Writing the key is part of every check the layer makes.
+            let key = ip.key_bytes();
+            assert!(store.check_now(&allowing, key.as_bytes(), 1).is_allowed());
+            let key = other.key_bytes();
+            assert!(!store.check_now(&denying, key.as_bytes(), 1).is_allowed());
         }
     });
     assert_eq!(n, 0, "allocations in 2000 checks of known keys");
+}
+
+#[test]
+fn checking_a_stack_of_two_policies_for_a_known_key_allocates_nothing() {
+    let store = MemoryStore::new();
+    let stack = store
+        .register(&[
+            Policy::new("per-second", Quota::per_second(1_000_000)),
+            Policy::new("per-hour", Quota::per_hour(1_000_000_000)),
+        ])
+        .unwrap();
+    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    store.check_now(&stack, ip.key_bytes().as_bytes(), 1);
+
+    let n = allocations(|| {
+        for _ in 0..1000 {
+            let decisions = store.check_now(&stack, ip.key_bytes().as_bytes(), 1);
+            assert!(decisions.is_allowed());
+            assert_eq!(decisions.len(), 2);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 1000 stack checks of a known key");
+}
+
+/// A store whose clock stands still, so that the cells taken can be counted afterwards.
+fn manual_store() -> MemoryStore<ManualClock> {
+    MemoryStore::builder()
+        .clock(ManualClock::new())
+        .build()
+        .unwrap()
 }
 
 /// Polls a future that must be ready at once.
@@ -80,11 +120,20 @@ fn now<F: Future>(future: F) -> F::Output {
     }
 }
 
-#[test]
-fn the_service_allow_path_allocates_only_what_the_inner_service_does() {
-    let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
-    let mut svc = RateLimitLayer::new(Quota::per_second(1_000_000)).layer(inner);
-    let mut request = Request::new(());
+/// The inner service of the service tests: an empty response, ready at once.
+type Inner = ServiceFn<fn(Request<()>) -> Answer>;
+type Answer = Ready<Result<Response<()>, Infallible>>;
+
+/// Sends 100 requests from one peer through `layer` and returns the allocations the service
+/// made (the first request, which inserts the key, is not counted).
+fn allocations_of_100_allowed_requests<L, S>(layer: &L) -> usize
+where
+    L: Layer<Inner, Service = S>,
+    S: Service<Request<()>, Response = Response<ResponseBody<()>>, Error = Infallible>,
+{
+    let inner: fn(Request<()>) -> Answer = |_| ready(Ok(Response::new(())));
+    let mut svc = layer.layer(service_fn(inner));
+    let mut request = Request::get("/search?q=rust").body(()).unwrap();
     request
         .extensions_mut()
         .insert("192.0.2.1:4000".parse::<SocketAddr>().unwrap());
@@ -97,12 +146,54 @@ fn the_service_allow_path_allocates_only_what_the_inner_service_does() {
     assert_eq!(response.status(), StatusCode::OK);
 
     let mut requests: Vec<_> = (0..100).map(|_| make()).collect();
-    let n = allocations(|| {
+    allocations(|| {
         for request in requests.drain(..) {
             now(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap();
             let response = now(svc.call(request)).unwrap();
             assert_eq!(response.status(), StatusCode::OK);
         }
-    });
+    })
+}
+
+#[test]
+fn the_service_allow_path_allocates_only_what_the_inner_service_does() {
+    let quota = Quota::per_second(1_000_000);
+    let layer = RateLimitLayer::builder()
+        .quota(quota)
+        .store(manual_store())
+        .build()
+        .unwrap();
+    let n = allocations_of_100_allowed_requests(&layer);
     assert_eq!(n, 0, "allocations in 100 allowed requests");
+
+    // The requests were checked: 101 cells are gone.
+    let stack = layer
+        .store()
+        .register(&[Policy::new("default", quota)])
+        .unwrap();
+    let peeked = layer.store().peek_now(&stack, b"192.0.2.1");
+    assert_eq!(peeked.as_slice()[0].remaining(), 1_000_000 - 101);
+}
+
+#[test]
+fn the_allow_path_with_a_stack_tiers_a_cost_and_a_bypass_allocates_nothing() {
+    let per_second = Policy::new("per-second", Quota::per_second(1_000_000));
+    let per_hour = Policy::new("per-hour", Quota::per_hour(1_000_000_000));
+    let layer = RateLimitLayer::builder()
+        .policy(per_second.clone())
+        .policy(per_hour.clone())
+        .tier("pro", [Policy::new("pro", Quota::per_second(1_000_000))])
+        .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+        .cost_by(|req: &Request<()>| if req.uri().query().is_some() { 2 } else { 1 })
+        .bypass(|req: &Request<()>| req.uri().path() == "/health")
+        .store(manual_store())
+        .build()
+        .unwrap();
+    let n = allocations_of_100_allowed_requests(&layer);
+    assert_eq!(n, 0, "allocations in 100 allowed requests");
+
+    let stack = layer.store().register(&[per_second, per_hour]).unwrap();
+    let peeked = layer.store().peek_now(&stack, b"192.0.2.1");
+    assert_eq!(peeked.as_slice()[0].remaining(), 1_000_000 - 202);
+    assert_eq!(peeked.as_slice()[1].remaining(), 1_000_000_000 - 202);
 }

@@ -17,17 +17,17 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
-use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer, RateLimited};
+use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer, RateLimited};
 
 mod common;
 use common::manual_store;
 
 fn layer(
-    quota: Quota,
+    policy: Policy,
     store: MemoryStore<ManualClock>,
 ) -> RateLimitLayer<tower_ratelimit::PeerIp, MemoryStore<ManualClock>> {
     RateLimitLayer::builder()
-        .quota(quota)
+        .policy(policy)
         .store(store)
         .build()
         .expect("a valid layer")
@@ -64,7 +64,7 @@ async fn two_routes_under_one_layer_share_one_budget() {
                 "b"
             }),
         )
-        .layer(layer(Quota::per_minute(3), store))
+        .layer(layer(Policy::new("default", Quota::per_minute(3)), store))
         .layer(MockConnectInfo(SocketAddr::from(([198, 51, 100, 7], 1234))));
 
     let plain = |path: &str| Request::get(path).body(Body::empty()).unwrap();
@@ -103,7 +103,7 @@ async fn each_peer_address_has_its_own_budget_in_a_router() {
     let (store, clock) = manual_store();
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
-        .layer(layer(Quota::per_second(1), store));
+        .layer(layer(Policy::new("default", Quota::per_second(1)), store));
     assert_eq!(
         status(&app, get_from("/", "198.51.100.1:1000")).await,
         StatusCode::OK
@@ -126,18 +126,13 @@ async fn each_peer_address_has_its_own_budget_in_a_router() {
 
 #[tokio::test]
 async fn route_layer_gives_each_route_its_own_quota() {
-    // One store per quota: a key has one state in a store.
-    let (search_store, _) = manual_store();
-    let (upload_store, _) = manual_store();
+    // One store, one named policy per route: each policy is a budget of its own.
+    let (store, _) = manual_store();
+    let search = layer(Policy::new("search", Quota::per_second(3)), store.clone());
+    let upload = layer(Policy::new("upload", Quota::per_hour(1)), store.clone());
     let app = Router::new()
-        .route(
-            "/search",
-            get(|| async { "results" }).route_layer(layer(Quota::per_second(3), search_store)),
-        )
-        .route(
-            "/upload",
-            post(|| async { "stored" }).route_layer(layer(Quota::per_hour(1), upload_store)),
-        )
+        .route("/search", get(|| async { "results" }).route_layer(search))
+        .route("/upload", post(|| async { "stored" }).route_layer(upload))
         .route("/health", get(|| async { "up" }));
     let peer = "203.0.113.5:5555";
     let post_from = |path: &str| {
@@ -165,7 +160,9 @@ async fn route_layer_gives_each_route_its_own_quota() {
         .unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let info = limited.extensions().get::<RateLimited>().unwrap();
+    assert_eq!(info.policy().name(), "search");
     assert_eq!(info.quota(), &Quota::per_second(3));
+    assert_eq!(store.len(), 1, "one peer, one key, two policies");
     for _ in 0..10 {
         assert_eq!(
             status(&app, get_from("/health", peer)).await,

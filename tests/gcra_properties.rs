@@ -1,5 +1,6 @@
-//! Property tests of the GCRA as the memory store runs it, on a manual clock, and a
-//! decision-by-decision comparison with `governor`.
+//! Property tests of the GCRA as the memory store runs it, on a manual clock: its invariants, a
+//! decision-by-decision comparison with `governor`, and stacks of policies against a plain
+//! all-or-nothing model.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use governor::clock::FakeRelativeClock;
 use governor::middleware::StateInformationMiddleware;
 use proptest::prelude::*;
-use tower_ratelimit::{Clock as _, Decision, ManualClock, MemoryStore, Quota};
+use tower_ratelimit::{
+    Clock as _, Decision, Decisions, ManualClock, MemoryStack, MemoryStore, Policy, Quota, Store,
+};
 
 mod common;
 use common::manual_store;
@@ -37,29 +40,61 @@ fn quota_and_schedule(len: usize) -> impl Strategy<Value = (Quota, Vec<(u64, u32
     quotas().prop_flat_map(move |q| (Just(q), schedule(q, len)))
 }
 
-/// Runs the schedule on one key of a fresh store and returns `(time, cost, decision)` for
-/// every check.
-fn run(quota: &Quota, checks: &[(u64, u32)]) -> Vec<(u64, u32, Decision)> {
-    let (store, clock) = manual_store();
-    replay(&store, &clock, quota, checks)
+/// One policy on a fresh store whose clock the test moves, checked for one key.
+struct Rig {
+    store: MemoryStore<ManualClock>,
+    clock: ManualClock,
+    stack: MemoryStack,
 }
 
-/// Runs the schedule on one key of `store`, moving `clock`, and returns `(time, cost,
-/// decision)` for every check.
-fn replay(
-    store: &MemoryStore<ManualClock>,
-    clock: &ManualClock,
-    quota: &Quota,
-    checks: &[(u64, u32)],
-) -> Vec<(u64, u32, Decision)> {
-    checks
-        .iter()
-        .map(|&(step, cost)| {
-            clock.advance(Duration::from_nanos(step));
-            let decision = store.check_now(&"key", quota, cost).unwrap();
-            (clock.now_nanos(), cost, decision)
-        })
-        .collect()
+impl Rig {
+    fn new(quota: Quota) -> Self {
+        let (store, clock) = manual_store();
+        let stack = store.register(&[Policy::new("p", quota)]).unwrap();
+        Rig {
+            store,
+            clock,
+            stack,
+        }
+    }
+
+    /// A check of `cost` for the key; the decision of the one policy.
+    fn check(&self, cost: u32) -> Decision {
+        only(self.store.check_now(&self.stack, KEY, cost))
+    }
+
+    /// What a cost-1 check of the key would answer now.
+    fn peek(&self) -> Decision {
+        only(self.store.peek_now(&self.stack, KEY))
+    }
+
+    /// Runs the schedule and returns `(time, cost, decision)` for every check.
+    fn replay(&self, checks: &[(u64, u32)]) -> Vec<(u64, u32, Decision)> {
+        checks
+            .iter()
+            .map(|&(step, cost)| {
+                self.clock.advance(Duration::from_nanos(step));
+                (self.clock.now_nanos(), cost, self.check(cost))
+            })
+            .collect()
+    }
+}
+
+const KEY: &[u8] = b"key";
+
+/// The decision of a one-policy stack, which admits exactly when its policy does.
+fn only(decisions: Decisions) -> Decision {
+    assert_eq!(decisions.len(), 1);
+    let decision = decisions.as_slice()[0];
+    assert_eq!(decisions.is_allowed(), decision.is_allowed());
+    assert_eq!(decisions.retry_after(), decision.retry_after());
+    decision
+}
+
+/// Runs the schedule on one key of a fresh store and returns `(time, cost, decision)` for
+/// every check.
+fn run(quota: Quota, checks: &[(u64, u32)]) -> Vec<(u64, u32, Decision)> {
+    Rig::new(quota).replay(checks)
 }
 
 proptest! {
@@ -70,7 +105,7 @@ proptest! {
     fn no_window_admits_more_than_the_burst_plus_the_elapsed_intervals(
         (quota, checks) in quota_and_schedule(120)
     ) {
-        let log = run(&quota, &checks);
+        let log = run(quota, &checks);
         let t = quota.interval_nanos();
         let b = u64::from(quota.burst());
         for i in 0..log.len() {
@@ -91,9 +126,9 @@ proptest! {
     /// A fresh key admits exactly its burst at one instant.
     #[test]
     fn a_fresh_key_admits_exactly_the_burst_at_one_instant(quota in quotas()) {
-        let (store, _clock) = manual_store();
+        let rig = Rig::new(quota);
         let admitted = (0..=quota.burst())
-            .take_while(|_| store.check_now(&1u8, &quota, 1).unwrap().is_allowed())
+            .take_while(|_| rig.check(1).is_allowed())
             .count();
         prop_assert_eq!(admitted, quota.burst() as usize);
     }
@@ -105,23 +140,23 @@ proptest! {
         (quota, checks) in quota_and_schedule(60),
         cost_pick in any::<prop::sample::Index>(),
     ) {
-        let (store, clock) = manual_store();
-        replay(&store, &clock, &quota, &checks);
+        let rig = Rig::new(quota);
+        rig.replay(&checks);
         let cost = cost_pick.index(quota.burst() as usize) as u32 + 1;
         let denied = loop {
-            let decision = store.check_now(&"key", &quota, cost).unwrap();
+            let decision = rig.check(cost);
             if !decision.is_allowed() {
                 break decision;
             }
         };
         let wait = denied.retry_after();
         prop_assert!(wait > Duration::ZERO);
-        clock.advance(wait - Duration::from_nanos(1));
-        let early = store.check_now(&"key", &quota, cost).unwrap();
+        rig.clock.advance(wait - Duration::from_nanos(1));
+        let early = rig.check(cost);
         prop_assert!(!early.is_allowed(), "admitted 1 ns before retry_after");
         prop_assert_eq!(early.retry_after(), Duration::from_nanos(1));
-        clock.advance(Duration::from_nanos(1));
-        prop_assert!(store.check_now(&"key", &quota, cost).unwrap().is_allowed());
+        rig.clock.advance(Duration::from_nanos(1));
+        prop_assert!(rig.check(cost).is_allowed());
     }
 
     /// A denied check changes nothing: a second store that never saw the denials is in the same
@@ -129,18 +164,22 @@ proptest! {
     #[test]
     fn a_denial_changes_nothing((quota, checks) in quota_and_schedule(120)) {
         let clock = ManualClock::new();
-        let build = || MemoryStore::builder().clock(clock.clone()).build().unwrap();
-        let (all, admitted_only) = (build(), build());
+        let build = || {
+            let store = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+            let stack = store.register(&[Policy::new("p", quota)]).unwrap();
+            (store, stack)
+        };
+        let ((all, all_stack), (admitted_only, mirror_stack)) = (build(), build());
         for &(step, cost) in &checks {
             clock.advance(Duration::from_nanos(step));
-            let decision = all.check_now(&"key", &quota, cost).unwrap();
+            let decision = all.check_now(&all_stack, KEY, cost);
             if decision.is_allowed() {
-                let mirror = admitted_only.check_now(&"key", &quota, cost).unwrap();
+                let mirror = admitted_only.check_now(&mirror_stack, KEY, cost);
                 prop_assert_eq!(mirror, decision);
             }
             prop_assert_eq!(
-                all.peek_now(&"key", &quota),
-                admitted_only.peek_now(&"key", &quota)
+                all.peek_now(&all_stack, KEY),
+                admitted_only.peek_now(&mirror_stack, KEY)
             );
         }
     }
@@ -151,14 +190,14 @@ proptest! {
     fn remaining_counts_the_cost_1_checks_that_conform_next(
         (quota, checks) in quota_and_schedule(60)
     ) {
-        let (store, clock) = manual_store();
-        let last = replay(&store, &clock, &quota, &checks).last().map(|&(_, _, d)| d);
+        let rig = Rig::new(quota);
+        let last = rig.replay(&checks).last().map(|&(_, _, d)| d);
         let last = last.unwrap();
-        let peeked = store.peek_now(&"key", &quota);
+        let peeked = rig.peek();
         prop_assert_eq!(peeked.remaining(), last.remaining());
-        prop_assert_eq!(store.peek_now(&"key", &quota), peeked, "a peek took something");
+        prop_assert_eq!(rig.peek(), peeked, "a peek took something");
         let mut conforming = 0;
-        while store.check_now(&"key", &quota, 1).unwrap().is_allowed() {
+        while rig.check(1).is_allowed() {
             conforming += 1;
             prop_assert!(conforming <= quota.burst());
         }
@@ -170,16 +209,16 @@ proptest! {
     fn after_reset_after_the_full_burst_conforms(
         (quota, checks) in quota_and_schedule(60)
     ) {
-        let (store, clock) = manual_store();
-        let last = replay(&store, &clock, &quota, &checks).last().map(|&(_, _, d)| d);
+        let rig = Rig::new(quota);
+        let last = rig.replay(&checks).last().map(|&(_, _, d)| d);
         let reset = last.unwrap().reset_after();
         if reset > Duration::ZERO {
-            clock.advance(reset - Duration::from_nanos(1));
-            prop_assert!(store.peek_now(&"key", &quota).remaining() < quota.burst());
-            clock.advance(Duration::from_nanos(1));
+            rig.clock.advance(reset - Duration::from_nanos(1));
+            prop_assert!(rig.peek().remaining() < quota.burst());
+            rig.clock.advance(Duration::from_nanos(1));
         }
-        prop_assert_eq!(store.peek_now(&"key", &quota).remaining(), quota.burst());
-        prop_assert!(store.check_now(&"key", &quota, quota.burst()).unwrap().is_allowed());
+        prop_assert_eq!(rig.peek().remaining(), quota.burst());
+        prop_assert!(rig.check(quota.burst()).is_allowed());
     }
 
     /// Every decision matches governor's on the same quota and history: allowed or not, the
@@ -216,14 +255,14 @@ fn compare_with_governor(
     governor_quota: governor::Quota,
     checks: &[(u64, u32)],
 ) -> Result<(), TestCaseError> {
-    let (store, clock) = manual_store();
+    let rig = Rig::new(quota);
     let fake = FakeRelativeClock::default();
     let limiter = governor::RateLimiter::direct_with_clock(governor_quota, fake.clone())
         .with_middleware::<StateInformationMiddleware>();
     for (i, &(step, cost)) in checks.iter().enumerate() {
-        clock.advance(Duration::from_nanos(step));
+        rig.clock.advance(Duration::from_nanos(step));
         fake.advance(Duration::from_nanos(step));
-        let ours = store.check_now(&"key", &quota, cost).unwrap();
+        let ours = rig.check(cost);
         let theirs = limiter
             .check_n(NonZeroU32::new(cost).unwrap())
             .expect("cost within the burst");
@@ -245,4 +284,212 @@ fn compare_with_governor(
         }
     }
     Ok(())
+}
+
+/// One policy of a stack as the model sees it.
+#[derive(Clone, Copy, Debug)]
+struct ModelPolicy {
+    interval: u64,
+    burst: u32,
+    shadow: bool,
+}
+
+impl ModelPolicy {
+    fn window(&self) -> u64 {
+        self.interval * u64::from(self.burst)
+    }
+
+    /// A check of `cost` at `now` against `tat`: the new TAT if it conforms, else the wait
+    /// (forever when the cost exceeds the burst).
+    fn step(&self, tat: u64, now: u64, cost: u32) -> Result<u64, u64> {
+        if cost > self.burst {
+            return Err(u64::MAX);
+        }
+        let next = tat.max(now) + u64::from(cost) * self.interval;
+        let ahead = next - now;
+        if ahead <= self.window() {
+            Ok(next)
+        } else {
+            Err(ahead - self.window())
+        }
+    }
+
+    /// Cost-1 checks that conform at `now` against `tat`.
+    fn remaining(&self, tat: u64, now: u64) -> u32 {
+        let ahead = tat.saturating_sub(now).min(self.window());
+        ((self.window() - ahead) / self.interval) as u32
+    }
+
+    fn decision(&self, tat: u64, now: u64, outcome: Result<u64, u64>) -> Decision {
+        let remaining = self.remaining(tat, now);
+        let reset = Duration::from_nanos(tat.saturating_sub(now));
+        match outcome {
+            Ok(_) => Decision::allowed(self.burst, remaining, reset),
+            Err(wait) => Decision::denied(self.burst, remaining, Duration::from_nanos(wait), reset),
+        }
+    }
+}
+
+/// A stack written the plain way: one TAT per policy; a check is admitted iff every enforced
+/// policy conforms, and then every policy takes the cost; a denied check changes nothing but
+/// the shadow policies that conform on their own; the wait is the longest of the enforced
+/// policies that deny.
+struct ModelStack {
+    policies: Vec<ModelPolicy>,
+    tats: Vec<u64>,
+}
+
+/// What the model expects of a check: admitted, the wait, each policy's decision.
+type Expected = (bool, Duration, Vec<Decision>);
+
+impl ModelStack {
+    fn new(policies: Vec<ModelPolicy>) -> Self {
+        let tats = vec![0; policies.len()];
+        ModelStack { policies, tats }
+    }
+
+    fn check(&mut self, now: u64, cost: u32) -> Expected {
+        let outcomes: Vec<_> = self
+            .policies
+            .iter()
+            .zip(&self.tats)
+            .map(|(p, &tat)| p.step(tat, now, cost))
+            .collect();
+        let wait = self
+            .policies
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(p, o)| o.err().filter(|_| !p.shadow))
+            .max();
+        let admitted = wait.is_none();
+        for ((p, tat), outcome) in self.policies.iter().zip(&mut self.tats).zip(&outcomes) {
+            if let Ok(next) = outcome {
+                if admitted || p.shadow {
+                    *tat = *next;
+                }
+            }
+        }
+        // Every decision reports the state after the check.
+        let each = self
+            .policies
+            .iter()
+            .zip(&self.tats)
+            .zip(outcomes)
+            .map(|((p, &tat), outcome)| p.decision(tat, now, outcome))
+            .collect();
+        (admitted, Duration::from_nanos(wait.unwrap_or(0)), each)
+    }
+
+    /// What a cost-1 check would answer at `now`, changing nothing.
+    fn peek(&self, now: u64) -> Expected {
+        let each: Vec<Decision> = self
+            .policies
+            .iter()
+            .zip(&self.tats)
+            .map(|(p, &tat)| p.decision(tat, now, p.step(tat, now, 1)))
+            .collect();
+        let wait = self
+            .policies
+            .iter()
+            .zip(&each)
+            .filter(|(p, d)| !p.shadow && !d.is_allowed())
+            .map(|(_, d)| d.retry_after())
+            .max();
+        (wait.is_none(), wait.unwrap_or_default(), each)
+    }
+}
+
+/// How the clock moves before a check of a stack.
+#[derive(Clone, Copy, Debug)]
+enum Advance {
+    By(u64),
+    /// By the wait of the last denial, exactly.
+    RetryAfter,
+    /// By the wait of the last denial less 1 ns.
+    JustBeforeRetryAfter,
+}
+
+/// Two or three policies, the first enforced, the others in shadow mode one time in four:
+/// intervals of 1 ms to 400 ms, bursts of 1 to 6.
+fn model_stacks() -> impl Strategy<Value = Vec<ModelPolicy>> {
+    let policy = |shadow| {
+        (1_000_000u64..=400_000_000, 1u32..=6, shadow).prop_map(|(interval, burst, shadow)| {
+            ModelPolicy {
+                interval,
+                burst,
+                shadow,
+            }
+        })
+    };
+    (
+        policy(Just(false).boxed()),
+        proptest::collection::vec(policy(proptest::bool::weighted(0.25).boxed()), 1..=2),
+    )
+        .prop_map(|(first, rest)| std::iter::once(first).chain(rest).collect())
+}
+
+fn stack_schedules() -> impl Strategy<Value = Vec<(Advance, u32)>> {
+    let advance = prop_oneof![
+        3 => Just(Advance::By(0)),
+        3 => (0u64..=500_000_000).prop_map(Advance::By),
+        1 => (0u64..=3_000_000_000).prop_map(Advance::By),
+        1 => Just(Advance::RetryAfter),
+        1 => Just(Advance::JustBeforeRetryAfter),
+    ];
+    proptest::collection::vec((advance, 1u32..=3), 1..100)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A stack on the memory store decides every check as the model does: admitted or not,
+    /// the wait, and each policy's decision; a peek between checks agrees too.
+    #[test]
+    fn stacks_decide_as_the_all_or_nothing_model(
+        policies in model_stacks(),
+        schedule in stack_schedules(),
+    ) {
+        let (store, clock) = manual_store();
+        let stack = store
+            .register(
+                &policies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let quota = Quota::with_period(Duration::from_nanos(p.interval))
+                            .allow_burst(p.burst);
+                        Policy::new(format!("p{i}"), quota).shadow(p.shadow)
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let mut model = ModelStack::new(policies);
+        let mut last_wait = Duration::ZERO;
+        for (i, &(advance, cost)) in schedule.iter().enumerate() {
+            let by = match advance {
+                Advance::By(nanos) => Duration::from_nanos(nanos),
+                // A wait of "forever" (a cost above a burst) is not waited.
+                _ if last_wait > Duration::from_secs(3600) => Duration::ZERO,
+                Advance::RetryAfter => last_wait,
+                Advance::JustBeforeRetryAfter => last_wait.saturating_sub(Duration::from_nanos(1)),
+            };
+            clock.advance(by);
+            let now = clock.now_nanos();
+
+            let (admitted, wait, each) = model.peek(now);
+            let peeked = store.peek_now(&stack, KEY);
+            prop_assert_eq!(peeked.is_allowed(), admitted, "peek {}", i);
+            prop_assert_eq!(peeked.retry_after(), wait, "peek {}", i);
+            prop_assert_eq!(peeked.as_slice(), &each[..], "peek {}", i);
+
+            let (admitted, wait, each) = model.check(now, cost);
+            let decisions = store.check_now(&stack, KEY, cost);
+            prop_assert_eq!(decisions.is_allowed(), admitted, "check {} of cost {}", i, cost);
+            prop_assert_eq!(decisions.retry_after(), wait, "check {} of cost {}", i, cost);
+            prop_assert_eq!(decisions.as_slice(), &each[..], "check {} of cost {}", i, cost);
+            if !admitted {
+                last_wait = wait;
+            }
+        }
+    }
 }

@@ -7,7 +7,6 @@
 mod greeter;
 
 use std::convert::Infallible;
-use std::hash::Hash;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,13 +24,15 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::{
-    GrpcMethod, Header, KeyExtractor, ManualClock, MemoryStore, MissingKey, PeerIp, Quota,
-    RateLimitLayer,
+    GrpcMethod, Header, KeyBytes, KeyExtractor, ManualClock, MemoryStore, MissingKey, PeerIp,
+    Policy, Quota, RateLimitLayer, Store,
 };
 
 use greeter::{rpc, GreeterClient, GreeterServer, HelloRequest};
 
 mod common;
+#[cfg(feature = "redis")]
+mod support;
 use common::manual_store;
 
 /// A burst of 3, then one call every 200 ms.
@@ -55,10 +56,12 @@ fn manual_layer() -> (
 
 /// Serves the greeter and the health service behind `layer` on a loopback port; the server
 /// stops with the test's runtime.
-async fn serve<E>(layer: RateLimitLayer<E, MemoryStore<ManualClock>>, http1: bool) -> SocketAddr
+async fn serve<E, St>(layer: RateLimitLayer<E, St>, http1: bool) -> SocketAddr
 where
     E: KeyExtractor<tonic::body::Body> + Send + Sync + 'static,
-    E::Key: Hash + Eq + Clone + Send + Sync + 'static,
+    E::Key: KeyBytes,
+    St: Store + Send + Sync + 'static,
+    St::Future: Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -217,7 +220,16 @@ async fn peer_and_method_keys_give_each_method_its_own_budget() {
             .extract(&Request::post(greeter::SAY_HELLO).body(()).unwrap())
             .unwrap(),
     );
-    assert!(!store.peek_now(&key, &quota()).is_allowed());
+    assert_eq!(
+        key.key_bytes().as_bytes(),
+        format!("9:127.0.0.1{}", greeter::SAY_HELLO).as_bytes()
+    );
+    let stack = store
+        .register(&[Policy::new("default", quota())])
+        .expect("the layer's own policy");
+    assert!(!store
+        .peek_now(&stack, key.key_bytes().as_bytes())
+        .is_allowed());
     assert_eq!(store.len(), 2);
 }
 
@@ -310,5 +322,90 @@ async fn a_layer_on_one_service_limits_that_service_alone() {
             service: String::new(),
         };
         health.check(check).await.unwrap();
+    }
+}
+
+/// gRPC on Redis: two real tonic servers, each with a store of its own on one private Redis,
+/// limit per (peer IP, method), and real tonic clients see one shared budget per method.
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use support::RedisServer;
+    use tower_ratelimit::RedisStore;
+
+    /// A server behind a per-(peer, method) layer on its own store on `redis_url`.
+    async fn serve_on_redis(redis_url: &str, prefix: &str, clock: &ManualClock) -> SocketAddr {
+        let store = RedisStore::builder()
+            .url(redis_url)
+            .prefix(prefix)
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap();
+        let layer = RateLimitLayer::builder()
+            .policy(Policy::new(
+                "per-method",
+                Quota::with_period(Duration::from_millis(200)).allow_burst(3),
+            ))
+            .key((PeerIp::new(), GrpcMethod))
+            .store(store)
+            .for_grpc()
+            .build()
+            .unwrap();
+        serve(layer, false).await
+    }
+
+    fn redis_hello() -> HelloRequest {
+        HelloRequest {
+            name: "redis".into(),
+            count: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn two_servers_share_each_clients_budget_per_method_on_redis() {
+        let redis = RedisServer::start();
+        let prefix = support::unique_prefix("grpc");
+        let clock = ManualClock::new();
+        let first = channel(serve_on_redis(&redis.url(), &prefix, &clock).await).await;
+        let second = channel(serve_on_redis(&redis.url(), &prefix, &clock).await).await;
+        let mut greeter_a = GreeterClient::new(first);
+        let mut greeter_b = GreeterClient::new(second.clone());
+        let mut health_b = HealthClient::new(second);
+
+        for _ in 0..3 {
+            greeter_a.say_hello(redis_hello()).await.unwrap();
+        }
+        let limited = greeter_b.say_hello(redis_hello()).await.unwrap_err();
+        assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+        assert_eq!(limited.message(), "rate limit exceeded; retry in 200 ms");
+
+        // Another method has a budget of its own.
+        for _ in 0..3 {
+            let check = HealthCheckRequest {
+                service: String::new(),
+            };
+            health_b.check(check).await.unwrap();
+        }
+
+        clock.advance(Duration::from_millis(200));
+        greeter_b.say_hello(redis_hello()).await.unwrap();
+        let again = greeter_a.say_hello(redis_hello()).await.unwrap_err();
+        assert_eq!(again.code(), Code::ResourceExhausted);
+
+        // The Redis keys say whose budget they hold.
+        let mut conn = redis.connection();
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{prefix}:*"))
+            .query(&mut conn)
+            .unwrap();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                format!("{{{prefix}:9:127.0.0.1/greeter.Greeter/SayHello}}:per-method"),
+                format!("{{{prefix}:9:127.0.0.1/grpc.health.v1.Health/Check}}:per-method"),
+            ]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The memory store through its public API: key counting, eviction of idle keys, the cap and
-//! the overflow budget, the `Store` trait's immediate futures.
+//! the overflow budget, policies and stacks, keys as bytes, the `Store` trait's immediate
+//! futures.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer, Store};
+use tower_ratelimit::{
+    KeyBytes, ManualClock, MemoryStack, MemoryStore, Policy, Quota, RateLimitLayer, Store,
+};
 
 fn store(max_keys: usize) -> (MemoryStore<ManualClock>, ManualClock) {
     let clock = ManualClock::new();
@@ -22,21 +25,31 @@ fn store(max_keys: usize) -> (MemoryStore<ManualClock>, ManualClock) {
     (store, clock)
 }
 
-fn allowed(store: &MemoryStore<ManualClock>, key: u64, quota: &Quota) -> bool {
-    store.check_now(&key, quota, 1).unwrap().is_allowed()
+/// A one-policy stack of `quota` on `store`.
+fn one(store: &MemoryStore<ManualClock>, quota: Quota) -> MemoryStack {
+    store
+        .register(&[Policy::new("test", quota)])
+        .expect("a fresh policy name")
+}
+
+fn allowed(store: &MemoryStore<ManualClock>, stack: &MemoryStack, key: u64) -> bool {
+    store
+        .check_now(stack, key.key_bytes().as_bytes(), 1)
+        .is_allowed()
 }
 
 #[test]
 fn len_counts_tracked_keys_and_a_peek_tracks_nothing() {
     let (store, _) = store(1_000);
-    let quota = Quota::per_second(2);
+    let stack = one(&store, Quota::per_second(2));
     assert!(store.is_empty());
     for key in [1u64, 2, 3, 1, 2] {
-        allowed(&store, key, &quota);
+        allowed(&store, &stack, key);
     }
     assert_eq!(store.len(), 3);
-    assert!(store.peek_now(&99u64, &quota).is_allowed());
-    assert_eq!(store.peek_now(&99u64, &quota).remaining(), 2);
+    let peeked = store.peek_now(&stack, b"99");
+    assert!(peeked.is_allowed());
+    assert_eq!(peeked.as_slice()[0].remaining(), 2);
     assert_eq!(store.len(), 3, "a peek inserted a key");
     assert!(!store.is_empty());
     assert_eq!(store.clone().len(), 3, "clones share the map");
@@ -46,11 +59,11 @@ fn len_counts_tracked_keys_and_a_peek_tracks_nothing() {
 fn idle_keys_are_dropped_as_the_map_grows_without_a_background_task() {
     const ROUND: u64 = 20_000;
     let (store, clock) = store(1_000_000);
-    let quota = Quota::per_second(10);
+    let stack = one(&store, Quota::per_second(10));
     let mut peak = 0;
     for round in 0..10 {
         for key in round * ROUND..(round + 1) * ROUND {
-            assert!(allowed(&store, key, &quota));
+            assert!(allowed(&store, &stack, key));
         }
         peak = peak.max(store.len());
         // Every key of this round becomes idle: its theoretical arrival time passes.
@@ -66,33 +79,55 @@ fn idle_keys_are_dropped_as_the_map_grows_without_a_background_task() {
 #[test]
 fn sweep_drops_exactly_the_idle_keys_and_an_evicted_key_is_as_good_as_new() {
     let (store, clock) = store(1_000_000);
-    let quota = Quota::per_second(1);
+    let stack = one(&store, Quota::per_second(1));
     for key in 0..500 {
-        allowed(&store, key, &quota);
+        allowed(&store, &stack, key);
     }
     clock.advance(Duration::from_millis(600));
     for key in 500..1_000 {
-        allowed(&store, key, &quota);
+        allowed(&store, &stack, key);
     }
     assert_eq!(store.len(), 1_000);
     clock.advance(Duration::from_millis(400));
     assert_eq!(store.sweep(), 500, "the first half is idle");
     assert_eq!(store.len(), 500);
-    assert!(!allowed(&store, 700, &quota), "a live key kept its state");
-    assert!(allowed(&store, 7, &quota), "an evicted key starts afresh");
+    assert!(!allowed(&store, &stack, 700), "a live key kept its state");
+    assert!(allowed(&store, &stack, 7), "an evicted key starts afresh");
     clock.advance(Duration::from_secs(1));
     assert_eq!(store.sweep(), 0);
     assert!(store.is_empty());
 }
 
 #[test]
+fn a_key_is_idle_only_when_every_policy_that_saw_it_is() {
+    let (store, clock) = store(1_000);
+    let short = store
+        .register(&[Policy::new("short", Quota::per_second(1))])
+        .unwrap();
+    let long = store
+        .register(&[Policy::new("long", Quota::per_minute(1))])
+        .unwrap();
+    assert!(store.check_now(&short, b"k", 1).is_allowed());
+    assert!(store.check_now(&long, b"k", 1).is_allowed());
+    assert_eq!(store.len(), 1, "one key, two policies");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.sweep(), 1, "the long policy still holds the key");
+    assert!(
+        !store.check_now(&long, b"k", 1).is_allowed(),
+        "the sweep lost the long policy's state"
+    );
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(store.sweep(), 0);
+}
+
+#[test]
 fn max_keys_caps_the_tracked_keys_under_a_flood_of_new_keys() {
     let (store, clock) = store(1_000);
     assert_eq!(store.max_keys(), 1_000);
-    let quota = Quota::per_minute(5);
+    let stack = one(&store, Quota::per_minute(5));
     let mut admitted = 0;
     for key in 0..100_000u64 {
-        if allowed(&store, key, &quota) {
+        if allowed(&store, &stack, key) {
             admitted += 1;
         }
         if key % 1_000 == 0 {
@@ -107,7 +142,7 @@ fn max_keys_caps_the_tracked_keys_under_a_flood_of_new_keys() {
         "every tracked key once, and the shared overflow budget of one burst"
     );
     assert!(
-        allowed(&store, 0, &quota),
+        allowed(&store, &stack, 0),
         "a tracked key keeps its own budget"
     );
 
@@ -115,26 +150,26 @@ fn max_keys_caps_the_tracked_keys_under_a_flood_of_new_keys() {
     // full again.
     clock.advance(Duration::from_secs(60));
     let fresh: usize = (200_000..200_100u64)
-        .filter(|key| allowed(&store, *key, &quota))
+        .filter(|key| allowed(&store, &stack, *key))
         .count();
     assert_eq!(fresh, 100);
     assert!(store.len() <= 1_000);
 }
 
 #[test]
-fn at_the_cap_new_keys_share_one_overflow_budget_of_the_quota() {
+fn at_the_cap_new_keys_share_one_overflow_budget_per_policy() {
     // 64 keys fit in one shard, so the cap is reached exactly at the 64th key.
     let (store, clock) = store(64);
-    let quota = Quota::per_second(2);
+    let stack = one(&store, Quota::per_second(2));
     for key in 0..64 {
-        assert!(allowed(&store, key, &quota));
+        assert!(allowed(&store, &stack, key));
     }
-    let overflow: Vec<bool> = (1_000..1_010).map(|k| allowed(&store, k, &quota)).collect();
+    let overflow: Vec<bool> = (1_000..1_010).map(|k| allowed(&store, &stack, k)).collect();
     assert_eq!(
         overflow,
         [true, true, false, false, false, false, false, false, false, false]
     );
-    let peeked = store.peek_now(&5_000u64, &quota);
+    let peeked = store.peek_now(&stack, b"5000");
     assert!(
         !peeked.is_allowed(),
         "an untracked key reads the overflow budget"
@@ -142,11 +177,18 @@ fn at_the_cap_new_keys_share_one_overflow_budget_of_the_quota() {
     assert_eq!(peeked.retry_after(), Duration::from_millis(500));
     assert_eq!(store.len(), 64);
 
+    // Another policy has an overflow budget of its own.
+    let other = store
+        .register(&[Policy::new("other", Quota::per_second(1))])
+        .unwrap();
+    assert!(store.check_now(&other, b"5001", 1).is_allowed());
+    assert!(!store.check_now(&other, b"5002", 1).is_allowed());
+
     // Tracked keys are not affected by the overflow.
-    assert!(allowed(&store, 3, &quota));
+    assert!(allowed(&store, &stack, 3));
     clock.advance(Duration::from_millis(500));
     assert!(
-        allowed(&store, 5_000, &quota),
+        allowed(&store, &stack, 5_000),
         "the overflow budget refills at the quota's rate"
     );
 }
@@ -188,42 +230,61 @@ fn a_zero_cap_is_rejected_with_a_message() {
 #[test]
 fn store_futures_are_ready_at_the_first_poll() {
     let (store, _) = store(100);
-    let quota = Quota::per_second(1);
+    let stack = one(&store, Quota::per_second(1));
     let mut cx = Context::from_waker(Waker::noop());
-    let check = pin!(Store::check(&store, &"k", &quota, 1));
+    let check = pin!(Store::check(&store, &stack, b"k", 1));
     match check.poll(&mut cx) {
-        Poll::Ready(Ok(decision)) => assert!(decision.is_allowed()),
+        Poll::Ready(Ok(decisions)) => assert!(decisions.is_allowed()),
         other => panic!("not ready at once: {other:?}"),
     }
-    let peek = pin!(Store::<&str>::peek(&store, &"k", &quota));
+    let peek = pin!(Store::peek(&store, &stack, b"k"));
     match peek.poll(&mut cx) {
-        Poll::Ready(Ok(decision)) => assert!(!decision.is_allowed()),
+        Poll::Ready(Ok(decisions)) => assert!(!decisions.is_allowed()),
         other => panic!("not ready at once: {other:?}"),
     }
-    let too_costly = pin!(Store::check(&store, &"k", &quota, 2));
-    match too_costly.poll(&mut cx) {
-        Poll::Ready(Err(err)) => {
-            let message = err.to_string();
-            assert!(
-                message.contains("cost 2") && message.contains("burst 1"),
-                "{message}"
-            );
-        }
-        other => panic!("a cost above the burst must fail: {other:?}"),
-    }
+}
+
+#[test]
+fn a_cost_above_an_enforced_burst_is_denied_forever_and_takes_nothing() {
+    let (store, clock) = store(100);
+    let stack = store
+        .register(&[
+            Policy::new("wide", Quota::per_second(10)),
+            Policy::new("narrow", Quota::per_second(2)),
+        ])
+        .unwrap();
+    let too_costly = store.check_now(&stack, b"k", 3);
+    assert!(!too_costly.is_allowed());
+    assert_eq!(too_costly.retry_after(), Duration::from_nanos(u64::MAX));
+    assert!(
+        too_costly.as_slice()[0].is_allowed(),
+        "the wide policy fits the cost"
+    );
+    assert!(!too_costly.as_slice()[1].is_allowed());
+    clock.advance(Duration::from_secs(3600));
+    assert!(!store.check_now(&stack, b"k", 3).is_allowed());
+    let peeked = store.peek_now(&stack, b"k");
+    assert_eq!(
+        (
+            peeked.as_slice()[0].remaining(),
+            peeked.as_slice()[1].remaining()
+        ),
+        (10, 2),
+        "a check that could never conform took cells"
+    );
 }
 
 #[test]
 fn clones_used_from_many_threads_admit_exactly_the_burst() {
     let (store, _) = store(1_000);
-    let quota = Quota::per_hour(500);
+    let stack = one(&store, Quota::per_hour(500));
     let admitted: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
-                let store = store.clone();
+                let (store, stack) = (store.clone(), stack.clone());
                 s.spawn(move || {
                     (0..400)
-                        .filter(|_| store.check_now(&"hot", &quota, 1).unwrap().is_allowed())
+                        .filter(|_| store.check_now(&stack, b"hot", 1).is_allowed())
                         .count()
                 })
             })
@@ -231,4 +292,206 @@ fn clones_used_from_many_threads_admit_exactly_the_burst() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     assert_eq!(admitted, 500);
+}
+
+#[test]
+fn a_stack_checked_from_many_threads_is_all_or_nothing() {
+    let (store, _) = store(1_000);
+    let wide = Policy::new("wide", Quota::per_hour(300));
+    let narrow = Policy::new("narrow", Quota::per_hour(200));
+    let stack = store.register(&[wide.clone(), narrow]).unwrap();
+    // The wide policy alone, checked at the same time: it shares the wide budget.
+    let alone = store.register(&[wide]).unwrap();
+    let (stacked, single): (usize, usize) = std::thread::scope(|s| {
+        let spawn = |stack: MemoryStack| {
+            let store = store.clone();
+            s.spawn(move || {
+                (0..300)
+                    .filter(|_| store.check_now(&stack, b"hot", 1).is_allowed())
+                    .count()
+            })
+        };
+        let handles = [
+            spawn(stack.clone()),
+            spawn(stack.clone()),
+            spawn(alone.clone()),
+        ];
+        let [a, b, c] = handles.map(|h| h.join().unwrap());
+        (a + b, c)
+    });
+    assert!(stacked <= 200, "{stacked} admitted by a burst of 200");
+    assert_eq!(
+        stacked + single,
+        300,
+        "the wide budget was spent exactly once"
+    );
+    let peeked = store.peek_now(&stack, b"hot");
+    assert_eq!(peeked.as_slice()[0].remaining(), 0);
+    assert_eq!(
+        peeked.as_slice()[1].remaining(),
+        200 - stacked as u32,
+        "a denied stack check took from the narrow policy"
+    );
+}
+
+#[test]
+fn policies_with_different_names_never_share_a_budget() {
+    let (store, _) = store(100);
+    let a = store
+        .register(&[Policy::new("a", Quota::per_hour(1))])
+        .unwrap();
+    let b = store
+        .register(&[Policy::new("b", Quota::per_hour(1))])
+        .unwrap();
+    assert!(store.check_now(&a, b"k", 1).is_allowed());
+    assert!(store.check_now(&b, b"k", 1).is_allowed());
+    assert!(!store.check_now(&a, b"k", 1).is_allowed());
+    assert!(!store.check_now(&b, b"k", 1).is_allowed());
+}
+
+#[test]
+fn one_name_with_one_quota_is_one_budget_across_stacks() {
+    let (store, _) = store(100);
+    let shared = Policy::new("shared", Quota::per_hour(3));
+    let alone = store.register(std::slice::from_ref(&shared)).unwrap();
+    let stacked = store
+        .register(&[Policy::new("other", Quota::per_hour(100)), shared.clone()])
+        .unwrap();
+    let again = store.register(&[shared]).unwrap();
+    assert!(store.check_now(&alone, b"k", 1).is_allowed());
+    assert!(store.check_now(&stacked, b"k", 1).is_allowed());
+    assert!(store.check_now(&again, b"k", 1).is_allowed());
+    assert!(!store.check_now(&alone, b"k", 1).is_allowed());
+    let denied = store.check_now(&stacked, b"k", 1);
+    assert!(!denied.is_allowed());
+    assert_eq!(denied.as_slice()[1].remaining(), 0);
+    assert_eq!(
+        store.peek_now(&stacked, b"k").as_slice()[0].remaining(),
+        99,
+        "the denied stack check took from its other policy"
+    );
+}
+
+#[test]
+fn one_name_with_two_quotas_is_refused_naming_the_policy() {
+    let (first, _) = store(100);
+    let (second, _) = store(100);
+    first
+        .register(&[Policy::new("login", Quota::per_minute(5))])
+        .unwrap();
+    let err = first
+        .register(&[
+            Policy::new("fresh", Quota::per_second(1)),
+            Policy::new("login", Quota::per_minute(6)),
+        ])
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("\"login\""), "{message}");
+    assert!(
+        message.contains("5/min") && message.contains("6/min"),
+        "{message}"
+    );
+    // The store of another layer is another namespace.
+    assert!(second
+        .register(&[Policy::new("login", Quota::per_minute(6))])
+        .is_ok());
+}
+
+#[test]
+fn a_key_is_its_bytes_whatever_its_type() {
+    let (store, _) = store(100);
+    let stack = one(&store, Quota::per_hour(2));
+    assert_eq!(7u32.key_bytes().as_bytes(), b"7");
+    assert_eq!("7".key_bytes(), 7i64.key_bytes());
+    assert!(store
+        .check_now(&stack, 7u32.key_bytes().as_bytes(), 1)
+        .is_allowed());
+    assert!(store
+        .check_now(&stack, "7".key_bytes().as_bytes(), 1)
+        .is_allowed());
+    assert!(
+        !store
+            .check_now(&stack, String::from("7").key_bytes().as_bytes(), 1)
+            .is_allowed(),
+        "the string \"7\" and the integer 7 are one key"
+    );
+    assert!(store
+        .check_now(&stack, 70u8.key_bytes().as_bytes(), 1)
+        .is_allowed());
+    assert_eq!(store.len(), 2);
+
+    // An IP address is its text; tuples cannot run into each other.
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(ip.key_bytes().as_bytes(), b"192.0.2.7");
+    assert_ne!(("ab", "c").key_bytes(), ("a", "bc").key_bytes());
+}
+
+#[tokio::test]
+async fn two_layers_keyed_by_an_integer_and_by_its_text_share_one_budget() {
+    let (store, _) = store(100);
+    let inner =
+        service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    let policy = Policy::new("tenant", Quota::per_hour(1));
+    let by_number = RateLimitLayer::builder()
+        .policy(policy.clone())
+        .key(|_: &Request<()>| Some(7u32))
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .layer(inner);
+    let by_text = RateLimitLayer::builder()
+        .policy(policy)
+        .key(|_: &Request<()>| Some(String::from("7")))
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .layer(inner);
+    let first = by_number.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = by_text.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn long_keys_are_kept_whole() {
+    let (store, _) = store(100);
+    let stack = one(&store, Quota::per_hour(1));
+    let long = |last: u8| {
+        let mut key = vec![b'k'; 300];
+        key.push(last);
+        key
+    };
+    assert!(store.check_now(&stack, &long(b'a'), 1).is_allowed());
+    assert!(
+        store.check_now(&stack, &long(b'b'), 1).is_allowed(),
+        "two long keys that differ in their last byte were taken as one"
+    );
+    assert!(!store.check_now(&stack, &long(b'a'), 1).is_allowed());
+    // At the inline limit and one past it.
+    for (len, byte) in [(22, b'x'), (23, b'y')] {
+        let key = vec![byte; len];
+        assert!(store.check_now(&stack, &key, 1).is_allowed(), "{len}");
+        assert!(!store.check_now(&stack, &key, 1).is_allowed(), "{len}");
+        assert!(store.check_now(&stack, &key[1..], 1).is_allowed(), "{len}");
+    }
+}
+
+#[test]
+fn a_refused_registration_registers_nothing() {
+    let (store, _) = store(100);
+    store
+        .register(&[Policy::new("login", Quota::per_minute(5))])
+        .unwrap();
+    let refused = store.register(&[
+        Policy::new("fresh", Quota::per_second(1)),
+        Policy::new("login", Quota::per_minute(6)),
+    ]);
+    assert!(refused.is_err());
+    assert!(
+        store
+            .register(&[Policy::new("fresh", Quota::per_second(2))])
+            .is_ok(),
+        "the refused stack left \"fresh\" registered with its quota"
+    );
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,10 +16,9 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_ratelimit::gcra::InsufficientCapacity;
 use tower_ratelimit::{
-    Decision, Header, ManualClock, MemoryStore, MissingKey, Quota, RateLimit, RateLimitLayer,
-    RateLimited, ResponseBody, Store,
+    AllowIps, ConfigError, Decisions, Header, ManualClock, MemoryStack, MemoryStore, MissingKey,
+    Policy, Quota, RateLimit, RateLimitLayer, RateLimited, ResponseBody, Store,
 };
 
 mod common;
@@ -140,8 +139,7 @@ async fn retry_after_is_the_exact_wait_rounded_up_and_never_zero() {
 async fn rejection_carries_ratelimit_policy_and_ratelimit_fields_in_draft_syntax() {
     let (store, clock) = manual_store();
     let mut svc = RateLimitLayer::builder()
-        .quota(Quota::per_minute(10).allow_burst(20))
-        .policy_name("api")
+        .policy(Policy::new("api", Quota::per_minute(10).allow_burst(20)))
         .store(store)
         .build()
         .unwrap()
@@ -208,6 +206,9 @@ async fn rejection_puts_the_typed_limit_in_the_response_extensions() {
         .get::<RateLimited>()
         .expect("RateLimited in the extensions");
     assert_eq!(info.quota(), &quota);
+    assert_eq!(info.policy().name(), "default");
+    assert_eq!(info.policies(), [Policy::new("default", quota)]);
+    assert_eq!(info.decisions().len(), 1);
     assert!(!info.is_grpc());
     assert!(!info.decision().is_allowed());
     assert_eq!(info.decision().limit(), 4);
@@ -530,39 +531,116 @@ async fn grpc_answers_carry_application_grpc_and_grpc_web_ones_echo_their_conten
 
 #[test]
 fn builder_errors_name_the_bad_value() {
-    let no_quota = RateLimitLayer::builder().build().unwrap_err();
-    assert!(no_quota.to_string().contains("no quota"), "{no_quota}");
-    assert!(no_quota.to_string().contains(".quota("), "{no_quota}");
+    fn message<E, St: Store, R, X>(
+        built: Result<RateLimitLayer<E, St, R, X>, ConfigError>,
+    ) -> String {
+        match built {
+            Ok(_) => panic!("the layer was built"),
+            Err(err) => err.to_string(),
+        }
+    }
+    let no_policy = message(RateLimitLayer::builder().build());
+    assert!(no_policy.contains("no policy"), "{no_policy}");
+    assert!(no_policy.contains(".quota("), "{no_policy}");
 
-    let zero = RateLimitLayer::builder()
-        .quota(Quota::per_second(10))
-        .cost(0)
-        .build()
-        .unwrap_err();
-    assert!(zero.to_string().contains("cost 0"), "{zero}");
-
-    let too_big = RateLimitLayer::builder()
-        .quota(Quota::per_second(10))
-        .cost(11)
-        .build()
-        .unwrap_err();
-    let message = too_big.to_string();
+    let too_big = message(
+        RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .cost(11)
+            .build(),
+    );
     assert!(
-        message.contains("cost 11") && message.contains("burst 10"),
-        "{message}"
+        too_big.contains("cost 11") && too_big.contains("burst 10"),
+        "{too_big}"
+    );
+    let too_big_for_one = message(
+        RateLimitLayer::builder()
+            .policy(Policy::new("wide", Quota::per_second(100)))
+            .policy(Policy::new("narrow", Quota::per_second(4)))
+            .cost(5)
+            .build(),
+    );
+    assert!(too_big_for_one.contains("\"narrow\""), "{too_big_for_one}");
+
+    for bad in [
+        "",
+        "say \"hi\"",
+        "back\\slash",
+        "naïve",
+        "line\nbreak",
+        "{braced}",
+    ] {
+        let err = message(
+            RateLimitLayer::builder()
+                .policy(Policy::new(bad, Quota::per_second(10)))
+                .build(),
+        );
+        assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+    }
+    let long = "x".repeat(65);
+    let err = message(
+        RateLimitLayer::builder()
+            .policy(Policy::new(long.as_str(), Quota::per_second(10)))
+            .build(),
+    );
+    assert!(err.contains(&long), "{err}");
+
+    let twice = message(
+        RateLimitLayer::builder()
+            .policy(Policy::new("api", Quota::per_second(10)))
+            .policy(Policy::new("api", Quota::per_minute(100)))
+            .build(),
+    );
+    assert!(
+        twice.contains("\"api\"") && twice.contains("twice"),
+        "{twice}"
     );
 
-    for bad in ["", "say \"hi\"", "back\\slash", "naïve", "line\nbreak"] {
-        let err = RateLimitLayer::builder()
+    let empty_tier = message(
+        RateLimitLayer::builder()
             .quota(Quota::per_second(10))
-            .policy_name(bad)
-            .build()
-            .unwrap_err();
-        assert!(
-            err.to_string().contains(&format!("{bad:?}")),
-            "{bad:?}: {err}"
-        );
+            .tier("pro", [])
+            .build(),
+    );
+    assert!(empty_tier.contains("\"pro\""), "{empty_tier}");
+
+    let same_tier = message(
+        RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .tier("pro", [Policy::new("pro", Quota::per_second(100))])
+            .tier("pro", [Policy::new("pro-2", Quota::per_second(100))])
+            .build(),
+    );
+    assert!(same_tier.contains("\"pro\""), "{same_tier}");
+
+    let bad_tier_name = message(
+        RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .tier("pro", [Policy::new("say \"pro\"", Quota::per_second(100))])
+            .build(),
+    );
+    assert!(bad_tier_name.contains("say"), "{bad_tier_name}");
+}
+
+#[tokio::test]
+async fn a_fixed_cost_of_0_lets_every_request_through_without_touching_the_store() {
+    let (store, _clock) = manual_store();
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .cost(0)
+        .headers_on_success(true)
+        .store(store.clone())
+        .build()
+        .unwrap()
+        .layer(inner);
+    for _ in 0..5 {
+        let response = send(&mut svc, from(PEER)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("ratelimit").is_none());
     }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert!(store.is_empty());
 }
 
 #[test]
@@ -780,13 +858,13 @@ struct SlowStore {
 }
 
 struct Later {
-    outcome: Option<Result<Decision, InsufficientCapacity>>,
+    outcome: Option<Result<Decisions, Infallible>>,
     waited: bool,
     polls: Arc<AtomicUsize>,
 }
 
 impl Future for Later {
-    type Output = Result<Decision, InsufficientCapacity>;
+    type Output = Result<Decisions, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.polls.fetch_add(1, Ordering::SeqCst);
@@ -799,29 +877,37 @@ impl Future for Later {
     }
 }
 
-impl Store<SocketAddr> for SlowStore {
-    type Error = InsufficientCapacity;
-    type Future = Later;
-
-    fn check(&self, key: &SocketAddr, quota: &Quota, cost: u32) -> Later {
+impl SlowStore {
+    fn later(&self, decisions: Decisions) -> Later {
         Later {
-            outcome: Some(self.memory.check_now(key, quota, cost)),
-            waited: false,
-            polls: Arc::clone(&self.polls),
-        }
-    }
-
-    fn peek(&self, key: &SocketAddr, quota: &Quota) -> Later {
-        Later {
-            outcome: Some(Ok(self.memory.peek_now(key, quota))),
+            outcome: Some(Ok(decisions)),
             waited: false,
             polls: Arc::clone(&self.polls),
         }
     }
 }
 
-fn peer_socket(req: &Request<String>) -> Option<SocketAddr> {
-    req.extensions().get::<SocketAddr>().copied()
+impl Store for SlowStore {
+    type Stack = MemoryStack;
+    type Error = Infallible;
+    type Future = Later;
+
+    fn register(&self, policies: &[Policy]) -> Result<MemoryStack, ConfigError> {
+        self.memory.register(policies)
+    }
+
+    fn check(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Later {
+        self.later(self.memory.check_now(stack, key, cost))
+    }
+
+    fn peek(&self, stack: &MemoryStack, key: &[u8]) -> Later {
+        self.later(self.memory.peek_now(stack, key))
+    }
+}
+
+/// A custom key: the peer's IP address read from a plain `SocketAddr` extension.
+fn peer_ip(req: &Request<String>) -> Option<IpAddr> {
+    req.extensions().get::<SocketAddr>().map(SocketAddr::ip)
 }
 
 #[tokio::test]
@@ -834,7 +920,7 @@ async fn a_store_that_must_wait_decides_inside_the_response_future() {
     };
     let layer = RateLimitLayer::builder()
         .quota(Quota::per_second(2))
-        .key(peer_socket)
+        .key(peer_ip)
         .headers_on_success(true)
         .store(store)
         .build()
@@ -865,19 +951,75 @@ async fn a_store_that_must_wait_decides_inside_the_response_future() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+#[tokio::test]
+async fn a_store_that_must_wait_decides_the_request_s_tier_and_whole_stack() {
+    let (memory, _clock) = manual_store();
+    let store = SlowStore {
+        memory,
+        polls: Arc::new(AtomicUsize::new(0)),
+    };
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(5)))
+        .policy(Policy::new("per-minute", Quota::per_minute(2)))
+        .tier("vip", [Policy::new("vip", Quota::per_minute(3))])
+        .select_tier(|req: &Request<String>| req.headers().contains_key("x-vip").then_some("vip"))
+        .key(peer_ip)
+        .store(store)
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let mut svc = layer.layer(inner);
+    let vip = || {
+        let mut req = from(PEER);
+        req.headers_mut()
+            .insert("x-vip", HeaderValue::from_static("1"));
+        req
+    };
+    for _ in 0..2 {
+        assert_eq!(send(&mut svc, from(PEER)).await.status(), StatusCode::OK);
+    }
+    let limited = send(&mut svc, from(PEER)).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&limited, "ratelimit"),
+        "\"per-second\";r=3;t=1, \"per-minute\";r=0;t=60"
+    );
+    assert_eq!(header(&limited, "retry-after"), "30");
+    for _ in 0..3 {
+        assert_eq!(send(&mut svc, vip()).await.status(), StatusCode::OK);
+    }
+    let limited = send(&mut svc, vip()).await;
+    assert_eq!(header(&limited, "ratelimit-policy"), "\"vip\";q=3;w=60");
+    assert_eq!(
+        limited
+            .extensions()
+            .get::<RateLimited>()
+            .unwrap()
+            .policy()
+            .name(),
+        "vip"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
 /// A store that always fails, like a backend that is down.
 #[derive(Clone, Copy)]
 struct DownStore;
 
-impl Store<SocketAddr> for DownStore {
+impl Store for DownStore {
+    type Stack = ();
     type Error = io::Error;
-    type Future = Ready<Result<Decision, io::Error>>;
+    type Future = Ready<Result<Decisions, io::Error>>;
 
-    fn check(&self, _: &SocketAddr, _: &Quota, _: u32) -> Self::Future {
+    fn register(&self, _: &[Policy]) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn check(&self, _: &(), _: &[u8], _: u32) -> Self::Future {
         std::future::ready(Err(io::Error::other("connection refused")))
     }
 
-    fn peek(&self, _: &SocketAddr, _: &Quota) -> Self::Future {
+    fn peek(&self, _: &(), _: &[u8]) -> Self::Future {
         std::future::ready(Err(io::Error::other("connection refused")))
     }
 }
@@ -887,7 +1029,7 @@ async fn a_failing_store_answers_503_with_retry_after_1_without_calling_inner() 
     let (inner, calls) = counting_ok();
     let mut svc = RateLimitLayer::builder()
         .quota(Quota::per_second(2))
-        .key(peer_socket)
+        .key(peer_ip)
         .store(DownStore)
         .build()
         .unwrap()
@@ -972,4 +1114,22 @@ fn the_layer_and_service_are_clone_send_sync_static_with_a_send_future() {
         .unwrap();
     fits_axum(&layer);
     fits_axum(&RateLimitLayer::new(Quota::per_second(1)));
+
+    // With every per-request rule set, over a store that must wait.
+    let everything = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(10)))
+        .policy(Policy::new("trial", Quota::per_second(1)).shadow(true))
+        .tier("pro", [Policy::new("pro", Quota::per_second(100))])
+        .select_tier(|req: &axum::extract::Request| {
+            req.headers().contains_key("x-pro").then_some("pro")
+        })
+        .cost_by(|req: &axum::extract::Request| u32::from(req.method() == http::Method::POST) + 1)
+        .bypass(AllowIps::new(["10.0.0.0/8"]).unwrap())
+        .store(SlowStore {
+            memory: manual_store().0,
+            polls: Arc::new(AtomicUsize::new(0)),
+        })
+        .build()
+        .unwrap();
+    fits_axum(&everything);
 }

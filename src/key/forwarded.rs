@@ -218,7 +218,7 @@ impl FromStr for IpNet {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = |why: &str| {
             ConfigError::new(format!(
-                "invalid trusted proxy network {s:?}: {why}; expected an address such as \
+                "invalid network {s:?}: {why}; expected an address such as \
                  \"10.0.0.1\" or a network such as \"10.0.0.0/8\" or \"fd00::/8\""
             ))
         };

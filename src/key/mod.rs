@@ -56,6 +56,7 @@
 //! networks: it believes `X-Forwarded-For` (or `Forwarded`) only as far as the hops were
 //! written by those proxies, so clients cannot choose their own key by sending the header.
 
+mod bytes;
 mod extractor;
 mod forwarded;
 mod grpc;
@@ -63,8 +64,10 @@ mod header;
 mod peer;
 mod tuple;
 
+pub use bytes::{KeyBuf, KeyBytes};
 pub use extractor::{Global, KeyExtractor};
 pub use forwarded::{ForwardedIp, IpNet};
 pub use grpc::{GrpcMethod, MethodKey};
 pub use header::{Header, HeaderKey};
+pub(crate) use peer::peer_addr;
 pub use peer::PeerIp;

@@ -1,28 +1,55 @@
 use std::future::Future;
 
-use crate::{Decision, Quota};
+use crate::{ConfigError, Decisions, Policy};
 
-/// A keyed GCRA state store.
+/// Where budgets live: a GCRA state per (policy, key), decided a stack at a time.
 ///
-/// `check` takes `cost` cells from `key` if they conform to `quota` and says what happened;
-/// `peek` says what a cost-1 check would answer without taking anything. Both return a
-/// nameable future so that a store whose answer is immediate (such as [`MemoryStore`]) costs
-/// nothing to await, and the service can tell at once that no waiting is needed.
+/// A layer [`register`](Store::register)s each stack of policies it may check when it is built,
+/// and keeps what the store returns; on the request path it asks the store to
+/// [`check`](Store::check) the stack for a key. Keys are bytes (see
+/// [`KeyBytes`](crate::KeyBytes)), the same for every store.
 ///
-/// Errors are failures to answer (a cost above the burst, a backend that is down and a policy
-/// that says to fail), never "limited": a limited key is an `Ok` denied [`Decision`].
+/// The answer is a nameable, `Unpin` future, so that a store whose answer is immediate (such as
+/// [`MemoryStore`](crate::MemoryStore)) costs nothing to await and the service can tell at once
+/// that no waiting is needed.
 ///
-/// [`MemoryStore`]: crate::MemoryStore
-pub trait Store<K: ?Sized> {
+/// Errors are failures to answer (a backend that is down and a policy that says to fail), never
+/// "limited": a limited key is an `Ok` [`Decisions`] that is not allowed.
+///
+/// ```
+/// use tower_ratelimit::{MemoryStore, Policy, Quota, Store};
+///
+/// let store = MemoryStore::new();
+/// let stack = store.register(&[
+///     Policy::new("per-second", Quota::per_second(2)),
+///     Policy::new("per-minute", Quota::per_minute(3)),
+/// ])?;
+/// let mut admitted = 0;
+/// for _ in 0..5 {
+///     admitted += usize::from(store.check_now(&stack, b"alice", 1).is_allowed());
+/// }
+/// assert_eq!(admitted, 2, "the per-second policy stops the third");
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
+pub trait Store {
+    /// What the store keeps of a registered stack, passed back with every check.
+    type Stack: Send + Sync + 'static;
+
     /// Why a check could not be answered.
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// The answer to a check or a peek.
-    type Future: Future<Output = Result<Decision, Self::Error>>;
+    type Future: Future<Output = Result<Decisions, Self::Error>> + Unpin;
 
-    /// Takes `cost` cells from `key` if they conform to `quota`.
-    fn check(&self, key: &K, quota: &Quota, cost: u32) -> Self::Future;
+    /// Prepares the stack `policies` (in order) for checks, or says why it cannot be: a policy
+    /// name registered before with another quota, or a quota the store cannot count.
+    fn register(&self, policies: &[Policy]) -> Result<Self::Stack, ConfigError>;
 
-    /// What a cost-1 check of `key` against `quota` would answer now, taking nothing.
-    fn peek(&self, key: &K, quota: &Quota) -> Self::Future;
+    /// Takes `cost` cells for `key` from every policy of `stack` if all enforced ones admit it
+    /// (shadow policies are decided one by one). The cost is at least 1 and fits the burst of
+    /// every enforced policy; the layer answers other costs without asking the store.
+    fn check(&self, stack: &Self::Stack, key: &[u8], cost: u32) -> Self::Future;
+
+    /// What a cost-1 check of `key` would answer now, taking nothing.
+    fn peek(&self, stack: &Self::Stack, key: &[u8]) -> Self::Future;
 }

@@ -1,5 +1,6 @@
 //! Private `redis-server` instances for the tests: one per test on a free port, with nothing
-//! saved to disk, stopped when dropped. A cluster of three masters for the cluster tests.
+//! saved to disk, stopped when dropped. A cluster of three masters for the cluster tests, and a
+//! store builder whose every answer is Redis's own.
 //!
 //! `REDIS_URL` points the tests that only need some Redis at an existing server instead
 //! ([`redis_url`]); they use prefixes of their own and never flush it. Tests that stop or pause
@@ -13,6 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use tower_ratelimit::store::RedisStoreBuilder;
+use tower_ratelimit::{FailurePolicy, RedisStore};
 
 const INSTALL_HINT: &str = "redis-server was not found: install it (`apt-get install \
      redis-server`, which brings redis-cli too) or set REDIS_URL to a Redis the tests may use";
@@ -266,4 +270,23 @@ pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&prefix))
         .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
         .unwrap_or(0)
+}
+
+/// How many times the cluster's masters ran a command, all together.
+pub fn cluster_command_calls(cluster: &RedisCluster, command: &str) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .map(|node| command_calls(&mut node.connection(), command))
+        .sum()
+}
+
+/// A store builder for tests, still without a connection: a prefix of its own, no failure
+/// fallback (`Deny`, so a Redis failure is an error, never an in-memory answer in Redis's
+/// place) and a timeout a slow machine cannot hit.
+pub fn strict_store(name: &str) -> RedisStoreBuilder {
+    RedisStore::builder()
+        .prefix(unique_prefix(name))
+        .on_failure(FailurePolicy::Deny)
+        .timeout(Duration::from_secs(5))
 }

@@ -1,4 +1,4 @@
-//! The local deny cache: the last TAT Redis reported for keys that were limited.
+//! The local deny cache: the last TAT Redis reported for the keys of stacks that were limited.
 
 use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock};
@@ -56,8 +56,8 @@ impl DenyCache {
         &self.shards[(hash >> 32) as usize % SHARDS]
     }
 
-    /// The cached TAT of `key` if it is still ahead of `now`.
-    pub(super) fn get(&self, key: &[u8], now: u64) -> Option<u64> {
+    /// The cached TAT of `key`, passed or not: a passed TAT is a key with its full burst.
+    pub(super) fn get(&self, key: &[u8]) -> Option<u64> {
         let hash = self.hasher.hash_one(key);
         let shard = self
             .shard(hash)
@@ -67,7 +67,6 @@ impl DenyCache {
             .entries
             .find(hash, |e| e.hash == hash && *e.key == *key)
             .map(|e| e.tat)
-            .filter(|&tat| tat > now)
     }
 
     /// Records that `key`'s TAT is at least `tat`. If `cache_new` is false only a key already
@@ -102,7 +101,7 @@ impl DenyCache {
             entry.tat = entry.tat.max(tat);
             return;
         }
-        if !cache_new || tat <= now {
+        if !cache_new {
             return;
         }
         if shard.entries.len() >= shard.cap {
@@ -140,17 +139,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_tats_until_they_pass_and_only_moves_them_forward() {
+    fn remembers_tats_passed_or_not_and_only_moves_them_forward() {
         let cache = DenyCache::new(100);
         cache.record(b"k", 50, 10, true);
-        assert_eq!(cache.get(b"k", 10), Some(50));
+        assert_eq!(cache.get(b"k"), Some(50));
         cache.record(b"k", 40, 10, true);
-        assert_eq!(cache.get(b"k", 10), Some(50));
+        assert_eq!(cache.get(b"k"), Some(50));
         cache.record(b"k", 70, 10, false);
-        assert_eq!(cache.get(b"k", 10), Some(70));
-        assert_eq!(cache.get(b"k", 70), None);
+        assert_eq!(cache.get(b"k"), Some(70));
         cache.record(b"other", 70, 10, false);
-        assert_eq!(cache.get(b"other", 10), None);
+        assert_eq!(cache.get(b"other"), None);
+        // A key of a stack whose other policy is spent is cached with its TAT passed.
+        cache.record(b"fresh", 5, 10, true);
+        assert_eq!(cache.get(b"fresh"), Some(5));
     }
 
     #[test]
@@ -164,13 +165,13 @@ mod tests {
         for i in 1000..2000u32 {
             cache.record(&i.to_be_bytes(), 300, 200, true);
         }
-        assert!((1000..2000u32).all(|i| cache.get(&i.to_be_bytes(), 200).is_none()));
+        assert!((1000..2000u32).all(|i| cache.get(&i.to_be_bytes()).is_none()));
         // ...after it, the passed TATs make room.
         let (now, tat) = (FULL_SWEEP_GAP_NANOS, FULL_SWEEP_GAP_NANOS + 100);
         for i in 2000..3000u32 {
             cache.record(&i.to_be_bytes(), tat, now, true);
         }
         assert!(cache.len() <= SHARDS);
-        assert!((2000..3000u32).any(|i| cache.get(&i.to_be_bytes(), now) == Some(tat)));
+        assert!((2000..3000u32).any(|i| cache.get(&i.to_be_bytes()) == Some(tat)));
     }
 }

@@ -2,15 +2,12 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-use crate::InsufficientCapacity;
-
 /// Why [`RedisStore`](super::RedisStore) could not answer a check.
 ///
 /// With the default [`FailurePolicy::Local`](super::FailurePolicy::Local) or with
-/// [`FailurePolicy::Allow`](super::FailurePolicy::Allow) the only error a check returns is a
-/// cost above the burst; Redis failures become errors under
-/// [`FailurePolicy::Deny`](super::FailurePolicy::Deny), and the layer answers them with
-/// `503 Service Unavailable` and `Retry-After`.
+/// [`FailurePolicy::Allow`](super::FailurePolicy::Allow) a check never fails; Redis failures
+/// become errors under [`FailurePolicy::Deny`](super::FailurePolicy::Deny), and the layer
+/// answers them with `503 Service Unavailable` and `Retry-After`.
 #[derive(Debug)]
 pub struct RedisStoreError {
     kind: Kind,
@@ -18,8 +15,6 @@ pub struct RedisStoreError {
 
 #[derive(Debug)]
 enum Kind {
-    OverBurst(InsufficientCapacity),
-    QuotaTooLong,
     Redis(redis::RedisError),
     Timeout(Duration),
     BackingOff,
@@ -27,16 +22,6 @@ enum Kind {
 }
 
 impl RedisStoreError {
-    pub(super) fn over_burst(cost: u32, burst: u32) -> Self {
-        Self::from(InsufficientCapacity { cost, burst })
-    }
-
-    pub(super) fn quota_too_long() -> Self {
-        RedisStoreError {
-            kind: Kind::QuotaTooLong,
-        }
-    }
-
     pub(super) fn redis(error: redis::RedisError) -> Self {
         RedisStoreError {
             kind: Kind::Redis(error),
@@ -61,14 +46,6 @@ impl RedisStoreError {
         }
     }
 
-    /// The cost and burst, if the check asked for more cells than the quota's burst.
-    pub fn insufficient_capacity(&self) -> Option<InsufficientCapacity> {
-        match self.kind {
-            Kind::OverBurst(e) => Some(e),
-            _ => None,
-        }
-    }
-
     /// Whether Redis did not answer within the store's timeout.
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, Kind::Timeout(_))
@@ -80,26 +57,12 @@ impl RedisStoreError {
     }
 }
 
-impl From<InsufficientCapacity> for RedisStoreError {
-    fn from(e: InsufficientCapacity) -> Self {
-        RedisStoreError {
-            kind: Kind::OverBurst(e),
-        }
-    }
-}
-
 impl fmt::Display for RedisStoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::OverBurst(e) => e.fmt(f),
-            Kind::QuotaTooLong => f.write_str(
-                "the quota's window (burst × interval) is longer than the Redis store can \
-                 count exactly (2^52 µs, about 142 years); use a shorter interval or burst",
-            ),
-            Kind::Redis(e) => write!(
-                f,
-                "Redis failed to run the rate limit script: {e}; check that Redis is up and \
-                 reachable"
+            Kind::Redis(_) => f.write_str(
+                "Redis failed to run the rate limit script; check that Redis is up and \
+                 reachable",
             ),
             Kind::Timeout(after) => write!(
                 f,
@@ -122,7 +85,6 @@ impl fmt::Display for RedisStoreError {
 impl Error for RedisStoreError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.kind {
-            Kind::OverBurst(e) => Some(e),
             Kind::Redis(e) => Some(e),
             _ => None,
         }

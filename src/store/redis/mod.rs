@@ -1,14 +1,15 @@
-//! [`RedisStore`]: one budget shared by every process on a Redis server or Redis Cluster.
+//! [`RedisStore`]: one budget per (policy, key) shared by every process on a Redis server or
+//! Redis Cluster.
 //!
-//! Requires the `redis` feature. Each limited key is one Redis key holding its theoretical
-//! arrival time; one Lua script decides atomically inside Redis, with Redis's clock, exactly
-//! as [`MemoryStore`](crate::MemoryStore) decides in memory. See [`RedisStore`] for the
-//! connection, the local deny cache and the [`FailurePolicy`].
+//! Requires the `redis` feature. Each (policy, key) is one Redis key holding its theoretical
+//! arrival time; one Lua script decides a whole stack of policies atomically inside Redis, with
+//! Redis's clock, exactly as [`MemoryStore`](crate::MemoryStore) decides in memory. See
+//! [`RedisStore`] for the connection, the local deny cache and the [`FailurePolicy`].
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use tower_ratelimit::store::{FailurePolicy, RedisStore};
-//! use tower_ratelimit::{Quota, RateLimitLayer};
+//! use tower_ratelimit::{Policy, Quota, RateLimitLayer};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = RedisStore::builder()
@@ -19,21 +20,26 @@
 //!     .build()
 //!     .await?;
 //! let layer = RateLimitLayer::builder()
-//!     .quota(Quota::per_minute(600))
+//!     .policy(Policy::new("per-second", Quota::per_second(10)))
+//!     .policy(Policy::new("per-hour", Quota::per_hour(600)))
 //!     .store(store)
 //!     .build()?;
 //! # Ok(()) }
 //! ```
 
+mod builder;
+mod check;
+mod connection;
 mod deny_cache;
 mod error;
+mod future;
 mod health;
-mod key;
 mod policy;
 mod script;
 mod store;
 
+pub use builder::RedisStoreBuilder;
 pub use error::RedisStoreError;
-pub use key::RedisKey;
+pub use future::RedisStoreFuture;
 pub use policy::FailurePolicy;
-pub use store::{RedisStore, RedisStoreBuilder, RedisStoreFuture};
+pub use store::{RedisStack, RedisStore};

@@ -1,52 +1,86 @@
-//! The GCRA as one Lua script, and its reply.
+//! The GCRA of a stack of policies as one Lua script, and its reply.
 
 use std::time::Duration;
 
-use crate::{Decision, Quota};
+use smallvec::SmallVec;
 
-/// The GCRA of [`gcra`](crate::gcra) in microseconds, on one key holding the TAT.
+use crate::gcra::Cell;
+use crate::{Decision, Decisions, Quota};
+
+/// The stack GCRA of [`gcra`](crate::gcra) in microseconds, one Redis key per policy, all keys
+/// in one hash slot.
 ///
-/// KEYS[1]: the key. ARGV: interval (µs), burst, cost (0 asks what a cost-1 check would answer,
-/// writing nothing), the time in µs or an empty string to read Redis `TIME`, and the least
+/// KEYS: one per policy, holding its TAT. ARGV: the cost (0 asks what a cost-1 check would
+/// answer, writing nothing); the time in µs, or an empty string to read Redis `TIME`; the least
 /// expiry in ms (0 but in clock mode, where Redis's own clock, which runs the expiry, is not
-/// the clock of the TATs).
-/// Reply: {allowed (1, 0, or -1 when cost > burst), remaining, retry_after (µs),
-/// reset_after (µs), TAT (µs), now (µs)}. A denial and a peek write nothing; a conforming check
-/// writes the new TAT with an expiry at the moment the key is back to a full burst.
+/// the clock of the TATs); then for each policy its interval (µs), burst and shadow flag (1 or
+/// 0).
+///
+/// Reply: `{admitted (1 or 0), now (µs), wait (µs)}` followed, per policy, by `{allowed (1, 0,
+/// or -1 when the cost exceeds the burst), remaining, retry_after (µs), reset_after (µs), TAT
+/// (µs)}`. Enforced policies are all-or-nothing: each takes the cost only if all conform;
+/// shadow policies are decided one by one. A denial and a peek write nothing; a conforming
+/// check writes the new TAT with an expiry at the moment the key is back to a full burst.
 pub(super) const GCRA_LUA: &str = r#"
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local now = tonumber(ARGV[4])
-local min_px = tonumber(ARGV[5]) or 0
+local cost = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local min_px = tonumber(ARGV[3]) or 0
 if not now then
   if redis.replicate_commands then redis.replicate_commands() end
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-if cost > burst then
-  return {-1, 0, 0, 0, 0, now}
-end
-local window = interval * burst
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local function remaining(t)
-  local room = window - (t - now)
-  if room <= 0 then return 0 end
-  return math.floor(room / interval)
-end
 local step = cost
 if step == 0 then step = 1 end
-local next = tat + step * interval
-local ahead = next - now
-if ahead > window then
-  return {0, remaining(tat), ahead - window, tat - now, tat, now}
+local out = {1, now, 0}
+local pending = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[1 + 3 * i])
+  local burst = tonumber(ARGV[2 + 3 * i])
+  local shadow = ARGV[3 + 3 * i] == '1'
+  local window = interval * burst
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local room = window - (tat - now)
+  local left = 0
+  if room > 0 then left = math.floor(room / interval) end
+  local base = #out
+  out[base + 4] = tat - now
+  out[base + 5] = tat
+  out[base + 2] = left
+  out[base + 3] = 0
+  if step > burst then
+    out[base + 1] = -1
+    if not shadow then out[1] = 0 end
+  else
+    local next = tat + step * interval
+    local ahead = next - now
+    if ahead > window then
+      out[base + 1] = 0
+      out[base + 3] = ahead - window
+      if not shadow then
+        out[1] = 0
+        if ahead - window > out[3] then out[3] = ahead - window end
+      end
+    else
+      out[base + 1] = 1
+      if cost > 0 then pending[#pending + 1] = {i, base, next, ahead, shadow} end
+    end
+  end
 end
-if cost == 0 then
-  return {1, remaining(tat), 0, tat - now, tat, now}
+for _, p in ipairs(pending) do
+  local i, base, next, ahead, shadow = p[1], p[2], p[3], p[4], p[5]
+  if shadow or out[1] == 1 then
+    local interval = tonumber(ARGV[1 + 3 * i])
+    local window = interval * tonumber(ARGV[2 + 3 * i])
+    redis.call('SET', KEYS[i], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
+    out[base + 2] = math.floor((window - ahead) / interval)
+    out[base + 4] = ahead
+    out[base + 5] = next
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
-return {1, remaining(next), 0, ahead, next, now}
+if out[1] == 1 then out[3] = 0 end
+return out
 "#;
 
 /// The largest window the script accepts: Lua numbers are doubles, and Unix time in µs plus the
@@ -79,46 +113,79 @@ impl MicroQuota {
 }
 
 /// What the script answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Reply {
-    /// The decision, the key's TAT after the check and the script's time, both in µs.
-    Decided {
-        decision: Decision,
-        tat: u64,
-        now: u64,
-    },
-    /// The cost exceeded the burst.
-    OverBurst,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Reply {
+    pub(super) decisions: Decisions,
+    /// Each policy's TAT after the check, in µs.
+    pub(super) tats: SmallVec<[u64; 2]>,
+    /// The script's time in µs.
+    pub(super) now: u64,
 }
 
 impl Reply {
-    /// Reads the script's reply; `None` if it is not one.
-    pub(super) fn parse(values: &[i64], burst: u32) -> Option<Reply> {
-        let &[allowed, remaining, retry_after, reset_after, tat, now] = values else {
+    /// Reads the script's reply for a stack of `cells`; `None` if it is not one.
+    pub(super) fn parse(values: &[i64], cells: &[Cell]) -> Option<Reply> {
+        let micros = |v: i64| u64::try_from(v).ok();
+        let [admitted, now, wait, rest @ ..] = values else {
             return None;
         };
-        let micros = |v: i64| u64::try_from(v).ok();
-        let (retry_after, reset_after) = (micros(retry_after)?, micros(reset_after)?);
-        let (tat, now) = (micros(tat)?, micros(now)?);
-        let remaining = u32::try_from(remaining).ok()?;
-        let decision = match allowed {
-            1 => Decision::allowed(burst, remaining, Duration::from_micros(reset_after)),
-            0 => Decision::denied(
-                burst,
-                remaining,
-                Duration::from_micros(retry_after),
-                Duration::from_micros(reset_after),
-            ),
-            -1 => return Some(Reply::OverBurst),
+        if rest.len() != 5 * cells.len() {
+            return None;
+        }
+        let (now, wait) = (micros(*now)?, micros(*wait)?);
+        let mut each = SmallVec::new();
+        let mut tats = SmallVec::new();
+        let mut over_burst = false;
+        for (part, cell) in rest.chunks_exact(5).zip(cells) {
+            let &[allowed, remaining, retry_after, reset_after, tat] = part else {
+                return None;
+            };
+            let burst = cell.quota.burst();
+            let remaining = u32::try_from(remaining).ok()?;
+            let reset_after = Duration::from_micros(micros(reset_after)?);
+            let decision = match allowed {
+                1 => Decision::allowed(burst, remaining, reset_after),
+                0 => Decision::denied(
+                    burst,
+                    remaining,
+                    Duration::from_micros(micros(retry_after)?),
+                    reset_after,
+                ),
+                -1 => {
+                    over_burst |= !cell.shadow;
+                    Decision::denied(burst, remaining, Duration::MAX, reset_after)
+                }
+                _ => return None,
+            };
+            each.push(decision);
+            tats.push(micros(tat)?);
+        }
+        let admitted = match admitted {
+            1 => true,
+            0 => false,
             _ => return None,
         };
-        Some(Reply::Decided { decision, tat, now })
+        // A cost that can never conform waits forever, as in memory.
+        let wait = if over_burst {
+            u64::MAX
+        } else {
+            wait.saturating_mul(1000)
+        };
+        Some(Reply {
+            decisions: Decisions::from_parts(admitted, wait, each),
+            tats,
+            now,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cell(quota: Quota, shadow: bool) -> Cell {
+        Cell { quota, shadow }
+    }
 
     #[test]
     fn intervals_round_up_to_whole_microseconds() {
@@ -138,26 +205,25 @@ mod tests {
 
     #[test]
     fn replies_are_read_or_refused() {
-        let denied = Reply::parse(&[0, 1, 500, 1500, 3000, 1500], 2).unwrap();
+        let cells = [cell(Quota::per_second(2), false)];
+        let denied = Reply::parse(&[0, 1500, 500, 0, 1, 500, 1500, 3000], &cells).unwrap();
         assert_eq!(
-            denied,
-            Reply::Decided {
-                decision: Decision::denied(
+            denied.decisions,
+            Decisions::new(
+                false,
+                [Decision::denied(
                     2,
                     1,
                     Duration::from_micros(500),
                     Duration::from_micros(1500)
-                ),
-                tat: 3000,
-                now: 1500,
-            }
+                )]
+            )
         );
-        assert_eq!(
-            Reply::parse(&[-1, 0, 0, 0, 0, 9], 2),
-            Some(Reply::OverBurst)
-        );
-        assert_eq!(Reply::parse(&[1, 2, 3], 2), None);
-        assert_eq!(Reply::parse(&[1, -2, 0, 0, 0, 0], 2), None);
-        assert_eq!(Reply::parse(&[7, 0, 0, 0, 0, 0], 2), None);
+        assert_eq!((denied.now, &denied.tats[..]), (1500, &[3000][..]));
+        let over = Reply::parse(&[0, 9, 0, -1, 0, 0, 0, 9], &cells).unwrap();
+        assert_eq!(over.decisions.retry_after(), Duration::from_nanos(u64::MAX));
+        assert_eq!(Reply::parse(&[1, 2, 3], &cells), None);
+        assert_eq!(Reply::parse(&[1, 0, 0, 1, -2, 0, 0, 0], &cells), None);
+        assert_eq!(Reply::parse(&[1, 0, 0, 7, 0, 0, 0, 0], &cells), None);
     }
 }

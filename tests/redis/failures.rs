@@ -5,8 +5,6 @@
 //! The back-off runs on a manual clock, so it ends exactly when the test says; only the
 //! server's own stop, pause and restart take real time.
 
-mod support;
-
 use std::future::Future;
 use std::io::Write;
 use std::pin::pin;
@@ -17,12 +15,12 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use redis::Commands;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_ratelimit::store::RedisStoreFuture;
+use tower_ratelimit::store::{RedisStack, RedisStoreFuture};
 use tower_ratelimit::{
-    Decision, FailurePolicy, Global, ManualClock, Quota, RateLimitLayer, RedisStore, Store,
+    Decisions, FailurePolicy, Global, ManualClock, Policy, Quota, RateLimitLayer, RedisStore, Store,
 };
 
-use support::{command_calls, RedisServer};
+use crate::support::{command_calls, unique_prefix, RedisServer};
 
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -63,7 +61,7 @@ impl Log {
 async fn store(server: &RedisServer, clock: &ManualClock, policy: FailurePolicy) -> RedisStore {
     RedisStore::builder()
         .url(server.url())
-        .prefix(support::unique_prefix("failures"))
+        .prefix(unique_prefix("failures"))
         .clock(clock.clone())
         .timeout(Duration::from_millis(100))
         .failures_before_backoff(3)
@@ -75,7 +73,7 @@ async fn store(server: &RedisServer, clock: &ManualClock, policy: FailurePolicy)
 }
 
 /// Polls once: a backed-off store must answer without waiting.
-fn answer_now(future: RedisStoreFuture) -> Option<Result<Decision, String>> {
+fn answer_now(future: RedisStoreFuture) -> Option<Result<Decisions, String>> {
     let mut future = pin!(future);
     match future
         .as_mut()
@@ -86,8 +84,12 @@ fn answer_now(future: RedisStoreFuture) -> Option<Result<Decision, String>> {
     }
 }
 
+fn remaining(decisions: &Decisions) -> Vec<u32> {
+    decisions.as_slice().iter().map(|d| d.remaining()).collect()
+}
+
 /// Probes once per back-off period until a check reaches Redis again.
-async fn wait_for_recovery(store: &RedisStore, clock: &ManualClock, quota: &Quota) {
+async fn wait_for_recovery(store: &RedisStore, clock: &ManualClock, stack: &RedisStack) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.is_backing_off() {
         assert!(
@@ -95,7 +97,7 @@ async fn wait_for_recovery(store: &RedisStore, clock: &ManualClock, quota: &Quot
             "the store never went back to Redis"
         );
         clock.advance(BACKOFF);
-        let _ = store.check(&"probe", quota, 1).await;
+        let _ = store.check(stack, b"probe", 1).await;
         if store.is_backing_off() {
             // The server is still coming up: let it.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -109,13 +111,18 @@ async fn outage(policy: FailurePolicy) {
     let mut server = RedisServer::start();
     let clock = ManualClock::new();
     let store = store(&server, &clock, policy).await;
-    let quota = Quota::per_minute(2);
-    assert!(store.check(&"k", &quota, 1).await.unwrap().is_allowed());
+    let stack = store
+        .register(&[
+            Policy::new("per-minute", Quota::per_minute(2)),
+            Policy::new("per-hour", Quota::per_hour(100)),
+        ])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
     server.kill();
     for _ in 0..3 {
         let started = Instant::now();
-        let outcome = store.check(&"k", &quota, 1).await;
+        let outcome = store.check(&stack, b"k", 1).await;
         assert!(started.elapsed() < Duration::from_secs(1));
         match policy {
             FailurePolicy::Deny => assert!(outcome.is_err()),
@@ -127,7 +134,7 @@ async fn outage(policy: FailurePolicy) {
     let started = Instant::now();
     let mut allowed = 0;
     for _ in 0..1000 {
-        let outcome = answer_now(store.check(&"k", &quota, 1))
+        let outcome = answer_now(store.check(&stack, b"k", 1))
             .expect("a backed-off store answers without waiting");
         match (policy, outcome) {
             (FailurePolicy::Deny, Err(e)) => assert!(e.contains("backing off"), "{e}"),
@@ -138,7 +145,8 @@ async fn outage(policy: FailurePolicy) {
     }
     assert!(started.elapsed() < Duration::from_millis(500));
     match policy {
-        // The in-memory GCRA keeps limiting: 2 per minute, less what the failures took.
+        // The in-memory GCRA keeps limiting the stack: 2 per minute, less what the failures
+        // took.
         FailurePolicy::Local => assert_eq!(allowed, 0),
         FailurePolicy::Allow => assert_eq!(allowed, 1000),
         _ => assert_eq!(allowed, 0),
@@ -147,14 +155,18 @@ async fn outage(policy: FailurePolicy) {
     assert_eq!(log.count("store failed"), 1);
 
     server.restart();
-    wait_for_recovery(&store, &clock, &quota).await;
+    wait_for_recovery(&store, &clock, &stack).await;
     let mut conn = server.connection();
     let before = command_calls(&mut conn, "evalsha");
     // The restarted Redis is empty: the key has its full burst there.
-    let decision = store.check(&"k", &quota, 1).await.unwrap();
-    assert_eq!(decision.remaining(), 1);
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [1, 99]);
     assert_eq!(command_calls(&mut conn, "evalsha"), before + 1);
-    assert!(conn.exists::<_, bool>(store.redis_key(&"k")).unwrap());
+    for policy in ["per-minute", "per-hour"] {
+        assert!(conn
+            .exists::<_, bool>(store.redis_key(&"k", policy))
+            .unwrap());
+    }
     assert_eq!(log.count("answering again"), 1);
 }
 
@@ -178,8 +190,10 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
     let server = RedisServer::start();
     let clock = ManualClock::new();
     let store = store(&server, &clock, FailurePolicy::Local).await;
-    let quota = Quota::per_minute(5);
-    assert!(store.check(&"k", &quota, 1).await.unwrap().is_allowed());
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
     let mut conn = server.connection();
     let () = redis::cmd("CLIENT")
@@ -191,9 +205,9 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
     let paused = Instant::now();
     for _ in 0..3 {
         let started = Instant::now();
-        let decision = store.check(&"k", &quota, 1).await.unwrap();
+        let decisions = store.check(&stack, b"k", 1).await.unwrap();
         let waited = started.elapsed();
-        assert!(decision.is_allowed());
+        assert!(decisions.is_allowed());
         assert!(
             waited >= Duration::from_millis(100) && waited < Duration::from_millis(400),
             "waited {waited:?}"
@@ -203,7 +217,7 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
     // Local limits: 5 per minute in this process, 3 taken by the timed-out checks.
     let local: Vec<bool> = (0..5)
         .map(|_| {
-            answer_now(store.check(&"k", &quota, 1))
+            answer_now(store.check(&stack, b"k", 1))
                 .unwrap()
                 .unwrap()
                 .is_allowed()
@@ -215,12 +229,12 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
         "too slow to test the pause"
     );
 
-    wait_for_recovery(&store, &clock, &quota).await;
+    wait_for_recovery(&store, &clock, &stack).await;
     // Redis kept its own count: the check before the pause, and the three that timed out,
     // which the pause held and Redis ran when it ended. A timed-out check may still count.
-    let decision = store.check(&"k", &quota, 1).await.unwrap();
-    assert!(decision.is_allowed());
-    assert_eq!(decision.remaining(), 0);
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert!(decisions.is_allowed());
+    assert_eq!(remaining(&decisions), [0]);
 }
 
 #[tokio::test]
@@ -258,15 +272,17 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
     let clock = ManualClock::new();
     let store = RedisStore::builder()
         .url(server.url())
-        .prefix(support::unique_prefix("long-timeout"))
+        .prefix(unique_prefix("long-timeout"))
         .clock(clock.clone())
         .timeout(Duration::from_secs(3))
         .on_failure(FailurePolicy::Deny)
         .build()
         .await
         .unwrap();
-    let quota = Quota::per_minute(5);
-    assert!(store.check(&"k", &quota, 1).await.unwrap().is_allowed());
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
     let mut conn = server.connection();
     let () = redis::cmd("CLIENT")
@@ -277,10 +293,10 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
         .unwrap();
     let started = Instant::now();
     // With `Deny`, anything but Redis's own answer would be an error.
-    let decision = store.check(&"k", &quota, 1).await.unwrap();
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
     let waited = started.elapsed();
-    assert!(decision.is_allowed());
-    assert_eq!(decision.remaining(), 3);
+    assert!(decisions.is_allowed());
+    assert_eq!(remaining(&decisions), [3]);
     assert!(
         waited >= Duration::from_millis(600),
         "the pause should have held the check, waited {waited:?}"

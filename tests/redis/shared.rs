@@ -1,7 +1,6 @@
 //! One budget across processes: independent stores (separate connections) hammering one key
-//! admit exactly what the quota allows, and two axum servers on one Redis share one budget.
-
-mod support;
+//! admit exactly what the quota (or the tightest policy of a stack) allows, and two axum
+//! servers on one Redis share one budget.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,45 +9,48 @@ use std::time::{Duration, Instant};
 
 use axum::{routing::get, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_ratelimit::{Quota, RateLimitLayer, RedisStore, Store};
+use tower_ratelimit::{Policy, Quota, RateLimitLayer, RedisStore, Store};
+
+use crate::support::{redis_url, strict_store, unique_prefix, RedisServer};
 
 fn redis_time(conn: &mut redis::Connection) -> u64 {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
     secs * 1_000_000 + micros
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn independent_stores_hammering_one_key_admit_exactly_the_quota() {
-    let server = support::RedisServer::start();
-    let prefix = support::unique_prefix("hammer");
-    let interval = Duration::from_millis(20);
-    let burst = 5;
-    let quota = Quota::with_period(interval).allow_burst(burst);
+/// Four stores with four callers each check `policies` on one key for a second; returns how
+/// many checks were admitted and how long the hammering took by Redis's clock, in µs.
+async fn hammer(policies: &[Policy]) -> (u32, u64) {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("hammer");
+    let admitted = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    let mut conn = server.connection();
     let mut stores = Vec::new();
     for _ in 0..4 {
-        let store = RedisStore::builder()
+        let store = strict_store("hammer")
             .url(server.url())
             .prefix(prefix.clone())
-            .on_failure(tower_ratelimit::FailurePolicy::Deny)
-            .timeout(Duration::from_secs(5))
             .build()
             .await
             .unwrap();
-        stores.push(store);
+        let stack = Arc::new(store.register(policies).unwrap());
+        stores.push((store, stack));
     }
-    let admitted = Arc::new(AtomicU32::new(0));
-    let mut conn = server.connection();
     let start = redis_time(&mut conn);
     let deadline = Instant::now() + Duration::from_millis(1000);
-    let mut tasks = Vec::new();
-    for store in &stores {
+    for (store, stack) in &stores {
         for _ in 0..4 {
-            let store = store.clone();
+            let (store, stack) = (store.clone(), Arc::clone(stack));
             let admitted = Arc::clone(&admitted);
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    let decision = store.check(&"shared", &quota, 1).await.unwrap();
-                    if decision.is_allowed() {
+                    if store
+                        .check(&stack, b"shared", 1)
+                        .await
+                        .unwrap()
+                        .is_allowed()
+                    {
                         admitted.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::task::yield_now().await;
@@ -60,20 +62,47 @@ async fn independent_stores_hammering_one_key_admit_exactly_the_quota() {
         task.await.unwrap();
     }
     let end = redis_time(&mut conn);
-    let admitted = admitted.load(Ordering::Relaxed);
-    let most = burst + ((end - start) / interval.as_micros() as u64) as u32;
+    (admitted.load(Ordering::Relaxed), end - start)
+}
+
+/// `admitted` is what a quota of `burst` and `interval` allows over `elapsed_us`: never more,
+/// and at most two less (one cell for the GCRA's granularity, one for the time between reading
+/// `TIME` and the first and last checks).
+fn assert_exactly_the_quota(admitted: u32, elapsed_us: u64, burst: u32, interval: Duration) {
+    let most = burst + (elapsed_us / interval.as_micros() as u64) as u32;
     assert!(admitted <= most, "admitted {admitted}, quota allows {most}");
-    // One cell for the GCRA's granularity, one for the time between reading TIME and the first
-    // and last checks.
     assert!(
         admitted + 2 >= most,
         "admitted {admitted}, quota allows {most}"
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_stores_hammering_one_key_admit_exactly_the_quota() {
+    let interval = Duration::from_millis(20);
+    let policy = Policy::new("shared", Quota::with_period(interval).allow_burst(5));
+    let (admitted, elapsed) = hammer(&[policy]).await;
+    assert_exactly_the_quota(admitted, elapsed, 5, interval);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_stores_hammering_a_stack_admit_exactly_its_tightest_policy() {
+    let interval = Duration::from_millis(100);
+    let (admitted, elapsed) = hammer(&[
+        Policy::new(
+            "fast",
+            Quota::with_period(Duration::from_millis(20)).allow_burst(5),
+        ),
+        Policy::new("slow", Quota::with_period(interval).allow_burst(3)),
+    ])
+    .await;
+    assert_exactly_the_quota(admitted, elapsed, 3, interval);
+}
+
 async fn serve(store: RedisStore) -> SocketAddr {
     let layer = RateLimitLayer::builder()
-        .quota(Quota::per_minute(4))
+        .policy(Policy::new("per-minute", Quota::per_minute(4)))
+        .policy(Policy::new("per-hour", Quota::per_hour(100)))
         .store(store)
         .build()
         .unwrap();
@@ -112,8 +141,8 @@ async fn get_status(addr: SocketAddr) -> (u16, Option<String>) {
 
 #[tokio::test]
 async fn two_axum_servers_on_one_redis_share_one_budget() {
-    let redis = support::redis_url();
-    let prefix = support::unique_prefix("axum");
+    let redis = redis_url();
+    let prefix = unique_prefix("axum");
     let mut addrs = Vec::new();
     for _ in 0..2 {
         let store = RedisStore::builder()

@@ -1,0 +1,180 @@
+//! Named policies on one store: stacked limits, a free and a pro tier, a cost per request, a
+//! bypassed health check, and a dry-run switch.
+//!
+//! ```sh
+//! cargo run --example policies                       # in memory, 127.0.0.1:3004
+//! PORT=3005 cargo run --example policies
+//! DRY_RUN=1 cargo run --example policies             # every policy in shadow mode
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example policies
+//! ```
+//!
+//! - `GET /`: per client IP, or per `x-api-key` when the request has one. Free tier:
+//!   `per-second` (2/s, burst 4) and `per-minute` (10/min) stacked; with `x-api-key: pro-…`:
+//!   `pro-per-second` (20/s, burst 40) and `pro-per-minute` (100/min).
+//! - `GET /search?cost=N`: policy `search` (10/s) per client IP, each request taking N cells
+//!   (default 1); a cost above 10 can never fit and is answered 413.
+//! - `GET /health`: never limited.
+//!
+//! Every answer from `/` and `/search` carries `RateLimit-Policy` and `RateLimit`. With
+//! `REDIS_URL` every copy of the server shares every budget.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, Request};
+use axum::http::StatusCode;
+use axum::{routing::get, Router};
+use tower_ratelimit::{ConfigError, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, Store};
+
+/// The policies of `/` and `/search`, in shadow mode when `dry_run`.
+pub struct Policies {
+    free: [Policy; 2],
+    pro: [Policy; 2],
+    search: Policy,
+}
+
+impl Policies {
+    pub fn new(dry_run: bool) -> Result<Self, ConfigError> {
+        let policy = |name: &str, quota: &str| -> Result<Policy, ConfigError> {
+            Ok(Policy::new(name, quota.parse::<Quota>()?).shadow(dry_run))
+        };
+        Ok(Policies {
+            free: [
+                policy("per-second", "2/s; burst=4")?,
+                policy("per-minute", "10/min")?,
+            ],
+            pro: [
+                policy("pro-per-second", "20/s; burst=40")?,
+                policy("pro-per-minute", "100/min")?,
+            ],
+            search: policy("search", "10/s")?,
+        })
+    }
+}
+
+/// The key of `/`: the API key when there is one, else the client IP; prefixed so the two
+/// kinds never meet.
+fn client(req: &Request) -> Option<Vec<u8>> {
+    if let Some(api_key) = req.headers().get("x-api-key") {
+        return Some([b"key:", api_key.as_bytes()].concat());
+    }
+    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    Some(format!("ip:{}", addr.ip()).into_bytes())
+}
+
+/// The tier of `/`: `pro` for API keys that start with `pro-`.
+fn tier(req: &Request) -> Option<&'static str> {
+    let api_key = req.headers().get("x-api-key")?.as_bytes();
+    api_key.starts_with(b"pro-").then_some("pro")
+}
+
+/// The cost of `/search`: its `cost` query parameter, 1 when absent or not a number (the handler
+/// answers those 400).
+fn search_cost(req: &Request) -> u32 {
+    req.uri()
+        .query()
+        .and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("cost="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+async fn search(Query(query): Query<HashMap<String, String>>) -> (StatusCode, String) {
+    match query.get("cost").map(|n| n.parse::<u32>()) {
+        Some(Err(_)) => (
+            StatusCode::BAD_REQUEST,
+            "cost must be a whole number from 0 to 10\n".to_owned(),
+        ),
+        _ => (StatusCode::OK, "results\n".to_owned()),
+    }
+}
+
+/// The whole app on `store`.
+pub fn app<St>(store: St, policies: Policies) -> Result<Router, ConfigError>
+where
+    St: Store + Clone + Send + Sync + 'static,
+    St::Future: Send + 'static,
+{
+    let [per_second, per_minute] = policies.free;
+    let main = RateLimitLayer::builder()
+        .store(store.clone())
+        .key(client)
+        .policy(per_second)
+        .policy(per_minute)
+        .tier("pro", policies.pro)
+        .select_tier(tier)
+        .bypass(|req: &Request| req.uri().path() == "/health")
+        .headers_on_success(true)
+        .build()?;
+    let search_limit = RateLimitLayer::builder()
+        .store(store)
+        .key(PeerIp::new())
+        .policy(policies.search)
+        .cost_by(search_cost)
+        .headers_on_success(true)
+        .build()?;
+    Ok(Router::new()
+        .route("/", get(|| async { "hello\n" }))
+        .route("/health", get(|| async { "ok\n" }))
+        .layer(main)
+        .merge(
+            Router::new()
+                .route("/search", get(search))
+                .route_layer(search_limit),
+        ))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "tower_ratelimit=info,info".into()),
+        )
+        .init();
+
+    let dry_run = matches!(std::env::var("DRY_RUN").as_deref(), Ok("1" | "true"));
+    let policies = Policies::new(dry_run)?;
+    let (app, where_) = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => (redis_app(&url, policies).await?, url),
+        _ => (app(MemoryStore::new(), policies)?, "memory".to_owned()),
+    };
+
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
+        Err(_) => 3004,
+    };
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    println!(
+        "budgets in {where_}{}; try: curl -si http://{addr}/search?cost=3",
+        if dry_run { ", dry run" } else { "" }
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(feature = "redis")]
+async fn redis_app(url: &str, policies: Policies) -> Result<Router, Box<dyn std::error::Error>> {
+    let store = tower_ratelimit::RedisStore::builder()
+        .url(url)
+        .prefix("policies-example")
+        .build()
+        .await?;
+    Ok(app(store, policies)?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_app(_url: &str, _policies: Policies) -> Result<Router, Box<dyn std::error::Error>> {
+    Err("REDIS_URL is set, but this build has no Redis store: run with `--features redis`".into())
+}

@@ -1,0 +1,301 @@
+//! Where a request is decided: request → bypass? → key → tier → cost → store answer → verdict.
+//!
+//! [`Config`] is what one layer shares between every clone of its service; the builder in
+//! `layer` makes it, the service and its future call [`Config::start`] and [`Config::verdict`],
+//! and the `response` modules render what is decided here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+
+use crate::log::Throttle;
+use crate::policy::{Bypass, Cost, Rules, SelectTier};
+use crate::response::headers::StackHeaders;
+use crate::response::{grpc, rejection, CostTooLarge, MakeRejection, RateLimited};
+use crate::{Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Store};
+
+/// What to do with a request from which the key extractor got no key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissingKey {
+    /// Answer with this status (for gRPC requests, the gRPC status that means the same) and do
+    /// not call the inner service. The default is `Reject(500 Internal Server Error)`: a
+    /// missing peer address means the server is set up wrong, and failing loudly beats not
+    /// limiting at all.
+    Reject(StatusCode),
+    /// Call the inner service without limiting the request.
+    Allow,
+}
+
+impl Default for MissingKey {
+    fn default() -> Self {
+        MissingKey::Reject(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// The shared state of one layer: everything a request needs besides the inner service.
+pub(crate) struct Config<E, St: Store, R, X> {
+    pub(crate) key: E,
+    pub(crate) store: St,
+    pub(crate) rejection: R,
+    pub(crate) rules: X,
+    /// The default tier first, then the named ones.
+    pub(crate) tiers: Box<[Tier<St::Stack>]>,
+    pub(crate) headers_on_success: bool,
+    pub(crate) missing_key: MissingKey,
+    pub(crate) grpc_always: bool,
+    pub(crate) logs: Logs,
+}
+
+/// A stack of policies as one layer checks it.
+pub(crate) struct Tier<S> {
+    pub(crate) name: Box<str>,
+    pub(crate) policies: Arc<[Policy]>,
+    /// What the store keeps of the stack.
+    pub(crate) stack: S,
+    pub(crate) headers: Arc<StackHeaders>,
+    /// Requests each policy would have limited, for policies in shadow mode.
+    pub(crate) shadow_limited: Box<[AtomicU64]>,
+    /// The enforced policy with the smallest burst: a larger cost can never be admitted.
+    pub(crate) tightest: Option<usize>,
+}
+
+impl<S> Tier<S> {
+    pub(crate) fn new(name: &str, policies: Vec<Policy>, stack: S) -> Self {
+        let tightest = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_shadow())
+            .min_by_key(|(_, p)| p.quota().burst())
+            .map(|(i, _)| i);
+        Tier {
+            name: name.into(),
+            headers: Arc::new(StackHeaders::new(&policies)),
+            shadow_limited: policies.iter().map(|_| AtomicU64::new(0)).collect(),
+            policies: policies.into(),
+            stack,
+            tightest,
+        }
+    }
+}
+
+/// The throttled log lines of one layer.
+pub(crate) struct Logs {
+    missing_key: Throttle,
+    store_error: Throttle,
+    rejection: Throttle,
+    shadow: Throttle,
+    unknown_tier: Throttle,
+}
+
+impl Logs {
+    pub(crate) fn new() -> Self {
+        Logs {
+            missing_key: Throttle::new(Duration::from_secs(10)),
+            store_error: Throttle::new(Duration::from_secs(10)),
+            rejection: Throttle::new(Duration::from_secs(1)),
+            shadow: Throttle::new(Duration::from_secs(1)),
+            unknown_tier: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The headers an allowed response gets when the layer adds them on success.
+pub(crate) type SuccessHeaders = (Decisions, Arc<StackHeaders>);
+
+/// What the service does with a request.
+pub(crate) enum Verdict {
+    /// Call the inner service, adding the headers of this decision to its response if set.
+    Allow(Option<Box<SuccessHeaders>>),
+    /// Answer with this response; the inner service is not called. Boxed, like the headers,
+    /// so that the verdict and the response future of an allowed request stay small.
+    Respond(Box<Response<Bytes>>),
+}
+
+/// How far [`Config::start`] got without the store.
+pub(crate) enum Start<F> {
+    /// Decided without the store.
+    Decided(Verdict),
+    /// The store is checking the request's stack: the tier's index and the store's answer.
+    Checking(usize, F),
+}
+
+impl<E, St, R, C, T, P> Config<E, St, R, Rules<C, T, P>>
+where
+    St: Store,
+    R: MakeRejection,
+{
+    /// Decides `req` as far as it can be decided without the store, and asks the store.
+    #[inline]
+    pub(crate) fn start<B>(&self, req: &Request<B>) -> Start<St::Future>
+    where
+        E: KeyExtractor<B>,
+        E::Key: KeyBytes,
+        C: Cost<B>,
+        T: SelectTier<B>,
+        P: Bypass<B>,
+    {
+        if self.rules.bypass.bypass(req) {
+            return Start::Decided(Verdict::Allow(None));
+        }
+        let Some(key) = self.key.extract(req) else {
+            return Start::Decided(self.missing_key(req, self.key.missing_key_hint()));
+        };
+        let index = self.tier_of(req);
+        let tier = &self.tiers[index];
+        let cost = self.rules.cost.cost(req);
+        if cost == 0 {
+            return Start::Decided(Verdict::Allow(None));
+        }
+        if let Some(tightest) = tier.tightest {
+            let policy = &tier.policies[tightest];
+            if cost > policy.quota().burst() {
+                let too_large = CostTooLarge::new(policy.clone(), cost, self.grpc(req));
+                let mut response = self.rejection.make_cost_too_large(&too_large);
+                response.extensions_mut().insert(too_large);
+                return Start::Decided(Verdict::Respond(Box::new(response)));
+            }
+        }
+        let mut bytes = KeyBuf::new();
+        key.write_key(&mut bytes);
+        Start::Checking(index, self.store.check(&tier.stack, bytes.as_bytes(), cost))
+    }
+
+    /// The index of the tier of `req`.
+    #[inline]
+    fn tier_of<B>(&self, req: &Request<B>) -> usize
+    where
+        T: SelectTier<B>,
+    {
+        let Some(name) = self.rules.tier.select_tier(req) else {
+            return 0;
+        };
+        match self.tiers[1..].iter().position(|tier| *tier.name == *name) {
+            Some(i) => i + 1,
+            None => {
+                if let Some(suppressed) = self.logs.unknown_tier.admit() {
+                    tracing::warn!(
+                        tier = name,
+                        similar_requests_not_logged = suppressed,
+                        "the tier selector named a tier the layer does not have; the request \
+                         gets the default tier: add it with `.tier(name, policies)`"
+                    );
+                }
+                0
+            }
+        }
+    }
+
+    /// The verdict for `req` of tier `tier` given the store's answer.
+    #[inline]
+    pub(crate) fn verdict<B, Err: std::error::Error>(
+        &self,
+        tier: usize,
+        outcome: Result<Decisions, Err>,
+        req: &Request<B>,
+    ) -> Verdict {
+        let tier = &self.tiers[tier];
+        match outcome {
+            Ok(decisions) if decisions.is_allowed() => {
+                if decisions.any_denied() {
+                    self.shadow_limited(tier, &decisions, req);
+                }
+                Verdict::Allow(
+                    self.headers_on_success
+                        .then(|| Box::new((decisions, Arc::clone(&tier.headers)))),
+                )
+            }
+            Ok(decisions) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    if let Some(suppressed) = self.logs.rejection.admit() {
+                        tracing::debug!(
+                            path = req.uri().path(),
+                            tier = &*tier.name,
+                            retry_after_ms = decisions.retry_after().as_millis() as u64,
+                            similar_rejections_not_logged = suppressed,
+                            "rate limited"
+                        );
+                    }
+                }
+                let limited =
+                    RateLimited::new(decisions, Arc::clone(&tier.policies), self.grpc(req));
+                let mut response = self.rejection.make_rejection(&limited);
+                tier.headers
+                    .insert(response.headers_mut(), limited.decisions());
+                response.extensions_mut().insert(limited);
+                Verdict::Respond(Box::new(response))
+            }
+            Err(error) => {
+                if let Some(suppressed) = self.logs.store_error.admit() {
+                    tracing::warn!(
+                        %error,
+                        similar_errors_not_logged = suppressed,
+                        "rate limit store failed; answering 503 Service Unavailable"
+                    );
+                }
+                Verdict::Respond(Box::new(rejection::store_unavailable(self.grpc(req))))
+            }
+        }
+    }
+
+    /// Counts and logs what the shadow policies of an admitted request would have limited.
+    fn shadow_limited<B>(&self, tier: &Tier<St::Stack>, decisions: &Decisions, req: &Request<B>) {
+        for ((policy, decision), count) in tier
+            .policies
+            .iter()
+            .zip(decisions.as_slice())
+            .zip(tier.shadow_limited.iter())
+        {
+            if policy.is_shadow() && !decision.is_allowed() {
+                count.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.logs.shadow.admit() {
+                    tracing::info!(
+                        path = req.uri().path(),
+                        policy = policy.name(),
+                        retry_after_ms = decision.retry_after().as_millis() as u64,
+                        similar_requests_not_logged = suppressed,
+                        "shadow policy would have limited this request; let through"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The verdict for a request without a key.
+    fn missing_key<B>(&self, req: &Request<B>, hint: &str) -> Verdict {
+        match self.missing_key {
+            MissingKey::Allow => Verdict::Allow(None),
+            MissingKey::Reject(status) => {
+                if let Some(suppressed) = self.logs.missing_key.admit() {
+                    tracing::warn!(
+                        path = req.uri().path(),
+                        status = status.as_u16(),
+                        similar_requests_not_logged = suppressed,
+                        "request rejected because it has no rate-limit key: {hint}"
+                    );
+                }
+                Verdict::Respond(Box::new(rejection::missing_key(status, self.grpc(req))))
+            }
+        }
+    }
+
+    /// The content type of a gRPC answer to `req`, if it gets one.
+    fn grpc<B>(&self, req: &Request<B>) -> Option<HeaderValue> {
+        grpc::content_type(req).or_else(|| self.grpc_always.then_some(grpc::APPLICATION_GRPC))
+    }
+}
+
+impl<E, St: Store, R, X> Config<E, St, R, X> {
+    /// Requests the shadow policy `name` would have limited, over every tier of the layer.
+    pub(crate) fn shadow_limited_count(&self, name: &str) -> u64 {
+        self.tiers
+            .iter()
+            .flat_map(|tier| tier.policies.iter().zip(tier.shadow_limited.iter()))
+            .filter(|(policy, _)| policy.name() == name)
+            .map(|(_, count)| count.load(Ordering::Relaxed))
+            .sum()
+    }
+}

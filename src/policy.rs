@@ -1,0 +1,345 @@
+//! What a budget is: named [`Policy`]s, stacked, chosen per request, with a cost per request.
+//!
+//! A policy is a name and a [`Quota`]. A budget is (store, policy name, key): two policies never
+//! share state, and two layers that name the same policy on the same store share one budget on
+//! purpose. Naming one policy with two different quotas on one store is a
+//! [`ConfigError`] when the second layer is built.
+//!
+//! A layer checks each request against a **stack** of policies, all-or-nothing: the request is
+//! admitted only if every policy admits it, and a request that any policy denies takes nothing
+//! from any. "10 per second and 1000 per hour" is a stack of two policies:
+//!
+//! ```
+//! use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+//!
+//! let layer = RateLimitLayer::builder()
+//!     .policy(Policy::new("per-second", Quota::per_second(10)))
+//!     .policy(Policy::new("per-hour", Quota::per_hour(1000)))
+//!     .build()?;
+//! assert_eq!(layer.policies().len(), 2);
+//! # Ok::<(), tower_ratelimit::ConfigError>(())
+//! ```
+//!
+//! **Tiers** choose the stack per request: a closure over the request names a tier, and a
+//! request whose tier is `None` (or not one of the layer's) gets the default stack.
+//! **Cost**: a request takes a fixed number of cells, or as many as a closure over the request
+//! says; cost 0 passes without touching the store. **Shadow mode** decides and counts as usual
+//! but never rejects. **Bypass** lets requests through before anything is read or counted.
+//!
+//! ```
+//! use axum::extract::Request;
+//! use tower_ratelimit::{IpNet, Policy, Quota, RateLimitLayer};
+//!
+//! let layer = RateLimitLayer::builder()
+//!     .key(|req: &Request| req.headers().get("x-api-key").map(|v| v.as_bytes().to_vec()))
+//!     .policy(Policy::new("free", Quota::per_minute(10)))
+//!     .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
+//!     .select_tier(|req: &Request| {
+//!         let key = req.headers().get("x-api-key")?.as_bytes();
+//!         key.starts_with(b"pro-").then_some("pro")
+//!     })
+//!     .cost_by(|req: &Request| if req.uri().path() == "/batch" { 10 } else { 1 })
+//!     .bypass(|req: &Request| req.uri().path() == "/health")
+//!     .build()?;
+//! # Ok::<(), tower_ratelimit::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::Request;
+
+use crate::key::peer_addr;
+use crate::{ConfigError, IpNet, Quota};
+
+/// A named quota: the unit of a budget and of the `RateLimit` headers.
+///
+/// ```
+/// use tower_ratelimit::{Policy, Quota};
+///
+/// let policy = Policy::new("search", "10/s".parse()?).shadow(true);
+/// assert_eq!(policy.name(), "search");
+/// assert_eq!(policy.quota(), &Quota::per_second(10));
+/// assert!(policy.is_shadow());
+/// # Ok::<(), tower_ratelimit::QuotaError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Policy {
+    name: Arc<str>,
+    quota: Quota,
+    shadow: bool,
+}
+
+impl Policy {
+    /// The policy `name` with `quota`, enforced. The name is checked when a layer is built:
+    /// 1 to 64 printable ASCII characters without `"`, `\`, `{` or `}`.
+    pub fn new(name: impl Into<Arc<str>>, quota: Quota) -> Self {
+        Policy {
+            name: name.into(),
+            quota,
+            shadow: false,
+        }
+    }
+
+    /// Shadow (dry-run) mode: the policy decides and takes cells as usual, and what it would
+    /// have limited is logged and counted, but it never rejects a request.
+    ///
+    /// ```
+    /// let trial = tower_ratelimit::Policy::new("new-limit", tower_ratelimit::Quota::per_second(5))
+    ///     .shadow(true);
+    /// assert!(trial.is_shadow());
+    /// ```
+    #[must_use]
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy's quota.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
+    }
+
+    /// Whether the policy is in shadow mode.
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+
+    /// The name, or an error saying why it cannot be used.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let name = &*self.name;
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && !matches!(b, b'"' | b'\\' | b'{' | b'}'));
+        if valid {
+            Ok(())
+        } else {
+            Err(ConfigError::new(format!(
+                "policy name {name:?} cannot be used: use 1 to 64 printable ASCII characters \
+                 without `\"`, `\\`, `{{` or `}}`"
+            )))
+        }
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Policy");
+        s.field("name", &self.name).field("quota", &self.quota);
+        if self.shadow {
+            s.field("shadow", &true);
+        }
+        s.finish()
+    }
+}
+
+impl fmt::Display for Policy {
+    /// `name (quota)`, such as `search (10/s)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.quota)?;
+        if self.shadow {
+            f.write_str(", shadow")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a stack of policies: non-empty, valid names, no name twice.
+pub(crate) fn validate_stack(tier: &str, policies: &[Policy]) -> Result<(), ConfigError> {
+    if policies.is_empty() {
+        return Err(ConfigError::new(format!(
+            "RateLimitLayer tier {tier:?} has no policy: call `.policy(Policy::new(name, quota))` \
+             (or `.quota(..)`) for the default tier, or give `.tier(name, [..])` at least one"
+        )));
+    }
+    for (i, policy) in policies.iter().enumerate() {
+        policy.validate()?;
+        if policies[..i].iter().any(|p| p.name == policy.name) {
+            return Err(ConfigError::new(format!(
+                "RateLimitLayer tier {tier:?} names policy {:?} twice: give each policy of a \
+                 stack its own name",
+                policy.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many cells a request takes: a fixed number (`u32`) or a closure over the request.
+///
+/// A cost of 0 admits the request without touching the store. A cost above the burst of an
+/// enforced policy can never be admitted: the request is answered without a `Retry-After` (by
+/// default `413 Content Too Large`; see [`MakeRejection`](crate::MakeRejection)).
+///
+/// ```
+/// use http::Request;
+/// use tower_ratelimit::Cost;
+///
+/// let by_batch = |req: &Request<()>| {
+///     req.headers().get("x-batch-size")
+///         .and_then(|v| v.to_str().ok()?.parse().ok())
+///         .unwrap_or(1)
+/// };
+/// let req = Request::builder().header("x-batch-size", "7").body(()).unwrap();
+/// assert_eq!(by_batch.cost(&req), 7);
+/// assert_eq!(Cost::<()>::cost(&3u32, &req), 3);
+/// ```
+pub trait Cost<B> {
+    /// The number of cells `req` takes.
+    fn cost(&self, req: &Request<B>) -> u32;
+}
+
+impl<B> Cost<B> for u32 {
+    #[inline]
+    fn cost(&self, _: &Request<B>) -> u32 {
+        *self
+    }
+}
+
+impl<B, F> Cost<B> for F
+where
+    F: Fn(&Request<B>) -> u32,
+{
+    #[inline]
+    fn cost(&self, req: &Request<B>) -> u32 {
+        self(req)
+    }
+}
+
+/// Which tier a request belongs to: a closure `Fn(&Request<B>) -> Option<&'static str>` naming
+/// one of the layer's [`tier`](crate::RateLimitLayerBuilder::tier)s, or [`DefaultTier`].
+///
+/// `None`, or a name the layer has no tier for, means the default tier.
+pub trait SelectTier<B> {
+    /// The tier of `req`, or `None` for the default.
+    fn select_tier(&self, req: &Request<B>) -> Option<&'static str>;
+}
+
+/// Every request is in the default tier.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultTier;
+
+impl<B> SelectTier<B> for DefaultTier {
+    #[inline]
+    fn select_tier(&self, _: &Request<B>) -> Option<&'static str> {
+        None
+    }
+}
+
+impl<B, F> SelectTier<B> for F
+where
+    F: Fn(&Request<B>) -> Option<&'static str>,
+{
+    #[inline]
+    fn select_tier(&self, req: &Request<B>) -> Option<&'static str> {
+        self(req)
+    }
+}
+
+/// Requests that skip the limit: a predicate `Fn(&Request<B>) -> bool`, an [`AllowIps`] list,
+/// or [`NoBypass`]. A bypassed request is passed on before its key is read; it takes nothing
+/// and gets no rate-limit headers.
+pub trait Bypass<B> {
+    /// Whether `req` skips the limit.
+    fn bypass(&self, req: &Request<B>) -> bool;
+}
+
+/// No request skips the limit.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoBypass;
+
+impl<B> Bypass<B> for NoBypass {
+    #[inline]
+    fn bypass(&self, _: &Request<B>) -> bool {
+        false
+    }
+}
+
+impl<B, F> Bypass<B> for F
+where
+    F: Fn(&Request<B>) -> bool,
+{
+    #[inline]
+    fn bypass(&self, req: &Request<B>) -> bool {
+        self(req)
+    }
+}
+
+/// Lets requests from peers in the given networks through unlimited: health checkers,
+/// internal services, the office.
+///
+/// The peer address is the one [`PeerIp`](crate::PeerIp) reads; a request without one is not
+/// bypassed.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use http::Request;
+/// use tower_ratelimit::{AllowIps, Bypass};
+///
+/// let internal = AllowIps::new(["10.0.0.0/8", "127.0.0.1"])?;
+/// let mut req = Request::new(());
+/// req.extensions_mut().insert("10.1.2.3:5000".parse::<SocketAddr>().unwrap());
+/// assert!(internal.bypass(&req));
+/// req.extensions_mut().insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+/// assert!(!internal.bypass(&req));
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct AllowIps {
+    networks: Arc<[IpNet]>,
+}
+
+impl AllowIps {
+    /// An allow-list of networks in CIDR form (`10.0.0.0/8`, `2001:db8::/32`) or single
+    /// addresses; an error names the first entry that is neither.
+    pub fn new<I>(networks: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let networks = networks
+            .into_iter()
+            .map(|net| net.as_ref().parse::<IpNet>())
+            .collect::<Result<_, _>>()?;
+        Ok(AllowIps { networks })
+    }
+
+    /// Whether `ip` is in one of the networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.networks.iter().any(|net| net.contains(ip))
+    }
+}
+
+impl<B> Bypass<B> for AllowIps {
+    fn bypass(&self, req: &Request<B>) -> bool {
+        peer_addr(req.extensions()).is_some_and(|addr| self.contains(addr.ip()))
+    }
+}
+
+/// The per-request rules of a layer besides its key: cost, tier choice and bypass. Built by
+/// [`RateLimitLayerBuilder`](crate::RateLimitLayerBuilder); it only appears in type signatures.
+#[derive(Clone, Debug)]
+pub struct Rules<C = u32, T = DefaultTier, P = NoBypass> {
+    pub(crate) cost: C,
+    pub(crate) tier: T,
+    pub(crate) bypass: P,
+}
+
+impl Default for Rules {
+    /// One cell per request, one tier, no bypass.
+    fn default() -> Self {
+        Rules {
+            cost: 1,
+            tier: DefaultTier,
+            bypass: NoBypass,
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The answer to a request that is not served: limited, too costly ever to fit, without a key,
+//! or when the store failed and its policy is to fail closed.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use super::grpc;
+use super::headers::retry_after_secs;
+use crate::{Decision, Decisions, Policy, Quota};
+
+/// Why a request was rejected: the decision of each policy of its stack.
+///
+/// The default rejection and custom ones are built from it, and it is inserted into the
+/// extensions of every rejection response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    decisions: Decisions,
+    policies: Arc<[Policy]>,
+    /// The content type of a gRPC answer, for a gRPC request.
+    grpc: Option<HeaderValue>,
+}
+
+impl RateLimited {
+    pub(crate) fn new(
+        decisions: Decisions,
+        policies: Arc<[Policy]>,
+        grpc: Option<HeaderValue>,
+    ) -> Self {
+        RateLimited {
+            decisions,
+            policies,
+            grpc,
+        }
+    }
+
+    /// The decision of each policy, in the order of [`policies`](RateLimited::policies).
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// The policies the request was checked against.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// The index of the enforced policy that denied with the longest wait.
+    fn limiting(&self) -> usize {
+        self.decisions
+            .as_slice()
+            .iter()
+            .zip(self.policies.iter())
+            .enumerate()
+            .filter(|(_, (d, p))| !d.is_allowed() && !p.is_shadow())
+            .max_by_key(|(_, (d, _))| d.retry_after())
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// The policy that limits the request longest.
+    pub fn policy(&self) -> &Policy {
+        &self.policies[self.limiting()]
+    }
+
+    /// The decision of [`policy`](RateLimited::policy).
+    pub fn decision(&self) -> &Decision {
+        &self.decisions.as_slice()[self.limiting()]
+    }
+
+    /// The quota of [`policy`](RateLimited::policy).
+    pub fn quota(&self) -> &Quota {
+        self.policy().quota()
+    }
+
+    /// The exact time until the request would conform to every policy.
+    pub fn retry_after(&self) -> Duration {
+        self.decisions.retry_after()
+    }
+
+    /// The wait in whole seconds, rounded up and at least 1: the `Retry-After` value.
+    pub fn retry_after_secs(&self) -> u64 {
+        retry_after_secs(self.retry_after())
+    }
+
+    /// Whether the request was a gRPC call (or the layer answers every request as one).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+}
+
+/// A request whose cost can never fit the burst of one of its policies: it is never admitted,
+/// and waiting would not help, so its answer has no `Retry-After`. It displays as
+/// `a request of cost 12 can never fit policy "search", whose burst is 10`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CostTooLarge {
+    policy: Policy,
+    cost: u32,
+    grpc: Option<HeaderValue>,
+}
+
+impl CostTooLarge {
+    pub(crate) fn new(policy: Policy, cost: u32, grpc: Option<HeaderValue>) -> Self {
+        CostTooLarge { policy, cost, grpc }
+    }
+
+    /// The policy whose burst the cost exceeds.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The request's cost.
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// The policy's burst: the largest cost it can ever admit.
+    pub fn burst(&self) -> u32 {
+        self.policy.quota().burst()
+    }
+
+    /// Whether the request was a gRPC call (or the layer answers every request as one).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+}
+
+impl fmt::Display for CostTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a request of cost {} can never fit policy {:?}, whose burst is {}",
+            self.cost,
+            self.policy.name(),
+            self.burst()
+        )
+    }
+}
+
+/// Builds the response for a request that is not served.
+///
+/// Implemented by [`DefaultRejection`] and by every closure `Fn(&RateLimited) -> Response<T>`
+/// where `T: Into<Bytes>` (`String`, `Vec<u8>`, `&'static str`, `Bytes`); a closure answers
+/// requests whose cost is too large as [`DefaultRejection`] does.
+pub trait MakeRejection {
+    /// The response for the limited request that `limited` describes.
+    fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes>;
+
+    /// The response for a request whose cost can never fit (default: `413 Content Too Large`,
+    /// gRPC `INVALID_ARGUMENT`, no `Retry-After`).
+    fn make_cost_too_large(&self, too_large: &CostTooLarge) -> Response<Bytes> {
+        cost_too_large(too_large)
+    }
+}
+
+impl<F, T> MakeRejection for F
+where
+    F: Fn(&RateLimited) -> Response<T>,
+    T: Into<Bytes>,
+{
+    fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
+        self(limited).map(Into::into)
+    }
+}
+
+/// `429 Too Many Requests` with a short `text/plain` body for HTTP requests, `RESOURCE_EXHAUSTED`
+/// for gRPC ones.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultRejection;
+
+impl MakeRejection for DefaultRejection {
+    fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
+        if let Some(content_type) = &limited.grpc {
+            grpc::resource_exhausted(limited.retry_after(), content_type.clone())
+        } else {
+            let mut body = BytesMut::with_capacity(48);
+            let _ = writeln!(
+                body,
+                "Too Many Requests: retry in {} s",
+                limited.retry_after_secs()
+            );
+            text(StatusCode::TOO_MANY_REQUESTS, body.freeze())
+        }
+    }
+}
+
+/// The default answer to a request whose cost can never fit.
+fn cost_too_large(too_large: &CostTooLarge) -> Response<Bytes> {
+    let message = too_large.to_string();
+    match &too_large.grpc {
+        Some(content_type) => {
+            grpc::status(grpc::GRPC_INVALID_ARGUMENT, &message, content_type.clone())
+        }
+        None => text(StatusCode::PAYLOAD_TOO_LARGE, format!("{message}\n")),
+    }
+}
+
+/// A `text/plain` response.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    // Room for the rate-limit headers added next, so the map is allocated once; six entries
+    // keep the allocation small enough for the allocator's fast paths.
+    *response.headers_mut() = HeaderMap::with_capacity(6);
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The answer when the key extractor found no key and the layer is set to reject.
+pub(crate) fn missing_key(status: StatusCode, grpc: Option<HeaderValue>) -> Response<Bytes> {
+    const MESSAGE: &str = "request has no rate-limit key";
+    match grpc {
+        Some(content_type) => grpc::status(grpc::code_for(status), MESSAGE, content_type),
+        None => text(status, "request has no rate-limit key\n"),
+    }
+}
+
+/// The answer when the store failed and its policy was to fail closed.
+pub(crate) fn store_unavailable(grpc: Option<HeaderValue>) -> Response<Bytes> {
+    let mut response = if let Some(content_type) = grpc {
+        let mut response = grpc::status(
+            grpc::GRPC_UNAVAILABLE,
+            "rate limit store unavailable",
+            content_type,
+        );
+        response.headers_mut().insert(
+            grpc::GRPC_RETRY_PUSHBACK_MS,
+            HeaderValue::from_static("1000"),
+        );
+        response
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate limit store unavailable\n",
+        )
+    };
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiting_policy_is_the_enforced_one_with_the_longest_wait() {
+        let policies: Arc<[Policy]> = Arc::from([
+            Policy::new("a", Quota::per_second(1)),
+            Policy::new("b", Quota::per_minute(1)),
+            Policy::new("c", Quota::per_hour(1)).shadow(true),
+        ]);
+        let denied = |secs| Decision::denied(1, 0, Duration::from_secs(secs), Duration::ZERO);
+        let limited = RateLimited::new(
+            Decisions::new(false, [denied(1), denied(30), denied(3000)]),
+            policies,
+            None,
+        );
+        assert_eq!(limited.policy().name(), "b");
+        assert_eq!(limited.quota(), &Quota::per_minute(1));
+    }
+
+    #[test]
+    fn a_cost_too_large_is_413_without_retry_after() {
+        let too_large = CostTooLarge::new(Policy::new("search", Quota::per_second(10)), 12, None);
+        let response = cost_too_large(&too_large);
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!response.headers().contains_key(RETRY_AFTER));
+        assert_eq!(
+            response.body(),
+            "a request of cost 12 can never fit policy \"search\", whose burst is 10\n"
+        );
+        let grpc = CostTooLarge::new(
+            Policy::new("search", Quota::per_second(10)),
+            12,
+            Some(grpc::APPLICATION_GRPC),
+        );
+        assert_eq!(cost_too_large(&grpc).headers()["grpc-status"], "3");
+    }
+}

@@ -1,0 +1,289 @@
+//! [`RedisStoreBuilder`]: the connection, the prefix, the timeout and the failure policy.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
+use redis::Script;
+
+use super::connection::{connect, Target};
+use super::deny_cache::DenyCache;
+use super::health::Health;
+use super::script::GCRA_LUA;
+use super::store::{Inner, SharedClock};
+use super::{FailurePolicy, RedisStore};
+use crate::{Clock, ConfigError, MemoryStore, MonotonicClock};
+
+pub(super) const DEFAULT_PREFIX: &str = "ratelimit";
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+pub(super) const DEFAULT_FAILURES_BEFORE_BACKOFF: u32 = 3;
+pub(super) const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const DEFAULT_MAX_LOCAL_KEYS: usize = 100_000;
+
+/// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+#[must_use]
+pub struct RedisStoreBuilder {
+    pub(super) target: Target,
+    pub(super) prefix: String,
+    pub(super) timeout: Duration,
+    pub(super) policy: FailurePolicy,
+    pub(super) failures_before_backoff: u32,
+    pub(super) backoff: Duration,
+    pub(super) max_local_keys: usize,
+    pub(super) deny_cache: bool,
+    pub(super) clock: Option<SharedClock>,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = self.target.describe();
+        f.debug_struct("RedisStoreBuilder")
+            .field("target", &target)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// Connects to one Redis server at `url` with a multiplexed connection that reconnects by
+    /// itself. See [`RedisStore::connect`] for the URL forms.
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().url("redis://127.0.0.1:6379/0");
+    /// ```
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.target = Target::Url(url.into());
+        self
+    }
+
+    /// Connects to one Redis server through an existing client, with a multiplexed connection
+    /// that reconnects by itself.
+    ///
+    /// ```
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let builder = tower_ratelimit::RedisStore::builder().client(client);
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
+    pub fn client(mut self, client: redis::Client) -> Self {
+        self.target = Target::Client(client);
+        self
+    }
+
+    /// Connects to a Redis Cluster through some of its nodes; the others are discovered.
+    ///
+    /// Each key lives on the node of its slot, and its hash tag (`{<prefix>:<key bytes>}`) keeps
+    /// the Redis keys of every policy of one limited key in one slot, so that a stack is one
+    /// script call.
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder()
+    ///     .cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+    /// ```
+    pub fn cluster<I>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Uses an existing single-server connection manager.
+    pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
+        self.target = Target::Manager(connection);
+        self
+    }
+
+    /// Uses an existing Redis Cluster connection.
+    pub fn cluster_connection(mut self, connection: ClusterConnection) -> Self {
+        self.target = Target::ClusterConnection(connection);
+        self
+    }
+
+    /// The first part of every Redis key (default `ratelimit`): keys are
+    /// `{<prefix>:<key bytes>}:<policy>`. Stores with the same prefix on the same Redis share
+    /// budgets. The prefix may not contain `{` or `}`.
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().prefix("login");
+    /// ```
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a check waits for Redis before the failure policy answers it (default 50 ms).
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder()
+    ///     .timeout(std::time::Duration::from_millis(20));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How checks are answered when Redis fails or times out (default
+    /// [`FailurePolicy::Local`]).
+    ///
+    /// ```
+    /// use tower_ratelimit::store::{FailurePolicy, RedisStore};
+    /// let builder = RedisStore::builder().on_failure(FailurePolicy::Allow);
+    /// ```
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How many failures in a row start a back-off (default 3).
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().failures_before_backoff(5);
+    /// ```
+    pub fn failures_before_backoff(mut self, failures: u32) -> Self {
+        self.failures_before_backoff = failures;
+        self
+    }
+
+    /// How long checks skip Redis after repeated failures before one check probes it again
+    /// (default 1 s). Measured on the store's clock.
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder()
+    ///     .backoff(std::time::Duration::from_millis(500));
+    /// ```
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The most keys held in this process by the deny cache, and by the in-memory GCRA of
+    /// [`FailurePolicy::Local`] (default 100 000 each).
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().max_local_keys(10_000);
+    /// ```
+    pub fn max_local_keys(mut self, max_keys: usize) -> Self {
+        self.max_local_keys = max_keys;
+        self
+    }
+
+    /// Whether to answer checks of keys known to be limited without a round trip (default
+    /// on). Turn it off to send every check to Redis.
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().deny_cache(false);
+    /// ```
+    pub fn deny_cache(mut self, enabled: bool) -> Self {
+        self.deny_cache = enabled;
+        self
+    }
+
+    /// Takes the time from `clock` instead of Redis `TIME`, passing it to the script in
+    /// microseconds; the back-off and the local caches read it too. Since Redis expires keys
+    /// by its own clock, keys written in this mode live at least an hour.
+    ///
+    /// Redis `TIME` (the default) gives every process one clock. Use a clock for deterministic
+    /// tests with [`ManualClock`](crate::ManualClock), or when all processes share a clock
+    /// source; clocks that disagree let the fastest one spend budgets early.
+    ///
+    /// ```
+    /// use tower_ratelimit::{ManualClock, RedisStore};
+    /// let builder = RedisStore::builder().clock(ManualClock::new());
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(SharedClock(Arc::new(clock)));
+        self
+    }
+
+    /// Connects, loads the script, and returns the store; or an error naming what is wrong:
+    /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off or key cap,
+    /// or a Redis that cannot be reached or cannot run scripts.
+    pub async fn build(self) -> Result<RedisStore, ConfigError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(format!(
+                "RedisStore prefix {:?} contains `{{` or `}}`, which would change the keys' \
+                 cluster hash tag: use a prefix without braces",
+                self.prefix
+            )));
+        }
+        if self.timeout.is_zero() || self.backoff.is_zero() {
+            return Err(ConfigError::new(
+                "RedisStore timeout and backoff must be longer than zero",
+            ));
+        }
+        if self.max_local_keys == 0 {
+            return Err(ConfigError::new(
+                "RedisStore max_local_keys is 0; it must hold at least one key",
+            ));
+        }
+        let (mut connection, name) = connect(self.target).await?;
+        let script = Script::new(GCRA_LUA);
+        connection.load(&script).await.map_err(|e| {
+            ConfigError::with_source(
+                format!(
+                    "could not load the rate limit script into Redis at {name}: check that \
+                     Redis is reachable, that the user may run SCRIPT LOAD and EVALSHA, and \
+                     that scripting is enabled"
+                ),
+                e,
+            )
+        })?;
+        let clock_time = self.clock.is_some();
+        let clock = self
+            .clock
+            .unwrap_or_else(|| SharedClock(Arc::new(MonotonicClock::new())));
+        let fallback = MemoryStore::builder()
+            .clock(clock.clone())
+            .max_keys(self.max_local_keys)
+            .build()?;
+        let mut key_head = b"{".to_vec();
+        key_head.extend_from_slice(self.prefix.as_bytes());
+        key_head.push(b':');
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                connection,
+                script,
+                key_head: key_head.into(),
+                timeout: self.timeout,
+                policy: self.policy,
+                health: Health::new(self.failures_before_backoff, self.backoff),
+                deny_cache: self.deny_cache.then(|| DenyCache::new(self.max_local_keys)),
+                fallback,
+                clock,
+                clock_time,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bad_configurations_are_refused_with_what_to_do() {
+        let no_target = RedisStore::builder().build().await.unwrap_err();
+        assert!(no_target.to_string().contains(".url("), "{no_target}");
+        let braces = RedisStore::builder()
+            .url("redis://127.0.0.1:1")
+            .prefix("a{b")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(braces.to_string().contains("braces"), "{braces}");
+        let bad_url = RedisStore::builder()
+            .url("http://x")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            bad_url.to_string().contains("invalid Redis URL"),
+            "{bad_url}"
+        );
+    }
+}

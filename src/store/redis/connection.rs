@@ -1,0 +1,183 @@
+//! The connection to Redis: one server through a multiplexed, reconnecting connection, or a
+//! Redis Cluster.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind};
+
+use crate::ConfigError;
+
+/// How long one attempt to (re)connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub(super) enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Runs `call` (an `EVALSHA` of `script`); loads the script and runs `call` once more if
+    /// Redis has lost it (after `SCRIPT FLUSH`, a restart or a failover).
+    pub(super) async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<i64>> {
+        match self.query(call).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.load(script).await?;
+                self.query(call).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<i64>> {
+        match self {
+            Connection::Single(c) => call.query_async(c).await,
+            Connection::Cluster(c) => call.query_async(c).await,
+        }
+    }
+
+    pub(super) async fn load(&mut self, script: &Script) -> RedisResult<String> {
+        match self {
+            Connection::Single(c) => script.load_async(c).await,
+            Connection::Cluster(c) => script.load_async(c).await,
+        }
+    }
+}
+
+impl Connection {
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Connection::Single(_) => "single",
+            Connection::Cluster(_) => "cluster",
+        }
+    }
+}
+
+/// Where the store connects.
+pub(super) enum Target {
+    None,
+    Url(String),
+    Client(redis::Client),
+    Cluster(Vec<String>),
+    Manager(ConnectionManager),
+    ClusterConnection(ClusterConnection),
+}
+
+impl Target {
+    /// A printable name of where the target goes, without passwords.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Target::None => "none".to_owned(),
+            Target::Url(url) => redact(url),
+            Target::Client(_) => "client".to_owned(),
+            Target::Cluster(urls) => format!(
+                "cluster {:?}",
+                urls.iter().map(|u| redact(u)).collect::<Vec<_>>()
+            ),
+            Target::Manager(_) => "connection manager".to_owned(),
+            Target::ClusterConnection(_) => "cluster connection".to_owned(),
+        }
+    }
+}
+
+/// Opens the connection; returns it with a printable name of where it goes.
+pub(super) async fn connect(target: Target) -> Result<(Connection, String), ConfigError> {
+    let single = |client: redis::Client, name: String| async move {
+        // One quick reconnection attempt per check: the store's back-off spaces them out. No
+        // response timeout of the connection's own: the store's timeout bounds every check,
+        // and a second timer per check would only cost time.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
+        match ConnectionManager::new_with_config(client, config).await {
+            Ok(manager) => Ok((Connection::Single(manager), name)),
+            Err(e) => Err(unreachable(&name, e)),
+        }
+    };
+    match target {
+        Target::None => Err(ConfigError::new(
+            "RedisStore has no Redis to connect to: call `.url(\"redis://host:6379\")`, \
+             `.cluster([..])` or pass a connection",
+        )),
+        Target::Url(url) => {
+            let name = redact(&url);
+            let client = redis::Client::open(url.as_str()).map_err(|e| {
+                ConfigError::with_source(
+                    format!(
+                        "invalid Redis URL {name}: expected redis://[user:password@]host[:port][/db], \
+                         rediss:// for TLS or redis+unix:///path"
+                    ),
+                    e,
+                )
+            })?;
+            single(client, name).await
+        }
+        Target::Client(client) => {
+            let name = client.get_connection_info().addr().to_string();
+            single(client, name).await
+        }
+        Target::Cluster(urls) => {
+            let name = format!(
+                "cluster {}",
+                urls.iter()
+                    .map(|u| redact(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let client = ClusterClient::builder(urls)
+                .retries(1)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .build()
+                .map_err(|e| {
+                    ConfigError::with_source(format!("invalid Redis Cluster node list {name}"), e)
+                })?;
+            match client.get_async_connection().await {
+                Ok(connection) => Ok((Connection::Cluster(connection), name)),
+                Err(e) => Err(unreachable(&name, e)),
+            }
+        }
+        Target::Manager(manager) => Ok((Connection::Single(manager), "connection manager".into())),
+        Target::ClusterConnection(connection) => {
+            Ok((Connection::Cluster(connection), "cluster connection".into()))
+        }
+    }
+}
+
+fn unreachable(name: &str, error: redis::RedisError) -> ConfigError {
+    ConfigError::with_source(
+        format!(
+            "could not connect to Redis at {name}: check the URL and that Redis is running and \
+             reachable (for a local one: `apt-get install redis-server`)"
+        ),
+        error,
+    )
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_in_messages() {
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+}

@@ -1,0 +1,64 @@
+//! [`RedisStoreFuture`]: ready at once, or a round trip to Redis.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::RedisStoreError;
+use crate::Decisions;
+
+/// The answer of a [`RedisStore`](super::RedisStore) check: ready at once when the deny cache or the back-off
+/// answers it, else a round trip to Redis.
+#[must_use = "futures do nothing unless polled"]
+pub struct RedisStoreFuture {
+    state: FutureState,
+}
+
+pub(super) type Pending = Pin<Box<dyn Future<Output = Result<Decisions, RedisStoreError>> + Send>>;
+
+enum FutureState {
+    Ready(Option<Result<Decisions, RedisStoreError>>),
+    Pending(Pending),
+}
+
+impl RedisStoreFuture {
+    pub(super) fn ready(outcome: Result<Decisions, RedisStoreError>) -> Self {
+        RedisStoreFuture {
+            state: FutureState::Ready(Some(outcome)),
+        }
+    }
+
+    pub(super) fn pending(future: Pending) -> Self {
+        RedisStoreFuture {
+            state: FutureState::Pending(future),
+        }
+    }
+}
+
+impl Future for RedisStoreFuture {
+    type Output = Result<Decisions, RedisStoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            FutureState::Ready(outcome) => Poll::Ready(
+                outcome
+                    .take()
+                    .expect("RedisStoreFuture polled after completion"),
+            ),
+            FutureState::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for RedisStoreFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            FutureState::Ready(_) => "ready",
+            FutureState::Pending(_) => "pending",
+        };
+        f.debug_struct("RedisStoreFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,97 @@
+//! `RedisStore` on a three-master Redis Cluster on loopback: a stack is one `EVALSHA` on the
+//! node of its key (no `CROSSSLOT`), keys spread across the nodes, and every decision is the
+//! one `MemoryStore` makes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::Commands;
+use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, Store};
+
+use crate::support::{cluster_command_calls, strict_store, RedisCluster};
+
+#[tokio::test]
+async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_does() {
+    let cluster = RedisCluster::start();
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1_700_000_000));
+    // Without the deny cache, every check and peek is a script call.
+    let store = strict_store("cluster")
+        .cluster(cluster.urls())
+        .prefix("cluster")
+        .clock(clock.clone())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let memory = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+    let policies = [
+        Policy::new(
+            "burst",
+            Quota::with_period(Duration::from_millis(300)).allow_burst(3),
+        ),
+        Policy::new(
+            "sustained",
+            Quota::with_period(Duration::from_secs(1)).allow_burst(5),
+        ),
+    ];
+    let stack = store.register(&policies).unwrap();
+    let reference = memory.register(&policies).unwrap();
+    let before = cluster_command_calls(&cluster, "evalsha");
+    let mut calls = 0;
+    let mut denied = 0;
+    for round in 0..6u32 {
+        for user in 0..60u32 {
+            let key = user.to_string();
+            let cost = 1 + (user + round) % 2;
+            // `Deny` turns any Redis error (a CROSSSLOT above all) into a failed unwrap.
+            let got = store.check(&stack, key.as_bytes(), cost).await.unwrap();
+            assert_eq!(
+                got,
+                memory.check_now(&reference, key.as_bytes(), cost),
+                "user {user}, round {round}"
+            );
+            denied += u32::from(!got.is_allowed());
+            let peeked = store.peek(&stack, key.as_bytes()).await.unwrap();
+            assert_eq!(peeked, memory.peek_now(&reference, key.as_bytes()));
+            calls += 2;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    assert!(denied > 0, "the schedule should include denials");
+    assert_eq!(
+        cluster_command_calls(&cluster, "evalsha") - before,
+        calls,
+        "one script call per check and per peek"
+    );
+
+    // Each node holds whole users: both policies of a key, in one slot.
+    let mut node_of = HashMap::new();
+    let mut per_node = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let keys: Vec<Vec<u8>> = node.connection().keys("*").unwrap();
+        per_node.push(keys.len());
+        node_of.extend(keys.into_iter().map(|key| (key, i)));
+    }
+    assert_eq!(per_node.iter().sum::<usize>(), 120, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|&n| n >= 10),
+        "keys not spread: {per_node:?}"
+    );
+    let mut conn = cluster.nodes[0].connection();
+    for user in 0..60u32 {
+        let [burst, sustained] = ["burst", "sustained"].map(|p| store.redis_key(&user, p));
+        assert_eq!(node_of[&burst], node_of[&sustained], "user {user}");
+        let slots: Vec<u16> = [&burst, &sustained]
+            .iter()
+            .map(|key| {
+                redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&key[..])
+                    .query(&mut conn)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(slots[0], slots[1], "user {user}");
+    }
+}

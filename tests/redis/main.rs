@@ -1,0 +1,16 @@
+//! `RedisStore` against real `redis-server`s that the tests start (see `tests/support`): the
+//! script and its keys, the deny cache, stacks of policies decided as `MemoryStore` decides
+//! them, failures and recovery, one budget across processes, and Redis Cluster.
+//!
+//! The store-independent scenarios live in `tests/conformance.rs`, which runs them on every
+//! store.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cluster;
+mod deny_cache;
+mod failures;
+mod properties;
+mod script;
+mod shared;

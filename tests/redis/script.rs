@@ -1,0 +1,236 @@
+//! The script and its keys: one Redis key per (key, policy) under one hash tag, holding the TAT
+//! with an expiry at the moment the key is full again; one `EVALSHA` per check whatever the
+//! size of the stack; nothing written by denials and peeks; `SCRIPT FLUSH` survived.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use redis::Commands;
+use tower_ratelimit::{KeyBytes, Policy, Quota, RedisStore, Store};
+
+use crate::support::{command_calls, strict_store, RedisServer};
+
+/// A store on Redis `TIME` that sends every check to Redis.
+async fn store(server: &RedisServer) -> RedisStore {
+    strict_store("script")
+        .url(server.url())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Redis's count of writes since the last save: it moves on every write, and only then.
+fn writes(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("persistence").query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn redis_time(conn: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
+    secs * 1_000_000 + micros
+}
+
+fn sorted_keys(conn: &mut redis::Connection) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = conn.keys("*").unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat() {
+    let server = RedisServer::start();
+    let store = strict_store("script")
+        .url(server.url())
+        .prefix("keys")
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[
+            Policy::new("per-second", Quota::per_second(10)),
+            Policy::new("per-minute", Quota::per_minute(100)),
+        ])
+        .unwrap();
+    let decisions = store.check(&stack, b"alice", 4).await.unwrap();
+    let resets: Vec<Duration> = decisions
+        .as_slice()
+        .iter()
+        .map(|d| d.reset_after())
+        .collect();
+    assert_eq!(
+        resets,
+        [Duration::from_millis(400), Duration::from_millis(2_400)]
+    );
+
+    let second = store.redis_key(&"alice", "per-second");
+    let minute = store.redis_key(&"alice", "per-minute");
+    assert_eq!(second, b"{keys:alice}:per-second");
+    assert_eq!(minute, b"{keys:alice}:per-minute");
+    let mut conn = server.connection();
+    assert_eq!(sorted_keys(&mut conn), [minute.clone(), second.clone()]);
+
+    let now = redis_time(&mut conn);
+    for (key, window_ms) in [(&second, 400), (&minute, 2_400)] {
+        let pttl: i64 = conn.pttl(key).unwrap();
+        assert!(
+            (window_ms - 100..=window_ms).contains(&pttl),
+            "PTTL {pttl} of a key full again in {window_ms} ms"
+        );
+        let tat: u64 = conn.get(key).unwrap();
+        let window_us = window_ms as u64 * 1000;
+        assert!(
+            tat > now + window_us - 100_000 && tat <= now + window_us,
+            "TAT {tat} should be about {window_ms} ms after {now}"
+        );
+    }
+
+    // A conforming check moves both expiries.
+    assert!(store.check(&stack, b"alice", 6).await.unwrap().is_allowed());
+    let pttl: i64 = conn.pttl(&second).unwrap();
+    assert!((900..=1000).contains(&pttl), "PTTL {pttl}");
+    let pttl: i64 = conn.pttl(&minute).unwrap();
+    assert!((5_900..=6_000).contains(&pttl), "PTTL {pttl}");
+}
+
+#[tokio::test]
+async fn keys_are_their_key_bytes_under_the_prefix() {
+    let server = RedisServer::start();
+    let store = strict_store("script")
+        .url(server.url())
+        .prefix("bytes")
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_minute(5))])
+        .unwrap();
+    let ip: IpAddr = "2001:db8::1".parse().unwrap();
+    let keys = [
+        "alice".key_bytes(),
+        42u64.key_bytes(),
+        ip.key_bytes(),
+        ("tenant", 7u32).key_bytes(),
+        // Braces in a key keep every policy of the key in one slot: the tag ends at the first.
+        vec![0xff, b'{', b'}', b':'].key_bytes(),
+    ];
+    let mut expected = Vec::new();
+    for key in &keys {
+        assert!(store
+            .check(&stack, key.as_bytes(), 1)
+            .await
+            .unwrap()
+            .is_allowed());
+        expected.push([b"{bytes:", key.as_bytes(), b"}:p"].concat());
+    }
+    expected.sort();
+    assert_eq!(sorted_keys(&mut server.connection()), expected);
+    assert_eq!(store.redis_key(&42u64, "p"), b"{bytes:42}:p");
+    assert_eq!(store.redis_key(&ip, "p"), b"{bytes:2001:db8::1}:p");
+    assert_eq!(
+        store.redis_key(&("tenant", 7u32), "p"),
+        b"{bytes:6:tenant7}:p"
+    );
+}
+
+#[tokio::test]
+async fn a_conforming_stack_check_writes_each_policy_once_and_denials_and_peeks_nothing() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let stack = store
+        .register(&[
+            Policy::new("per-minute", Quota::per_minute(5)),
+            Policy::new("per-hour", Quota::per_hour(50)),
+        ])
+        .unwrap();
+    let mut conn = server.connection();
+    let before = writes(&mut conn);
+    assert!(store.check(&stack, b"7", 5).await.unwrap().is_allowed());
+    let after_one = writes(&mut conn);
+    assert_eq!(after_one, before + 2, "one write per policy");
+    for _ in 0..100 {
+        assert!(!store.check(&stack, b"7", 1).await.unwrap().is_allowed());
+        assert!(!store.peek(&stack, b"7").await.unwrap().is_allowed());
+        assert!(store.peek(&stack, b"8").await.unwrap().is_allowed());
+    }
+    assert_eq!(writes(&mut conn), after_one);
+    let mut expected = vec![
+        store.redis_key(&7u64, "per-minute"),
+        store.redis_key(&7u64, "per-hour"),
+    ];
+    expected.sort();
+    assert_eq!(sorted_keys(&mut conn), expected, "peeks create no keys");
+}
+
+#[tokio::test]
+async fn a_stack_check_is_one_evalsha_whatever_its_size() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let policies = [
+        Policy::new("a", Quota::per_second(5)),
+        Policy::new("b", Quota::per_minute(20)),
+        Policy::new("c", Quota::per_hour(100)),
+    ];
+    let mut conn = server.connection();
+    for size in 1..=3 {
+        let stack = store.register(&policies[..size]).unwrap();
+        let evalsha = command_calls(&mut conn, "evalsha");
+        let eval = command_calls(&mut conn, "eval");
+        let mut denied = 0;
+        for i in 0..40u32 {
+            let key = format!("{size}-{}", i % 2);
+            denied += u32::from(
+                !store
+                    .check(&stack, key.as_bytes(), 1)
+                    .await
+                    .unwrap()
+                    .is_allowed(),
+            );
+        }
+        for i in 0..10u32 {
+            store
+                .peek(&stack, format!("{size}-{i}").as_bytes())
+                .await
+                .unwrap();
+        }
+        assert!(denied > 0, "the checks should include denials");
+        assert_eq!(
+            command_calls(&mut conn, "evalsha") - evalsha,
+            50,
+            "{size} policies: one EVALSHA per check and per peek"
+        );
+        assert_eq!(command_calls(&mut conn, "eval"), eval);
+    }
+}
+
+#[tokio::test]
+async fn the_script_is_reloaded_after_script_flush() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let stack = store
+        .register(&[
+            Policy::new("per-minute", Quota::per_minute(3)),
+            Policy::new("per-hour", Quota::per_hour(30)),
+        ])
+        .unwrap();
+    let mut conn = server.connection();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let loads = command_calls(&mut conn, "script|load");
+    let () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    // The failure policy is Deny: an answer here comes from the script.
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert!(decisions.is_allowed());
+    let remaining: Vec<u32> = decisions.as_slice().iter().map(|d| d.remaining()).collect();
+    assert_eq!(remaining, [1, 28]);
+    assert_eq!(command_calls(&mut conn, "script|load"), loads + 1);
+    assert_eq!(
+        store.check(&stack, b"k", 1).await.unwrap().as_slice()[0].remaining(),
+        0
+    );
+}
