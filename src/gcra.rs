@@ -155,8 +155,7 @@ impl Decisions {
 
     /// The decision of a one-policy stack.
     pub fn one(decision: Decision) -> Self {
-        let mut each = SmallVec::new();
-        each.push(decision);
+        let each = SmallVec::from_buf_and_len([decision; 2], 1);
         Decisions {
             admitted: decision.is_allowed(),
             wait: decision.retry_after_nanos,

@@ -69,9 +69,12 @@ struct Inner<C> {
     policies: Registry,
 }
 
-/// A tracked key's state under each policy that has checked it.
-#[derive(Default)]
-struct Slots(SmallVec<[Slot; 1]>);
+/// A tracked key's state under each policy that has checked it: the first inline, where a
+/// one-policy check finds it with one comparison, the others boxed.
+struct Slots {
+    first: Slot,
+    more: Option<Box<[Slot]>>,
+}
 
 /// The theoretical arrival time of one key under one policy.
 struct Slot {
@@ -79,21 +82,60 @@ struct Slot {
     tat: AtomicU64,
 }
 
+/// The policy id of a slot that holds nothing yet.
+const NO_POLICY: u32 = u32::MAX;
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            first: Slot {
+                policy: NO_POLICY,
+                tat: AtomicU64::new(0),
+            },
+            more: None,
+        }
+    }
+}
+
 impl Slots {
     #[inline]
     fn get(&self, policy: u32) -> Option<&AtomicU64> {
-        self.0
+        if self.first.policy == policy {
+            return Some(&self.first.tat);
+        }
+        self.more
+            .as_deref()?
             .iter()
             .find(|slot| slot.policy == policy)
             .map(|slot| &slot.tat)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        std::iter::once(&self.first)
+            .filter(|slot| slot.policy != NO_POLICY)
+            .chain(self.more.iter().flat_map(|more| more.iter()))
+    }
+
+    /// Adds a state for `policy`, at a full burst.
+    fn add(&mut self, policy: u32) {
+        let slot = Slot {
+            policy,
+            tat: AtomicU64::new(0),
+        };
+        if self.first.policy == NO_POLICY {
+            self.first = slot;
+        } else {
+            let mut more = self.more.take().map(Vec::from).unwrap_or_default();
+            more.push(slot);
+            self.more = Some(more.into_boxed_slice());
+        }
     }
 }
 
 impl Value for Slots {
     /// Every state of the key is back to a full burst.
     fn idle(&self, now: u64) -> bool {
-        self.0
-            .iter()
+        self.iter()
             .all(|slot| slot.tat.load(Ordering::Acquire) <= now)
     }
 }
@@ -267,7 +309,7 @@ impl<C: Clock> Store for MemoryStore<C> {
 
 impl<C> Inner<C> {
     /// Decides a check in `shard`; `None` if the key is new and the shard has no room for it.
-    #[inline]
+    #[inline(always)]
     fn decide(
         &self,
         shard: &Shard<Slots>,
@@ -298,10 +340,7 @@ fn decide_locked(slots: &mut Slots, stack: &MemoryStack, now: u64, cost: u32) ->
         let tat = match slots.get(id) {
             Some(tat) => tat.load(Ordering::Acquire),
             None => {
-                slots.0.push(Slot {
-                    policy: id,
-                    tat: AtomicU64::new(0),
-                });
+                slots.add(id);
                 0
             }
         };

@@ -66,15 +66,9 @@ enum StoredKey {
 
 impl StoredKey {
     fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            StoredKey::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            StoredKey::Boxed(key.into())
+        match Probe::new(key) {
+            Probe::Inline { len, bytes } => StoredKey::Inline { len, bytes },
+            Probe::Boxed(key) => StoredKey::Boxed(key.into()),
         }
     }
 
@@ -83,6 +77,46 @@ impl StoredKey {
         match self {
             StoredKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
             StoredKey::Boxed(bytes) => bytes,
+        }
+    }
+
+    /// Whether this is the key `probe` looks for.
+    #[inline]
+    fn is(&self, probe: &Probe<'_>) -> bool {
+        match (self, probe) {
+            // Two fixed-size arrays: compared inline, without a call to `memcmp`.
+            (StoredKey::Inline { len, bytes }, Probe::Inline { len: l, bytes: b }) => {
+                len == l && bytes == b
+            }
+            (StoredKey::Boxed(bytes), Probe::Boxed(key)) => **bytes == **key,
+            _ => false,
+        }
+    }
+}
+
+/// A key being looked for, in the form it is stored in: short keys zero-padded like the
+/// stored ones.
+enum Probe<'a> {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Boxed(&'a [u8]),
+}
+
+impl<'a> Probe<'a> {
+    #[inline]
+    fn new(key: &'a [u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            // Byte by byte: a short loop the compiler keeps inline, where `copy_from_slice` of
+            // a length it cannot see would call `memcpy`.
+            for (to, from) in bytes.iter_mut().zip(key) {
+                *to = *from;
+            }
+            Probe::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            Probe::Boxed(key)
         }
     }
 }
@@ -173,15 +207,17 @@ impl<V> Shard<V> {
 impl<V: Value> Table<V> {
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
+        let probe = Probe::new(key);
         self.entries
-            .find(hash, |e| e.key.as_bytes() == key)
+            .find(hash, |e| e.key.is(&probe))
             .map(|e| &e.value)
     }
 
     #[inline]
     pub(crate) fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
+        let probe = Probe::new(key);
         self.entries
-            .find_mut(hash, |e| e.key.as_bytes() == key)
+            .find_mut(hash, |e| e.key.is(&probe))
             .map(|e| &mut e.value)
     }
 
