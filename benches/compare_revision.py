@@ -51,7 +51,7 @@ def run(binary, tree, filt, measurement_time):
         if not line.strip():
             continue
         if not line[0].isspace():
-            name = line.split()[0]
+            name = line.split("time:")[0].strip()
         time = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]", line)
         if time and name:
             results[name] = float(time.group(1)) * UNITS[time.group(2)]

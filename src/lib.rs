@@ -111,6 +111,11 @@ pub mod response;
 mod service;
 pub mod store;
 
+/// The README's snippets, compiled and run as doctests.
+#[cfg(all(doctest, feature = "tonic", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use body::ResponseBody;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use decide::MissingKey;
