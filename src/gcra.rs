@@ -15,11 +15,14 @@ use crate::Quota;
 ///
 /// Every store produces the same `Decision` for the same history, so the headers and the
 /// rejection never depend on the backend.
+///
+/// A denial always waits at least one nanosecond: 24 bytes, with the wait saying whether the
+/// check was allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Decision {
-    allowed: bool,
     limit: u32,
     remaining: u32,
+    /// Zero exactly when allowed.
     retry_after_nanos: u64,
     reset_after_nanos: u64,
 }
@@ -31,8 +34,8 @@ impl Decision {
         Self::allowed_nanos(limit, remaining, nanos(reset_after))
     }
 
-    /// A non-conforming check that would conform after `retry_after` (durations saturate at
-    /// `u64::MAX` nanoseconds).
+    /// A non-conforming check that would conform after `retry_after` (at least 1 ns; durations
+    /// saturate at `u64::MAX` nanoseconds).
     pub fn denied(
         limit: u32,
         remaining: u32,
@@ -44,7 +47,6 @@ impl Decision {
 
     pub(crate) fn allowed_nanos(limit: u32, remaining: u32, reset_after: u64) -> Self {
         Decision {
-            allowed: true,
             limit,
             remaining,
             retry_after_nanos: 0,
@@ -59,17 +61,16 @@ impl Decision {
         reset_after: u64,
     ) -> Self {
         Decision {
-            allowed: false,
             limit,
             remaining,
-            retry_after_nanos: retry_after,
+            retry_after_nanos: retry_after.max(1),
             reset_after_nanos: reset_after,
         }
     }
 
     /// Whether the check conformed and its cells were taken.
     pub fn is_allowed(&self) -> bool {
-        self.allowed
+        self.retry_after_nanos == 0
     }
 
     /// The burst of the quota the check ran against.

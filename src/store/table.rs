@@ -7,7 +7,7 @@
 //! sweeps at most once per [`FULL_SWEEP_GAP`] so that a flood of new keys cannot make every
 //! insert scan a shard.
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher as _};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -142,9 +142,11 @@ impl<V: Value> Sharded<V> {
         }
     }
 
+    /// The hash of a key's bytes (without the length prefix of `Hash for [u8]`: keys are
+    /// compared whole, so the prefix buys nothing).
     #[inline]
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+        hash_key(&self.hasher, key)
     }
 
     #[inline]
@@ -246,7 +248,7 @@ impl<V: Value> Table<V> {
                     key: StoredKey::new(key),
                     value: make(),
                 },
-                |e| hasher.hash_one(e.key.as_bytes()),
+                |e| hash_key(hasher, e.key.as_bytes()),
             );
         }
         self.get_mut(hash, key)
@@ -276,10 +278,18 @@ impl<V: Value> Table<V> {
         let len = self.entries.len();
         if self.entries.capacity() > 4 * len.max(MIN_SWEEP_AT) {
             self.entries
-                .shrink_to(2 * len, |e| hasher.hash_one(e.key.as_bytes()));
+                .shrink_to(2 * len, |e| hash_key(hasher, e.key.as_bytes()));
         }
         self.sweep_at = (2 * len).max(MIN_SWEEP_AT).min(self.cap);
     }
+}
+
+/// The hash of a key's bytes; see [`Sharded::hash`].
+#[inline]
+fn hash_key(hasher: &Hasher, key: &[u8]) -> u64 {
+    let mut hasher = hasher.build_hasher();
+    hasher.write(key);
+    hasher.finish()
 }
 
 fn prev_power_of_two(n: usize) -> usize {

@@ -1,136 +1,69 @@
 //! The local deny cache: the last TAT Redis reported for the keys of stacks that were limited.
 
-use std::hash::BuildHasher;
-use std::sync::{PoisonError, RwLock};
-
-use hashbrown::HashTable;
-
-const SHARDS: usize = 16;
+use super::super::table::{Sharded, Value};
 
 /// Known lower bounds of keys' TATs, in local nanoseconds, bounded in size.
 ///
 /// Redis only ever moves a TAT forward (and lets the key expire once the TAT has passed), so a
-/// TAT read from Redis is a lower bound of the key's TAT until it passes: a check that this TAT
-/// already denies is denied by Redis too, and can be answered here.
+/// TAT read from Redis is a lower bound of the key's TAT: a check that these TATs already deny
+/// is denied by Redis too, and can be answered here. A passed TAT is kept until room is needed:
+/// it says the key has its full burst, which lets a stack whose other policy is spent be
+/// answered here too.
 pub(super) struct DenyCache {
-    shards: Box<[RwLock<Shard>]>,
-    hasher: foldhash::fast::RandomState,
+    keys: Sharded<Tat>,
 }
 
-struct Shard {
-    entries: HashTable<Entry>,
-    cap: usize,
-    /// When full, the earliest time at which another sweep for passed TATs may run, so that a
-    /// flood of new limited keys costs one scan per interval, not one per check.
-    next_sweep: u64,
-}
+/// A TAT lower bound; it may be dropped once it has passed.
+struct Tat(u64);
 
-/// The least time between two sweeps of a full shard, in nanoseconds.
-const FULL_SWEEP_GAP_NANOS: u64 = 100_000_000;
-
-struct Entry {
-    hash: u64,
-    key: Box<[u8]>,
-    tat: u64,
+impl Value for Tat {
+    fn idle(&self, now: u64) -> bool {
+        self.0 <= now
+    }
 }
 
 impl DenyCache {
-    /// A cache holding at most about `capacity` keys (at least one per shard).
+    /// A cache holding at most `capacity` keys.
     pub(super) fn new(capacity: usize) -> Self {
-        let cap = capacity.div_ceil(SHARDS).max(1);
         DenyCache {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    RwLock::new(Shard {
-                        entries: HashTable::new(),
-                        cap,
-                        next_sweep: 0,
-                    })
-                })
-                .collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            keys: Sharded::new(capacity),
         }
     }
 
-    fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        &self.shards[(hash >> 32) as usize % SHARDS]
-    }
-
-    /// The cached TAT of `key`, passed or not: a passed TAT is a key with its full burst.
+    /// The cached TAT of `key`, passed or not.
     pub(super) fn get(&self, key: &[u8]) -> Option<u64> {
-        let hash = self.hasher.hash_one(key);
-        let shard = self
-            .shard(hash)
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        shard
-            .entries
-            .find(hash, |e| e.hash == hash && *e.key == *key)
-            .map(|e| e.tat)
+        let hash = self.keys.hash(key);
+        let shard = self.keys.shard(hash).read();
+        shard.get(hash, key).map(|tat| tat.0)
     }
 
     /// Records that `key`'s TAT is at least `tat`. If `cache_new` is false only a key already
-    /// cached is updated. A full shard first drops the TATs that have passed (at most once per 100 ms); if it is still
-    /// full, the key is not cached (a miss only costs a round trip).
+    /// cached is updated. A new key goes in if its shard has room, passed TATs being dropped to
+    /// make some (a full shard tries at most once per 100 ms); if there is none it is not
+    /// cached: a miss only costs a round trip.
     pub(super) fn record(&self, key: &[u8], tat: u64, now: u64, cache_new: bool) {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.keys.hash(key);
+        let shard = self.keys.shard(hash);
         if !cache_new {
             // Most checks are of keys that are not cached and need not be: a shared lock
             // finds that out without making concurrent checks wait on each other.
-            let shard = self
-                .shard(hash)
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            match shard
-                .entries
-                .find(hash, |e| e.hash == hash && *e.key == *key)
-            {
+            match shard.read().get(hash, key) {
                 None => return,
-                Some(entry) if entry.tat >= tat => return,
+                Some(cached) if cached.0 >= tat => return,
                 Some(_) => {}
             }
         }
-        let mut shard = self
-            .shard(hash)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = shard
-            .entries
-            .find_mut(hash, |e| e.hash == hash && *e.key == *key)
-        {
-            entry.tat = entry.tat.max(tat);
-            return;
+        let mut table = shard.write();
+        if let Some(cached) = table.get_mut(hash, key) {
+            cached.0 = cached.0.max(tat);
+        } else if cache_new {
+            table.get_or_insert(hash, key, now, self.keys.hasher(), || Tat(tat));
         }
-        if !cache_new {
-            return;
-        }
-        if shard.entries.len() >= shard.cap {
-            if now < shard.next_sweep {
-                return;
-            }
-            shard.next_sweep = now.saturating_add(FULL_SWEEP_GAP_NANOS);
-            shard.entries.retain(|e| e.tat > now);
-            if shard.entries.len() >= shard.cap {
-                return;
-            }
-        }
-        shard.entries.insert_unique(
-            hash,
-            Entry {
-                hash,
-                key: key.into(),
-                tat,
-            },
-            |e| e.hash,
-        );
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap().entries.len())
-            .sum()
+        self.keys.len()
     }
 }
 
@@ -155,23 +88,21 @@ mod tests {
     }
 
     #[test]
-    fn stays_bounded_by_dropping_passed_tats_first() {
-        let cache = DenyCache::new(SHARDS);
+    fn stays_bounded_and_passed_tats_make_room() {
+        let cache = DenyCache::new(64);
         for i in 0..1000u32 {
             cache.record(&i.to_be_bytes(), 100, 0, true);
         }
-        assert!(cache.len() <= SHARDS, "{}", cache.len());
-        // Within the sweep gap a full shard takes no new keys...
-        for i in 1000..2000u32 {
-            cache.record(&i.to_be_bytes(), 300, 200, true);
-        }
-        assert!((1000..2000u32).all(|i| cache.get(&i.to_be_bytes()).is_none()));
+        assert_eq!(cache.len(), 64);
+        // Within the sweep gap of a full shard no new key goes in...
+        cache.record(b"late", 300, 200, true);
+        assert_eq!(cache.get(b"late"), None);
         // ...after it, the passed TATs make room.
-        let (now, tat) = (FULL_SWEEP_GAP_NANOS, FULL_SWEEP_GAP_NANOS + 100);
-        for i in 2000..3000u32 {
+        let (now, tat) = (1_000_000_000, 1_000_000_100);
+        for i in 2000..2010u32 {
             cache.record(&i.to_be_bytes(), tat, now, true);
         }
-        assert!(cache.len() <= SHARDS);
-        assert!((2000..3000u32).any(|i| cache.get(&i.to_be_bytes()) == Some(tat)));
+        assert!(cache.len() <= 64);
+        assert!((2000..2010u32).all(|i| cache.get(&i.to_be_bytes()) == Some(tat)));
     }
 }
