@@ -3,6 +3,13 @@
 //! [`Config`] is what one layer shares between every clone of its service; the builder in
 //! `layer` makes it, the service and its future call [`Config::start`] and [`Config::verdict`],
 //! and the `response` modules render what is decided here.
+//!
+//! Every outcome is a `tracing` event with an `outcome` field (`allowed`, `bypassed`,
+//! `limited`, `shadow-limited`, `cost-too-large`, `missing-key`, `store-error`) and, where one
+//! policy decided it, a `policy` field: `trace` for requests let through, `debug` for
+//! rejections, `info` for shadow policies, `warn` for setup and store problems. All but the
+//! `trace` events are throttled so that an attack cannot flood the log; a disabled level costs
+//! one cached check.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -139,6 +146,7 @@ where
         P: Bypass<B>,
     {
         if self.rules.bypass.bypass(req) {
+            tracing::trace!(outcome = "bypassed", path = req.uri().path());
             return Start::Decided(Verdict::Allow(None));
         }
         let Some(key) = self.key.extract(req) else {
@@ -148,11 +156,19 @@ where
         let tier = &self.tiers[index];
         let cost = self.rules.cost.cost(req);
         if cost == 0 {
+            tracing::trace!(outcome = "allowed", tier = &*tier.name, cost);
             return Start::Decided(Verdict::Allow(None));
         }
         if let Some(tightest) = tier.tightest {
             let policy = &tier.policies[tightest];
             if cost > policy.quota().burst() {
+                tracing::debug!(
+                    outcome = "cost-too-large",
+                    policy = policy.name(),
+                    cost,
+                    burst = policy.quota().burst(),
+                    path = req.uri().path(),
+                );
                 let too_large = CostTooLarge::new(policy.clone(), cost, self.grpc(req));
                 let mut response = self.rejection.make_cost_too_large(&too_large);
                 response.extensions_mut().insert(too_large);
@@ -203,25 +219,28 @@ where
                 if decisions.any_denied() {
                     self.shadow_limited(tier, &decisions, req);
                 }
+                tracing::trace!(outcome = "allowed", tier = &*tier.name);
                 Verdict::Allow(
                     self.headers_on_success
                         .then(|| Box::new((decisions, Arc::clone(&tier.headers)))),
                 )
             }
             Ok(decisions) => {
+                let limited =
+                    RateLimited::new(decisions, Arc::clone(&tier.policies), self.grpc(req));
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     if let Some(suppressed) = self.logs.rejection.admit() {
                         tracing::debug!(
-                            path = req.uri().path(),
+                            outcome = "limited",
+                            policy = limited.policy().name(),
                             tier = &*tier.name,
-                            retry_after_ms = decisions.retry_after().as_millis() as u64,
+                            path = req.uri().path(),
+                            retry_after_ms = limited.retry_after().as_millis() as u64,
                             similar_rejections_not_logged = suppressed,
                             "rate limited"
                         );
                     }
                 }
-                let limited =
-                    RateLimited::new(decisions, Arc::clone(&tier.policies), self.grpc(req));
                 let mut response = self.rejection.make_rejection(&limited);
                 tier.headers
                     .insert(response.headers_mut(), limited.decisions());
@@ -231,6 +250,7 @@ where
             Err(error) => {
                 if let Some(suppressed) = self.logs.store_error.admit() {
                     tracing::warn!(
+                        outcome = "store-error",
                         %error,
                         similar_errors_not_logged = suppressed,
                         "rate limit store failed; answering 503 Service Unavailable"
@@ -253,6 +273,7 @@ where
                 count.fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = self.logs.shadow.admit() {
                     tracing::info!(
+                        outcome = "shadow-limited",
                         path = req.uri().path(),
                         policy = policy.name(),
                         retry_after_ms = decision.retry_after().as_millis() as u64,
@@ -271,6 +292,7 @@ where
             MissingKey::Reject(status) => {
                 if let Some(suppressed) = self.logs.missing_key.admit() {
                     tracing::warn!(
+                        outcome = "missing-key",
                         path = req.uri().path(),
                         status = status.as_u16(),
                         similar_requests_not_logged = suppressed,

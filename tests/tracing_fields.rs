@@ -1,0 +1,79 @@
+//! Every outcome is a `tracing` event that a subscriber can filter on by `outcome` and `policy`.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use tower::{service_fn, Layer, ServiceExt};
+use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer};
+
+/// A writer that keeps what the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn outcomes_and_policies_are_event_fields() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let clock = ManualClock::new();
+    let store = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+    let layer = RateLimitLayer::builder()
+        .store(store)
+        .policy(Policy::new("per-second", Quota::per_second(1)))
+        .policy(Policy::new("trial", Quota::per_hour(1)).shadow(true))
+        .bypass(|req: &Request<()>| req.uri().path() == "/health")
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let request = |path: &str| {
+        let mut req = Request::get(path).body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        req
+    };
+    let text = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for path in ["/", "/", "/health"] {
+        svc.clone().oneshot(request(path)).await.unwrap();
+    }
+    let seen = text();
+    assert!(seen.contains("outcome=\"allowed\""), "{seen}");
+    assert!(
+        seen.contains("outcome=\"limited\" policy=\"per-second\""),
+        "{seen}"
+    );
+    assert!(seen.contains("outcome=\"bypassed\""), "{seen}");
+    assert!(!seen.contains("shadow-limited"), "{seen}");
+
+    // A second later the per-second policy admits again; the shadow policy, spent by the first
+    // request, would have limited this one.
+    clock.advance(std::time::Duration::from_secs(1));
+    let admitted = svc.clone().oneshot(request("/")).await.unwrap();
+    assert_eq!(admitted.status(), http::StatusCode::OK);
+    let seen = text();
+    assert!(
+        seen.contains("outcome=\"shadow-limited\" path=\"/\" policy=\"trial\""),
+        "{seen}"
+    );
+}
