@@ -5,6 +5,7 @@
 //! cargo run --example policies                       # in memory, 127.0.0.1:3004
 //! PORT=3005 cargo run --example policies
 //! DRY_RUN=1 cargo run --example policies             # every policy in shadow mode
+//! POLICIES=examples/policies.toml cargo run --features serde --example policies
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example policies
 //! ```
 //!
@@ -15,11 +16,17 @@
 //!   (default 1); a cost above 10 can never fit and is answered 413.
 //! - `GET /health`: never limited.
 //!
+//! With `POLICIES` the policies come from that TOML file instead (`examples/policies.toml`
+//! holds the built-in ones); a value that is not a policy stops the server with an error that
+//! names it.
+//!
 //! Every answer from `/` and `/search` carries `RateLimit-Policy` and `RateLimit`. With
 //! `REDIS_URL` every copy of the server shares every budget.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use axum::extract::{ConnectInfo, Query, Request};
 use axum::http::StatusCode;
@@ -27,9 +34,18 @@ use axum::{routing::get, Router};
 use tower_ratelimit::{ConfigError, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, Store};
 
 /// The policies of `/` and `/search`, in shadow mode when `dry_run`.
+#[derive(Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct Policies {
-    free: [Policy; 2],
-    pro: [Policy; 2],
+    /// The stack of `/` without an API key or with one that is not `pro-…`.
+    free: Vec<Policy>,
+    /// The stack of `/` with a `pro-…` API key.
+    pro: Vec<Policy>,
+    /// The policy of `/search`.
     search: Policy,
 }
 
@@ -39,18 +55,88 @@ impl Policies {
             Ok(Policy::new(name, quota.parse::<Quota>()?).shadow(dry_run))
         };
         Ok(Policies {
-            free: [
+            free: vec![
                 policy("per-second", "2/s; burst=4")?,
                 policy("per-minute", "10/min")?,
             ],
-            pro: [
+            pro: vec![
                 policy("pro-per-second", "20/s; burst=40")?,
                 policy("pro-per-minute", "100/min")?,
             ],
             search: policy("search", "10/s")?,
         })
     }
+
+    /// The policies in the TOML file at `path`, shaped like `examples/policies.toml`; every
+    /// one in shadow mode when `dry_run`, else as the file says. An error names the file, the
+    /// line and the field, and quotes the bad value.
+    #[cfg(feature = "serde")]
+    pub fn from_file(path: impl AsRef<Path>, dry_run: bool) -> Result<Self, FileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FileError(format!("cannot read policies from {}: {e}", path.display())))?;
+        // `field` is a path such as `free[1].quota`, or `.` for the document itself.
+        let invalid = |field: &str, error: toml::de::Error| {
+            let location = error.span().map_or_else(String::new, |span| {
+                let before = &text[..span.start];
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let column = before[line_start..].chars().count() + 1;
+                format!(":{line}:{column}")
+            });
+            let field = if field == "." {
+                String::new()
+            } else {
+                format!(" {field}:")
+            };
+            FileError(format!(
+                "{}{location}:{field} {}",
+                path.display(),
+                error.message()
+            ))
+        };
+        let document = toml::Deserializer::parse(&text).map_err(|e| invalid(".", e))?;
+        let policies: Policies = serde_path_to_error::deserialize(document)
+            .map_err(|e| invalid(&e.path().to_string(), e.into_inner()))?;
+        let shadow = |policy: Policy| {
+            let shadow = dry_run || policy.is_shadow();
+            policy.shadow(shadow)
+        };
+        Ok(Policies {
+            free: policies.free.into_iter().map(shadow).collect(),
+            pro: policies.pro.into_iter().map(shadow).collect(),
+            search: shadow(policies.search),
+        })
+    }
+
+    /// Without the `serde` feature: an error saying to build with it.
+    #[cfg(not(feature = "serde"))]
+    pub fn from_file(path: impl AsRef<Path>, _dry_run: bool) -> Result<Self, FileError> {
+        Err(FileError(format!(
+            "cannot read policies from {}: this build has no `serde` feature; run with \
+             `--features serde`",
+            path.as_ref().display()
+        )))
+    }
 }
+
+/// A policy file that cannot be read or is not policies.
+pub struct FileError(String);
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for FileError {
+    /// The message as written: `main` prints the error it returns with `Debug`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FileError {}
 
 /// The key of `/`: the API key when there is one, else the client IP; prefixed so the two
 /// kinds never meet.
@@ -98,12 +184,12 @@ where
     St: Store + Clone + Send + Sync + 'static,
     St::Future: Send + 'static,
 {
-    let [per_second, per_minute] = policies.free;
-    let main = RateLimitLayer::builder()
-        .store(store.clone())
-        .key(client)
-        .policy(per_second)
-        .policy(per_minute)
+    let main = RateLimitLayer::builder().store(store.clone()).key(client);
+    // The free tier is the default stack: every policy of `free`, however many.
+    let main = policies
+        .free
+        .into_iter()
+        .fold(main, |main, policy| main.policy(policy))
         .tier("pro", policies.pro)
         .select_tier(tier)
         .bypass(|req: &Request| req.uri().path() == "/health")
@@ -137,7 +223,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let dry_run = matches!(std::env::var("DRY_RUN").as_deref(), Ok("1" | "true"));
-    let policies = Policies::new(dry_run)?;
+    let policies = match std::env::var_os("POLICIES") {
+        Some(path) if !path.is_empty() => Policies::from_file(path, dry_run)?,
+        _ => Policies::new(dry_run)?,
+    };
     let (app, where_) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => (redis_app(&url, policies).await?, url),
         _ => (app(MemoryStore::new(), policies)?, "memory".to_owned()),

@@ -43,6 +43,9 @@
 //!     .build()?;
 //! # Ok::<(), tower_ratelimit::ConfigError>(())
 //! ```
+//!
+//! With the `serde` feature a [`Policy`] reads from a config file as
+//! `{ name = "search", quota = "10/s", shadow = false }`; see its `Deserialize` implementation.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -113,19 +116,23 @@ impl Policy {
 
     /// The name, or an error saying why it cannot be used.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let name = &*self.name;
-        let valid = (1..=64).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| (0x20..=0x7e).contains(&b) && !matches!(b, b'"' | b'\\' | b'{' | b'}'));
-        if valid {
-            Ok(())
-        } else {
-            Err(ConfigError::new(format!(
-                "policy name {name:?} cannot be used: use 1 to 64 printable ASCII characters \
-                 without `\"`, `\\`, `{{` or `}}`"
-            )))
-        }
+        validate_name(&self.name)
+    }
+}
+
+/// Whether `name` can name a policy, or an error saying why not.
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && !matches!(b, b'"' | b'\\' | b'{' | b'}'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::new(format!(
+            "policy name {name:?} cannot be used: use 1 to 64 printable ASCII characters \
+             without `\"`, `\\`, `{{` or `}}`"
+        )))
     }
 }
 
@@ -148,6 +155,78 @@ impl fmt::Display for Policy {
             f.write_str(", shadow")?;
         }
         Ok(())
+    }
+}
+
+/// `Deserialize` for [`Policy`], with the `serde` feature.
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use serde::{de, Deserialize, Deserializer};
+
+    use super::{validate_name, Policy};
+    use crate::Quota;
+
+    /// Reads a policy from a config file: a `name`, a `quota` in either form that [`Quota`]
+    /// reads, and `shadow` (default `false`). Any other field is an error, and so is a name that
+    /// no layer could use.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use tower_ratelimit::{Policy, Quota};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Config {
+    ///     api: Vec<Policy>,
+    /// }
+    ///
+    /// let config: Config = toml::from_str(r#"
+    ///     [[api]]
+    ///     name = "per-second"
+    ///     quota = "10/s; burst=20"
+    ///
+    ///     [[api]]
+    ///     name = "per-hour"
+    ///     quota = { rate = 1000, per = "h" }
+    ///     shadow = true
+    /// "#)?;
+    /// assert_eq!(config.api, [
+    ///     Policy::new("per-second", Quota::per_second(10).allow_burst(20)),
+    ///     Policy::new("per-hour", Quota::per_hour(1000)).shadow(true),
+    /// ]);
+    /// # Ok::<(), toml::de::Error>(())
+    /// ```
+    impl<'de> Deserialize<'de> for Policy {
+        fn deserialize<D>(deserializer: D) -> Result<Self, D::Error>
+        where
+            D: Deserializer<'de>,
+        {
+            #[derive(Deserialize)]
+            #[serde(rename = "Policy", deny_unknown_fields)]
+            struct Fields {
+                #[serde(deserialize_with = "name")]
+                name: String,
+                quota: Quota,
+                #[serde(default)]
+                shadow: bool,
+            }
+
+            let Fields {
+                name,
+                quota,
+                shadow,
+            } = Fields::deserialize(deserializer)?;
+            Ok(Policy::new(name, quota).shadow(shadow))
+        }
+    }
+
+    /// A policy name that a layer can use.
+    fn name<'de, D>(deserializer: D) -> Result<String, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        let name = String::deserialize(deserializer)?;
+        validate_name(&name).map_err(de::Error::custom)?;
+        Ok(name)
     }
 }
 
@@ -340,6 +419,55 @@ impl Default for Rules {
             cost: 1,
             tier: DefaultTier,
             bypass: NoBypass,
+        }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    fn read(toml: &str) -> Result<Policy, String> {
+        toml::from_str(toml).map_err(|e: toml::de::Error| e.message().to_owned())
+    }
+
+    #[test]
+    fn deserializes_name_quota_in_either_form_and_shadow() {
+        assert_eq!(
+            read("name = \"search\"\nquota = \"10/s\""),
+            Ok(Policy::new("search", Quota::per_second(10)))
+        );
+        assert_eq!(
+            read(
+                "name = \"search\"\nquota = { rate = 10, per = \"s\", burst = 20 }\nshadow = true"
+            ),
+            Ok(Policy::new("search", Quota::per_second(10).allow_burst(20)).shadow(true))
+        );
+    }
+
+    #[test]
+    fn deserialize_rejects_unknown_fields_and_unusable_names() {
+        for (toml, message) in [
+            (
+                "name = \"search\"\nquota = \"10/s\"\nshadown = true",
+                "unknown field `shadown`",
+            ),
+            ("name = \"search\"", "missing field `quota`"),
+            (
+                "name = \"search\"\nquota = \"10/s\"\nshadow = \"yes\"",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "name = \"search\"\nquota = \"0/s\"",
+                "invalid quota \"0/s\": the rate is 0",
+            ),
+            (
+                "name = \"a{b}\"\nquota = \"10/s\"",
+                "policy name \"a{b}\" cannot be used",
+            ),
+        ] {
+            let error = read(toml).unwrap_err();
+            assert!(error.contains(message), "{toml}: {error}");
         }
     }
 }

@@ -16,6 +16,9 @@
 //! assert_eq!(parsed, quota);
 //! # Ok::<(), tower_ratelimit::QuotaError>(())
 //! ```
+//!
+//! With the `serde` feature a quota reads from a config file as the same string, or as
+//! `{ rate = 10, per = "min", burst = 20 }`; see its `Deserialize` implementation.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -43,6 +46,19 @@ enum Per {
 }
 
 impl Per {
+    /// The unit named `unit`: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour`
+    /// (plurals and any case allowed).
+    fn from_unit(unit: &str) -> Result<Self, QuotaError> {
+        match unit.trim().to_ascii_lowercase().as_str() {
+            "s" | "sec" | "secs" | "second" | "seconds" => Ok(Per::Second),
+            "m" | "min" | "mins" | "minute" | "minutes" => Ok(Per::Minute),
+            "h" | "hr" | "hrs" | "hour" | "hours" => Ok(Per::Hour),
+            _ => Err(QuotaError::new(QuotaErrorKind::Unit(
+                unit.trim().to_owned(),
+            ))),
+        }
+    }
+
     fn period(self) -> Duration {
         match self {
             Per::Second => Duration::from_secs(1),
@@ -173,6 +189,27 @@ impl Quota {
         .try_allow_burst(n.get())
     }
 
+    /// The quota `s` says, in the syntax of [`FromStr`].
+    fn parse(s: &str) -> Result<Self, QuotaError> {
+        let invalid = || QuotaError::new(QuotaErrorKind::Syntax);
+        let mut parts = s.split([';', ',']);
+        let rate = parts.next().ok_or_else(invalid)?;
+        let (n, unit) = rate.split_once('/').ok_or_else(invalid)?;
+        let n: u32 = n.trim().parse().map_err(|_| invalid())?;
+        let mut quota = Self::per(n, Per::from_unit(unit)?)?;
+        let mut burst_seen = false;
+        for part in parts {
+            let (name, value) = part.split_once('=').ok_or_else(invalid)?;
+            if name.trim() != "burst" || burst_seen {
+                return Err(invalid());
+            }
+            burst_seen = true;
+            let burst: u32 = value.trim().parse().map_err(|_| invalid())?;
+            quota = quota.try_allow_burst(burst)?;
+        }
+        Ok(quota)
+    }
+
     /// The same rate with a burst of `burst` cells.
     ///
     /// # Panics
@@ -261,30 +298,12 @@ impl FromStr for Quota {
     /// Parses `"<n>/<unit>"` with an optional `"; burst=<b>"` (a `,` works as separator too).
     ///
     /// Units: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour` (plurals allowed).
+    /// Every error quotes `s`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || QuotaError::new(QuotaErrorKind::Syntax(s.to_owned()));
-        let mut parts = s.split([';', ',']);
-        let rate = parts.next().ok_or_else(invalid)?;
-        let (n, unit) = rate.split_once('/').ok_or_else(invalid)?;
-        let n: u32 = n.trim().parse().map_err(|_| invalid())?;
-        let per = match unit.trim().to_ascii_lowercase().as_str() {
-            "s" | "sec" | "secs" | "second" | "seconds" => Per::Second,
-            "m" | "min" | "mins" | "minute" | "minutes" => Per::Minute,
-            "h" | "hr" | "hrs" | "hour" | "hours" => Per::Hour,
-            _ => return Err(invalid()),
-        };
-        let mut quota = Self::per(n, per)?;
-        let mut burst_seen = false;
-        for part in parts {
-            let (name, value) = part.split_once('=').ok_or_else(invalid)?;
-            if name.trim() != "burst" || burst_seen {
-                return Err(invalid());
-            }
-            burst_seen = true;
-            let burst: u32 = value.trim().parse().map_err(|_| invalid())?;
-            quota = quota.try_allow_burst(burst)?;
-        }
-        Ok(quota)
+        Self::parse(s).map_err(|error| QuotaError {
+            input: Some(s.to_owned()),
+            ..error
+        })
     }
 }
 
@@ -292,6 +311,8 @@ impl FromStr for Quota {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuotaError {
     kind: QuotaErrorKind,
+    /// The string the quota was parsed from, if it was.
+    input: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,43 +322,168 @@ enum QuotaErrorKind {
     ZeroPeriod,
     PeriodTooLong(Duration),
     WindowTooLong { burst: u32, interval: Duration },
-    Syntax(String),
+    Unit(String),
+    Syntax,
 }
 
 impl QuotaError {
     fn new(kind: QuotaErrorKind) -> Self {
-        QuotaError { kind }
+        QuotaError { kind, input: None }
     }
 }
 
 impl fmt::Display for QuotaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid quota")?;
+        if let Some(input) = &self.input {
+            write!(f, " {input:?}")?;
+        }
         match &self.kind {
-            QuotaErrorKind::ZeroRate => f.write_str("invalid quota: the rate is 0; use at least 1"),
-            QuotaErrorKind::ZeroBurst => {
-                f.write_str("invalid quota: the burst is 0; use at least 1")
+            QuotaErrorKind::ZeroRate => f.write_str(": the rate is 0; use at least 1"),
+            QuotaErrorKind::ZeroBurst => f.write_str(": the burst is 0; use at least 1"),
+            QuotaErrorKind::ZeroPeriod => f.write_str(": the period is 0; use at least 1ns"),
+            QuotaErrorKind::PeriodTooLong(period) => {
+                write!(f, ": the period {period:?} does not fit in u64 nanoseconds")
             }
-            QuotaErrorKind::ZeroPeriod => {
-                f.write_str("invalid quota: the period is 0; use at least 1ns")
-            }
-            QuotaErrorKind::PeriodTooLong(period) => write!(
-                f,
-                "invalid quota: the period {period:?} does not fit in u64 nanoseconds"
-            ),
             QuotaErrorKind::WindowTooLong { burst, interval } => write!(
                 f,
-                "invalid quota: burst {burst} × interval {interval:?} does not fit in u64 nanoseconds"
+                ": burst {burst} × interval {interval:?} does not fit in u64 nanoseconds"
             ),
-            QuotaErrorKind::Syntax(s) => write!(
-                f,
-                "invalid quota {s:?}: expected \"<n>/<s|min|h>\" with an optional \"; burst=<b>\", \
-                 such as \"100/s\" or \"10/min; burst=50\""
+            QuotaErrorKind::Unit(unit) => {
+                write!(f, ": unknown unit {unit:?}; use s, min or h")
+            }
+            QuotaErrorKind::Syntax => f.write_str(
+                ": expected \"<n>/<s|min|h>\" with an optional \"; burst=<b>\", \
+                 such as \"100/s\" or \"10/min; burst=50\"",
             ),
         }
     }
 }
 
 impl std::error::Error for QuotaError {}
+
+/// `Deserialize` and `Serialize` for [`Quota`], with the `serde` feature.
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use std::fmt;
+
+    use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
+    use serde::{ser, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Per, Quota};
+
+    /// Reads a quota from a config file in either of two forms:
+    ///
+    /// - a string in the syntax of [`FromStr`](std::str::FromStr): `"100/min; burst=20"`;
+    /// - a struct `{ rate = 100, per = "min", burst = 20 }`: `rate` cells per unit `per` (the
+    ///   units of the string form), and a `burst` that defaults to `rate`. Any other field is
+    ///   an error.
+    ///
+    /// A value that is not a quota is an error that names it, with the message of
+    /// [`QuotaError`](super::QuotaError). The format must be self-describing (TOML, JSON, YAML
+    /// and the like).
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use tower_ratelimit::Quota;
+    ///
+    /// #[derive(Debug, Deserialize)]
+    /// struct Limits {
+    ///     api: Quota,
+    ///     search: Quota,
+    /// }
+    ///
+    /// let limits: Limits = toml::from_str(r#"
+    ///     api = "100/min; burst=20"
+    ///     search = { rate = 100, per = "min", burst = 20 }
+    /// "#)?;
+    /// assert_eq!(limits.api, Quota::per_minute(100).allow_burst(20));
+    /// assert_eq!(limits.search, limits.api);
+    ///
+    /// let error = toml::from_str::<Limits>(r#"
+    ///     api = "0/min"
+    ///     search = "10/s"
+    /// "#).unwrap_err();
+    /// assert!(error.to_string().contains(r#"invalid quota "0/min": the rate is 0"#), "{error}");
+    /// # Ok::<(), toml::de::Error>(())
+    /// ```
+    impl<'de> Deserialize<'de> for Quota {
+        fn deserialize<D>(deserializer: D) -> Result<Self, D::Error>
+        where
+            D: Deserializer<'de>,
+        {
+            deserializer.deserialize_any(QuotaVisitor)
+        }
+    }
+
+    /// Reads either form of a quota.
+    struct QuotaVisitor;
+
+    /// The struct form of a quota.
+    #[derive(Deserialize)]
+    #[serde(rename = "Quota", deny_unknown_fields)]
+    struct QuotaFields {
+        rate: u32,
+        per: String,
+        burst: Option<u32>,
+    }
+
+    impl<'de> Visitor<'de> for QuotaVisitor {
+        type Value = Quota;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(
+                "a quota: a string such as \"100/min; burst=20\" \
+                 or a struct such as { rate = 100, per = \"min\", burst = 20 }",
+            )
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Quota, E> {
+            s.parse().map_err(E::custom)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Quota, A::Error> {
+            let map = MapAccessDeserializer::new(map);
+            let QuotaFields { rate, per, burst } = QuotaFields::deserialize(map)?;
+            let quota = Per::from_unit(&per).and_then(|per| Quota::per(rate, per));
+            match burst {
+                Some(burst) => quota.and_then(|quota| quota.try_allow_burst(burst)),
+                None => quota,
+            }
+            .map_err(de::Error::custom)
+        }
+    }
+
+    /// Writes the quota as its [`Display`](fmt::Display) string, such as `"10/min; burst=20"`,
+    /// which reads back as the same quota.
+    ///
+    /// A quota built with [`Quota::with_period`] whose period is not a whole fraction of a
+    /// second, minute or hour has no such string: writing it is an error.
+    ///
+    /// ```
+    /// use tower_ratelimit::Quota;
+    ///
+    /// let quota = Quota::per_minute(10).allow_burst(20);
+    /// assert_eq!(serde_json::to_string(&quota)?, r#""10/min; burst=20""#);
+    /// assert_eq!(serde_json::from_str::<Quota>(r#""10/min; burst=20""#)?, quota);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    impl Serialize for Quota {
+        fn serialize<S>(&self, serializer: S) -> Result<S::Ok, S::Error>
+        where
+            S: Serializer,
+        {
+            let text = self.to_string();
+            if text.parse() != Ok(*self) {
+                return Err(ser::Error::custom(format!(
+                    "quota {text:?} cannot be written as \"<n>/<s|min|h>\": build it from a rate \
+                     per second, minute or hour to serialize it"
+                )));
+            }
+            serializer.serialize_str(&text)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -399,6 +545,129 @@ mod tests {
             Quota::per_hour(7),
         ] {
             assert_eq!(q.to_string().parse(), Ok(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn errors_quote_the_string_they_parsed() {
+        let err = "0/s".parse::<Quota>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid quota \"0/s\": the rate is 0; use at least 1"
+        );
+        let err = "10/fortnight".parse::<Quota>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid quota \"10/fortnight\": unknown unit \"fortnight\"; use s, min or h"
+        );
+        let err = Quota::try_per_second(0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid quota: the rate is 0; use at least 1"
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    mod serde_impls {
+        use super::*;
+
+        /// A config with one quota, as `limit`.
+        #[derive(Debug, serde::Deserialize)]
+        struct Config {
+            limit: Quota,
+        }
+
+        fn read(toml: &str) -> Result<Quota, String> {
+            toml::from_str::<Config>(toml)
+                .map(|config| config.limit)
+                .map_err(|e| e.message().to_owned())
+        }
+
+        #[test]
+        fn deserializes_from_the_strings_it_parses() {
+            assert_eq!(read(r#"limit = "100/s""#), Ok(Quota::per_second(100)));
+            assert_eq!(
+                read(r#"limit = "100/min; burst=20""#),
+                Ok(Quota::per_minute(100).allow_burst(20))
+            );
+            assert_eq!(
+                read(r#"limit = " 5000 / hours ""#),
+                Ok(Quota::per_hour(5000))
+            );
+        }
+
+        #[test]
+        fn deserializes_from_rate_per_and_an_optional_burst() {
+            assert_eq!(
+                read(r#"limit = { rate = 100, per = "min", burst = 20 }"#),
+                Ok(Quota::per_minute(100).allow_burst(20))
+            );
+            assert_eq!(
+                read("limit = { rate = 10, per = \"s\" }"),
+                Ok(Quota::per_second(10))
+            );
+            assert_eq!(
+                read("[limit]\nrate = 7\nper = \"hour\"\n"),
+                Ok(Quota::per_hour(7))
+            );
+        }
+
+        #[test]
+        fn deserialize_errors_name_the_bad_value() {
+            for (toml, message) in [
+                (
+                    r#"limit = "0/s""#,
+                    r#"invalid quota "0/s": the rate is 0; use at least 1"#,
+                ),
+                (
+                    r#"limit = "10/s; burst=0""#,
+                    r#"invalid quota "10/s; burst=0": the burst is 0; use at least 1"#,
+                ),
+                (
+                    r#"limit = "ten per second""#,
+                    r#"invalid quota "ten per second": expected"#,
+                ),
+                (
+                    r#"limit = { rate = 0, per = "s" }"#,
+                    "invalid quota: the rate is 0; use at least 1",
+                ),
+                (
+                    r#"limit = { rate = 10, per = "fortnight" }"#,
+                    r#"invalid quota: unknown unit "fortnight"; use s, min or h"#,
+                ),
+                (
+                    r#"limit = { rate = 10, per = "s", burst = 0 }"#,
+                    "invalid quota: the burst is 0; use at least 1",
+                ),
+                (r#"limit = { rate = -1, per = "s" }"#, "-1"),
+                (r#"limit = { rate = "10", per = "s" }"#, r#""10""#),
+                (
+                    r#"limit = { rate = 10, per = "s", brust = 5 }"#,
+                    "unknown field `brust`",
+                ),
+                (r#"limit = { rate = 10 }"#, "missing field `per`"),
+                (r#"limit = 10"#, "expected a quota"),
+            ] {
+                let error = read(toml).unwrap_err();
+                assert!(error.contains(message), "{toml}: {error}");
+            }
+        }
+
+        #[test]
+        fn serializes_as_the_string_it_deserializes_from() {
+            for quota in [
+                Quota::per_second(3),
+                Quota::per_minute(100).allow_burst(20),
+                Quota::per_hour(5000),
+                Quota::with_period(Duration::from_millis(250)),
+            ] {
+                let json = serde_json::to_string(&quota).unwrap();
+                assert_eq!(json, format!("{:?}", quota.to_string()));
+                assert_eq!(serde_json::from_str::<Quota>(&json).unwrap(), quota);
+            }
+            let odd = Quota::with_period(Duration::from_millis(7));
+            let error = serde_json::to_string(&odd).unwrap_err().to_string();
+            assert!(error.contains(&format!("{:?}", odd.to_string())), "{error}");
         }
     }
 }

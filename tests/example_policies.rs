@@ -211,6 +211,72 @@ async fn a_dry_run_rejects_nothing_in_memory() {
     a_dry_run_rejects_nothing(memory_store().0).await;
 }
 
+/// `Policies::from_file`, the reader behind `POLICIES=path`.
+mod policy_file {
+    use super::policies::Policies;
+
+    const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policies.toml");
+
+    /// The shipped file with `from` replaced by `to`, written to a file of its own.
+    #[cfg(feature = "serde")]
+    fn shipped_with(name: &str, from: &str, to: &str) -> (std::path::PathBuf, String) {
+        let shipped = std::fs::read_to_string(SHIPPED).unwrap();
+        let text = shipped.replacen(from, to, 1);
+        assert_ne!(text, shipped, "{from:?} is not in {SHIPPED}");
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, &text).unwrap();
+        (path, text)
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn the_shipped_file_holds_exactly_the_built_in_policies() {
+        for dry_run in [false, true] {
+            assert_eq!(
+                Policies::from_file(SHIPPED, dry_run).unwrap(),
+                Policies::new(dry_run).unwrap(),
+                "dry run: {dry_run}"
+            );
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_bad_value_is_named_with_its_line_and_field() {
+        let (path, text) = shipped_with("bad-value", "\"10/min\"", "\"0/min\"");
+        let error = Policies::from_file(&path, false).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        let line = 1 + text.lines().position(|l| l == "quota = \"0/min\"").unwrap();
+        assert_eq!(
+            error,
+            format!(
+                "{}:{line}:9: free[1].quota: invalid quota \"0/min\": the rate is 0; use at least 1",
+                path.display()
+            )
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn an_unknown_field_is_named() {
+        let (path, _) = shipped_with("unknown-field", "[search]\n", "[search]\nshadw = true\n");
+        let error = Policies::from_file(&path, false).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            error.contains("search.shadw: unknown field `shadw`"),
+            "{error}"
+        );
+    }
+
+    #[cfg(not(feature = "serde"))]
+    #[test]
+    fn without_serde_a_policy_file_asks_for_the_feature() {
+        let error = Policies::from_file(SHIPPED, false).unwrap_err().to_string();
+        assert!(error.contains("run with `--features serde`"), "{error}");
+    }
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;

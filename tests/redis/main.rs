@@ -14,3 +14,5 @@ mod failures;
 mod properties;
 mod script;
 mod shared;
+#[cfg(feature = "tls")]
+mod tls;

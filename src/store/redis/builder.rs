@@ -69,7 +69,7 @@ impl RedisStoreBuilder {
     /// # Ok::<(), redis::RedisError>(())
     /// ```
     pub fn client(mut self, client: redis::Client) -> Self {
-        self.target = Target::Client(client);
+        self.target = Target::Client(Box::new(client));
         self
     }
 

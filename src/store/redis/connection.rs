@@ -60,7 +60,8 @@ impl Connection {
 pub(super) enum Target {
     None,
     Url(String),
-    Client(redis::Client),
+    /// Boxed: with TLS a client carries its whole TLS configuration.
+    Client(Box<redis::Client>),
     Cluster(Vec<String>),
     Manager(ConnectionManager),
     ClusterConnection(ClusterConnection),
@@ -119,7 +120,7 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
         }
         Target::Client(client) => {
             let name = client.get_connection_info().addr().to_string();
-            single(client, name).await
+            single(*client, name).await
         }
         Target::Cluster(urls) => {
             let name = format!(

@@ -34,8 +34,10 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// Around the script:
 /// - **Connections**: a multiplexed connection that reconnects by itself
 ///   (`redis::aio::ConnectionManager`), so concurrent checks pipeline on one socket; or Redis Cluster
-///   through the cluster client. TLS (`rediss://`) and auth (`redis://user:pass@host`) come
-///   from the URL as the `redis` crate reads it.
+///   through the cluster client. Auth (`redis://user:pass@host`) comes from the URL. TLS
+///   (`rediss://`) needs the `tls` feature (rustls); servers are checked against the system's
+///   roots, and a private certificate authority is trusted through
+///   [`client`](RedisStoreBuilder::client) with `redis::Client::build_with_tls`.
 /// - **Deny cache**: once Redis reports a key limited, later checks of that key that the
 ///   reported state already denies are answered here, with the wait and remaining Redis would
 ///   give, without a round trip. Bounded by [`max_local_keys`](RedisStoreBuilder::max_local_keys).
@@ -125,8 +127,8 @@ impl RedisStore {
 
     /// Connects to the Redis server at `url` with the default settings.
     ///
-    /// `url` is `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (with a TLS
-    /// feature of the `redis` crate enabled), or `redis+unix:///path`.
+    /// `url` is `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (with the `tls`
+    /// feature), or `redis+unix:///path`.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
