@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Server CPU time per request of a hello-world axum server (examples/hello_server.rs): bare,
+# behind tower-ratelimit and behind tower_governor, on the allow and the reject path, all in
+# one run. Each round runs every variant once, in a rotated order, with wrk on loopback; the
+# figure is the server's user + system CPU time over the measured run divided by the requests
+# wrk completed, a steadier measure than requests per second on a shared machine. Prints the
+# median over rounds with the lowest and highest.
+#
+# usage: benches/wrk_cpu.sh            (ROUNDS=3 DURATION=3 CONNECTIONS=16 THREADS=1)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-3}
+CONNECTIONS=${CONNECTIONS:-16}
+THREADS=${THREADS:-1}
+PORT=${PORT:-3011}
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --release --example hello_server >&2
+server=target/release/examples/hello_server
+ticks=$(getconf CLK_TCK)
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
+variants=("none allow" "ours allow" "tower_governor allow" "ours reject" "tower_governor reject")
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+measure() { # measure LIMITER OUTCOME
+    LIMITER=$1 OUTCOME=$2 PORT=$PORT "$server" >/dev/null &
+    local pid=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+        sleep 0.05
+    done
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "http://127.0.0.1:$PORT/" >/dev/null # warm-up
+    local before after out requests
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$PORT/")
+    after=$(cpu_ticks "$pid")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    local rps
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    # CPU µs per request, and requests per second.
+    awk -v t=$((after - before)) -v hz="$ticks" -v n="$requests" -v rps="$rps" \
+        -v name="$1 $2" 'BEGIN { printf "%s %.2f %.0f\n", name, t / hz * 1e6 / n, rps }' >>"$results"
+}
+
+for round in $(seq "$ROUNDS"); do
+    for i in "${!variants[@]}"; do
+        j=$(((i + round) % ${#variants[@]}))
+        # shellcheck disable=SC2086
+        measure ${variants[$j]}
+    done
+    echo "round $round done" >&2
+done
+
+echo "server CPU per request (µs) and requests/s: median of $ROUNDS rounds (lowest-highest);"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on loopback, $(nproc) CPUs"
+printf "%-24s %-24s %-28s %s\n" variant "CPU µs/request" "requests/s" "CPU / bare"
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    limiter, outcome, cpu, rps = line.split()
+    rows.setdefault(f"{limiter} {outcome}", []).append((float(cpu), float(rps)))
+bare = statistics.median(c for c, _ in rows["none allow"])
+for name, values in rows.items():
+    cpu = [c for c, _ in values]
+    rps = [r for _, r in values]
+    print(f"{name:<24} {statistics.median(cpu):>6.2f} ({min(cpu):.2f}-{max(cpu):.2f})"
+          f"{'':<6} {statistics.median(rps):>8.0f} ({min(rps):.0f}-{max(rps):.0f})"
+          f"{'':<4} {statistics.median(cpu) / bare:>5.2f}")
+PY
