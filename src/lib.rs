@@ -75,6 +75,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Not sure which key, store or policies you need? See the [`guide`].
+//!
 //! # Policies
 //!
 //! A [`Policy`] is a name and a quota; a budget is (store, policy name, key), so layers that
@@ -102,6 +104,7 @@ mod decide;
 mod error;
 pub mod future;
 pub mod gcra;
+pub mod guide;
 pub mod key;
 mod layer;
 mod log;

@@ -1,0 +1,58 @@
+//! Which key, store and policies a service needs, and how far one Redis goes.
+//!
+//! # Which key
+//!
+//! | your service | key |
+//! |---|---|
+//! | clients reach it directly | [`PeerIp`](crate::PeerIp) (the default; IPv6 grouped by /64) |
+//! | behind a load balancer or reverse proxy | [`ForwardedIp`](crate::ForwardedIp) with the proxies' networks |
+//! | authenticated API | [`Header`](crate::Header) (`x-api-key`), or a closure reading what your auth layer put in the extensions |
+//! | a shared resource as a whole | [`Global`](crate::Global) |
+//! | gRPC, per caller and method | `(PeerIp::new(), GrpcMethod)` or `(Header::new("x-api-key"), GrpcMethod)` |
+//!
+//! A key is bytes ([`KeyBytes`](crate::KeyBytes)); any closure returning a `String`, bytes, an
+//! integer or a tuple of those works.
+//!
+//! # Which store
+//!
+//! - **One process**: [`MemoryStore`](crate::MemoryStore), the default. Nothing to run, bounded
+//!   memory, decisions in about a hundred nanoseconds.
+//! - **Several processes that must share budgets** (more than one replica, or limits that must
+//!   survive a restart): [`RedisStore`](crate::RedisStore) with the `redis` feature, on one
+//!   Redis or a Redis Cluster. Every check is one script call; keys that are limited are
+//!   answered locally by the deny cache; if Redis goes away the
+//!   [`FailurePolicy`](crate::FailurePolicy) answers (by default each process limits on its own).
+//!
+//! The two stores decide the same history identically, so moving from one to the other changes
+//! nothing a client sees.
+//!
+//! # Which policies
+//!
+//! | you need | write |
+//! |---|---|
+//! | one limit | `.quota(Quota::per_second(10))` |
+//! | a burst limit and a long-term one ("10/s and 1000/h") | two `.policy(..)` calls: a stack, all-or-nothing |
+//! | free and paying customers | `.tier("pro", [..])` and `.select_tier(|req| ..)` |
+//! | expensive requests count more | `.cost_by(|req| ..)` (batch size, body size, query complexity) |
+//! | try a new limit on live traffic first | `Policy::new(..).shadow(true)`, then read [`shadow_limited`](crate::RateLimitLayer::shadow_limited) or the `shadow-limited` events |
+//! | health checks and internal callers never limited | `.bypass(|req| ..)` or [`AllowIps`](crate::AllowIps) |
+//! | several routes, one Redis connection | one store, one layer per route (`.route_layer`), each with its own policy names |
+//!
+//! See [`policy`](crate::policy) for the semantics and an example of each.
+//!
+//! # How far one Redis goes
+//!
+//! Redis runs one script at a time, so one Redis primary bounds the checks per second of the
+//! whole fleet, however many application servers share it. On the 2-vCPU machine of
+//! `BENCHES.md`, with the application and Redis on the same two cores, one primary served
+//! about 63 000 checks per second through `RedisStore` at 256 concurrent checks (15.9 µs of
+//! wall time per check), and `redis-benchmark` with 16 pipelined clients drove the same
+//! one-key script at about 48 000 calls per second. A dedicated Redis core does better; measure
+//! with `cargo bench --features redis --bench redis` on your own machines. As a rule of thumb:
+//! application servers × checks per second each must stay well below that figure, and the
+//! deny cache takes the checks of keys already limited (the bulk of an attack) off Redis.
+//!
+//! Past one primary, a **Redis Cluster** spreads keys over its primaries by hash slot: every
+//! policy of one key shares a slot (`{prefix:key}`), so a stack is still one call, and the
+//! capacity grows with the number of primaries as long as no single key is hot enough to
+//! saturate one of them.
