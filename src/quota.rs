@@ -179,9 +179,12 @@ impl Quota {
 
     fn per(n: u32, per: Per) -> Result<Self, QuotaError> {
         let n = NonZeroU32::new(n).ok_or(QuotaError::new(QuotaErrorKind::ZeroRate))?;
-        // T = ⌊period / n⌋ in nanoseconds, as governor computes it; never zero since
-        // n ≤ u32::MAX < 10⁹ ns.
+        // T = ⌊period / n⌋ in nanoseconds, as governor computes it. More than one cell per
+        // nanosecond cannot be counted.
         let interval_nanos = (per.period().as_nanos() / u128::from(n.get())) as u64;
+        if interval_nanos == 0 {
+            return Err(QuotaError::new(QuotaErrorKind::RateTooHigh));
+        }
         Quota {
             interval_nanos,
             burst: NonZeroU32::MIN,
@@ -318,6 +321,7 @@ pub struct QuotaError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum QuotaErrorKind {
     ZeroRate,
+    RateTooHigh,
     ZeroBurst,
     ZeroPeriod,
     PeriodTooLong(Duration),
@@ -340,6 +344,9 @@ impl fmt::Display for QuotaError {
         }
         match &self.kind {
             QuotaErrorKind::ZeroRate => f.write_str(": the rate is 0; use at least 1"),
+            QuotaErrorKind::RateTooHigh => f.write_str(
+                ": the rate is above one per nanosecond (10⁹ per second); use a lower rate",
+            ),
             QuotaErrorKind::ZeroBurst => f.write_str(": the burst is 0; use at least 1"),
             QuotaErrorKind::ZeroPeriod => f.write_str(": the period is 0; use at least 1ns"),
             QuotaErrorKind::PeriodTooLong(period) => {
@@ -488,6 +495,24 @@ mod serde_impls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_above_one_per_nanosecond_are_refused_not_zero_intervals() {
+        assert_eq!(
+            Quota::try_per_second(1_000_000_000)
+                .unwrap()
+                .interval_nanos(),
+            1
+        );
+        let err = Quota::try_per_second(1_000_000_001).unwrap_err();
+        assert!(
+            err.to_string().contains("above one per nanosecond"),
+            "{err}"
+        );
+        let parsed = "2000000000/s".parse::<Quota>().unwrap_err();
+        assert!(parsed.to_string().contains("\"2000000000/s\""), "{parsed}");
+        assert!(Quota::try_per_minute(u32::MAX).is_ok());
+    }
 
     #[test]
     fn per_unit_constructors_compute_interval_like_governor() {
