@@ -7,10 +7,14 @@ criterion settings, so that load on a shared machine falls on both alike. For ev
 that both report, it prints the median over rounds of criterion's point estimate for each side,
 the spread (lowest and highest round), and the ratio of the medians (this tree / revision).
 
-usage: benches/compare_revision.py REV BENCH [FILTER] [--rounds N] [--measurement-time S]
-       [--features F]
+REV `.` is this tree itself: with `--base-features`, the same code built with two feature
+sets (the revision side gets the base features, this tree `--features`).
 
-example: benches/compare_revision.py 81649dc memory 'tower-ratelimit/' --rounds 3
+usage: benches/compare_revision.py REV BENCH [FILTER] [--rounds N] [--measurement-time S]
+       [--features F] [--base-features F]
+
+examples: benches/compare_revision.py 81649dc memory 'tower-ratelimit/' --rounds 3
+          benches/compare_revision.py . layer 'layer/allow/' --features metrics --base-features ''
 """
 
 import argparse
@@ -67,16 +71,23 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--measurement-time", type=float, default=2)
     parser.add_argument("--features", default="")
+    parser.add_argument("--base-features", default=None,
+                        help="features of the revision side (default: --features)")
     args = parser.parse_args()
+    base_features = args.features if args.base_features is None else args.base_features
 
     here = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    old_tree = os.path.join(here, "target", "compare", args.rev)
-    if not os.path.isdir(old_tree):
-        subprocess.run(["git", "worktree", "add", "--detach", "-f", old_tree, args.rev],
-                       cwd=here, check=True, capture_output=True)
+    if args.rev == ".":
+        old_tree = here
+    else:
+        old_tree = os.path.join(here, "target", "compare", args.rev)
+        if not os.path.isdir(old_tree):
+            subprocess.run(["git", "worktree", "add", "--detach", "-f", old_tree, args.rev],
+                           cwd=here, check=True, capture_output=True)
     trees = {"revision": old_tree, "this tree": here}
-    binaries = {side: bench_binary(tree, args.bench, args.features)
+    features = {"revision": base_features, "this tree": args.features}
+    binaries = {side: bench_binary(tree, args.bench, features[side])
                 for side, tree in trees.items()}
 
     rounds = {side: [] for side in trees}
@@ -90,7 +101,8 @@ def main():
 
     ids = sorted(set.intersection(*(set(r) for side in rounds for r in rounds[side])))
     print(f"{args.bench}: median of {args.rounds} rounds (lowest-highest), ns; "
-          f"revision {args.rev} against this tree")
+          f"revision {args.rev} (features {base_features!r}) against this tree "
+          f"(features {args.features!r})")
     print(f"{'benchmark':<55} {'revision':>22} {'this tree':>22} {'ratio':>6}")
     for bench_id in ids:
         cells, medians = [], []

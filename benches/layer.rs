@@ -7,8 +7,14 @@
 //! response. Building the request is not timed. Both limiters key on the peer IP taken from
 //! the request extensions, where axum's connect info puts it.
 //!
+//! With the `metrics` feature a Prometheus recorder is installed before the layers are built,
+//! so every decision increments its counters as in an application that exports them; the same
+//! benchmark without the feature is the baseline.
+//!
 //! ```text
 //! cargo bench --bench layer -- --warm-up-time 1 --measurement-time 3
+//! cargo bench --features metrics --bench layer -- --warm-up-time 1 --measurement-time 3
+//! benches/compare_revision.py . layer 'layer/allow/' --features metrics --base-features ''
 //! ```
 
 use std::convert::Infallible;
@@ -108,7 +114,34 @@ fn governed(
     GovernorLayer::new(config).layer(inner())
 }
 
+/// How many requests the layer with the policy `default` counted as `allowed`.
+#[cfg(feature = "metrics")]
+fn counted_allowed(prometheus: &metrics_exporter_prometheus::PrometheusHandle) -> u64 {
+    let series = r#"ratelimit_decisions_total{policy="default",outcome="allowed"} "#;
+    let text = prometheus.render();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no allowed count in\n{text}"))
+}
+
+/// The Prometheus recorder, installed the first time: before any layer is built, since layers
+/// register their counters when they are built.
+#[cfg(feature = "metrics")]
+fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other recorder is installed")
+    })
+}
+
 fn bench(c: &mut Criterion) {
+    #[cfg(feature = "metrics")]
+    let prometheus = prometheus();
+
     let mut group = c.benchmark_group("layer/allow");
     let mut bare = inner();
     assert_eq!(drive(&mut bare, request()), StatusCode::OK);
@@ -129,6 +162,11 @@ fn bench(c: &mut Criterion) {
         )
     });
     assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    #[cfg(feature = "metrics")]
+    assert!(
+        counted_allowed(prometheus) >= 2,
+        "the recorder counts the layer's requests"
+    );
     let mut svc = ours_stacked(ALLOW);
     assert_eq!(drive(&mut svc, request()), StatusCode::OK);
     group.bench_function("tower-ratelimit (2 policies)", |b| {
@@ -188,5 +226,20 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// With the `metrics` feature, what one increment of a counter handle costs with the
+/// Prometheus recorder: the floor of what counting adds to a request, per policy.
+#[cfg(feature = "metrics")]
+fn counter(c: &mut Criterion) {
+    let prometheus = prometheus();
+    let counter = metrics::counter!("bench_increments_total");
+    c.bench_function("layer/metrics/counter increment", |b| {
+        b.iter(|| black_box(&counter).increment(1))
+    });
+    assert!(prometheus.render().contains("bench_increments_total "));
+}
+
+#[cfg(not(feature = "metrics"))]
+fn counter(_: &mut Criterion) {}
+
+criterion_group!(benches, bench, counter);
 criterion_main!(benches);

@@ -7,6 +7,7 @@
 //! DRY_RUN=1 cargo run --example policies             # every policy in shadow mode
 //! POLICIES=examples/policies.toml cargo run --features serde --example policies
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example policies
+//! cargo run --features metrics --example policies    # and GET /metrics
 //! ```
 //!
 //! - `GET /`: per client IP, or per `x-api-key` when the request has one. Free tier:
@@ -15,6 +16,8 @@
 //! - `GET /search?cost=N`: policy `search` (10/s) per client IP, each request taking N cells
 //!   (default 1); a cost above 10 can never fit and is answered 413.
 //! - `GET /health`: never limited.
+//! - `GET /metrics`, with the `metrics` feature: the crate's metrics in the Prometheus text
+//!   format, never limited.
 //!
 //! With `POLICIES` the policies come from that TOML file instead (`examples/policies.toml`
 //! holds the built-in ones); a value that is not a policy stops the server with an error that
@@ -29,8 +32,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use axum::extract::{ConnectInfo, Query, Request};
+#[cfg(feature = "metrics")]
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::{routing::get, Router};
+#[cfg(feature = "metrics")]
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_ratelimit::{ConfigError, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, Store};
 
 /// The policies of `/` and `/search`, in shadow mode when `dry_run`.
@@ -178,8 +185,69 @@ async fn search(Query(query): Query<HashMap<String, String>>) -> (StatusCode, St
     }
 }
 
+/// Requests that are never limited: the health check and the metrics.
+fn bypassed(req: &Request) -> bool {
+    let path = req.uri().path();
+    path == "/health" || (cfg!(feature = "metrics") && path == "/metrics")
+}
+
 /// The whole app on `store`.
 pub fn app<St>(store: St, policies: Policies) -> Result<Router, ConfigError>
+where
+    St: Store + Clone + Send + Sync + 'static,
+    St::Future: Send + 'static,
+{
+    app_with(store, policies, Router::new())
+}
+
+/// The whole app on `store` with `GET /metrics` rendering `prometheus`. Build the store and
+/// the app after installing the recorder (or under it, with `metrics::with_local_recorder`):
+/// they register their metrics when they are built.
+#[cfg(feature = "metrics")]
+pub fn app_with_metrics<St>(
+    store: St,
+    policies: Policies,
+    prometheus: PrometheusHandle,
+) -> Result<Router, ConfigError>
+where
+    St: Store + Clone + Send + Sync + 'static,
+    St::Future: Send + 'static,
+{
+    app_with(store, policies, metrics_route(prometheus))
+}
+
+/// The content type of the Prometheus text format.
+#[cfg(feature = "metrics")]
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`: what `prometheus` holds, in the Prometheus text format.
+#[cfg(feature = "metrics")]
+fn metrics_route(prometheus: PrometheusHandle) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = prometheus.render();
+            std::future::ready(([(CONTENT_TYPE, PROMETHEUS_TEXT)], text))
+        }),
+    )
+}
+
+/// The Prometheus recorder of `/metrics`, with buckets for the store latency histogram.
+#[cfg(feature = "metrics")]
+pub fn prometheus() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("ratelimit_store_latency_seconds".into()),
+            &[
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ],
+        )
+        .expect("the bucket list is not empty")
+}
+
+/// The app on `store`, with `routes` under the limit of `/` (and bypassed by it if they should
+/// be).
+fn app_with<St>(store: St, policies: Policies, routes: Router) -> Result<Router, ConfigError>
 where
     St: Store + Clone + Send + Sync + 'static,
     St::Future: Send + 'static,
@@ -192,7 +260,7 @@ where
         .fold(main, |main, policy| main.policy(policy))
         .tier("pro", policies.pro)
         .select_tier(tier)
-        .bypass(|req: &Request| req.uri().path() == "/health")
+        .bypass(bypassed)
         .headers_on_success(true)
         .build()?;
     let search_limit = RateLimitLayer::builder()
@@ -205,6 +273,7 @@ where
     Ok(Router::new()
         .route("/", get(|| async { "hello\n" }))
         .route("/health", get(|| async { "ok\n" }))
+        .merge(routes)
         .layer(main)
         .merge(
             Router::new()
@@ -227,9 +296,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) if !path.is_empty() => Policies::from_file(path, dry_run)?,
         _ => Policies::new(dry_run)?,
     };
+    // With `metrics` the recorder comes first: the store and the layers register their
+    // metrics when they are built.
+    #[cfg(feature = "metrics")]
+    let routes = {
+        let prometheus = prometheus().install_recorder()?;
+        let upkeep = prometheus.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+        metrics_route(prometheus)
+    };
+    #[cfg(not(feature = "metrics"))]
+    let routes = Router::new();
     let (app, where_) = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => (redis_app(&url, policies).await?, url),
-        _ => (app(MemoryStore::new(), policies)?, "memory".to_owned()),
+        Ok(url) if !url.is_empty() => (redis_app(&url, policies, routes).await?, url),
+        _ => (
+            app_with(MemoryStore::new(), policies, routes)?,
+            "memory".to_owned(),
+        ),
     };
 
     let port: u16 = match std::env::var("PORT") {
@@ -254,16 +342,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[cfg(feature = "redis")]
-async fn redis_app(url: &str, policies: Policies) -> Result<Router, Box<dyn std::error::Error>> {
+async fn redis_app(
+    url: &str,
+    policies: Policies,
+    routes: Router,
+) -> Result<Router, Box<dyn std::error::Error>> {
     let store = tower_ratelimit::RedisStore::builder()
         .url(url)
         .prefix("policies-example")
         .build()
         .await?;
-    Ok(app(store, policies)?)
+    Ok(app_with(store, policies, routes)?)
 }
 
 #[cfg(not(feature = "redis"))]
-async fn redis_app(_url: &str, _policies: Policies) -> Result<Router, Box<dyn std::error::Error>> {
+async fn redis_app(
+    _url: &str,
+    _policies: Policies,
+    _routes: Router,
+) -> Result<Router, Box<dyn std::error::Error>> {
     Err("REDIS_URL is set, but this build has no Redis store: run with `--features redis`".into())
 }

@@ -10,6 +10,9 @@
 //! rejections, `info` for shadow policies, `warn` for setup and store problems. All but the
 //! `trace` events are throttled so that an attack cannot flood the log; a disabled level costs
 //! one cached check.
+//!
+//! With the `metrics` feature each outcome also increments a counter whose handle the tier or
+//! the layer registered when it was built (see the crate docs' Metrics table).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use crate::log::Throttle;
 use crate::policy::{Bypass, Cost, Rules, SelectTier};
 use crate::response::headers::StackHeaders;
 use crate::response::{grpc, rejection, CostTooLarge, MakeRejection, RateLimited};
-use crate::{Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Store};
+use crate::{ConfigError, Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Store};
 
 /// What to do with a request from which the key extractor got no key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +58,8 @@ pub(crate) struct Config<E, St: Store, R, X> {
     pub(crate) missing_key: MissingKey,
     pub(crate) grpc_always: bool,
     pub(crate) logs: Logs,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::telemetry::LayerMetrics,
 }
 
 /// A stack of policies as one layer checks it.
@@ -68,24 +73,37 @@ pub(crate) struct Tier<S> {
     pub(crate) shadow_limited: Box<[AtomicU64]>,
     /// The enforced policy with the smallest burst: a larger cost can never be admitted.
     pub(crate) tightest: Option<usize>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: crate::telemetry::TierMetrics,
 }
 
 impl<S> Tier<S> {
-    pub(crate) fn new(name: &str, policies: Vec<Policy>, stack: S) -> Self {
+    /// The tier `name` of `policies`, registered with `store`.
+    pub(crate) fn new<St>(
+        store: &St,
+        name: &str,
+        policies: Vec<Policy>,
+    ) -> Result<Self, ConfigError>
+    where
+        St: Store<Stack = S>,
+    {
+        let stack = store.register(&policies)?;
         let tightest = policies
             .iter()
             .enumerate()
             .filter(|(_, p)| !p.is_shadow())
             .min_by_key(|(_, p)| p.quota().burst())
             .map(|(i, _)| i);
-        Tier {
+        Ok(Tier {
+            #[cfg(feature = "metrics")]
+            metrics: crate::telemetry::TierMetrics::new::<St::Error>(&policies, tightest),
             name: name.into(),
             headers: Arc::new(StackHeaders::new(&policies)),
             shadow_limited: policies.iter().map(|_| AtomicU64::new(0)).collect(),
             policies: policies.into(),
             stack,
             tightest,
-        }
+        })
     }
 }
 
@@ -146,6 +164,8 @@ where
         P: Bypass<B>,
     {
         if self.rules.bypass.bypass(req) {
+            #[cfg(feature = "metrics")]
+            self.metrics.bypassed.increment(1);
             tracing::trace!(outcome = "bypassed", path = req.uri().path());
             return Start::Decided(Verdict::Allow(None));
         }
@@ -156,12 +176,16 @@ where
         let tier = &self.tiers[index];
         let cost = self.rules.cost.cost(req);
         if cost == 0 {
+            #[cfg(feature = "metrics")]
+            tier.metrics.free();
             tracing::trace!(outcome = "allowed", tier = &*tier.name, cost);
             return Start::Decided(Verdict::Allow(None));
         }
         if let Some(tightest) = tier.tightest {
             let policy = &tier.policies[tightest];
             if cost > policy.quota().burst() {
+                #[cfg(feature = "metrics")]
+                tier.metrics.cost_too_large(tightest);
                 tracing::debug!(
                     outcome = "cost-too-large",
                     policy = policy.name(),
@@ -214,6 +238,11 @@ where
         req: &Request<B>,
     ) -> Verdict {
         let tier = &self.tiers[tier];
+        #[cfg(feature = "metrics")]
+        match &outcome {
+            Ok(decisions) => tier.metrics.decided(decisions),
+            Err(_) => tier.metrics.store_error(),
+        }
         match outcome {
             Ok(decisions) if decisions.is_allowed() => {
                 if decisions.any_denied() {
@@ -287,6 +316,8 @@ where
 
     /// The verdict for a request without a key.
     fn missing_key<B>(&self, req: &Request<B>, hint: &str) -> Verdict {
+        #[cfg(feature = "metrics")]
+        self.metrics.missing_key.increment(1);
         match self.missing_key {
             MissingKey::Allow => Verdict::Allow(None),
             MissingKey::Reject(status) => {

@@ -126,15 +126,53 @@ pub(crate) struct InsufficientCapacity {
 /// assert_eq!(decisions.retry_after(), Duration::from_millis(300));
 /// assert_eq!(decisions.len(), 2);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Decisions {
     admitted: bool,
+    /// Whether the Redis store's failure policy answered, not Redis: the `fallback_*`
+    /// outcomes of the decision counter. Not part of equality.
+    #[cfg(feature = "metrics")]
+    fallback: bool,
     /// The largest wait of the enforced policies that denied, in nanoseconds.
     wait: u64,
     each: SmallVec<[Decision; 2]>,
 }
 
+impl PartialEq for Decisions {
+    fn eq(&self, other: &Self) -> bool {
+        self.admitted == other.admitted && self.wait == other.wait && self.each == other.each
+    }
+}
+
+impl Eq for Decisions {}
+
 impl Decisions {
+    /// The one place a `Decisions` is put together.
+    #[inline]
+    fn with(admitted: bool, wait: u64, each: SmallVec<[Decision; 2]>) -> Self {
+        Decisions {
+            admitted,
+            #[cfg(feature = "metrics")]
+            fallback: false,
+            wait,
+            each,
+        }
+    }
+
+    /// The same decisions, marked as the answer of the Redis store's failure policy.
+    #[cfg(all(feature = "metrics", feature = "redis"))]
+    pub(crate) fn by_failure_policy(mut self) -> Self {
+        self.fallback = true;
+        self
+    }
+
+    /// Whether the Redis store's failure policy answered rather than Redis.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn is_fallback(&self) -> bool {
+        self.fallback
+    }
+
     /// Decisions of a stack, `admitted` or not, one per policy in stack order.
     ///
     /// When denied, the wait is the largest of the denied decisions' waits: this constructor
@@ -147,32 +185,20 @@ impl Decisions {
         } else {
             each.iter().map(|d| d.retry_after_nanos).max().unwrap_or(0)
         };
-        Decisions {
-            admitted,
-            wait,
-            each,
-        }
+        Self::with(admitted, wait, each)
     }
 
     /// The decision of a one-policy stack.
     pub fn one(decision: Decision) -> Self {
         let each = SmallVec::from_buf_and_len([decision; 2], 1);
-        Decisions {
-            admitted: decision.is_allowed(),
-            wait: decision.retry_after_nanos,
-            each,
-        }
+        Self::with(decision.is_allowed(), decision.retry_after_nanos, each)
     }
 
     /// Decisions whose wait was worked out by the caller (the largest wait of the enforced
     /// policies that denied).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn from_parts(admitted: bool, wait: u64, each: SmallVec<[Decision; 2]>) -> Self {
-        Decisions {
-            admitted,
-            wait: if admitted { 0 } else { wait },
-            each,
-        }
+        Self::with(admitted, if admitted { 0 } else { wait }, each)
     }
 
     /// The decision of one policy, admitted anyway if the policy is in shadow mode.
@@ -329,11 +355,7 @@ pub(crate) fn check_stack(cells: &[Cell], tats: &mut [u64], now: u64, cost: u32)
             None => {}
         }
     }
-    Decisions {
-        admitted,
-        wait,
-        each,
-    }
+    Decisions::with(admitted, wait, each)
 }
 
 /// A conforming decision that took nothing: the key's state as it is.
@@ -358,11 +380,7 @@ pub(crate) fn peek_stack(cells: &[Cell], tats: &[u64], now: u64) -> Decisions {
         .filter(|(cell, d)| !cell.shadow && !d.is_allowed())
         .map(|(_, d)| d.retry_after_nanos)
         .max();
-    Decisions {
-        admitted: wait.is_none(),
-        wait: wait.unwrap_or(0),
-        each,
-    }
+    Decisions::with(wait.is_none(), wait.unwrap_or(0), each)
 }
 
 /// How many cost-1 checks conform at `now` against `tat`: `⌊(b·T − max(tat − now, 0)) / T⌋`.

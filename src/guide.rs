@@ -18,10 +18,10 @@
 //! - **One process**: [`MemoryStore`](crate::MemoryStore), the default. Nothing to run, bounded
 //!   memory, decisions in about a hundred nanoseconds.
 //! - **Several processes that must share budgets** (more than one replica, or limits that must
-//!   survive a restart): [`RedisStore`](crate::RedisStore) with the `redis` feature, on one
+//!   survive a restart): `RedisStore` with the `redis` feature, on one
 //!   Redis or a Redis Cluster. Every check is one script call; keys that are limited are
 //!   answered locally by the deny cache; if Redis goes away the
-//!   [`FailurePolicy`](crate::FailurePolicy) answers (by default each process limits on its own).
+//!   `FailurePolicy` answers (by default each process limits on its own).
 //!
 //! The two stores decide the same history identically, so moving from one to the other changes
 //! nothing a client sees.

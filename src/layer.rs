@@ -477,8 +477,7 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         self.store.register(&all)?;
         let mut tiers = Vec::with_capacity(stacks.len());
         for (name, policies) in stacks {
-            let stack = self.store.register(&policies)?;
-            tiers.push(Tier::new(&name, policies, stack));
+            tiers.push(Tier::new(&self.store, &name, policies)?);
         }
         Ok(RateLimitLayer {
             config: Arc::new(Config {
@@ -491,6 +490,8 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                 missing_key: settings.missing_key,
                 grpc_always: settings.grpc_always,
                 logs: Logs::new(),
+                #[cfg(feature = "metrics")]
+                metrics: crate::telemetry::LayerMetrics::new(),
             }),
         })
     }

@@ -86,6 +86,74 @@
 //! limit on live traffic without rejecting, and a predicate or an [`AllowIps`] list bypasses
 //! the limit. See [`policy`].
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature the layers and the stores report through the
+//! [`metrics`](https://docs.rs/metrics) facade to whatever exporter the application installs
+//! (Prometheus, StatsD, OpenTelemetry, ...). Handles are registered once, when a store or a
+//! layer is built, and a request only increments them: **install the recorder before building
+//! stores and layers**; one built without a recorder records nothing. Labels hold policy
+//! names, never keys.
+//!
+//! | metric | type, unit | labels | what it counts or measures |
+//! |---|---|---|---|
+//! | `ratelimit_decisions_total` | counter | `policy`, `outcome="allowed"` | requests that took cells from `policy` (every policy of the stack, shadow ones too, for a request that passes at cost 0) |
+//! | | | `policy`, `outcome="limited"` | requests that the enforced `policy` refused; a stack counts each policy that refused, and not the ones that would have admitted |
+//! | | | `policy`, `outcome="shadow_limited"` | requests that `policy`, in shadow mode, would have refused (they went on) |
+//! | | | `policy`, `outcome="fallback_allowed"`, `"fallback_limited"` | as `allowed` and `limited`, for the answers of the Redis store's `FailurePolicy` (`Local`, `Allow`) while Redis fails |
+//! | | | `policy`, `outcome="store_error"` | requests the store could not decide (answered 503), once per policy of the stack |
+//! | | | `policy`, `outcome="cost_too_large"` | requests refused (413) because their cost exceeds the burst of `policy`, the enforced policy of the stack with the smallest burst |
+//! | | | `policy=""`, `outcome="bypassed"` | requests the bypass let through before their key was read |
+//! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says |
+//! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long a check waited on Redis: from sending the script call to its answer, error or timeout. Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
+//! | `ratelimit_deny_cache_hits_total` | counter | | Redis checks that the deny cache answered without a round trip |
+//! | `ratelimit_redis_degraded` | gauge | | 1 while a `RedisStore` backs off after repeated failures (checks skip Redis and its failure policy answers), 0 once Redis answers again; with several stores, how many back off |
+//! | `ratelimit_memory_keys` | gauge | | keys that `MemoryStore`s track, idle ones not yet dropped included ([`MemoryStore::len`]), changed as keys are inserted and swept; not the Redis store's local fallback |
+//!
+//! A request checked against a stack counts once for each policy that took its cells or
+//! refused them: with `per-second` and `per-minute` stacked, an admitted request is `allowed`
+//! for both, and one that `per-second` alone refuses is `limited` for `per-second` and not
+//! counted for `per-minute`, which took nothing. Series that cannot occur are not registered:
+//! `limited` for a shadow policy, `shadow_limited` for an enforced one, `store_error` and
+//! `fallback_*` on a store that cannot fail (`MemoryStore`), `cost_too_large` but for a
+//! stack's tightest policy.
+//!
+//! ```
+//! # #[cfg(feature = "metrics")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::SocketAddr;
+//! use axum::extract::{ConnectInfo, Request};
+//! use axum::{body::Body, routing::get, Router};
+//! use metrics_exporter_prometheus::PrometheusBuilder;
+//! use tower::ServiceExt;
+//! use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+//!
+//! // The recorder first: the layer registers its counters when it is built.
+//! let prometheus = PrometheusBuilder::new().install_recorder()?;
+//! let scrape = prometheus.clone();
+//! let limit = RateLimitLayer::builder()
+//!     .policy(Policy::new("api", Quota::per_minute(1)))
+//!     .bypass(|req: &Request| req.uri().path() == "/metrics")
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .route("/metrics", get(move || std::future::ready(scrape.render())))
+//!     .layer(limit);
+//!
+//! for _ in 0..2 {
+//!     let mut req = Request::new(Body::empty());
+//!     req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 5000))));
+//!     app.clone().oneshot(req).await?;
+//! }
+//! let text = prometheus.render();
+//! assert!(text.contains(r#"ratelimit_decisions_total{policy="api",outcome="allowed"} 1"#));
+//! assert!(text.contains(r#"ratelimit_decisions_total{policy="api",outcome="limited"} 1"#));
+//! # Ok(()) }
+//! # #[cfg(not(feature = "metrics"))]
+//! # fn main() {}
+//! ```
+//!
 //! # Semantics
 //!
 //! A quota is a burst `b` and an interval `T`; `Quota::per_second(n)` is `b = n`, `T = 1s/n`.
@@ -113,6 +181,8 @@ pub mod quota;
 pub mod response;
 mod service;
 pub mod store;
+#[cfg(feature = "metrics")]
+mod telemetry;
 
 /// The README's snippets, compiled and run as doctests.
 #[cfg(all(doctest, feature = "tonic", feature = "redis"))]

@@ -33,7 +33,11 @@ impl Server {
         St::Future: Send + 'static,
     {
         let policies = policies::Policies::new(dry_run).unwrap();
-        let app = policies::app(store, policies).unwrap();
+        Server::serve(policies::app(store, policies).unwrap()).await
+    }
+
+    /// `app`, served with connect info on a loopback port.
+    async fn serve(app: axum::Router) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -209,6 +213,263 @@ async fn the_example_keeps_its_contract_in_memory() {
 #[tokio::test]
 async fn a_dry_run_rejects_nothing_in_memory() {
     a_dry_run_rejects_nothing(memory_store().0).await;
+}
+
+/// `GET /metrics` with the `metrics` feature: a known traffic pattern, and the exact counts it
+/// leaves, per policy and outcome. Each test records into a Prometheus recorder of its own,
+/// set as the thread's recorder while the store and the app are built; the scrapes are also
+/// written under the target directory, where `.ci/run` checks them with `promtool`.
+#[cfg(feature = "metrics")]
+mod scrape {
+    use std::collections::BTreeMap;
+
+    use metrics_exporter_prometheus::PrometheusRecorder;
+
+    use super::*;
+
+    impl Server {
+        /// The example's app with `GET /metrics`, on the store that `store` builds, both
+        /// built under `recorder`.
+        async fn start_with_metrics<St>(
+            recorder: &PrometheusRecorder,
+            store: impl AsyncFnOnce() -> St,
+            dry_run: bool,
+        ) -> Server
+        where
+            St: Store + Clone + Send + Sync + 'static,
+            St::Future: Send + 'static,
+        {
+            // The test runtime has one thread, so the thread's recorder is the one every
+            // handle is registered with while the guard lives.
+            let guard = metrics::set_default_local_recorder(recorder);
+            let store = store().await;
+            let policies = policies::Policies::new(dry_run).unwrap();
+            let app = policies::app_with_metrics(store, policies, recorder.handle()).unwrap();
+            drop(guard);
+            Server::serve(app).await
+        }
+
+        /// `GET /metrics`: its `ratelimit_` series, each with its labels in name order, and the
+        /// text, which is also written to `<target>/tmp/<name>.prom`.
+        async fn scrape(&self, name: &str) -> (BTreeMap<String, f64>, String) {
+            let (status, headers, text) = self.get("/metrics", None).await;
+            assert_eq!(status, OK);
+            assert_eq!(
+                headers["content-type"],
+                "text/plain; version=0.0.4; charset=utf-8"
+            );
+            let path =
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.prom"));
+            std::fs::write(&path, &text).unwrap();
+            (series(&text), text)
+        }
+    }
+
+    /// The `ratelimit_` series of a scrape in the Prometheus text format.
+    fn series(text: &str) -> BTreeMap<String, f64> {
+        text.lines()
+            .filter(|line| line.starts_with("ratelimit_"))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let series = match series.split_once('{') {
+                    Some((name, labels)) => {
+                        let mut labels: Vec<&str> =
+                            labels.trim_end_matches('}').split(',').collect();
+                        labels.sort_unstable();
+                        format!("{name}{{{}}}", labels.join(","))
+                    }
+                    None => series.to_owned(),
+                };
+                (series, value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// The decision counter of `policy` and `outcome`, as `series` names it.
+    fn decisions(policy: &str, outcome: &str) -> String {
+        format!("ratelimit_decisions_total{{outcome=\"{outcome}\",policy=\"{policy}\"}}")
+    }
+
+    /// Sends the same requests to the example on any store, and returns how many of them the
+    /// store was asked to decide. Outcomes are noted per line: `a` allowed, `l` limited.
+    async fn known_traffic(server: &Server, clock: &ManualClock) -> u32 {
+        let statuses = |n| async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                seen.push(server.status("/", None).await);
+            }
+            seen
+        };
+        // Free tier by client IP: per-second (burst 4) and per-minute (10) stacked. At 0 s:
+        // 4 a, then 2 l by per-second (per-minute would admit, and is not counted).
+        assert_eq!(
+            statuses(6).await,
+            [[OK; 4].as_slice(), &[LIMITED; 2]].concat()
+        );
+        // At 2 s, per-second is full again: 4 a. At 4 s: 2 a, then per-minute is spent: 1 l
+        // by per-minute alone.
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(statuses(4).await, [OK; 4]);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(statuses(3).await, [OK, OK, LIMITED]);
+        // A free API key: 1 a more for both free policies.
+        assert_eq!(server.status("/", Some("free-key")).await, OK);
+        // A pro key: 40 a on both pro policies, then 2 l by pro-per-second.
+        for _ in 0..40 {
+            assert_eq!(server.status("/", Some("pro-key")).await, OK);
+        }
+        for _ in 0..2 {
+            assert_eq!(server.status("/", Some("pro-key")).await, LIMITED);
+        }
+        // /search: a cost above the burst never reaches the store; cost 10 a, cost 1 l, cost 0
+        // a without the store, and 1 s later cost 1 a.
+        let search = [
+            ("/search?cost=11", StatusCode::PAYLOAD_TOO_LARGE),
+            ("/search?cost=10", OK),
+            ("/search", LIMITED),
+            ("/search?cost=0", OK),
+        ];
+        for (path, status) in search {
+            assert_eq!(server.status(path, None).await, status, "{path}");
+        }
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(server.status("/search?cost=1", None).await, OK);
+        // Bypassed: 3 health checks (and the scrape itself).
+        for _ in 0..3 {
+            assert_eq!(server.status("/health", None).await, OK);
+        }
+        6 + 4 + 3 + 1 + 42 + 3
+    }
+
+    /// What `known_traffic` and one scrape leave in the decision counter: every series the two
+    /// layers registered.
+    fn known_decisions() -> BTreeMap<String, f64> {
+        [
+            ("per-second", "allowed", 11.0),
+            ("per-second", "limited", 2.0),
+            ("per-second", "cost_too_large", 0.0),
+            ("per-minute", "allowed", 11.0),
+            ("per-minute", "limited", 1.0),
+            ("pro-per-second", "allowed", 40.0),
+            ("pro-per-second", "limited", 2.0),
+            ("pro-per-second", "cost_too_large", 0.0),
+            ("pro-per-minute", "allowed", 40.0),
+            ("pro-per-minute", "limited", 0.0),
+            ("search", "allowed", 3.0),
+            ("search", "limited", 1.0),
+            ("search", "cost_too_large", 1.0),
+            ("", "bypassed", 4.0),
+            ("", "missing_key", 0.0),
+        ]
+        .into_iter()
+        .map(|(policy, outcome, n)| (decisions(policy, outcome), n))
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn metrics_count_each_policy_and_outcome_of_known_traffic_in_memory() {
+        let recorder = policies::prometheus().build_recorder();
+        let clock = ManualClock::new();
+        let store_clock = clock.clone();
+        let server = Server::start_with_metrics(
+            &recorder,
+            async || MemoryStore::builder().clock(store_clock).build().unwrap(),
+            false,
+        )
+        .await;
+        known_traffic(&server, &clock).await;
+        let (series, _) = server.scrape("example-policies-memory").await;
+        let mut expected = known_decisions();
+        // Client IP and two API keys on `/`, the client IP on `/search`.
+        expected.insert("ratelimit_memory_keys".to_owned(), 4.0);
+        assert_eq!(series, expected);
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn metrics_count_each_policy_and_outcome_of_known_traffic_on_redis() {
+        use tower_ratelimit::RedisStore;
+
+        let redis = support::RedisServer::start();
+        let recorder = policies::prometheus().build_recorder();
+        let clock = ManualClock::new();
+        let store_clock = clock.clone();
+        let server = Server::start_with_metrics(
+            &recorder,
+            async || {
+                RedisStore::builder()
+                    .url(redis.url())
+                    .prefix(support::unique_prefix("metrics"))
+                    .clock(store_clock)
+                    .build()
+                    .await
+                    .unwrap()
+            },
+            false,
+        )
+        .await;
+        let checks = known_traffic(&server, &clock).await;
+        let (mut series, _) = server.scrape("example-policies-redis").await;
+
+        // The same decisions as in memory, and the outcomes of a store that can fail, at 0.
+        let mut expected = known_decisions();
+        for policy in [
+            "per-second",
+            "per-minute",
+            "pro-per-second",
+            "pro-per-minute",
+            "search",
+        ] {
+            for outcome in ["store_error", "fallback_allowed", "fallback_limited"] {
+                expected.insert(decisions(policy, outcome), 0.0);
+            }
+        }
+        expected.insert("ratelimit_redis_degraded".to_owned(), 0.0);
+        // Once Redis has reported a stack spent, the deny cache answers its next checks: the 2
+        // limited at 0 s, the per-minute one at 4 s, the 2 pro ones and the search one. Every
+        // other check waited on Redis once.
+        let hits = series.remove("ratelimit_deny_cache_hits_total").unwrap();
+        let waited = series
+            .remove("ratelimit_store_latency_seconds_count{store=\"redis\"}")
+            .unwrap();
+        assert_eq!(hits, 6.0);
+        assert_eq!(hits + waited, f64::from(checks));
+        series.retain(|name, _| !name.starts_with("ratelimit_store_latency_seconds"));
+        assert_eq!(series, expected);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_what_a_dry_run_would_have_limited() {
+        let recorder = policies::prometheus().build_recorder();
+        let server = Server::start_with_metrics(&recorder, async || memory_store().0, true).await;
+        for _ in 0..16 {
+            assert_eq!(server.status("/", None).await, OK);
+        }
+        for _ in 0..2 {
+            assert_eq!(server.status("/search?cost=10", None).await, OK);
+        }
+        let (series, _) = server.scrape("example-policies-dry-run").await;
+        let expected: BTreeMap<String, f64> = [
+            // A shadow policy that admits takes the cells; one that would refuse takes none.
+            ("per-second", "allowed", 4.0),
+            ("per-second", "shadow_limited", 12.0),
+            ("per-minute", "allowed", 10.0),
+            ("per-minute", "shadow_limited", 6.0),
+            ("pro-per-second", "allowed", 0.0),
+            ("pro-per-second", "shadow_limited", 0.0),
+            ("pro-per-minute", "allowed", 0.0),
+            ("pro-per-minute", "shadow_limited", 0.0),
+            ("search", "allowed", 1.0),
+            ("search", "shadow_limited", 1.0),
+            ("", "bypassed", 1.0),
+            ("", "missing_key", 0.0),
+        ]
+        .into_iter()
+        .map(|(policy, outcome, n)| (decisions(policy, outcome), n))
+        .chain([("ratelimit_memory_keys".to_owned(), 2.0)])
+        .collect();
+        assert_eq!(series, expected);
+    }
 }
 
 /// `Policies::from_file`, the reader behind `POLICIES=path`.

@@ -495,3 +495,56 @@ fn a_refused_registration_registers_nothing() {
         "the refused stack left \"fresh\" registered with its quota"
     );
 }
+
+/// With the `metrics` feature, `ratelimit_memory_keys` is the sum of the stores' `len`: moved by
+/// inserts, by the sweeps that inserts run and by `sweep`, never by the overflow key, and left
+/// by a dropped store.
+#[cfg(feature = "metrics")]
+#[test]
+fn the_key_gauge_follows_every_store_through_inserts_sweeps_and_drop() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let keys = || {
+        let text = recorder.handle().render();
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix("ratelimit_memory_keys "))
+            .unwrap_or_else(|| panic!("no key gauge in\n{text}"));
+        value.parse::<usize>().unwrap()
+    };
+    // The gauge is registered with the first stack, under the recorder.
+    let (store, clock) = store(64);
+    let stack = metrics::with_local_recorder(&recorder, || one(&store, Quota::per_second(1)));
+    for key in 0..64 {
+        assert!(allowed(&store, &stack, key));
+    }
+    assert_eq!(keys(), 64);
+    for key in 1_000..1_010 {
+        allowed(&store, &stack, key);
+    }
+    assert_eq!(
+        (store.len(), keys()),
+        (64, 64),
+        "the overflow key is not tracked"
+    );
+
+    // The insert that finds the shard full of idle keys sweeps them.
+    clock.advance(Duration::from_secs(1));
+    assert!(allowed(&store, &stack, 5_000));
+    assert_eq!((store.len(), keys()), (1, 1));
+
+    let other = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+    let minute = metrics::with_local_recorder(&recorder, || {
+        other
+            .register(&[Policy::new("minute", Quota::per_minute(1))])
+            .unwrap()
+    });
+    for key in [b"a", b"b", b"c"] {
+        assert!(other.check_now(&minute, key, 1).is_allowed());
+    }
+    assert_eq!(keys(), 4, "both stores");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.sweep(), 0);
+    assert_eq!(keys(), 3);
+    drop(other);
+    assert_eq!(keys(), 0);
+}

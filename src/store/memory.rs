@@ -67,6 +67,11 @@ struct Inner<C> {
     /// Holds the one key shared by every key that arrives while its shard is full.
     overflow: Shard<Slots>,
     policies: Registry,
+    /// The `ratelimit_memory_keys` gauge, moved by as many keys as `keys` gains or drops;
+    /// registered with the first stack, so that a store no layer uses (the one a layer builder
+    /// starts with) adds no series.
+    #[cfg(feature = "metrics")]
+    keys_gauge: std::sync::OnceLock<metrics::Gauge>,
 }
 
 /// A tracked key's state under each policy that has checked it: the first inline, where a
@@ -170,6 +175,8 @@ impl MemoryStore {
         MemoryStoreBuilder {
             clock: MonotonicClock::new(),
             max_keys: DEFAULT_MAX_KEYS,
+            #[cfg(feature = "metrics")]
+            counted: true,
         }
     }
 }
@@ -265,7 +272,12 @@ impl<C: Clock> MemoryStore<C> {
     /// Never needed for bounded memory (inserts do it as the map grows); useful after a burst of
     /// one-off keys to give memory back at a moment of the caller's choosing.
     pub fn sweep(&self) -> usize {
-        self.inner.keys.sweep(self.inner.clock.now_nanos())
+        let (kept, _dropped) = self.inner.keys.sweep(self.inner.clock.now_nanos());
+        #[cfg(feature = "metrics")]
+        if let Some(gauge) = self.inner.keys_gauge.get() {
+            gauge.decrement(_dropped as f64);
+        }
+        kept
     }
 }
 
@@ -285,6 +297,10 @@ impl<C: Clock> Store for MemoryStore<C> {
     type Future = Ready<Result<Decisions, Self::Error>>;
 
     fn register(&self, policies: &[Policy]) -> Result<MemoryStack, ConfigError> {
+        #[cfg(feature = "metrics")]
+        self.inner
+            .keys_gauge
+            .get_or_init(crate::telemetry::memory_keys);
         Ok(MemoryStack {
             ids: self.inner.policies.register(policies)?,
             cells: policies
@@ -327,8 +343,36 @@ impl<C> Inner<C> {
             }
         }
         let mut table = shard.write();
-        let slots = table.get_or_insert(hash, key, now, self.keys.hasher(), Slots::default)?;
-        Some(decide_locked(slots, stack, now, cost))
+        #[cfg(feature = "metrics")]
+        let before = table.len();
+        let decisions = table
+            .get_or_insert(hash, key, now, self.keys.hasher(), Slots::default)
+            .map(|slots| decide_locked(slots, stack, now, cost));
+        #[cfg(feature = "metrics")]
+        self.count_keys(shard, before, table.len());
+        decisions
+    }
+
+    /// Moves the key gauge by what an insert into `shard` (and the sweep it may have run)
+    /// changed; the overflow key is not a tracked key.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn count_keys(&self, shard: &Shard<Slots>, before: usize, after: usize) {
+        if before != after && !std::ptr::eq(shard, &self.overflow) {
+            if let Some(gauge) = self.keys_gauge.get() {
+                gauge.increment(after as f64 - before as f64);
+            }
+        }
+    }
+}
+
+/// A dropped store's keys leave the gauge.
+#[cfg(feature = "metrics")]
+impl<C> Drop for Inner<C> {
+    fn drop(&mut self) {
+        if let Some(gauge) = self.keys_gauge.get() {
+            gauge.decrement(self.keys.len() as f64);
+        }
     }
 }
 
@@ -392,6 +436,9 @@ fn take(state: &AtomicU64, cell: &Cell, now: u64, cost: u32) -> Decisions {
 pub struct MemoryStoreBuilder<C = MonotonicClock> {
     clock: C,
     max_keys: usize,
+    /// Whether the store's keys count in the `ratelimit_memory_keys` gauge.
+    #[cfg(feature = "metrics")]
+    counted: bool,
 }
 
 impl<C: Clock> MemoryStoreBuilder<C> {
@@ -407,6 +454,8 @@ impl<C: Clock> MemoryStoreBuilder<C> {
         MemoryStoreBuilder {
             clock,
             max_keys: self.max_keys,
+            #[cfg(feature = "metrics")]
+            counted: self.counted,
         }
     }
 
@@ -420,6 +469,14 @@ impl<C: Clock> MemoryStoreBuilder<C> {
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
+        self
+    }
+
+    /// Keeps the store's keys out of the `ratelimit_memory_keys` gauge: for the Redis store's
+    /// local fallback, which is no store of the application's.
+    #[cfg(all(feature = "metrics", feature = "redis"))]
+    pub(crate) fn uncounted(mut self) -> Self {
+        self.counted = false;
         self
     }
 
@@ -437,6 +494,12 @@ impl<C: Clock> MemoryStoreBuilder<C> {
                 // One key, which is never dropped while in use: a shard that is never full.
                 overflow: Shard::new(usize::MAX),
                 policies: Registry::default(),
+                #[cfg(feature = "metrics")]
+                keys_gauge: if self.counted {
+                    std::sync::OnceLock::new()
+                } else {
+                    std::sync::OnceLock::from(metrics::Gauge::noop())
+                },
             }),
         })
     }

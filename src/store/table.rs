@@ -170,16 +170,15 @@ impl<V: Value> Sharded<V> {
         self.shards.iter().map(|s| s.read().cap).sum()
     }
 
-    /// Drops every idle key and returns how many remain.
-    pub(crate) fn sweep(&self, now: u64) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| {
-                let mut table = shard.write();
-                table.sweep(now, &self.hasher);
-                table.entries.len()
-            })
-            .sum()
+    /// Drops every idle key and returns how many remain and how many were dropped.
+    pub(crate) fn sweep(&self, now: u64) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(kept, dropped), shard| {
+            let mut table = shard.write();
+            let before = table.entries.len();
+            table.sweep(now, &self.hasher);
+            let after = table.entries.len();
+            (kept + after, dropped + (before - after))
+        })
     }
 }
 
@@ -221,6 +220,13 @@ impl<V: Value> Table<V> {
         self.entries
             .find_mut(hash, |e| e.key.is(&probe))
             .map(|e| &mut e.value)
+    }
+
+    /// How many keys the shard holds.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Whether the shard holds as many keys as it may.

@@ -1,6 +1,7 @@
 //! `RedisStore` against real `redis-server`s that the tests start (see `tests/support`): the
 //! script and its keys, the deny cache, stacks of policies decided as `MemoryStore` decides
-//! them, failures and recovery, one budget across processes, and Redis Cluster.
+//! them, failures and recovery (and their metrics), one budget across processes, and Redis
+//! Cluster.
 //!
 //! The store-independent scenarios live in `tests/conformance.rs`, which runs them on every
 //! store.
@@ -11,6 +12,8 @@ mod support;
 mod cluster;
 mod deny_cache;
 mod failures;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod properties;
 mod script;
 mod shared;

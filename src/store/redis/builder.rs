@@ -239,8 +239,10 @@ impl RedisStoreBuilder {
             .unwrap_or_else(|| SharedClock(Arc::new(MonotonicClock::new())));
         let fallback = MemoryStore::builder()
             .clock(clock.clone())
-            .max_keys(self.max_local_keys)
-            .build()?;
+            .max_keys(self.max_local_keys);
+        #[cfg(feature = "metrics")]
+        let fallback = fallback.uncounted();
+        let fallback = fallback.build()?;
         let mut key_head = b"{".to_vec();
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
@@ -256,6 +258,8 @@ impl RedisStoreBuilder {
                 fallback,
                 clock,
                 clock_time,
+                #[cfg(feature = "metrics")]
+                metrics: crate::telemetry::redis::RedisMetrics::new(),
             }),
         })
     }

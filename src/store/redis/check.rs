@@ -55,6 +55,8 @@ impl Inner {
             (None, local_now)
         };
         if let Some(decisions) = this.cached_denial(stack, &keys, cost, base) {
+            #[cfg(feature = "metrics")]
+            this.metrics.deny_cache_hits.increment(1);
             return RedisStoreFuture::ready(Ok(decisions));
         }
         match this.health.route(local_now) {
@@ -131,7 +133,12 @@ impl Inner {
         }
         let mut connection = self.connection.clone();
         let invoke = connection.invoke(&call, &self.script);
-        let outcome = match tokio::time::timeout(self.timeout, invoke).await {
+        #[cfg(feature = "metrics")]
+        let sent = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.timeout, invoke).await;
+        #[cfg(feature = "metrics")]
+        self.metrics.latency.record(sent.elapsed());
+        let outcome = match answer {
             Ok(Ok(values)) => match Reply::parse(&values, &ask.stack.cells) {
                 Some(reply) => Ok(reply),
                 None => Err(RedisStoreError::reply(values)),
@@ -178,18 +185,21 @@ impl Inner {
         error: RedisStoreError,
     ) -> Result<Decisions, RedisStoreError> {
         self.health.answered_by_policy();
-        match self.policy {
-            FailurePolicy::Local if cost == 0 => Ok(self.fallback.peek_now(&stack.local, key)),
-            FailurePolicy::Local => Ok(self.fallback.check_now(&stack.local, key, cost)),
-            FailurePolicy::Allow => Ok(Decisions::new(
+        let decisions = match self.policy {
+            FailurePolicy::Local if cost == 0 => self.fallback.peek_now(&stack.local, key),
+            FailurePolicy::Local => self.fallback.check_now(&stack.local, key, cost),
+            FailurePolicy::Allow => Decisions::new(
                 true,
                 stack.cells.iter().map(|cell| {
                     let burst = cell.quota.burst();
                     Decision::allowed(burst, burst.saturating_sub(cost), Duration::ZERO)
                 }),
-            )),
-            FailurePolicy::Deny => Err(error),
-        }
+            ),
+            FailurePolicy::Deny => return Err(error),
+        };
+        #[cfg(feature = "metrics")]
+        let decisions = decisions.by_failure_policy();
+        Ok(decisions)
     }
 }
 

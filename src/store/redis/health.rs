@@ -30,6 +30,9 @@ pub(super) struct Health {
     policy_answers: AtomicU64,
     failures_before_backoff: u32,
     backoff: Duration,
+    /// `ratelimit_redis_degraded`: raised by one when a back-off begins, lowered when it ends.
+    #[cfg(feature = "metrics")]
+    degraded: metrics::Gauge,
 }
 
 impl Health {
@@ -42,6 +45,8 @@ impl Health {
             policy_answers: AtomicU64::new(0),
             failures_before_backoff: failures_before_backoff.max(1),
             backoff,
+            #[cfg(feature = "metrics")]
+            degraded: crate::telemetry::redis::degraded(),
         }
     }
 
@@ -79,6 +84,8 @@ impl Health {
             return;
         }
         if self.backoff_until.swap(0, Ordering::AcqRel) != 0 {
+            #[cfg(feature = "metrics")]
+            self.degraded.decrement(1.0);
             let since = self.outage_since.swap(0, Ordering::AcqRel);
             let answered = self.policy_answers.swap(0, Ordering::AcqRel);
             tracing::warn!(
@@ -106,7 +113,12 @@ impl Health {
             .saturating_add(1);
         let until = now.saturating_add(self.backoff.as_nanos() as u64).max(1);
         if probe {
-            self.backoff_until.store(until, Ordering::Release);
+            // A check that was in flight before the back-off may have ended it meanwhile.
+            let _was = self.backoff_until.swap(until, Ordering::AcqRel);
+            #[cfg(feature = "metrics")]
+            if _was == 0 {
+                self.degraded.increment(1.0);
+            }
             self.probing.store(false, Ordering::Release);
             tracing::debug!(%error, "Redis rate limit store still failing; backing off again");
             return;
@@ -125,6 +137,8 @@ impl Health {
                 .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            #[cfg(feature = "metrics")]
+            self.degraded.increment(1.0);
             tracing::warn!(
                 %error,
                 ?policy,
@@ -139,6 +153,16 @@ impl Health {
     /// A probe was dropped before Redis answered: let the next check probe instead.
     pub(super) fn probe_abandoned(&self) {
         self.probing.store(false, Ordering::Release);
+    }
+}
+
+/// A store dropped while backing off leaves the gauge.
+#[cfg(feature = "metrics")]
+impl Drop for Health {
+    fn drop(&mut self) {
+        if self.backing_off() {
+            self.degraded.decrement(1.0);
+        }
     }
 }
 

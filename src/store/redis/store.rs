@@ -88,6 +88,8 @@ pub(super) struct Inner {
     pub(super) clock: SharedClock,
     /// Whether the script's time comes from `clock` rather than Redis `TIME`.
     pub(super) clock_time: bool,
+    #[cfg(feature = "metrics")]
+    pub(super) metrics: crate::telemetry::redis::RedisMetrics,
 }
 
 /// A clock shared by the store's parts.
