@@ -33,53 +33,49 @@ end
 local step = cost
 if step == 0 then step = 1 end
 local out = {1, now, 0}
-local pending = {}
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[1 + 3 * i])
   local burst = tonumber(ARGV[2 + 3 * i])
-  local shadow = ARGV[3 + 3 * i] == '1'
   local window = interval * burst
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
   local room = window - (tat - now)
   local left = 0
   if room > 0 then left = math.floor(room / interval) end
+  local allowed, wait = 1, 0
+  if step > burst then
+    allowed = -1
+  elseif tat + step * interval - now > window then
+    allowed, wait = 0, tat + step * interval - now - window
+  end
+  if allowed ~= 1 and ARGV[3 + 3 * i] ~= '1' then
+    out[1] = 0
+    if wait > out[3] then out[3] = wait end
+  end
   local base = #out
+  out[base + 1] = allowed
+  out[base + 2] = left
+  out[base + 3] = wait
   out[base + 4] = tat - now
   out[base + 5] = tat
-  out[base + 2] = left
-  out[base + 3] = 0
-  if step > burst then
-    out[base + 1] = -1
-    if not shadow then out[1] = 0 end
-  else
-    local next = tat + step * interval
-    local ahead = next - now
-    if ahead > window then
-      out[base + 1] = 0
-      out[base + 3] = ahead - window
-      if not shadow then
-        out[1] = 0
-        if ahead - window > out[3] then out[3] = ahead - window end
-      end
-    else
-      out[base + 1] = 1
-      if cost > 0 then pending[#pending + 1] = {i, base, next, ahead, shadow} end
+end
+if cost > 0 then
+  -- Take the cost from each policy that conformed, if every enforced one did; a shadow policy
+  -- takes it on its own. The reply so far holds each policy's state as it was.
+  for i = 1, #KEYS do
+    local base = 3 + 5 * (i - 1)
+    if out[base + 1] == 1 and (out[1] == 1 or ARGV[3 + 3 * i] == '1') then
+      local interval = tonumber(ARGV[1 + 3 * i])
+      local window = interval * tonumber(ARGV[2 + 3 * i])
+      local next = out[base + 5] + step * interval
+      local ahead = next - now
+      redis.call('SET', KEYS[i], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
+      out[base + 2] = math.floor((window - ahead) / interval)
+      out[base + 4] = ahead
+      out[base + 5] = next
     end
   end
 end
-for _, p in ipairs(pending) do
-  local i, base, next, ahead, shadow = p[1], p[2], p[3], p[4], p[5]
-  if shadow or out[1] == 1 then
-    local interval = tonumber(ARGV[1 + 3 * i])
-    local window = interval * tonumber(ARGV[2 + 3 * i])
-    redis.call('SET', KEYS[i], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
-    out[base + 2] = math.floor((window - ahead) / interval)
-    out[base + 4] = ahead
-    out[base + 5] = next
-  end
-end
-if out[1] == 1 then out[3] = 0 end
 return out
 "#;
 
