@@ -189,6 +189,7 @@ impl Decisions {
     }
 
     /// The decision of a one-policy stack.
+    #[inline]
     pub fn one(decision: Decision) -> Self {
         let each = SmallVec::from_buf_and_len([decision; 2], 1);
         Self::with(decision.is_allowed(), decision.retry_after_nanos, each)
@@ -202,6 +203,7 @@ impl Decisions {
     }
 
     /// The decision of one policy, admitted anyway if the policy is in shadow mode.
+    #[inline]
     pub(crate) fn one_cell(decision: Decision, shadow: bool) -> Self {
         let mut decisions = Self::one(decision);
         if shadow {
