@@ -41,6 +41,7 @@ impl Inner {
         cost: u32,
     ) -> RedisStoreFuture {
         let keys: SmallVec<[Vec<u8>; 2]> = stack
+            .parts
             .suffixes
             .iter()
             .map(|suffix| this.redis_key(key, suffix))
@@ -93,7 +94,7 @@ impl Inner {
         now: u64,
     ) -> Option<Decisions> {
         let cache = self.deny_cache.as_ref()?;
-        if stack.shadow {
+        if stack.parts.shadow {
             return None;
         }
         let mut tats: SmallVec<[u64; 2]> = SmallVec::with_capacity(keys.len());
@@ -101,9 +102,9 @@ impl Inner {
             tats.push(cache.get(key)?);
         }
         let decisions = if cost == 0 {
-            gcra::peek_stack(&stack.cells, &tats, now)
+            gcra::peek_stack(&stack.parts.cells, &tats, now)
         } else {
-            gcra::check_stack(&stack.cells, &mut tats, now, cost)
+            gcra::check_stack(&stack.parts.cells, &mut tats, now, cost)
         };
         (!decisions.is_allowed()).then_some(decisions)
     }
@@ -126,7 +127,7 @@ impl Inner {
             Some(micros) => call.arg(micros).arg(CLOCK_MODE_MIN_EXPIRY_MS),
             None => call.arg("").arg(0),
         };
-        for (micro, cell) in ask.stack.micro.iter().zip(&ask.stack.cells) {
+        for (micro, cell) in ask.stack.parts.micro.iter().zip(&ask.stack.parts.cells) {
             call.arg(micro.interval)
                 .arg(micro.burst)
                 .arg(if cell.shadow { "1" } else { "0" });
@@ -139,7 +140,7 @@ impl Inner {
         #[cfg(feature = "metrics")]
         self.metrics.latency.record(sent.elapsed());
         let outcome = match answer {
-            Ok(Ok(values)) => match Reply::parse(&values, &ask.stack.cells) {
+            Ok(Ok(values)) => match Reply::parse(&values, &ask.stack.parts.cells) {
                 Some(reply) => Ok(reply),
                 None => Err(RedisStoreError::reply(values)),
             },
@@ -186,11 +187,11 @@ impl Inner {
     ) -> Result<Decisions, RedisStoreError> {
         self.health.answered_by_policy();
         let decisions = match self.policy {
-            FailurePolicy::Local if cost == 0 => self.fallback.peek_now(&stack.local, key),
-            FailurePolicy::Local => self.fallback.check_now(&stack.local, key, cost),
+            FailurePolicy::Local if cost == 0 => self.fallback.peek_now(&stack.parts.local, key),
+            FailurePolicy::Local => self.fallback.check_now(&stack.parts.local, key, cost),
             FailurePolicy::Allow => Decisions::new(
                 true,
-                stack.cells.iter().map(|cell| {
+                stack.parts.cells.iter().map(|cell| {
                     let burst = cell.quota.burst();
                     Decision::allowed(burst, burst.saturating_sub(cost), Duration::ZERO)
                 }),

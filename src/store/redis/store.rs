@@ -104,9 +104,16 @@ impl Clock for SharedClock {
 }
 
 /// A stack registered with a [`RedisStore`]: each policy's Redis key suffix and quota in
-/// microseconds, and the same stack in the local fallback store.
+/// microseconds, and the same stack in the local fallback store. Clones share it, so that a
+/// check waiting on Redis takes it along without copying.
 #[derive(Clone, Debug)]
 pub struct RedisStack {
+    pub(super) parts: Arc<StackParts>,
+}
+
+/// What a [`RedisStack`] holds.
+#[derive(Debug)]
+pub(super) struct StackParts {
     /// `}:<policy name>` for each policy.
     pub(super) suffixes: SmallVec<[Box<[u8]>; 2]>,
     pub(super) micro: SmallVec<[MicroQuota; 2]>,
@@ -232,21 +239,23 @@ impl Store for RedisStore {
         // The local fallback keeps the store's registry: one quota per name.
         let local = self.inner.fallback.register(policies)?;
         Ok(RedisStack {
-            suffixes: policies
-                .iter()
-                .map(|policy| [b"}:", policy.name().as_bytes()].concat().into())
-                .collect(),
-            cells: policies
-                .iter()
-                .zip(&micro)
-                .map(|(policy, micro)| Cell {
-                    quota: micro.to_quota(),
-                    shadow: policy.is_shadow(),
-                })
-                .collect(),
-            shadow: policies.iter().any(Policy::is_shadow),
-            micro,
-            local,
+            parts: Arc::new(StackParts {
+                suffixes: policies
+                    .iter()
+                    .map(|policy| [b"}:", policy.name().as_bytes()].concat().into())
+                    .collect(),
+                cells: policies
+                    .iter()
+                    .zip(&micro)
+                    .map(|(policy, micro)| Cell {
+                        quota: micro.to_quota(),
+                        shadow: policy.is_shadow(),
+                    })
+                    .collect(),
+                shadow: policies.iter().any(Policy::is_shadow),
+                micro,
+                local,
+            }),
         })
     }
 
