@@ -19,7 +19,7 @@ use tower_ratelimit::{
 };
 
 mod common;
-use common::manual_store;
+use common::{header, manual_store};
 
 const PEER: &str = "198.51.100.7:1234";
 
@@ -37,15 +37,6 @@ async fn send(app: &Router, req: Request) -> Response {
 
 async fn status(app: &Router, uri: &str) -> StatusCode {
     send(app, get_from(uri, PEER)).await.status()
-}
-
-fn header<'a>(response: &'a Response, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {:?}", response.headers()))
-        .to_str()
-        .unwrap()
 }
 
 fn limited(response: &Response) -> &RateLimited {

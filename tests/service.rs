@@ -22,7 +22,7 @@ use tower_ratelimit::{
 };
 
 mod common;
-use common::manual_store;
+use common::{header, manual_store};
 
 const PEER: &str = "192.0.2.10:40000";
 
@@ -59,15 +59,6 @@ where
 async fn text(response: Response<ResponseBody<String>>) -> String {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).expect("a UTF-8 body")
-}
-
-fn header<'a, B>(response: &'a Response<B>, name: &str) -> &'a str {
-    response
-        .headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {:?}", response.headers()))
-        .to_str()
-        .unwrap()
 }
 
 #[tokio::test]

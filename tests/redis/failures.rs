@@ -195,13 +195,7 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
-    let mut conn = server.connection();
-    let () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(600)
-        .arg("ALL")
-        .query(&mut conn)
-        .unwrap();
+    pause(&server, 600);
     let paused = Instant::now();
     for _ in 0..3 {
         let started = Instant::now();
@@ -284,13 +278,7 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
-    let mut conn = server.connection();
-    let () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(800)
-        .arg("ALL")
-        .query(&mut conn)
-        .unwrap();
+    pause(&server, 800);
     let started = Instant::now();
     // With `Deny`, anything but Redis's own answer would be an error.
     let decisions = store.check(&stack, b"k", 1).await.unwrap();
@@ -302,4 +290,14 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
         "the pause should have held the check, waited {waited:?}"
     );
     assert!(!store.is_backing_off());
+}
+
+/// Makes `server` hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).
+fn pause(server: &RedisServer, ms: u64) {
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("ALL")
+        .query(&mut server.connection())
+        .unwrap();
 }
