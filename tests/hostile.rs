@@ -139,39 +139,63 @@ impl Hop {
     }
 }
 
-/// One header line: hops separated by commas, or bytes that are not visible ASCII and so one
-/// unreadable hop whatever commas they hold.
+/// One header line: hops separated by commas, one of which may hold a byte of obs-text.
 #[derive(Clone, Debug)]
-enum Line {
-    Hops(Vec<Hop>),
-    Opaque(Vec<u8>),
+struct Line {
+    hops: Vec<Hop>,
+    /// A byte of obs-text (0x80-0xFF) written into one hop: which hop, where in its text, and
+    /// the byte. That hop is unreadable; the others are read as usual.
+    obs: Option<(Index, Index, u8)>,
 }
 
 impl Line {
+    /// A line of `hops`, all of them visible ASCII.
+    fn clean(hops: Vec<Hop>) -> Line {
+        Line { hops, obs: None }
+    }
+
+    /// The hop that holds the byte of obs-text, if any.
+    fn tainted(&self) -> Option<usize> {
+        self.obs.map(|(hop, _, _)| hop.index(self.hops.len()))
+    }
+
     fn value(&self, rfc7239: bool) -> HeaderValue {
-        match self {
-            Line::Hops(hops) => {
-                let texts: Vec<String> = hops
-                    .iter()
-                    .map(|hop| {
-                        if rfc7239 {
-                            hop.forwarded()
-                        } else {
-                            hop.text.clone()
-                        }
-                    })
-                    .collect();
-                HeaderValue::from_str(&texts.join(",")).expect("visible ASCII")
-            }
-            Line::Opaque(bytes) => HeaderValue::from_bytes(bytes).expect("header value bytes"),
-        }
+        let tainted = self.tainted();
+        let hops: Vec<Vec<u8>> = self
+            .hops
+            .iter()
+            .enumerate()
+            .map(|(i, hop)| {
+                let text = if rfc7239 {
+                    hop.forwarded()
+                } else {
+                    hop.text.clone()
+                };
+                let mut bytes = text.into_bytes();
+                if let (Some(t), Some((_, at, byte))) = (tainted, self.obs) {
+                    if t == i {
+                        bytes.insert(at.index(bytes.len() + 1), byte);
+                    }
+                }
+                bytes
+            })
+            .collect();
+        HeaderValue::from_bytes(&hops.join(&b","[..])).expect("header value bytes")
     }
 
     fn readings(&self) -> Vec<Vec<Option<IpAddr>>> {
-        match self {
-            Line::Hops(hops) => hops.iter().map(Hop::readings).collect(),
-            Line::Opaque(_) => vec![vec![None]],
-        }
+        let tainted = self.tainted();
+        self.hops
+            .iter()
+            .enumerate()
+            .map(|(i, hop)| {
+                if tainted == Some(i) {
+                    vec![None]
+                } else {
+                    hop.readings()
+                }
+            })
+            .collect()
     }
 }
 
@@ -362,21 +386,20 @@ fn hop() -> impl Strategy<Value = Hop> {
     ]
 }
 
-/// Visible ASCII with one byte of obs-text somewhere.
-fn opaque() -> impl Strategy<Value = Vec<u8>> {
-    (vec(0x20u8..0x7f, 0..40), 0x80u8..=0xff, any::<Index>()).prop_map(|(mut bytes, high, at)| {
-        let at = at.index(bytes.len() + 1);
-        bytes.insert(at, high);
-        bytes
-    })
+/// Which hop of a line gets a byte of obs-text, where in the hop, and which byte.
+fn obs() -> impl Strategy<Value = (Index, Index, u8)> {
+    (any::<Index>(), any::<Index>(), 0x80u8..=0xff)
 }
 
 fn line() -> impl Strategy<Value = Line> {
     prop_oneof![
-        4 => vec(hop(), 1..12).prop_map(Line::Hops),
+        4 => vec(hop(), 1..12).prop_map(Line::clean),
         // Long runs of trusted hops, so that walks often reach the cap.
-        3 => vec(trusted_hop(), 1..24).prop_map(Line::Hops),
-        1 => opaque().prop_map(Line::Opaque),
+        3 => vec(trusted_hop(), 1..24).prop_map(Line::clean),
+        // One unreadable hop among readable ones, often among trusted ones that lead to it.
+        1 => (vec(hop(), 1..12), obs()).prop_map(|(hops, obs)| Line { hops, obs: Some(obs) }),
+        1 => (vec(prop_oneof![4 => trusted_hop(), 1 => client_hop()], 1..24), obs())
+            .prop_map(|(hops, obs)| Line { hops, obs: Some(obs) }),
     ]
 }
 
@@ -454,7 +477,7 @@ proptest! {
             prop_oneof![
                 value_bytes(),
                 vec(client_hop(), 1..8).prop_map(|hops| {
-                    Line::Hops(hops).value(false).as_bytes().to_vec()
+                    Line::clean(hops).value(false).as_bytes().to_vec()
                 }),
             ],
             1..4,
@@ -463,7 +486,7 @@ proptest! {
         rfc7239 in any::<bool>(),
     ) {
         let name = forwarding_header(rfc7239);
-        let read = Line::Hops(read).value(rfc7239);
+        let read = Line::clean(read).value(rfc7239);
         let mut values: Vec<HeaderValue> = unread
             .iter()
             .map(|bytes| HeaderValue::from_bytes(bytes).expect("header value bytes"))
@@ -1071,7 +1094,7 @@ fn text_value(values: Vec<&'static str>) -> impl Strategy<Value = HeaderValue> {
 fn request_header() -> impl Strategy<Value = (HeaderName, HeaderValue)> {
     let name = |name: &'static str| Just(HeaderName::from_static(name));
     let hops =
-        |rfc7239: bool| vec(hop(), 1..40).prop_map(move |hops| Line::Hops(hops).value(rfc7239));
+        |rfc7239: bool| vec(hop(), 1..40).prop_map(move |hops| Line::clean(hops).value(rfc7239));
     let content_type = prop_oneof![
         text_value(vec![
             "application/grpc",

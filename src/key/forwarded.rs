@@ -22,7 +22,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// every hop written by a trusted proxy is believed; the first address that is not a trusted
 /// proxy is the client. Anything further left was written by the client and is ignored, so a
 /// client cannot pick its own key. A peer that is not a trusted proxy is itself the client and
-/// its headers are not read at all. An unreadable hop ends the walk at the last trusted address.
+/// its headers are not read at all. An unreadable hop ends the walk at the last trusted address;
+/// a hop with a byte outside ASCII in it is unreadable, and the other hops of its header line
+/// are read as usual.
 ///
 /// Read the header your proxies really write: a header they pass through untouched is the
 /// client's to forge.
@@ -106,22 +108,22 @@ impl ForwardedIp {
             return last;
         }
         let rfc7239 = self.header == FORWARDED;
+        // Split as bytes: a byte of obs-text (0x80-0xFF) makes its own hop unreadable, not
+        // the other hops of its line.
         let hops = headers
             .get_all(&self.header)
             .iter()
             .rev()
-            .flat_map(|value| {
-                // A value that is not visible ASCII counts as one unreadable hop.
-                let text = value.to_str().unwrap_or("\u{0}");
-                text.rsplit(',')
-            })
+            .flat_map(|value| value.as_bytes().rsplit(|&b| b == b','))
             .take(MAX_HOPS);
         for hop in hops {
-            let ip = if rfc7239 {
-                forwarded_for(hop)
-            } else {
-                parse_hop(hop)
-            };
+            let ip = ascii(hop).and_then(|hop| {
+                if rfc7239 {
+                    forwarded_for(hop)
+                } else {
+                    parse_hop(hop)
+                }
+            });
             match ip.map(|ip| ip.to_canonical()) {
                 Some(ip) if self.is_trusted(ip) => last = ip,
                 Some(ip) => return ip,
@@ -145,6 +147,15 @@ impl<B> KeyExtractor<B> for ForwardedIp {
 
     fn missing_key_hint(&self) -> &'static str {
         PEER_HINT
+    }
+}
+
+/// A hop's text if every byte of it is ASCII; a hop with obs-text in it is unreadable.
+fn ascii(hop: &[u8]) -> Option<&str> {
+    if hop.is_ascii() {
+        std::str::from_utf8(hop).ok()
+    } else {
+        None
     }
 }
 
@@ -326,7 +337,10 @@ mod tests {
         let cases: Vec<(&[u8], &str)> = vec![
             (b"not-an-ip", "10.0.0.1"),
             (b"1.2.3.4, garbage, 10.0.0.9", "10.0.0.9"),
-            (b"\xff\xfe, 1.2.3.4", "10.0.0.1"),
+            (b"\xff\xfe, 1.2.3.4", "1.2.3.4"),
+            (b"1.2.3.4, \xff\xfe", "10.0.0.1"),
+            (b"1.2.3.4, 10.0.0.8\x80, 10.0.0.9", "10.0.0.9"),
+            (b"1.2.3.4, 10.0.\xa00.8, 10.0.0.9", "10.0.0.9"),
             (b",,,,", "10.0.0.1"),
             (b"_hidden", "10.0.0.1"),
             (b"[::1", "10.0.0.1"),
@@ -344,6 +358,17 @@ mod tests {
         let ex = ex.rfc7239();
         for value in [&b"for"[..], b"for=", b"for=\"", b"proto=https", b";;;=;"] {
             assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), "10.0.0.1");
+        }
+        let cases: [(&[u8], &str); 3] = [
+            (b"for=\xff, for=1.2.3.4", "1.2.3.4"),
+            (b"for=1.2.3.4, for=10.0.0.8;proto=\xe9", "10.0.0.1"),
+            (
+                b"for=1.2.3.4, for=10.0.0.8\xa0;proto=http, for=10.0.0.9",
+                "10.0.0.9",
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), want);
         }
     }
 
