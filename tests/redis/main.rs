@@ -1,7 +1,7 @@
 //! `RedisStore` against real `redis-server`s that the tests start (see `tests/support`): the
 //! script and its keys, the deny cache, stacks of policies decided as `MemoryStore` decides
-//! them, failures and recovery (and their metrics), one budget across processes, and Redis
-//! Cluster.
+//! them, failures and recovery (and their metrics), one budget across processes, failovers
+//! under Redis Sentinel, and Redis Cluster.
 //!
 //! The store-independent scenarios live in `tests/conformance.rs`, which runs them on every
 //! store.
@@ -17,5 +17,6 @@ mod metrics;
 mod properties;
 mod script;
 mod shared;
+mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;

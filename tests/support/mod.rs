@@ -1,6 +1,7 @@
 //! Private `redis-server` instances for the tests: one per test on a free port, with nothing
-//! saved to disk, stopped when dropped. A cluster of three masters for the cluster tests, and a
-//! store builder whose every answer is Redis's own.
+//! saved to disk, stopped when dropped. A cluster of three masters for the cluster tests, a
+//! primary with a replica and a sentinel for the failover tests, and a store builder whose
+//! every answer is Redis's own.
 //!
 //! `REDIS_URL` points the tests that only need some Redis at an existing server instead
 //! ([`redis_url`]); they use prefixes of their own and never flush it. Tests that stop or pause
@@ -259,6 +260,227 @@ impl RedisCluster {
 
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// A `redis-server` in sentinel mode owned by the test, with its configuration file (which the
+/// sentinel rewrites) in a directory of its own.
+pub struct RedisSentinel {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// The master name the test sentinels monitor.
+pub const MASTER_NAME: &str = "mymaster";
+
+impl RedisSentinel {
+    /// Starts a sentinel that monitors the primary on `primary_port` as [`MASTER_NAME`] with a
+    /// quorum of one, declares it down after `down_after` without an answer and gives a
+    /// failover `failover_timeout`; waits until it answers.
+    pub fn start(primary_port: u16, down_after: Duration, failover_timeout: Duration) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "tower-ratelimit-sentinel-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("cannot create a directory for the sentinel");
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\n\
+                 bind 127.0.0.1\n\
+                 dir {dir}\n\
+                 logfile sentinel.log\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} {down_after}\n\
+                 sentinel failover-timeout {MASTER_NAME} {failover_timeout}\n",
+                dir = dir.display(),
+                down_after = down_after.as_millis(),
+                failover_timeout = failover_timeout.as_millis(),
+            ),
+        )
+        .expect("cannot write the sentinel's configuration");
+        // `redis-server <config> --sentinel` is what `redis-sentinel <config>` runs.
+        let child = match Command::new("redis-server")
+            .arg(&config)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("cannot start redis-server --sentinel: {e}"),
+        };
+        let mut sentinel = RedisSentinel {
+            child: Some(child),
+            port,
+            dir,
+        };
+        sentinel.wait_until_up();
+        sentinel
+    }
+
+    fn wait_until_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(self.url()).unwrap();
+        loop {
+            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "redis-server --sentinel on port {} exited ({status}): {}",
+                    self.port,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel on port {} did not answer within 10 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The sentinel's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// The port of the primary the sentinel names now.
+    pub fn primary_port(&self) -> u16 {
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(MASTER_NAME)
+            .query(&mut self.connection())
+            .unwrap();
+        port
+    }
+
+    /// Waits until the sentinel knows `replicas` replicas of the primary, all up.
+    pub fn wait_for_replicas(&self, replicas: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut conn = self.connection();
+        loop {
+            let known: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg(MASTER_NAME)
+                .query(&mut conn)
+                .unwrap();
+            let up = known
+                .iter()
+                .filter(|replica| {
+                    replica.get("flags").is_some_and(|flags| {
+                        !flags.contains("s_down") && !flags.contains("disconnected")
+                    }) && replica.get("master-link-status").map(String::as_str) == Some("ok")
+                })
+                .count();
+            if up >= replicas {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel does not see {replicas} replicas up: {known:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the sentinel names the primary on `port`.
+    pub fn wait_for_primary(&self, port: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.primary_port() != port {
+            assert!(
+                Instant::now() < deadline,
+                "the sentinel did not promote the server on port {port} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A primary, one replica of it, and a sentinel that watches them under [`MASTER_NAME`],
+/// declaring the primary down after 200 ms without an answer (a failover takes a second or
+/// two).
+pub struct SentinelGroup {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel: RedisSentinel,
+}
+
+impl SentinelGroup {
+    pub fn start() -> Self {
+        let primary = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+        // The sentinel learns of the replica from the primary's `INFO`, which it reads as it
+        // connects, then every ten seconds: the replica is in sync before it starts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = replica.connection();
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut conn)
+                .unwrap();
+            if info.contains("master_link_status:up") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync with the primary: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sentinel = RedisSentinel::start(
+            primary.port(),
+            Duration::from_millis(200),
+            Duration::from_millis(1000),
+        );
+        sentinel.wait_for_replicas(1);
+        SentinelGroup {
+            primary,
+            replica,
+            sentinel,
+        }
+    }
+}
+
+/// The replication role of a server: `master` or `slave`.
+pub fn role(server: &RedisServer) -> String {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut server.connection()).unwrap();
+    match role.first() {
+        Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        other => panic!("ROLE answered {other:?}"),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::SentinelClient;
 use redis::Script;
 
 use super::connection::{connect, Target};
@@ -95,6 +96,74 @@ impl RedisStoreBuilder {
     /// Uses an existing single-server connection manager.
     pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
         self.target = Target::Manager(connection);
+    /// Connects to the primary that Redis Sentinel names for `master`, and follows it through
+    /// failovers.
+    ///
+    /// `sentinels` are the addresses of the sentinels (`redis://host:26379`, a password in the
+    /// URL is the sentinel's); `master` is the name they monitor (`sentinel monitor <master>
+    /// ..`). Building the store asks them for the primary and connects to it; an empty list,
+    /// sentinels that cannot be reached, or a name they know no primary for is a
+    /// [`ConfigError`]. Afterwards, when the primary stops answering as one (a broken
+    /// connection, `READONLY` from a demoted primary, a check that times out), the store asks
+    /// the sentinels again in the background until they name a primary, and checks go to the
+    /// new one; meanwhile the [`FailurePolicy`] answers. Writes that the old primary had not
+    /// yet passed to its replica are lost with it: at most about one burst per key, once per
+    /// failover.
+    ///
+    /// The primary is reached without a password; for a password, a database, TLS or other
+    /// settings toward the primary use [`sentinel_client`](Self::sentinel_client).
+    ///
+    /// ```no_run
+    /// use tower_ratelimit::{Quota, RateLimitLayer, RedisStore};
+    ///
+    /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
+    /// let store = RedisStore::builder()
+    ///     .sentinel(
+    ///         ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///         "mymaster",
+    ///     )
+    ///     .build()
+    ///     .await?;
+    /// assert!(!store.is_backing_off());
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_second(10))
+    ///     .store(store)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sentinel<I>(mut self, sentinels: I, master: impl Into<String>) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.target = Target::Sentinel(
+            sentinels.into_iter().map(Into::into).collect(),
+            master.into(),
+        );
+        self
+    }
+
+    /// Connects to the primary that an existing Sentinel client names, and follows it through
+    /// failovers as [`sentinel`](Self::sentinel) does. The client carries the settings toward
+    /// the sentinels and toward the primary (passwords, database, TLS); it must be built with
+    /// `SentinelServerType::Master`, or building the store fails.
+    ///
+    /// ```
+    /// use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    /// use redis::ConnectionAddr;
+    ///
+    /// let sentinels = [ConnectionAddr::Tcp("10.0.0.1".into(), 26379)];
+    /// let client = SentinelClientBuilder::new(sentinels, "mymaster", SentinelServerType::Master)?
+    ///     .set_client_to_redis_password("primary's password")
+    ///     .build()?;
+    /// let builder = tower_ratelimit::RedisStore::builder().sentinel_client(client);
+    /// # Ok::<(), redis::RedisError>(())
+    /// ```
+    pub fn sentinel_client(mut self, client: SentinelClient) -> Self {
+        self.target = Target::SentinelClient(Box::new(client));
+        self
+    }
+
         self
     }
 

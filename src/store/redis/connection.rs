@@ -1,13 +1,15 @@
-//! The connection to Redis: one server through a multiplexed, reconnecting connection, or a
-//! Redis Cluster.
+//! The connection to Redis: one server through a multiplexed, reconnecting connection, the
+//! primary that Redis Sentinel names, or a Redis Cluster.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind};
 
+use super::sentinel::SentinelConnection;
 use crate::ConfigError;
 
 /// How long one attempt to (re)connect may take.
@@ -16,6 +18,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub(super) enum Connection {
     Single(ConnectionManager),
+    Sentinel(SentinelConnection),
     Cluster(ClusterConnection),
 }
 
@@ -35,6 +38,7 @@ impl Connection {
     async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<i64>> {
         match self {
             Connection::Single(c) => call.query_async(c).await,
+            Connection::Sentinel(c) => c.query(call).await,
             Connection::Cluster(c) => call.query_async(c).await,
         }
     }
@@ -42,6 +46,7 @@ impl Connection {
     pub(super) async fn load(&mut self, script: &Script) -> RedisResult<String> {
         match self {
             Connection::Single(c) => script.load_async(c).await,
+            Connection::Sentinel(c) => c.load(script).await,
             Connection::Cluster(c) => script.load_async(c).await,
         }
     }
@@ -51,6 +56,7 @@ impl Connection {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Connection::Single(_) => "single",
+            Connection::Sentinel(_) => "sentinel",
             Connection::Cluster(_) => "cluster",
         }
     }
@@ -63,6 +69,10 @@ pub(super) enum Target {
     /// Boxed: with TLS a client carries its whole TLS configuration.
     Client(Box<redis::Client>),
     Cluster(Vec<String>),
+    /// Sentinel addresses and the master name they monitor.
+    Sentinel(Vec<String>, String),
+    /// Boxed like a client.
+    SentinelClient(Box<SentinelClient>),
     Manager(ConnectionManager),
     ClusterConnection(ClusterConnection),
 }
@@ -78,24 +88,41 @@ impl Target {
                 "cluster {:?}",
                 urls.iter().map(|u| redact(u)).collect::<Vec<_>>()
             ),
+            Target::Sentinel(urls, master) => sentinel_name(urls, master),
+            Target::SentinelClient(_) => "sentinel client".to_owned(),
             Target::Manager(_) => "connection manager".to_owned(),
             Target::ClusterConnection(_) => "cluster connection".to_owned(),
         }
     }
 }
 
+/// `master "mymaster" via sentinels redis://a:26379, redis://b:26379`, without passwords.
+fn sentinel_name(urls: &[String], master: &str) -> String {
+    format!(
+        "master {master:?} via sentinels {}",
+        urls.iter()
+            .map(|u| redact(u))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The settings of every connection manager the store opens: one quick reconnection attempt
+/// per check (the store's back-off spaces them out), and no response timeout of the
+/// connection's own (the store's timeout bounds every check, and a second timer per check
+/// would only cost time).
+pub(super) fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(100))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(None)
+}
+
 /// Opens the connection; returns it with a printable name of where it goes.
 pub(super) async fn connect(target: Target) -> Result<(Connection, String), ConfigError> {
     let single = |client: redis::Client, name: String| async move {
-        // One quick reconnection attempt per check: the store's back-off spaces them out. No
-        // response timeout of the connection's own: the store's timeout bounds every check,
-        // and a second timer per check would only cost time.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(100))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(None);
-        match ConnectionManager::new_with_config(client, config).await {
+        match ConnectionManager::new_with_config(client, manager_config()).await {
             Ok(manager) => Ok((Connection::Single(manager), name)),
             Err(e) => Err(unreachable(&name, e)),
         }
@@ -142,11 +169,45 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
                 Err(e) => Err(unreachable(&name, e)),
             }
         }
+        Target::Sentinel(urls, master) => {
+            let name = sentinel_name(&urls, &master);
+            if urls.is_empty() {
+                return Err(ConfigError::new(format!(
+                    "RedisStore has an empty list of Redis Sentinels for master {master:?}: \
+                     pass their addresses, `.sentinel([\"redis://10.0.0.1:26379\", ..], \
+                     \"{master}\")`"
+                )));
+            }
+            let client =
+                SentinelClient::build(urls, master.clone(), None, SentinelServerType::Master)
+                    .map_err(|e| {
+                        ConfigError::with_source(
+                            format!(
+                                "invalid Redis Sentinel address in {name}: expected \
+                                 redis://[user:password@]host[:port] of each sentinel"
+                            ),
+                            e,
+                        )
+                    })?;
+            sentinel(client, name).await
+        }
+        Target::SentinelClient(client) => sentinel(*client, "sentinel client".to_owned()).await,
         Target::Manager(manager) => Ok((Connection::Single(manager), "connection manager".into())),
         Target::ClusterConnection(connection) => {
             Ok((Connection::Cluster(connection), "cluster connection".into()))
         }
     }
+}
+
+async fn sentinel(
+    client: SentinelClient,
+    name: String,
+) -> Result<(Connection, String), ConfigError> {
+    let (connection, primary) = SentinelConnection::connect(client, name.clone()).await?;
+    Ok((
+        Connection::Sentinel(connection),
+        format!("{name} (primary at {primary})"),
+    ))
 }
 
 fn unreachable(name: &str, error: redis::RedisError) -> ConfigError {

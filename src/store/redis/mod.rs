@@ -37,6 +37,7 @@ mod health;
 mod policy;
 mod script;
 mod store;
+mod sentinel;
 
 pub use builder::RedisStoreBuilder;
 pub use error::RedisStoreError;
