@@ -7,6 +7,10 @@
 //! "reject" uses a quota whose burst every key has already spent. The two-thread cases time
 //! both threads together: the figure is wall time divided by the checks of both threads.
 //!
+//! With one key, "atomic-cas" is the floor of any limiter that writes a key's state on every
+//! allowed check: a bare compare-and-swap loop on one `AtomicU64`, the key's cache line moving
+//! between the threads and nothing else.
+//!
 //! ```text
 //! cargo bench --bench memory -- --warm-up-time 1 --measurement-time 3
 //! ```
@@ -14,6 +18,7 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -80,6 +85,27 @@ impl Limiter for Ours {
 }
 
 struct Governor(DefaultKeyedRateLimiter<IpAddr>);
+
+/// One word that every check moves forward with a compare-and-swap, whatever the key.
+struct AtomicCas(AtomicU64);
+
+impl Limiter for AtomicCas {
+    #[inline]
+    fn check(&self, _key: &IpAddr) -> bool {
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            match self.0.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
+    }
+}
 
 impl Limiter for Governor {
     #[inline]
@@ -198,6 +224,12 @@ fn bench(c: &mut Criterion) {
                 group.bench_function(BenchmarkId::new("tower-ratelimit-2-policies", n), |b| {
                     b.iter_custom(|iters| run(&stacked, &keys, expect, threads, iters))
                 });
+                if n == 1 && expect {
+                    let cas = AtomicCas(AtomicU64::new(0));
+                    group.bench_function(BenchmarkId::new("atomic-cas", n), |b| {
+                        b.iter_custom(|iters| run(&cas, &keys, expect, threads, iters))
+                    });
+                }
                 group.finish();
             }
             // The timed checks must all have taken the path they are named after.

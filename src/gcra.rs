@@ -45,6 +45,7 @@ impl Decision {
         Self::denied_nanos(limit, remaining, nanos(retry_after), nanos(reset_after))
     }
 
+    #[inline]
     pub(crate) fn allowed_nanos(limit: u32, remaining: u32, reset_after: u64) -> Self {
         Decision {
             limit,
@@ -54,6 +55,7 @@ impl Decision {
         }
     }
 
+    #[inline]
     pub(crate) fn denied_nanos(
         limit: u32,
         remaining: u32,
@@ -205,12 +207,13 @@ impl Decisions {
     /// The decision of one policy, admitted anyway if the policy is in shadow mode.
     #[inline]
     pub(crate) fn one_cell(decision: Decision, shadow: bool) -> Self {
-        let mut decisions = Self::one(decision);
-        if shadow {
-            decisions.admitted = true;
-            decisions.wait = 0;
-        }
-        decisions
+        let admitted = shadow || decision.is_allowed();
+        let wait = if admitted {
+            0
+        } else {
+            decision.retry_after_nanos
+        };
+        Self::with(admitted, wait, SmallVec::from_buf_and_len([decision; 2], 1))
     }
 
     /// Whether the request is admitted: every enforced policy admitted it.
@@ -255,6 +258,7 @@ pub(crate) struct Step {
 
 /// Checks `cost` cells at `now` against a key whose theoretical arrival time is `tat`, all in
 /// nanoseconds on one clock. A fresh key has `tat = 0` (or any time in the past).
+#[inline]
 pub(crate) fn check(
     quota: &Quota,
     tat: u64,
@@ -386,6 +390,7 @@ pub(crate) fn peek_stack(cells: &[Cell], tats: &[u64], now: u64) -> Decisions {
 }
 
 /// How many cost-1 checks conform at `now` against `tat`: `⌊(b·T − max(tat − now, 0)) / T⌋`.
+#[inline]
 fn remaining(quota: &Quota, tat: u64, now: u64) -> u32 {
     let ahead = tat.saturating_sub(now);
     let room = quota.window_nanos().saturating_sub(ahead);

@@ -252,6 +252,7 @@ impl Quota {
     }
 
     /// How many cells a key may use at one instant.
+    #[inline]
     pub fn burst(&self) -> u32 {
         self.burst.get()
     }
@@ -262,6 +263,7 @@ impl Quota {
     }
 
     /// The emission interval in nanoseconds.
+    #[inline]
     pub fn interval_nanos(&self) -> u64 {
         self.interval_nanos
     }
@@ -271,6 +273,7 @@ impl Quota {
         Duration::from_nanos(self.window_nanos())
     }
 
+    #[inline]
     pub(crate) fn window_nanos(&self) -> u64 {
         // Validated by every constructor.
         self.interval_nanos * u64::from(self.burst.get())

@@ -335,6 +335,38 @@ fn a_stack_checked_from_many_threads_is_all_or_nothing() {
 }
 
 #[test]
+fn a_key_checked_alone_then_by_stacks_from_many_threads_spends_each_cell_once() {
+    let (store, _) = store(1_000);
+    let a = Policy::new("a", Quota::per_hour(400));
+    let b = Policy::new("b", Quota::per_hour(150));
+    let alone_a = store.register(std::slice::from_ref(&a)).unwrap();
+    let alone_b = store.register(std::slice::from_ref(&b)).unwrap();
+    let both = store.register(&[a, b]).unwrap();
+    // The key is tracked with one state first; the threads race to add the second while
+    // checks of the first keep going.
+    assert!(store.check_now(&alone_a, b"hot", 1).is_allowed());
+    let [a1, a2, b1, stacked] = std::thread::scope(|s| {
+        let spawn = |stack: &MemoryStack, n: usize| {
+            let (store, stack) = (store.clone(), stack.clone());
+            s.spawn(move || {
+                (0..n)
+                    .filter(|_| store.check_now(&stack, b"hot", 1).is_allowed())
+                    .count()
+            })
+        };
+        let handles = [
+            spawn(&alone_a, 300),
+            spawn(&alone_a, 300),
+            spawn(&alone_b, 200),
+            spawn(&both, 300),
+        ];
+        handles.map(|h| h.join().unwrap())
+    });
+    assert_eq!(1 + a1 + a2 + stacked, 400, "policy a spent exactly once");
+    assert_eq!(b1 + stacked, 150, "policy b spent exactly once");
+}
+
+#[test]
 fn policies_with_different_names_never_share_a_budget() {
     let (store, _) = store(100);
     let a = store

@@ -1,12 +1,12 @@
 use std::fmt;
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use smallvec::SmallVec;
 
 use super::registry::Registry;
-use super::table::{Shard, Sharded, Value};
+use super::table::{Key, Shard, Sharded, Value};
 use crate::gcra::{self, Cell};
 use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store};
 
@@ -17,15 +17,16 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// map.
 ///
 /// - A key is its bytes (see [`KeyBytes`](crate::KeyBytes)); each tracked key holds one state
-///   per policy that has seen it, so the policies of a stack are decided together, under one
-///   lock, and two policies never share a state.
-/// - A one-policy check of a key already present takes a shared lock on one shard and one
-///   atomic compare-and-swap; it allocates nothing. A denial only reads. Keys of up to 22 bytes
-///   (every IPv4 address, most IPv6 /64 prefixes, short API keys) are stored inline, so
-///   tracking them allocates nothing either. A stack of several policies takes the shard's
-///   exclusive lock for its all-or-nothing decision.
-/// - Keys are hashed with a per-store random seed (`foldhash`), so a client cannot choose keys
-///   that collide.
+///   per policy that has seen it, so the policies of a stack are decided together, and two
+///   policies never share a state.
+/// - A check of a key already present takes the read lock of one shard, striped by thread so
+///   that readers on different threads never write to one cache line. A one-policy check then
+///   runs one compare-and-swap on the key's state; a denial only reads. A key that holds states
+///   for several policies is decided under a lock of its own, so a stack is all-or-nothing.
+///   Neither allocates. Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
+///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
+///   the shard's exclusive lock.
+/// - Keys are hashed with per-store random seeds, so a client cannot choose keys that collide.
 /// - Memory is bounded: a key whose theoretical arrival times have all passed is idle, in
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
 ///   task is needed.
@@ -76,9 +77,19 @@ struct Inner<C> {
 
 /// A tracked key's state under each policy that has checked it: the first inline, where a
 /// one-policy check finds it with one comparison, the others boxed.
+///
+/// A key with one state is decided with a compare-and-swap on it. Once a key has more, every
+/// check of it takes the key's own lock (in [`More`]) and decides with plain loads and stores:
+/// a stack reads and writes its states as one, and no compare-and-swap can slip in between.
 struct Slots {
     first: Slot,
-    more: Option<Box<[Slot]>>,
+    more: Option<Box<More>>,
+}
+
+/// The states of a key beyond its first, and the lock of a key that has them.
+struct More {
+    lock: Mutex<()>,
+    slots: Vec<Slot>,
 }
 
 /// The theoretical arrival time of one key under one policy.
@@ -110,6 +121,7 @@ impl Slots {
         }
         self.more
             .as_deref()?
+            .slots
             .iter()
             .find(|slot| slot.policy == policy)
             .map(|slot| &slot.tat)
@@ -118,7 +130,14 @@ impl Slots {
     fn iter(&self) -> impl Iterator<Item = &Slot> {
         std::iter::once(&self.first)
             .filter(|slot| slot.policy != NO_POLICY)
-            .chain(self.more.iter().flat_map(|more| more.iter()))
+            .chain(self.more.iter().flat_map(|more| more.slots.iter()))
+    }
+
+    /// The lock of a key with several states, taken.
+    fn lock(&self) -> Option<MutexGuard<'_, ()>> {
+        let more = self.more.as_deref()?;
+        // Nothing panics while holding the lock.
+        Some(more.lock.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Adds a state for `policy`, at a full burst.
@@ -130,9 +149,15 @@ impl Slots {
         if self.first.policy == NO_POLICY {
             self.first = slot;
         } else {
-            let mut more = self.more.take().map(Vec::from).unwrap_or_default();
-            more.push(slot);
-            self.more = Some(more.into_boxed_slice());
+            self.more
+                .get_or_insert_with(|| {
+                    Box::new(More {
+                        lock: Mutex::new(()),
+                        slots: Vec::new(),
+                    })
+                })
+                .slots
+                .push(slot);
         }
     }
 }
@@ -150,6 +175,9 @@ impl Value for Slots {
 pub struct MemoryStack {
     ids: SmallVec<[u32; 2]>,
     cells: SmallVec<[Cell; 2]>,
+    /// The id and quota of a one-policy stack, the common case, read without a look at the
+    /// stack's length.
+    one: Option<(u32, Cell)>,
 }
 
 impl MemoryStore {
@@ -229,16 +257,12 @@ impl<C: Clock> MemoryStore<C> {
     /// nanoseconds: it can never conform.
     pub fn check_now(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
         let inner = &*self.inner;
-        let hash = inner.keys.hash(key);
+        let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();
-        match inner.decide(inner.keys.shard(hash), hash, key, stack, now, cost) {
+        let shard = inner.keys.shard(&key);
+        match take_shared(shard, &key, stack, now, cost) {
             Some(decisions) => decisions,
-            None => {
-                let hash = inner.keys.hash(OVERFLOW_KEY);
-                inner
-                    .decide(&inner.overflow, hash, OVERFLOW_KEY, stack, now, cost)
-                    .expect("the overflow table has room for its one key")
-            }
+            None => inner.decide_exclusive(shard, &key, stack, now, cost),
         }
     }
 
@@ -246,12 +270,12 @@ impl<C: Clock> MemoryStore<C> {
     /// the future.
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
         let inner = &*self.inner;
-        let hash = inner.keys.hash(key);
+        let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();
         let mut tats: SmallVec<[u64; 2]> = SmallVec::from_elem(0, stack.ids.len());
         {
-            let table = inner.keys.shard(hash).read();
-            match table.get(hash, key) {
+            let table = inner.keys.shard(&key).read();
+            match table.get(&key) {
                 Some(slots) => {
                     read_tats(slots, stack, &mut tats);
                     return gcra::peek_stack(&stack.cells, &tats, now);
@@ -260,8 +284,8 @@ impl<C: Clock> MemoryStore<C> {
                 None => {}
             }
         }
-        let hash = inner.keys.hash(OVERFLOW_KEY);
-        if let Some(slots) = inner.overflow.read().get(hash, OVERFLOW_KEY) {
+        let key = inner.keys.key(OVERFLOW_KEY);
+        if let Some(slots) = inner.overflow.read().get(&key) {
             read_tats(slots, stack, &mut tats);
         }
         gcra::peek_stack(&stack.cells, &tats, now)
@@ -286,6 +310,8 @@ impl<C: Clock> MemoryStore<C> {
 const OVERFLOW_KEY: &[u8] = b"";
 
 fn read_tats(slots: &Slots, stack: &MemoryStack, tats: &mut [u64]) {
+    // A stack's states as one: not halfway through another check's writes.
+    let _key = slots.lock();
     for (tat, &id) in tats.iter_mut().zip(&stack.ids) {
         *tat = slots.get(id).map_or(0, |t| t.load(Ordering::Acquire));
     }
@@ -301,16 +327,19 @@ impl<C: Clock> Store for MemoryStore<C> {
         self.inner
             .keys_gauge
             .get_or_init(crate::telemetry::memory_keys);
-        Ok(MemoryStack {
-            ids: self.inner.policies.register(policies)?,
-            cells: policies
-                .iter()
-                .map(|policy| Cell {
-                    quota: *policy.quota(),
-                    shadow: policy.is_shadow(),
-                })
-                .collect(),
-        })
+        let ids = self.inner.policies.register(policies)?;
+        let cells: SmallVec<[Cell; 2]> = policies
+            .iter()
+            .map(|policy| Cell {
+                quota: *policy.quota(),
+                shadow: policy.is_shadow(),
+            })
+            .collect();
+        let one = match (&ids[..], &cells[..]) {
+            ([id], [cell]) => Some((*id, *cell)),
+            _ => None,
+        };
+        Ok(MemoryStack { ids, cells, one })
     }
 
     #[inline]
@@ -323,31 +352,80 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 }
 
+/// Decides a check of a key `shard` already tracks, with a state for every policy of the stack,
+/// under this thread's read lock; `None` otherwise.
+#[inline(always)]
+fn take_shared(
+    shard: &Shard<Slots>,
+    key: &Key<'_>,
+    stack: &MemoryStack,
+    now: u64,
+    cost: u32,
+) -> Option<Decisions> {
+    let table = shard.read();
+    let slots = table.get(key)?;
+    match (&stack.one, &slots.more) {
+        // One policy on a key with one state: a compare-and-swap.
+        (Some((id, cell)), None) if slots.first.policy == *id => {
+            Some(take(&slots.first.tat, cell, now, cost))
+        }
+        (_, Some(_)) => decide_key_locked(slots, stack, now, cost),
+        _ => None,
+    }
+}
+
+/// Decides a check of a key with several states under the key's lock; `None` if a policy of
+/// the stack has no state yet.
+#[inline(never)]
+fn decide_key_locked(slots: &Slots, stack: &MemoryStack, now: u64, cost: u32) -> Option<Decisions> {
+    let _key = slots.lock();
+    let mut tats: SmallVec<[u64; 2]> = SmallVec::with_capacity(stack.ids.len());
+    for &id in &stack.ids {
+        tats.push(slots.get(id)?.load(Ordering::Acquire));
+    }
+    Some(decide_tats(slots, stack, tats, now, cost))
+}
+
 impl<C> Inner<C> {
-    /// Decides a check in `shard`; `None` if the key is new and the shard has no room for it.
-    #[inline(always)]
-    fn decide(
+    /// Decides what [`take_shared`] does not: under the exclusive lock of the key's shard, or,
+    /// if the key is new and its shard has no room, as the overflow key.
+    #[inline(never)]
+    fn decide_exclusive(
         &self,
         shard: &Shard<Slots>,
-        hash: u64,
-        key: &[u8],
+        key: &Key<'_>,
+        stack: &MemoryStack,
+        now: u64,
+        cost: u32,
+    ) -> Decisions {
+        if let Some(decisions) = self.decide_locked(shard, key, stack, now, cost) {
+            return decisions;
+        }
+        let key = self.keys.key(OVERFLOW_KEY);
+        match take_shared(&self.overflow, &key, stack, now, cost) {
+            Some(decisions) => decisions,
+            None => self
+                .decide_locked(&self.overflow, &key, stack, now, cost)
+                .expect("the overflow table has room for its one key"),
+        }
+    }
+
+    /// Decides a check in `shard` under its exclusive lock; `None` if the key is new and the
+    /// shard has no room for it.
+    fn decide_locked(
+        &self,
+        shard: &Shard<Slots>,
+        key: &Key<'_>,
         stack: &MemoryStack,
         now: u64,
         cost: u32,
     ) -> Option<Decisions> {
-        if let ([id], [cell]) = (&stack.ids[..], &stack.cells[..]) {
-            // One policy: a shared lock and a compare-and-swap on its state.
-            let table = shard.read();
-            if let Some(tat) = table.get(hash, key).and_then(|slots| slots.get(*id)) {
-                return Some(take(tat, cell, now, cost));
-            }
-        }
         let mut table = shard.write();
         #[cfg(feature = "metrics")]
         let before = table.len();
         let decisions = table
-            .get_or_insert(hash, key, now, self.keys.hasher(), Slots::default)
-            .map(|slots| decide_locked(slots, stack, now, cost));
+            .get_or_insert(key, now, self.keys.hasher(), Slots::default)
+            .map(|slots| decide_stack(slots, stack, now, cost));
         #[cfg(feature = "metrics")]
         self.count_keys(shard, before, table.len());
         decisions
@@ -376,9 +454,8 @@ impl<C> Drop for Inner<C> {
     }
 }
 
-/// Decides a stack for one key while holding its shard exclusively: no other check of the key
-/// runs, so its states are read, decided together and written back as one.
-fn decide_locked(slots: &mut Slots, stack: &MemoryStack, now: u64, cost: u32) -> Decisions {
+/// Decides a stack for one key while holding its shard exclusively, adding the states it lacks.
+fn decide_stack(slots: &mut Slots, stack: &MemoryStack, now: u64, cost: u32) -> Decisions {
     let mut tats: SmallVec<[u64; 2]> = SmallVec::with_capacity(stack.ids.len());
     for &id in &stack.ids {
         let tat = match slots.get(id) {
@@ -390,6 +467,19 @@ fn decide_locked(slots: &mut Slots, stack: &MemoryStack, now: u64, cost: u32) ->
         };
         tats.push(tat);
     }
+    decide_tats(slots, stack, tats, now, cost)
+}
+
+/// Decides a stack on the states `tats` read from `slots` and writes the new ones back; the
+/// caller makes sure that no other check of the key runs meanwhile, so the states are read,
+/// decided together and written as one.
+fn decide_tats(
+    slots: &Slots,
+    stack: &MemoryStack,
+    mut tats: SmallVec<[u64; 2]>,
+    now: u64,
+    cost: u32,
+) -> Decisions {
     let decisions = gcra::check_stack(&stack.cells, &mut tats, now, cost);
     for (&id, &tat) in stack.ids.iter().zip(&tats) {
         if let Some(slot) = slots.get(id) {

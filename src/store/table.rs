@@ -1,16 +1,25 @@
 //! The sharded, bounded table of keys that [`MemoryStore`](crate::MemoryStore) and the Redis
 //! store's deny cache keep their state in.
 //!
-//! Keys are bytes, hashed with a per-table random seed so that clients cannot choose keys that
-//! collide; short keys are stored inline. Each shard has a lock and a cap; entries that are
-//! idle (in the state of a key never seen) are swept when a shard grows, and a full shard
-//! sweeps at most once per [`FULL_SWEEP_GAP`] so that a flood of new keys cannot make every
-//! insert scan a shard.
+//! - Keys are bytes. A key of up to [`INLINE_KEY`] bytes is read once into three words and its
+//!   length, which are hashed with a folded multiply and compared word by word; longer keys are
+//!   boxed and hashed with `foldhash`. Both hashes take per-table random seeds, so clients
+//!   cannot choose keys that collide.
+//! - Each shard has a cap; entries that are idle (in the state of a key never seen) are swept
+//!   when a shard grows, and a full shard sweeps at most once per [`FULL_SWEEP_GAP`] so that a
+//!   flood of new keys cannot make every insert scan a shard.
+//! - Each shard's lock is striped by thread (`crossbeam_utils`'s `ShardedLock`): a reader takes
+//!   the read lock of its thread's stripe only, so readers on different threads never write to
+//!   one cache line, and a writer takes every stripe. Reads are the common case (a known key);
+//!   writes only insert and sweep.
+//! - Entries are aligned to a cache line: a key and its state are one line, and no two keys
+//!   share one.
 
 use std::hash::{BuildHasher, Hasher as _};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::PoisonError;
 use std::time::Duration;
 
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use hashbrown::HashTable;
 
 /// A shard is swept for idle keys when it grows to this many keys, and then at twice the number
@@ -18,10 +27,158 @@ use hashbrown::HashTable;
 const MIN_SWEEP_AT: usize = 64;
 /// A shard at its cap sweeps at most once per this interval.
 const FULL_SWEEP_GAP: Duration = Duration::from_millis(100);
-/// Keys up to this many bytes are stored inside the table; longer ones are boxed.
-const INLINE_KEY: usize = 22;
+/// Keys up to this many bytes are stored inside the table as words; longer ones are boxed.
+const INLINE_KEY: usize = 24;
 
-pub(crate) type Hasher = foldhash::fast::RandomState;
+/// Hashes keys with the seeds of one table.
+pub(crate) struct Hasher {
+    /// For keys of up to [`INLINE_KEY`] bytes.
+    seeds: [u64; 6],
+    /// For longer keys.
+    long: foldhash::fast::RandomState,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        let long = foldhash::fast::RandomState::default();
+        // Random per table: the seeds are hashes of constants under a randomly seeded hasher.
+        let seeds = [1u64, 2, 3, 4, 5, 6].map(|n| long.hash_one(n));
+        Hasher { seeds, long }
+    }
+
+    /// The form and hash of a key's bytes.
+    #[inline]
+    pub(crate) fn key<'a>(&self, bytes: &'a [u8]) -> Key<'a> {
+        match Short::new(bytes) {
+            Some(short) => Key {
+                hash: self.short(&short),
+                form: Form::Short(short),
+            },
+            None => Key {
+                hash: self.long(bytes),
+                form: Form::Long(bytes),
+            },
+        }
+    }
+
+    #[inline]
+    fn short(&self, key: &Short) -> u64 {
+        let [a, b, c] = key.words;
+        let s = &self.seeds;
+        let x = folded_multiply(a ^ s[0], b ^ s[1]);
+        let y = folded_multiply(c ^ s[2], u64::from(key.len.get()) ^ s[3]);
+        folded_multiply(x ^ s[4], y ^ s[5])
+    }
+
+    fn long(&self, bytes: &[u8]) -> u64 {
+        let mut hasher = self.long.build_hasher();
+        hasher.write(bytes);
+        hasher.finish()
+    }
+
+    fn stored(&self, key: &StoredKey) -> u64 {
+        match key {
+            StoredKey::Short(short) => self.short(short),
+            StoredKey::Long(bytes) => self.long(bytes),
+        }
+    }
+}
+
+/// The high and low halves of the 128-bit product, folded together.
+#[inline(always)]
+fn folded_multiply(x: u64, y: u64) -> u64 {
+    let product = u128::from(x) * u128::from(y);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// A key of up to [`INLINE_KEY`] bytes as three little-endian words read from overlapping
+/// windows that together cover every byte, and its length plus one. For one length, equal words
+/// mean equal bytes, so the words and the length are the key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Short {
+    words: [u64; 3],
+    /// The length plus one: never zero, which leaves [`StoredKey`] the size of a `Short`.
+    len: std::num::NonZeroU8,
+}
+
+impl Short {
+    #[inline]
+    fn new(bytes: &[u8]) -> Option<Short> {
+        let len = bytes.len();
+        let words = if len >= 16 {
+            if len > INLINE_KEY {
+                return None;
+            }
+            [word(bytes, 0), word(bytes, 8), word(bytes, len - 8)]
+        } else if len >= 8 {
+            [word(bytes, 0), word(bytes, len - 8), 0]
+        } else if len >= 4 {
+            let first = bytes.first_chunk().map_or(0, |w| u32::from_le_bytes(*w));
+            let last = bytes.last_chunk().map_or(0, |w| u32::from_le_bytes(*w));
+            [u64::from(first) | u64::from(last) << 32, 0, 0]
+        } else if let Some((&first, _)) = bytes.split_first() {
+            let middle = bytes.get(len / 2).copied().unwrap_or(first);
+            let last = bytes.last().copied().unwrap_or(first);
+            [
+                u64::from(first) | u64::from(middle) << 8 | u64::from(last) << 16,
+                0,
+                0,
+            ]
+        } else {
+            [0; 3]
+        };
+        Some(Short {
+            words,
+            len: std::num::NonZeroU8::MIN.saturating_add(len as u8),
+        })
+    }
+}
+
+/// The eight bytes of `bytes` at `at`, as a little-endian word (zero if there are fewer; the
+/// callers check the length first).
+#[inline(always)]
+fn word(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..)
+        .and_then(|rest| rest.first_chunk())
+        .map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// A key being looked up: its hash and the form it is stored in.
+pub(crate) struct Key<'a> {
+    hash: u64,
+    form: Form<'a>,
+}
+
+enum Form<'a> {
+    Short(Short),
+    Long(&'a [u8]),
+}
+
+/// A stored key.
+enum StoredKey {
+    Short(Short),
+    Long(Box<[u8]>),
+}
+
+impl StoredKey {
+    fn new(key: &Key<'_>) -> Self {
+        match key.form {
+            Form::Short(short) => StoredKey::Short(short),
+            Form::Long(bytes) => StoredKey::Long(bytes.into()),
+        }
+    }
+
+    /// Whether this is the key looked up.
+    #[inline(always)]
+    fn is(&self, key: &Key<'_>) -> bool {
+        match (self, &key.form) {
+            (StoredKey::Short(stored), Form::Short(short)) => stored == short,
+            (StoredKey::Long(stored), Form::Long(bytes)) => **stored == **bytes,
+            _ => false,
+        }
+    }
+}
 
 /// What a table holds per key: it knows when it is idle.
 pub(crate) trait Value {
@@ -37,10 +194,11 @@ pub(crate) struct Sharded<V> {
     hasher: Hasher,
 }
 
-/// One lock and one table; padded so that two shards' locks never share a cache line.
+/// One table behind a lock striped by thread; padded so that two shards never share a cache
+/// line.
 #[repr(align(128))]
 pub(crate) struct Shard<V> {
-    table: RwLock<Table<V>>,
+    table: ShardedLock<Table<V>>,
 }
 
 pub(crate) struct Table<V> {
@@ -53,72 +211,11 @@ pub(crate) struct Table<V> {
     next_full_sweep: u64,
 }
 
+/// A key and its value, in a cache line of their own.
+#[repr(align(64))]
 pub(crate) struct Entry<V> {
     key: StoredKey,
     pub(crate) value: V,
-}
-
-/// A key's bytes: inline when short, boxed otherwise.
-enum StoredKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Boxed(Box<[u8]>),
-}
-
-impl StoredKey {
-    fn new(key: &[u8]) -> Self {
-        match Probe::new(key) {
-            Probe::Inline { len, bytes } => StoredKey::Inline { len, bytes },
-            Probe::Boxed(key) => StoredKey::Boxed(key.into()),
-        }
-    }
-
-    #[inline]
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            StoredKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            StoredKey::Boxed(bytes) => bytes,
-        }
-    }
-
-    /// Whether this is the key `probe` looks for.
-    #[inline]
-    fn is(&self, probe: &Probe<'_>) -> bool {
-        match (self, probe) {
-            // Two fixed-size arrays: compared inline, without a call to `memcmp`.
-            (StoredKey::Inline { len, bytes }, Probe::Inline { len: l, bytes: b }) => {
-                len == l && bytes == b
-            }
-            (StoredKey::Boxed(bytes), Probe::Boxed(key)) => **bytes == **key,
-            _ => false,
-        }
-    }
-}
-
-/// A key being looked for, in the form it is stored in: short keys zero-padded like the
-/// stored ones.
-enum Probe<'a> {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Boxed(&'a [u8]),
-}
-
-impl<'a> Probe<'a> {
-    #[inline]
-    fn new(key: &'a [u8]) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            // Byte by byte: a short loop the compiler keeps inline, where `copy_from_slice` of
-            // a length it cannot see would call `memcpy`.
-            for (to, from) in bytes.iter_mut().zip(key) {
-                *to = *from;
-            }
-            Probe::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            Probe::Boxed(key)
-        }
-    }
 }
 
 impl<V: Value> Sharded<V> {
@@ -138,22 +235,22 @@ impl<V: Value> Sharded<V> {
         Sharded {
             mask: shards.len() as u64 - 1,
             shards,
-            hasher: Hasher::default(),
+            hasher: Hasher::new(),
         }
     }
 
-    /// The hash of a key's bytes (without the length prefix of `Hash for [u8]`: keys are
-    /// compared whole, so the prefix buys nothing).
+    /// The form and hash of a key's bytes, to look it up with.
     #[inline]
-    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        hash_key(&self.hasher, key)
+    pub(crate) fn key<'a>(&self, bytes: &'a [u8]) -> Key<'a> {
+        self.hasher.key(bytes)
     }
 
     #[inline]
-    pub(crate) fn shard(&self, hash: u64) -> &Shard<V> {
+    pub(crate) fn shard(&self, key: &Key<'_>) -> &Shard<V> {
         // The table uses the low bits for the bucket and the top seven for its tag; take the
-        // shard from bits in between so the three stay independent.
-        &self.shards[((hash >> 32) & self.mask) as usize]
+        // shard from bits in between so the three stay independent. The mask keeps the index
+        // below the number of shards.
+        &self.shards[((key.hash >> 32) & self.mask) as usize]
     }
 
     pub(crate) fn hasher(&self) -> &Hasher {
@@ -185,7 +282,7 @@ impl<V: Value> Sharded<V> {
 impl<V> Shard<V> {
     pub(crate) fn new(cap: usize) -> Self {
         Shard {
-            table: RwLock::new(Table {
+            table: ShardedLock::new(Table {
                 entries: HashTable::new(),
                 cap,
                 sweep_at: MIN_SWEEP_AT.min(cap),
@@ -194,31 +291,41 @@ impl<V> Shard<V> {
         }
     }
 
+    /// Shared access: the read lock of this thread's stripe.
     #[inline]
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Table<V>> {
+    pub(crate) fn read(&self) -> ShardedLockReadGuard<'_, Table<V>> {
         // Nothing panics while holding the lock, and the table is consistent at every step.
         self.table.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Table<V>> {
+    /// Exclusive access: the write lock of every stripe.
+    pub(crate) fn write(&self) -> ShardedLockWriteGuard<'_, Table<V>> {
         self.table.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl<V: Value> Table<V> {
-    #[inline]
-    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&V> {
-        let probe = Probe::new(key);
-        self.entries
-            .find(hash, |e| e.key.is(&probe))
-            .map(|e| &e.value)
+    #[inline(always)]
+    pub(crate) fn get(&self, key: &Key<'_>) -> Option<&V> {
+        // One search per form: the short one, which almost every lookup takes, stays small
+        // enough to be inlined.
+        match &key.form {
+            Form::Short(short) => self.entries.find(
+                key.hash,
+                |e| matches!(&e.key, StoredKey::Short(s) if s == short),
+            ),
+            Form::Long(bytes) => self.entries.find(
+                key.hash,
+                |e| matches!(&e.key, StoredKey::Long(b) if **b == **bytes),
+            ),
+        }
+        .map(|e| &e.value)
     }
 
     #[inline]
-    pub(crate) fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
-        let probe = Probe::new(key);
+    pub(crate) fn get_mut(&mut self, key: &Key<'_>) -> Option<&mut V> {
         self.entries
-            .find_mut(hash, |e| e.key.is(&probe))
+            .find_mut(key.hash, |e| e.key.is(key))
             .map(|e| &mut e.value)
     }
 
@@ -238,26 +345,25 @@ impl<V: Value> Table<V> {
     /// (after sweeping idle keys when the shard has grown enough); `None` if it has not.
     pub(crate) fn get_or_insert(
         &mut self,
-        hash: u64,
-        key: &[u8],
+        key: &Key<'_>,
         now: u64,
         hasher: &Hasher,
         make: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        if self.get(hash, key).is_none() {
+        if self.get(key).is_none() {
             if !self.make_room(now, hasher) {
                 return None;
             }
             self.entries.insert_unique(
-                hash,
+                key.hash,
                 Entry {
                     key: StoredKey::new(key),
                     value: make(),
                 },
-                |e| hash_key(hasher, e.key.as_bytes()),
+                |e| hasher.stored(&e.key),
             );
         }
-        self.get_mut(hash, key)
+        self.get_mut(key)
     }
 
     /// Makes room for one more key if the shard allows it. Returns whether a key may be
@@ -283,19 +389,10 @@ impl<V: Value> Table<V> {
         self.entries.retain(|e| !e.value.idle(now));
         let len = self.entries.len();
         if self.entries.capacity() > 4 * len.max(MIN_SWEEP_AT) {
-            self.entries
-                .shrink_to(2 * len, |e| hash_key(hasher, e.key.as_bytes()));
+            self.entries.shrink_to(2 * len, |e| hasher.stored(&e.key));
         }
         self.sweep_at = (2 * len).max(MIN_SWEEP_AT).min(self.cap);
     }
-}
-
-/// The hash of a key's bytes; see [`Sharded::hash`].
-#[inline]
-fn hash_key(hasher: &Hasher, key: &[u8]) -> u64 {
-    let mut hasher = hasher.build_hasher();
-    hasher.write(key);
-    hasher.finish()
 }
 
 fn prev_power_of_two(n: usize) -> usize {
@@ -316,11 +413,17 @@ mod tests {
     }
 
     fn insert(table: &Sharded<Until>, key: &[u8], until: u64, now: u64) -> bool {
-        let hash = table.hash(key);
-        let mut shard = table.shard(hash).write();
+        let key = table.key(key);
+        let mut shard = table.shard(&key).write();
         shard
-            .get_or_insert(hash, key, now, table.hasher(), || Until(until))
+            .get_or_insert(&key, now, table.hasher(), || Until(until))
             .is_some()
+    }
+
+    fn found(table: &Sharded<Until>, key: &[u8]) -> Option<u64> {
+        let key = table.key(key);
+        let shard = table.shard(&key).read();
+        shard.get(&key).map(|v| v.0)
     }
 
     #[test]
@@ -332,13 +435,60 @@ mod tests {
         let long = vec![7u8; 100];
         assert!(insert(&table, b"short", 10, 0));
         assert!(insert(&table, &long, 10, 0));
-        let found = |key: &[u8]| {
-            let hash = table.hash(key);
-            table.shard(hash).read().get(hash, key).map(|v| v.0)
-        };
-        assert_eq!(found(b"short"), Some(10));
-        assert_eq!(found(&long), Some(10));
-        assert_eq!(found(b"other"), None);
+        assert_eq!(found(&table, b"short"), Some(10));
+        assert_eq!(found(&table, &long), Some(10));
+        assert_eq!(found(&table, b"other"), None);
+    }
+
+    #[test]
+    fn keys_of_every_inline_length_are_told_apart() {
+        let table = Sharded::new(100_000);
+        // Every length up to past the inline limit, and for each, keys that differ in one
+        // byte at every position, or only in length.
+        let mut keys = Vec::new();
+        for len in 0..=INLINE_KEY + 2 {
+            let base: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 7).collect();
+            keys.push(base.clone());
+            for at in 0..len {
+                let mut other = base.clone();
+                other[at] ^= 0x5a;
+                keys.push(other);
+            }
+            keys.push([base.as_slice(), &[0]].concat());
+        }
+        keys.sort();
+        keys.dedup();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(insert(&table, key, i as u64 + 1_000, 0));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(found(&table, key), Some(i as u64 + 1_000), "{key:?}");
+        }
+        assert_eq!(table.len(), keys.len());
+    }
+
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<StoredKey>(), 32);
+        assert_eq!(std::mem::size_of::<Entry<Until>>(), 64);
+    }
+
+    #[test]
+    fn readers_on_many_threads_see_what_a_writer_inserts() {
+        let table = Sharded::new(10_000);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let table = &table;
+                s.spawn(move || {
+                    for i in 0..500u64 {
+                        let key = (t * 1_000 + i).to_le_bytes();
+                        assert!(insert(table, &key, i + 1, 0));
+                        assert_eq!(found(table, &key), Some(i + 1));
+                    }
+                });
+            }
+        });
+        assert_eq!(table.len(), 2_000);
     }
 
     #[test]

@@ -32,9 +32,9 @@ impl DenyCache {
 
     /// The cached TAT of `key`, passed or not.
     pub(super) fn get(&self, key: &[u8]) -> Option<u64> {
-        let hash = self.keys.hash(key);
-        let shard = self.keys.shard(hash).read();
-        shard.get(hash, key).map(|tat| tat.0)
+        let key = self.keys.key(key);
+        let shard = self.keys.shard(&key).read();
+        shard.get(&key).map(|tat| tat.0)
     }
 
     /// Records that `key`'s TAT is at least `tat`. If `cache_new` is false only a key already
@@ -42,22 +42,22 @@ impl DenyCache {
     /// make some (a full shard tries at most once per 100 ms); if there is none it is not
     /// cached: a miss only costs a round trip.
     pub(super) fn record(&self, key: &[u8], tat: u64, now: u64, cache_new: bool) {
-        let hash = self.keys.hash(key);
-        let shard = self.keys.shard(hash);
+        let key = self.keys.key(key);
+        let shard = self.keys.shard(&key);
         if !cache_new {
             // Most checks are of keys that are not cached and need not be: a shared lock
             // finds that out without making concurrent checks wait on each other.
-            match shard.read().get(hash, key) {
+            match shard.read().get(&key) {
                 None => return,
                 Some(cached) if cached.0 >= tat => return,
                 Some(_) => {}
             }
         }
         let mut table = shard.write();
-        if let Some(cached) = table.get_mut(hash, key) {
+        if let Some(cached) = table.get_mut(&key) {
             cached.0 = cached.0.max(tat);
         } else if cache_new {
-            table.get_or_insert(hash, key, now, self.keys.hasher(), || Tat(tat));
+            table.get_or_insert(&key, now, self.keys.hasher(), || Tat(tat));
         }
     }
 
