@@ -10,13 +10,14 @@
 mod support;
 
 mod cluster;
+mod coalescing;
 mod deny_cache;
 mod failures;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod properties;
 mod script;
-mod shared;
 mod sentinel;
+mod shared;
 #[cfg(feature = "tls")]
 mod tls;

@@ -9,7 +9,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::Script;
 
-use super::connection::{connect, Target};
+use super::batch::Lanes;
+use super::connection::{connect, Connection, Target};
 use super::deny_cache::DenyCache;
 use super::health::Health;
 use super::script::GCRA_LUA;
@@ -22,6 +23,7 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 pub(super) const DEFAULT_FAILURES_BEFORE_BACKOFF: u32 = 3;
 pub(super) const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) const DEFAULT_MAX_LOCAL_KEYS: usize = 100_000;
+pub(super) const DEFAULT_MAX_BATCH: usize = 128;
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
 #[must_use]
@@ -33,6 +35,7 @@ pub struct RedisStoreBuilder {
     pub(super) failures_before_backoff: u32,
     pub(super) backoff: Duration,
     pub(super) max_local_keys: usize,
+    pub(super) max_batch: usize,
     pub(super) deny_cache: bool,
     pub(super) clock: Option<SharedClock>,
 }
@@ -93,9 +96,6 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Uses an existing single-server connection manager.
-    pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
-        self.target = Target::Manager(connection);
     /// Connects to the primary that Redis Sentinel names for `master`, and follows it through
     /// failovers.
     ///
@@ -164,6 +164,9 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Uses an existing single-server connection manager.
+    pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
+        self.target = Target::Manager(connection);
         self
     }
 
@@ -241,6 +244,24 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// The most checks one script call carries (default 128); 1 sends every check in its own
+    /// call as soon as it arrives.
+    ///
+    /// While a call is in flight, the checks that arrive wait, and the next call carries them
+    /// all, each decided in arrival order inside the script, exactly as if each had its own
+    /// call: one Redis core then decides many checks per call instead of one, and a check
+    /// that finds no call in flight goes at once, alone. There is one queue per connection,
+    /// or per hash slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
+    /// call, not the wait in the queue: a busy queue is not a Redis failure.
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().max_batch(64);
+    /// ```
+    pub fn max_batch(mut self, checks: usize) -> Self {
+        self.max_batch = checks;
+        self
+    }
+
     /// Whether to answer checks of keys known to be limited without a round trip (default
     /// on). Turn it off to send every check to Redis.
     ///
@@ -285,6 +306,12 @@ impl RedisStoreBuilder {
                 "RedisStore timeout and backoff must be longer than zero",
             ));
         }
+        if self.max_batch == 0 {
+            return Err(ConfigError::new(
+                "RedisStore max_batch is 0; a call carries at least one check (1 sends each \
+                 check in its own call)",
+            ));
+        }
         if self.max_local_keys == 0 {
             return Err(ConfigError::new(
                 "RedisStore max_local_keys is 0; it must hold at least one key",
@@ -315,9 +342,12 @@ impl RedisStoreBuilder {
         let mut key_head = b"{".to_vec();
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
+        let lanes = (self.max_batch > 1)
+            .then(|| Lanes::new(self.max_batch, matches!(connection, Connection::Cluster(_))));
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
+                lanes,
                 script,
                 key_head: key_head.into(),
                 timeout: self.timeout,

@@ -1,11 +1,14 @@
-//! One check: the deny cache, the route by health, the script call, and the failure policy.
+//! One check: the deny cache, the route by health, the script call (alone, or with the checks
+//! queued behind the call in flight), and the failure policy.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Cmd;
 use smallvec::SmallVec;
+use tokio::time::error::Elapsed;
 
+use super::batch;
 use super::health::{Health, Route};
 use super::script::Reply;
 use super::store::{Inner, RedisStack};
@@ -18,9 +21,9 @@ use crate::{Clock, Decision, Decisions};
 const CLOCK_MODE_MIN_EXPIRY_MS: u64 = 3_600_000;
 
 /// What one check sends to Redis and needs back.
-struct Ask {
+pub(super) struct Ask {
     /// The Redis key of each policy.
-    keys: SmallVec<[Vec<u8>; 2]>,
+    pub(super) keys: SmallVec<[Vec<u8>; 2]>,
     stack: RedisStack,
     /// The key's bytes, for the failure policy.
     key: Vec<u8>,
@@ -77,7 +80,10 @@ impl Inner {
                     base,
                     probe,
                 };
-                RedisStoreFuture::pending(Box::pin(Arc::clone(this).ask(ask)))
+                match batch::submit(this, ask) {
+                    Ok(answer) => RedisStoreFuture::queued(answer),
+                    Err(ask) => RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask))),
+                }
             }
         }
     }
@@ -109,71 +115,135 @@ impl Inner {
         (!decisions.is_allowed()).then_some(decisions)
     }
 
-    async fn ask(self: Arc<Self>, ask: Ask) -> Result<Decisions, RedisStoreError> {
+    /// One check in its own call.
+    async fn alone(self: Arc<Self>, ask: Ask) -> Result<Decisions, RedisStoreError> {
+        let mut answer = None;
+        self.call(std::slice::from_ref(&ask), |outcome| answer = Some(outcome))
+            .await;
+        answer.unwrap_or_else(|| Err(RedisStoreError::lost()))
+    }
+
+    /// One script call deciding `asks` in order; `answer` gets each check's outcome, in order,
+    /// from Redis or, when the call fails, from the failure policy.
+    pub(super) async fn call(
+        &self,
+        asks: &[Ask],
+        mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
+    ) {
+        let probing = asks.iter().any(|ask| ask.probe);
         let mut probe = ProbeGuard {
             health: &self.health,
-            armed: ask.probe,
+            armed: probing,
         };
-        let n = ask.keys.len();
+        let keys: usize = asks.iter().map(|ask| ask.keys.len()).sum();
+        let key_bytes: usize = asks.iter().flat_map(|ask| &ask.keys).map(Vec::len).sum();
         // The command is written straight into one buffer: no per-argument vectors.
-        let key_bytes: usize = ask.keys.iter().map(Vec::len).sum();
-        let mut call = Cmd::with_capacity(6 + 4 * n, 64 + key_bytes + 24 * n);
-        call.arg("EVALSHA").arg(self.script.get_hash()).arg(n);
-        for key in &ask.keys {
+        let mut call = Cmd::with_capacity(
+            4 + 3 * asks.len() + 4 * keys,
+            64 + key_bytes + 24 * asks.len() + 24 * keys,
+        );
+        call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
+        for key in asks.iter().flat_map(|ask| &ask.keys) {
             call.arg(&key[..]);
         }
-        call.arg(ask.cost);
-        match ask.now_arg {
-            Some(micros) => call.arg(micros).arg(CLOCK_MODE_MIN_EXPIRY_MS),
-            None => call.arg("").arg(0),
-        };
-        for (micro, cell) in ask.stack.parts.micro.iter().zip(&ask.stack.parts.cells) {
-            call.arg(micro.interval)
-                .arg(micro.burst)
-                .arg(if cell.shadow { "1" } else { "0" });
+        call.arg(if self.clock_time {
+            CLOCK_MODE_MIN_EXPIRY_MS
+        } else {
+            0
+        });
+        for ask in asks {
+            call.arg(ask.keys.len()).arg(ask.cost);
+            match ask.now_arg {
+                Some(micros) => call.arg(micros),
+                None => call.arg(""),
+            };
+            for (micro, cell) in ask.stack.parts.micro.iter().zip(&ask.stack.parts.cells) {
+                call.arg(micro.interval)
+                    .arg(micro.burst)
+                    .arg(if cell.shadow { "1" } else { "0" });
+            }
         }
         let mut connection = self.connection.clone();
         let invoke = connection.invoke(&call, &self.script);
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
-        let answer = tokio::time::timeout(self.timeout, invoke).await;
+        let outcome = self.within_timeout(invoke).await;
         #[cfg(feature = "metrics")]
         self.metrics.latency.record(sent.elapsed());
-        let outcome = match answer {
-            Ok(Ok(values)) => match Reply::parse(&values, &ask.stack.parts.cells) {
-                Some(reply) => Ok(reply),
-                None => Err(RedisStoreError::reply(values)),
-            },
+        let expected: usize = asks.iter().map(|ask| Reply::width(ask.keys.len())).sum();
+        let outcome = match outcome {
+            Ok(Ok(values)) if values.len() == expected => Ok(values),
+            Ok(Ok(values)) => Err(RedisStoreError::reply(values)),
             Ok(Err(error)) => Err(RedisStoreError::redis(error)),
             Err(_) => Err(RedisStoreError::timeout(self.timeout)),
         };
         probe.armed = false;
         let local_now = self.clock.now_nanos();
-        match outcome {
-            Ok(reply) => {
-                self.health.success(local_now, ask.probe);
-                if let Some(cache) = &self.deny_cache {
-                    // Cache every key of the stack when the same check would now be denied by
-                    // some policy; update the keys that are cached already.
-                    let exhausted = reply
-                        .decisions
-                        .as_slice()
-                        .iter()
-                        .any(|d| !d.is_allowed() || d.remaining() < ask.cost.max(1));
-                    for (key, tat) in ask.keys.iter().zip(&reply.tats) {
-                        let local_tat = ask
-                            .base
-                            .saturating_add(tat.saturating_sub(reply.now).saturating_mul(1000));
-                        cache.record(key, local_tat, ask.base, exhausted);
-                    }
-                }
-                Ok(reply.decisions)
+        let values = match outcome {
+            Ok(values) => {
+                self.health.success(local_now, probing);
+                values
             }
             Err(error) => {
-                self.health
-                    .failure(local_now, ask.probe, &error, self.policy);
-                self.by_policy(&ask.stack, &ask.key, ask.cost, error)
+                self.health.failure(local_now, probing, &error, self.policy);
+                for ask in asks {
+                    answer(self.by_policy(&ask.stack, &ask.key, ask.cost, error.clone()));
+                }
+                return;
             }
+        };
+        let mut rest = &values[..];
+        for ask in asks {
+            let (values, next) = rest.split_at(Reply::width(ask.keys.len()));
+            rest = next;
+            answer(match Reply::parse(values, &ask.stack.parts.cells) {
+                Some(reply) => {
+                    self.remember(ask, &reply);
+                    Ok(reply.decisions)
+                }
+                None => {
+                    let error = RedisStoreError::reply(values.to_vec());
+                    self.by_policy(&ask.stack, &ask.key, ask.cost, error)
+                }
+            });
+        }
+    }
+
+    /// Runs `invoke` for at most the store's timeout, as Redis and the network take it: when
+    /// the timer fires late by more than a quarter of the timeout, this process was not
+    /// running (a starved machine, a blocked runtime) and cannot tell a slow Redis from its
+    /// own stall, so the call gets one more timeout before it counts as failed.
+    async fn within_timeout<F: std::future::Future>(
+        &self,
+        invoke: F,
+    ) -> Result<F::Output, Elapsed> {
+        let mut invoke = std::pin::pin!(invoke);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        match tokio::time::timeout_at(deadline, invoke.as_mut()).await {
+            Ok(outcome) => Ok(outcome),
+            Err(_) if deadline.elapsed() > self.timeout / 4 => {
+                tokio::time::timeout(self.timeout, invoke).await
+            }
+            Err(elapsed) => Err(elapsed),
+        }
+    }
+
+    /// Caches every key of the stack when the same check would now be denied by some policy;
+    /// updates the keys that are cached already.
+    fn remember(&self, ask: &Ask, reply: &Reply) {
+        let Some(cache) = &self.deny_cache else {
+            return;
+        };
+        let exhausted = reply
+            .decisions
+            .as_slice()
+            .iter()
+            .any(|d| !d.is_allowed() || d.remaining() < ask.cost.max(1));
+        for (key, tat) in ask.keys.iter().zip(&reply.tats) {
+            let local_tat = ask
+                .base
+                .saturating_add(tat.saturating_sub(reply.now).saturating_mul(1000));
+            cache.record(key, local_tat, ask.base, exhausted);
         }
     }
 

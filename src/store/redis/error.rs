@@ -1,5 +1,6 @@
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why [`RedisStore`](super::RedisStore) could not answer a check.
@@ -8,23 +9,25 @@ use std::time::Duration;
 /// [`FailurePolicy::Allow`](super::FailurePolicy::Allow) a check never fails; Redis failures
 /// become errors under [`FailurePolicy::Deny`](super::FailurePolicy::Deny), and the layer
 /// answers them with `503 Service Unavailable` and `Retry-After`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RedisStoreError {
     kind: Kind,
 }
 
-#[derive(Debug)]
+/// Cloned for every check of a batch that one failed call answers.
+#[derive(Clone, Debug)]
 enum Kind {
-    Redis(redis::RedisError),
+    Redis(Arc<redis::RedisError>),
     Timeout(Duration),
     BackingOff,
     Reply(Vec<i64>),
+    Lost,
 }
 
 impl RedisStoreError {
     pub(super) fn redis(error: redis::RedisError) -> Self {
         RedisStoreError {
-            kind: Kind::Redis(error),
+            kind: Kind::Redis(Arc::new(error)),
         }
     }
 
@@ -38,6 +41,10 @@ impl RedisStoreError {
         RedisStoreError {
             kind: Kind::BackingOff,
         }
+    }
+
+    pub(super) fn lost() -> Self {
+        RedisStoreError { kind: Kind::Lost }
     }
 
     pub(super) fn reply(values: Vec<i64>) -> Self {
@@ -78,6 +85,10 @@ impl fmt::Display for RedisStoreError {
                 "Redis answered the rate limit script with {values:?}, not a decision; another \
                  script may be loaded under the same SHA or the key holds foreign data"
             ),
+            Kind::Lost => f.write_str(
+                "the call carrying this rate limit check was dropped before Redis answered \
+                 (its Tokio runtime is shutting down)",
+            ),
         }
     }
 }
@@ -85,7 +96,7 @@ impl fmt::Display for RedisStoreError {
 impl Error for RedisStoreError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.kind {
-            Kind::Redis(e) => Some(e),
+            Kind::Redis(e) => Some(&**e),
             _ => None,
         }
     }

@@ -5,11 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::batch::Answer;
 use super::RedisStoreError;
 use crate::Decisions;
 
-/// The answer of a [`RedisStore`](super::RedisStore) check: ready at once when the deny cache or the back-off
-/// answers it, else a round trip to Redis.
+/// The answer of a [`RedisStore`](super::RedisStore) check: ready at once when the deny cache
+/// or the back-off answers it, else a round trip to Redis, alone or with the checks queued
+/// behind the call in flight.
 #[must_use = "futures do nothing unless polled"]
 pub struct RedisStoreFuture {
     state: FutureState,
@@ -20,6 +22,7 @@ pub(super) type Pending = Pin<Box<dyn Future<Output = Result<Decisions, RedisSto
 enum FutureState {
     Ready(Option<Result<Decisions, RedisStoreError>>),
     Pending(Pending),
+    Queued(Answer),
 }
 
 impl RedisStoreFuture {
@@ -32,6 +35,12 @@ impl RedisStoreFuture {
     pub(super) fn pending(future: Pending) -> Self {
         RedisStoreFuture {
             state: FutureState::Pending(future),
+        }
+    }
+
+    pub(super) fn queued(answer: Answer) -> Self {
+        RedisStoreFuture {
+            state: FutureState::Queued(answer),
         }
     }
 }
@@ -47,6 +56,9 @@ impl Future for RedisStoreFuture {
                     .expect("RedisStoreFuture polled after completion"),
             ),
             FutureState::Pending(future) => future.as_mut().poll(cx),
+            FutureState::Queued(answer) => Pin::new(answer)
+                .poll(cx)
+                .map(|outcome| outcome.unwrap_or_else(|_| Err(RedisStoreError::lost()))),
         }
     }
 }
@@ -56,6 +68,7 @@ impl fmt::Debug for RedisStoreFuture {
         let state = match self.state {
             FutureState::Ready(_) => "ready",
             FutureState::Pending(_) => "pending",
+            FutureState::Queued(_) => "queued",
         };
         f.debug_struct("RedisStoreFuture")
             .field("state", &state)

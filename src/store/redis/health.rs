@@ -74,32 +74,40 @@ impl Health {
         self.policy_answers.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Redis answered.
+    /// Whether the store is answering by its failure policy: the last call failed, or checks
+    /// skip Redis during a back-off.
+    pub(super) fn degraded(&self) -> bool {
+        self.failures.load(Ordering::Acquire) != 0 || self.backing_off()
+    }
+
+    /// Redis answered a call.
     pub(super) fn success(&self, now: u64, probe: bool) {
-        // A plain load first: while Redis is healthy, checks only read the shared state.
+        // A plain load first: while Redis is healthy, calls only read the shared state.
         if !probe && self.failures.load(Ordering::Acquire) == 0 {
             return;
         }
-        if self.failures.swap(0, Ordering::AcqRel) == 0 && !probe {
-            return;
-        }
+        let failed_calls = self.failures.swap(0, Ordering::AcqRel);
         if self.backoff_until.swap(0, Ordering::AcqRel) != 0 {
             #[cfg(feature = "metrics")]
             self.degraded.decrement(1.0);
-            let since = self.outage_since.swap(0, Ordering::AcqRel);
-            let answered = self.policy_answers.swap(0, Ordering::AcqRel);
-            tracing::warn!(
-                outage_ms = Duration::from_nanos(now.saturating_sub(since)).as_millis() as u64,
-                checks_answered_by_policy = answered,
-                "Redis rate limit store answering again; checks go to Redis"
-            );
         }
         if probe {
             self.probing.store(false, Ordering::Release);
         }
+        // One line per outage, from whichever call ends it.
+        let since = self.outage_since.swap(0, Ordering::AcqRel);
+        if since != 0 {
+            let answered = self.policy_answers.swap(0, Ordering::AcqRel);
+            tracing::warn!(
+                outage_ms = Duration::from_nanos(now.saturating_sub(since)).as_millis() as u64,
+                failed_calls,
+                checks_answered_by_policy = answered,
+                "Redis rate limit store answering again; checks go to Redis"
+            );
+        }
     }
 
-    /// A check failed (an error or a timeout).
+    /// A call failed (an error or a timeout).
     pub(super) fn failure(
         &self,
         now: u64,
@@ -123,8 +131,12 @@ impl Health {
             tracing::debug!(%error, "Redis rate limit store still failing; backing off again");
             return;
         }
-        if failures == 1 {
-            self.outage_since.store(now.max(1), Ordering::Release);
+        if failures == 1
+            && self
+                .outage_since
+                .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             tracing::warn!(
                 %error,
                 ?policy,

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod builder;
 mod check;
 mod connection;
@@ -36,8 +37,8 @@ mod future;
 mod health;
 mod policy;
 mod script;
-mod store;
 mod sentinel;
+mod store;
 
 pub use builder::RedisStoreBuilder;
 pub use error::RedisStoreError;

@@ -7,74 +7,93 @@ use smallvec::SmallVec;
 use crate::gcra::Cell;
 use crate::{Decision, Decisions, Quota};
 
-/// The stack GCRA of [`gcra`](crate::gcra) in microseconds, one Redis key per policy, all keys
-/// in one hash slot.
+/// The stack GCRA of [`gcra`](crate::gcra) in microseconds, for a batch of checks decided one
+/// after another in one call; one Redis key per policy, all keys of a call in one hash slot.
 ///
-/// KEYS: one per policy, holding its TAT. ARGV: the cost (0 asks what a cost-1 check would
-/// answer, writing nothing); the time in µs, or an empty string to read Redis `TIME`; the least
-/// expiry in ms (0 but in clock mode, where Redis's own clock, which runs the expiry, is not
-/// the clock of the TATs); then for each policy its interval (µs), burst and shadow flag (1 or
-/// 0).
+/// KEYS: the keys of every check of the batch, in order, one per policy, each holding its TAT.
+/// ARGV: the least expiry in ms (0 but in clock mode, where Redis's own clock, which runs the
+/// expiry, is not the clock of the TATs); then for each check: its number of policies, its cost
+/// (0 asks what a cost-1 check would answer, writing nothing), its time in µs (an empty string
+/// for Redis `TIME`, read once per call), and for each policy its interval (µs), burst and
+/// shadow flag (1 or 0).
 ///
-/// Reply: `{admitted (1 or 0), now (µs), wait (µs)}` followed, per policy, by `{allowed (1, 0,
-/// or -1 when the cost exceeds the burst), remaining, retry_after (µs), reset_after (µs), TAT
-/// (µs)}`. Enforced policies are all-or-nothing: each takes the cost only if all conform;
-/// shadow policies are decided one by one. A denial and a peek write nothing; a conforming
-/// check writes the new TAT with an expiry at the moment the key is back to a full burst.
+/// Reply, for each check in order: `{admitted (1 or 0), now (µs), wait (µs)}` followed, per
+/// policy, by `{allowed (1, 0, or -1 when the cost exceeds the burst), remaining, retry_after
+/// (µs), reset_after (µs), TAT (µs)}`. Enforced policies are all-or-nothing: each takes the cost
+/// only if all conform; shadow policies are decided one by one. A denial and a peek write
+/// nothing; a conforming check writes the new TAT with an expiry at the moment the key is back
+/// to a full burst, before the next check of the batch reads it.
 pub(super) const GCRA_LUA: &str = r#"
-local cost = tonumber(ARGV[1])
-local now = tonumber(ARGV[2])
-local min_px = tonumber(ARGV[3]) or 0
-if not now then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local step = cost
-if step == 0 then step = 1 end
-local out = {1, now, 0}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[1 + 3 * i])
-  local burst = tonumber(ARGV[2 + 3 * i])
-  local window = interval * burst
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
-  local room = window - (tat - now)
-  local left = 0
-  if room > 0 then left = math.floor(room / interval) end
-  local allowed, wait = 1, 0
-  if step > burst then
-    allowed = -1
-  elseif tat + step * interval - now > window then
-    allowed, wait = 0, tat + step * interval - now - window
+local min_px = tonumber(ARGV[1]) or 0
+local clock
+local out = {}
+local k = 0
+local a = 1
+while a < #ARGV do
+  local n = tonumber(ARGV[a + 1])
+  local cost = tonumber(ARGV[a + 2])
+  local now = tonumber(ARGV[a + 3])
+  if not now then
+    if not clock then
+      if redis.replicate_commands then redis.replicate_commands() end
+      local t = redis.call('TIME')
+      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    end
+    now = clock
   end
-  if allowed ~= 1 and ARGV[3 + 3 * i] ~= '1' then
-    out[1] = 0
-    if wait > out[3] then out[3] = wait end
+  local step = cost
+  if step == 0 then step = 1 end
+  local head = #out
+  out[head + 1] = 1
+  out[head + 2] = now
+  out[head + 3] = 0
+  for i = 1, n do
+    local p = a + 3 * i
+    local interval = tonumber(ARGV[p + 1])
+    local burst = tonumber(ARGV[p + 2])
+    local window = interval * burst
+    local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
+    if tat < now then tat = now end
+    local room = window - (tat - now)
+    local left = 0
+    if room > 0 then left = math.floor(room / interval) end
+    local allowed, wait = 1, 0
+    if step > burst then
+      allowed = -1
+    elseif tat + step * interval - now > window then
+      allowed, wait = 0, tat + step * interval - now - window
+    end
+    if allowed ~= 1 and ARGV[p + 3] ~= '1' then
+      out[head + 1] = 0
+      if wait > out[head + 3] then out[head + 3] = wait end
+    end
+    local base = #out
+    out[base + 1] = allowed
+    out[base + 2] = left
+    out[base + 3] = wait
+    out[base + 4] = tat - now
+    out[base + 5] = tat
   end
-  local base = #out
-  out[base + 1] = allowed
-  out[base + 2] = left
-  out[base + 3] = wait
-  out[base + 4] = tat - now
-  out[base + 5] = tat
-end
-if cost > 0 then
-  -- Take the cost from each policy that conformed, if every enforced one did; a shadow policy
-  -- takes it on its own. The reply so far holds each policy's state as it was.
-  for i = 1, #KEYS do
-    local base = 3 + 5 * (i - 1)
-    if out[base + 1] == 1 and (out[1] == 1 or ARGV[3 + 3 * i] == '1') then
-      local interval = tonumber(ARGV[1 + 3 * i])
-      local window = interval * tonumber(ARGV[2 + 3 * i])
-      local next = out[base + 5] + step * interval
-      local ahead = next - now
-      redis.call('SET', KEYS[i], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
-      out[base + 2] = math.floor((window - ahead) / interval)
-      out[base + 4] = ahead
-      out[base + 5] = next
+  if cost > 0 then
+    -- Take the cost from each policy that conformed, if every enforced one did; a shadow policy
+    -- takes it on its own. The reply so far holds each policy's state as it was.
+    for i = 1, n do
+      local p = a + 3 * i
+      local base = head + 3 + 5 * (i - 1)
+      if out[base + 1] == 1 and (out[head + 1] == 1 or ARGV[p + 3] == '1') then
+        local interval = tonumber(ARGV[p + 1])
+        local window = interval * tonumber(ARGV[p + 2])
+        local next = out[base + 5] + step * interval
+        local ahead = next - now
+        redis.call('SET', KEYS[k + i], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
+        out[base + 2] = math.floor((window - ahead) / interval)
+        out[base + 4] = ahead
+        out[base + 5] = next
+      end
     end
   end
+  k = k + n
+  a = a + 3 + 3 * n
 end
 return out
 "#;
@@ -119,6 +138,11 @@ pub(super) struct Reply {
 }
 
 impl Reply {
+    /// How many values the script answers for one check of a stack of `policies`.
+    pub(super) fn width(policies: usize) -> usize {
+        3 + 5 * policies
+    }
+
     /// Reads the script's reply for a stack of `cells`; `None` if it is not one.
     pub(super) fn parse(values: &[i64], cells: &[Cell]) -> Option<Reply> {
         let micros = |v: i64| u64::try_from(v).ok();

@@ -7,9 +7,10 @@ use std::time::Duration;
 use redis::Script;
 use smallvec::SmallVec;
 
+use super::batch::Lanes;
 use super::builder::{
-    DEFAULT_BACKOFF, DEFAULT_FAILURES_BEFORE_BACKOFF, DEFAULT_MAX_LOCAL_KEYS, DEFAULT_PREFIX,
-    DEFAULT_TIMEOUT,
+    DEFAULT_BACKOFF, DEFAULT_FAILURES_BEFORE_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_LOCAL_KEYS,
+    DEFAULT_PREFIX, DEFAULT_TIMEOUT,
 };
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCache;
@@ -77,6 +78,8 @@ pub struct RedisStore {
 
 pub(super) struct Inner {
     pub(super) connection: Connection,
+    /// Where checks queue behind the call in flight; `None` sends each check in its own call.
+    pub(super) lanes: Option<Lanes>,
     pub(super) script: Script,
     /// `{<prefix>:`
     pub(super) key_head: Box<[u8]>,
@@ -173,6 +176,7 @@ impl RedisStore {
             failures_before_backoff: DEFAULT_FAILURES_BEFORE_BACKOFF,
             backoff: DEFAULT_BACKOFF,
             max_local_keys: DEFAULT_MAX_LOCAL_KEYS,
+            max_batch: DEFAULT_MAX_BATCH,
             deny_cache: true,
             clock: None,
         }
@@ -198,6 +202,25 @@ impl RedisStore {
         self.inner.health.backing_off()
     }
 
+    /// Whether the [failure policy](RedisStoreBuilder::on_failure) is answering checks now:
+    /// the last call to Redis failed or timed out, or the store is
+    /// [backing off](Self::is_backing_off). False again once a call succeeds. A check that
+    /// waits behind other checks in the store's own queue is not a failure.
+    ///
+    /// Export it to see when a fleet's processes limit on their own instead of sharing one
+    /// budget; the switch and the recovery are also logged once each at `warn`, the recovery
+    /// with the outage's length, its failed calls and the checks the policy answered.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
+    /// let store = tower_ratelimit::RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// assert!(!store.is_degraded());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_degraded(&self) -> bool {
+        self.inner.health.degraded()
+    }
+
     /// The failure policy.
     pub fn failure_policy(&self) -> FailurePolicy {
         self.inner.policy
@@ -212,6 +235,11 @@ impl fmt::Debug for RedisStore {
             .field("key_head", &String::from_utf8_lossy(&inner.key_head))
             .field("timeout", &inner.timeout)
             .field("policy", &inner.policy)
+            .field(
+                "max_batch",
+                &inner.lanes.as_ref().map_or(1, Lanes::max_batch),
+            )
+            .field("degraded", &inner.health.degraded())
             .field("backing_off", &inner.health.backing_off())
             .finish_non_exhaustive()
     }

@@ -1,0 +1,213 @@
+//! Coalescing: while a script call is in flight on a lane, the checks that arrive wait in the
+//! lane's queue, and the next call carries them all (up to the batch cap), decided in arrival
+//! order inside one script run.
+//!
+//! A lane is one connection to a single server, or one hash slot of a Redis Cluster (a script
+//! call may only touch keys of one slot). No timer is involved: a check that finds its lane idle
+//! is sent at once, alone; batches only form behind a call that is already in flight.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::check::Ask;
+use super::store::Inner;
+use super::RedisStoreError;
+use crate::Decisions;
+
+/// How a check's answer comes back from the call that carried it.
+pub(super) type Answer = oneshot::Receiver<Result<Decisions, RedisStoreError>>;
+
+/// The number of hash slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+/// The store's lanes: one per server connection, or one per cluster slot, made when first used.
+pub(super) struct Lanes {
+    max_batch: usize,
+    lanes: LaneSet,
+}
+
+enum LaneSet {
+    One(Lane),
+    PerSlot(Box<[OnceLock<Box<Lane>>]>),
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    /// Whether a task is sending this lane's calls; it takes the queue when its call returns.
+    running: bool,
+}
+
+/// A check waiting for its call.
+struct Waiting {
+    ask: Ask,
+    answer: oneshot::Sender<Result<Decisions, RedisStoreError>>,
+}
+
+impl Lanes {
+    /// Lanes carrying at most `max_batch` checks per call, one per slot if `per_slot`.
+    pub(super) fn new(max_batch: usize, per_slot: bool) -> Self {
+        let lanes = if per_slot {
+            LaneSet::PerSlot((0..SLOTS).map(|_| OnceLock::new()).collect())
+        } else {
+            LaneSet::One(Lane::default())
+        };
+        Lanes { max_batch, lanes }
+    }
+
+    pub(super) fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn lane(&self, slot: usize) -> &Lane {
+        match &self.lanes {
+            LaneSet::One(lane) => lane,
+            LaneSet::PerSlot(lanes) => lanes[slot % SLOTS].get_or_init(Box::default),
+        }
+    }
+
+    /// The lane of a check's keys: all of them share the hash tag, so the first one tells.
+    fn slot_of(&self, ask: &Ask) -> usize {
+        match &self.lanes {
+            LaneSet::One(_) => 0,
+            LaneSet::PerSlot(_) => ask.keys.first().map_or(0, |key| slot(key)),
+        }
+    }
+}
+
+/// Queues `ask` on its lane and starts the lane's sender if none runs; gives `ask` back when
+/// there is no Tokio runtime here to run a sender on.
+pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Result<Answer, Ask> {
+    let Some(lanes) = &inner.lanes else {
+        return Err(ask);
+    };
+    let slot = lanes.slot_of(&ask);
+    let lane = lanes.lane(slot);
+    let (sender, answer) = oneshot::channel();
+    let mut queue = lane.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    if !queue.running {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(ask);
+        };
+        queue.running = true;
+        runtime.spawn(send(Arc::clone(inner), slot));
+    }
+    queue.waiting.push_back(Waiting {
+        ask,
+        answer: sender,
+    });
+    Ok(answer)
+}
+
+/// A lane's sender: one call at a time, each carrying what queued while the last was in flight;
+/// ends when its lane is empty.
+async fn send(inner: Arc<Inner>, slot: usize) {
+    let Some(lanes) = &inner.lanes else {
+        return;
+    };
+    let lane = lanes.lane(slot);
+    // Should the task be dropped mid-call (its runtime shutting down), the next check restarts
+    // the lane instead of queueing behind a sender that is gone.
+    let mut stopped = Stopped(Some(lane));
+    let mut asks = Vec::new();
+    let mut answers = Vec::new();
+    loop {
+        {
+            let mut queue = lane.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if queue.waiting.is_empty() {
+                queue.running = false;
+                stopped.0 = None;
+                return;
+            }
+            let take = queue.waiting.len().min(lanes.max_batch);
+            for waiting in queue.waiting.drain(..take) {
+                asks.push(waiting.ask);
+                answers.push(waiting.answer);
+            }
+        }
+        let mut answers = answers.drain(..);
+        inner
+            .call(&asks, |outcome| {
+                if let Some(answer) = answers.next() {
+                    // The check may have been dropped meanwhile; its answer goes nowhere.
+                    let _ = answer.send(outcome);
+                }
+            })
+            .await;
+        drop(answers);
+        asks.clear();
+    }
+}
+
+/// Marks its lane idle if the sender ends before it has emptied the lane.
+struct Stopped<'a>(Option<&'a Lane>);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        if let Some(lane) = self.0 {
+            lane.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .running = false;
+        }
+    }
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag, modulo 16 384.
+fn slot(key: &[u8]) -> usize {
+    let tag = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    usize::from(crc16_xmodem(tag)) % SLOTS
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::cluster_routing::Slot;
+
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // The published check value of CRC16/XMODEM.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31c3);
+        for key in [
+            &b"{ratelimit:alice}:per-second"[..],
+            b"{ratelimit:10.0.0.1}:a",
+            b"no tag",
+            b"{}:empty tag",
+            b"{unclosed",
+            b"",
+        ] {
+            let ours = Slot::new(slot(key) as u16);
+            assert_eq!(ours, Some(Slot::for_key(key)), "{key:?}");
+        }
+    }
+}

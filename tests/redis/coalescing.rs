@@ -1,0 +1,398 @@
+//! Coalesced checks: checks that queue behind a call in flight share the next call and get the
+//! decisions one call per check would give; a hot key queued many times is decided in arrival
+//! order; a busy queue is not a Redis failure.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use tower_ratelimit::store::RedisStoreFuture;
+use tower_ratelimit::{
+    Decision, Decisions, ManualClock, Policy, Quota, RedisStack, RedisStore, Store,
+};
+
+use crate::support::{
+    cluster_command_calls, command_calls, strict_store, unique_prefix, RedisCluster, RedisServer,
+};
+
+/// Checks that arrive together; `None` as cost is a peek.
+#[derive(Clone, Debug)]
+struct Group {
+    /// Time since the last group, in µs.
+    advance: u64,
+    /// (stack, key, cost)
+    checks: Vec<(usize, u8, Option<u32>)>,
+}
+
+#[derive(Clone, Debug)]
+struct Schedule {
+    /// (interval in µs, burst, shadow) of the three policies.
+    policies: Vec<(u64, u32, bool)>,
+    groups: Vec<Group>,
+}
+
+/// The stacks the checks use, as indices into the schedule's policies: one policy alone, two
+/// policies sharing the first one's budget, and a third policy alone.
+const STACKS: [&[usize]; 3] = [&[0], &[0, 1], &[2]];
+
+fn schedules() -> impl Strategy<Value = Schedule> {
+    let policy = (1u64..500_000, 1u32..=5, prop::bool::weighted(0.2));
+    let check = (
+        0..STACKS.len(),
+        0u8..4,
+        prop::option::weighted(0.85, 1u32..=3),
+    );
+    let group = (0u64..400_000, prop::collection::vec(check, 1..48))
+        .prop_map(|(advance, checks)| Group { advance, checks });
+    (
+        prop::collection::vec(policy, 3),
+        prop::collection::vec(group, 1..8),
+    )
+        .prop_map(|(policies, groups)| Schedule { policies, groups })
+}
+
+/// Where the two stores of the differential test live.
+enum Target {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Target {
+    fn evalsha_calls(&self) -> u64 {
+        match self {
+            Target::Server(server) => command_calls(&mut server.connection(), "evalsha"),
+            Target::Cluster(cluster) => cluster_command_calls(cluster, "evalsha"),
+        }
+    }
+
+    async fn store(&self, clock: &ManualClock, max_batch: usize, deny_cache: bool) -> RedisStore {
+        let builder = strict_store("coalescing")
+            .clock(clock.clone())
+            .max_batch(max_batch)
+            .deny_cache(deny_cache);
+        let builder = match self {
+            Target::Server(server) => builder.url(server.url()),
+            Target::Cluster(cluster) => builder.cluster(cluster.urls()),
+        };
+        builder.build().await.unwrap()
+    }
+}
+
+/// Runs random schedules through a coalescing store (with and without its deny cache) and a
+/// store that sends every check alone, in arrival order; every decision must be the same.
+fn differential(target: Target, cases: u32) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1_700_000_000));
+    let (alone, coalescing, cached) = rt.block_on(async {
+        (
+            target.store(&clock, 1, false).await,
+            target.store(&clock, 128, false).await,
+            target.store(&clock, 128, true).await,
+        )
+    });
+    let case = AtomicU32::new(0);
+    let (checks, coalesced_calls) = (Cell::new(0u64), Cell::new(0u64));
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&schedules(), |schedule| {
+            let case = case.fetch_add(1, Ordering::Relaxed);
+            let policies: Vec<Policy> = schedule
+                .policies
+                .iter()
+                .enumerate()
+                .map(|(i, &(interval_us, burst, shadow))| {
+                    let quota =
+                        Quota::with_period(Duration::from_micros(interval_us)).allow_burst(burst);
+                    Policy::new(format!("case{case}-{i}"), quota).shadow(shadow)
+                })
+                .collect();
+            let register = |store: &RedisStore| -> Vec<RedisStack> {
+                STACKS
+                    .iter()
+                    .map(|stack| {
+                        let policies: Vec<Policy> =
+                            stack.iter().map(|&i| policies[i].clone()).collect();
+                        store.register(&policies).unwrap()
+                    })
+                    .collect()
+            };
+            let (alone_stacks, coalescing_stacks, cached_stacks) =
+                (register(&alone), register(&coalescing), register(&cached));
+            for (g, group) in schedule.groups.iter().enumerate() {
+                clock.advance(Duration::from_micros(group.advance));
+                let expected: Vec<Decisions> = rt.block_on(async {
+                    let mut out = Vec::new();
+                    for &(stack, key, cost) in &group.checks {
+                        out.push(ask(&alone, &alone_stacks[stack], key, cost).await.unwrap());
+                    }
+                    out
+                });
+                for (name, store, stacks) in [
+                    ("coalescing", &coalescing, &coalescing_stacks),
+                    (CACHED, &cached, &cached_stacks),
+                ] {
+                    let before = target.evalsha_calls();
+                    // Every check is queued before the runtime runs the lane's sender.
+                    let got = rt.block_on(async {
+                        let queued: Vec<RedisStoreFuture> = group
+                            .checks
+                            .iter()
+                            .map(|&(stack, key, cost)| ask(store, &stacks[stack], key, cost))
+                            .collect();
+                        in_order(queued).await
+                    });
+                    if name == "coalescing" {
+                        coalesced_calls
+                            .set(coalesced_calls.get() + target.evalsha_calls() - before);
+                        checks.set(checks.get() + group.checks.len() as u64);
+                    }
+                    for (i, (got, expected)) in got.iter().zip(&expected).enumerate() {
+                        // The deny cache answers denials from a lower bound of the keys' state
+                        // (it has not seen the checks queued before this one yet): the same
+                        // denial, its figures from that bound.
+                        let (got, expected) = match name {
+                            CACHED if !got.is_allowed() => (&verdicts(got), &verdicts(expected)),
+                            _ => (got, expected),
+                        };
+                        prop_assert_eq!(
+                            got,
+                            expected,
+                            "{}: group {}, check {} {:?}",
+                            name,
+                            g,
+                            i,
+                            group.checks[i]
+                        );
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (checks, coalesced_calls) = (checks.get(), coalesced_calls.get());
+    assert!(
+        coalesced_calls * 2 < checks,
+        "{checks} checks in {coalesced_calls} calls: the checks were not coalesced"
+    );
+}
+
+const CACHED: &str = "coalescing with deny cache";
+
+/// A denial and its limits, without the figures the deny cache takes from a lower bound.
+fn verdicts(decisions: &Decisions) -> Decisions {
+    Decisions::new(
+        decisions.is_allowed(),
+        decisions
+            .as_slice()
+            .iter()
+            .map(|d| Decision::allowed(d.limit(), 0, Duration::ZERO)),
+    )
+}
+
+/// A check or a peek, queued when called.
+fn ask(store: &RedisStore, stack: &RedisStack, key: u8, cost: Option<u32>) -> RedisStoreFuture {
+    let key = [b'k', key];
+    match cost {
+        Some(cost) => store.check(stack, &key, cost),
+        None => store.peek(stack, &key),
+    }
+}
+
+/// The answers of checks already queued, in their order.
+async fn in_order(queued: Vec<RedisStoreFuture>) -> Vec<Decisions> {
+    let mut out = Vec::with_capacity(queued.len());
+    for answer in queued {
+        out.push(answer.await.unwrap());
+    }
+    out
+}
+
+#[test]
+fn coalesced_checks_decide_as_one_call_per_check() {
+    differential(Target::Server(RedisServer::start()), 32);
+}
+
+#[test]
+fn coalesced_checks_decide_as_one_call_per_check_on_a_cluster() {
+    differential(Target::Cluster(RedisCluster::start()), 12);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_hot_key_queued_many_times_is_decided_in_arrival_order_in_capped_calls() {
+    let server = RedisServer::start();
+    let store = strict_store("hot")
+        .url(server.url())
+        .deny_cache(false)
+        .max_batch(100)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("hot", Quota::per_hour(40))])
+        .unwrap();
+    let before = command_calls(&mut server.connection(), "evalsha");
+    let decisions = in_order((0..250).map(|_| store.check(&stack, b"hot", 1)).collect()).await;
+    let calls = command_calls(&mut server.connection(), "evalsha") - before;
+    assert_eq!(calls, 3, "250 queued checks in calls of at most 100");
+    for (i, decision) in decisions.iter().enumerate() {
+        assert_eq!(decision.is_allowed(), i < 40, "check {i}");
+        if i < 40 {
+            assert_eq!(
+                decision.as_slice()[0].remaining(),
+                39 - i as u32,
+                "check {i}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_check_that_finds_no_call_in_flight_goes_alone_at_once() {
+    let server = RedisServer::start();
+    let store = strict_store("alone")
+        .url(server.url())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("alone", Quota::per_second(5))])
+        .unwrap();
+    let before = command_calls(&mut server.connection(), "evalsha");
+    for _ in 0..10 {
+        store.check(&stack, b"k", 1).await.unwrap();
+    }
+    assert_eq!(
+        command_calls(&mut server.connection(), "evalsha") - before,
+        10
+    );
+}
+
+#[test]
+fn max_batch_zero_is_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let error = rt
+        .block_on(
+            RedisStore::builder()
+                .url("redis://127.0.0.1:1")
+                .max_batch(0)
+                .build(),
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains("max_batch is 0"), "{error}");
+}
+
+/// Three stores (three processes' worth of connections and queues) flood one shared budget
+/// with the default settings while CPU hogs starve the machine: checks wait in the stores'
+/// queues, which is not a Redis failure, so no store switches to its local budget and the
+/// total admitted is exactly the shared budget.
+#[test]
+fn three_stores_flooding_a_starved_machine_admit_the_shared_budget_once() {
+    // A switch to the failure policy is logged: show it with the failure.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+    let server = RedisServer::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let prefix = unique_prefix("flood");
+    let admitted = rt.block_on(async {
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            // The defaults a user starts with: 50 ms timeout, the local failure policy.
+            let store = RedisStore::builder()
+                .url(server.url())
+                .prefix(prefix.clone())
+                .build()
+                .await
+                .unwrap();
+            let stack = store
+                .register(&[Policy::new("shared", Quota::per_hour(10))])
+                .unwrap();
+            stores.push((store, stack));
+        }
+        let mut tasks = Vec::new();
+        for (store, stack) in &stores {
+            for _ in 0..300 {
+                let (store, stack) = (store.clone(), stack.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut admitted = 0u32;
+                    for _ in 0..5 {
+                        if store
+                            .check(&stack, b"one-budget", 1)
+                            .await
+                            .unwrap()
+                            .is_allowed()
+                        {
+                            admitted += 1;
+                        }
+                    }
+                    (admitted, store.is_degraded())
+                }));
+            }
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            let (count, degraded) = task.await.unwrap();
+            assert!(!degraded, "a store switched to its failure policy");
+            admitted += count;
+        }
+        admitted
+    });
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    assert_eq!(admitted, 10, "4 500 checks of one shared budget of 10");
+}
+
+#[test]
+fn a_check_made_outside_a_runtime_is_sent_alone() {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(strict_store("outside").url(server.url()).build())
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("outside", Quota::per_second(2))])
+        .unwrap();
+    // Made here, with no runtime to run a lane's sender on; awaited later on one.
+    let queued: Vec<RedisStoreFuture> = (0..3).map(|_| store.check(&stack, b"k", 1)).collect();
+    let decisions = rt.block_on(in_order(queued));
+    let allowed: Vec<bool> = decisions.iter().map(Decisions::is_allowed).collect();
+    assert_eq!(allowed, [true, true, false]);
+}
