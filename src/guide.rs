@@ -1,4 +1,5 @@
-//! Which key, store and policies a service needs, and how far one Redis goes.
+//! Which key, store and policies a service needs, how far one Redis goes, and what a failover
+//! costs.
 //!
 //! # Which key
 //!
@@ -56,3 +57,15 @@
 //! policy of one key shares a slot (`{prefix:key}`), so a stack is still one call, and the
 //! capacity grows with the number of primaries as long as no single key is hot enough to
 //! saturate one of them.
+//!
+//! # When the primary fails
+//!
+//! With one primary and its replicas under **Redis Sentinel**, build the store with
+//! `RedisStore::builder().sentinel([..], "mymaster")` (the sentinels' addresses and the master
+//! name): after a failover, checks go to the promoted replica by themselves. While no primary
+//! exists the failure policy answers; the default `Local` lets each process admit up to one
+//! burst per key of its own. What the old primary had not yet passed to the replica is lost
+//! with it, at most one burst per key: nothing in `BENCHES.md`'s trials with the replica in
+//! sync, a whole burst when its link had been cut. Budgets that must hold through a failover
+//! need `FailurePolicy::Deny`, and Redis's `min-replicas-to-write` and `min-replicas-max-lag`
+//! to keep the replica close behind.

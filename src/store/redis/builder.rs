@@ -157,6 +157,7 @@ impl RedisStoreBuilder {
     ///     .set_client_to_redis_password("primary's password")
     ///     .build()?;
     /// let builder = tower_ratelimit::RedisStore::builder().sentinel_client(client);
+    /// assert!(format!("{builder:?}").contains("sentinel client"));
     /// # Ok::<(), redis::RedisError>(())
     /// ```
     pub fn sentinel_client(mut self, client: SentinelClient) -> Self {

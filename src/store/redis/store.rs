@@ -48,6 +48,11 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   [repeated failures](RedisStoreBuilder::failures_before_backoff) checks stop waiting on
 ///   Redis for a [back-off](RedisStoreBuilder::backoff) period, then one check probes Redis;
 ///   when it succeeds, checks go back to Redis. Each change is logged once at `warn`.
+/// - **Failover**: behind Redis Sentinel ([`sentinel`](RedisStoreBuilder::sentinel)), a
+///   primary that stops answering as one sends the store back to the sentinels, and checks go
+///   to the replica they promote, with no restart. Writes the replica had not received are
+///   lost with the old primary: at most one burst per key (none in the measurements of
+///   `BENCHES.md` with the replica in sync, a whole burst with its link cut).
 ///
 /// Clones share the connection, the caches and the failure state. Checks need a Tokio
 /// runtime with the time driver enabled.
