@@ -271,27 +271,47 @@ pub(crate) fn check(
             burst: quota.burst(),
         });
     }
-    let interval = quota.interval_nanos();
-    let window = quota.window_nanos();
-    let start = tat.max(now);
-    let next = start.saturating_add(u64::from(cost) * interval);
-    let ahead = next - now;
-    if ahead <= window {
-        Ok(Step {
-            decision: Decision::allowed_nanos(quota.burst(), remaining(quota, next, now), ahead),
+    Ok(match conforming_tat(quota, tat, now, cost) {
+        Some(next) => Step {
+            decision: allowed(quota, next, now),
             new_tat: Some(next),
-        })
-    } else {
-        Ok(Step {
-            decision: Decision::denied_nanos(
-                quota.burst(),
-                remaining(quota, tat, now),
-                ahead - window,
-                tat.saturating_sub(now),
-            ),
+        },
+        None => Step {
+            decision: denied(quota, tat, now, cost),
             new_tat: None,
-        })
-    }
+        },
+    })
+}
+
+/// The new `TAT` if `cost` cells conform at `now` against `tat`, and `None` if they do not: the
+/// test alone, which a store runs between reading a state and swapping the new one in, before
+/// it builds the [`Decision`]. The cost must fit the burst.
+#[inline(always)]
+pub(crate) fn conforming_tat(quota: &Quota, tat: u64, now: u64, cost: u32) -> Option<u64> {
+    let next = tat
+        .max(now)
+        .saturating_add(u64::from(cost) * quota.interval_nanos());
+    (next - now <= quota.window_nanos()).then_some(next)
+}
+
+/// The decision of a conforming check that moved the `TAT` to `next`.
+#[inline]
+pub(crate) fn allowed(quota: &Quota, next: u64, now: u64) -> Decision {
+    Decision::allowed_nanos(quota.burst(), remaining(quota, next, now), next - now)
+}
+
+/// The decision of a check of `cost` cells that does not conform at `now` against `tat`.
+#[inline]
+pub(crate) fn denied(quota: &Quota, tat: u64, now: u64, cost: u32) -> Decision {
+    let next = tat
+        .max(now)
+        .saturating_add(u64::from(cost) * quota.interval_nanos());
+    Decision::denied_nanos(
+        quota.burst(),
+        remaining(quota, tat, now),
+        (next - now).saturating_sub(quota.window_nanos()),
+        tat.saturating_sub(now),
+    )
 }
 
 /// What a cost-1 check would answer at `now`, without taking anything.

@@ -493,17 +493,20 @@ fn decide_tats(
 /// swaps the new TAT in, retrying if another thread got there first.
 #[inline]
 fn take(state: &AtomicU64, cell: &Cell, now: u64, cost: u32) -> Decisions {
+    let quota = &cell.quota;
+    if cost > quota.burst() {
+        let mut tats = [state.load(Ordering::Acquire)];
+        return gcra::check_stack(std::slice::from_ref(cell), &mut tats, now, cost);
+    }
     let mut tat = state.load(Ordering::Acquire);
     loop {
-        let Ok(step) = gcra::check(&cell.quota, tat, now, cost) else {
-            let mut tats = [tat];
-            return gcra::check_stack(std::slice::from_ref(cell), &mut tats, now, cost);
-        };
-        let Some(next) = step.new_tat else {
-            return Decisions::one_cell(step.decision, cell.shadow);
+        // Nothing but the test between the load and the swap: the shorter that window, the
+        // rarer a retry when threads share a key. The decision is built after.
+        let Some(next) = gcra::conforming_tat(quota, tat, now, cost) else {
+            return Decisions::one_cell(gcra::denied(quota, tat, now, cost), cell.shadow);
         };
         match state.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Decisions::one_cell(step.decision, cell.shadow),
+            Ok(_) => return Decisions::one_cell(gcra::allowed(quota, next, now), cell.shadow),
             Err(current) => tat = current,
         }
     }
