@@ -5,6 +5,7 @@
 //! cargo run --example policies                       # in memory, 127.0.0.1:3004
 //! PORT=3005 cargo run --example policies
 //! DRY_RUN=1 cargo run --example policies             # every policy in shadow mode
+//! MAX_KEYS=100000 cargo run --example policies       # track at most 100 000 keys in memory
 //! POLICIES=examples/policies.toml cargo run --features serde --example policies
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example policies
 //! cargo run --features metrics --example policies    # and GET /metrics
@@ -18,6 +19,9 @@
 //! - `GET /health`: never limited.
 //! - `GET /metrics`, with the `metrics` feature: the crate's metrics in the Prometheus text
 //!   format, never limited.
+//!
+//! In memory, at most `MAX_KEYS` keys are tracked (default: the store's 1 000 000); past that,
+//! new keys share one overflow budget (see `MemoryStore`).
 //!
 //! With `POLICIES` the policies come from that TOML file instead (`examples/policies.toml`
 //! holds the built-in ones); a value that is not a policy stops the server with an error that
@@ -315,7 +319,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (app, where_) = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => (redis_app(&url, policies, routes).await?, url),
         _ => (
-            app_with(MemoryStore::new(), policies, routes)?,
+            app_with(memory_store()?, policies, routes)?,
             "memory".to_owned(),
         ),
     };
@@ -339,6 +343,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     Ok(())
+}
+
+/// The in-memory store, with `MAX_KEYS` as its cap when set.
+fn memory_store() -> Result<MemoryStore, Box<dyn std::error::Error>> {
+    match std::env::var("MAX_KEYS") {
+        Ok(max) if !max.is_empty() => {
+            let max = max
+                .parse()
+                .map_err(|_| format!("MAX_KEYS must be a whole number of keys, got {max:?}"))?;
+            Ok(MemoryStore::builder().max_keys(max).build()?)
+        }
+        _ => Ok(MemoryStore::new()),
+    }
 }
 
 #[cfg(feature = "redis")]
