@@ -135,9 +135,8 @@ pub(crate) type SuccessHeaders = (Decisions, Arc<StackHeaders>);
 pub(crate) enum Verdict {
     /// Call the inner service, adding the headers of this decision to its response if set.
     Allow(Option<Box<SuccessHeaders>>),
-    /// Answer with this response; the inner service is not called. Boxed, like the headers,
-    /// so that the verdict and the response future of an allowed request stay small.
-    Respond(Box<Response<Bytes>>),
+    /// Answer with this response; the inner service is not called.
+    Respond(Response<Bytes>),
 }
 
 /// How far [`Config::start`] got without the store.
@@ -196,7 +195,7 @@ where
                 let too_large = CostTooLarge::new(policy.clone(), cost, self.grpc(req));
                 let mut response = self.rejection.make_cost_too_large(&too_large);
                 response.extensions_mut().insert(too_large);
-                return Start::Decided(Verdict::Respond(Box::new(response)));
+                return Start::Decided(Verdict::Respond(response));
             }
         }
         let mut bytes = KeyBuf::new();
@@ -255,8 +254,12 @@ where
                 )
             }
             Ok(decisions) => {
-                let limited =
-                    RateLimited::new(decisions, Arc::clone(&tier.policies), self.grpc(req));
+                let limited = RateLimited::new(
+                    decisions,
+                    Arc::clone(&tier.policies),
+                    self.grpc(req),
+                    Arc::clone(&tier.headers),
+                );
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     if let Some(suppressed) = self.logs.rejection.admit() {
                         tracing::debug!(
@@ -271,10 +274,12 @@ where
                     }
                 }
                 let mut response = self.rejection.make_rejection(&limited);
+                // An HTTP answer gets its exact length here, as a server would add it.
+                let content_length = (!limited.is_grpc()).then(|| response.body().len());
                 tier.headers
-                    .insert(response.headers_mut(), limited.decisions());
+                    .insert(response.headers_mut(), limited.decisions(), content_length);
                 response.extensions_mut().insert(limited);
-                Verdict::Respond(Box::new(response))
+                Verdict::Respond(response)
             }
             Err(error) => {
                 if let Some(suppressed) = self.logs.store_error.admit() {
@@ -285,7 +290,7 @@ where
                         "rate limit store failed; answering 503 Service Unavailable"
                     );
                 }
-                Verdict::Respond(Box::new(rejection::store_unavailable(self.grpc(req))))
+                Verdict::Respond(rejection::store_unavailable(self.grpc(req)))
             }
         }
     }
@@ -330,7 +335,7 @@ where
                         "request rejected because it has no rate-limit key: {hint}"
                     );
                 }
-                Verdict::Respond(Box::new(rejection::missing_key(status, self.grpc(req))))
+                Verdict::Respond(rejection::missing_key(status, self.grpc(req)))
             }
         }
     }

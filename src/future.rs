@@ -48,7 +48,7 @@ pin_project! {
         },
         // Decided without the inner service.
         Respond {
-            response: Option<Box<Response<Bytes>>>,
+            response: Option<Response<Bytes>>,
         },
     }
 }
@@ -74,7 +74,7 @@ where
         }
     }
 
-    pub(crate) fn respond(response: Box<Response<Bytes>>) -> Self {
+    pub(crate) fn respond(response: Response<Bytes>) -> Self {
         ResponseFuture {
             state: State::Respond {
                 response: Some(response),
@@ -119,7 +119,7 @@ where
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(success) = headers.take() {
                         let (decisions, spec) = &*success;
-                        spec.insert(response.headers_mut(), decisions);
+                        spec.insert(response.headers_mut(), decisions, None);
                     }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
@@ -154,7 +154,7 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok((*response).map(ResponseBody::rejection)));
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
                 }
             }
         }

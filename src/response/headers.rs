@@ -18,8 +18,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::header::{HeaderName, RETRY_AFTER};
+use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue};
 
 use crate::{Decisions, Policy};
@@ -29,13 +29,20 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 /// The `RateLimit` header name.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The rate-limit headers of one stack: `RateLimit-Policy` made once, the names for
-/// `RateLimit`.
-#[derive(Debug)]
+/// The rate-limit headers of one stack, rendered as far as they can be when the layer is
+/// built: `RateLimit-Policy`, the fixed part of each `RateLimit` member, and the header map of
+/// the default rejection, so that a request only writes its numbers.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct StackHeaders {
     policy: HeaderValue,
-    names: Box<[Box<str>]>,
+    /// `"<name>";r=` for each policy, the ones after the first led by `, `.
+    members: Box<[Box<[u8]>]>,
+    /// The headers of the default rejection in their order, the numbers still to be set.
+    rejection: HeaderMap,
 }
+
+/// The content type of the layer's own HTTP answers.
+pub(crate) const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 impl StackHeaders {
     /// The headers of `policies`, whose names were checked to fit in a String.
@@ -53,40 +60,102 @@ impl StackHeaders {
                 ceil_secs(p.quota().window()).max(1)
             );
         }
+        let policy = HeaderValue::try_from(policy)
+            .expect("policy names are checked when the layer is built");
+        let mut rejection = HeaderMap::with_capacity(6);
+        rejection.insert(CONTENT_TYPE, TEXT_PLAIN);
+        rejection.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        rejection.insert(RATELIMIT_POLICY, policy.clone());
+        rejection.insert(RATELIMIT, HeaderValue::from_static(""));
+        rejection.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         StackHeaders {
-            policy: HeaderValue::try_from(policy)
-                .expect("policy names are checked when the layer is built"),
-            names: policies.iter().map(|p| p.name().into()).collect(),
+            policy,
+            members: policies
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let separator = if i > 0 { ", " } else { "" };
+                    format!("{separator}\"{}\";r=", p.name())
+                        .into_bytes()
+                        .into_boxed_slice()
+                })
+                .collect(),
+            rejection,
         }
     }
 
-    /// Adds `RateLimit-Policy` and `RateLimit` (and `Retry-After` when denied), keeping any the
-    /// response already has.
-    pub(crate) fn insert(&self, headers: &mut HeaderMap, decisions: &Decisions) {
-        if !decisions.is_allowed() {
-            headers
-                .entry(RETRY_AFTER)
-                .or_insert_with(|| HeaderValue::from(retry_after_secs(decisions.retry_after())));
+    /// The headers of the default HTTP rejection of `decisions` with a body of `content_length`
+    /// bytes: `Content-Type`, `Retry-After`, `RateLimit-Policy`, `RateLimit`, `Content-Length`.
+    /// A copy of a map made when the layer was built, with its numbers set: no header is hashed.
+    pub(crate) fn rejection(&self, decisions: &Decisions, content_length: usize) -> HeaderMap {
+        let mut headers = self.rejection.clone();
+        let mut ratelimit = self.ratelimit(decisions);
+        let invalid = ratelimit.is_none();
+        for (name, value) in headers.iter_mut() {
+            if name == RETRY_AFTER {
+                *value = number(retry_after_secs(decisions.retry_after()));
+            } else if name == CONTENT_LENGTH {
+                *value = number(content_length as u64);
+            } else if name == RATELIMIT {
+                if let Some(ratelimit) = ratelimit.take() {
+                    *value = ratelimit;
+                }
+            }
+        }
+        if invalid {
+            headers.remove(RATELIMIT);
         }
         headers
-            .entry(RATELIMIT_POLICY)
-            .or_insert_with(|| self.policy.clone());
-        if let http::header::Entry::Vacant(entry) = headers.entry(RATELIMIT) {
-            let mut value = BytesMut::with_capacity(self.names.len() * 40);
-            for (i, (name, d)) in self.names.iter().zip(decisions.as_slice()).enumerate() {
-                let _ = write!(
-                    value,
-                    "{}\"{name}\";r={};t={}",
-                    if i > 0 { ", " } else { "" },
-                    d.remaining(),
-                    ceil_secs(d.reset_after())
-                );
-            }
-            // The names were checked when the layer was built, so this always succeeds.
-            if let Ok(value) = HeaderValue::from_maybe_shared(value.freeze()) {
-                entry.insert(value);
+    }
+
+    /// Adds `RateLimit-Policy` and `RateLimit` (and `Retry-After` when denied, and
+    /// `Content-Length` when given), keeping any the response already has.
+    pub(crate) fn insert(
+        &self,
+        headers: &mut HeaderMap,
+        decisions: &Decisions,
+        content_length: Option<usize>,
+    ) {
+        // One pass over the names the response has; a map that has them all, like the
+        // default rejection's, is left as it is without hashing a name.
+        let (mut retry_after, mut policy, mut ratelimit) = (decisions.is_allowed(), false, false);
+        let mut length = content_length.is_none();
+        for name in headers.keys() {
+            retry_after |= name == RETRY_AFTER;
+            policy |= name == RATELIMIT_POLICY;
+            ratelimit |= name == RATELIMIT;
+            length |= name == CONTENT_LENGTH;
+        }
+        if !retry_after {
+            headers.insert(
+                RETRY_AFTER,
+                number(retry_after_secs(decisions.retry_after())),
+            );
+        }
+        if !policy {
+            headers.insert(RATELIMIT_POLICY, self.policy.clone());
+        }
+        if !ratelimit {
+            if let Some(value) = self.ratelimit(decisions) {
+                headers.insert(RATELIMIT, value);
             }
         }
+        if let (false, Some(len)) = (length, content_length) {
+            headers.insert(CONTENT_LENGTH, number(len as u64));
+        }
+    }
+
+    /// The `RateLimit` value of `decisions`.
+    fn ratelimit(&self, decisions: &Decisions) -> Option<HeaderValue> {
+        let mut value = Scratch::new();
+        for (member, d) in self.members.iter().zip(decisions.as_slice()) {
+            value.push(member);
+            value.push(Digits::new(u64::from(d.remaining())).as_bytes());
+            value.push(b";t=");
+            value.push(Digits::new(ceil_secs(d.reset_after())).as_bytes());
+        }
+        // The names were checked when the layer was built, so this always succeeds.
+        HeaderValue::from_bytes(value.as_bytes()).ok()
     }
 }
 
@@ -98,6 +167,133 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
 /// `d` in whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The decimal digits of a number, written on the stack.
+pub(crate) struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    pub(crate) fn new(mut n: u64) -> Self {
+        let mut buf = [0; 20];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Digits { buf, start }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Bytes written on the stack, to be copied once into a buffer of the exact size; a `Vec`
+/// takes over the rare value longer than the stack part (a stack of three or more policies
+/// with long names).
+pub(crate) struct Scratch {
+    stack: [u8; 256],
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        Scratch {
+            stack: [0; 256],
+            len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if self.heap.is_empty() && end <= self.stack.len() {
+            self.stack[self.len..end].copy_from_slice(bytes);
+            self.len = end;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.stack[..self.len]);
+            }
+            self.heap.extend_from_slice(bytes);
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+/// The numbers below this are header values without an allocation.
+const SMALL: usize = 1000;
+
+/// "0123456789101112...999": every number below [`SMALL`], one after the other.
+static SMALL_DIGITS: [u8; small_digits_len()] = small_digits();
+
+/// How many digits `n` below [`SMALL`] has.
+const fn width(n: usize) -> usize {
+    if n < 10 {
+        1
+    } else if n < 100 {
+        2
+    } else {
+        3
+    }
+}
+
+const fn small_digits_len() -> usize {
+    let (mut len, mut n) = (0, 0);
+    while n < SMALL {
+        len += width(n);
+        n += 1;
+    }
+    len
+}
+
+const fn small_digits() -> [u8; small_digits_len()] {
+    let mut out = [0; small_digits_len()];
+    let (mut at, mut n) = (0, 0);
+    while n < SMALL {
+        let (mut i, mut rest) = (width(n), n);
+        while i > 0 {
+            i -= 1;
+            out[at + i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        at += width(n);
+        n += 1;
+    }
+    out
+}
+
+/// `n` as a header value: a slice of a static table below [`SMALL`], so that the usual
+/// `Retry-After` and `Content-Length` values allocate nothing.
+pub(crate) fn number(n: u64) -> HeaderValue {
+    if let Ok(small) = usize::try_from(n) {
+        if small < SMALL {
+            let start = match small {
+                0..=9 => small,
+                10..=99 => 10 + 2 * (small - 10),
+                _ => 190 + 3 * (small - 100),
+            };
+            let digits = Bytes::from_static(&SMALL_DIGITS[start..start + width(small)]);
+            if let Ok(value) = HeaderValue::from_maybe_shared(digits) {
+                return value;
+            }
+        }
+    }
+    HeaderValue::from_bytes(Digits::new(n).as_bytes()).unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 #[cfg(test)]
@@ -120,7 +316,7 @@ mod tests {
             Duration::from_millis(5_500),
             Duration::from_millis(119_500),
         );
-        spec.insert(&mut headers, &Decisions::one(decision));
+        spec.insert(&mut headers, &Decisions::one(decision), None);
         assert_eq!(headers[RETRY_AFTER], "6");
         assert_eq!(headers[RATELIMIT], "\"default\";r=0;t=120");
     }
@@ -144,11 +340,54 @@ mod tests {
             ],
         );
         let mut headers = HeaderMap::new();
-        spec.insert(&mut headers, &decisions);
+        spec.insert(&mut headers, &decisions, None);
         assert!(!headers.contains_key(RETRY_AFTER));
         assert_eq!(
             headers[RATELIMIT],
             "\"per-second\";r=3;t=1, \"per-minute\";r=9;t=6"
+        );
+    }
+
+    #[test]
+    fn numbers_are_their_decimal_digits() {
+        for n in (0..2_000).chain([9_999, 10_000, u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(number(n), n.to_string().as_str(), "{n}");
+            assert_eq!(Digits::new(n).as_bytes(), n.to_string().as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn scratch_keeps_what_outgrows_the_stack() {
+        let mut scratch = Scratch::new();
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let piece = [b'a' + i % 26; 7];
+            scratch.push(&piece);
+            expected.extend_from_slice(&piece);
+            assert_eq!(scratch.as_bytes(), expected.as_slice());
+        }
+    }
+
+    #[test]
+    fn a_stack_of_long_names_renders_in_full() {
+        let policies: Vec<_> = (0..4)
+            .map(|i| Policy::new(format!("{i}{}", "x".repeat(63)), Quota::per_hour(1)))
+            .collect();
+        let spec = StackHeaders::new(&policies);
+        let denied = Decision::denied(1, 0, Duration::from_secs(3600), Duration::from_secs(3600));
+        let decisions = Decisions::new(false, vec![denied; 4]);
+        let mut headers = HeaderMap::new();
+        spec.insert(&mut headers, &decisions, Some(35));
+        let expected: Vec<_> = policies
+            .iter()
+            .map(|p| format!("\"{}\";r=0;t=3600", p.name()))
+            .collect();
+        assert_eq!(headers[RATELIMIT], expected.join(", ").as_str());
+        assert_eq!(headers[RETRY_AFTER], "3600");
+        assert_eq!(headers[CONTENT_LENGTH], "35");
+        assert_eq!(
+            spec.rejection(&decisions, 35)[RATELIMIT],
+            headers[RATELIMIT]
         );
     }
 

@@ -2,28 +2,29 @@
 //! or when the store failed and its policy is to fail closed.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::grpc;
-use super::headers::retry_after_secs;
+use super::headers::{retry_after_secs, Digits, Scratch, StackHeaders, TEXT_PLAIN};
 use crate::{Decision, Decisions, Policy, Quota};
 
 /// Why a request was rejected: the decision of each policy of its stack.
 ///
 /// The default rejection and custom ones are built from it, and it is inserted into the
 /// extensions of every rejection response.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RateLimited {
     decisions: Decisions,
     policies: Arc<[Policy]>,
     /// The content type of a gRPC answer, for a gRPC request.
     grpc: Option<HeaderValue>,
+    /// The stack's headers, rendered when the layer was built.
+    headers: Arc<StackHeaders>,
 }
 
 impl RateLimited {
@@ -31,11 +32,13 @@ impl RateLimited {
         decisions: Decisions,
         policies: Arc<[Policy]>,
         grpc: Option<HeaderValue>,
+        headers: Arc<StackHeaders>,
     ) -> Self {
         RateLimited {
             decisions,
             policies,
             grpc,
+            headers,
         }
     }
 
@@ -89,6 +92,16 @@ impl RateLimited {
     /// Whether the request was a gRPC call (or the layer answers every request as one).
     pub fn is_grpc(&self) -> bool {
         self.grpc.is_some()
+    }
+}
+
+impl fmt::Debug for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimited")
+            .field("decisions", &self.decisions)
+            .field("policies", &self.policies)
+            .field("grpc", &self.grpc)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,13 +189,16 @@ impl MakeRejection for DefaultRejection {
         if let Some(content_type) = &limited.grpc {
             grpc::resource_exhausted(limited.retry_after(), content_type.clone())
         } else {
-            let mut body = BytesMut::with_capacity(48);
-            let _ = writeln!(
-                body,
-                "Too Many Requests: retry in {} s",
-                limited.retry_after_secs()
-            );
-            text(StatusCode::TOO_MANY_REQUESTS, body.freeze())
+            let mut body = Scratch::new();
+            body.push(b"Too Many Requests: retry in ");
+            body.push(Digits::new(limited.retry_after_secs()).as_bytes());
+            body.push(b" s\n");
+            let body = body.as_bytes();
+            let headers = limited.headers.rejection(&limited.decisions, body.len());
+            let mut response = Response::new(Bytes::copy_from_slice(body));
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            *response.headers_mut() = headers;
+            response
         }
     }
 }
@@ -205,10 +221,7 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes
     // Room for the rate-limit headers added next, so the map is allocated once; six entries
     // keep the allocation small enough for the allocator's fast paths.
     *response.headers_mut() = HeaderMap::with_capacity(6);
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
     response
 }
 
@@ -260,8 +273,9 @@ mod tests {
         let denied = |secs| Decision::denied(1, 0, Duration::from_secs(secs), Duration::ZERO);
         let limited = RateLimited::new(
             Decisions::new(false, [denied(1), denied(30), denied(3000)]),
-            policies,
+            Arc::clone(&policies),
             None,
+            Arc::new(StackHeaders::new(&policies)),
         );
         assert_eq!(limited.policy().name(), "b");
         assert_eq!(limited.quota(), &Quota::per_minute(1));

@@ -1,0 +1,230 @@
+//! What a rejection looks like on the wire: its exact header list and Content-Length, and the
+//! connection it leaves open. Sent over a real TCP socket to a real axum server, read as bytes.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::util::ServiceFn;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_ratelimit::{
+    ManualClock, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, RateLimited, ResponseBody,
+};
+
+mod common;
+use common::{header, manual_store};
+
+/// A server on a free port whose one route says "hello", limited per peer by `layer`.
+async fn serve(layer: RateLimitLayer<PeerIp, MemoryStore<ManualClock>>) -> SocketAddr {
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    addr
+}
+
+/// One response read from `socket`: the head's lines (the status line first) and the body,
+/// whose length the `content-length` header gives.
+async fn read_response(socket: &mut TcpStream, buf: &mut Vec<u8>) -> (Vec<String>, Vec<u8>) {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).unwrap().to_owned();
+            let lines: Vec<String> = head.split("\r\n").map(str::to_owned).collect();
+            let length: usize = lines
+                .iter()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .unwrap_or_else(|| panic!("no content-length in {lines:?}"))
+                .parse()
+                .unwrap();
+            if buf.len() >= end + 4 + length {
+                let body = buf[end + 4..end + 4 + length].to_vec();
+                buf.drain(..end + 4 + length);
+                return (lines, body);
+            }
+        }
+        let mut chunk = [0; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+            .await
+            .expect("the server answers")
+            .unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+
+#[tokio::test]
+async fn a_rejection_on_the_wire_has_its_headers_in_order_and_an_exact_content_length() {
+    let (store, _clock) = manual_store();
+    let addr = serve(
+        RateLimitLayer::builder()
+            .quota(Quota::per_hour(1))
+            .store(store)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    socket.write_all(GET).await.unwrap();
+    let (head, body) = read_response(&mut socket, &mut buf).await;
+    assert_eq!(head[0], "HTTP/1.1 200 OK");
+    assert_eq!(body, b"hello");
+
+    socket.write_all(GET).await.unwrap();
+    let (head, body) = read_response(&mut socket, &mut buf).await;
+    let names: Vec<&str> = head[1..]
+        .iter()
+        .map(|line| line.split_once(": ").unwrap().0)
+        .collect();
+    assert_eq!(head[0], "HTTP/1.1 429 Too Many Requests");
+    assert_eq!(
+        &head[1..5],
+        [
+            "content-type: text/plain; charset=utf-8",
+            "retry-after: 3600",
+            "ratelimit-policy: \"default\";q=1;w=3600",
+            "ratelimit: \"default\";r=0;t=3600",
+        ]
+    );
+    assert_eq!(head[5], format!("content-length: {}", body.len()));
+    assert_eq!(
+        names,
+        [
+            "content-type",
+            "retry-after",
+            "ratelimit-policy",
+            "ratelimit",
+            "content-length",
+            "date"
+        ]
+    );
+    assert_eq!(body, b"Too Many Requests: retry in 3600 s\n");
+}
+
+#[tokio::test]
+async fn keep_alive_survives_a_429_over_a_real_socket() {
+    let (store, _clock) = manual_store();
+    let addr = serve(
+        RateLimitLayer::builder()
+            .quota(Quota::per_hour(2))
+            .store(store)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let mut statuses = Vec::new();
+    // Two admitted, then rejections, all on the one connection; the last two pipelined.
+    for _ in 0..4 {
+        socket.write_all(GET).await.unwrap();
+        let (head, _) = read_response(&mut socket, &mut buf).await;
+        assert!(
+            !head.iter().any(|line| line.starts_with("connection:")),
+            "{head:?}"
+        );
+        statuses.push(head[0].clone());
+    }
+    socket.write_all(&[GET, GET].concat()).await.unwrap();
+    for _ in 0..2 {
+        let (head, _) = read_response(&mut socket, &mut buf).await;
+        statuses.push(head[0].clone());
+    }
+    assert_eq!(
+        statuses,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 429 Too Many Requests",
+            "HTTP/1.1 429 Too Many Requests",
+            "HTTP/1.1 429 Too Many Requests",
+            "HTTP/1.1 429 Too Many Requests",
+        ]
+    );
+}
+
+/// The service every layer below wraps: "ok", at once.
+type Inner = ServiceFn<fn(Request<()>) -> Ready<Result<Response<String>, Infallible>>>;
+
+/// The answer to the second request from one peer through `layer`.
+async fn second_response<L, S>(layer: L) -> Response<ResponseBody<String>>
+where
+    L: Layer<Inner, Service = S>,
+    S: Service<Request<()>, Response = Response<ResponseBody<String>>, Error = Infallible> + Clone,
+{
+    let inner: fn(Request<()>) -> Ready<Result<Response<String>, Infallible>> =
+        |_| ready(Ok(Response::new(String::from("ok"))));
+    let svc = layer.layer(service_fn(inner));
+    let request = || {
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        req
+    };
+    svc.clone().oneshot(request()).await.unwrap();
+    svc.oneshot(request()).await.unwrap()
+}
+
+/// The body of `response`, collected.
+async fn body(response: Response<ResponseBody<String>>) -> Bytes {
+    use http_body_util::BodyExt;
+    response.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn every_http_rejection_carries_the_content_length_of_its_body() {
+    // The default rejection, for one policy and a stack of two.
+    let (store, _clock) = manual_store();
+    let one = RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .store(store)
+        .build()
+        .unwrap();
+    let (store, _clock) = manual_store();
+    let stack = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(1)))
+        .policy(Policy::new("per-hour", Quota::per_hour(1_000)))
+        .store(store)
+        .build()
+        .unwrap();
+    // A custom rejection, which sets no length of its own.
+    let (store, _clock) = manual_store();
+    let custom = RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .rejection(|limited: &RateLimited| {
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .body(format!("slow down for {} s", limited.retry_after_secs()))
+                .unwrap()
+        })
+        .store(store)
+        .build()
+        .unwrap();
+    for response in [
+        second_response(one).await,
+        second_response(stack).await,
+        second_response(custom).await,
+    ] {
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let length: usize = header(&response, "content-length").parse().unwrap();
+        assert_eq!(header(&response, "retry-after"), "1");
+        assert_eq!(body(response).await.len(), length);
+    }
+}
