@@ -195,6 +195,72 @@ async fn checks_follow_a_failover_to_the_promoted_replica_and_are_all_answered_m
     assert_eq!(peek.as_slice()[0].remaining(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_leave_a_primary_demoted_by_a_manual_failover() {
+    let group = SentinelGroup::start();
+    let store = RedisStore::builder()
+        .sentinel([group.sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix("sentinel-demoted"))
+        .backoff(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("demoted", Quota::per_hour(1000))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+
+    // The sentinel promotes the replica; the old primary, still running at the same address,
+    // is made its replica (as the sentinel does at its next look at it, up to ten seconds
+    // later): the store's connection to it stays open, and only a write refused with
+    // READONLY says that it is a primary no more.
+    let () = blocking(|| {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query(&mut redis::Client::open(group.sentinel.url()).unwrap())
+            .unwrap()
+    });
+    let new_primary = group.replica.port();
+    wait_until(
+        "the sentinel promotes the replica",
+        Duration::from_secs(10),
+        || group.sentinel.primary_port() == new_primary,
+    )
+    .await;
+    let () = blocking(|| {
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(new_primary)
+            .query(&mut group.primary.connection())
+            .unwrap()
+    });
+    assert_eq!(blocking(|| role(&group.primary)), "slave");
+    let mut new = blocking(|| group.replica.connection());
+    let before = blocking(|| command_calls(&mut new, "evalsha"));
+    let mut old = blocking(|| group.primary.connection());
+    let old_before = blocking(|| command_calls(&mut old, "evalsha"));
+    // Nothing but the READONLY answers sends the store to the sentinels: the demoted
+    // server answers every call at once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while blocking(|| command_calls(&mut new, "evalsha")) == before {
+        assert!(
+            Instant::now() < deadline,
+            "checks did not reach the new primary"
+        );
+        let decisions = store.check(&stack, b"k", 1).await.unwrap();
+        assert!(decisions.is_allowed(), "{decisions:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        blocking(|| command_calls(&mut old, "evalsha")) > old_before,
+        "the demoted server was asked first"
+    );
+    let key = store.redis_key(&"k", "demoted");
+    let tat: Option<u64> = blocking(|| redis::cmd("GET").arg(&key).query(&mut new).unwrap());
+    assert!(tat.is_some(), "the state is on the new primary");
+}
+
 #[tokio::test]
 async fn sentinel_configurations_that_cannot_work_are_refused_when_the_store_is_built() {
     let empty = RedisStore::builder()
