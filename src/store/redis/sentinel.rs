@@ -62,7 +62,7 @@ impl SentinelConnection {
     /// Asks the sentinels for the primary and connects to it; returns the connection and the
     /// primary's address.
     pub(super) async fn connect(
-        client: SentinelClient,
+        mut client: SentinelClient,
         name: String,
     ) -> Result<(SentinelConnection, String), ConfigError> {
         let runtime = Handle::try_current().map_err(|e| {
@@ -71,7 +71,6 @@ impl SentinelConnection {
                 e,
             )
         })?;
-        let mut client = client;
         let primary = lookup(&mut client, 0)
             .await
             .map_err(|failure| failure.into_config_error(&name))?;
@@ -95,10 +94,10 @@ impl SentinelConnection {
     /// (a broken connection, `READONLY`, `MASTERDOWN`), or a call dropped before its answer (the
     /// store's timeout), starts a lookup. A call that failed so waits for the lookup (within
     /// the store's timeout, which bounds the whole call), and is sent once more if the
-    /// sentinels named a new primary: the first check after a failover goes to the new
-    /// primary even in a process that was idle through it.
+    /// sentinels named a new primary meanwhile: a process that was idle through a failover
+    /// need not lose its next check to the failure policy.
     pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
-        let primary = self.primary();
+        let primary = self.shared.current();
         let mut watch = Watch {
             shared: &self.shared,
             armed: true,
@@ -114,7 +113,7 @@ impl SentinelConnection {
                 if self.shared.resolving.load(Ordering::Acquire) {
                     settled.await;
                 }
-                let now = self.primary();
+                let now = self.shared.current();
                 if now.generation == primary.generation {
                     return Err(error);
                 }
@@ -126,7 +125,7 @@ impl SentinelConnection {
 
     /// Loads `script` into the primary.
     pub(super) async fn load(&self, script: &Script) -> RedisResult<String> {
-        let primary = self.primary();
+        let primary = self.shared.current();
         let outcome = script.load_async(&mut primary.connection.clone()).await;
         if let Err(error) = &outcome {
             if primary_lost(error) {
@@ -134,13 +133,6 @@ impl SentinelConnection {
             }
         }
         outcome
-    }
-
-    fn primary(&self) -> Arc<Primary> {
-        match self.shared.primary.read() {
-            Ok(primary) => Arc::clone(&primary),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
     }
 }
 
@@ -354,5 +346,34 @@ impl Failure {
                  {LOOKUP_TIMEOUT:?}: check the addresses and that they are reachable"
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_or_a_demoted_primary_starts_a_lookup() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(primary_lost(&RedisError::from(reset)));
+        for kind in [
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::BusyLoading,
+        ] {
+            assert!(primary_lost(&RedisError::from((
+                ErrorKind::Server(kind),
+                "from the server"
+            ))));
+        }
+        let script_error = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR user_script:1: bad argument",
+        ));
+        assert!(!primary_lost(&script_error));
+        let no_script =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "NOSCRIPT"));
+        assert!(!primary_lost(&no_script));
     }
 }
