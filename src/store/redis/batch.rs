@@ -4,7 +4,8 @@
 //!
 //! A lane is one connection to a single server, or one hash slot of a Redis Cluster (a script
 //! call may only touch keys of one slot). No timer is involved: a check that finds its lane idle
-//! is sent at once, alone; batches only form behind a call that is already in flight.
+//! is sent at once, alone, by its own future; batches only form behind a call already in flight,
+//! and a task sends them until the lane is idle again.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -82,28 +83,66 @@ impl Lanes {
     }
 }
 
-/// Queues `ask` on its lane and starts the lane's sender if none runs; gives `ask` back when
-/// there is no Tokio runtime here to run a sender on.
-pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Result<Answer, Ask> {
+/// Where a check goes.
+pub(super) enum Submitted {
+    /// Queued behind the call in flight; the answer comes from a later call.
+    Queued(Answer),
+    /// Sent alone by the check's own future: its lane was idle (`Some(slot)`: the lane counts
+    /// the call as its call in flight until [`release`]), or there are no lanes, or no Tokio
+    /// runtime here to run a sender on (`None`).
+    Alone(Ask, Option<usize>),
+}
+
+/// Sends `ask` alone if its lane is idle; else queues it, and starts the lane's sender if
+/// checks wait with no call in flight.
+pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
     let Some(lanes) = &inner.lanes else {
-        return Err(ask);
+        return Submitted::Alone(ask, None);
     };
     let slot = lanes.slot_of(&ask);
-    let lane = lanes.lane(slot);
-    let (sender, answer) = oneshot::channel();
-    let mut queue = lane.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut queue = lanes
+        .lane(slot)
+        .queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     if !queue.running {
+        if queue.waiting.is_empty() {
+            queue.running = true;
+            return Submitted::Alone(ask, Some(slot));
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Err(ask);
+            return Submitted::Alone(ask, None);
         };
         queue.running = true;
         runtime.spawn(send(Arc::clone(inner), slot));
     }
+    let (sender, answer) = oneshot::channel();
     queue.waiting.push_back(Waiting {
         ask,
         answer: sender,
     });
-    Ok(answer)
+    Submitted::Queued(answer)
+}
+
+/// The lane's call sent alone has ended, answered or dropped: a sender takes the checks that
+/// queued meanwhile, or the lane is idle again.
+pub(super) fn release(inner: &Arc<Inner>, slot: usize) {
+    let Some(lanes) = &inner.lanes else {
+        return;
+    };
+    let mut queue = lanes
+        .lane(slot)
+        .queue
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if !queue.waiting.is_empty() {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(send(Arc::clone(inner), slot));
+            return;
+        }
+    }
+    // With no runtime here, the next check to arrive starts a sender for what waits.
+    queue.running = false;
 }
 
 /// A lane's sender: one call at a time, each carrying what queued while the last was in flight;

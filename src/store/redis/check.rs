@@ -8,10 +8,10 @@ use redis::Cmd;
 use smallvec::SmallVec;
 use tokio::time::error::Elapsed;
 
-use super::batch;
+use super::batch::{self, Submitted};
 use super::health::{Health, Route};
 use super::script::Reply;
-use super::store::{Inner, RedisStack};
+use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
 use crate::{Clock, Decision, Decisions};
@@ -81,8 +81,10 @@ impl Inner {
                     probe,
                 };
                 match batch::submit(this, ask) {
-                    Ok(answer) => RedisStoreFuture::queued(answer),
-                    Err(ask) => RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask))),
+                    Submitted::Queued(answer) => RedisStoreFuture::queued(answer),
+                    Submitted::Alone(ask, lane) => {
+                        RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, lane)))
+                    }
                 }
             }
         }
@@ -115,8 +117,13 @@ impl Inner {
         (!decisions.is_allowed()).then_some(decisions)
     }
 
-    /// One check in its own call.
-    async fn alone(self: Arc<Self>, ask: Ask) -> Result<Decisions, RedisStoreError> {
+    /// One check in its own call; the call in flight of `lane`, if given.
+    async fn alone(
+        self: Arc<Self>,
+        ask: Ask,
+        lane: Option<usize>,
+    ) -> Result<Decisions, RedisStoreError> {
+        let _release = lane.map(|slot| Release { inner: &self, slot });
         let mut answer = None;
         self.call(std::slice::from_ref(&ask), |outcome| answer = Some(outcome))
             .await;
@@ -135,12 +142,26 @@ impl Inner {
             health: &self.health,
             armed: probing,
         };
+        // The batch's stacks, each sent once; checks name theirs by position.
+        let mut stacks: SmallVec<[&Arc<StackParts>; 4]> = SmallVec::new();
+        let mut which: SmallVec<[usize; 16]> = SmallVec::with_capacity(asks.len());
+        for ask in asks {
+            let parts = &ask.stack.parts;
+            let at = match stacks.iter().position(|seen| Arc::ptr_eq(seen, parts)) {
+                Some(at) => at,
+                None => {
+                    stacks.push(parts);
+                    stacks.len() - 1
+                }
+            };
+            which.push(at + 1);
+        }
         let keys: usize = asks.iter().map(|ask| ask.keys.len()).sum();
         let key_bytes: usize = asks.iter().flat_map(|ask| &ask.keys).map(Vec::len).sum();
         // The command is written straight into one buffer: no per-argument vectors.
         let mut call = Cmd::with_capacity(
-            4 + 3 * asks.len() + 4 * keys,
-            64 + key_bytes + 24 * asks.len() + 24 * keys,
+            6 + 3 * asks.len() + keys + 7 * stacks.len(),
+            64 + key_bytes + 24 * asks.len() + 40 * stacks.len(),
         );
         call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
         for key in asks.iter().flat_map(|ask| &ask.keys) {
@@ -150,18 +171,22 @@ impl Inner {
             CLOCK_MODE_MIN_EXPIRY_MS
         } else {
             0
-        });
-        for ask in asks {
-            call.arg(ask.keys.len()).arg(ask.cost);
-            match ask.now_arg {
-                Some(micros) => call.arg(micros),
-                None => call.arg(""),
-            };
-            for (micro, cell) in ask.stack.parts.micro.iter().zip(&ask.stack.parts.cells) {
+        })
+        .arg(stacks.len());
+        for parts in &stacks {
+            call.arg(parts.micro.len());
+            for (micro, cell) in parts.micro.iter().zip(&parts.cells) {
                 call.arg(micro.interval)
                     .arg(micro.burst)
                     .arg(if cell.shadow { "1" } else { "0" });
             }
+        }
+        for (ask, stack) in asks.iter().zip(&which) {
+            call.arg(*stack).arg(ask.cost);
+            match ask.now_arg {
+                Some(micros) => call.arg(micros),
+                None => call.arg(""),
+            };
         }
         let mut connection = self.connection.clone();
         let invoke = connection.invoke(&call, &self.script);
@@ -196,16 +221,18 @@ impl Inner {
         for ask in asks {
             let (values, next) = rest.split_at(Reply::width(ask.keys.len()));
             rest = next;
-            answer(match Reply::parse(values, &ask.stack.parts.cells) {
-                Some(reply) => {
-                    self.remember(ask, &reply);
-                    Ok(reply.decisions)
-                }
-                None => {
-                    let error = RedisStoreError::reply(values.to_vec());
-                    self.by_policy(&ask.stack, &ask.key, ask.cost, error)
-                }
-            });
+            answer(
+                match Reply::parse(values, &ask.stack.parts.cells, ask.cost) {
+                    Some(reply) => {
+                        self.remember(ask, &reply);
+                        Ok(reply.decisions)
+                    }
+                    None => {
+                        let error = RedisStoreError::reply(values.to_vec());
+                        self.by_policy(&ask.stack, &ask.key, ask.cost, error)
+                    }
+                },
+            );
         }
     }
 
@@ -240,9 +267,7 @@ impl Inner {
             .iter()
             .any(|d| !d.is_allowed() || d.remaining() < ask.cost.max(1));
         for (key, tat) in ask.keys.iter().zip(&reply.tats) {
-            let local_tat = ask
-                .base
-                .saturating_add(tat.saturating_sub(reply.now).saturating_mul(1000));
+            let local_tat = ask.base.saturating_add(tat.saturating_sub(reply.now));
             cache.record(key, local_tat, ask.base, exhausted);
         }
     }
@@ -271,6 +296,18 @@ impl Inner {
         #[cfg(feature = "metrics")]
         let decisions = decisions.by_failure_policy();
         Ok(decisions)
+    }
+}
+
+/// Ends a lane's call sent alone, however its future ends.
+struct Release<'a> {
+    inner: &'a Arc<Inner>,
+    slot: usize,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        batch::release(self.inner, self.slot);
     }
 }
 

@@ -4,35 +4,49 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::gcra::Cell;
-use crate::{Decision, Decisions, Quota};
+use crate::gcra::{self, Cell};
+use crate::{Decisions, Quota};
 
 /// The stack GCRA of [`gcra`](crate::gcra) in microseconds, for a batch of checks decided one
 /// after another in one call; one Redis key per policy, all keys of a call in one hash slot.
 ///
-/// KEYS: the keys of every check of the batch, in order, one per policy, each holding its TAT.
-/// ARGV: the least expiry in ms (0 but in clock mode, where Redis's own clock, which runs the
-/// expiry, is not the clock of the TATs); then for each check: its number of policies, its cost
-/// (0 asks what a cost-1 check would answer, writing nothing), its time in µs (an empty string
-/// for Redis `TIME`, read once per call), and for each policy its interval (µs), burst and
-/// shadow flag (1 or 0).
+/// KEYS: the keys of every check of the batch, in order, one per policy of its stack, each
+/// holding its TAT. ARGV: the least expiry in ms (0 but in clock mode, where Redis's own clock,
+/// which runs the expiry, is not the clock of the TATs); the number of stacks; for each stack
+/// its number of policies and, per policy, its interval (µs), burst and shadow flag (1 or 0);
+/// then for each check: its stack (from 1), its cost (0 asks what a cost-1 check would answer,
+/// writing nothing) and its time in µs (an empty string for Redis `TIME`, read once per call).
 ///
-/// Reply, for each check in order: `{admitted (1 or 0), now (µs), wait (µs)}` followed, per
-/// policy, by `{allowed (1, 0, or -1 when the cost exceeds the burst), remaining, retry_after
-/// (µs), reset_after (µs), TAT (µs)}`. Enforced policies are all-or-nothing: each takes the cost
-/// only if all conform; shadow policies are decided one by one. A denial and a peek write
-/// nothing; a conforming check writes the new TAT with an expiry at the moment the key is back
-/// to a full burst, before the next check of the batch reads it.
+/// Reply, for each check in order: its time (µs), then per policy the TAT it found (µs, at least
+/// the time). The caller decides the check from these as the script did: enforced policies
+/// are all-or-nothing, each taking the cost only if all conform; shadow policies are decided
+/// one by one. A denial and a peek write nothing; a conforming check writes the new TAT with an
+/// expiry at the moment the key is back to a full burst, before the next check of the batch
+/// reads it.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
+local stacks = {}
+local a = 3
+for s = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a])
+  local stack = {}
+  for i = 1, n do
+    local interval = tonumber(ARGV[a + 3 * i - 2])
+    local burst = tonumber(ARGV[a + 3 * i - 1])
+    stack[i] = {interval, burst, interval * burst, ARGV[a + 3 * i] == '1'}
+  end
+  stacks[s] = stack
+  a = a + 1 + 3 * n
+end
 local clock
 local out = {}
+local tats = {}
 local k = 0
-local a = 1
-while a < #ARGV do
-  local n = tonumber(ARGV[a + 1])
-  local cost = tonumber(ARGV[a + 2])
-  local now = tonumber(ARGV[a + 3])
+while a <= #ARGV do
+  local stack = stacks[tonumber(ARGV[a])]
+  local cost = tonumber(ARGV[a + 1])
+  local now = tonumber(ARGV[a + 2])
+  a = a + 3
   if not now then
     if not clock then
       if redis.replicate_commands then redis.replicate_commands() end
@@ -43,57 +57,26 @@ while a < #ARGV do
   end
   local step = cost
   if step == 0 then step = 1 end
-  local head = #out
-  out[head + 1] = 1
-  out[head + 2] = now
-  out[head + 3] = 0
-  for i = 1, n do
-    local p = a + 3 * i
-    local interval = tonumber(ARGV[p + 1])
-    local burst = tonumber(ARGV[p + 2])
-    local window = interval * burst
+  out[#out + 1] = now
+  local admit = true
+  for i = 1, #stack do
+    local p = stack[i]
     local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
     if tat < now then tat = now end
-    local room = window - (tat - now)
-    local left = 0
-    if room > 0 then left = math.floor(room / interval) end
-    local allowed, wait = 1, 0
-    if step > burst then
-      allowed = -1
-    elseif tat + step * interval - now > window then
-      allowed, wait = 0, tat + step * interval - now - window
-    end
-    if allowed ~= 1 and ARGV[p + 3] ~= '1' then
-      out[head + 1] = 0
-      if wait > out[head + 3] then out[head + 3] = wait end
-    end
-    local base = #out
-    out[base + 1] = allowed
-    out[base + 2] = left
-    out[base + 3] = wait
-    out[base + 4] = tat - now
-    out[base + 5] = tat
+    tats[i] = tat
+    out[#out + 1] = tat
+    if not p[4] and (step > p[2] or tat + step * p[1] - now > p[3]) then admit = false end
   end
   if cost > 0 then
-    -- Take the cost from each policy that conformed, if every enforced one did; a shadow policy
-    -- takes it on its own. The reply so far holds each policy's state as it was.
-    for i = 1, n do
-      local p = a + 3 * i
-      local base = head + 3 + 5 * (i - 1)
-      if out[base + 1] == 1 and (out[head + 1] == 1 or ARGV[p + 3] == '1') then
-        local interval = tonumber(ARGV[p + 1])
-        local window = interval * tonumber(ARGV[p + 2])
-        local next = out[base + 5] + step * interval
-        local ahead = next - now
-        redis.call('SET', KEYS[k + i], string.format('%.0f', next), 'PX', math.max(math.ceil(ahead / 1000), min_px))
-        out[base + 2] = math.floor((window - ahead) / interval)
-        out[base + 4] = ahead
-        out[base + 5] = next
+    for i = 1, #stack do
+      local p = stack[i]
+      local next = tats[i] + step * p[1]
+      if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
+        redis.call('SET', KEYS[k + i], string.format('%d', next), 'PX', math.max(math.ceil((next - now) / 1000), min_px))
       end
     end
   end
-  k = k + n
-  a = a + 3 + 3 * n
+  k = k + #stack
 end
 return out
 "#;
@@ -127,72 +110,44 @@ impl MicroQuota {
     }
 }
 
-/// What the script answered.
+/// What the script answered for one check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Reply {
     pub(super) decisions: Decisions,
-    /// Each policy's TAT after the check, in µs.
+    /// Each policy's TAT after the check, in ns of the script's clock.
     pub(super) tats: SmallVec<[u64; 2]>,
-    /// The script's time in µs.
+    /// The script's time in ns.
     pub(super) now: u64,
 }
 
 impl Reply {
     /// How many values the script answers for one check of a stack of `policies`.
     pub(super) fn width(policies: usize) -> usize {
-        3 + 5 * policies
+        1 + policies
     }
 
-    /// Reads the script's reply for a stack of `cells`; `None` if it is not one.
-    pub(super) fn parse(values: &[i64], cells: &[Cell]) -> Option<Reply> {
-        let micros = |v: i64| u64::try_from(v).ok();
-        let [admitted, now, wait, rest @ ..] = values else {
+    /// Decides a check of `cost` on a stack of `cells` from the script's answer for it, as the
+    /// script did; `None` if the answer is not one.
+    pub(super) fn parse(values: &[i64], cells: &[Cell], cost: u32) -> Option<Reply> {
+        let nanos = |v: i64| u64::try_from(v).ok()?.checked_mul(1000);
+        let [now, found @ ..] = values else {
             return None;
         };
-        if rest.len() != 5 * cells.len() {
+        if found.len() != cells.len() {
             return None;
         }
-        let (now, wait) = (micros(*now)?, micros(*wait)?);
-        let mut each = SmallVec::new();
-        let mut tats = SmallVec::new();
-        let mut over_burst = false;
-        for (part, cell) in rest.chunks_exact(5).zip(cells) {
-            let &[allowed, remaining, retry_after, reset_after, tat] = part else {
-                return None;
-            };
-            let burst = cell.quota.burst();
-            let remaining = u32::try_from(remaining).ok()?;
-            let reset_after = Duration::from_micros(micros(reset_after)?);
-            let decision = match allowed {
-                1 => Decision::allowed(burst, remaining, reset_after),
-                0 => Decision::denied(
-                    burst,
-                    remaining,
-                    Duration::from_micros(micros(retry_after)?),
-                    reset_after,
-                ),
-                -1 => {
-                    over_burst |= !cell.shadow;
-                    Decision::denied(burst, remaining, Duration::MAX, reset_after)
-                }
-                _ => return None,
-            };
-            each.push(decision);
-            tats.push(micros(tat)?);
-        }
-        let admitted = match admitted {
-            1 => true,
-            0 => false,
-            _ => return None,
-        };
-        // A cost that can never conform waits forever, as in memory.
-        let wait = if over_burst {
-            u64::MAX
+        let now = nanos(*now)?;
+        let mut tats = found
+            .iter()
+            .map(|&tat| nanos(tat))
+            .collect::<Option<SmallVec<[u64; 2]>>>()?;
+        let decisions = if cost == 0 {
+            gcra::peek_stack(cells, &tats, now)
         } else {
-            wait.saturating_mul(1000)
+            gcra::check_stack(cells, &mut tats, now, cost)
         };
         Some(Reply {
-            decisions: Decisions::from_parts(admitted, wait, each),
+            decisions,
             tats,
             now,
         })
@@ -224,26 +179,23 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_read_or_refused() {
+    fn replies_are_decided_as_the_script_decided_or_refused() {
         let cells = [cell(Quota::per_second(2), false)];
-        let denied = Reply::parse(&[0, 1500, 500, 0, 1, 500, 1500, 3000], &cells).unwrap();
+        // At 1 000 µs with the TAT at 1 500 µs: one cell of two is used.
+        let reply = Reply::parse(&[1_000, 1_500], &cells, 1).unwrap();
+        assert!(reply.decisions.is_allowed());
+        assert_eq!(reply.decisions.as_slice()[0].remaining(), 0);
         assert_eq!(
-            denied.decisions,
-            Decisions::new(
-                false,
-                [Decision::denied(
-                    2,
-                    1,
-                    Duration::from_micros(500),
-                    Duration::from_micros(1500)
-                )]
-            )
+            (reply.now, &reply.tats[..]),
+            (1_000_000, &[501_500_000][..])
         );
-        assert_eq!((denied.now, &denied.tats[..]), (1500, &[3000][..]));
-        let over = Reply::parse(&[0, 9, 0, -1, 0, 0, 0, 9], &cells).unwrap();
+        let denied = Reply::parse(&[1_000, 1_000_001_000], &cells, 1).unwrap();
+        assert!(!denied.decisions.is_allowed());
+        assert_eq!(denied.tats[0], 1_000_001_000_000, "a denial moves nothing");
+        let over = Reply::parse(&[9, 9], &cells, 3).unwrap();
         assert_eq!(over.decisions.retry_after(), Duration::from_nanos(u64::MAX));
-        assert_eq!(Reply::parse(&[1, 2, 3], &cells), None);
-        assert_eq!(Reply::parse(&[1, 0, 0, 1, -2, 0, 0, 0], &cells), None);
-        assert_eq!(Reply::parse(&[1, 0, 0, 7, 0, 0, 0, 0], &cells), None);
+        assert_eq!(Reply::parse(&[1, 2, 3], &cells, 1), None);
+        assert_eq!(Reply::parse(&[1], &cells, 1), None);
+        assert_eq!(Reply::parse(&[1, -2], &cells, 1), None);
     }
 }
