@@ -197,13 +197,6 @@ impl Decisions {
         Self::with(decision.is_allowed(), decision.retry_after_nanos, each)
     }
 
-    /// Decisions whose wait was worked out by the caller (the largest wait of the enforced
-    /// policies that denied).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn from_parts(admitted: bool, wait: u64, each: SmallVec<[Decision; 2]>) -> Self {
-        Self::with(admitted, if admitted { 0 } else { wait }, each)
-    }
-
     /// The decision of one policy, admitted anyway if the policy is in shadow mode.
     #[inline]
     pub(crate) fn one_cell(decision: Decision, shadow: bool) -> Self {
