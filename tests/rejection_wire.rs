@@ -161,7 +161,8 @@ async fn keep_alive_survives_a_429_over_a_real_socket() {
 }
 
 /// The service every layer below wraps: "ok", at once.
-type Inner = ServiceFn<fn(Request<()>) -> Ready<Result<Response<String>, Infallible>>>;
+type Inner = ServiceFn<Answer>;
+type Answer = fn(Request<()>) -> Ready<Result<Response<String>, Infallible>>;
 
 /// The answer to the second request from one peer through `layer`.
 async fn second_response<L, S>(layer: L) -> Response<ResponseBody<String>>
@@ -169,8 +170,7 @@ where
     L: Layer<Inner, Service = S>,
     S: Service<Request<()>, Response = Response<ResponseBody<String>>, Error = Infallible> + Clone,
 {
-    let inner: fn(Request<()>) -> Ready<Result<Response<String>, Infallible>> =
-        |_| ready(Ok(Response::new(String::from("ok"))));
+    let inner: Answer = |_| ready(Ok(Response::new(String::from("ok"))));
     let svc = layer.layer(service_fn(inner));
     let request = || {
         let mut req = Request::new(());

@@ -147,7 +147,8 @@ impl StackHeaders {
 
     /// The `RateLimit` value of `decisions`.
     fn ratelimit(&self, decisions: &Decisions) -> Option<HeaderValue> {
-        let mut value = Scratch::new();
+        // Two members of the longest names fit on the stack.
+        let mut value = Scratch::<256>::new();
         for (member, d) in self.members.iter().zip(decisions.as_slice()) {
             value.push(member);
             value.push(Digits::new(u64::from(d.remaining())).as_bytes());
@@ -195,19 +196,19 @@ impl Digits {
     }
 }
 
-/// Bytes written on the stack, to be copied once into a buffer of the exact size; a `Vec`
-/// takes over the rare value longer than the stack part (a stack of three or more policies
-/// with long names).
-pub(crate) struct Scratch {
-    stack: [u8; 256],
+/// Bytes written on the stack, up to `N`, to be copied once into a buffer of the exact size; a
+/// `Vec` takes over the rare value longer than that (a stack of three or more policies with
+/// long names).
+pub(crate) struct Scratch<const N: usize> {
+    stack: [u8; N],
     len: usize,
     heap: Vec<u8>,
 }
 
-impl Scratch {
+impl<const N: usize> Scratch<N> {
     pub(crate) fn new() -> Self {
         Scratch {
-            stack: [0; 256],
+            stack: [0; N],
             len: 0,
             heap: Vec::new(),
         }
@@ -358,7 +359,7 @@ mod tests {
 
     #[test]
     fn scratch_keeps_what_outgrows_the_stack() {
-        let mut scratch = Scratch::new();
+        let mut scratch = Scratch::<64>::new();
         let mut expected = Vec::new();
         for i in 0..100u8 {
             let piece = [b'a' + i % 26; 7];

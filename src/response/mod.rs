@@ -6,7 +6,7 @@
 //! - `RateLimit-Policy: "<policy>";q=<burst>;w=<window seconds>` and
 //!   `RateLimit: "<policy>";r=<remaining>;t=<seconds until full>`, the IETF `RateLimit` fields
 //!   (see [`headers`]), one list member per policy of the request;
-//! - a short `text/plain` body;
+//! - a short `text/plain` body, and its exact `Content-Length`;
 //! - a [`RateLimited`] in the response extensions, for middleware further out.
 //!
 //! A request whose cost can never fit the burst of one of its policies gets
@@ -73,9 +73,9 @@
 //! `google.rpc.Status` as `status.details()`.
 //!
 //! Any closure `Fn(&RateLimited) -> Response<T>` (with `T: Into<Bytes>`) can replace the
-//! rejection; the headers above are added to its response unless it set them itself. The
-//! rejection is assembled by [`rejection`], the headers by [`headers`], the gRPC wire form by
-//! [`grpc`].
+//! rejection; the headers above (and, for an HTTP answer, the `Content-Length` of its body) are
+//! added to its response unless it set them itself. The rejection is assembled by
+//! [`rejection`], the headers by [`headers`], the gRPC wire form by [`grpc`].
 //!
 //! ```
 //! use bytes::Bytes;

@@ -189,7 +189,7 @@ impl MakeRejection for DefaultRejection {
         if let Some(content_type) = &limited.grpc {
             grpc::resource_exhausted(limited.retry_after(), content_type.clone())
         } else {
-            let mut body = Scratch::new();
+            let mut body = Scratch::<64>::new();
             body.push(b"Too Many Requests: retry in ");
             body.push(Digits::new(limited.retry_after_secs()).as_bytes());
             body.push(b" s\n");
