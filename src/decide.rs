@@ -14,6 +14,7 @@
 //! With the `metrics` feature each outcome also increments a counter whose handle the tier or
 //! the layer registered when it was built (see the crate docs' Metrics table).
 
+use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -228,13 +229,14 @@ where
         }
     }
 
-    /// The verdict for `req` of tier `tier` given the store's answer.
+    /// The verdict for `req` of tier `tier` given the store's answer. A request answered here
+    /// gives its extension map, emptied, to the answer.
     #[inline]
     pub(crate) fn verdict<B, Err: std::error::Error>(
         &self,
         tier: usize,
         outcome: Result<Decisions, Err>,
-        req: &Request<B>,
+        req: &mut Request<B>,
     ) -> Verdict {
         let tier = &self.tiers[tier];
         #[cfg(feature = "metrics")]
@@ -278,7 +280,13 @@ where
                 let content_length = (!limited.is_grpc()).then(|| response.body().len());
                 tier.headers
                     .insert(response.headers_mut(), limited.decisions(), content_length);
-                response.extensions_mut().insert(limited);
+                // The request ends here: its extension map, emptied, carries the answer's, so
+                // that a rejection allocates no map of its own.
+                let mut extensions = mem::take(req.extensions_mut());
+                extensions.clear();
+                extensions.extend(mem::take(response.extensions_mut()));
+                extensions.insert(limited);
+                *response.extensions_mut() = extensions;
                 Verdict::Respond(response)
             }
             Err(error) => {

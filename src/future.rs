@@ -132,10 +132,10 @@ where
                         config,
                     } = &mut **pending;
                     let outcome = ready!(Pin::new(check).poll(cx));
-                    let request = request
+                    let mut request = request
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    match config.verdict(*tier, outcome, &request) {
+                    match config.verdict(*tier, outcome, &mut request) {
                         Verdict::Allow(headers) => {
                             let mut inner = inner
                                 .take()

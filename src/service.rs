@@ -126,7 +126,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
         let (tier, mut check) = match config.start(&req) {
             Start::Decided(verdict) => return self.decided(verdict, req),
@@ -136,7 +136,7 @@ where
         // and the request is decided here without cloning anything.
         match Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(outcome) => {
-                let verdict = config.verdict(tier, outcome, &req);
+                let verdict = config.verdict(tier, outcome, &mut req);
                 self.decided(verdict, req)
             }
             Poll::Pending => {

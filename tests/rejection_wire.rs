@@ -228,3 +228,46 @@ async fn every_http_rejection_carries_the_content_length_of_its_body() {
         assert_eq!(body(response).await.len(), length);
     }
 }
+
+/// An extension a test puts on a request or a response.
+#[derive(Clone, Debug, PartialEq)]
+struct Marker(&'static str);
+
+#[tokio::test]
+async fn a_rejection_carries_its_own_extensions_and_none_of_the_request() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .rejection(|_: &RateLimited| {
+            let mut response = Response::new("limited");
+            response
+                .extensions_mut()
+                .insert(Marker("from the rejection"));
+            response
+        })
+        .store(store)
+        .build()
+        .unwrap();
+    let inner: Answer = |_| ready(Ok(Response::new(String::from("ok"))));
+    let svc = layer.layer(service_fn(inner));
+    let request = || {
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        req.extensions_mut().insert(Marker("from the request"));
+        req.extensions_mut().insert(7u32);
+        req
+    };
+    svc.clone().oneshot(request()).await.unwrap();
+    let limited = svc.oneshot(request()).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::OK);
+    let extensions = limited.extensions();
+    assert_eq!(
+        extensions.get::<Marker>(),
+        Some(&Marker("from the rejection"))
+    );
+    assert!(extensions.get::<RateLimited>().is_some());
+    assert!(extensions.get::<u32>().is_none());
+    assert!(extensions.get::<SocketAddr>().is_none());
+    assert_eq!(extensions.len(), 2);
+}
