@@ -240,6 +240,7 @@ async fn a_rejection_carries_its_own_extensions_and_none_of_the_request() {
         .quota(Quota::per_hour(1))
         .rejection(|_: &RateLimited| {
             let mut response = Response::new("limited");
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             response
                 .extensions_mut()
                 .insert(Marker("from the rejection"));
@@ -260,7 +261,7 @@ async fn a_rejection_carries_its_own_extensions_and_none_of_the_request() {
     };
     svc.clone().oneshot(request()).await.unwrap();
     let limited = svc.oneshot(request()).await.unwrap();
-    assert_eq!(limited.status(), StatusCode::OK);
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let extensions = limited.extensions();
     assert_eq!(
         extensions.get::<Marker>(),
