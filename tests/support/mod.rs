@@ -444,27 +444,37 @@ pub struct SentinelGroup {
 
 impl SentinelGroup {
     pub fn start() -> Self {
-        let primary = RedisServer::start();
+        // No wait before a full sync (Redis waits 5 s by default for more replicas to join).
+        let now = ["--repl-diskless-sync-delay", "0"];
+        let primary = RedisServer::start_with(&now);
+        let port = primary.port().to_string();
         let replica =
-            RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+            RedisServer::start_with(&[&now[..], &["--replicaof", "127.0.0.1", &port]].concat());
         // The sentinel learns of the replica from the primary's `INFO`, which it reads as it
-        // connects, then every ten seconds: the replica is in sync before it starts.
+        // connects, then every ten seconds: the replica is in sync before it starts. After a
+        // full sync the primary streams writes only once the replica has acknowledged (once a
+        // second): `WAIT` returns when the replica has a write made now.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut conn = replica.connection();
+        let mut conn = primary.connection();
         loop {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
+            let () = redis::cmd("SET")
+                .arg("replication-check")
+                .arg(1)
                 .query(&mut conn)
                 .unwrap();
-            if info.contains("master_link_status:up") {
+            let acknowledged: u32 = redis::cmd("WAIT").arg(1).arg(200).query(&mut conn).unwrap();
+            if acknowledged == 1 {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the replica did not sync with the primary: {info}"
+                "the replica did not catch up with the primary"
             );
-            std::thread::sleep(Duration::from_millis(10));
         }
+        let _: u32 = redis::cmd("DEL")
+            .arg("replication-check")
+            .query(&mut conn)
+            .unwrap();
         let sentinel = RedisSentinel::start(
             primary.port(),
             Duration::from_millis(200),
