@@ -86,10 +86,11 @@ struct Slots {
     more: Option<Box<More>>,
 }
 
-/// The states of a key beyond its first, and the lock of a key that has them.
+/// The states of a key beyond its first, and the lock of a key that has them: one allocation
+/// for a key of two policies.
 struct More {
     lock: Mutex<()>,
-    slots: Vec<Slot>,
+    slots: SmallVec<[Slot; 1]>,
 }
 
 /// The theoretical arrival time of one key under one policy.
@@ -153,7 +154,7 @@ impl Slots {
                 .get_or_insert_with(|| {
                     Box::new(More {
                         lock: Mutex::new(()),
-                        slots: Vec::new(),
+                        slots: SmallVec::new(),
                     })
                 })
                 .slots
