@@ -78,7 +78,7 @@ impl Lanes {
     fn slot_of(&self, ask: &Ask) -> usize {
         match &self.lanes {
             LaneSet::One(_) => 0,
-            LaneSet::PerSlot(_) => ask.keys.first().map_or(0, |key| slot(key)),
+            LaneSet::PerSlot(_) => ask.keys.iter().next().map_or(0, slot),
         }
     }
 }

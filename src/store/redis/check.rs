@@ -23,10 +23,8 @@ const CLOCK_MODE_MIN_EXPIRY_MS: u64 = 3_600_000;
 /// What one check sends to Redis and needs back.
 pub(super) struct Ask {
     /// The Redis key of each policy.
-    pub(super) keys: SmallVec<[Vec<u8>; 2]>,
+    pub(super) keys: Keys,
     stack: RedisStack,
-    /// The key's bytes, for the failure policy.
-    key: Vec<u8>,
     /// 0 for a peek.
     cost: u32,
     /// The script's time in µs in clock mode; `None` to read Redis `TIME`.
@@ -43,12 +41,7 @@ impl Inner {
         key: &[u8],
         cost: u32,
     ) -> RedisStoreFuture {
-        let keys: SmallVec<[Vec<u8>; 2]> = stack
-            .parts
-            .suffixes
-            .iter()
-            .map(|suffix| this.redis_key(key, suffix))
-            .collect();
+        let keys = Keys::new(&this.key_head, key, &stack.parts.suffixes);
         let local_now = this.clock.now_nanos();
         // In clock mode the script gets whole microseconds; the local side uses the same
         // instant so that its answers are the script's.
@@ -74,7 +67,6 @@ impl Inner {
                 let ask = Ask {
                     keys,
                     stack: stack.clone(),
-                    key: key.to_vec(),
                     cost,
                     now_arg,
                     base,
@@ -97,7 +89,7 @@ impl Inner {
     fn cached_denial(
         &self,
         stack: &RedisStack,
-        keys: &[Vec<u8>],
+        keys: &Keys,
         cost: u32,
         now: u64,
     ) -> Option<Decisions> {
@@ -106,7 +98,7 @@ impl Inner {
             return None;
         }
         let mut tats: SmallVec<[u64; 2]> = SmallVec::with_capacity(keys.len());
-        for key in keys {
+        for key in keys.iter() {
             tats.push(cache.get(key)?);
         }
         let decisions = if cost == 0 {
@@ -157,15 +149,15 @@ impl Inner {
             which.push(at + 1);
         }
         let keys: usize = asks.iter().map(|ask| ask.keys.len()).sum();
-        let key_bytes: usize = asks.iter().flat_map(|ask| &ask.keys).map(Vec::len).sum();
+        let key_bytes: usize = asks.iter().map(|ask| ask.keys.bytes.len()).sum();
         // The command is written straight into one buffer: no per-argument vectors.
         let mut call = Cmd::with_capacity(
             6 + 3 * asks.len() + keys + 7 * stacks.len(),
             64 + key_bytes + 24 * asks.len() + 40 * stacks.len(),
         );
         call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
-        for key in asks.iter().flat_map(|ask| &ask.keys) {
-            call.arg(&key[..]);
+        for key in asks.iter().flat_map(|ask| ask.keys.iter()) {
+            call.arg(key);
         }
         call.arg(if self.clock_time {
             CLOCK_MODE_MIN_EXPIRY_MS
@@ -212,7 +204,7 @@ impl Inner {
             Err(error) => {
                 self.health.failure(local_now, probing, &error, self.policy);
                 for ask in asks {
-                    answer(self.by_policy(&ask.stack, &ask.key, ask.cost, error.clone()));
+                    answer(self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error.clone()));
                 }
                 return;
             }
@@ -229,7 +221,7 @@ impl Inner {
                     }
                     None => {
                         let error = RedisStoreError::reply(values.to_vec());
-                        self.by_policy(&ask.stack, &ask.key, ask.cost, error)
+                        self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
                     }
                 },
             );
@@ -266,7 +258,7 @@ impl Inner {
             .as_slice()
             .iter()
             .any(|d| !d.is_allowed() || d.remaining() < ask.cost.max(1));
-        for (key, tat) in ask.keys.iter().zip(&reply.tats) {
+        for (key, &tat) in ask.keys.iter().zip(&reply.tats) {
             let local_tat = ask.base.saturating_add(tat.saturating_sub(reply.now));
             cache.record(key, local_tat, ask.base, exhausted);
         }
@@ -296,6 +288,54 @@ impl Inner {
         #[cfg(feature = "metrics")]
         let decisions = decisions.by_failure_policy();
         Ok(decisions)
+    }
+}
+
+/// The Redis keys of one check, `{<prefix>:<key>}:<policy>` for each policy of its stack, in
+/// one buffer.
+pub(super) struct Keys {
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes`.
+    ends: SmallVec<[u32; 2]>,
+    /// Where the limited key's own bytes lie in the first Redis key.
+    key: (u32, u32),
+}
+
+impl Keys {
+    fn new(head: &[u8], key: &[u8], suffixes: &[Box<[u8]>]) -> Keys {
+        let stem = head.len() + key.len();
+        let size = suffixes.len() * stem + suffixes.iter().map(|s| s.len()).sum::<usize>();
+        let mut bytes = Vec::with_capacity(size);
+        let mut ends = SmallVec::with_capacity(suffixes.len());
+        for suffix in suffixes {
+            bytes.extend_from_slice(head);
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(suffix);
+            ends.push(bytes.len() as u32);
+        }
+        Keys {
+            bytes,
+            ends,
+            key: (head.len() as u32, stem as u32),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| &self.bytes[start as usize..end as usize])
+    }
+
+    /// The limited key's bytes (empty for a stack of no policies).
+    fn key(&self) -> &[u8] {
+        self.bytes
+            .get(self.key.0 as usize..self.key.1 as usize)
+            .unwrap_or_default()
     }
 }
 
