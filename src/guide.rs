@@ -19,10 +19,11 @@
 //! - **One process**: [`MemoryStore`](crate::MemoryStore), the default. Nothing to run, bounded
 //!   memory, decisions in about a hundred nanoseconds.
 //! - **Several processes that must share budgets** (more than one replica, or limits that must
-//!   survive a restart): `RedisStore` with the `redis` feature, on one
-//!   Redis or a Redis Cluster. Every check is one script call; keys that are limited are
-//!   answered locally by the deny cache; if Redis goes away the
-//!   `FailurePolicy` answers (by default each process limits on its own).
+//!   survive a restart): `RedisStore` with the `redis` feature, on one Redis, behind Redis
+//!   Sentinel or on a Redis Cluster. One script decides the checks, many to a call under
+//!   load; keys that are limited are answered locally by the deny cache; if Redis goes away
+//!   the `FailurePolicy` answers (by default each process limits on its own, which
+//!   `RedisStore::is_degraded` reports).
 //!
 //! The two stores decide the same history identically, so moving from one to the other changes
 //! nothing a client sees.
@@ -44,11 +45,13 @@
 //! # How far one Redis goes
 //!
 //! Redis runs one script at a time, so one Redis primary bounds the checks per second of the
-//! whole fleet, however many application servers share it. On the 2-vCPU machine of
-//! `BENCHES.md`, with the application and Redis on the same two cores, one primary served
-//! about 63 000 checks per second through `RedisStore` at 256 concurrent checks (15.9 µs of
-//! wall time per check), and `redis-benchmark` with 16 pipelined clients drove the same
-//! one-key script at about 48 000 calls per second. A dedicated Redis core does better; measure
+//! whole fleet, however many application servers share it. `RedisStore` coalesces: while one
+//! script call is in flight on a connection, the checks that arrive queue and the next call
+//! carries them all (up to `max_batch`, default 128), so under load Redis pays its per-call
+//! cost once for many checks, and what remains is the work of each check inside the script
+//! (one `GET` and, when it is allowed, one `SET` per policy). The figures of `BENCHES.md`
+//! ("Redis: coalesced checks") compare, in one run on a 2-vCPU machine with the application and
+//! Redis on the same two cores, one raw `EVALSHA` per check against the coalescing store; measure
 //! with `cargo bench --features redis --bench redis` on your own machines. As a rule of thumb:
 //! application servers × checks per second each must stay well below that figure, and the
 //! deny cache takes the checks of keys already limited (the bulk of an attack) off Redis.

@@ -28,7 +28,8 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// Redis `TIME`, with an expiry at the moment the key is back to a full burst: idle keys vanish
 /// on their own. The hash tag puts every policy of one key in one cluster slot. One Lua script,
 /// loaded once and run with `EVALSHA` (reloaded by itself after `SCRIPT FLUSH` or a restart),
-/// decides a whole stack of policies atomically in one call; a denial writes nothing. Decisions
+/// decides a whole stack of policies atomically, for a batch of checks in one call; a denial
+/// writes nothing. Decisions
 /// are those of [`MemoryStore`] cell for cell, with the interval rounded up to whole
 /// microseconds.
 ///
@@ -42,12 +43,22 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// - **Deny cache**: once Redis reports a key limited, later checks of that key that the
 ///   reported state already denies are answered here, with the wait and remaining Redis would
 ///   give, without a round trip. Bounded by [`max_local_keys`](RedisStoreBuilder::max_local_keys).
-/// - **Failures**: each check waits at most the [timeout](RedisStoreBuilder::timeout)
-///   (default 50 ms); an error or a timeout is answered by the [`FailurePolicy`] (default: an
-///   in-memory GCRA with the same policies). After
+/// - **Coalescing**: a check that finds no call in flight is sent at once, alone; while a call
+///   is in flight, the checks that arrive queue, and the next call carries them all (up to
+///   [`max_batch`](RedisStoreBuilder::max_batch), default 128), decided one after another in
+///   arrival order inside the script, with the decisions one call per check would give. One
+///   queue per connection, or per hash slot on a Redis Cluster. Under load Redis then runs
+///   one script call for many checks instead of one per check.
+/// - **Failures**: each call waits at most the [timeout](RedisStoreBuilder::timeout)
+///   (default 50 ms; the wait in the store's own queue does not count); an error or a timeout
+///   is answered by the [`FailurePolicy`] (default: an in-memory GCRA with the same
+///   policies) for every check of the call. After
 ///   [repeated failures](RedisStoreBuilder::failures_before_backoff) checks stop waiting on
 ///   Redis for a [back-off](RedisStoreBuilder::backoff) period, then one check probes Redis;
-///   when it succeeds, checks go back to Redis. Each change is logged once at `warn`.
+///   when it succeeds, checks go back to Redis. The switch to the failure policy and the
+///   recovery are each logged once at `warn` (the recovery with the outage's length, failed
+///   calls and checks the policy answered), and [`is_degraded`](RedisStore::is_degraded)
+///   tells which state the store is in.
 /// - **Failover**: behind Redis Sentinel ([`sentinel`](RedisStoreBuilder::sentinel)), a
 ///   primary that stops answering as one sends the store back to the sentinels, and checks go
 ///   to the replica they promote, with no restart. Writes the replica had not received are
@@ -135,11 +146,13 @@ pub(super) struct StackParts {
 impl RedisStore {
     /// The Lua script the store runs with `EVALSHA`, for review, or to drive it directly.
     ///
-    /// `KEYS` are the Redis keys of the stack's policies; `ARGV` are the cost (0 for a peek),
-    /// the time in µs (empty for Redis `TIME`), the least expiry in ms (0), then each policy's
-    /// interval in µs, burst, and shadow flag (`1` or `0`). It answers `{admitted, now µs,
-    /// wait µs}` and, per policy, `{allowed (1, 0, or -1 for a cost above the burst),
-    /// remaining, retry_after µs, reset_after µs, TAT µs}`.
+    /// `KEYS` are the Redis keys of every check of the batch, one per policy of its stack, in
+    /// order. `ARGV` are the least expiry in ms (0); the number of stacks; for each stack its
+    /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
+    /// `0`); then for each check its stack (from 1), cost (0 for a peek) and time in µs (empty
+    /// for Redis `TIME`). It answers, for each check, its time in µs and, per policy, the TAT
+    /// it found in µs (at least that time); the decision follows from those as in
+    /// [`MemoryStore`].
     pub const SCRIPT: &'static str = GCRA_LUA;
 
     /// Connects to the Redis server at `url` with the default settings.
