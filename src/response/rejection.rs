@@ -189,13 +189,24 @@ impl MakeRejection for DefaultRejection {
         if let Some(content_type) = &limited.grpc {
             grpc::resource_exhausted(limited.retry_after(), content_type.clone())
         } else {
-            let mut body = Scratch::<64>::new();
-            body.push(b"Too Many Requests: retry in ");
-            body.push(Digits::new(limited.retry_after_secs()).as_bytes());
-            body.push(b" s\n");
-            let body = body.as_bytes();
-            let headers = limited.headers.rejection(&limited.decisions, body.len());
-            let mut response = Response::new(Bytes::copy_from_slice(body));
+            // The body, the Retry-After value and the RateLimit value written into one buffer,
+            // which the three share: one allocation.
+            let secs = Digits::new(limited.retry_after_secs());
+            let mut text = Scratch::<320>::new();
+            text.push(b"Too Many Requests: retry in ");
+            let secs_at = text.len();
+            text.push(secs.as_bytes());
+            text.push(b" s\n");
+            let body_len = text.len();
+            limited
+                .headers
+                .write_ratelimit(&limited.decisions, &mut text);
+            let text = text.into_bytes();
+            let retry_after = text.slice(secs_at..secs_at + secs.as_bytes().len());
+            let headers = limited
+                .headers
+                .rejection(retry_after, text.slice(body_len..), body_len);
+            let mut response = Response::new(text.slice(..body_len));
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             *response.headers_mut() = headers;
             response
@@ -279,6 +290,35 @@ mod tests {
         );
         assert_eq!(limited.policy().name(), "b");
         assert_eq!(limited.quota(), &Quota::per_minute(1));
+    }
+
+    #[test]
+    fn the_default_rejection_of_a_long_stack_is_whole() {
+        let policies: Arc<[Policy]> = (0..4)
+            .map(|i| Policy::new(format!("{i}{}", "x".repeat(63)), Quota::per_hour(1)))
+            .collect();
+        let denied = Decision::denied(1, 0, Duration::from_secs(3599), Duration::from_secs(3600));
+        let limited = RateLimited::new(
+            Decisions::new(false, vec![denied; 4]),
+            Arc::clone(&policies),
+            None,
+            Arc::new(StackHeaders::new(&policies)),
+        );
+        let response = DefaultRejection.make_rejection(&limited);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.body(), "Too Many Requests: retry in 3599 s\n");
+        let headers = response.headers();
+        assert_eq!(headers[RETRY_AFTER], "3599");
+        assert_eq!(headers[http::header::CONTENT_LENGTH], "35");
+        let members: Vec<_> = policies
+            .iter()
+            .map(|p| format!("\"{}\";r=0;t=3600", p.name()))
+            .collect();
+        assert_eq!(
+            headers[super::super::RATELIMIT],
+            members.join(", ").as_str()
+        );
+        assert_eq!(headers.len(), 5);
     }
 
     #[test]
