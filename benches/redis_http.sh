@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Requests per second of examples/policies.rs in memory and on Redis, through HTTP, in one run:
+# two copies of the example (one in memory, one with REDIS_URL on a private redis-server), each
+# flooded in turn by wrk with a distinct `x-api-key` per request, so that every request is a
+# check of a key no request used before (a two-policy stack: the free tier). Rounds alternate
+# which copy goes first. Prints, per copy, the median requests/s with the lowest and highest,
+# the server's CPU time per request (utime + stime from /proc), and the median over rounds of
+# the Redis copy's rate over the memory copy's rate in the same round.
+#
+# usage: benches/redis_http.sh      (ROUNDS=5 DURATION=5 CONNECTIONS=64 THREADS=1)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+MEMORY_PORT=${MEMORY_PORT:-3021}
+REDIS_HTTP_PORT=${REDIS_HTTP_PORT:-3022}
+REDIS_PORT=${REDIS_PORT:-6391}
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+cargo build --release --features redis --example policies >&2
+server=${CARGO_TARGET_DIR:-target}/release/examples/policies
+ticks=$(getconf CLK_TCK)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+PORT=$MEMORY_PORT "$server" >"$work/memory.log" 2>&1 &
+memory_pid=$!
+pids+=("$memory_pid")
+PORT=$REDIS_HTTP_PORT REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$server" >"$work/redis-http.log" 2>&1 &
+redis_pid=$!
+pids+=("$redis_pid")
+for port in "$MEMORY_PORT" "$REDIS_HTTP_PORT"; do
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+done
+
+# A key per request: the round, the copy, the thread and a counter.
+cat >"$work/keys.lua" <<'LUA'
+local threads = {}
+function setup(thread)
+    thread:set("id", #threads)
+    table.insert(threads, thread)
+end
+function init(args)
+    n = 0
+    prefix = (os.getenv("KEY_PREFIX") or "k") .. "-" .. id .. "-"
+    other = 0
+end
+function request()
+    n = n + 1
+    return wrk.format("GET", "/", { ["x-api-key"] = prefix .. n })
+end
+function response(status, headers, body)
+    if status ~= 200 then other = other + 1 end
+end
+function done(summary, latency, requests)
+    local others = 0
+    for _, thread in ipairs(threads) do others = others + thread:get("other") end
+    io.write(string.format("RESULT %d %.3f %d %d %d\n", summary.requests,
+        summary.duration / 1e6, summary.errors.connect + summary.errors.read
+        + summary.errors.write + summary.errors.timeout, others, latency:percentile(99)))
+end
+LUA
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+results="$work/results"
+measure() { # measure NAME PID PORT ROUND
+    local before after out
+    before=$(cpu_ticks "$2")
+    out=$(KEY_PREFIX="r$4-$1" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
+        -s "$work/keys.lua" "http://127.0.0.1:$3/")
+    after=$(cpu_ticks "$2")
+    read -r _ requests seconds errors others p99 <<<"$(grep '^RESULT' <<<"$out")"
+    if [ "$errors" != 0 ] || [ "$others" != 0 ]; then
+        echo "$1: $errors socket errors, $others answers other than 200" >&2
+        exit 1
+    fi
+    awk -v name="$1" -v round="$4" -v r="$requests" -v s="$seconds" -v b="$before" \
+        -v a="$after" -v t="$ticks" -v p="$p99" \
+        'BEGIN { printf "%s %s %.1f %.2f %.0f\n", name, round, r / s, (a - b) / t / r * 1e6, p }' \
+        >>"$results"
+}
+
+for round in $(seq "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then
+        measure memory "$memory_pid" "$MEMORY_PORT" "$round"
+        measure redis "$redis_pid" "$REDIS_HTTP_PORT" "$round"
+    else
+        measure redis "$redis_pid" "$REDIS_HTTP_PORT" "$round"
+        measure memory "$memory_pid" "$MEMORY_PORT" "$round"
+    fi
+done
+
+echo "examples/policies, free tier, a new x-api-key per request; wrk -t$THREADS -c$CONNECTIONS, \
+$ROUNDS rounds of ${DURATION}s; median (lowest-highest)"
+for name in memory redis; do
+    awk -v name="$name" '$1 == name { print $3, $4, $5 }' "$results" | sort -n | awk -v name="$name" '
+        { rate[NR] = $1; cpu[NR] = $2; p99[NR] = $3 }
+        END {
+            n = asort(cpu, c); asort(p99, q)
+            printf "%-7s %9.0f req/s (%.0f-%.0f)   server CPU %6.2f us/req   wrk p99 %.0f us\n",
+                name, rate[int((NR + 1) / 2)], rate[1], rate[NR], c[int((n + 1) / 2)],
+                q[int((n + 1) / 2)]
+        }'
+done
+awk '
+    $1 == "memory" { m[$2] = $3 }
+    $1 == "redis" { r[$2] = $3 }
+    END {
+        n = 0
+        for (k in m) { n++; ratio[n] = r[k] / m[k] }
+        asort(ratio)
+        printf "redis / memory, median over rounds of the ratio within a round: %.0f%% (%.0f%%-%.0f%%)\n",
+            100 * ratio[int((n + 1) / 2)], 100 * ratio[1], 100 * ratio[n]
+    }' "$results"
