@@ -397,3 +397,37 @@ fn a_check_made_outside_a_runtime_is_sent_alone() {
     let allowed: Vec<bool> = decisions.iter().map(Decisions::is_allowed).collect();
     assert_eq!(allowed, [true, true, false]);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_of_more_keys_than_lua_unpacks_at_once_is_decided() {
+    let server = RedisServer::start();
+    let store = strict_store("wide")
+        .url(server.url())
+        .deny_cache(false)
+        .max_batch(10_000)
+        .build()
+        .await
+        .unwrap();
+    // Two policies, 4 500 checks of 1 500 keys: 9 000 keys in one call.
+    let stack = store
+        .register(&[
+            Policy::new("wide-a", Quota::per_hour(3)),
+            Policy::new("wide-b", Quota::per_hour(100)),
+        ])
+        .unwrap();
+    let keys: Vec<String> = (0..1_500).map(|i| format!("key-{i}")).collect();
+    let before = command_calls(&mut server.connection(), "evalsha");
+    let queued: Vec<RedisStoreFuture> = (0..4_501)
+        .map(|i| store.check(&stack, keys[i % keys.len()].as_bytes(), 1))
+        .collect();
+    let decisions = in_order(queued).await;
+    assert_eq!(
+        command_calls(&mut server.connection(), "evalsha") - before,
+        2,
+        "one check alone, then one call for the rest"
+    );
+    // Each key's first three checks are allowed, in arrival order; the fourth is denied.
+    for (i, decision) in decisions.iter().enumerate() {
+        assert_eq!(decision.is_allowed(), i < 4_500, "check {i}");
+    }
+}

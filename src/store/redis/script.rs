@@ -38,8 +38,22 @@ for s = 1, tonumber(ARGV[2]) do
   stacks[s] = stack
   a = a + 1 + 3 * n
 end
+-- Every key is read once, up front (in parts of 4000: Lua unpacks at most about 8000 values);
+-- a TAT written by a check is read back from `written` by the checks after it.
+local stored
+if #KEYS <= 4000 then
+  stored = redis.call('MGET', unpack(KEYS))
+else
+  stored = {}
+  for from = 1, #KEYS, 4000 do
+    local part = redis.call('MGET', unpack(KEYS, from, math.min(from + 3999, #KEYS)))
+    for i = 1, #part do stored[from + i - 1] = part[i] end
+  end
+end
+local written = {}
 local clock
 local out = {}
+local o = 0
 local tats = {}
 local k = 0
 while a <= #ARGV do
@@ -57,14 +71,17 @@ while a <= #ARGV do
   end
   local step = cost
   if step == 0 then step = 1 end
-  out[#out + 1] = now
+  o = o + 1
+  out[o] = now
   local admit = true
   for i = 1, #stack do
     local p = stack[i]
-    local tat = tonumber(redis.call('GET', KEYS[k + i])) or now
+    local key = KEYS[k + i]
+    local tat = written[key] or tonumber(stored[k + i]) or now
     if tat < now then tat = now end
     tats[i] = tat
-    out[#out + 1] = tat
+    o = o + 1
+    out[o] = tat
     if not p[4] and (step > p[2] or tat + step * p[1] - now > p[3]) then admit = false end
   end
   if cost > 0 then
@@ -72,7 +89,9 @@ while a <= #ARGV do
       local p = stack[i]
       local next = tats[i] + step * p[1]
       if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
-        redis.call('SET', KEYS[k + i], string.format('%d', next), 'PX', math.max(math.ceil((next - now) / 1000), min_px))
+        local key = KEYS[k + i]
+        written[key] = next
+        redis.call('PSETEX', key, string.format('%d', math.max(math.ceil((next - now) / 1000), min_px)), string.format('%d', next))
       end
     end
   end
