@@ -189,8 +189,8 @@ impl MakeRejection for DefaultRejection {
         if let Some(content_type) = &limited.grpc {
             grpc::resource_exhausted(limited.retry_after(), content_type.clone())
         } else {
-            // The body, the Retry-After value and the RateLimit value written into one buffer,
-            // which the three share: one allocation.
+            // The body, the Retry-After value and the RateLimit value written into one buffer
+            // that the three share: one allocation while they fit in the stack buffer.
             let secs = Digits::new(limited.retry_after_secs());
             let mut text = Scratch::<320>::new();
             text.push(b"Too Many Requests: retry in ");
