@@ -13,7 +13,13 @@
 //!
 //! ```text
 //! cargo bench --bench memory -- --warm-up-time 1 --measurement-time 3
+//! MEMORY_ROUNDS=9 cargo bench --bench memory -- --warm-up-time 1 --measurement-time 3
 //! ```
+//!
+//! With `MEMORY_ROUNDS=n`, each case is also timed in `n` interleaved rounds after criterion's
+//! group (every contender in turn, `ROUND_CHECKS` checks each) and the median round of each
+//! contender is printed in a `rounds:` line: on a shared machine whose load drifts, contenders
+//! timed side by side in every round compare better than criterion's runs of one after another.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -154,7 +160,7 @@ fn governor(path: Path, keys: &[IpAddr]) -> Governor {
 
 /// Runs `iters` checks split across `threads` threads, each cycling through all keys from its
 /// own starting point, and returns the wall time.
-fn run<L: Limiter>(
+fn run<L: Limiter + ?Sized>(
     limiter: &L,
     keys: &[IpAddr],
     expect: bool,
@@ -231,6 +237,28 @@ fn bench(c: &mut Criterion) {
                     });
                 }
                 group.finish();
+                if let Some(rounds) = rounds() {
+                    let cas = AtomicCas(AtomicU64::new(0));
+                    let mut contenders: Vec<(&str, &dyn Limiter)> = vec![
+                        ("tower-ratelimit", &ours),
+                        ("governor", &governor),
+                        ("tower-ratelimit-2-policies", &stacked),
+                    ];
+                    if n == 1 && expect {
+                        contenders.push(("atomic-cas", &cas));
+                    }
+                    let medians = interleaved(&contenders, &keys, expect, threads, rounds);
+                    let line: Vec<String> = contenders
+                        .iter()
+                        .zip(&medians)
+                        .map(|((name, _), ns)| format!("{name} {ns:.1}"))
+                        .collect();
+                    println!(
+                        "rounds: {}/{threads}t/{n}: {} ns (median of {rounds})",
+                        path.name(),
+                        line.join(", ")
+                    );
+                }
             }
             // The timed checks must all have taken the path they are named after.
             assert_eq!(ours.check(&keys[0]), expect, "quota spent during the run");
@@ -241,6 +269,39 @@ fn bench(c: &mut Criterion) {
             );
         }
     }
+}
+
+/// Checks per contender and round of the interleaved rounds.
+const ROUND_CHECKS: u64 = 400_000;
+
+/// How many interleaved rounds `MEMORY_ROUNDS` asks for, if any.
+fn rounds() -> Option<usize> {
+    std::env::var("MEMORY_ROUNDS").ok()?.parse().ok()
+}
+
+/// Times every contender in turn, `rounds` times, and returns each one's median round in ns per
+/// check.
+fn interleaved(
+    contenders: &[(&str, &dyn Limiter)],
+    keys: &[IpAddr],
+    expect: bool,
+    threads: usize,
+    rounds: usize,
+) -> Vec<f64> {
+    let mut times = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds {
+        for ((_, limiter), times) in contenders.iter().zip(&mut times) {
+            let elapsed = run(*limiter, keys, expect, threads, ROUND_CHECKS);
+            times.push(elapsed.as_nanos() as f64 / ROUND_CHECKS as f64);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
 }
 
 criterion_group!(benches, bench);
