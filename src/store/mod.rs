@@ -22,9 +22,9 @@
 //! [`MemoryStore`] tracks at most [`max_keys`](MemoryStoreBuilder::max_keys) keys (default
 //! 1 000 000), so a client that sends a fresh key with every request cannot grow memory without
 //! bound. Measured in a real process (`cargo bench --bench key_memory`; figures in BENCHES.md),
-//! a store filled to its cap holds about 265 bytes of resident memory per key checked by a stack
+//! a store filled to its cap holds about 185 bytes of resident memory per key checked by a stack
 //! of two policies, and about 140 bytes per key with one policy, for keys of up to 24 bytes.
-//! Longer keys are boxed and cost more (about 315 bytes per key at 40 bytes, 475 at 200), so
+//! Longer keys are boxed and cost more (about 255 bytes per key at 40 bytes, 395 at 200), so
 //! bound the length of keys taken from client input, such as an API key header, if memory
 //! matters.
 //!
