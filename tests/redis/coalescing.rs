@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tower_ratelimit::store::RedisStoreFuture;
+use tower_ratelimit::store::{RedisStoreBuilder, RedisStoreFuture};
 use tower_ratelimit::{
     Decision, Decisions, ManualClock, Policy, Quota, RedisStack, RedisStore, Store,
 };
@@ -300,10 +300,22 @@ fn max_batch_zero_is_refused() {
 /// Three stores (three processes' worth of connections and queues) flood one shared budget
 /// with the default settings while CPU hogs starve the machine: checks wait in the stores'
 /// queues, which is not a Redis failure, so no store switches to its local budget and the
-/// total admitted is exactly the shared budget.
+/// total admitted is exactly the shared budget. (With `max_batch(1)`, where the 4 500 checks
+/// first in flight each wait on the connection for a call of their own, within the timeout,
+/// five runs of the same flood on a 2-CPU machine admitted 8 131 to 9 000.)
 #[test]
 fn three_stores_flooding_a_starved_machine_admit_the_shared_budget_once() {
-    // A switch to the failure policy is logged: show it with the failure.
+    let admitted = flood(|builder| builder);
+    assert_eq!(admitted, FLOOD_BUDGET, "9 000 checks of one shared budget");
+}
+
+const FLOOD_BUDGET: u32 = 3_000;
+
+/// Floods one budget of [`FLOOD_BUDGET`] an hour from three stores with the default settings
+/// but what `configure` sets, 1 500 tasks each checking twice, with a CPU hog per core;
+/// returns how many checks were admitted.
+fn flood(configure: fn(RedisStoreBuilder) -> RedisStoreBuilder) -> u32 {
+    // A switch to the failure policy is logged: show it with a failure.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_max_level(tracing::Level::WARN)
@@ -331,25 +343,22 @@ fn three_stores_flooding_a_starved_machine_admit_the_shared_budget_once() {
     let admitted = rt.block_on(async {
         let mut stores = Vec::new();
         for _ in 0..3 {
-            // The defaults a user starts with: 50 ms timeout, the local failure policy.
-            let store = RedisStore::builder()
+            let builder = RedisStore::builder()
                 .url(server.url())
-                .prefix(prefix.clone())
-                .build()
-                .await
-                .unwrap();
+                .prefix(prefix.clone());
+            let store = configure(builder).build().await.unwrap();
             let stack = store
-                .register(&[Policy::new("shared", Quota::per_hour(10))])
+                .register(&[Policy::new("shared", Quota::per_hour(FLOOD_BUDGET))])
                 .unwrap();
             stores.push((store, stack));
         }
         let mut tasks = Vec::new();
         for (store, stack) in &stores {
-            for _ in 0..300 {
+            for _ in 0..1_500 {
                 let (store, stack) = (store.clone(), stack.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut admitted = 0u32;
-                    for _ in 0..5 {
+                    for _ in 0..2 {
                         if store
                             .check(&stack, b"one-budget", 1)
                             .await
@@ -359,15 +368,19 @@ fn three_stores_flooding_a_starved_machine_admit_the_shared_budget_once() {
                             admitted += 1;
                         }
                     }
-                    (admitted, store.is_degraded())
+                    admitted
                 }));
             }
         }
         let mut admitted = 0;
         for task in tasks {
-            let (count, degraded) = task.await.unwrap();
-            assert!(!degraded, "a store switched to its failure policy");
-            admitted += count;
+            admitted += task.await.unwrap();
+        }
+        for (store, _) in &stores {
+            assert!(
+                !store.is_degraded(),
+                "a store still answers by its failure policy"
+            );
         }
         admitted
     });
@@ -375,7 +388,7 @@ fn three_stores_flooding_a_starved_machine_admit_the_shared_budget_once() {
     for hog in hogs {
         hog.join().unwrap();
     }
-    assert_eq!(admitted, 10, "4 500 checks of one shared budget of 10");
+    admitted
 }
 
 #[test]
