@@ -14,6 +14,7 @@ use tower_ratelimit::{
     Decision, Decisions, ManualClock, Policy, Quota, RedisStack, RedisStore, Store,
 };
 
+use crate::properties::case_policies;
 use crate::support::{
     cluster_command_calls, command_calls, strict_store, unique_prefix, RedisCluster, RedisServer,
 };
@@ -107,16 +108,7 @@ fn differential(target: Target, cases: u32) {
     runner
         .run(&schedules(), |schedule| {
             let case = case.fetch_add(1, Ordering::Relaxed);
-            let policies: Vec<Policy> = schedule
-                .policies
-                .iter()
-                .enumerate()
-                .map(|(i, &(interval_us, burst, shadow))| {
-                    let quota =
-                        Quota::with_period(Duration::from_micros(interval_us)).allow_burst(burst);
-                    Policy::new(format!("case{case}-{i}"), quota).shadow(shadow)
-                })
-                .collect();
+            let policies = case_policies(case, &schedule.policies);
             let register = |store: &RedisStore| -> Vec<RedisStack> {
                 STACKS
                     .iter()

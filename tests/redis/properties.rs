@@ -17,6 +17,19 @@ struct Schedule {
     steps: Vec<(u64, u32, u8, bool)>,
 }
 
+/// The policies of one generated case, from (interval in µs, burst, shadow), with names of
+/// that case only: a name keeps its quota for the life of a store.
+pub(crate) fn case_policies(case: u32, specs: &[(u64, u32, bool)]) -> Vec<Policy> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, &(interval_us, burst, shadow))| {
+            let quota = Quota::with_period(Duration::from_micros(interval_us)).allow_burst(burst);
+            Policy::new(format!("case{case}-{i}"), quota).shadow(shadow)
+        })
+        .collect()
+}
+
 fn schedules() -> impl Strategy<Value = Schedule> {
     let policy = (1u64..2_000_000, 1u32..=6, prop::bool::weighted(0.2));
     (prop::collection::vec(policy, 2..=3), 1u64..2_000_000).prop_flat_map(|(policies, scale)| {
@@ -57,17 +70,7 @@ fn random_stack_schedules_give_the_same_decisions_in_redis_and_in_memory() {
     runner
         .run(&schedules(), |schedule| {
             case.set(case.get() + 1);
-            // Names of this case only: a name keeps its quota for the life of a store.
-            let policies: Vec<Policy> = schedule
-                .policies
-                .iter()
-                .enumerate()
-                .map(|(i, &(interval_us, burst, shadow))| {
-                    let quota =
-                        Quota::with_period(Duration::from_micros(interval_us)).allow_burst(burst);
-                    Policy::new(format!("case{}-{i}", case.get()), quota).shadow(shadow)
-                })
-                .collect();
+            let policies = case_policies(case.get(), &schedule.policies);
             let reference = memory.register(&policies).unwrap();
             let stacks = [
                 ("script", &script, script.register(&policies).unwrap()),
