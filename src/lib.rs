@@ -105,7 +105,7 @@
 //! | | | `policy`, `outcome="cost_too_large"` | requests refused (413) because their cost exceeds the burst of `policy`, the enforced policy of the stack with the smallest burst |
 //! | | | `policy=""`, `outcome="bypassed"` | requests the bypass let through before their key was read |
 //! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says |
-//! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long a check waited on Redis: from sending the script call to its answer, error or timeout. Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
+//! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long each script call to Redis took, from sending it to its answer, error or timeout: one sample per call, which carries one check or, under load, a batch of them (the wait in the store's queue is not included). Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
 //! | `ratelimit_deny_cache_hits_total` | counter | | Redis checks that the deny cache answered without a round trip |
 //! | `ratelimit_redis_degraded` | gauge | | 1 while a `RedisStore` backs off after repeated failures (checks skip Redis and its failure policy answers), 0 once Redis answers again; with several stores, how many back off |
 //! | `ratelimit_memory_keys` | gauge | | keys that `MemoryStore`s track, idle ones not yet dropped included ([`MemoryStore::len`]), changed as keys are inserted and swept; not the Redis store's local fallback |
