@@ -20,9 +20,9 @@ use crate::{Decisions, Quota};
 /// Reply, for each check in order: its time (µs), then per policy the TAT it found (µs, at least
 /// the time). The caller decides the check from these as the script did: enforced policies
 /// are all-or-nothing, each taking the cost only if all conform; shadow policies are decided
-/// one by one. A denial and a peek write nothing; a conforming check writes the new TAT with an
-/// expiry at the moment the key is back to a full burst, before the next check of the batch
-/// reads it.
+/// one by one. A denial and a peek write nothing; a conforming check moves the TAT, which the
+/// next check of the batch reads, and each key is written once, after the last check, with its
+/// last TAT and an expiry at the moment it is back to a full burst.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
 local stacks = {}
@@ -39,7 +39,8 @@ for s = 1, tonumber(ARGV[2]) do
   a = a + 1 + 3 * n
 end
 -- Every key is read once, up front (in parts of 4000: Lua unpacks at most about 8000 values);
--- a TAT written by a check is read back from `written` by the checks after it.
+-- a TAT taken by a check is kept in `written`, where the checks after it read it, and each
+-- key taken from is written once at the end.
 local stored
 if #KEYS <= 4000 then
   stored = redis.call('MGET', unpack(KEYS))
@@ -51,6 +52,7 @@ else
   end
 end
 local written = {}
+local expiry = {}
 local clock
 local out = {}
 local o = 0
@@ -91,11 +93,15 @@ while a <= #ARGV do
       if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
         local key = KEYS[k + i]
         written[key] = next
-        redis.call('PSETEX', key, string.format('%d', math.max(math.ceil((next - now) / 1000), min_px)), string.format('%d', next))
+        expiry[key] = math.max(math.ceil((next - now) / 1000), min_px)
       end
     end
   end
   k = k + #stack
+end
+-- Each written key once, with its last TAT.
+for key, tat in pairs(written) do
+  redis.call('PSETEX', key, string.format('%d', expiry[key]), string.format('%d', tat))
 end
 return out
 "#;
