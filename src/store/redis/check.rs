@@ -296,9 +296,9 @@ impl Inner {
 pub(super) struct Keys {
     bytes: Vec<u8>,
     /// Where each key ends in `bytes`.
-    ends: SmallVec<[u32; 2]>,
+    ends: SmallVec<[usize; 2]>,
     /// Where the limited key's own bytes lie in the first Redis key.
-    key: (u32, u32),
+    key: (usize, usize),
 }
 
 impl Keys {
@@ -311,12 +311,12 @@ impl Keys {
             bytes.extend_from_slice(head);
             bytes.extend_from_slice(key);
             bytes.extend_from_slice(suffix);
-            ends.push(bytes.len() as u32);
+            ends.push(bytes.len());
         }
         Keys {
             bytes,
             ends,
-            key: (head.len() as u32, stem as u32),
+            key: (head.len(), stem),
         }
     }
 
@@ -328,14 +328,12 @@ impl Keys {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
             .zip(&self.ends)
-            .map(|(start, &end)| &self.bytes[start as usize..end as usize])
+            .map(|(start, &end)| &self.bytes[start..end])
     }
 
     /// The limited key's bytes (empty for a stack of no policies).
     fn key(&self) -> &[u8] {
-        self.bytes
-            .get(self.key.0 as usize..self.key.1 as usize)
-            .unwrap_or_default()
+        self.bytes.get(self.key.0..self.key.1).unwrap_or_default()
     }
 }
 
