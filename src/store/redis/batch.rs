@@ -42,7 +42,8 @@ struct Lane {
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Waiting>,
-    /// Whether a task is sending this lane's calls; it takes the queue when its call returns.
+    /// Whether a call is in flight on the lane: a check's own, or the sender task's, which
+    /// takes the queue each time its call returns.
     running: bool,
 }
 
