@@ -110,9 +110,9 @@ async fn drive_for(length: Duration, callers: usize, keys: u64, op: Op) -> Round
 }
 
 /// The script's arguments after the key for one check of one policy that admits every check
-/// of the bench: least expiry 0; one stack of one policy (interval 1 µs, burst 1 000 000,
-/// enforced); the check: stack 1, cost 1, Redis `TIME`.
-const WIDE_CHECK: [&str; 9] = ["0", "1", "1", "1", "1000000", "0", "1", "1", ""];
+/// of the bench: least expiry 0; Redis `TIME`; one stack of one policy (interval 1 µs, burst
+/// 1 000 000, enforced); the check's cost, 1.
+const WIDE_CHECK: [&str; 8] = ["0", "0", "1", "1", "1", "1000000", "0", "1"];
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tower_ratelimit::store::RedisStoreFuture;
 use tower_ratelimit::{
-    Decision, Decisions, ManualClock, Policy, Quota, RedisStack, RedisStore, Store,
+    Decision, Decisions, ManualClock, MemoryStore, Policy, Quota, RedisStack, RedisStore, Store,
 };
 
 use crate::properties::case_policies;
@@ -339,5 +339,55 @@ async fn a_call_of_more_keys_than_lua_unpacks_at_once_is_decided() {
     // Each key's first three checks are allowed, in arrival order; the fourth is denied.
     for (i, decision) in decisions.iter().enumerate() {
         assert_eq!(decision.is_allowed(), i < 4_500, "check {i}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_call_carries_checks_of_several_stacks_on_redis_time() {
+    let server = RedisServer::start();
+    let store = strict_store("stacks")
+        .url(server.url())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let hourly = Policy::new("hourly", Quota::per_hour(5));
+    let strict = Policy::new("strict", Quota::per_hour(3));
+    let policies = [vec![hourly.clone()], vec![hourly, strict]];
+    let stacks: Vec<RedisStack> = policies
+        .iter()
+        .map(|p| store.register(p).unwrap())
+        .collect();
+    // The same checks in memory, on a clock that does not move (an hour's quotas do not refill
+    // in the time the Redis calls take).
+    let memory = MemoryStore::builder()
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let memory_stacks: Vec<_> = policies
+        .iter()
+        .map(|p| memory.register(p).unwrap())
+        .collect();
+    // Both stacks and two keys, mixed in one call.
+    let schedule: Vec<(usize, &[u8])> = (0..24)
+        .map(|i| ((i + i / 12) % 2, [&b"a"[..], b"b"][i / 7 % 2]))
+        .collect();
+    let before = command_calls(&mut server.connection(), "evalsha");
+    let queued: Vec<RedisStoreFuture> = schedule
+        .iter()
+        .map(|&(stack, key)| store.check(&stacks[stack], key, 1))
+        .collect();
+    let got = in_order(queued).await;
+    assert_eq!(
+        command_calls(&mut server.connection(), "evalsha") - before,
+        2,
+        "one check alone, the rest in one call"
+    );
+    for (i, (&(stack, key), got)) in schedule.iter().zip(&got).enumerate() {
+        let expected = memory.check_now(&memory_stacks[stack], key, 1);
+        assert_eq!(got.is_allowed(), expected.is_allowed(), "check {i}");
+        let remaining =
+            |d: &Decisions| -> Vec<u32> { d.as_slice().iter().map(|d| d.remaining()).collect() };
+        assert_eq!(remaining(got), remaining(&expected), "check {i}");
     }
 }

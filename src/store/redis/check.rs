@@ -159,12 +159,11 @@ impl Inner {
         for key in asks.iter().flat_map(|ask| ask.keys.iter()) {
             call.arg(key);
         }
-        call.arg(if self.clock_time {
-            CLOCK_MODE_MIN_EXPIRY_MS
-        } else {
-            0
-        })
-        .arg(stacks.len());
+        match self.clock_time {
+            true => call.arg(CLOCK_MODE_MIN_EXPIRY_MS).arg(1),
+            false => call.arg(0).arg(0),
+        };
+        call.arg(stacks.len());
         for parts in &stacks {
             call.arg(parts.micro.len());
             for (micro, cell) in parts.micro.iter().zip(&parts.cells) {
@@ -174,11 +173,13 @@ impl Inner {
             }
         }
         for (ask, stack) in asks.iter().zip(&which) {
-            call.arg(*stack).arg(ask.cost);
-            match ask.now_arg {
-                Some(micros) => call.arg(micros),
-                None => call.arg(""),
-            };
+            if stacks.len() > 1 {
+                call.arg(*stack);
+            }
+            call.arg(ask.cost);
+            if let Some(micros) = ask.now_arg {
+                call.arg(micros);
+            }
         }
         let mut connection = self.connection.clone();
         let invoke = connection.invoke(&call, &self.script);

@@ -12,10 +12,11 @@ use crate::{Decisions, Quota};
 ///
 /// KEYS: the keys of every check of the batch, in order, one per policy of its stack, each
 /// holding its TAT. ARGV: the least expiry in ms (0 but in clock mode, where Redis's own clock,
-/// which runs the expiry, is not the clock of the TATs); the number of stacks; for each stack
-/// its number of policies and, per policy, its interval (µs), burst and shadow flag (1 or 0);
-/// then for each check: its stack (from 1), its cost (0 asks what a cost-1 check would answer,
-/// writing nothing) and its time in µs (an empty string for Redis `TIME`, read once per call).
+/// which runs the expiry, is not the clock of the TATs); `1` if each check carries its time,
+/// `0` for Redis `TIME`, read once per call; the number of stacks; for each stack its number of
+/// policies and, per policy, its interval (µs), burst and shadow flag (1 or 0); then for each
+/// check: its stack (from 1; only when the call has several), its cost (0 asks what a cost-1
+/// check would answer, writing nothing) and, if they carry it, its time in µs.
 ///
 /// Reply, for each check in order: its time (µs), then per policy the TAT it found (µs, at least
 /// the time). The caller decides the check from these as the script did: enforced policies
@@ -25,9 +26,11 @@ use crate::{Decisions, Quota};
 /// last TAT and an expiry at the moment it is back to a full burst.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
+local timed = ARGV[2] == '1'
+local count = tonumber(ARGV[3])
 local stacks = {}
-local a = 3
-for s = 1, tonumber(ARGV[2]) do
+local a = 4
+for s = 1, count do
   local n = tonumber(ARGV[a])
   local stack = {}
   for i = 1, n do
@@ -54,22 +57,28 @@ end
 local written = {}
 local expiry = {}
 local clock
+if not timed then
+  if redis.replicate_commands then redis.replicate_commands() end
+  local t = redis.call('TIME')
+  clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local out = {}
 local o = 0
 local tats = {}
 local k = 0
+local stack = stacks[1]
 while a <= #ARGV do
-  local stack = stacks[tonumber(ARGV[a])]
-  local cost = tonumber(ARGV[a + 1])
-  local now = tonumber(ARGV[a + 2])
-  a = a + 3
-  if not now then
-    if not clock then
-      if redis.replicate_commands then redis.replicate_commands() end
-      local t = redis.call('TIME')
-      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
-    now = clock
+  if count > 1 then
+    stack = stacks[tonumber(ARGV[a])]
+    a = a + 1
+  end
+  local cost = tonumber(ARGV[a])
+  local now = clock
+  if timed then
+    now = tonumber(ARGV[a + 1])
+    a = a + 2
+  else
+    a = a + 1
   end
   local step = cost
   if step == 0 then step = 1 end

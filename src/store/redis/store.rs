@@ -147,12 +147,13 @@ impl RedisStore {
     /// The Lua script the store runs with `EVALSHA`, for review, or to drive it directly.
     ///
     /// `KEYS` are the Redis keys of every check of the batch, one per policy of its stack, in
-    /// order. `ARGV` are the least expiry in ms (0); the number of stacks; for each stack its
+    /// order. `ARGV` are the least expiry in ms (0); `0` to read Redis `TIME` once for the call
+    /// (`1` if each check carries its time in µs); the number of stacks; for each stack its
     /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
-    /// `0`); then for each check its stack (from 1), cost (0 for a peek) and time in µs (empty
-    /// for Redis `TIME`). It answers, for each check, its time in µs and, per policy, the TAT
-    /// it found in µs (at least that time); the decision follows from those as in
-    /// [`MemoryStore`].
+    /// `0`); then for each check its stack (from 1, only when the call has several), its cost
+    /// (0 for a peek) and, if they carry it, its time. It answers, for each check, its time in
+    /// µs and, per policy, the TAT it found in µs (at least that time); the decision follows
+    /// from those as in [`MemoryStore`].
     pub const SCRIPT: &'static str = GCRA_LUA;
 
     /// Connects to the Redis server at `url` with the default settings.
