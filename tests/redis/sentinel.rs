@@ -33,6 +33,17 @@ fn sentinel_client(sentinel: &RedisSentinel, server_type: SentinelServerType) ->
 }
 
 /// Polls `done` until it holds, for at most `within`.
+/// Waits until the sentinel names the group's replica as the primary.
+async fn replica_promoted(group: &SentinelGroup) {
+    let new_primary = group.replica.port();
+    wait_until(
+        "the sentinel promotes the replica",
+        Duration::from_secs(10),
+        || group.sentinel.primary_port() == new_primary,
+    )
+    .await;
+}
+
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !blocking(&mut done) {
@@ -104,13 +115,7 @@ async fn checks_follow_a_failover_to_the_promoted_replica_and_are_all_answered_m
     blocking(|| group.primary.kill());
     let killed = Instant::now();
     let answered_at_kill = answered.load(Ordering::Relaxed);
-    let new_primary = group.replica.port();
-    wait_until(
-        "the sentinel promotes the replica",
-        Duration::from_secs(10),
-        || group.sentinel.primary_port() == new_primary,
-    )
-    .await;
+    replica_promoted(&group).await;
     let promoted = killed.elapsed();
     let answered_while_no_primary = answered.load(Ordering::Relaxed) - answered_at_kill;
     wait_until(
@@ -221,17 +226,11 @@ async fn checks_leave_a_primary_demoted_by_a_manual_failover() {
             .query(&mut redis::Client::open(group.sentinel.url()).unwrap())
             .unwrap()
     });
-    let new_primary = group.replica.port();
-    wait_until(
-        "the sentinel promotes the replica",
-        Duration::from_secs(10),
-        || group.sentinel.primary_port() == new_primary,
-    )
-    .await;
+    replica_promoted(&group).await;
     let () = blocking(|| {
         redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
-            .arg(new_primary)
+            .arg(group.replica.port())
             .query(&mut group.primary.connection())
             .unwrap()
     });
@@ -433,13 +432,7 @@ async fn one_failover(cut_link: bool) -> Loss {
     } else {
         Duration::ZERO
     };
-    let new_primary = group.replica.port();
-    wait_until(
-        "the sentinel promotes the replica",
-        Duration::from_secs(10),
-        || group.sentinel.primary_port() == new_primary,
-    )
-    .await;
+    replica_promoted(&group).await;
     wait_until("checks go back to Redis", Duration::from_secs(10), || {
         !strict.is_backing_off() && !local.is_backing_off()
     })

@@ -67,6 +67,28 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+/// Waits until the process `child`, listening on `port`, answers `PING`; panics with its
+/// `log` if it exits, or after 10 s.
+fn wait_until_answers(child: &mut Child, port: u16, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    loop {
+        if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                return;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} on port {port} exited ({status}): {}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} on port {port} did not answer within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -132,28 +154,13 @@ impl RedisServer {
     }
 
     fn wait_until_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).unwrap();
-        loop {
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                panic!(
-                    "redis-server on port {} exited ({status}): {log}",
-                    self.port
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let log = self.dir.join("redis.log");
+        wait_until_answers(
+            self.child.as_mut().unwrap(),
+            self.port,
+            "redis-server",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
     }
 
     pub fn port(&self) -> u16 {
@@ -325,28 +332,13 @@ impl RedisSentinel {
     }
 
     fn wait_until_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).unwrap();
-        loop {
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "redis-server --sentinel on port {} exited ({status}): {}",
-                    self.port,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel on port {} did not answer within 10 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let log = self.dir.join("sentinel.log");
+        wait_until_answers(
+            self.child.as_mut().unwrap(),
+            self.port,
+            "redis-server --sentinel",
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        );
     }
 
     pub fn port(&self) -> u16 {
