@@ -67,20 +67,23 @@ async fn read_response(socket: &mut TcpStream, buf: &mut Vec<u8>) -> (Vec<String
     }
 }
 
+/// A connection to a server whose layer admits `per_hour` requests an hour, on a clock that
+/// does not move.
+async fn connect_hourly(per_hour: u32) -> TcpStream {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_hour(per_hour))
+        .store(store)
+        .build()
+        .unwrap();
+    TcpStream::connect(serve(layer).await).await.unwrap()
+}
+
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
 
 #[tokio::test]
 async fn a_rejection_on_the_wire_has_its_headers_in_order_and_an_exact_content_length() {
-    let (store, _clock) = manual_store();
-    let addr = serve(
-        RateLimitLayer::builder()
-            .quota(Quota::per_hour(1))
-            .store(store)
-            .build()
-            .unwrap(),
-    )
-    .await;
-    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut socket = connect_hourly(1).await;
     let mut buf = Vec::new();
     socket.write_all(GET).await.unwrap();
     let (head, body) = read_response(&mut socket, &mut buf).await;
@@ -120,16 +123,7 @@ async fn a_rejection_on_the_wire_has_its_headers_in_order_and_an_exact_content_l
 
 #[tokio::test]
 async fn keep_alive_survives_a_429_over_a_real_socket() {
-    let (store, _clock) = manual_store();
-    let addr = serve(
-        RateLimitLayer::builder()
-            .quota(Quota::per_hour(2))
-            .store(store)
-            .build()
-            .unwrap(),
-    )
-    .await;
-    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let mut socket = connect_hourly(2).await;
     let mut buf = Vec::new();
     let mut statuses = Vec::new();
     // Two admitted, then rejections, all on the one connection; the last two pipelined.
