@@ -50,6 +50,18 @@ impl Log {
         tracing::subscriber::set_default(subscriber)
     }
 
+    /// The value of the integer field `name` on the line that contains `needle`.
+    fn field(&self, needle: &str, name: &str) -> u64 {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        let line = text.lines().find(|l| l.contains(needle)).expect(needle);
+        let at = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|digits| digits.parse().ok())
+            .expect(name)
+    }
+
     fn count(&self, needle: &str) -> usize {
         String::from_utf8_lossy(&self.0.lock().unwrap())
             .lines()
@@ -118,6 +130,7 @@ async fn outage(policy: FailurePolicy) {
         ])
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert!(!store.is_degraded());
 
     server.kill();
     for _ in 0..3 {
@@ -130,6 +143,7 @@ async fn outage(policy: FailurePolicy) {
         }
     }
     assert!(store.is_backing_off());
+    assert!(store.is_degraded());
 
     let started = Instant::now();
     let mut allowed = 0;
@@ -168,6 +182,40 @@ async fn outage(policy: FailurePolicy) {
             .unwrap());
     }
     assert_eq!(log.count("answering again"), 1);
+    assert!(!store.is_degraded());
+    // The recovery says how long the outage was and what the failure policy answered: the
+    // three failed checks and the thousand of the back-off at least.
+    let answered = log.field("answering again", "checks_answered_by_policy");
+    assert!(answered >= 1003, "{answered} checks answered by the policy");
+    assert!(log.field("answering again", "failed_calls") >= 3);
+}
+
+#[tokio::test]
+async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
+    let log = Log::default();
+    let _guard = log.install();
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = store(&server, &clock, FailurePolicy::Local).await;
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+
+    // One call times out, fewer than the back-off needs.
+    pause(&server, 400);
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert!(store.is_degraded(), "the failure policy answered");
+    assert!(!store.is_backing_off());
+    assert_eq!(log.count("store failed"), 1);
+    assert_eq!(log.count("answering again"), 0);
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    store.check(&stack, b"k", 1).await.unwrap();
+    assert!(!store.is_degraded());
+    assert_eq!(log.count("answering again"), 1);
+    assert_eq!(log.field("answering again", "failed_calls"), 1);
+    assert_eq!(log.field("answering again", "checks_answered_by_policy"), 1);
 }
 
 #[tokio::test]
