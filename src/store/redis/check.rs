@@ -134,6 +134,57 @@ impl Inner {
             health: &self.health,
             armed: probing,
         };
+        let call = self.command(asks);
+        let mut connection = self.connection.clone();
+        let invoke = connection.invoke(&call, &self.script);
+        #[cfg(feature = "metrics")]
+        let sent = std::time::Instant::now();
+        let outcome = self.within_timeout(invoke).await;
+        #[cfg(feature = "metrics")]
+        self.metrics.latency.record(sent.elapsed());
+        let expected: usize = asks.iter().map(|ask| Reply::width(ask.keys.len())).sum();
+        let outcome = match outcome {
+            Ok(Ok(values)) if values.len() == expected => Ok(values),
+            Ok(Ok(values)) => Err(RedisStoreError::reply(values)),
+            Ok(Err(error)) => Err(RedisStoreError::redis(error)),
+            Err(_) => Err(RedisStoreError::timeout(self.timeout)),
+        };
+        probe.armed = false;
+        let local_now = self.clock.now_nanos();
+        let values = match outcome {
+            Ok(values) => {
+                self.health.success(local_now, probing);
+                values
+            }
+            Err(error) => {
+                self.health.failure(local_now, probing, &error, self.policy);
+                for ask in asks {
+                    answer(self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error.clone()));
+                }
+                return;
+            }
+        };
+        let mut rest = &values[..];
+        for ask in asks {
+            let (values, next) = rest.split_at(Reply::width(ask.keys.len()));
+            rest = next;
+            answer(
+                match Reply::parse(values, &ask.stack.parts.cells, ask.cost) {
+                    Some(reply) => {
+                        self.remember(ask, &reply);
+                        Ok(reply.decisions)
+                    }
+                    None => {
+                        let error = RedisStoreError::reply(values.to_vec());
+                        self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
+                    }
+                },
+            );
+        }
+    }
+
+    /// The `EVALSHA` of `asks`: their keys, the call's stacks (each once), then each check.
+    fn command(&self, asks: &[Ask]) -> Cmd {
         // The batch's stacks, each sent once; checks name theirs by position.
         let mut stacks: SmallVec<[&Arc<StackParts>; 4]> = SmallVec::new();
         let mut which: SmallVec<[usize; 16]> = SmallVec::with_capacity(asks.len());
@@ -181,52 +232,7 @@ impl Inner {
                 call.arg(micros);
             }
         }
-        let mut connection = self.connection.clone();
-        let invoke = connection.invoke(&call, &self.script);
-        #[cfg(feature = "metrics")]
-        let sent = std::time::Instant::now();
-        let outcome = self.within_timeout(invoke).await;
-        #[cfg(feature = "metrics")]
-        self.metrics.latency.record(sent.elapsed());
-        let expected: usize = asks.iter().map(|ask| Reply::width(ask.keys.len())).sum();
-        let outcome = match outcome {
-            Ok(Ok(values)) if values.len() == expected => Ok(values),
-            Ok(Ok(values)) => Err(RedisStoreError::reply(values)),
-            Ok(Err(error)) => Err(RedisStoreError::redis(error)),
-            Err(_) => Err(RedisStoreError::timeout(self.timeout)),
-        };
-        probe.armed = false;
-        let local_now = self.clock.now_nanos();
-        let values = match outcome {
-            Ok(values) => {
-                self.health.success(local_now, probing);
-                values
-            }
-            Err(error) => {
-                self.health.failure(local_now, probing, &error, self.policy);
-                for ask in asks {
-                    answer(self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error.clone()));
-                }
-                return;
-            }
-        };
-        let mut rest = &values[..];
-        for ask in asks {
-            let (values, next) = rest.split_at(Reply::width(ask.keys.len()));
-            rest = next;
-            answer(
-                match Reply::parse(values, &ask.stack.parts.cells, ask.cost) {
-                    Some(reply) => {
-                        self.remember(ask, &reply);
-                        Ok(reply.decisions)
-                    }
-                    None => {
-                        let error = RedisStoreError::reply(values.to_vec());
-                        self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
-                    }
-                },
-            );
-        }
+        call
     }
 
     /// Runs `invoke` for at most the store's timeout, as Redis and the network take it: when
