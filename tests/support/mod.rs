@@ -24,10 +24,108 @@ const INSTALL_HINT: &str = "redis-server was not found: install it (`apt-get ins
 
 /// A `redis-server` process owned by the test.
 pub struct RedisServer {
+    process: Process,
+    extra: Vec<String>,
+}
+
+/// A process of `redis-server` (as a server or a sentinel) on a port and in a directory of its
+/// own; killed, and its directory removed, when dropped.
+struct Process {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
-    extra: Vec<String>,
+    /// What it is, for messages, and its log file in `dir`.
+    what: &'static str,
+    log: &'static str,
+}
+
+impl Process {
+    fn new(what: &'static str, log: &'static str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "tower-ratelimit-{}-{}-{port}",
+            log.trim_end_matches(".log"),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("cannot create a directory for redis-server");
+        Process {
+            child: None,
+            port,
+            dir,
+            what,
+            log,
+        }
+    }
+
+    /// Runs `redis-server args` and waits until it answers `PING`; panics with its log if it
+    /// exits, or after 10 s.
+    fn launch(&mut self, args: &[&str]) {
+        let child = match Command::new("redis-server")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("cannot start {}: {e}", self.what),
+        };
+        let client = redis::Client::open(self.url()).unwrap();
+        let child = self.child.insert(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.join(self.log)).unwrap_or_default();
+                panic!(
+                    "{} on port {} exited ({status}): {log}",
+                    self.what, self.port
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} on port {} did not answer within 10 s",
+                self.what,
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(self.log)).unwrap_or_default()
+    }
+
+    /// Kills the process (SIGKILL) and waits for it to be gone.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Where a test that needs some Redis finds it: its own server, unless `REDIS_URL` is set.
@@ -67,28 +165,6 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
-/// Waits until the process `child`, listening on `port`, answers `PING`; panics with its
-/// `log` if it exits, or after 10 s.
-fn wait_until_answers(child: &mut Child, port: u16, what: &str, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    loop {
-        if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-            if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                return;
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{what} on port {port} exited ({status}): {}", log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} on port {port} did not answer within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -104,16 +180,8 @@ impl RedisServer {
 
     /// Starts a private server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "tower-ratelimit-redis-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("cannot create a directory for redis-server");
         let mut server = RedisServer {
-            child: None,
-            port,
-            dir,
+            process: Process::new("redis-server", "redis.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.launch();
@@ -121,8 +189,8 @@ impl RedisServer {
     }
 
     fn launch(&mut self) {
-        let port = self.port.to_string();
-        let dir = self.dir.to_str().unwrap().to_owned();
+        let port = self.process.port.to_string();
+        let dir = self.process.dir.to_str().unwrap().to_owned();
         let mut args = vec![
             "--port",
             &port,
@@ -138,66 +206,31 @@ impl RedisServer {
             "redis.log",
         ];
         args.extend(self.extra.iter().map(String::as_str));
-        let child = match Command::new("redis-server")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        self.child = Some(child);
-        self.wait_until_up();
-    }
-
-    fn wait_until_up(&mut self) {
-        let log = self.dir.join("redis.log");
-        wait_until_answers(
-            self.child.as_mut().unwrap(),
-            self.port,
-            "redis-server",
-            || std::fs::read_to_string(&log).unwrap_or_default(),
-        );
+        self.process.launch(&args);
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.process.url()
     }
 
     /// A plain synchronous connection for inspecting the server.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        self.process.connection()
     }
 
     /// Kills the server process (SIGKILL) and waits for it to be gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -273,9 +306,7 @@ impl RedisCluster {
 /// A `redis-server` in sentinel mode owned by the test, with its configuration file (which the
 /// sentinel rewrites) in a directory of its own.
 pub struct RedisSentinel {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
+    process: Process,
 }
 
 /// The master name the test sentinels monitor.
@@ -286,13 +317,8 @@ impl RedisSentinel {
     /// quorum of one, declares it down after `down_after` without an answer and gives a
     /// failover `failover_timeout`; waits until it answers.
     pub fn start(primary_port: u16, down_after: Duration, failover_timeout: Duration) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "tower-ratelimit-sentinel-{}-{port}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("cannot create a directory for the sentinel");
-        let config = dir.join("sentinel.conf");
+        let mut process = Process::new("redis-server --sentinel", "sentinel.log");
+        let config = process.dir.join("sentinel.conf");
         std::fs::write(
             &config,
             format!(
@@ -303,62 +329,33 @@ impl RedisSentinel {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 1\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {down_after}\n\
                  sentinel failover-timeout {MASTER_NAME} {failover_timeout}\n",
-                dir = dir.display(),
+                port = process.port,
+                dir = process.dir.display(),
                 down_after = down_after.as_millis(),
                 failover_timeout = failover_timeout.as_millis(),
             ),
         )
         .expect("cannot write the sentinel's configuration");
         // `redis-server <config> --sentinel` is what `redis-sentinel <config>` runs.
-        let child = match Command::new("redis-server")
-            .arg(&config)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            Err(e) => panic!("cannot start redis-server --sentinel: {e}"),
-        };
-        let mut sentinel = RedisSentinel {
-            child: Some(child),
-            port,
-            dir,
-        };
-        sentinel.wait_until_up();
-        sentinel
-    }
-
-    fn wait_until_up(&mut self) {
-        let log = self.dir.join("sentinel.log");
-        wait_until_answers(
-            self.child.as_mut().unwrap(),
-            self.port,
-            "redis-server --sentinel",
-            || std::fs::read_to_string(&log).unwrap_or_default(),
-        );
+        process.launch(&[config.to_str().unwrap(), "--sentinel"]);
+        RedisSentinel { process }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.process.url()
     }
 
     /// The sentinel's log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
+        self.process.log()
     }
 
     fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        self.process.connection()
     }
 
     /// The port of the primary the sentinel names now.
@@ -399,29 +396,6 @@ impl RedisSentinel {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    /// Waits until the sentinel names the primary on `port`.
-    pub fn wait_for_primary(&self, port: u16, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.primary_port() != port {
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel did not promote the server on port {port} within {within:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RedisSentinel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
