@@ -206,15 +206,7 @@ async fn a_real_server_answers_a_real_client_with_200s_then_429() {
                 .build()
                 .unwrap(),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let (addr, server) = common::serve(app).await;
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let uri: http::Uri = format!("http://{addr}/hello").parse().unwrap();

@@ -3,6 +3,7 @@
 //! on a `MemoryStore` and (with the `redis` feature) on a private Redis and a Redis Cluster, each
 //! on a manual clock so that every answer is exact.
 
+mod common;
 #[path = "../examples/policies.rs"]
 #[allow(dead_code)]
 mod policies;
@@ -38,16 +39,7 @@ impl Server {
 
     /// `app`, served with connect info on a loopback port.
     async fn serve(app: axum::Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
-        });
+        let (addr, task) = common::serve(app).await;
         Server {
             addr,
             client: Client::builder(TokioExecutor::new()).build_http(),

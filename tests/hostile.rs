@@ -31,7 +31,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::response::{RATELIMIT, RATELIMIT_POLICY};
 use tower_ratelimit::{
@@ -1575,15 +1575,7 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
                 .build()
                 .unwrap(),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let (addr, server) = common::serve(app).await;
 
     const METHOD: &str = "/helloworld.Greeter/SayHello";
     const SERVED: &[u16] = &[200, 429];

@@ -8,6 +8,7 @@
 //! clock and 5 000 000 keys against the example's binary, is `benches/flood.sh`.
 #![cfg(target_os = "linux")]
 
+mod common;
 #[path = "../examples/policies.rs"]
 #[allow(dead_code)]
 mod policies;
@@ -15,7 +16,7 @@ mod policies;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower_ratelimit::{ManualClock, MemoryStore};
 
 /// The store's cap in this test.
@@ -156,16 +157,7 @@ async fn a_flood_of_fresh_api_keys_is_answered_within_the_memory_of_the_cap() {
         .unwrap();
     let policies = policies::Policies::new(false).unwrap();
     let app = policies::app(store.clone(), policies).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let (addr, server) = common::serve(app).await;
 
     // Warm up the connections and the server's buffers on the bypassed health check, which
     // tracks no key; then take the resident set as the base and reset the peak to it (writing

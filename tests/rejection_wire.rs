@@ -26,16 +26,7 @@ async fn serve(layer: RateLimitLayer<PeerIp, MemoryStore<ManualClock>>) -> Socke
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    addr
+    common::serve(app).await.0
 }
 
 /// One response read from `socket`: the head's lines (the status line first) and the body,

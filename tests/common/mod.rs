@@ -1,4 +1,8 @@
-//! Helpers shared by the test binaries that need no Redis.
+//! Helpers shared by the test binaries; each binary uses some of them.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
 
 use http::Response;
 use tower_ratelimit::{ManualClock, MemoryStore};
@@ -14,7 +18,6 @@ pub fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
 }
 
 /// The value of the header `name` of `response`, which must have it as text.
-#[allow(dead_code)] // Not every test binary reads headers.
 pub fn header<'a, B>(response: &'a Response<B>, name: &str) -> &'a str {
     response
         .headers()
@@ -22,4 +25,20 @@ pub fn header<'a, B>(response: &'a Response<B>, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} header in {:?}", response.headers()))
         .to_str()
         .unwrap()
+}
+
+/// Serves `app` on a free loopback port, with the peer's address as connect info; returns
+/// the address and the server's task.
+pub async fn serve(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    (addr, server)
 }

@@ -6,6 +6,8 @@
 //! The store-independent scenarios live in `tests/conformance.rs`, which runs them on every
 //! store.
 
+#[path = "../common/mod.rs"]
+mod common;
 #[path = "../support/mod.rs"]
 mod support;
 

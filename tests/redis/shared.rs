@@ -109,17 +109,7 @@ async fn serve(store: RedisStore) -> SocketAddr {
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
+    crate::common::serve(app).await.0
 }
 
 /// One HTTP/1.1 request over a fresh TCP connection; the status and the `retry-after` value.
