@@ -1677,41 +1677,45 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
             &[200, 404],
         ),
     ];
-    for value in [
-        &b"[::1"[..],
-        b",,,",
-        b"unknown",
-        b"999.1.1.1",
-        b"1.2.3.4:99999",
-        b"fe80::1%eth0",
-        b"[fe80::1%25]:80",
-        b"\"1.2.3.4\"",
-        b"\t",
-        b"203.0.113.7, _hidden",
-    ] {
-        let name = format!("X-Forwarded-For: {}", String::from_utf8_lossy(value));
-        cases.push((
-            name,
-            get_with(b"/hello", &[header_line("X-Forwarded-For", value)]),
-            SERVED,
-        ));
-    }
-    for value in [
-        &b"for"[..],
-        b"for=",
-        b"for=\"",
-        b";;;=;",
-        b"for=\"[::1]:80",
-        b"for=1.2.3.4;for=",
-        b"by=127.0.0.1",
-        b"for=\"_gazonk\"",
-    ] {
-        let name = format!("Forwarded: {}", String::from_utf8_lossy(value));
-        cases.push((
-            name,
-            get_with(b"/hello", &[header_line("Forwarded", value)]),
-            SERVED,
-        ));
+    let forwarding: [(&str, &[&[u8]]); 2] = [
+        (
+            "X-Forwarded-For",
+            &[
+                b"[::1",
+                b",,,",
+                b"unknown",
+                b"999.1.1.1",
+                b"1.2.3.4:99999",
+                b"fe80::1%eth0",
+                b"[fe80::1%25]:80",
+                b"\"1.2.3.4\"",
+                b"\t",
+                b"203.0.113.7, _hidden",
+            ],
+        ),
+        (
+            "Forwarded",
+            &[
+                b"for",
+                b"for=",
+                b"for=\"",
+                b";;;=;",
+                b"for=\"[::1]:80",
+                b"for=1.2.3.4;for=",
+                b"by=127.0.0.1",
+                b"for=\"_gazonk\"",
+            ],
+        ),
+    ];
+    for (header, values) in forwarding {
+        for value in values {
+            let name = format!("{header}: {}", String::from_utf8_lossy(value));
+            cases.push((
+                name,
+                get_with(b"/hello", &[header_line(header, value)]),
+                SERVED,
+            ));
+        }
     }
 
     for (case, request, allowed) in &cases {
