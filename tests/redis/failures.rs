@@ -117,6 +117,19 @@ async fn wait_for_recovery(store: &RedisStore, clock: &ManualClock, stack: &Redi
     }
 }
 
+/// A server, a store on it with the local failure policy, a stack of 5 per minute, and one
+/// check of `k` that Redis answered.
+async fn one_check_done() -> (RedisServer, ManualClock, RedisStore, RedisStack) {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = store(&server, &clock, FailurePolicy::Local).await;
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    (server, clock, store, stack)
+}
+
 async fn outage(policy: FailurePolicy) {
     let log = Log::default();
     let _guard = log.install();
@@ -194,13 +207,7 @@ async fn outage(policy: FailurePolicy) {
 async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
     let log = Log::default();
     let _guard = log.install();
-    let server = RedisServer::start();
-    let clock = ManualClock::new();
-    let store = store(&server, &clock, FailurePolicy::Local).await;
-    let stack = store
-        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
-        .unwrap();
-    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let (server, _clock, store, stack) = one_check_done().await;
 
     // One call times out, fewer than the back-off needs.
     pause(&server, 400);
@@ -235,13 +242,7 @@ async fn killed_redis_fails_closed_with_deny_and_recovers() {
 
 #[tokio::test]
 async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers() {
-    let server = RedisServer::start();
-    let clock = ManualClock::new();
-    let store = store(&server, &clock, FailurePolicy::Local).await;
-    let stack = store
-        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
-        .unwrap();
-    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let (server, clock, store, stack) = one_check_done().await;
 
     pause(&server, 600);
     let paused = Instant::now();
