@@ -43,52 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# One key per request: the chunk, the thread and a counter; statuses counted per thread.
-cat >"$work/flood.lua" <<'LUA'
-local chunk = os.getenv("FLOOD_CHUNK") or "0"
-local threads = {}
-
-function setup(thread)
-    thread:set("id", #threads)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    sent, ok, limited, other = 0, 0, 0, 0
-    prefix = "c" .. chunk .. "t" .. id .. "-"
-end
-
-function request()
-    sent = sent + 1
-    return wrk.format("GET", "/", { ["x-api-key"] = prefix .. sent })
-end
-
-function response(status, headers, body)
-    if status == 200 then
-        ok = ok + 1
-    elseif status == 429 then
-        limited = limited + 1
-    else
-        other = other + 1
-    end
-end
-
-function done(summary, latency, requests)
-    local sent_all, ok_all, limited_all, other_all = 0, 0, 0, 0
-    for _, thread in ipairs(threads) do
-        sent_all = sent_all + thread:get("sent")
-        ok_all = ok_all + thread:get("ok")
-        limited_all = limited_all + thread:get("limited")
-        other_all = other_all + thread:get("other")
-    end
-    local e = summary.errors
-    io.write(string.format(
-        "flood requests=%d sent=%d ok=%d limited=%d other=%d socket_errors=%d timeouts=%d\n",
-        summary.requests, sent_all, ok_all, limited_all, other_all,
-        e.connect + e.read + e.write, e.timeout))
-end
-LUA
-
 PORT=$PORT MAX_KEYS=$MAX_KEYS "$server" >"$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
@@ -120,9 +74,10 @@ poller=$!
 answered=0 sent=0 ok=0 limited=0 other=0 errors=0 timeouts=0 chunk=0 seconds=0
 duration=$CHUNK
 while [ "$answered" -lt "$KEYS" ]; do
-    out=$(FLOOD_CHUNK=$chunk wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" \
-        -s "$work/flood.lua" "http://127.0.0.1:$PORT/")
-    line=$(echo "$out" | grep '^flood ')
+    # A key per request: the chunk, the thread and a counter.
+    out=$(KEY_PREFIX="c$chunk" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${duration}s" \
+        -s benches/fresh_keys.lua "http://127.0.0.1:$PORT/")
+    line=$(echo "$out" | grep '^fresh_keys ')
     field() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
     answered=$((answered + $(field requests)))
     sent=$((sent + $(field sent)))

@@ -54,46 +54,26 @@ for port in "$MEMORY_PORT" "$REDIS_HTTP_PORT"; do
     done
 done
 
-# A key per request: the round, the copy, the thread and a counter.
-cat >"$work/keys.lua" <<'LUA'
-local threads = {}
-function setup(thread)
-    thread:set("id", #threads)
-    table.insert(threads, thread)
-end
-function init(args)
-    n = 0
-    prefix = (os.getenv("KEY_PREFIX") or "k") .. "-" .. id .. "-"
-    other = 0
-end
-function request()
-    n = n + 1
-    return wrk.format("GET", "/", { ["x-api-key"] = prefix .. n })
-end
-function response(status, headers, body)
-    if status ~= 200 then other = other + 1 end
-end
-function done(summary, latency, requests)
-    local others = 0
-    for _, thread in ipairs(threads) do others = others + thread:get("other") end
-    io.write(string.format("RESULT %d %.3f %d %d %d\n", summary.requests,
-        summary.duration / 1e6, summary.errors.connect + summary.errors.read
-        + summary.errors.write + summary.errors.timeout, others, latency:percentile(99)))
-end
-LUA
-
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 results="$work/results"
 measure() { # measure NAME PID PORT ROUND
     local before after out
     before=$(cpu_ticks "$2")
-    out=$(KEY_PREFIX="r$4-$1" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
-        -s "$work/keys.lua" "http://127.0.0.1:$3/")
+    # A key per request: the round, the copy, the thread and a counter.
+    out=$(KEY_PREFIX="r$4-$1-" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
+        -s benches/fresh_keys.lua "http://127.0.0.1:$3/")
     after=$(cpu_ticks "$2")
-    read -r _ requests seconds errors others p99 <<<"$(grep '^RESULT' <<<"$out")"
+    local line requests seconds errors others p99
+    line=$(grep '^fresh_keys ' <<<"$out")
+    field() { tr ' ' '\n' <<<"$line" | awk -F= -v k="$1" '$1 == k {print $2}'; }
+    requests=$(field requests)
+    seconds=$(field seconds)
+    errors=$(($(field socket_errors) + $(field timeouts)))
+    others=$(($(field limited) + $(field other)))
+    p99=$(field p99_us)
     if [ "$errors" != 0 ] || [ "$others" != 0 ]; then
-        echo "$1: $errors socket errors, $others answers other than 200" >&2
+        echo "$1: $errors socket errors or timeouts, $others answers other than 200" >&2
         exit 1
     fi
     awk -v name="$1" -v round="$4" -v r="$requests" -v s="$seconds" -v b="$before" \
