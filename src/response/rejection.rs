@@ -10,7 +10,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::grpc;
-use super::headers::{retry_after_secs, Digits, Scratch, StackHeaders, TEXT_PLAIN};
+use super::headers::{retry_after_secs, Scratch, StackHeaders, TEXT_PLAIN};
 use crate::{Decision, Decisions, Policy, Quota};
 
 /// Why a request was rejected: the decision of each policy of its stack.
@@ -191,7 +191,8 @@ impl MakeRejection for DefaultRejection {
         } else {
             // The body, the Retry-After value and the RateLimit value written into one buffer
             // that the three share: one allocation while they fit in the stack buffer.
-            let secs = Digits::new(limited.retry_after_secs());
+            let mut digits = itoa::Buffer::new();
+            let secs = digits.format(limited.retry_after_secs());
             let mut text = Scratch::<320>::new();
             text.push(b"Too Many Requests: retry in ");
             let secs_at = text.len();
@@ -202,7 +203,7 @@ impl MakeRejection for DefaultRejection {
                 .headers
                 .write_ratelimit(&limited.decisions, &mut text);
             let text = text.into_bytes();
-            let retry_after = text.slice(secs_at..secs_at + secs.as_bytes().len());
+            let retry_after = text.slice(secs_at..secs_at + secs.len());
             let headers = limited
                 .headers
                 .rejection(retry_after, text.slice(body_len..), body_len);
