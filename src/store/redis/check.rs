@@ -309,7 +309,8 @@ pub(super) struct Keys {
 }
 
 impl Keys {
-    fn new(head: &[u8], key: &[u8], suffixes: &[Box<[u8]>]) -> Keys {
+    /// The Redis keys of `key` under `head` (`{<prefix>:`) with each of `suffixes`.
+    pub(super) fn new(head: &[u8], key: &[u8], suffixes: &[Box<[u8]>]) -> Keys {
         let stem = head.len() + key.len();
         let size = suffixes.len() * stem + suffixes.iter().map(|s| s.len()).sum::<usize>();
         let mut bytes = Vec::with_capacity(size);
@@ -329,6 +330,11 @@ impl Keys {
 
     pub(super) fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// The keys' bytes, one after another (the one key of a single suffix).
+    pub(super) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {

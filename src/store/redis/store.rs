@@ -12,6 +12,7 @@ use super::builder::{
     DEFAULT_BACKOFF, DEFAULT_FAILURES_BEFORE_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_LOCAL_KEYS,
     DEFAULT_PREFIX, DEFAULT_TIMEOUT,
 };
+use super::check::Keys;
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCache;
 use super::health::Health;
@@ -211,9 +212,8 @@ impl RedisStore {
     /// # Ok(()) }
     /// ```
     pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
-        let mut suffix = b"}:".to_vec();
-        suffix.extend_from_slice(policy.as_bytes());
-        self.inner.redis_key(key.key_bytes().as_bytes(), &suffix)
+        let key = key.key_bytes();
+        Keys::new(&self.inner.key_head, key.as_bytes(), &[suffix(policy)]).into_bytes()
     }
 
     /// Whether checks currently skip Redis after repeated failures (until a probe succeeds).
@@ -289,7 +289,7 @@ impl Store for RedisStore {
             parts: Arc::new(StackParts {
                 suffixes: policies
                     .iter()
-                    .map(|policy| [b"}:", policy.name().as_bytes()].concat().into())
+                    .map(|policy| suffix(policy.name()))
                     .collect(),
                 cells: policies
                     .iter()
@@ -315,13 +315,7 @@ impl Store for RedisStore {
     }
 }
 
-impl Inner {
-    /// `{<prefix>:<key>` followed by `suffix`.
-    pub(super) fn redis_key(&self, key: &[u8], suffix: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.key_head.len() + key.len() + suffix.len());
-        out.extend_from_slice(&self.key_head);
-        out.extend_from_slice(key);
-        out.extend_from_slice(suffix);
-        out
-    }
+/// What follows a key's bytes in the Redis key of `policy`: `}:<policy>`.
+fn suffix(policy: &str) -> Box<[u8]> {
+    [b"}:", policy.as_bytes()].concat().into()
 }
