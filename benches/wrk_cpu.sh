@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Server CPU time per request of a hello-world axum server (examples/hello_server.rs): bare,
-# behind tower-ratelimit and behind tower_governor, on the allow and the reject path, all in
-# one run. Each round runs every variant once, in a rotated order, with wrk on loopback; the
+# behind tower-ratelimit and behind tower_governor, on the allow and the reject path, with the
+# limiter inside the route (`Router::layer`) and around the whole Router, all in one run. Each round runs every variant once, in a rotated order, with wrk on loopback; the
 # figure is the server's user + system CPU time over the measured run divided by the requests
 # wrk completed, a steadier measure than requests per second on a shared machine. Prints the
 # median over rounds with the lowest and highest.
@@ -23,12 +23,16 @@ ticks=$(getconf CLK_TCK)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-variants=("none allow" "ours allow" "tower_governor allow" "ours reject" "tower_governor reject")
+variants=(
+    "none allow route"
+    "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
+    "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
+)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-measure() { # measure LIMITER OUTCOME
-    LIMITER=$1 OUTCOME=$2 PORT=$PORT "$server" >/dev/null &
+measure() { # measure LIMITER OUTCOME LAYER
+    LIMITER=$1 OUTCOME=$2 LAYER=$3 PORT=$PORT "$server" >/dev/null &
     local pid=$!
     for _ in $(seq 100); do
         curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
@@ -46,7 +50,7 @@ measure() { # measure LIMITER OUTCOME
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     # CPU µs per request, and requests per second.
     awk -v t=$((after - before)) -v hz="$ticks" -v n="$requests" -v rps="$rps" \
-        -v name="$1 $2" 'BEGIN { printf "%s %.2f %.0f\n", name, t / hz * 1e6 / n, rps }' >>"$results"
+        -v name="$1 $2 $3" 'BEGIN { printf "%s %.2f %.0f\n", name, t / hz * 1e6 / n, rps }' >>"$results"
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -60,18 +64,19 @@ done
 
 echo "server CPU per request (µs) and requests/s: median of $ROUNDS rounds (lowest-highest);"
 echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s on loopback, $(nproc) CPUs"
-printf "%-24s %-24s %-28s %s\n" variant "CPU µs/request" "requests/s" "CPU / bare"
+printf "%-32s %-24s %-28s %s\n" variant "CPU µs/request" "requests/s" "CPU / bare"
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    limiter, outcome, cpu, rps = line.split()
-    rows.setdefault(f"{limiter} {outcome}", []).append((float(cpu), float(rps)))
-bare = statistics.median(c for c, _ in rows["none allow"])
-for name, values in rows.items():
+    limiter, outcome, layer, cpu, rps = line.split()
+    name = "bare" if limiter == "none" else f"{limiter} {outcome} ({layer})"
+    rows.setdefault(name, []).append((float(cpu), float(rps)))
+bare = statistics.median(c for c, _ in rows["bare"])
+for name, values in sorted(rows.items(), key=lambda row: row[0] != "bare"):
     cpu = [c for c, _ in values]
     rps = [r for _, r in values]
-    print(f"{name:<24} {statistics.median(cpu):>6.2f} ({min(cpu):.2f}-{max(cpu):.2f})"
+    print(f"{name:<32} {statistics.median(cpu):>6.2f} ({min(cpu):.2f}-{max(cpu):.2f})"
           f"{'':<6} {statistics.median(rps):>8.0f} ({min(rps):.0f}-{max(rps):.0f})"
           f"{'':<4} {statistics.median(cpu) / bare:>5.2f}")
 PY

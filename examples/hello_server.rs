@@ -1,53 +1,61 @@
 //! A hello-world axum server for measuring what rate limiting costs per request: bare, behind
 //! `RateLimitLayer` (per client IP, in memory), or behind `tower_governor`'s layer, on the path
 //! where every request is allowed or the one where every request (but the first) is rejected.
-//! `benches/wrk_cpu.sh` drives it with wrk and reads its CPU time.
+//! `benches/wrk_cpu.sh` drives it with wrk and reads its CPU time; `benches/instructions.sh`
+//! counts its instructions per request under callgrind.
 //!
 //! ```sh
 //! LIMITER=ours OUTCOME=reject PORT=3010 cargo run --release --example hello_server
 //! ```
 //!
-//! `LIMITER`: `none` (default), `ours` or `tower_governor`; `OUTCOME`: `allow` (default) or
-//! `reject`; `PORT`: default 3010.
+//! - `LIMITER`: `none` (default), `ours` or `tower_governor`.
+//! - `OUTCOME`: `allow` (default) or `reject`.
+//! - `LAYER`: where the limiter sits: `route` (default: `Router::layer`, inside every route, so
+//!   a request is routed before it is checked) or `router` (around the whole `Router`, so a
+//!   rejected request is never routed).
+//! - `PORT`: default 3010.
+//! - `REQUESTS`: when set, no socket: the server answers that many requests, one at a time, from
+//!   a client in the same thread over an in-memory pipe, checks every status and exits.
 
+use std::convert::Infallible;
+use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::{routing::get, Router};
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use axum::{routing::get, Extension, Router};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
 use tower_ratelimit::{Quota, RateLimitLayer};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+type BoxError = Box<dyn Error + Send + Sync>;
+
+fn main() -> Result<(), BoxError> {
     let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "none".into());
     let outcome = std::env::var("OUTCOME").unwrap_or_else(|_| "allow".into());
+    let placement = std::env::var("LAYER").unwrap_or_else(|_| "route".into());
     // Allow: a burst no run can spend. Reject: one request an hour.
     let (period, burst) = match outcome.as_str() {
         "allow" => (Duration::from_nanos(1), 1_000_000_000),
         "reject" => (Duration::from_secs(3600), 1),
         other => return Err(format!("OUTCOME must be allow or reject, got {other:?}").into()),
     };
-    let hello = Router::new().route("/", get(|| async { "hello" }));
-    let app = match limiter.as_str() {
-        "none" => hello,
-        "ours" => hello.layer(
-            RateLimitLayer::builder()
-                .quota(Quota::with_period(period).allow_burst(burst))
-                .build()?,
+    let around_router = match placement.as_str() {
+        "route" => false,
+        "router" => true,
+        other => return Err(format!("LAYER must be route or router, got {other:?}").into()),
+    };
+    let requests: Option<u64> = match std::env::var("REQUESTS") {
+        Ok(n) => Some(
+            n.parse()
+                .map_err(|_| format!("REQUESTS must be a number, got {n:?}"))?,
         ),
-        "tower_governor" => hello.layer(GovernorLayer::new(
-            GovernorConfigBuilder::default()
-                .period(period)
-                .burst_size(burst)
-                .finish()
-                .ok_or("invalid tower_governor configuration")?,
-        )),
-        other => {
-            return Err(
-                format!("LIMITER must be none, ours or tower_governor, got {other:?}").into(),
-            )
-        }
+        Err(_) => None,
     };
     let port: u16 = match std::env::var("PORT") {
         Ok(port) => port
@@ -55,12 +63,179 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 3010,
     };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    let run = Run {
+        requests,
+        port,
+        rejecting: outcome == "reject" && limiter != "none",
+    };
+
+    let hello = Router::new().route("/", get(|| async { "hello" }));
+    match (limiter.as_str(), around_router) {
+        ("none", _) => run.serve(hello),
+        ("ours", placed_around) => {
+            let layer = RateLimitLayer::builder()
+                .quota(Quota::with_period(period).allow_burst(burst))
+                .build()?;
+            if placed_around {
+                run.serve(
+                    ServiceBuilder::new()
+                        .map_response(IntoResponse::into_response)
+                        .layer(layer)
+                        .service(hello),
+                )
+            } else {
+                run.serve(hello.layer(layer))
+            }
+        }
+        ("tower_governor", placed_around) => {
+            let layer = GovernorLayer::new(
+                GovernorConfigBuilder::default()
+                    .period(period)
+                    .burst_size(burst)
+                    .finish()
+                    .ok_or("invalid tower_governor configuration")?,
+            );
+            if placed_around {
+                run.serve(
+                    ServiceBuilder::new()
+                        .map_response(IntoResponse::into_response)
+                        .service(layer.layer(hello)),
+                )
+            } else {
+                run.serve(hello.layer(layer))
+            }
+        }
+        (other, _) => {
+            Err(format!("LIMITER must be none, ours or tower_governor, got {other:?}").into())
+        }
+    }
+}
+
+struct Run {
+    requests: Option<u64>,
+    port: u16,
+    rejecting: bool,
+}
+
+impl Run {
+    fn serve<S>(self, app: S) -> Result<(), BoxError>
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send,
+    {
+        match self.requests {
+            None => tokio::runtime::Runtime::new()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await?;
+                println!("listening on http://{}", listener.local_addr()?);
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(
+                        app,
+                    ),
+                )
+                .await?;
+                Ok(())
+            }),
+            Some(n) => self.serve_pipe(app, n),
+        }
+    }
+
+    /// Serves `n` requests over an in-memory pipe: hyper's HTTP/1 server on one end, a client
+    /// writing one request and reading its whole response at a time on the other.
+    fn serve_pipe<S>(&self, app: S, n: u64) -> Result<(), BoxError>
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send,
+    {
+        let peer: SocketAddr = "192.0.2.1:40000".parse()?;
+        // What `axum::serve` does for each connection: the peer's address and axum's body type.
+        let app = ServiceBuilder::new()
+            .map_request(|request: hyper::Request<hyper::body::Incoming>| {
+                request.map(axum::body::Body::new)
+            })
+            .layer(Extension(ConnectInfo(peer)))
+            .service(app);
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        let (ok, limited) = exchange(&runtime, app, n)?;
+        let expected_limited = if self.rejecting {
+            n.saturating_sub(1)
+        } else {
+            0
+        };
+        if limited != expected_limited {
+            return Err(format!("{ok} answered 200 and {limited} 429").into());
+        }
+        println!("served {n} requests: {ok} answered 200, {limited} 429");
+        Ok(())
+    }
+}
+
+/// The server's connection and the client, run together on one thread so that a profiler can
+/// count this function alone (`valgrind --tool=callgrind --toggle-collect='*exchange*'`): what
+/// the server does per request, plus the client's small share.
+#[inline(never)]
+fn exchange<S>(runtime: &tokio::runtime::Runtime, app: S, n: u64) -> Result<(u64, u64), BoxError>
+where
+    S: Service<hyper::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(server), TowerToHyperService::new(app));
+    let requests = async move {
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        let (mut ok, mut limited) = (0u64, 0u64);
+        for _ in 0..n {
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await?;
+            match read_status(&mut client, &mut buffer).await? {
+                200 => ok += 1,
+                429 => limited += 1,
+                other => return Err(format!("unexpected status {other}").into()),
+            }
+        }
+        Ok::<_, BoxError>((ok, limited))
+        // The client end drops here, which ends the connection.
+    };
+    let (served, answered) = runtime.block_on(async { tokio::join!(connection, requests) });
+    served?;
+    answered
+}
+
+/// Reads one whole response (headers and a `content-length` body) and returns its status.
+async fn read_status(pipe: &mut DuplexStream, buffer: &mut Vec<u8>) -> Result<u16, BoxError> {
+    buffer.clear();
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..end])?;
+            let status: u16 = head
+                .get(9..12)
+                .and_then(|s| s.parse().ok())
+                .ok_or("no status line")?;
+            let length: usize = head
+                .split("\r\n")
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .ok_or("no content-length")?;
+            while buffer.len() < end + 4 + length {
+                read_more(pipe, buffer).await?;
+            }
+            return Ok(status);
+        }
+        read_more(pipe, buffer).await?;
+    }
+}
+
+async fn read_more(pipe: &mut DuplexStream, buffer: &mut Vec<u8>) -> Result<(), BoxError> {
+    if pipe.read_buf(buffer).await? == 0 {
+        return Err("the server closed the pipe".into());
+    }
     Ok(())
 }

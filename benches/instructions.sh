@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Server instructions per request of the hello-world axum server (examples/hello_server.rs),
+# counted by valgrind's callgrind: bare, behind tower-ratelimit and behind tower_governor, on
+# the allow and the reject path, with the limiter inside the route (`Router::layer`) and around
+# the whole Router. Unlike time, the count does not move with the machine's load.
+#
+# Each variant serves REQUESTS and then 3×REQUESTS requests over an in-memory pipe (one
+# connection, one request at a time); the figure is the difference of the two runs' inclusive
+# cost of hyper's HTTP/1 dispatcher (reading, parsing, the service, writing: everything the
+# server does for a request, nothing of the client or of start-up) divided by the difference
+# in requests.
+#
+# usage: benches/instructions.sh          (REQUESTS=1000)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+REQUESTS=${REQUESTS:-1000}
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+cargo build --release --example hello_server >&2
+server=target/release/examples/hello_server
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+variants=(
+    "none allow route"
+    "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
+    "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
+)
+
+dispatcher() { # dispatcher LIMITER OUTCOME LAYER REQUESTS: the dispatcher's inclusive count
+    LIMITER=$1 OUTCOME=$2 LAYER=$3 REQUESTS=$4 valgrind --tool=callgrind \
+        --callgrind-out-file="$work/out" "$server" >/dev/null 2>"$work/log" ||
+        { cat "$work/log" >&2; exit 1; }
+    callgrind_annotate --inclusive=yes "$work/out" |
+        awk '/Dispatcher<.*>::poll_catch/ && !n++ { gsub(",", "", $1); print $1 }'
+}
+
+printf "%-30s %14s %10s\n" variant "instr/request" "/ bare"
+bare=
+for variant in "${variants[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $variant
+    low=$(dispatcher "$1" "$2" "$3" "$REQUESTS")
+    high=$(dispatcher "$1" "$2" "$3" $((3 * REQUESTS)))
+    per=$(((high - low) / (2 * REQUESTS)))
+    bare=${bare:-$per}
+    name="$1 $2"
+    [ "$1" = none ] && name="bare" || name="$name ($3)"
+    awk -v n="$name" -v p="$per" -v b="$bare" 'BEGIN { printf "%-30s %14d %10.3f\n", n, p, p / b }'
+done
