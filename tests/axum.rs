@@ -246,3 +246,56 @@ async fn a_real_server_answers_a_real_client_with_200s_then_429() {
 
     server.abort();
 }
+
+#[tokio::test]
+async fn a_layer_around_the_router_limits_before_routing() {
+    use axum::response::IntoResponse;
+    use tower::ServiceBuilder;
+
+    let (store, _clock) = manual_store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let router = Router::new().route(
+        "/hello",
+        get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            "hello"
+        }),
+    );
+    let app = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(layer(Policy::new("app", Quota::per_minute(2)), store))
+        .service(router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let app =
+            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+        axum::serve(listener, app).await.unwrap();
+    });
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let get = |path: &str| {
+        let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();
+        client.get(uri)
+    };
+
+    // A path no route matches spends the budget too: the limiter runs before routing.
+    assert_eq!(get("/hello").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get("/nowhere").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    for path in ["/hello", "/nowhere"] {
+        let limited = get(path).await.unwrap();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert_eq!(limited.headers()["retry-after"], "30");
+        let body = limited.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "Too Many Requests: retry in 30 s\n");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "only the admitted request reached the handler"
+    );
+    server.abort();
+}
