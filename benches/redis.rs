@@ -1,6 +1,7 @@
 //! Checks per second on one `redis-server`: the raw ceiling of one `EVALSHA` per check, the
-//! store sending each check in its own call (`max_batch(1)`), and the coalescing store (the
-//! default), over 10 000 keys and over one hot key, with 1, 16 and 256 checks in flight.
+//! store sending each check in its own call (`max_batch(1)`), and the coalescing store with one
+//! call in flight, two (the default) and four (`calls_in_flight`), over 10 000 keys and over
+//! one hot key, with 1, 16 and 256 checks in flight.
 //!
 //! ```sh
 //! cargo bench --features redis --bench redis -- --noplot
@@ -128,26 +129,35 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let wide = Quota::with_period(Duration::from_micros(1)).allow_burst(1_000_000);
-    let store = |max_batch: usize| {
+    let store = |max_batch: usize, calls_in_flight: usize| {
         RedisStore::builder()
             .url(&url)
             .prefix("bench")
             .on_failure(FailurePolicy::Deny)
             .timeout(Duration::from_secs(5))
             .max_batch(max_batch)
+            .calls_in_flight(calls_in_flight)
             .build()
     };
-    let (alone, coalescing, raw) = rt.block_on(async {
+    let (alone, one_lane, coalescing, four_lanes, raw) = rt.block_on(async {
         let raw: MultiplexedConnection = redis::Client::open(url.as_str())
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        (store(1).await.unwrap(), store(128).await.unwrap(), raw)
+        (
+            store(1, 1).await.unwrap(),
+            store(128, 1).await.unwrap(),
+            store(128, 2).await.unwrap(),
+            store(128, 4).await.unwrap(),
+            raw,
+        )
     });
     let policy = [Policy::new("a", wide)];
     let alone_stack = Arc::new(alone.register(&policy).unwrap());
+    let one_lane_stack = Arc::new(one_lane.register(&policy).unwrap());
     let coalescing_stack = Arc::new(coalescing.register(&policy).unwrap());
+    let four_lanes_stack = Arc::new(four_lanes.register(&policy).unwrap());
     let sha: Arc<str> = redis::Script::new(RedisStore::SCRIPT).get_hash().into();
 
     let store_op = |store: RedisStore, stack: Arc<RedisStack>| -> Op {
@@ -178,15 +188,23 @@ fn bench(c: &mut Criterion) {
             })
         })
     };
-    let contenders: [(&str, Op); 3] = [
+    let contenders: [(&str, Op); 5] = [
         ("raw EVALSHA", raw_op(raw.clone(), Arc::clone(&sha))),
         (
             "RedisStore max_batch(1)",
             store_op(alone.clone(), alone_stack),
         ),
         (
-            "RedisStore coalescing",
+            "coalescing, 1 in flight",
+            store_op(one_lane.clone(), one_lane_stack),
+        ),
+        (
+            "RedisStore (2 in flight)",
             store_op(coalescing.clone(), coalescing_stack),
+        ),
+        (
+            "coalescing, 4 in flight",
+            store_op(four_lanes.clone(), four_lanes_stack),
         ),
     ];
     // Loads the script for the raw calls.

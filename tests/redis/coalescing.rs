@@ -68,10 +68,17 @@ impl Target {
         }
     }
 
-    async fn store(&self, clock: &ManualClock, max_batch: usize, deny_cache: bool) -> RedisStore {
+    async fn store(
+        &self,
+        clock: &ManualClock,
+        max_batch: usize,
+        calls_in_flight: usize,
+        deny_cache: bool,
+    ) -> RedisStore {
         let builder = strict_store("coalescing")
             .clock(clock.clone())
             .max_batch(max_batch)
+            .calls_in_flight(calls_in_flight)
             .deny_cache(deny_cache);
         let builder = match self {
             Target::Server(server) => builder.url(server.url()),
@@ -81,8 +88,9 @@ impl Target {
     }
 }
 
-/// Runs random schedules through a coalescing store (with and without its deny cache) and a
-/// store that sends every check alone, in arrival order; every decision must be the same.
+/// Runs random schedules through coalescing stores (one and four calls in flight, and the
+/// default with its deny cache) and a store that sends every check alone, in arrival order;
+/// every decision must be the same.
 fn differential(target: Target, cases: u32) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,11 +98,12 @@ fn differential(target: Target, cases: u32) {
         .unwrap();
     let clock = ManualClock::new();
     clock.advance(Duration::from_secs(1_700_000_000));
-    let (alone, coalescing, cached) = rt.block_on(async {
+    let (alone, coalescing, four, cached) = rt.block_on(async {
         (
-            target.store(&clock, 1, false).await,
-            target.store(&clock, 128, false).await,
-            target.store(&clock, 128, true).await,
+            target.store(&clock, 1, 1, false).await,
+            target.store(&clock, 128, 1, false).await,
+            target.store(&clock, 128, 4, false).await,
+            target.store(&clock, 128, 2, true).await,
         )
     });
     let case = AtomicU32::new(0);
@@ -118,8 +127,12 @@ fn differential(target: Target, cases: u32) {
                     })
                     .collect()
             };
-            let (alone_stacks, coalescing_stacks, cached_stacks) =
-                (register(&alone), register(&coalescing), register(&cached));
+            let (alone_stacks, coalescing_stacks, four_stacks, cached_stacks) = (
+                register(&alone),
+                register(&coalescing),
+                register(&four),
+                register(&cached),
+            );
             for (g, group) in schedule.groups.iter().enumerate() {
                 clock.advance(Duration::from_micros(group.advance));
                 let expected: Vec<Decisions> = rt.block_on(async {
@@ -131,6 +144,7 @@ fn differential(target: Target, cases: u32) {
                 });
                 for (name, store, stacks) in [
                     ("coalescing", &coalescing, &coalescing_stacks),
+                    ("four calls in flight", &four, &four_stacks),
                     (CACHED, &cached, &cached_stacks),
                 ] {
                     let before = target.evalsha_calls();
@@ -286,6 +300,18 @@ fn max_batch_zero_is_refused() {
         )
         .unwrap_err();
     assert!(error.to_string().contains("max_batch is 0"), "{error}");
+    let error = rt
+        .block_on(
+            RedisStore::builder()
+                .url("redis://127.0.0.1:1")
+                .calls_in_flight(0)
+                .build(),
+        )
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("calls_in_flight is 0"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -315,6 +341,7 @@ async fn a_call_of_more_keys_than_lua_unpacks_at_once_is_decided() {
         .url(server.url())
         .deny_cache(false)
         .max_batch(10_000)
+        .calls_in_flight(1)
         .build()
         .await
         .unwrap();
@@ -348,6 +375,7 @@ async fn one_call_carries_checks_of_several_stacks_on_redis_time() {
     let store = strict_store("stacks")
         .url(server.url())
         .deny_cache(false)
+        .calls_in_flight(1)
         .build()
         .await
         .unwrap();
@@ -389,5 +417,39 @@ async fn one_call_carries_checks_of_several_stacks_on_redis_time() {
         let remaining =
             |d: &Decisions| -> Vec<u32> { d.as_slice().iter().map(|d| d.remaining()).collect() };
         assert_eq!(remaining(got), remaining(&expected), "check {i}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn keys_are_shared_among_the_queues_and_each_keeps_its_order() {
+    let server = RedisServer::start();
+    for queues in [1u64, 2, 4] {
+        let store = strict_store(&format!("queues-{queues}"))
+            .url(server.url())
+            .deny_cache(false)
+            .calls_in_flight(queues as usize)
+            .max_batch(1_000)
+            .build()
+            .await
+            .unwrap();
+        let stack = store
+            .register(&[Policy::new("queued", Quota::per_hour(2))])
+            .unwrap();
+        let keys: Vec<String> = (0..100).map(|i| format!("key-{i}")).collect();
+        let before = command_calls(&mut server.connection(), "evalsha");
+        let queued: Vec<RedisStoreFuture> = (0..300)
+            .map(|i| store.check(&stack, keys[i % keys.len()].as_bytes(), 1))
+            .collect();
+        let decisions = in_order(queued).await;
+        // Each queue: its first check alone, then one call for the rest.
+        assert_eq!(
+            command_calls(&mut server.connection(), "evalsha") - before,
+            2 * queues,
+            "{queues} queues"
+        );
+        // Each key's first two checks are allowed and its third denied, in arrival order.
+        for (i, decision) in decisions.iter().enumerate() {
+            assert_eq!(decision.is_allowed(), i < 200, "{queues} queues, check {i}");
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! lane's queue, and the next call carries them all (up to the batch cap), decided in arrival
 //! order inside one script run.
 //!
-//! A lane is one connection to a single server, or one hash slot of a Redis Cluster (a script
-//! call may only touch keys of one slot). No timer is involved: a check that finds its lane idle
+//! A lane is a share of the keys of a single server (by default one lane for all; with
+//! `calls_in_flight(n)`, `n` lanes by key hash), or one hash slot of a Redis Cluster (a script
+//! call may only touch keys of one slot). A key always takes the same lane, so its checks are
+//! decided in the order they arrive, however many lanes have a call in flight. No timer is involved: a check that finds its lane idle
 //! is sent at once, alone, by its own future; batches only form behind a call already in flight,
 //! and a task sends them until the lane is idle again.
 
@@ -23,7 +25,8 @@ pub(super) type Answer = oneshot::Receiver<Result<Decisions, RedisStoreError>>;
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: usize = 16_384;
 
-/// The store's lanes: one per server connection, or one per cluster slot, made when first used.
+/// The store's lanes: one or a few for a single server, or one per cluster slot, each made when
+/// first used.
 pub(super) struct Lanes {
     max_batch: usize,
     lanes: LaneSet,
@@ -31,7 +34,8 @@ pub(super) struct Lanes {
 
 enum LaneSet {
     One(Lane),
-    PerSlot(Box<[OnceLock<Box<Lane>>]>),
+    /// Lane `slot % len` for a key of hash slot `slot`.
+    BySlot(Box<[OnceLock<Box<Lane>>]>),
 }
 
 #[derive(Default)]
@@ -54,12 +58,18 @@ struct Waiting {
 }
 
 impl Lanes {
-    /// Lanes carrying at most `max_batch` checks per call, one per slot if `per_slot`.
-    pub(super) fn new(max_batch: usize, per_slot: bool) -> Self {
-        let lanes = if per_slot {
-            LaneSet::PerSlot((0..SLOTS).map(|_| OnceLock::new()).collect())
+    /// Lanes carrying at most `max_batch` checks per call: one per slot if `per_slot`, else
+    /// `count` (at least one) sharing the slots.
+    pub(super) fn new(max_batch: usize, per_slot: bool, count: usize) -> Self {
+        let count = if per_slot {
+            SLOTS
         } else {
+            count.clamp(1, SLOTS)
+        };
+        let lanes = if count == 1 {
             LaneSet::One(Lane::default())
+        } else {
+            LaneSet::BySlot((0..count).map(|_| OnceLock::new()).collect())
         };
         Lanes { max_batch, lanes }
     }
@@ -68,10 +78,18 @@ impl Lanes {
         self.max_batch
     }
 
+    /// How many lanes there are.
+    pub(super) fn count(&self) -> usize {
+        match &self.lanes {
+            LaneSet::One(_) => 1,
+            LaneSet::BySlot(lanes) => lanes.len(),
+        }
+    }
+
     fn lane(&self, slot: usize) -> &Lane {
         match &self.lanes {
             LaneSet::One(lane) => lane,
-            LaneSet::PerSlot(lanes) => lanes[slot % SLOTS].get_or_init(Box::default),
+            LaneSet::BySlot(lanes) => lanes[slot % lanes.len()].get_or_init(Box::default),
         }
     }
 
@@ -79,7 +97,7 @@ impl Lanes {
     fn slot_of(&self, ask: &Ask) -> usize {
         match &self.lanes {
             LaneSet::One(_) => 0,
-            LaneSet::PerSlot(_) => ask.keys.iter().next().map_or(0, slot),
+            LaneSet::BySlot(_) => ask.keys.iter().next().map_or(0, slot),
         }
     }
 }

@@ -24,6 +24,7 @@ pub(super) const DEFAULT_FAILURES_BEFORE_BACKOFF: u32 = 3;
 pub(super) const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) const DEFAULT_MAX_LOCAL_KEYS: usize = 100_000;
 pub(super) const DEFAULT_MAX_BATCH: usize = 128;
+pub(super) const DEFAULT_CALLS_IN_FLIGHT: usize = 2;
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
 #[must_use]
@@ -36,6 +37,7 @@ pub struct RedisStoreBuilder {
     pub(super) backoff: Duration,
     pub(super) max_local_keys: usize,
     pub(super) max_batch: usize,
+    pub(super) calls_in_flight: usize,
     pub(super) deny_cache: bool,
     pub(super) clock: Option<SharedClock>,
 }
@@ -251,8 +253,9 @@ impl RedisStoreBuilder {
     /// While a call is in flight, the checks that arrive wait, and the next call carries them
     /// all, each decided in arrival order inside the script, exactly as if each had its own
     /// call: one Redis core then decides many checks per call instead of one, and a check
-    /// that finds no call in flight goes at once, alone. There is one queue per connection,
-    /// or per hash slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
+    /// that finds no call in flight goes at once, alone. There are
+    /// [`calls_in_flight`](Self::calls_in_flight) queues for a single server, or one per hash
+    /// slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
     /// call, not the wait in the queue: a busy queue is not a Redis failure.
     ///
     /// ```
@@ -260,6 +263,24 @@ impl RedisStoreBuilder {
     /// ```
     pub fn max_batch(mut self, checks: usize) -> Self {
         self.max_batch = checks;
+        self
+    }
+
+    /// How many coalesced script calls may be in flight at once to a single server (default
+    /// 2); on a Redis Cluster there is one queue per hash slot whatever this says.
+    ///
+    /// The keys are shared among `calls` queues by their hash slot, each with at most one call
+    /// in flight: a key always takes the same queue, so its checks are still decided in the
+    /// order they arrive, while Redis runs one queue's call as the next call of another is on
+    /// its way. Two keep Redis busier than one without making the batches much smaller; more
+    /// split the checks into smaller calls (see the crate's BENCHES.md). Has no effect with
+    /// [`max_batch(1)`](Self::max_batch).
+    ///
+    /// ```
+    /// let builder = tower_ratelimit::RedisStore::builder().calls_in_flight(4);
+    /// ```
+    pub fn calls_in_flight(mut self, calls: usize) -> Self {
+        self.calls_in_flight = calls;
         self
     }
 
@@ -313,6 +334,11 @@ impl RedisStoreBuilder {
                  check in its own call)",
             ));
         }
+        if self.calls_in_flight == 0 {
+            return Err(ConfigError::new(
+                "RedisStore calls_in_flight is 0; at least one call must be allowed in flight",
+            ));
+        }
         if self.max_local_keys == 0 {
             return Err(ConfigError::new(
                 "RedisStore max_local_keys is 0; it must hold at least one key",
@@ -343,8 +369,10 @@ impl RedisStoreBuilder {
         let mut key_head = b"{".to_vec();
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
-        let lanes = (self.max_batch > 1)
-            .then(|| Lanes::new(self.max_batch, matches!(connection, Connection::Cluster(_))));
+        let lanes = (self.max_batch > 1).then(|| {
+            let cluster = matches!(connection, Connection::Cluster(_));
+            Lanes::new(self.max_batch, cluster, self.calls_in_flight)
+        });
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,

@@ -9,8 +9,8 @@ use smallvec::SmallVec;
 
 use super::batch::Lanes;
 use super::builder::{
-    DEFAULT_BACKOFF, DEFAULT_FAILURES_BEFORE_BACKOFF, DEFAULT_MAX_BATCH, DEFAULT_MAX_LOCAL_KEYS,
-    DEFAULT_PREFIX, DEFAULT_TIMEOUT,
+    DEFAULT_BACKOFF, DEFAULT_CALLS_IN_FLIGHT, DEFAULT_FAILURES_BEFORE_BACKOFF, DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_LOCAL_KEYS, DEFAULT_PREFIX, DEFAULT_TIMEOUT,
 };
 use super::check::Keys;
 use super::connection::{Connection, Target};
@@ -47,9 +47,11 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// - **Coalescing**: a check that finds no call in flight is sent at once, alone; while a call
 ///   is in flight, the checks that arrive queue, and the next call carries them all (up to
 ///   [`max_batch`](RedisStoreBuilder::max_batch), default 128), decided one after another in
-///   arrival order inside the script, with the decisions one call per check would give. One
-///   queue per connection, or per hash slot on a Redis Cluster. Under load Redis then runs
-///   one script call for many checks instead of one per check.
+///   arrival order inside the script, with the decisions one call per check would give. A
+///   single server's keys are shared by hash among
+///   [`calls_in_flight`](RedisStoreBuilder::calls_in_flight) queues (default 2), each with one
+///   call in flight, so a key's checks keep their order; a Redis Cluster has one queue per hash
+///   slot. Under load Redis then runs one script call for many checks instead of one per check.
 /// - **Failures**: each call waits at most the [timeout](RedisStoreBuilder::timeout)
 ///   (default 50 ms; the wait in the store's own queue does not count); an error or a timeout
 ///   is answered by the [`FailurePolicy`] (default: an in-memory GCRA with the same
@@ -197,6 +199,7 @@ impl RedisStore {
             backoff: DEFAULT_BACKOFF,
             max_local_keys: DEFAULT_MAX_LOCAL_KEYS,
             max_batch: DEFAULT_MAX_BATCH,
+            calls_in_flight: DEFAULT_CALLS_IN_FLIGHT,
             deny_cache: true,
             clock: None,
         }
@@ -258,6 +261,7 @@ impl fmt::Debug for RedisStore {
                 "max_batch",
                 &inner.lanes.as_ref().map_or(1, Lanes::max_batch),
             )
+            .field("queues", &inner.lanes.as_ref().map_or(0, Lanes::count))
             .field("degraded", &inner.health.degraded())
             .field("backing_off", &inner.health.backing_off())
             .finish_non_exhaustive()
