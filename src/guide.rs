@@ -46,10 +46,12 @@
 //!
 //! Redis runs one script at a time, so one Redis primary bounds the checks per second of the
 //! whole fleet, however many application servers share it. `RedisStore` coalesces: while one
-//! script call is in flight on a connection, the checks that arrive queue and the next call
-//! carries them all (up to `max_batch`, default 128), so under load Redis pays its per-call
-//! cost once for many checks, and what remains is the work of each check inside the script
-//! (one `GET` and, when it is allowed, one `SET` per policy). The figures of `BENCHES.md`
+//! script call is in flight on a queue, the checks that arrive wait and the next call carries
+//! them all (up to `max_batch`, default 128), so under load Redis pays its per-call cost once
+//! for many checks, and what remains is the work of each check inside the script (its share of
+//! one `MGET` per call and, when it is allowed, one write per policy). A single server's keys
+//! are shared among `calls_in_flight` queues (default 2), so that Redis runs one call while the
+//! next is on its way; a key always takes the same queue. The figures of `BENCHES.md`
 //! ("Redis: coalesced checks") compare, in one run on a 2-vCPU machine with the application and
 //! Redis on the same two cores, one raw `EVALSHA` per check against the coalescing store; measure
 //! with `cargo bench --features redis --bench redis` on your own machines. As a rule of thumb:
