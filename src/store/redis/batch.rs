@@ -2,12 +2,12 @@
 //! lane's queue, and the next call carries them all (up to the batch cap), decided in arrival
 //! order inside one script run.
 //!
-//! A lane is a share of the keys of a single server (by default one lane for all; with
-//! `calls_in_flight(n)`, `n` lanes by key hash), or one hash slot of a Redis Cluster (a script
-//! call may only touch keys of one slot). A key always takes the same lane, so its checks are
-//! decided in the order they arrive, however many lanes have a call in flight. No timer is involved: a check that finds its lane idle
-//! is sent at once, alone, by its own future; batches only form behind a call already in flight,
-//! and a task sends them until the lane is idle again.
+//! A lane is a share of the keys of a single server (`calls_in_flight` lanes, by hash slot), or
+//! one hash slot of a Redis Cluster (a script call may only touch keys of one slot). A key
+//! always takes the same lane, so its checks are decided in the order they arrive, however many
+//! lanes have a call in flight. No timer is involved: a check that finds its lane idle is sent
+//! at once, alone, by its own future; batches only form behind a call already in flight, and a
+//! task sends them until the lane is idle again.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};

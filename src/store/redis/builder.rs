@@ -273,7 +273,8 @@ impl RedisStoreBuilder {
     /// in flight: a key always takes the same queue, so its checks are still decided in the
     /// order they arrive, while Redis runs one queue's call as the next call of another is on
     /// its way. Two keep Redis busier than one without making the batches much smaller; more
-    /// split the checks into smaller calls (see the crate's BENCHES.md). Has no effect with
+    /// split the checks into smaller calls (see the crate's BENCHES.md). Past the 16 384 hash
+    /// slots more queues would stay empty, so that is the most there are. Has no effect with
     /// [`max_batch(1)`](Self::max_batch).
     ///
     /// ```
