@@ -16,8 +16,10 @@
 //! machine a burst of other work can land on one of them, so the bench then prints a table from
 //! interleaved rounds of a fixed length (every caller busy until the round ends, each round
 //! starting with another contender): the median round's rate with the lowest and highest, the
-//! latency of one check (median over rounds of each round's p50 and p99), and the `EVALSHA`
-//! calls Redis ran per check (`INFO commandstats`).
+//! latency of one check (median over rounds of each round's p50 and p99), the `EVALSHA` calls
+//! Redis ran per check (`INFO commandstats`), and the CPU time per check of this process (the
+//! client: every thread, from `/proc/self/stat`) and of Redis (`INFO cpu`) over all rounds:
+//! steadier figures than the rate on a busy machine.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -114,6 +116,47 @@ async fn drive_for(length: Duration, callers: usize, keys: u64, op: Op) -> Round
 /// of the bench: least expiry 0; Redis `TIME`; one stack of one policy (interval 1 µs, burst
 /// 1 000 000, enforced); the check's cost, 1.
 const WIDE_CHECK: [&str; 8] = ["0", "0", "1", "1", "1", "1000000", "0", "1"];
+
+/// CPU time (user and system) of every thread of this process, from `/proc/self/stat` in clock
+/// ticks of `tick` seconds; `None` where there is no such file.
+fn process_cpu(tick: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * tick)
+}
+
+/// The length of a clock tick of `/proc/self/stat`, in seconds (`getconf CLK_TCK`; 1/100 if
+/// that cannot be asked).
+fn clock_tick() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8(out.stdout)
+                .ok()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.01, |hz| 1.0 / hz)
+}
+
+/// CPU time (user and system) Redis has used, in seconds (`INFO cpu`).
+fn redis_cpu(conn: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query(conn).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let value = line
+                .strip_prefix("used_cpu_user:")
+                .or_else(|| line.strip_prefix("used_cpu_sys:"))?;
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -238,31 +281,51 @@ fn bench(c: &mut Criterion) {
         support::TestRedis::External(_) => None,
     };
     let evalsha = || own.map(|server| support::command_calls(&mut server.connection(), "evalsha"));
+    let redis_cpu = || own.map(|server| redis_cpu(&mut server.connection()));
+    let tick = clock_tick();
     println!(
         "\ninterleaved: {ROUNDS} rounds of {} ms per row; thousand checks/s as median \
          (lowest-highest), latency of one check as the median over rounds of p50 / p99 in µs, \
-         EVALSHA calls per check",
+         EVALSHA calls per check, CPU µs per check of this process and of Redis over all rounds",
         ROUND.as_millis()
     );
     println!(
-        "{:<9} {:>7} | {:<24} | {:>22} | {:>16} | {:>9}",
-        "keys", "callers", "contender", "k checks/s", "p50 / p99 µs", "calls"
+        "{:<9} {:>7} | {:<24} | {:>22} | {:>16} | {:>9} | {:>15}",
+        "keys", "callers", "contender", "k checks/s", "p50 / p99 µs", "calls", "client / Redis"
     );
     for (set, keys) in KEY_SETS {
         for callers in CONCURRENCY {
             let mut rounds: Vec<Vec<(Round, Option<u64>)>> =
                 (0..contenders.len()).map(|_| Vec::new()).collect();
+            // CPU seconds of the client and of Redis per contender, over its rounds.
+            let mut cpu = vec![(Some(0.0), Some(0.0)); contenders.len()];
             for round in 0..ROUNDS {
                 for n in 0..contenders.len() {
                     let which = (round + n) % contenders.len();
                     let op = Arc::clone(&contenders[which].1);
-                    let before = evalsha();
+                    let before = (evalsha(), process_cpu(tick), redis_cpu());
                     let measured = rt.block_on(drive_for(ROUND, callers, keys, op));
-                    let calls = evalsha().zip(before).map(|(after, before)| after - before);
+                    let calls = evalsha()
+                        .zip(before.0)
+                        .map(|(after, before)| after - before);
+                    let spent = |after: Option<f64>, before: Option<f64>, sum: Option<f64>| {
+                        Some(sum? + after? - before?)
+                    };
+                    let (client, redis) = cpu[which];
+                    cpu[which] = (
+                        spent(process_cpu(tick), before.1, client),
+                        spent(redis_cpu(), before.2, redis),
+                    );
                     rounds[which].push((measured, calls));
                 }
             }
-            for ((name, _), rounds) in contenders.iter().zip(&rounds) {
+            for (((name, _), rounds), (client, redis)) in contenders.iter().zip(&rounds).zip(&cpu) {
+                let checks: u64 = rounds.iter().map(|(r, _)| r.checks).sum();
+                let per_check = |seconds: &Option<f64>| match seconds {
+                    Some(s) => format!("{:.2}", s * 1e6 / checks as f64),
+                    None => "-".to_owned(),
+                };
+                let cpu = format!("{} / {}", per_check(client), per_check(redis));
                 let rates: Vec<f64> = rounds.iter().map(|(r, _)| r.rate / 1e3).collect();
                 let low = rates.iter().copied().fold(f64::INFINITY, f64::min);
                 let high = rates.iter().copied().fold(0.0, f64::max);
@@ -278,7 +341,7 @@ fn bench(c: &mut Criterion) {
                     None => "-".to_owned(),
                 };
                 println!(
-                    "{set:<9} {callers:>7} | {name:<24} | {:>8.1} ({:>5.1}-{:>5.1}) | {:>7.0} / {:>6.0} | {calls:>9}",
+                    "{set:<9} {callers:>7} | {name:<24} | {:>8.1} ({:>5.1}-{:>5.1}) | {:>7.0} / {:>6.0} | {calls:>9} | {cpu:>15}",
                     median(rates.clone()),
                     low,
                     high,
