@@ -28,7 +28,7 @@ use axum::{routing::get, Extension, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
 use tower_ratelimit::{Quota, RateLimitLayer};
@@ -99,7 +99,8 @@ fn main() -> Result<(), BoxError> {
                 run.serve(
                     ServiceBuilder::new()
                         .map_response(IntoResponse::into_response)
-                        .service(layer.layer(hello)),
+                        .layer(layer)
+                        .service(hello),
                 )
             } else {
                 run.serve(hello.layer(layer))
