@@ -70,45 +70,34 @@ fn main() -> Result<(), BoxError> {
     };
 
     let hello = Router::new().route("/", get(|| async { "hello" }));
-    match (limiter.as_str(), around_router) {
-        ("none", _) => run.serve(hello),
-        ("ours", placed_around) => {
-            let layer = RateLimitLayer::builder()
-                .quota(Quota::with_period(period).allow_burst(burst))
-                .build()?;
-            if placed_around {
+    // The same router with a limiter inside its route, or around it (checked before routing).
+    macro_rules! limited_by {
+        ($layer:expr) => {
+            if around_router {
                 run.serve(
                     ServiceBuilder::new()
                         .map_response(IntoResponse::into_response)
-                        .layer(layer)
+                        .layer($layer)
                         .service(hello),
                 )
             } else {
-                run.serve(hello.layer(layer))
+                run.serve(hello.layer($layer))
             }
-        }
-        ("tower_governor", placed_around) => {
-            let layer = GovernorLayer::new(
-                GovernorConfigBuilder::default()
-                    .period(period)
-                    .burst_size(burst)
-                    .finish()
-                    .ok_or("invalid tower_governor configuration")?,
-            );
-            if placed_around {
-                run.serve(
-                    ServiceBuilder::new()
-                        .map_response(IntoResponse::into_response)
-                        .layer(layer)
-                        .service(hello),
-                )
-            } else {
-                run.serve(hello.layer(layer))
-            }
-        }
-        (other, _) => {
-            Err(format!("LIMITER must be none, ours or tower_governor, got {other:?}").into())
-        }
+        };
+    }
+    match limiter.as_str() {
+        "none" => run.serve(hello),
+        "ours" => limited_by!(RateLimitLayer::builder()
+            .quota(Quota::with_period(period).allow_burst(burst))
+            .build()?),
+        "tower_governor" => limited_by!(GovernorLayer::new(
+            GovernorConfigBuilder::default()
+                .period(period)
+                .burst_size(burst)
+                .finish()
+                .ok_or("invalid tower_governor configuration")?,
+        )),
+        other => Err(format!("LIMITER must be none, ours or tower_governor, got {other:?}").into()),
     }
 }
 
