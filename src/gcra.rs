@@ -402,6 +402,16 @@ pub(crate) fn peek_stack(cells: &[Cell], tats: &[u64], now: u64) -> Decisions {
     Decisions::with(wait.is_none(), wait.unwrap_or(0), each)
 }
 
+/// A check of `cost` cells ([`check_stack`], writing the new TATs into `tats`), or, for a cost
+/// of 0, what a cost-1 check would answer, taking nothing ([`peek_stack`]).
+pub(crate) fn decide_stack(cells: &[Cell], tats: &mut [u64], now: u64, cost: u32) -> Decisions {
+    if cost == 0 {
+        peek_stack(cells, tats, now)
+    } else {
+        check_stack(cells, tats, now, cost)
+    }
+}
+
 /// How many cost-1 checks conform at `now` against `tat`: `⌊(b·T − max(tat − now, 0)) / T⌋`.
 #[inline]
 fn remaining(quota: &Quota, tat: u64, now: u64) -> u32 {

@@ -101,11 +101,7 @@ impl Inner {
         for key in keys.iter() {
             tats.push(cache.get(key)?);
         }
-        let decisions = if cost == 0 {
-            gcra::peek_stack(&stack.parts.cells, &tats, now)
-        } else {
-            gcra::check_stack(&stack.parts.cells, &mut tats, now, cost)
-        };
+        let decisions = gcra::decide_stack(&stack.parts.cells, &mut tats, now, cost);
         (!decisions.is_allowed()).then_some(decisions)
     }
 

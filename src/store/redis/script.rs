@@ -175,11 +175,7 @@ impl Reply {
             .iter()
             .map(|&tat| nanos(tat))
             .collect::<Option<SmallVec<[u64; 2]>>>()?;
-        let decisions = if cost == 0 {
-            gcra::peek_stack(cells, &tats, now)
-        } else {
-            gcra::check_stack(cells, &mut tats, now, cost)
-        };
+        let decisions = gcra::decide_stack(cells, &mut tats, now, cost);
         Some(Reply {
             decisions,
             tats,
