@@ -10,7 +10,7 @@
 //! task sends them until the lane is idle again.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::sync::oneshot;
 
@@ -41,6 +41,14 @@ enum LaneSet {
 #[derive(Default)]
 struct Lane {
     queue: Mutex<Queue>,
+}
+
+impl Lane {
+    /// The lane's queue, locked. Nothing panics while holding it, so a poisoned lock still
+    /// guards a consistent queue.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[derive(Default)]
@@ -119,11 +127,7 @@ pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
         return Submitted::Alone(ask, None);
     };
     let slot = lanes.slot_of(&ask);
-    let mut queue = lanes
-        .lane(slot)
-        .queue
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut queue = lanes.lane(slot).queue();
     if !queue.running {
         if queue.waiting.is_empty() {
             queue.running = true;
@@ -149,11 +153,7 @@ pub(super) fn release(inner: &Arc<Inner>, slot: usize) {
     let Some(lanes) = &inner.lanes else {
         return;
     };
-    let mut queue = lanes
-        .lane(slot)
-        .queue
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut queue = lanes.lane(slot).queue();
     if !queue.waiting.is_empty() {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(send(Arc::clone(inner), slot));
@@ -178,7 +178,7 @@ async fn send(inner: Arc<Inner>, slot: usize) {
     let mut answers = Vec::new();
     loop {
         {
-            let mut queue = lane.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = lane.queue();
             if queue.waiting.is_empty() {
                 queue.running = false;
                 stopped.0 = None;
@@ -210,10 +210,7 @@ struct Stopped<'a>(Option<&'a Lane>);
 impl Drop for Stopped<'_> {
     fn drop(&mut self) {
         if let Some(lane) = self.0 {
-            lane.queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .running = false;
+            lane.queue().running = false;
         }
     }
 }
