@@ -149,20 +149,25 @@ async fn keep_alive_survives_a_429_over_a_real_socket() {
 type Inner = ServiceFn<Answer>;
 type Answer = fn(Request<()>) -> Ready<Result<Response<String>, Infallible>>;
 
-/// The answer to the second request from one peer through `layer`.
-async fn second_response<L, S>(layer: L) -> Response<ResponseBody<String>>
+/// A request from one peer.
+fn from_peer() -> Request<()> {
+    let mut req = Request::new(());
+    req.extensions_mut()
+        .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+    req
+}
+
+/// The answer to the second of two requests made by `request` through `layer`.
+async fn second_response<L, S>(
+    layer: L,
+    request: impl Fn() -> Request<()>,
+) -> Response<ResponseBody<String>>
 where
     L: Layer<Inner, Service = S>,
     S: Service<Request<()>, Response = Response<ResponseBody<String>>, Error = Infallible> + Clone,
 {
     let inner: Answer = |_| ready(Ok(Response::new(String::from("ok"))));
     let svc = layer.layer(service_fn(inner));
-    let request = || {
-        let mut req = Request::new(());
-        req.extensions_mut()
-            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
-        req
-    };
     svc.clone().oneshot(request()).await.unwrap();
     svc.oneshot(request()).await.unwrap()
 }
@@ -203,9 +208,9 @@ async fn every_http_rejection_carries_the_content_length_of_its_body() {
         .build()
         .unwrap();
     for response in [
-        second_response(one).await,
-        second_response(stack).await,
-        second_response(custom).await,
+        second_response(one, from_peer).await,
+        second_response(stack, from_peer).await,
+        second_response(custom, from_peer).await,
     ] {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         let length: usize = header(&response, "content-length").parse().unwrap();
@@ -234,18 +239,13 @@ async fn a_rejection_carries_its_own_extensions_and_none_of_the_request() {
         .store(store)
         .build()
         .unwrap();
-    let inner: Answer = |_| ready(Ok(Response::new(String::from("ok"))));
-    let svc = layer.layer(service_fn(inner));
     let request = || {
-        let mut req = Request::new(());
-        req.extensions_mut()
-            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        let mut req = from_peer();
         req.extensions_mut().insert(Marker("from the request"));
         req.extensions_mut().insert(7u32);
         req
     };
-    svc.clone().oneshot(request()).await.unwrap();
-    let limited = svc.oneshot(request()).await.unwrap();
+    let limited = second_response(layer, request).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let extensions = limited.extensions();
     assert_eq!(
