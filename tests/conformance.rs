@@ -625,9 +625,7 @@ async fn redis(
     cluster: bool,
     deny_cache: bool,
 ) -> Fixture<tower_ratelimit::RedisStore> {
-    let clock = ManualClock::new();
-    // Start well past zero, as Redis TIME would be.
-    clock.advance(sec(1_700_000_000));
+    let clock = support::clock_at_unix_time();
     let builder = support::strict_store("conformance");
     let builder = if cluster {
         builder.cluster(urls.to_vec())

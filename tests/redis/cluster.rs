@@ -6,15 +6,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Commands;
-use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, Store};
+use tower_ratelimit::{MemoryStore, Policy, Quota, Store};
 
 use crate::support::{cluster_command_calls, strict_store, RedisCluster};
 
 #[tokio::test]
 async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_does() {
     let cluster = RedisCluster::start();
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = crate::support::clock_at_unix_time();
     // Without the deny cache, every check and peek is a script call.
     let store = strict_store("cluster")
         .cluster(cluster.urls())

@@ -96,8 +96,7 @@ fn differential(target: Target, cases: u32) {
         .enable_all()
         .build()
         .unwrap();
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = crate::support::clock_at_unix_time();
     let (alone, coalescing, four, cached) = rt.block_on(async {
         (
             target.store(&clock, 1, 1, false).await,

@@ -66,8 +66,7 @@ async fn same(
 #[tokio::test]
 async fn a_stack_that_one_policy_keeps_denying_is_answered_locally_as_redis_would() {
     let server = RedisServer::start();
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = crate::support::clock_at_unix_time();
     let store = store(&server, Some(&clock)).await;
     let memory = MemoryStore::builder().clock(clock.clone()).build().unwrap();
     let policies = [

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RedisStore, Store};
+use tower_ratelimit::{MemoryStore, Policy, Quota, RedisStore, Store};
 
 use crate::support::{redis_url, strict_store};
 
@@ -49,8 +49,7 @@ fn random_stack_schedules_give_the_same_decisions_in_redis_and_in_memory() {
         .enable_all()
         .build()
         .unwrap();
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = crate::support::clock_at_unix_time();
     let memory = MemoryStore::builder().clock(clock.clone()).build().unwrap();
     let store = |deny_cache: bool| {
         strict_store("properties")

@@ -483,6 +483,13 @@ pub fn cluster_command_calls(cluster: &RedisCluster, command: &str) -> u64 {
         .sum()
 }
 
+/// A manual clock at a time like Redis `TIME`'s, well past zero, for stores in clock mode.
+pub fn clock_at_unix_time() -> tower_ratelimit::ManualClock {
+    let clock = tower_ratelimit::ManualClock::new();
+    clock.advance(Duration::from_secs(1_700_000_000));
+    clock
+}
+
 /// A store builder for tests, still without a connection: a prefix of its own, no failure
 /// fallback (`Deny`, so a Redis failure is an error, never an in-memory answer in Redis's
 /// place) and a timeout a slow machine cannot hit.
