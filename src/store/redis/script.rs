@@ -9,21 +9,15 @@ use crate::{Decisions, Quota};
 
 /// The stack GCRA of [`gcra`](crate::gcra) in microseconds, for a batch of checks decided one
 /// after another in one call; one Redis key per policy, all keys of a call in one hash slot.
+/// [`RedisStore::SCRIPT`](super::RedisStore::SCRIPT) describes its keys, arguments and reply.
 ///
-/// KEYS: the keys of every check of the batch, in order, one per policy of its stack, each
-/// holding its TAT. ARGV: the least expiry in ms (0 but in clock mode, where Redis's own clock,
-/// which runs the expiry, is not the clock of the TATs); `1` if each check carries its time,
-/// `0` for Redis `TIME`, read once per call; the number of stacks; for each stack its number of
-/// policies and, per policy, its interval (µs), burst and shadow flag (1 or 0); then for each
-/// check: its stack (from 1; only when the call has several), its cost (0 asks what a cost-1
-/// check would answer, writing nothing) and, if they carry it, its time in µs.
-///
-/// Reply, for each check in order: its time (µs), then per policy the TAT it found (µs, at least
-/// the time). The caller decides the check from these as the script did: enforced policies
-/// are all-or-nothing, each taking the cost only if all conform; shadow policies are decided
-/// one by one. A denial and a peek write nothing; a conforming check moves the TAT, which the
-/// next check of the batch reads, and each key is written once, after the last check, with its
-/// last TAT and an expiry at the moment it is back to a full burst.
+/// The least expiry is 0 but in clock mode, where Redis's own clock, which runs the expiry, is
+/// not the clock of the TATs. The caller decides each check from the TATs the script found, as
+/// the script did: enforced policies are all-or-nothing, each taking the cost only if all
+/// conform; shadow policies are decided one by one. A denial and a peek write nothing; a
+/// conforming check moves the TAT, which the next check of the batch reads, and each key is
+/// written once, after the last check, with its last TAT and an expiry at the moment it is back
+/// to a full burst.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
 local timed = ARGV[2] == '1'
