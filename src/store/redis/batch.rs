@@ -23,7 +23,7 @@ use crate::Decisions;
 pub(super) type Answer = oneshot::Receiver<Result<Decisions, RedisStoreError>>;
 
 /// The number of hash slots of a Redis Cluster.
-const SLOTS: usize = 16_384;
+pub(super) const SLOTS: usize = 16_384;
 
 /// The store's lanes: one or a few for a single server, or one per cluster slot, each made when
 /// first used.
@@ -66,18 +66,12 @@ struct Waiting {
 }
 
 impl Lanes {
-    /// Lanes carrying at most `max_batch` checks per call: one per slot if `per_slot`, else
-    /// `count` (at least one) sharing the slots.
-    pub(super) fn new(max_batch: usize, per_slot: bool, count: usize) -> Self {
-        let count = if per_slot {
-            SLOTS
-        } else {
-            count.clamp(1, SLOTS)
-        };
-        let lanes = if count == 1 {
-            LaneSet::One(Lane::default())
-        } else {
-            LaneSet::BySlot((0..count).map(|_| OnceLock::new()).collect())
+    /// `count` lanes (at least one, at most one per hash slot) carrying at most `max_batch`
+    /// checks per call: a key of hash slot `slot` takes lane `slot % count`.
+    pub(super) fn new(max_batch: usize, count: usize) -> Self {
+        let lanes = match count.clamp(1, SLOTS) {
+            1 => LaneSet::One(Lane::default()),
+            count => LaneSet::BySlot((0..count).map(|_| OnceLock::new()).collect()),
         };
         Lanes { max_batch, lanes }
     }

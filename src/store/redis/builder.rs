@@ -9,7 +9,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::Script;
 
-use super::batch::Lanes;
+use super::batch::{Lanes, SLOTS};
 use super::connection::{connect, Connection, Target};
 use super::deny_cache::DenyCache;
 use super::health::Health;
@@ -370,9 +370,10 @@ impl RedisStoreBuilder {
         let mut key_head = b"{".to_vec();
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
-        let lanes = (self.max_batch > 1).then(|| {
-            let cluster = matches!(connection, Connection::Cluster(_));
-            Lanes::new(self.max_batch, cluster, self.calls_in_flight)
+        // A script call may only touch keys of one cluster slot: a lane per slot there.
+        let lanes = (self.max_batch > 1).then(|| match connection {
+            Connection::Cluster(_) => Lanes::new(self.max_batch, SLOTS),
+            _ => Lanes::new(self.max_batch, self.calls_in_flight),
         });
         Ok(RedisStore {
             inner: Arc::new(Inner {
