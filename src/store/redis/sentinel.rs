@@ -2,7 +2,7 @@
 //! use stops answering as a primary, so that checks follow a failover.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -166,10 +166,8 @@ impl Shared {
     }
 
     fn current(&self) -> Arc<Primary> {
-        match self.primary.read() {
-            Ok(primary) => Arc::clone(&primary),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        // Nothing panics while holding the lock: a poisoned one still holds a primary.
+        Arc::clone(&self.primary.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Asks the sentinels once; adopts the primary they name if it is a new one.
@@ -191,10 +189,7 @@ impl Shared {
             "Redis Sentinel named a new primary; rate limit checks go to it"
         );
         let primary = Arc::new(primary);
-        match self.primary.write() {
-            Ok(mut slot) => *slot = primary,
-            Err(poisoned) => *poisoned.into_inner() = primary,
-        }
+        *self.primary.write().unwrap_or_else(PoisonError::into_inner) = primary;
         Ok(())
     }
 }
