@@ -66,9 +66,9 @@ pub(crate) struct Config<E, St: Store, R, X> {
 /// A stack of policies as one layer checks it.
 pub(crate) struct Tier<S> {
     pub(crate) name: Box<str>,
-    pub(crate) policies: Arc<[Policy]>,
     /// What the store keeps of the stack.
     pub(crate) stack: S,
+    /// The stack's policies and headers.
     pub(crate) headers: Arc<StackHeaders>,
     /// Requests each policy would have limited, for policies in shadow mode.
     pub(crate) shadow_limited: Box<[AtomicU64]>,
@@ -79,6 +79,11 @@ pub(crate) struct Tier<S> {
 }
 
 impl<S> Tier<S> {
+    /// The tier's policies, in stack order.
+    pub(crate) fn policies(&self) -> &[Policy] {
+        self.headers.policies()
+    }
+
     /// The tier `name` of `policies`, registered with `store`.
     pub(crate) fn new<St>(
         store: &St,
@@ -99,9 +104,8 @@ impl<S> Tier<S> {
             #[cfg(feature = "metrics")]
             metrics: crate::telemetry::TierMetrics::new::<St::Error>(&policies, tightest),
             name: name.into(),
-            headers: Arc::new(StackHeaders::new(&policies)),
             shadow_limited: policies.iter().map(|_| AtomicU64::new(0)).collect(),
-            policies: policies.into(),
+            headers: Arc::new(StackHeaders::new(policies.into())),
             stack,
             tightest,
         })
@@ -182,7 +186,7 @@ where
             return Start::Decided(Verdict::Allow(None));
         }
         if let Some(tightest) = tier.tightest {
-            let policy = &tier.policies[tightest];
+            let policy = &tier.policies()[tightest];
             if cost > policy.quota().burst() {
                 #[cfg(feature = "metrics")]
                 tier.metrics.cost_too_large(tightest);
@@ -256,12 +260,8 @@ where
                 )
             }
             Ok(decisions) => {
-                let limited = RateLimited::new(
-                    decisions,
-                    Arc::clone(&tier.policies),
-                    self.grpc(req),
-                    Arc::clone(&tier.headers),
-                );
+                let limited =
+                    RateLimited::new(decisions, self.grpc(req), Arc::clone(&tier.headers));
                 if tracing::enabled!(tracing::Level::DEBUG) {
                     if let Some(suppressed) = self.logs.rejection.admit() {
                         tracing::debug!(
@@ -306,7 +306,7 @@ where
     /// Counts and logs what the shadow policies of an admitted request would have limited.
     fn shadow_limited<B>(&self, tier: &Tier<St::Stack>, decisions: &Decisions, req: &Request<B>) {
         for ((policy, decision), count) in tier
-            .policies
+            .policies()
             .iter()
             .zip(decisions.as_slice())
             .zip(tier.shadow_limited.iter())
@@ -359,7 +359,7 @@ impl<E, St: Store, R, X> Config<E, St, R, X> {
     pub(crate) fn shadow_limited_count(&self, name: &str) -> u64 {
         self.tiers
             .iter()
-            .flat_map(|tier| tier.policies.iter().zip(tier.shadow_limited.iter()))
+            .flat_map(|tier| tier.policies().iter().zip(tier.shadow_limited.iter()))
             .filter(|(policy, _)| policy.name() == name)
             .map(|(_, count)| count.load(Ordering::Relaxed))
             .sum()

@@ -403,7 +403,9 @@ pub(crate) fn peek_stack(cells: &[Cell], tats: &[u64], now: u64) -> Decisions {
 }
 
 /// A check of `cost` cells ([`check_stack`], writing the new TATs into `tats`), or, for a cost
-/// of 0, what a cost-1 check would answer, taking nothing ([`peek_stack`]).
+/// of 0, what a cost-1 check would answer, taking nothing ([`peek_stack`]): how the Redis store
+/// decides from the states its script reports.
+#[cfg(feature = "redis")]
 pub(crate) fn decide_stack(cells: &[Cell], tats: &mut [u64], now: u64, cost: u32) -> Decisions {
     if cost == 0 {
         peek_stack(cells, tats, now)

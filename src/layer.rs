@@ -83,7 +83,7 @@ impl RateLimitLayer {
 impl<E, St: Store, R, X> RateLimitLayer<E, St, R, X> {
     /// The policies of the default tier, in stack order.
     pub fn policies(&self) -> &[Policy] {
-        &self.config.tiers[0].policies
+        self.config.tiers[0].policies()
     }
 
     /// The store that holds the budgets.
@@ -121,7 +121,7 @@ impl<E, St: Store, R, X> fmt::Debug for RateLimitLayer<E, St, R, X> {
             .config
             .tiers
             .iter()
-            .map(|tier| (&*tier.name, &*tier.policies))
+            .map(|tier| (&*tier.name, tier.policies()))
             .collect();
         f.debug_struct("RateLimitLayer")
             .field("tiers", &tiers)

@@ -16,6 +16,7 @@
 //! in whole seconds rounded up, never `0`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,11 +30,12 @@ pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-poli
 /// The `RateLimit` header name.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// The rate-limit headers of one stack, rendered as far as they can be when the layer is
-/// built: `RateLimit-Policy`, the fixed part of each `RateLimit` member, and the header map of
-/// the default rejection, so that a request only writes its numbers.
+/// One stack's policies and its rate-limit headers, rendered as far as they can be when the
+/// layer is built: `RateLimit-Policy`, the fixed part of each `RateLimit` member, and the
+/// header map of the default rejection, so that a request only writes its numbers.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct StackHeaders {
+    policies: Arc<[Policy]>,
     policy: HeaderValue,
     /// `"<name>";r=` for each policy, the ones after the first led by `, `.
     members: Box<[Box<[u8]>]>,
@@ -46,7 +48,7 @@ pub(crate) const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain;
 
 impl StackHeaders {
     /// The headers of `policies`, whose names were checked to fit in a String.
-    pub(crate) fn new(policies: &[Policy]) -> Self {
+    pub(crate) fn new(policies: Arc<[Policy]>) -> Self {
         let mut policy = String::new();
         for (i, p) in policies.iter().enumerate() {
             if i > 0 {
@@ -81,7 +83,13 @@ impl StackHeaders {
                 })
                 .collect(),
             rejection,
+            policies,
         }
+    }
+
+    /// The stack's policies, in order.
+    pub(crate) fn policies(&self) -> &[Policy] {
+        &self.policies
     }
 
     /// The headers of the default HTTP rejection: `Content-Type`, `Retry-After`,
@@ -320,7 +328,7 @@ mod tests {
             "default",
             Quota::per_minute(10).allow_burst(20),
         )];
-        let spec = StackHeaders::new(&policies);
+        let spec = StackHeaders::new(Arc::from(policies));
         assert_eq!(spec.policy, "\"default\";q=20;w=120");
         let mut headers = HeaderMap::new();
         let decision = Decision::denied(
@@ -340,7 +348,7 @@ mod tests {
             Policy::new("per-second", Quota::per_second(2).allow_burst(4)),
             Policy::new("per-minute", Quota::per_minute(10)),
         ];
-        let spec = StackHeaders::new(&policies);
+        let spec = StackHeaders::new(Arc::from(policies));
         assert_eq!(
             spec.policy,
             "\"per-second\";q=4;w=2, \"per-minute\";q=10;w=60"
@@ -385,12 +393,13 @@ mod tests {
         let policies: Vec<_> = (0..4)
             .map(|i| Policy::new(format!("{i}{}", "x".repeat(63)), Quota::per_hour(1)))
             .collect();
-        let spec = StackHeaders::new(&policies);
+        let spec = StackHeaders::new(Arc::from(policies));
         let denied = Decision::denied(1, 0, Duration::from_secs(3600), Duration::from_secs(3600));
         let decisions = Decisions::new(false, vec![denied; 4]);
         let mut headers = HeaderMap::new();
         spec.insert(&mut headers, &decisions, Some(35));
-        let expected: Vec<_> = policies
+        let expected: Vec<_> = spec
+            .policies()
             .iter()
             .map(|p| format!("\"{}\";r=0;t=3600", p.name()))
             .collect();

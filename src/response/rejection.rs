@@ -20,23 +20,20 @@ use crate::{Decision, Decisions, Policy, Quota};
 #[derive(Clone, PartialEq, Eq)]
 pub struct RateLimited {
     decisions: Decisions,
-    policies: Arc<[Policy]>,
     /// The content type of a gRPC answer, for a gRPC request.
     grpc: Option<HeaderValue>,
-    /// The stack's headers, rendered when the layer was built.
+    /// The stack's policies and headers, rendered when the layer was built.
     headers: Arc<StackHeaders>,
 }
 
 impl RateLimited {
     pub(crate) fn new(
         decisions: Decisions,
-        policies: Arc<[Policy]>,
         grpc: Option<HeaderValue>,
         headers: Arc<StackHeaders>,
     ) -> Self {
         RateLimited {
             decisions,
-            policies,
             grpc,
             headers,
         }
@@ -49,7 +46,7 @@ impl RateLimited {
 
     /// The policies the request was checked against.
     pub fn policies(&self) -> &[Policy] {
-        &self.policies
+        self.headers.policies()
     }
 
     /// The index of the enforced policy that denied with the longest wait.
@@ -57,7 +54,7 @@ impl RateLimited {
         self.decisions
             .as_slice()
             .iter()
-            .zip(self.policies.iter())
+            .zip(self.policies())
             .enumerate()
             .filter(|(_, (d, p))| !d.is_allowed() && !p.is_shadow())
             .max_by_key(|(_, (d, _))| d.retry_after())
@@ -66,7 +63,7 @@ impl RateLimited {
 
     /// The policy that limits the request longest.
     pub fn policy(&self) -> &Policy {
-        &self.policies[self.limiting()]
+        &self.policies()[self.limiting()]
     }
 
     /// The decision of [`policy`](RateLimited::policy).
@@ -99,7 +96,7 @@ impl fmt::Debug for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimited")
             .field("decisions", &self.decisions)
-            .field("policies", &self.policies)
+            .field("policies", &self.policies())
             .field("grpc", &self.grpc)
             .finish_non_exhaustive()
     }
@@ -285,9 +282,8 @@ mod tests {
         let denied = |secs| Decision::denied(1, 0, Duration::from_secs(secs), Duration::ZERO);
         let limited = RateLimited::new(
             Decisions::new(false, [denied(1), denied(30), denied(3000)]),
-            Arc::clone(&policies),
             None,
-            Arc::new(StackHeaders::new(&policies)),
+            Arc::new(StackHeaders::new(policies)),
         );
         assert_eq!(limited.policy().name(), "b");
         assert_eq!(limited.quota(), &Quota::per_minute(1));
@@ -301,9 +297,8 @@ mod tests {
         let denied = Decision::denied(1, 0, Duration::from_secs(3599), Duration::from_secs(3600));
         let limited = RateLimited::new(
             Decisions::new(false, vec![denied; 4]),
-            Arc::clone(&policies),
             None,
-            Arc::new(StackHeaders::new(&policies)),
+            Arc::new(StackHeaders::new(Arc::clone(&policies))),
         );
         let response = DefaultRejection.make_rejection(&limited);
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
