@@ -350,20 +350,20 @@ impl<V: Value> Table<V> {
         hasher: &Hasher,
         make: impl FnOnce() -> V,
     ) -> Option<&mut V> {
-        if self.get(key).is_none() {
-            if !self.make_room(now, hasher) {
-                return None;
-            }
-            self.entries.insert_unique(
-                key.hash,
-                Entry {
-                    key: StoredKey::new(key),
-                    value: make(),
-                },
-                |e| hasher.stored(&e.key),
-            );
+        if self.get(key).is_some() {
+            return self.get_mut(key);
         }
-        self.get_mut(key)
+        if !self.make_room(now, hasher) {
+            return None;
+        }
+        let entry = Entry {
+            key: StoredKey::new(key),
+            value: make(),
+        };
+        let inserted = self
+            .entries
+            .insert_unique(key.hash, entry, |e| hasher.stored(&e.key));
+        Some(&mut inserted.into_mut().value)
     }
 
     /// Makes room for one more key if the shard allows it. Returns whether a key may be
