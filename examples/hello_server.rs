@@ -78,15 +78,15 @@ fn main() -> Result<(), BoxError> {
                     ServiceBuilder::new()
                         .map_response(IntoResponse::into_response)
                         .layer($layer)
-                        .service(hello),
+                        .service(prepared(hello)),
                 )
             } else {
-                run.serve(hello.layer($layer))
+                run.serve(prepared(hello.layer($layer)))
             }
         };
     }
     match limiter.as_str() {
-        "none" => run.serve(hello),
+        "none" => run.serve(prepared(hello)),
         "ours" => limited_by!(RateLimitLayer::builder()
             .quota(Quota::with_period(period).allow_burst(burst))
             .build()?),
@@ -99,6 +99,13 @@ fn main() -> Result<(), BoxError> {
         )),
         other => Err(format!("LIMITER must be none, ours or tower_governor, got {other:?}").into()),
     }
+}
+
+/// What `axum::serve` and `Router::into_make_service` do before the first request: every route
+/// built once, its layers applied. A `Router` called as a service without this builds its routes
+/// (and applies its layers) again for every request.
+fn prepared(router: Router) -> Router {
+    router.with_state(())
 }
 
 struct Run {
