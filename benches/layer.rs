@@ -1,6 +1,7 @@
 //! One request through a trivial service: bare, behind `RateLimitLayer` (one policy, and a
 //! stack of two), and behind `tower_governor`'s layer with the same quota, on the allow path
-//! and on the reject path.
+//! and on the reject path. The reject path is also measured with two clients whose waits
+//! differ, alternating, so that no rejection repeats the numbers of the one before it.
 //!
 //! Each iteration drives `poll_ready`, `call` and the response future to completion by polling
 //! them directly (every one is ready at once, so no runtime is involved) and drops the
@@ -32,7 +33,7 @@ use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, Service};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
-use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer};
 
 /// The quota as (interval, burst). Allow: a burst no run can spend. Reject: one cell an hour,
 /// spent before timing starts.
@@ -43,11 +44,20 @@ fn peer() -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 7], 40000))
 }
 
+/// A second client, whose wait is a second longer than [`peer`]'s.
+fn other_peer() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 8], 40000))
+}
+
 /// Every contender gets the same request: the peer address in axum's `ConnectInfo`, where
 /// `axum::serve(.., into_make_service_with_connect_info::<SocketAddr>())` puts it.
 fn request() -> Request<()> {
+    request_from(peer())
+}
+
+fn request_from(peer: SocketAddr) -> Request<()> {
     let mut req = Request::new(());
-    req.extensions_mut().insert(ConnectInfo(peer()));
+    req.extensions_mut().insert(ConnectInfo(peer));
     req
 }
 
@@ -88,6 +98,30 @@ fn ours(
         .build()
         .expect("a valid layer");
     layer.layer(inner())
+}
+
+/// The rejecting layer on a manual clock, with the burst of [`peer`] spent a second after
+/// that of [`other_peer`]: their rejections show different numbers, so requests that alternate
+/// between the two render every rejection anew.
+fn ours_two_waits() -> impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible>
+{
+    let (interval, burst) = REJECT;
+    let clock = ManualClock::new();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::with_period(interval).allow_burst(burst))
+        .store(
+            MemoryStore::builder()
+                .clock(clock.clone())
+                .build()
+                .expect("a valid store"),
+        )
+        .build()
+        .expect("a valid layer");
+    let mut svc = layer.layer(inner());
+    assert_eq!(drive(&mut svc, request_from(other_peer())), StatusCode::OK);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(drive(&mut svc, request()), StatusCode::OK);
+    svc
 }
 
 /// Two policies of the same quota checked together, all-or-nothing.
@@ -196,6 +230,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("tower-ratelimit", |b| {
         b.iter_batched(
             request,
+            |req| black_box(drive(&mut svc, req)),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(drive(&mut svc, request()), StatusCode::TOO_MANY_REQUESTS);
+    let mut svc = ours_two_waits();
+    let mut peers = [peer(), other_peer()].into_iter().cycle();
+    group.bench_function("tower-ratelimit (two clients, waits alternating)", |b| {
+        b.iter_batched(
+            || request_from(peers.next().unwrap_or_else(peer)),
             |req| black_box(drive(&mut svc, req)),
             BatchSize::SmallInput,
         )
