@@ -97,22 +97,20 @@ impl StackHeaders {
     /// map made when the layer was built, with its values set: no header name is hashed.
     pub(crate) fn rejection(
         &self,
-        retry_after: Bytes,
-        ratelimit: Bytes,
-        content_length: usize,
+        mut retry_after: Option<HeaderValue>,
+        mut ratelimit: Option<HeaderValue>,
+        content_length: HeaderValue,
     ) -> HeaderMap {
         let mut headers = self.rejection.clone();
-        // Digits, and names checked when the layer was built: both are valid values.
-        let mut retry_after = HeaderValue::from_maybe_shared(retry_after).ok();
-        let mut ratelimit = HeaderValue::from_maybe_shared(ratelimit).ok();
         let (no_retry_after, no_ratelimit) = (retry_after.is_none(), ratelimit.is_none());
+        let mut content_length = Some(content_length);
         for (name, value) in headers.iter_mut() {
             let set = if name == RETRY_AFTER {
                 retry_after.take()
             } else if name == RATELIMIT {
                 ratelimit.take()
             } else if name == CONTENT_LENGTH {
-                Some(number(content_length as u64))
+                content_length.take()
             } else {
                 None
             };
@@ -197,7 +195,7 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
 }
 
 /// `d` in whole seconds, rounded up.
-fn ceil_secs(d: Duration) -> u64 {
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 

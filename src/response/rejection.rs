@@ -1,7 +1,9 @@
 //! The answer to a request that is not served: limited, too costly ever to fit, without a key,
 //! or when the store failed and its policy is to fail closed.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::iter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::grpc;
-use super::headers::{retry_after_secs, Scratch, StackHeaders, TEXT_PLAIN};
+use super::headers::{ceil_secs, number, retry_after_secs, Scratch, StackHeaders, TEXT_PLAIN};
 use crate::{Decision, Decisions, Policy, Quota};
 
 /// Why a request was rejected: the decision of each policy of its stack.
@@ -184,32 +186,97 @@ pub struct DefaultRejection;
 impl MakeRejection for DefaultRejection {
     fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
         if let Some(content_type) = &limited.grpc {
-            grpc::resource_exhausted(limited.retry_after(), content_type.clone())
-        } else {
-            // The body, the Retry-After value and the RateLimit value written into one buffer
-            // that the three share: one allocation while they fit in the stack buffer.
-            let mut digits = itoa::Buffer::new();
-            let secs = digits.format(limited.retry_after_secs());
-            let mut text = Scratch::<320>::new();
-            text.push(b"Too Many Requests: retry in ");
-            let secs_at = text.len();
-            text.push(secs.as_bytes());
-            text.push(b" s\n");
-            let body_len = text.len();
-            limited
-                .headers
-                .write_ratelimit(&limited.decisions, &mut text);
-            let text = text.into_bytes();
-            let retry_after = text.slice(secs_at..secs_at + secs.len());
-            let headers = limited
-                .headers
-                .rejection(retry_after, text.slice(body_len..), body_len);
-            let mut response = Response::new(text.slice(..body_len));
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            *response.headers_mut() = headers;
-            response
+            return grpc::resource_exhausted(limited.retry_after(), content_type.clone());
+        }
+        // A flood of rejections repeats the same numbers for a second at a time: each thread
+        // keeps the values it rendered last and answers from them while they still fit.
+        LAST_RENDERED
+            .try_with(|last| match last.try_borrow_mut() {
+                Ok(mut last) => match &mut *last {
+                    Some(rendered) if rendered.fits(limited) => rendered.response(),
+                    last => last.insert(Rendered::new(limited)).response(),
+                },
+                Err(_) => Rendered::new(limited).response(),
+            })
+            .unwrap_or_else(|_| Rendered::new(limited).response())
+    }
+}
+
+thread_local! {
+    /// The default HTTP rejection this thread rendered last.
+    static LAST_RENDERED: RefCell<Option<Rendered>> = const { RefCell::new(None) };
+}
+
+/// The body and header values of a default HTTP rejection, for one stack and one set of the
+/// numbers it shows.
+struct Rendered {
+    stack: Arc<StackHeaders>,
+    /// The numbers the values show: the `Retry-After` seconds, then the remaining count and
+    /// the reset seconds of each policy.
+    numbers: Vec<u64>,
+    body: Bytes,
+    retry_after: Option<HeaderValue>,
+    ratelimit: Option<HeaderValue>,
+    content_length: HeaderValue,
+}
+
+impl Rendered {
+    fn new(limited: &RateLimited) -> Self {
+        // The body, the Retry-After value and the RateLimit value written into one buffer
+        // that the three share: one allocation while they fit in the stack buffer.
+        let mut digits = itoa::Buffer::new();
+        let secs = digits.format(limited.retry_after_secs());
+        let mut text = Scratch::<320>::new();
+        text.push(b"Too Many Requests: retry in ");
+        let secs_at = text.len();
+        text.push(secs.as_bytes());
+        text.push(b" s\n");
+        let body_len = text.len();
+        limited
+            .headers
+            .write_ratelimit(&limited.decisions, &mut text);
+        let text = text.into_bytes();
+        // Digits, and names checked when the layer was built: both are valid values.
+        let retry_after = HeaderValue::from_maybe_shared(text.slice(secs_at..secs_at + secs.len()));
+        let ratelimit = HeaderValue::from_maybe_shared(text.slice(body_len..));
+        Rendered {
+            stack: Arc::clone(&limited.headers),
+            numbers: numbers(limited).collect(),
+            body: text.slice(..body_len),
+            retry_after: retry_after.ok(),
+            ratelimit: ratelimit.ok(),
+            content_length: number(body_len as u64),
         }
     }
+
+    /// Whether these are the values of `limited`'s rejection.
+    fn fits(&self, limited: &RateLimited) -> bool {
+        Arc::ptr_eq(&self.stack, &limited.headers)
+            && self.numbers.iter().copied().eq(numbers(limited))
+    }
+
+    fn response(&self) -> Response<Bytes> {
+        let headers = self.stack.rejection(
+            self.retry_after.clone(),
+            self.ratelimit.clone(),
+            self.content_length.clone(),
+        );
+        let mut response = Response::new(self.body.clone());
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// The numbers a default HTTP rejection shows, in the order of [`Rendered::numbers`].
+fn numbers(limited: &RateLimited) -> impl Iterator<Item = u64> + '_ {
+    iter::once(limited.retry_after_secs()).chain(
+        limited
+            .decisions
+            .as_slice()
+            .iter()
+            .flat_map(|d| [u64::from(d.remaining()), ceil_secs(d.reset_after())]),
+    )
 }
 
 /// The default answer to a request whose cost can never fit.
@@ -315,6 +382,49 @@ mod tests {
             members.join(", ").as_str()
         );
         assert_eq!(headers.len(), 5);
+    }
+
+    #[test]
+    fn a_rejection_answered_from_the_last_rendered_values_is_the_one_rendered_anew() {
+        let stacks = [
+            Arc::new(StackHeaders::new(Arc::from([Policy::new(
+                "a",
+                Quota::per_second(5),
+            )]))),
+            Arc::new(StackHeaders::new(Arc::from([
+                Policy::new("a", Quota::per_second(5)),
+                Policy::new("b", Quota::per_hour(100)),
+            ]))),
+        ];
+        // Every change of stack or of one number at a time, and repeats, on one thread.
+        let mut seen = std::collections::HashSet::new();
+        let mut state = 7u64;
+        for _ in 0..2_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let pick = |shift: u32, n: u64| (state >> shift) % n;
+            let stack = &stacks[pick(60, 2) as usize];
+            let decision = |shift| {
+                Decision::denied(
+                    1,
+                    pick(shift, 3) as u32,
+                    Duration::from_millis(1 + pick(shift + 8, 3) * 700),
+                    Duration::from_millis(pick(shift + 16, 3) * 900),
+                )
+            };
+            let decisions = match stack.policies().len() {
+                1 => Decisions::new(false, [decision(4)]),
+                _ => Decisions::new(false, [decision(4), decision(28)]),
+            };
+            let limited = RateLimited::new(decisions, None, Arc::clone(stack));
+            let answered = DefaultRejection.make_rejection(&limited);
+            let rendered = Rendered::new(&limited).response();
+            assert_eq!(answered.headers(), rendered.headers(), "{limited:?}");
+            assert_eq!(answered.body(), rendered.body(), "{limited:?}");
+            seen.insert(answered.headers()[super::super::RATELIMIT].clone());
+        }
+        assert!(seen.len() > 50, "only {} distinct answers", seen.len());
     }
 
     #[test]
