@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::iter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,31 +188,64 @@ impl MakeRejection for DefaultRejection {
             return grpc::resource_exhausted(limited.retry_after(), content_type.clone());
         }
         // A flood of rejections repeats the same numbers for a second at a time: each thread
-        // keeps the values it rendered last and answers from them while they still fit.
-        LAST_RENDERED
-            .try_with(|last| match last.try_borrow_mut() {
-                Ok(mut last) => match &mut *last {
-                    Some(rendered) if rendered.fits(limited) => rendered.response(),
-                    last => last.insert(Rendered::new(limited)).response(),
-                },
-                Err(_) => Rendered::new(limited).response(),
-            })
-            .unwrap_or_else(|_| Rendered::new(limited).response())
+        // remembers the numbers of its last rejection and, once they repeat, the values it
+        // rendered for them.
+        let kept = (limited.decisions.as_slice().len() <= REMEMBERED_POLICIES)
+            .then(|| LAST_REJECTION.try_with(|last| last.try_borrow_mut().ok()?.answer(limited)))
+            .and_then(|answer| answer.ok().flatten());
+        match kept {
+            Some(response) => response,
+            None => Rendered::new(limited).respond(&limited.headers),
+        }
     }
 }
 
 thread_local! {
-    /// The default HTTP rejection this thread rendered last.
-    static LAST_RENDERED: RefCell<Option<Rendered>> = const { RefCell::new(None) };
+    static LAST_REJECTION: RefCell<LastRejection> = const { RefCell::new(LastRejection::NONE) };
 }
 
-/// The body and header values of a default HTTP rejection, for one stack and one set of the
-/// numbers it shows.
+/// The longest stack whose rejection a thread remembers, so that its numbers fit inline.
+const REMEMBERED_POLICIES: usize = 3;
+
+/// The default HTTP rejection a thread answered last: its stack, the numbers it showed, and
+/// its rendered values once an answer repeated them.
+struct LastRejection {
+    /// The address of the stack's headers, which `values` (when set) keeps alive.
+    stack: usize,
+    numbers: Numbers,
+    values: Option<(Arc<StackHeaders>, Rendered)>,
+}
+
+impl LastRejection {
+    const NONE: LastRejection = LastRejection {
+        stack: 0,
+        numbers: Numbers([0; 1 + 2 * REMEMBERED_POLICIES]),
+        values: None,
+    };
+
+    /// The rejection of `limited` (of a stack of at most [`REMEMBERED_POLICIES`]) when its
+    /// numbers repeat the last ones: rendered and kept the first time, then answered from what
+    /// was kept. `None` when they differ: they become the last ones, and the caller renders.
+    fn answer(&mut self, limited: &RateLimited) -> Option<Response<Bytes>> {
+        let stack = Arc::as_ptr(&limited.headers).addr();
+        let numbers = Numbers::of(limited);
+        if stack == self.stack && numbers == self.numbers {
+            let (stack, rendered) = match &mut self.values {
+                Some(kept) => kept,
+                none => none.insert((Arc::clone(&limited.headers), Rendered::new(limited))),
+            };
+            return Some(rendered.clone().respond(stack));
+        }
+        self.stack = stack;
+        self.numbers = numbers;
+        self.values = None;
+        None
+    }
+}
+
+/// The body and header values of a default HTTP rejection.
+#[derive(Clone)]
 struct Rendered {
-    stack: Arc<StackHeaders>,
-    /// The numbers the values show: the `Retry-After` seconds, then the remaining count and
-    /// the reset seconds of each policy.
-    numbers: Vec<u64>,
     body: Bytes,
     retry_after: Option<HeaderValue>,
     ratelimit: Option<HeaderValue>,
@@ -240,8 +272,6 @@ impl Rendered {
         let retry_after = HeaderValue::from_maybe_shared(text.slice(secs_at..secs_at + secs.len()));
         let ratelimit = HeaderValue::from_maybe_shared(text.slice(body_len..));
         Rendered {
-            stack: Arc::clone(&limited.headers),
-            numbers: numbers(limited).collect(),
             body: text.slice(..body_len),
             retry_after: retry_after.ok(),
             ratelimit: ratelimit.ok(),
@@ -249,34 +279,34 @@ impl Rendered {
         }
     }
 
-    /// Whether these are the values of `limited`'s rejection.
-    fn fits(&self, limited: &RateLimited) -> bool {
-        Arc::ptr_eq(&self.stack, &limited.headers)
-            && self.numbers.iter().copied().eq(numbers(limited))
-    }
-
-    fn response(&self) -> Response<Bytes> {
-        let headers = self.stack.rejection(
-            self.retry_after.clone(),
-            self.ratelimit.clone(),
-            self.content_length.clone(),
-        );
-        let mut response = Response::new(self.body.clone());
+    fn respond(self, stack: &StackHeaders) -> Response<Bytes> {
+        let mut response = Response::new(self.body);
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        *response.headers_mut() = headers;
+        *response.headers_mut() =
+            stack.rejection(self.retry_after, self.ratelimit, self.content_length);
         response
     }
 }
 
-/// The numbers a default HTTP rejection shows, in the order of [`Rendered::numbers`].
-fn numbers(limited: &RateLimited) -> impl Iterator<Item = u64> + '_ {
-    iter::once(limited.retry_after_secs()).chain(
-        limited
-            .decisions
-            .as_slice()
-            .iter()
-            .flat_map(|d| [u64::from(d.remaining()), ceil_secs(d.reset_after())]),
-    )
+/// The numbers a default HTTP rejection shows: the `Retry-After` seconds, then the remaining
+/// count and the reset seconds of each policy, zeros after the last.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Numbers([u64; 1 + 2 * REMEMBERED_POLICIES]);
+
+impl Numbers {
+    /// The numbers of `limited`, a rejection by a stack of at most [`REMEMBERED_POLICIES`].
+    fn of(limited: &RateLimited) -> Self {
+        let mut numbers = [0; 1 + 2 * REMEMBERED_POLICIES];
+        numbers[0] = limited.retry_after_secs();
+        for (pair, d) in numbers[1..]
+            .chunks_exact_mut(2)
+            .zip(limited.decisions.as_slice())
+        {
+            pair[0] = u64::from(d.remaining());
+            pair[1] = ceil_secs(d.reset_after());
+        }
+        Numbers(numbers)
+    }
 }
 
 /// The default answer to a request whose cost can never fit.
@@ -398,6 +428,7 @@ mod tests {
         ];
         // Every change of stack or of one number at a time, and repeats, on one thread.
         let mut seen = std::collections::HashSet::new();
+        let (mut kept, mut previous) = (0, None);
         let mut state = 7u64;
         for _ in 0..2_000 {
             state = state
@@ -418,13 +449,22 @@ mod tests {
                 _ => Decisions::new(false, [decision(4), decision(28)]),
             };
             let limited = RateLimited::new(decisions, None, Arc::clone(stack));
-            let answered = DefaultRejection.make_rejection(&limited);
-            let rendered = Rendered::new(&limited).response();
-            assert_eq!(answered.headers(), rendered.headers(), "{limited:?}");
-            assert_eq!(answered.body(), rendered.body(), "{limited:?}");
-            seen.insert(answered.headers()[super::super::RATELIMIT].clone());
+            let rendered = Rendered::new(&limited).respond(stack);
+            for _ in 0..1 + pick(50, 3) {
+                let answered = DefaultRejection.make_rejection(&limited);
+                assert_eq!(answered.headers(), rendered.headers(), "{limited:?}");
+                assert_eq!(answered.body(), rendered.body(), "{limited:?}");
+                // An answer from kept values shares the body of the answer before it, which is
+                // still alive, so that its buffer cannot have been reused.
+                kept += usize::from(previous.as_ref().is_some_and(|p: &Response<Bytes>| {
+                    p.body().as_ptr() == answered.body().as_ptr()
+                }));
+                previous = Some(answered);
+            }
+            seen.insert(rendered.headers()[super::super::RATELIMIT].clone());
         }
         assert!(seen.len() > 50, "only {} distinct answers", seen.len());
+        assert!(kept > 300, "only {kept} answers from kept values");
     }
 
     #[test]
