@@ -6,7 +6,12 @@
 # wrk completed, a steadier measure than requests per second on a shared machine. Prints the
 # median over rounds with the lowest and highest.
 #
+# VARIANTS picks some of them ("none allow route;ours reject router"); BASE=<revision> also
+# measures each limited variant with the server built at that revision (in a git worktree
+# under target/compare/), in the same rounds, to compare two versions side by side.
+#
 # usage: benches/wrk_cpu.sh            (ROUNDS=3 DURATION=3 CONNECTIONS=16 THREADS=1)
+#        BASE=f003d0c VARIANTS="none allow route;ours reject router" ROUNDS=10 benches/wrk_cpu.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,16 +28,37 @@ ticks=$(getconf CLK_TCK)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-variants=(
-    "none allow route"
-    "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
-    "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
-)
+if [ -n "${VARIANTS:-}" ]; then
+    IFS=';' read -ra variants <<<"$VARIANTS"
+else
+    variants=(
+        "none allow route"
+        "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
+        "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
+    )
+fi
+# Each run: the server to start, then the variant.
+runs=()
+for variant in "${variants[@]}"; do
+    runs+=("$server $variant")
+done
+if [ -n "${BASE:-}" ]; then
+    base_tree=target/compare/$BASE
+    [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >&2
+    (cd "$base_tree" && cargo build --release --example hello_server >&2)
+    for variant in "${variants[@]}"; do
+        [[ $variant == none* ]] || runs+=("$base_tree/target/release/examples/hello_server $variant")
+    done
+fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-measure() { # measure LIMITER OUTCOME LAYER
-    LIMITER=$1 OUTCOME=$2 LAYER=$3 PORT=$PORT "$server" >/dev/null &
+measure() { # measure SERVER LIMITER OUTCOME LAYER
+    local binary=$1
+    shift
+    local label=""
+    [ "$binary" = "$server" ] || label="@$BASE"
+    LIMITER=$1 OUTCOME=$2 LAYER=$3 PORT=$PORT "$binary" >/dev/null &
     local pid=$!
     for _ in $(seq 100); do
         curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
@@ -50,14 +76,14 @@ measure() { # measure LIMITER OUTCOME LAYER
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     # CPU µs per request, and requests per second.
     awk -v t=$((after - before)) -v hz="$ticks" -v n="$requests" -v rps="$rps" \
-        -v name="$1 $2 $3" 'BEGIN { printf "%s %.2f %.0f\n", name, t / hz * 1e6 / n, rps }' >>"$results"
+        -v name="$1 $2 $3 $label" 'BEGIN { printf "%s %.2f %.0f\n", name, t / hz * 1e6 / n, rps }' >>"$results"
 }
 
 for round in $(seq "$ROUNDS"); do
-    for i in "${!variants[@]}"; do
-        j=$(((i + round) % ${#variants[@]}))
+    for i in "${!runs[@]}"; do
+        j=$(((i + round) % ${#runs[@]}))
         # shellcheck disable=SC2086
-        measure ${variants[$j]}
+        measure ${runs[$j]}
     done
     echo "round $round done" >&2
 done
@@ -69,14 +95,15 @@ python3 - "$results" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    limiter, outcome, layer, cpu, rps = line.split()
+    limiter, outcome, layer, *label, cpu, rps = line.split()
     name = "bare" if limiter == "none" else f"{limiter} {outcome} ({layer})"
+    name = " ".join([name, *label])
     rows.setdefault(name, []).append((float(cpu), float(rps)))
-bare = statistics.median(c for c, _ in rows["bare"])
+bare = statistics.median(c for c, _ in rows["bare"]) if "bare" in rows else None
 for name, values in sorted(rows.items(), key=lambda row: row[0] != "bare"):
     cpu = [c for c, _ in values]
     rps = [r for _, r in values]
     print(f"{name:<32} {statistics.median(cpu):>6.2f} ({min(cpu):.2f}-{max(cpu):.2f})"
           f"{'':<6} {statistics.median(rps):>8.0f} ({min(rps):.0f}-{max(rps):.0f})"
-          f"{'':<4} {statistics.median(cpu) / bare:>5.2f}")
+          f"{'':<4} {statistics.median(cpu) / bare if bare else float('nan'):>5.2f}")
 PY
