@@ -179,6 +179,11 @@ where
 
 /// `429 Too Many Requests` with a short `text/plain` body for HTTP requests, `RESOURCE_EXHAUSTED`
 /// for gRPC ones.
+///
+/// During a flood, rejections show the same numbers for a second at a time. Each thread
+/// remembers the numbers of the last HTTP rejection it answered; when the next one shows the
+/// same, it keeps that rejection's body and header values (a few hundred bytes) and answers the
+/// following ones from them, without rendering anything, while the numbers stay the same.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultRejection;
 
