@@ -4,6 +4,10 @@
 # the allow and the reject path, with the limiter inside the route (`Router::layer`) and around
 # the whole Router. Unlike time, the count does not move with the machine's load.
 #
+# "2 clients" rejects requests from two clients in turn whose waits differ by a second, so that
+# no rejection shows the numbers of the one before it (the default rejection then renders every
+# answer anew instead of reusing the last one's).
+#
 # Each variant serves REQUESTS and then 3×REQUESTS requests over an in-memory pipe (one
 # connection, one request at a time); the figure is the difference of the two runs' inclusive
 # cost of hyper's HTTP/1 dispatcher (reading, parsing, the service, writing: everything the
@@ -25,26 +29,29 @@ variants=(
     "none allow route"
     "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
     "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
+    "ours reject router 2"
 )
 
-dispatcher() { # dispatcher LIMITER OUTCOME LAYER REQUESTS: the dispatcher's inclusive count
-    LIMITER=$1 OUTCOME=$2 LAYER=$3 REQUESTS=$4 valgrind --tool=callgrind \
+dispatcher() { # dispatcher LIMITER OUTCOME LAYER CLIENTS REQUESTS: the dispatcher's inclusive count
+    LIMITER=$1 OUTCOME=$2 LAYER=$3 CLIENTS=$4 REQUESTS=$5 valgrind --tool=callgrind \
         --callgrind-out-file="$work/out" "$server" >/dev/null 2>"$work/log" ||
         { cat "$work/log" >&2; exit 1; }
     callgrind_annotate --inclusive=yes "$work/out" |
         awk '/Dispatcher<.*>::poll_catch/ && !n++ { gsub(",", "", $1); print $1 }'
 }
 
-printf "%-30s %14s %10s\n" variant "instr/request" "/ bare"
+printf "%-40s %14s %10s\n" variant "instr/request" "/ bare"
 bare=
 for variant in "${variants[@]}"; do
     # shellcheck disable=SC2086
     set -- $variant
-    low=$(dispatcher "$1" "$2" "$3" "$REQUESTS")
-    high=$(dispatcher "$1" "$2" "$3" $((3 * REQUESTS)))
+    clients=${4:-1}
+    low=$(dispatcher "$1" "$2" "$3" "$clients" "$REQUESTS")
+    high=$(dispatcher "$1" "$2" "$3" "$clients" $((3 * REQUESTS)))
     per=$(((high - low) / (2 * REQUESTS)))
     bare=${bare:-$per}
     name="$1 $2"
+    [ "$clients" = 1 ] || name="$name, $clients clients"
     [ "$1" = none ] && name="bare" || name="$name ($3)"
-    awk -v n="$name" -v p="$per" -v b="$bare" 'BEGIN { printf "%-30s %14d %10.3f\n", n, p, p / b }'
+    awk -v n="$name" -v p="$per" -v b="$bare" 'BEGIN { printf "%-40s %14d %10.3f\n", n, p, p / b }'
 done

@@ -16,15 +16,20 @@
 //! - `PORT`: default 3010.
 //! - `REQUESTS`: when set, no socket: the server answers that many requests, one at a time, from
 //!   a client in the same thread over an in-memory pipe, checks every status and exits.
+//! - `CLIENTS` (with `REQUESTS`): the requests come from that many peer addresses in turn
+//!   (default 1). Each one's first request is sent 1.1 s after the one before, so that, when
+//!   rejecting, their waits differ and no rejection shows the numbers of the one before it.
 
 use std::convert::Infallible;
 use std::error::Error;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use axum::{routing::get, Extension, Router};
+use axum::{routing::get, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -63,8 +68,17 @@ fn main() -> Result<(), BoxError> {
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 3010,
     };
+    let clients: u64 = match std::env::var("CLIENTS") {
+        Ok(n) => n
+            .parse()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| format!("CLIENTS must be a number from 1 to 200, got {n:?}"))?,
+        Err(_) => 1,
+    };
     let run = Run {
         requests,
+        clients,
         port,
         rejecting: outcome == "reject" && limiter != "none",
     };
@@ -110,6 +124,7 @@ fn prepared(router: Router) -> Router {
 
 struct Run {
     requests: Option<u64>,
+    clients: u64,
     port: u16,
     rejecting: bool,
 }
@@ -144,18 +159,26 @@ impl Run {
         S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
         S::Future: Send,
     {
-        let peer: SocketAddr = "192.0.2.1:40000".parse()?;
-        // What `axum::serve` does for each connection: the peer's address and axum's body type.
+        let clients = self.clients;
+        let sent = Arc::new(AtomicU64::new(0));
+        // What `axum::serve` does for each connection: the peer's address and axum's body type;
+        // here the peer is each client in turn.
         let app = ServiceBuilder::new()
-            .map_request(|request: hyper::Request<hyper::body::Incoming>| {
-                request.map(axum::body::Body::new)
+            .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+                let client = sent.fetch_add(1, Ordering::Relaxed) % clients;
+                let peer = SocketAddr::from(([192, 0, 2, 1 + client as u8], 40000));
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
             })
-            .layer(Extension(ConnectInfo(peer)))
             .service(app);
-        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-        let (ok, limited) = exchange(&runtime, app, n)?;
+        let mut runtime = tokio::runtime::Builder::new_current_thread();
+        if clients > 1 {
+            runtime.enable_time();
+        }
+        let (ok, limited) = exchange(&runtime.build()?, app, n, clients)?;
         let expected_limited = if self.rejecting {
-            n.saturating_sub(1)
+            n.saturating_sub(clients)
         } else {
             0
         };
@@ -171,7 +194,12 @@ impl Run {
 /// count this function alone (`valgrind --tool=callgrind --toggle-collect='*exchange*'`): what
 /// the server does per request, plus the client's small share.
 #[inline(never)]
-fn exchange<S>(runtime: &tokio::runtime::Runtime, app: S, n: u64) -> Result<(u64, u64), BoxError>
+fn exchange<S>(
+    runtime: &tokio::runtime::Runtime,
+    app: S,
+    n: u64,
+    clients: u64,
+) -> Result<(u64, u64), BoxError>
 where
     S: Service<hyper::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
         + Clone
@@ -185,7 +213,10 @@ where
     let requests = async move {
         let mut buffer = Vec::with_capacity(64 * 1024);
         let (mut ok, mut limited) = (0u64, 0u64);
-        for _ in 0..n {
+        for i in 0..n {
+            if (1..clients).contains(&i) {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
             client
                 .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await?;
