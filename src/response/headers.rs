@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue};
 
-use crate::{Decisions, Policy};
+use crate::{Decision, Decisions, Policy};
 
 /// The `RateLimit-Policy` header name.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -181,10 +181,11 @@ impl StackHeaders {
     ) {
         let mut digits = itoa::Buffer::new();
         for (member, d) in self.members.iter().zip(decisions.as_slice()) {
+            let [remaining, reset] = member_numbers(d);
             out.push(member);
-            out.push(digits.format(d.remaining()).as_bytes());
+            out.push(digits.format(remaining).as_bytes());
             out.push(b";t=");
-            out.push(digits.format(ceil_secs(d.reset_after())).as_bytes());
+            out.push(digits.format(reset).as_bytes());
         }
     }
 }
@@ -194,8 +195,13 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     ceil_secs(wait).max(1)
 }
 
+/// The numbers of a policy's `RateLimit` member: `r`, then `t`.
+pub(crate) fn member_numbers(d: &Decision) -> [u64; 2] {
+    [u64::from(d.remaining()), ceil_secs(d.reset_after())]
+}
+
 /// `d` in whole seconds, rounded up.
-pub(crate) fn ceil_secs(d: Duration) -> u64 {
+fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
@@ -318,7 +324,7 @@ pub(crate) fn number(n: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Decision, Quota};
+    use crate::Quota;
 
     #[test]
     fn one_policy_follows_the_draft_syntax() {

@@ -11,7 +11,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::grpc;
-use super::headers::{ceil_secs, number, retry_after_secs, Scratch, StackHeaders, TEXT_PLAIN};
+use super::headers::{member_numbers, number, retry_after_secs, Scratch, StackHeaders, TEXT_PLAIN};
 use crate::{Decision, Decisions, Policy, Quota};
 
 /// Why a request was rejected: the decision of each policy of its stack.
@@ -293,8 +293,8 @@ impl Rendered {
     }
 }
 
-/// The numbers a default HTTP rejection shows: the `Retry-After` seconds, then the remaining
-/// count and the reset seconds of each policy, zeros after the last.
+/// The numbers a default HTTP rejection shows: the `Retry-After` seconds, then each policy's
+/// `RateLimit` member numbers (the ones the rendering writes), zeros after the last.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Numbers([u64; 1 + 2 * REMEMBERED_POLICIES]);
 
@@ -307,8 +307,7 @@ impl Numbers {
             .chunks_exact_mut(2)
             .zip(limited.decisions.as_slice())
         {
-            pair[0] = u64::from(d.remaining());
-            pair[1] = ceil_secs(d.reset_after());
+            pair.copy_from_slice(&member_numbers(d));
         }
         Numbers(numbers)
     }
