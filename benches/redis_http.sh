@@ -5,7 +5,8 @@
 # check of a key no request used before (a two-policy stack: the free tier). Rounds alternate
 # which copy goes first. Prints, per copy, the median requests/s with the lowest and highest,
 # the server's CPU time per request (utime + stime from /proc), and the median over rounds of
-# the Redis copy's rate over the memory copy's rate in the same round.
+# the Redis copy's rate over the memory copy's rate in the same round; for the Redis copy also
+# redis-server's own CPU time per request (`INFO cpu`) and the requests per `EVALSHA` call.
 #
 # usage: benches/redis_http.sh      (ROUNDS=5 DURATION=5 CONNECTIONS=64 THREADS=1)
 set -euo pipefail
@@ -55,15 +56,26 @@ for port in "$MEMORY_PORT" "$REDIS_HTTP_PORT"; do
 done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# redis-server's CPU seconds and EVALSHA calls so far: "seconds calls".
+redis_usage() {
+    local cpu calls
+    cpu=$(redis-cli -p "$REDIS_PORT" info cpu | tr -d '\r' |
+        awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { printf "%.6f", s }')
+    calls=$(redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+        awk -F'[=,:]' '$1 == "cmdstat_evalsha" { print $3 }')
+    echo "$cpu ${calls:-0}"
+}
 
 results="$work/results"
 measure() { # measure NAME PID PORT ROUND
-    local before after out
+    local before after out usage_before usage_after
     before=$(cpu_ticks "$2")
+    usage_before=$(redis_usage)
     # A key per request: the round, the copy, the thread and a counter.
     out=$(KEY_PREFIX="r$4-$1-" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
         -s benches/fresh_keys.lua "http://127.0.0.1:$3/")
     after=$(cpu_ticks "$2")
+    usage_after=$(redis_usage)
     local line requests seconds errors others p99
     line=$(grep '^fresh_keys ' <<<"$out")
     field() { tr ' ' '\n' <<<"$line" | awk -F= -v k="$1" '$1 == k {print $2}'; }
@@ -77,9 +89,12 @@ measure() { # measure NAME PID PORT ROUND
         exit 1
     fi
     awk -v name="$1" -v round="$4" -v r="$requests" -v s="$seconds" -v b="$before" \
-        -v a="$after" -v t="$ticks" -v p="$p99" \
-        'BEGIN { printf "%s %s %.1f %.2f %.0f\n", name, round, r / s, (a - b) / t / r * 1e6, p }' \
-        >>"$results"
+        -v a="$after" -v t="$ticks" -v p="$p99" -v ub="$usage_before" -v ua="$usage_after" \
+        'BEGIN {
+            split(ub, u0, " "); split(ua, u1, " "); calls = u1[2] - u0[2]
+            printf "%s %s %.1f %.2f %.0f %.2f %.1f\n", name, round, r / s, (a - b) / t / r * 1e6, p,
+                (u1[1] - u0[1]) / r * 1e6, (calls > 0 ? r / calls : 0)
+        }' >>"$results"
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -114,3 +129,10 @@ awk '
         printf "redis / memory, median over rounds of the ratio within a round: %.0f%% (%.0f%%-%.0f%%)\n",
             100 * ratio[int((n + 1) / 2)], 100 * ratio[1], 100 * ratio[n]
     }' "$results"
+awk '$1 == "redis" { print $6, $7 }' "$results" | sort -n | awk '
+    { cpu[NR] = $1; per[NR] = $2 }
+    END {
+        asort(per, q)
+        printf "redis-server CPU %.2f us per request of the Redis copy (%.2f-%.2f), %.1f requests per EVALSHA\n",
+            cpu[int((NR + 1) / 2)], cpu[1], cpu[NR], q[int((NR + 1) / 2)]
+    }'
