@@ -1,7 +1,8 @@
 //! Checks per second on one `redis-server`: the raw ceiling of one `EVALSHA` per check, the
 //! store sending each check in its own call (`max_batch(1)`), and the coalescing store with one
-//! call in flight, two (the default) and four (`calls_in_flight`), over 10 000 keys and over
-//! one hot key, with 1, 16 and 256 checks in flight.
+//! call in flight, two (the default) and four (`calls_in_flight`), and the default with an
+//! `expiry_step` of a second, over 10 000 keys and over one hot key, with 1, 16 and 256 checks
+//! in flight.
 //!
 //! ```sh
 //! cargo bench --features redis --bench redis -- --noplot
@@ -112,9 +113,9 @@ async fn drive_for(length: Duration, callers: usize, keys: u64, op: Op) -> Round
 }
 
 /// The script's arguments after the key for one check of one policy that admits every check
-/// of the bench: least expiry 0; Redis `TIME`; one stack of one policy (interval 1 µs, burst
-/// 1 000 000, enforced); the check's cost, 1.
-const WIDE_CHECK: [&str; 8] = ["0", "0", "1", "1", "1", "1000000", "0", "1"];
+/// of the bench: least expiry 0; Redis `TIME`; no expiry step; one stack of one policy
+/// (interval 1 µs, burst 1 000 000, enforced); the check's cost, 1.
+const WIDE_CHECK: [&str; 9] = ["0", "0", "0", "1", "1", "1", "1000000", "0", "1"];
 
 /// CPU time (user and system) of every thread of this process, from `/proc/self/stat` in clock
 /// ticks of `tick` seconds; `None` where there is no such file.
@@ -181,7 +182,7 @@ fn bench(c: &mut Criterion) {
     let sha: Arc<str> = redis::Script::new(RedisStore::SCRIPT).get_hash().into();
 
     // A store with these settings, checking one policy whose quota admits every check.
-    let store_op = |max_batch: usize, calls_in_flight: usize| -> Op {
+    let store_op = |max_batch: usize, calls_in_flight: usize, expiry_step: Duration| -> Op {
         let store = rt
             .block_on(
                 RedisStore::builder()
@@ -191,6 +192,7 @@ fn bench(c: &mut Criterion) {
                     .timeout(Duration::from_secs(5))
                     .max_batch(max_batch)
                     .calls_in_flight(calls_in_flight)
+                    .expiry_step(expiry_step)
                     .build(),
             )
             .unwrap();
@@ -222,12 +224,14 @@ fn bench(c: &mut Criterion) {
             })
         })
     };
-    let contenders: [(&str, Op); 5] = [
+    let exact = Duration::ZERO;
+    let contenders: [(&str, Op); 6] = [
         ("raw EVALSHA", raw_op(raw.clone(), Arc::clone(&sha))),
-        ("RedisStore max_batch(1)", store_op(1, 1)),
-        ("coalescing, 1 in flight", store_op(128, 1)),
-        ("RedisStore (2 in flight)", store_op(128, 2)),
-        ("coalescing, 4 in flight", store_op(128, 4)),
+        ("RedisStore max_batch(1)", store_op(1, 1, exact)),
+        ("coalescing, 1 in flight", store_op(128, 1, exact)),
+        ("RedisStore (2 in flight)", store_op(128, 2, exact)),
+        ("coalescing, 4 in flight", store_op(128, 4, exact)),
+        ("default, expiry_step 1 s", store_op(128, 2, Duration::from_secs(1))),
     ];
     // Loads the script for the raw calls.
     rt.block_on(async {

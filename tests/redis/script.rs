@@ -234,3 +234,120 @@ async fn the_script_is_reloaded_after_script_flush() {
         0
     );
 }
+
+/// `PEXPIRETIME` (Redis 7.0): when `key` expires, as Unix time in ms.
+fn expire_time(conn: &mut redis::Connection, key: &[u8]) -> u64 {
+    let at: i64 = redis::cmd("PEXPIRETIME").arg(key).query(conn).unwrap();
+    u64::try_from(at).expect("a key with an expiry")
+}
+
+#[tokio::test]
+async fn with_an_expiry_step_a_key_expires_at_the_step_after_its_tat_and_keeps_it_within_the_step()
+{
+    let server = RedisServer::start();
+    let store = strict_store("script")
+        .url(server.url())
+        .deny_cache(false)
+        .expiry_step(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    // 100 ms per cell, a burst of 10: eight checks move the TAT by 800 ms, within one step
+    // of 10 s or across one boundary.
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(10))])
+        .unwrap();
+    let key = store.redis_key(&"alice", "p");
+    let mut conn = server.connection();
+    let step_us = 10_000_000;
+    let mut kept = 0;
+    let mut last: Option<(u64, u64)> = None;
+    for _ in 0..8 {
+        assert!(store.check(&stack, b"alice", 1).await.unwrap().is_allowed());
+        let tat: u64 = conn.get(&key).unwrap();
+        let step_after_ms = tat.div_ceil(step_us) * step_us / 1000;
+        let expires = expire_time(&mut conn, &key);
+        match last {
+            Some((step_before_ms, expired_before)) if step_before_ms == step_after_ms => {
+                assert_eq!(
+                    expires, expired_before,
+                    "the expiry moved though the TAT stayed within its step"
+                );
+                kept += 1;
+            }
+            _ => assert!(
+                (step_after_ms..step_after_ms + 100).contains(&expires),
+                "expires at {expires} ms; the step after the TAT ends at {step_after_ms}"
+            ),
+        }
+        assert!(expires * 1000 >= tat, "the key would expire before its TAT");
+        last = Some((step_after_ms, expires));
+    }
+    assert!(kept >= 6, "{kept} of 7 checks kept the expiry");
+}
+
+#[tokio::test]
+async fn with_an_expiry_step_no_key_expires_before_its_tat() {
+    let server = RedisServer::start();
+    let store = strict_store("script")
+        .url(server.url())
+        .deny_cache(false)
+        .expiry_step(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    // 50 ms per cell, a burst of 5, stacked with a slower policy; costs from 0 to 3 (0 is a
+    // peek, 3 is sometimes denied) on three keys, checks 0 to 20 ms apart.
+    let stack = store
+        .register(&[
+            Policy::new("fast", Quota::per_second(20).allow_burst(5)),
+            Policy::new("slow", Quota::per_minute(600)),
+        ])
+        .unwrap();
+    let mut conn = server.connection();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut allowed, mut denied) = (0, 0);
+    for _ in 0..150 {
+        let key = ["a", "b", "c"][(next() % 3) as usize];
+        let cost = (next() % 4) as u32;
+        let decisions = store.check(&stack, key.as_bytes(), cost).await.unwrap();
+        if cost > 0 {
+            *(if decisions.is_allowed() { &mut allowed } else { &mut denied }) += 1;
+        }
+        for key in ["a", "b", "c"] {
+            for policy in ["fast", "slow"] {
+                let redis_key = store.redis_key(&key, policy);
+                let tat: Option<u64> = conn.get(&redis_key).unwrap();
+                if let Some(tat) = tat {
+                    let expires = expire_time(&mut conn, &redis_key);
+                    assert!(
+                        expires * 1000 >= tat,
+                        "{key}/{policy}: expires at {expires} ms, before its TAT {tat} µs"
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(next() % 20)).await;
+    }
+    assert!(allowed > 20 && denied > 5, "{allowed} allowed, {denied} denied");
+}
+
+#[tokio::test]
+async fn an_expiry_step_longer_than_a_day_is_refused() {
+    let error = RedisStore::builder()
+        .url("redis://127.0.0.1:1")
+        .expiry_step(Duration::from_secs(25 * 3600))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("expiry_step of 90000s is longer than a day"),
+        "{error}"
+    );
+}

@@ -199,7 +199,7 @@ impl Inner {
         let key_bytes: usize = asks.iter().map(|ask| ask.keys.bytes.len()).sum();
         // The command is written straight into one buffer: no per-argument vectors.
         let mut call = Cmd::with_capacity(
-            6 + 3 * asks.len() + keys + 7 * stacks.len(),
+            7 + 3 * asks.len() + keys + 7 * stacks.len(),
             64 + key_bytes + 24 * asks.len() + 40 * stacks.len(),
         );
         call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
@@ -210,6 +210,7 @@ impl Inner {
             true => call.arg(CLOCK_MODE_MIN_EXPIRY_MS).arg(1),
             false => call.arg(0).arg(0),
         };
+        call.arg(self.expiry_step_us);
         call.arg(stacks.len());
         for parts in &stacks {
             call.arg(parts.micro.len());

@@ -17,13 +17,15 @@ use crate::{Decisions, Quota};
 /// conform; shadow policies are decided one by one. A denial and a peek write nothing; a
 /// conforming check moves the TAT, which the next check of the batch reads, and each key is
 /// written once, after the last check, with its last TAT and an expiry at the moment it is back
-/// to a full burst.
+/// to a full burst; with an expiry step, that moment rounded up to a multiple of the step, and
+/// the expiry left as it is (`KEEPTTL`) when the rounded moment is the one the key had.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
 local timed = ARGV[2] == '1'
-local count = tonumber(ARGV[3])
+local step_us = tonumber(ARGV[3]) or 0
+local count = tonumber(ARGV[4])
 local stacks = {}
-local a = 4
+local a = 5
 for s = 1, count do
   local n = tonumber(ARGV[a])
   local stack = {}
@@ -48,8 +50,11 @@ else
     for i = 1, #part do stored[from + i - 1] = part[i] end
   end
 end
+-- Per key taken from: its last TAT, the position of its stored value, and in clock mode the
+-- time of the check that took last.
 local written = {}
-local expiry = {}
+local at = {}
+local taken_at = {}
 local clock
 if not timed then
   if redis.replicate_commands then redis.replicate_commands() end
@@ -96,15 +101,33 @@ while a <= #ARGV do
       if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
         local key = KEYS[k + i]
         written[key] = next
-        expiry[key] = math.max(math.ceil((next - now) / 1000), min_px)
+        at[key] = k + i
+        if timed then taken_at[key] = now end
       end
     end
   end
   k = k + #stack
 end
--- Each written key once, with its last TAT.
+-- Each written key once, with its last TAT. Its expiry is the moment it is full again; with a
+-- step, that moment rounded up to the step, kept as it is when the stored TAT's was the same.
+local ceil = math.ceil
 for key, tat in pairs(written) do
-  redis.call('PSETEX', key, string.format('%d', expiry[key]), string.format('%d', tat))
+  local now = taken_at[key] or clock
+  local keep = false
+  local px
+  if step_us > 0 then
+    local until_us = ceil(tat / step_us) * step_us
+    local before = tonumber(stored[at[key]])
+    keep = before ~= nil and ceil(before / step_us) * step_us >= until_us
+    px = ceil((until_us - now) / 1000)
+  else
+    px = math.max(ceil((tat - now) / 1000), min_px)
+  end
+  if keep then
+    redis.call('SET', key, string.format('%d', tat), 'KEEPTTL')
+  else
+    redis.call('PSETEX', key, string.format('%d', px), string.format('%d', tat))
+  end
 end
 return out
 "#;
