@@ -50,10 +50,10 @@ else
     for i = 1, #part do stored[from + i - 1] = part[i] end
   end
 end
--- Per key taken from: its last TAT, the position of its stored value, and in clock mode the
+-- Per key: the TAT it had (if any), and once taken from, its last TAT and in clock mode the
 -- time of the check that took last.
+local before = {}
 local written = {}
-local at = {}
 local taken_at = {}
 local clock
 if not timed then
@@ -87,7 +87,11 @@ while a <= #ARGV do
   for i = 1, #stack do
     local p = stack[i]
     local key = KEYS[k + i]
-    local tat = written[key] or tonumber(stored[k + i]) or now
+    local tat = written[key]
+    if not tat then
+      tat = tonumber(stored[k + i])
+      if tat then before[key] = tat else tat = now end
+    end
     if tat < now then tat = now end
     tats[i] = tat
     o = o + 1
@@ -101,7 +105,6 @@ while a <= #ARGV do
       if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
         local key = KEYS[k + i]
         written[key] = next
-        at[key] = k + i
         if timed then taken_at[key] = now end
       end
     end
@@ -113,20 +116,19 @@ end
 local ceil = math.ceil
 for key, tat in pairs(written) do
   local now = taken_at[key] or clock
-  local keep = false
   local px
   if step_us > 0 then
-    local until_us = ceil(tat / step_us) * step_us
-    local before = tonumber(stored[at[key]])
-    keep = before ~= nil and ceil(before / step_us) * step_us >= until_us
-    px = ceil((until_us - now) / 1000)
+    local had = before[key]
+    if not (had and tat <= ceil(had / step_us) * step_us) then
+      px = ceil((ceil(tat / step_us) * step_us - now) / 1000)
+    end
   else
     px = math.max(ceil((tat - now) / 1000), min_px)
   end
-  if keep then
-    redis.call('SET', key, string.format('%d', tat), 'KEEPTTL')
-  else
+  if px then
     redis.call('PSETEX', key, string.format('%d', px), string.format('%d', tat))
+  else
+    redis.call('SET', key, string.format('%d', tat), 'KEEPTTL')
   end
 end
 return out
