@@ -231,7 +231,10 @@ fn bench(c: &mut Criterion) {
         ("coalescing, 1 in flight", store_op(128, 1, exact)),
         ("RedisStore (2 in flight)", store_op(128, 2, exact)),
         ("coalescing, 4 in flight", store_op(128, 4, exact)),
-        ("default, expiry_step 1 s", store_op(128, 2, Duration::from_secs(1))),
+        (
+            "default, expiry_step 1 s",
+            store_op(128, 2, Duration::from_secs(1)),
+        ),
     ];
     // Loads the script for the raw calls.
     rt.block_on(async {
