@@ -26,8 +26,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///
 /// Each (policy, key) is one Redis string, `{<prefix>:<key bytes>}:<policy>` (see
 /// [`KeyBytes`](crate::KeyBytes)), holding the theoretical arrival time in microseconds of
-/// Redis `TIME`, with an expiry at the moment the key is back to a full burst: idle keys vanish
-/// on their own. The hash tag puts every policy of one key in one cluster slot. One Lua script,
+/// Redis `TIME`, with an expiry at the moment the key is back to a full burst (or that moment
+/// rounded up to an [`expiry_step`](RedisStoreBuilder::expiry_step)): idle keys vanish on their
+/// own. The hash tag puts every policy of one key in one cluster slot. One Lua script,
 /// loaded once and run with `EVALSHA` (reloaded by itself after `SCRIPT FLUSH` or a restart),
 /// decides a whole stack of policies atomically, for a batch of checks in one call; a denial
 /// writes nothing. Decisions
