@@ -12,9 +12,15 @@ use crate::support::{command_calls, strict_store, RedisServer};
 
 /// A store on Redis `TIME` that sends every check to Redis.
 async fn store(server: &RedisServer) -> RedisStore {
+    stepped_store(server, Duration::ZERO).await
+}
+
+/// The same with its keys' expiries rounded up to `step`.
+async fn stepped_store(server: &RedisServer, step: Duration) -> RedisStore {
     strict_store("script")
         .url(server.url())
         .deny_cache(false)
+        .expiry_step(step)
         .build()
         .await
         .unwrap()
@@ -245,13 +251,7 @@ fn expire_time(conn: &mut redis::Connection, key: &[u8]) -> u64 {
 async fn with_an_expiry_step_a_key_expires_at_the_step_after_its_tat_and_keeps_it_within_the_step()
 {
     let server = RedisServer::start();
-    let store = strict_store("script")
-        .url(server.url())
-        .deny_cache(false)
-        .expiry_step(Duration::from_secs(10))
-        .build()
-        .await
-        .unwrap();
+    let store = stepped_store(&server, Duration::from_secs(10)).await;
     // 100 ms per cell, a burst of 10: eight checks move the TAT by 800 ms, within one step
     // of 10 s or across one boundary.
     let stack = store
@@ -289,13 +289,7 @@ async fn with_an_expiry_step_a_key_expires_at_the_step_after_its_tat_and_keeps_i
 #[tokio::test]
 async fn with_an_expiry_step_no_key_expires_before_its_tat() {
     let server = RedisServer::start();
-    let store = strict_store("script")
-        .url(server.url())
-        .deny_cache(false)
-        .expiry_step(Duration::from_millis(50))
-        .build()
-        .await
-        .unwrap();
+    let store = stepped_store(&server, Duration::from_millis(50)).await;
     // 50 ms per cell, a burst of 5, stacked with a slower policy; costs from 0 to 3 (0 is a
     // peek, 3 is sometimes denied) on three keys, checks 0 to 20 ms apart.
     let stack = store
