@@ -393,10 +393,10 @@ impl RedisStoreBuilder {
             )
         })?;
         let clock_time = self.clock.is_some();
-        // In clock mode the TATs are not on Redis's clock, which runs the expiries.
+        // In clock mode the TATs are not on Redis's clock, which runs the expiries: no step.
         let expiry_step_us = match clock_time {
-            true => 0,
-            false => self.expiry_step.as_nanos().div_ceil(1000) as u64,
+            true => 1,
+            false => (self.expiry_step.as_nanos().div_ceil(1000) as u64).max(1),
         };
         let clock = self
             .clock

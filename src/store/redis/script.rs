@@ -17,12 +17,13 @@ use crate::{Decisions, Quota};
 /// conform; shadow policies are decided one by one. A denial and a peek write nothing; a
 /// conforming check moves the TAT, which the next check of the batch reads, and each key is
 /// written once, after the last check, with its last TAT and an expiry at the moment it is back
-/// to a full burst; with an expiry step, that moment rounded up to a multiple of the step, and
-/// the expiry left as it is (`KEEPTTL`) when the rounded moment is the one the key had.
+/// to a full burst rounded up to a multiple of the expiry step (1 µs unless the store has
+/// one), the expiry left as it is (`KEEPTTL`) when the rounded moment is the one the key had:
+/// a conforming check always moves the TAT, so with a step of 1 µs every write moves it.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
 local timed = ARGV[2] == '1'
-local step_us = tonumber(ARGV[3]) or 0
+local step_us = tonumber(ARGV[3]) or 1
 local count = tonumber(ARGV[4])
 local stacks = {}
 local a = 5
@@ -111,24 +112,18 @@ while a <= #ARGV do
   end
   k = k + #stack
 end
--- Each written key once, with its last TAT. Its expiry is the moment it is full again; with a
--- step, that moment rounded up to the step, kept as it is when the stored TAT's was the same.
+-- Each written key once, with its last TAT. Its expiry is the moment it is full again rounded
+-- up to the step (1 µs: not rounded), left as it is when the TAT it had rounds to the same
+-- (never without a step: a conforming check moves the TAT past the one it had).
 local ceil = math.ceil
 for key, tat in pairs(written) do
-  local now = taken_at[key] or clock
-  local px
-  if step_us > 0 then
-    local had = before[key]
-    if not (had and tat <= ceil(had / step_us) * step_us) then
-      px = ceil((ceil(tat / step_us) * step_us - now) / 1000)
-    end
-  else
-    px = math.max(ceil((tat - now) / 1000), min_px)
-  end
-  if px then
-    redis.call('PSETEX', key, string.format('%d', px), string.format('%d', tat))
-  else
+  local had = before[key]
+  if step_us > 1 and had and tat <= ceil(had / step_us) * step_us then
     redis.call('SET', key, string.format('%d', tat), 'KEEPTTL')
+  else
+    local now = taken_at[key] or clock
+    local px = math.max(ceil((ceil(tat / step_us) * step_us - now) / 1000), min_px)
+    redis.call('PSETEX', key, string.format('%d', px), string.format('%d', tat))
   end
 end
 return out

@@ -111,7 +111,7 @@ pub(super) struct Inner {
     pub(super) clock: SharedClock,
     /// Whether the script's time comes from `clock` rather than Redis `TIME`.
     pub(super) clock_time: bool,
-    /// Each key's expiry rounded up to a multiple of this many µs; 0 for exact expiries.
+    /// Each key's expiry rounded up to a multiple of this many µs: 1 for exact expiries.
     pub(super) expiry_step_us: u64,
     #[cfg(feature = "metrics")]
     pub(super) metrics: crate::telemetry::redis::RedisMetrics,
@@ -154,7 +154,7 @@ impl RedisStore {
     ///
     /// `KEYS` are the Redis keys of every check of the batch, one per policy of its stack, in
     /// order. `ARGV` are the least expiry in ms (0); `0` to read Redis `TIME` once for the call
-    /// (`1` if each check carries its time in µs); the expiry step in µs (0 for none, see
+    /// (`1` if each check carries its time in µs); the expiry step in µs (1 for none, see
     /// [`expiry_step`](RedisStoreBuilder::expiry_step)); the number of stacks; for each stack its
     /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
     /// `0`); then for each check its stack (from 1, only when the call has several), its cost
