@@ -19,7 +19,8 @@ use std::process::Command;
 use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, Store};
 
 /// The kinds of keys measured: how many policies check each, and how long its API key is.
-const SHAPES: [(usize, usize); 4] = [(2, 9), (1, 9), (2, 36), (2, 196)];
+/// With `key:`, 13, 40, 64 (the longest key kept as it is) and 200 bytes (kept as a digest).
+const SHAPES: [(usize, usize); 5] = [(2, 9), (1, 9), (2, 36), (2, 60), (2, 196)];
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -12,7 +12,9 @@
 //! | gRPC, per caller and method | `(PeerIp::new(), GrpcMethod)` or `(Header::new("x-api-key"), GrpcMethod)` |
 //!
 //! A key is bytes ([`KeyBytes`](crate::KeyBytes)); any closure returning a `String`, bytes, an
-//! integer or a tuple of those works.
+//! integer or a tuple of those works. A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)
+//! bytes (a bearer token, say) is kept as a SHA-256 digest of its bytes, so clients who choose
+//! their key cannot make it cost more memory by making it longer.
 //!
 //! # Which store
 //!

@@ -197,7 +197,7 @@ pub use future::ResponseFuture;
 pub use gcra::{Decision, Decisions};
 pub use key::{
     ForwardedIp, Global, GrpcMethod, Header, HeaderKey, IpNet, KeyBuf, KeyBytes, KeyExtractor,
-    MethodKey, PeerIp,
+    MethodKey, PeerIp, MAX_KEY_LEN,
 };
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
 pub use policy::{AllowIps, Bypass, Cost, Policy, SelectTier};

@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::{
     KeyBytes, ManualClock, MemoryStack, MemoryStore, Policy, Quota, RateLimitLayer, Store,
+    MAX_KEY_LEN,
 };
 
 fn store(max_keys: usize) -> (MemoryStore<ManualClock>, ManualClock) {
@@ -191,6 +192,29 @@ fn at_the_cap_new_keys_share_one_overflow_budget_per_policy() {
         allowed(&store, &stack, 5_000),
         "the overflow budget refills at the quota's rate"
     );
+}
+
+#[test]
+fn keys_longer_than_the_longest_kept_are_still_keys_of_their_own() {
+    let (store, clock) = store(1_000);
+    let stack = one(&store, Quota::per_second(2));
+    // Two long keys that differ in their last byte only, a long key that starts with a short
+    // one, and the key of the longest length kept as it is.
+    let long = vec![b'k'; 4 * MAX_KEY_LEN];
+    let mut other = long.clone();
+    *other.last_mut().unwrap() = b'j';
+    let short = &long[..MAX_KEY_LEN];
+    for key in [&long[..], &other, short] {
+        assert!(store.check_now(&stack, key, 2).is_allowed());
+        assert!(!store.check_now(&stack, key, 1).is_allowed());
+        assert!(!store.peek_now(&stack, key).is_allowed());
+    }
+    assert_eq!(store.len(), 3);
+    clock.advance(Duration::from_millis(500));
+    let again = store.check_now(&stack, &long, 1);
+    assert!(again.is_allowed());
+    assert!(!store.check_now(&stack, &long, 1).is_allowed());
+    assert_eq!(again.as_slice()[0].remaining(), 0);
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ use super::{HeaderKey, MethodKey};
 /// `7`) are the same key. A tuple writes each element but the last as `<length>:<bytes>`, so
 /// its elements cannot run into each other.
 ///
+/// A key of more than [`MAX_KEY_LEN`] bytes (64) is kept by the stores as a digest of its bytes,
+/// so a key's memory is bounded whatever its length.
+///
 /// ```
 /// use tower_ratelimit::{KeyBuf, KeyBytes};
 ///
@@ -57,6 +60,54 @@ pub struct KeyBuf {
 
 /// How many bytes a key may have before it moves to the heap.
 const INLINE: usize = 64;
+
+/// The longest key the stores keep as it is.
+///
+/// [`MemoryStore`](crate::MemoryStore) and the Redis store keep a longer key as `sha256:`
+/// followed by the first 16 bytes of the SHA-256 digest of its bytes, in hex: 39 bytes, whatever
+/// the key's length. So a tracked key costs a bounded amount of memory (in the process and in
+/// Redis) even when clients choose the key, as with a header's value, and both stores still
+/// agree on which keys are the same. Two distinct keys meet in one digest only by a collision of
+/// SHA-256, which no one can produce on purpose.
+///
+/// ```
+/// use tower_ratelimit::{MemoryStore, Policy, Quota, Store, MAX_KEY_LEN};
+///
+/// let store = MemoryStore::new();
+/// let stack = store.register(&[Policy::new("api", Quota::per_second(1))])?;
+/// let token = "t".repeat(800); // say, a bearer token used as the key
+/// assert!(token.len() > MAX_KEY_LEN);
+/// assert!(store.check_now(&stack, token.as_bytes(), 1).is_allowed());
+/// assert!(!store.check_now(&stack, token.as_bytes(), 1).is_allowed());
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
+pub const MAX_KEY_LEN: usize = 64;
+
+/// The length of the form a key longer than [`MAX_KEY_LEN`] is kept in.
+pub(crate) const DIGEST_KEY_LEN: usize = DIGEST_PREFIX.len() + 32;
+
+const DIGEST_PREFIX: &[u8] = b"sha256:";
+
+const _: () = assert!(DIGEST_KEY_LEN <= MAX_KEY_LEN);
+
+/// The form the stores keep a key longer than [`MAX_KEY_LEN`] in: `sha256:` and the first 16
+/// bytes of the key's SHA-256 digest in hex. No longer than `MAX_KEY_LEN` itself, so a store
+/// given it keeps it as it is.
+#[cold]
+#[inline(never)]
+pub(crate) fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
+    use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(key);
+    let mut out = [0; DIGEST_KEY_LEN];
+    let (prefix, hex) = out.split_at_mut(DIGEST_PREFIX.len());
+    prefix.copy_from_slice(DIGEST_PREFIX);
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(digest.iter()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
+    out
+}
 
 impl KeyBuf {
     /// An empty buffer.
@@ -341,6 +392,19 @@ mod tests {
         let mut out = KeyBuf::new();
         key.write_key(&mut out);
         out.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn long_keys_are_kept_as_the_hex_of_their_sha256() {
+        // The first 16 bytes of SHA-256("a" × 65) and of SHA-256(""), from `sha256sum`.
+        assert_eq!(
+            &digest_key(&[b'a'; 65]),
+            b"sha256:635361c48bb9eab14198e76ea8ab7f1a"
+        );
+        assert_eq!(&digest_key(b""), b"sha256:e3b0c44298fc1c149afbf4c8996fb924");
+        let (long, other) = ([7u8; 4096], [[7u8; 4095].as_slice(), &[8]].concat());
+        assert_ne!(digest_key(&long), digest_key(&other));
+        assert!(digest_key(&long).len() <= MAX_KEY_LEN);
     }
 
     #[test]

@@ -64,7 +64,8 @@ mod header;
 mod peer;
 mod tuple;
 
-pub use bytes::{KeyBuf, KeyBytes};
+pub(crate) use bytes::digest_key;
+pub use bytes::{KeyBuf, KeyBytes, MAX_KEY_LEN};
 pub use extractor::{Global, KeyExtractor};
 pub use forwarded::{ForwardedIp, IpNet};
 pub use grpc::{GrpcMethod, MethodKey};

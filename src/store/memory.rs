@@ -8,7 +8,8 @@ use smallvec::SmallVec;
 use super::registry::Registry;
 use super::table::{Key, Shard, Sharded, Value};
 use crate::gcra::{self, Cell};
-use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store};
+use crate::key::digest_key;
+use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store, MAX_KEY_LEN};
 
 /// The default cap on tracked keys.
 const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -25,7 +26,8 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   for several policies is decided under a lock of its own, so a stack is all-or-nothing.
 ///   Neither allocates. Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
 ///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
-///   the shard's exclusive lock.
+///   the shard's exclusive lock. A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept
+///   as a digest of its bytes, 39 bytes whatever its length.
 /// - Keys are hashed with per-store random seeds, so a client cannot choose keys that collide.
 /// - Memory is bounded: a key whose theoretical arrival times have all passed is idle, in
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
@@ -257,6 +259,9 @@ impl<C: Clock> MemoryStore<C> {
     /// A cost above the burst of an enforced policy is denied with a wait of `u64::MAX`
     /// nanoseconds: it can never conform.
     pub fn check_now(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
+        if key.len() > MAX_KEY_LEN {
+            return self.check_now(stack, &digest_key(key), cost);
+        }
         let inner = &*self.inner;
         let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();
@@ -270,6 +275,9 @@ impl<C: Clock> MemoryStore<C> {
     /// What a cost-1 check of `key` would answer now, taking nothing: [`Store::peek`] without
     /// the future.
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
+        if key.len() > MAX_KEY_LEN {
+            return self.peek_now(stack, &digest_key(key));
+        }
         let inner = &*self.inner;
         let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();

@@ -1,12 +1,13 @@
-//! The script and its keys: one Redis key per (key, policy) under one hash tag, holding the TAT
-//! with an expiry at the moment the key is full again; one `EVALSHA` per check whatever the
-//! size of the stack; nothing written by denials and peeks; `SCRIPT FLUSH` survived.
+//! The script and its keys: one Redis key per (key, policy) under one hash tag (a long key as its
+//! digest), holding the TAT with an expiry at the moment the key is full again; one `EVALSHA`
+//! per check whatever the size of the stack; nothing written by denials and peeks; `SCRIPT
+//! FLUSH` survived.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use redis::Commands;
-use tower_ratelimit::{KeyBytes, Policy, Quota, RedisStore, Store};
+use tower_ratelimit::{KeyBytes, MemoryStore, Policy, Quota, RedisStore, Store, MAX_KEY_LEN};
 
 use crate::support::{command_calls, strict_store, RedisServer};
 
@@ -143,6 +144,52 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
         store.redis_key(&("tenant", 7u32), "p"),
         b"{bytes:6:tenant7}:p"
     );
+}
+
+#[tokio::test]
+async fn a_key_longer_than_the_longest_kept_is_its_sha256_under_the_prefix() {
+    let server = RedisServer::start();
+    let store = strict_store("script")
+        .url(server.url())
+        .prefix("long")
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_minute(2))])
+        .unwrap();
+    // "a" × 65: one byte past the longest key kept as it is. Its digest, from `sha256sum`,
+    // starts 635361c48bb9eab14198e76ea8ab7f1a.
+    let long = "a".repeat(MAX_KEY_LEN + 1);
+    let kept = "a".repeat(MAX_KEY_LEN);
+    for key in [&long, &kept] {
+        let first = store.check(&stack, key.as_bytes(), 2).await.unwrap();
+        assert!(first.is_allowed());
+        let second = store.check(&stack, key.as_bytes(), 1).await.unwrap();
+        assert!(!second.is_allowed(), "one budget per key");
+    }
+    let digest = b"{long:sha256:635361c48bb9eab14198e76ea8ab7f1a}:p".to_vec();
+    let mut expected = vec![
+        digest.clone(),
+        [b"{long:", kept.as_bytes(), b"}:p"].concat(),
+    ];
+    expected.sort();
+    assert_eq!(sorted_keys(&mut server.connection()), expected);
+    assert_eq!(store.redis_key(&long, "p"), digest);
+
+    // The memory store keeps the same key the same way: a history decided on one is decided
+    // the same on the other.
+    let memory = MemoryStore::new();
+    let local = memory
+        .register(&[Policy::new("p", Quota::per_minute(2))])
+        .unwrap();
+    assert!(memory.check_now(&local, long.as_bytes(), 2).is_allowed());
+    let denied = memory.check_now(&local, long.as_bytes(), 1);
+    let from_redis = store.peek(&stack, long.as_bytes()).await.unwrap();
+    assert!(!denied.is_allowed() && !from_redis.is_allowed());
+    let wait = |d: &tower_ratelimit::Decisions| d.retry_after().as_secs_f64();
+    assert!((wait(&denied) - wait(&from_redis)).abs() < 1.0);
 }
 
 #[tokio::test]

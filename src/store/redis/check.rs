@@ -14,7 +14,8 @@ use super::script::Reply;
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
-use crate::{Clock, Decision, Decisions};
+use crate::key::digest_key;
+use crate::{Clock, Decision, Decisions, MAX_KEY_LEN};
 
 /// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
 /// clock, which a manual clock does not drive.
@@ -41,6 +42,9 @@ impl Inner {
         key: &[u8],
         cost: u32,
     ) -> RedisStoreFuture {
+        if key.len() > MAX_KEY_LEN {
+            return Self::start(this, stack, &digest_key(key), cost);
+        }
         let keys = Keys::new(&this.key_head, key, &stack.parts.suffixes);
         let local_now = this.clock.now_nanos();
         // In clock mode the script gets whole microseconds; the local side uses the same
