@@ -12,8 +12,10 @@
 # highest reading is printed as the peak of tracked keys.
 #
 # usage: benches/flood.sh        (KEYS=5000000 MAX_KEYS= PER_KEY_BYTES=320 THREADS=1
-#                                 CONNECTIONS=32 CHUNK=30 PORT=3012)
+#                                 CONNECTIONS=32 CHUNK=30 PORT=3012 KEY_BYTES=)
 #
+# KEY_BYTES pads every API key to that many bytes (the store keeps a key longer than 64 bytes
+# as a 39-byte digest, so the bound is the same).
 # MAX_KEYS empty means the example's default, the store's default cap of 1 000 000 keys.
 # wrk runs in chunks of at most CHUNK seconds, each with keys of its own, until KEYS requests
 # have been answered; the last chunk is sized from the rate of the ones before.

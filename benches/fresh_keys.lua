@@ -1,10 +1,12 @@
 -- wrk script: every request is GET / with an `x-api-key` no request had before (KEY_PREFIX,
--- the thread and a counter). Counts the answers and prints one line at the end:
+-- the thread and a counter; padded with "x" to KEY_BYTES bytes when that is set). Counts the
+-- answers and prints one line at the end:
 --   fresh_keys requests=.. seconds=.. sent=.. ok=.. limited=.. other=.. socket_errors=..
 --   timeouts=.. p99_us=..
 -- (ok: 200, limited: 429, other: any other status). Used by benches/flood.sh and
 -- benches/redis_http.sh.
 local key_prefix = os.getenv("KEY_PREFIX") or "k"
+local key_bytes = tonumber(os.getenv("KEY_BYTES") or "0")
 local threads = {}
 
 function setup(thread)
@@ -19,7 +21,11 @@ end
 
 function request()
     sent = sent + 1
-    return wrk.format("GET", "/", { ["x-api-key"] = prefix .. sent })
+    local key = prefix .. sent
+    if #key < key_bytes then
+        key = key .. string.rep("x", key_bytes - #key)
+    end
+    return wrk.format("GET", "/", { ["x-api-key"] = key })
 end
 
 function response(status, headers, body)
