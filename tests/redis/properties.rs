@@ -1,11 +1,12 @@
-//! Random schedules of stack checks give the same decisions on a real Redis as in memory.
+//! Random schedules of stack checks give the same decisions on a real Redis as in memory, for
+//! short keys and for keys kept as their digests.
 
 use std::cell::Cell;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tower_ratelimit::{MemoryStore, Policy, Quota, RedisStore, Store};
+use tower_ratelimit::{MemoryStore, Policy, Quota, RedisStore, Store, MAX_KEY_LEN};
 
 use crate::support::{redis_url, strict_store};
 
@@ -15,6 +16,15 @@ struct Schedule {
     policies: Vec<(u64, u32, bool)>,
     /// (advance in µs, cost, key, peek afterwards)
     steps: Vec<(u64, u32, u8, bool)>,
+}
+
+/// The bytes of key `k`: keys 0 and 1 are one byte, 2 and 3 longer than the stores keep as they
+/// are (kept as their digests).
+fn key_bytes(k: u8) -> Vec<u8> {
+    match k {
+        0 | 1 => vec![k],
+        _ => vec![k; MAX_KEY_LEN + usize::from(k)],
+    }
 }
 
 /// The policies of one generated case, from (interval in µs, burst, shadow), with names of
@@ -33,7 +43,7 @@ pub(crate) fn case_policies(case: u32, specs: &[(u64, u32, bool)]) -> Vec<Policy
 fn schedules() -> impl Strategy<Value = Schedule> {
     let policy = (1u64..2_000_000, 1u32..=6, prop::bool::weighted(0.2));
     (prop::collection::vec(policy, 2..=3), 1u64..2_000_000).prop_flat_map(|(policies, scale)| {
-        let step = (0u64..=1000, 1u32..=3, 0u8..2, any::<bool>())
+        let step = (0u64..=1000, 1u32..=3, 0u8..4, any::<bool>())
             .prop_map(move |(f, cost, key, peek)| (scale * f / 250, cost, key, peek));
         prop::collection::vec(step, 1..40).prop_map(move |steps| Schedule {
             policies: policies.clone(),
@@ -77,7 +87,7 @@ fn random_stack_schedules_give_the_same_decisions_in_redis_and_in_memory() {
             ];
             for (i, &(advance, cost, key, peek)) in schedule.steps.iter().enumerate() {
                 clock.advance(Duration::from_micros(advance));
-                let key = [key];
+                let key = key_bytes(key);
                 let expected = memory.check_now(&reference, &key, cost);
                 let peeked = peek.then(|| memory.peek_now(&reference, &key));
                 for (name, store, stack) in &stacks {
