@@ -69,8 +69,8 @@ impl<B> KeyExtractor<B> for Header {
 /// A header value used as a key.
 ///
 /// A header value that a server parsed can share memory with the whole request head it came
-/// from; cloning a `HeaderKey`, as a store does to keep it, copies the bytes so that a stored key
-/// holds only itself.
+/// from; cloning a `HeaderKey` copies the bytes, so that a key kept past its request holds only
+/// itself. (The stores keep a key's bytes, not the `HeaderKey`.)
 #[derive(Eq)]
 pub struct HeaderKey(HeaderValue);
 
