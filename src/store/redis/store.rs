@@ -223,15 +223,10 @@ impl RedisStore {
     /// ```
     pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
         let key = key.key_bytes();
-        let key = key.as_bytes();
-        let digest;
-        let key = if key.len() > MAX_KEY_LEN {
-            digest = digest_key(key);
-            &digest[..]
-        } else {
-            key
-        };
-        Keys::new(&self.inner.key_head, key, &[suffix(policy)]).into_bytes()
+        if key.len() > MAX_KEY_LEN {
+            return self.redis_key(&digest_key(key.as_bytes())[..], policy);
+        }
+        Keys::new(&self.inner.key_head, key.as_bytes(), &[suffix(policy)]).into_bytes()
     }
 
     /// Whether checks currently skip Redis after repeated failures (until a probe succeeds).
