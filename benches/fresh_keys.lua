@@ -1,12 +1,18 @@
--- wrk script: every request is GET / with an `x-api-key` no request had before (KEY_PREFIX,
--- the thread and a counter; padded with "x" to KEY_BYTES bytes when that is set). Counts the
--- answers and prints one line at the end:
+-- wrk script: every request is GET $REQUEST_PATH (default /) with an `x-api-key` no request had
+-- before (KEY_PREFIX, the thread and a counter; padded with "x" to KEY_BYTES bytes when that is
+-- set). Counts the answers and prints one line at the end:
 --   fresh_keys requests=.. seconds=.. sent=.. ok=.. limited=.. other=.. socket_errors=..
 --   timeouts=.. p99_us=..
 -- (ok: 200, limited: 429, other: any other status). Used by benches/flood.sh and
--- benches/redis_http.sh.
+-- benches/redis_http.sh; against examples/policies.rs, `/` is keyed by the header and
+-- `/health` is not, so the two paths show what keying a long header costs over parsing it:
+--   KEY_BYTES=30000 wrk -t1 -c4 -d3s -s benches/fresh_keys.lua http://127.0.0.1:3004/
+--   KEY_BYTES=30000 REQUEST_PATH=/health wrk -t1 -c4 -d3s -s benches/fresh_keys.lua \
+--       http://127.0.0.1:3004/health
 local key_prefix = os.getenv("KEY_PREFIX") or "k"
 local key_bytes = tonumber(os.getenv("KEY_BYTES") or "0")
+local pad = string.rep("x", key_bytes)
+local path = os.getenv("REQUEST_PATH") or "/"
 local threads = {}
 
 function setup(thread)
@@ -23,9 +29,9 @@ function request()
     sent = sent + 1
     local key = prefix .. sent
     if #key < key_bytes then
-        key = key .. string.rep("x", key_bytes - #key)
+        key = key .. pad:sub(1, key_bytes - #key)
     end
-    return wrk.format("GET", "/", { ["x-api-key"] = key })
+    return wrk.format("GET", path, { ["x-api-key"] = key })
 end
 
 function response(status, headers, body)
