@@ -142,7 +142,8 @@ impl Inner {
         let outcome = self.within_timeout(invoke).await;
         #[cfg(feature = "metrics")]
         self.metrics.latency.record(sent.elapsed());
-        let expected: usize = asks.iter().map(|ask| Reply::width(ask.keys.len())).sum();
+        // The call's time, then each policy's TAT for each check.
+        let expected = 1 + asks.iter().map(|ask| ask.keys.len()).sum::<usize>();
         let outcome = match outcome {
             Ok(Ok(values)) if values.len() == expected => Ok(values),
             Ok(Ok(values)) => Err(RedisStoreError::reply(values)),
@@ -164,18 +165,20 @@ impl Inner {
                 return;
             }
         };
-        let mut rest = &values[..];
+        let (&time, mut rest) = values.split_first().unwrap_or((&0, &[]));
         for ask in asks {
-            let (values, next) = rest.split_at(Reply::width(ask.keys.len()));
+            let (found, next) = rest.split_at(ask.keys.len());
             rest = next;
+            // In clock mode each check's time is the one it sent (µs: far below `i64::MAX`).
+            let now = ask.now_arg.map_or(time, |micros| micros as i64);
             answer(
-                match Reply::parse(values, &ask.stack.parts.cells, ask.cost) {
+                match Reply::parse(now, found, &ask.stack.parts.cells, ask.cost) {
                     Some(reply) => {
                         self.remember(ask, &reply);
                         Ok(reply.decisions)
                     }
                     None => {
-                        let error = RedisStoreError::reply(values.to_vec());
+                        let error = RedisStoreError::reply([&[time], found].concat());
                         self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
                     }
                 },
@@ -183,9 +186,10 @@ impl Inner {
         }
     }
 
-    /// The `EVALSHA` of `asks`: their keys, the call's stacks (each once), then each check.
+    /// The `EVALSHA` of `asks`: their keys, the call's stacks (each once), then the checks in
+    /// runs of one stack and one cost.
     fn command(&self, asks: &[Ask]) -> Cmd {
-        // The batch's stacks, each sent once; checks name theirs by position.
+        // The batch's stacks, each sent once; checks name theirs by position, from 1.
         let mut stacks: SmallVec<[&Arc<StackParts>; 4]> = SmallVec::new();
         let mut which: SmallVec<[usize; 16]> = SmallVec::with_capacity(asks.len());
         for ask in asks {
@@ -203,7 +207,7 @@ impl Inner {
         let key_bytes: usize = asks.iter().map(|ask| ask.keys.bytes.len()).sum();
         // The command is written straight into one buffer: no per-argument vectors.
         let mut call = Cmd::with_capacity(
-            7 + 3 * asks.len() + keys + 7 * stacks.len(),
+            7 + 4 * asks.len() + keys + 7 * stacks.len(),
             64 + key_bytes + 24 * asks.len() + 40 * stacks.len(),
         );
         call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
@@ -224,14 +228,18 @@ impl Inner {
                     .arg(if cell.shadow { "1" } else { "0" });
             }
         }
-        for (ask, stack) in asks.iter().zip(&which) {
-            if stacks.len() > 1 {
-                call.arg(*stack);
-            }
-            call.arg(ask.cost);
-            if let Some(micros) = ask.now_arg {
+        // Under load a call is mostly one run: checks of one stack at cost 1.
+        let mut start = 0;
+        while let Some(first) = asks.get(start) {
+            let stack = which[start];
+            let end = (start + 1..asks.len())
+                .find(|&i| which[i] != stack || asks[i].cost != first.cost)
+                .unwrap_or(asks.len());
+            call.arg(end - start).arg(stack).arg(first.cost);
+            for micros in asks[start..end].iter().filter_map(|ask| ask.now_arg) {
                 call.arg(micros);
             }
+            start = end;
         }
         call
     }

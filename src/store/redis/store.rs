@@ -158,10 +158,12 @@ impl RedisStore {
     /// (`1` if each check carries its time in µs); the expiry step in µs (1 for none, see
     /// [`expiry_step`](RedisStoreBuilder::expiry_step)); the number of stacks; for each stack its
     /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
-    /// `0`); then for each check its stack (from 1, only when the call has several), its cost
-    /// (0 for a peek) and, if they carry it, its time. It answers, for each check, its time in
-    /// µs and, per policy, the TAT it found in µs (at least that time); the decision follows
-    /// from those as in [`MemoryStore`].
+    /// `0`); then the checks in runs of consecutive checks of one stack and one cost: the run's
+    /// number of checks, its stack (from 1) and its cost (0 for a peek), followed, if checks
+    /// carry their time, by the time of each of its checks. It answers the call's time in µs
+    /// (0 when the checks carry theirs), then, for each check and each policy of its stack,
+    /// the TAT it found in µs (at least the check's time); the decision follows from those as
+    /// in [`MemoryStore`].
     pub const SCRIPT: &'static str = GCRA_LUA;
 
     /// Connects to the Redis server at `url` with the default settings.
