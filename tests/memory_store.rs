@@ -195,7 +195,7 @@ fn at_the_cap_new_keys_share_one_overflow_budget_per_policy() {
 }
 
 #[test]
-fn keys_longer_than_the_longest_kept_are_still_keys_of_their_own() {
+fn keys_longer_than_the_longest_kept_and_keys_spelling_a_digest_are_keys_of_their_own() {
     let (store, clock) = store(1_000);
     let stack = one(&store, Quota::per_second(2));
     // Two long keys that differ in their last byte only, a long key that starts with a short
@@ -204,12 +204,15 @@ fn keys_longer_than_the_longest_kept_are_still_keys_of_their_own() {
     let mut other = long.clone();
     *other.last_mut().unwrap() = b'j';
     let short = &long[..MAX_KEY_LEN];
-    for key in [&long[..], &other, short] {
+    // And a key that spells the form the first is kept in (`sha256:` and the first 16 bytes of
+    // its SHA-256, from `sha256sum`): a client who learns it cannot spend that key's budget.
+    let spelled = b"sha256:ce16fe78208a4e93f7158e62393680e0";
+    for key in [&long[..], &other, short, spelled] {
         assert!(store.check_now(&stack, key, 2).is_allowed());
         assert!(!store.check_now(&stack, key, 1).is_allowed());
         assert!(!store.peek_now(&stack, key).is_allowed());
     }
-    assert_eq!(store.len(), 3);
+    assert_eq!(store.len(), 4);
     clock.advance(Duration::from_millis(500));
     let again = store.check_now(&stack, &long, 1);
     assert!(again.is_allowed());

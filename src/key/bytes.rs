@@ -63,11 +63,12 @@ const INLINE: usize = 64;
 
 /// The longest key the stores keep as it is.
 ///
-/// [`MemoryStore`](crate::MemoryStore) and the Redis store keep a longer key as `sha256:`
-/// followed by the first 16 bytes of the SHA-256 digest of its bytes, in hex: 39 bytes, whatever
-/// the key's length. So a tracked key costs a bounded amount of memory (in the process and in
-/// Redis) even when clients choose the key, as with a header's value, and both stores still
-/// agree on which keys are the same. Two distinct keys meet in one digest only by a collision of
+/// [`MemoryStore`](crate::MemoryStore) and the Redis store keep a longer key, and a key that
+/// begins with `sha256:`, as `sha256:` followed by the first 16 bytes of the SHA-256 digest of
+/// its bytes, in hex: 39 bytes, whatever the key's length. So a tracked key costs a bounded
+/// amount of memory (in the process and in Redis) even when clients choose the key, as with a
+/// header's value, and both stores still agree on which keys are the same. No key is kept as
+/// it is in the form of a digest, so two distinct keys meet in one only by a collision of
 /// SHA-256, which no one can produce on purpose. The digest costs time in proportion to the
 /// key's length, as reading the header that carried it does (see `BENCHES.md`: about 80 ns
 /// for a key just over the limit and 0.5 ns per further byte on a CPU with SHA extensions).
@@ -85,19 +86,47 @@ const INLINE: usize = 64;
 /// ```
 pub const MAX_KEY_LEN: usize = 64;
 
-/// The length of the form a key longer than [`MAX_KEY_LEN`] is kept in.
-pub(crate) const DIGEST_KEY_LEN: usize = DIGEST_PREFIX.len() + 32;
+/// The length of a key's digest form.
+const DIGEST_KEY_LEN: usize = DIGEST_PREFIX.len() + 32;
 
 const DIGEST_PREFIX: &[u8] = b"sha256:";
 
 const _: () = assert!(DIGEST_KEY_LEN <= MAX_KEY_LEN);
 
-/// The form the stores keep a key longer than [`MAX_KEY_LEN`] in: `sha256:` and the first 16
-/// bytes of the key's SHA-256 digest in hex. No longer than `MAX_KEY_LEN` itself, so a store
-/// given it keeps it as it is.
+/// The bytes the stores keep for a key: the key itself, or its digest when it is longer than
+/// [`MAX_KEY_LEN`] or begins as a digest does.
+pub(crate) enum KeptKey<'a> {
+    Itself(&'a [u8]),
+    Digest([u8; DIGEST_KEY_LEN]),
+}
+
+impl<'a> KeptKey<'a> {
+    #[inline]
+    pub(crate) fn new(key: &'a [u8]) -> Self {
+        if key.len() > MAX_KEY_LEN || key.starts_with(DIGEST_PREFIX) {
+            KeptKey::Digest(digest_key(key))
+        } else {
+            KeptKey::Itself(key)
+        }
+    }
+}
+
+impl std::ops::Deref for KeptKey<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeptKey::Itself(key) => key,
+            KeptKey::Digest(digest) => digest,
+        }
+    }
+}
+
+/// `sha256:` and the first 16 bytes of the key's SHA-256 digest in hex.
 #[cold]
 #[inline(never)]
-pub(crate) fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
+fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
     use sha2::{Digest, Sha256};
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key);
@@ -397,16 +426,22 @@ mod tests {
     }
 
     #[test]
-    fn long_keys_are_kept_as_the_hex_of_their_sha256() {
+    fn long_keys_and_keys_that_look_like_digests_are_kept_as_the_hex_of_their_sha256() {
+        let kept = |key: &[u8]| KeptKey::new(key).to_vec();
         // The first 16 bytes of SHA-256("a" × 65) and of SHA-256(""), from `sha256sum`.
-        assert_eq!(
-            &digest_key(&[b'a'; 65]),
-            b"sha256:635361c48bb9eab14198e76ea8ab7f1a"
-        );
+        let long = kept(&[b'a'; 65]);
+        assert_eq!(long, b"sha256:635361c48bb9eab14198e76ea8ab7f1a");
         assert_eq!(&digest_key(b""), b"sha256:e3b0c44298fc1c149afbf4c8996fb924");
-        let (long, other) = ([7u8; 4096], [[7u8; 4095].as_slice(), &[8]].concat());
-        assert_ne!(digest_key(&long), digest_key(&other));
-        assert!(digest_key(&long).len() <= MAX_KEY_LEN);
+        // A key that spells another key's digest is not that key.
+        assert_ne!(kept(&long), long);
+        assert_eq!(kept(&long).len(), DIGEST_KEY_LEN);
+        assert_ne!(kept(b"sha256:"), b"sha256:");
+        // Keys up to the limit are kept as they are.
+        assert_eq!(kept(&[b'a'; MAX_KEY_LEN]), [b'a'; MAX_KEY_LEN]);
+        assert_eq!(kept(b"sha256"), b"sha256");
+        let (many, other) = ([7u8; 4096], [[7u8; 4095].as_slice(), &[8]].concat());
+        assert_ne!(kept(&many), kept(&other));
+        assert!(kept(&many).len() <= MAX_KEY_LEN);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use smallvec::SmallVec;
 use super::registry::Registry;
 use super::table::{Key, Shard, Sharded, Value};
 use crate::gcra::{self, Cell};
-use crate::key::digest_key;
-use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store, MAX_KEY_LEN};
+use crate::key::KeptKey;
+use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store};
 
 /// The default cap on tracked keys.
 const DEFAULT_MAX_KEYS: usize = 1_000_000;
@@ -27,15 +27,17 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   Neither allocates. Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
 ///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
 ///   the shard's exclusive lock. A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept
-///   as a digest of its bytes, 39 bytes whatever its length.
+///   as a digest of its bytes, 39 bytes whatever its length (as is a key that begins as a
+///   digest does, `sha256:`).
 /// - Keys are hashed with per-store random seeds, so a client cannot choose keys that collide.
 /// - Memory is bounded: a key whose theoretical arrival times have all passed is idle, in
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
 ///   task is needed.
-/// - At most `max_keys` keys are tracked (default 1 000 000). When the map is full and no idle
-///   key can be dropped, keys not yet tracked share one overflow budget per policy until room
-///   frees up: a client rotating through fresh keys gets no more than one key's quota, and
-///   memory stays bounded.
+/// - At most `max_keys` keys are tracked (default 1 000 000), as a share of the cap per shard
+///   of the map. When a new key's shard is full and none of its keys is idle (which can happen
+///   a few percent before the whole map holds `max_keys`), keys not yet tracked share one
+///   overflow budget per policy until room frees up: a client rotating through fresh keys gets
+///   no more than one key's quota, and memory stays bounded.
 ///
 /// Clones share the same map and the same policies. Registering a policy name twice with
 /// different quotas is an error.
@@ -258,10 +260,13 @@ impl<C: Clock> MemoryStore<C> {
     ///
     /// A cost above the burst of an enforced policy is denied with a wait of `u64::MAX`
     /// nanoseconds: it can never conform.
+    #[inline]
     pub fn check_now(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
-        if key.len() > MAX_KEY_LEN {
-            return self.check_now(stack, &digest_key(key), cost);
-        }
+        self.check_kept(stack, &KeptKey::new(key), cost)
+    }
+
+    /// [`check_now`](Self::check_now) of a key in the form the stores keep it in.
+    pub(crate) fn check_kept(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
         let inner = &*self.inner;
         let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();
@@ -274,10 +279,13 @@ impl<C: Clock> MemoryStore<C> {
 
     /// What a cost-1 check of `key` would answer now, taking nothing: [`Store::peek`] without
     /// the future.
+    #[inline]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
-        if key.len() > MAX_KEY_LEN {
-            return self.peek_now(stack, &digest_key(key));
-        }
+        self.peek_kept(stack, &KeptKey::new(key))
+    }
+
+    /// [`peek_now`](Self::peek_now) of a key in the form the stores keep it in.
+    pub(crate) fn peek_kept(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
         let inner = &*self.inner;
         let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();

@@ -147,7 +147,7 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
 }
 
 #[tokio::test]
-async fn a_key_longer_than_the_longest_kept_is_its_sha256_under_the_prefix() {
+async fn a_key_longer_than_the_longest_kept_or_spelling_a_digest_is_its_sha256_under_the_prefix() {
     let server = RedisServer::start();
     let store = store(&server).await;
     let stack = store
@@ -163,11 +163,18 @@ async fn a_key_longer_than_the_longest_kept_is_its_sha256_under_the_prefix() {
         let second = store.check(&stack, key.as_bytes(), 1).await.unwrap();
         assert!(!second.is_allowed(), "one budget per key");
     }
+    // A key that spells that digest is a key of its own, kept as its own digest.
+    let spelled = "sha256:635361c48bb9eab14198e76ea8ab7f1a";
+    let own = store.check(&stack, spelled.as_bytes(), 2).await.unwrap();
+    assert!(own.is_allowed(), "not the long key's spent budget");
     let digest = store.redis_key(&long, "p");
     let as_is = store.redis_key(&kept, "p");
+    let respelled = store.redis_key(&spelled, "p");
     assert!(digest.ends_with(b":sha256:635361c48bb9eab14198e76ea8ab7f1a}:p"));
     assert!(as_is.ends_with(format!(":{kept}}}:p").as_bytes()));
-    let mut expected = vec![digest, as_is];
+    assert!(respelled.ends_with(b"}:p") && respelled.len() == digest.len());
+    assert_ne!(respelled, digest);
+    let mut expected = vec![digest, as_is, respelled];
     expected.sort();
     assert_eq!(sorted_keys(&mut server.connection()), expected);
 

@@ -14,8 +14,8 @@ use super::script::Reply;
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
-use crate::key::digest_key;
-use crate::{Clock, Decision, Decisions, MAX_KEY_LEN};
+use crate::key::KeptKey;
+use crate::{Clock, Decision, Decisions};
 
 /// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
 /// clock, which a manual clock does not drive.
@@ -42,9 +42,8 @@ impl Inner {
         key: &[u8],
         cost: u32,
     ) -> RedisStoreFuture {
-        if key.len() > MAX_KEY_LEN {
-            return Self::start(this, stack, &digest_key(key), cost);
-        }
+        let kept = KeptKey::new(key);
+        let key = &*kept;
         let keys = Keys::new(&this.key_head, key, &stack.parts.suffixes);
         let local_now = this.clock.now_nanos();
         // In clock mode the script gets whole microseconds; the local side uses the same
@@ -280,7 +279,8 @@ impl Inner {
         }
     }
 
-    /// The failure policy's answer to a check that Redis could not answer.
+    /// The failure policy's answer to a check of `key` (in the form the stores keep it in)
+    /// that Redis could not answer.
     fn by_policy(
         &self,
         stack: &RedisStack,
@@ -290,8 +290,8 @@ impl Inner {
     ) -> Result<Decisions, RedisStoreError> {
         self.health.answered_by_policy();
         let decisions = match self.policy {
-            FailurePolicy::Local if cost == 0 => self.fallback.peek_now(&stack.parts.local, key),
-            FailurePolicy::Local => self.fallback.check_now(&stack.parts.local, key, cost),
+            FailurePolicy::Local if cost == 0 => self.fallback.peek_kept(&stack.parts.local, key),
+            FailurePolicy::Local => self.fallback.check_kept(&stack.parts.local, key, cost),
             FailurePolicy::Allow => Decisions::new(
                 true,
                 stack.parts.cells.iter().map(|cell| {

@@ -19,8 +19,8 @@ use super::health::Health;
 use super::script::{MicroQuota, GCRA_LUA};
 use super::{FailurePolicy, RedisStoreBuilder, RedisStoreFuture};
 use crate::gcra::Cell;
-use crate::key::digest_key;
-use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Store, MAX_KEY_LEN};
+use crate::key::KeptKey;
+use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Store};
 
 /// A store in Redis: one GCRA budget shared by every process that uses the same Redis and
 /// prefix.
@@ -215,7 +215,8 @@ impl RedisStore {
 
     /// The Redis key that holds the state of `key` under the policy `policy`:
     /// `{<prefix>:<key bytes>}:<policy>`, or, for a key longer than
-    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), `{<prefix>:sha256:<32 hex digits>}:<policy>`.
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) or beginning with `sha256:`,
+    /// `{<prefix>:sha256:<32 hex digits>}:<policy>`.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
@@ -225,10 +226,8 @@ impl RedisStore {
     /// ```
     pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
         let key = key.key_bytes();
-        if key.len() > MAX_KEY_LEN {
-            return self.redis_key(&digest_key(key.as_bytes())[..], policy);
-        }
-        Keys::new(&self.inner.key_head, key.as_bytes(), &[suffix(policy)]).into_bytes()
+        let key = KeptKey::new(key.as_bytes());
+        Keys::new(&self.inner.key_head, &key, &[suffix(policy)]).into_bytes()
     }
 
     /// Whether checks currently skip Redis after repeated failures (until a probe succeeds).
