@@ -58,9 +58,23 @@ pub struct RateLimit<S, E = PeerIp, St: Store = MemoryStore, R = DefaultRejectio
     config: Arc<Config<E, St, R, X>>,
 }
 
-impl<S> RateLimit<S> {
+// Not generic over the inner service, which `layer` does not name: `RateLimit::layer(..)` needs
+// no type annotation.
+impl RateLimit<()> {
     /// A [`RateLimitLayer`] limiting each peer IP address to `quota`; the same as
     /// [`RateLimitLayer::new`].
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Request, Response};
+    /// use tower::{service_fn, Layer};
+    /// use tower_ratelimit::{Quota, RateLimit};
+    ///
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let layer = RateLimit::layer(Quota::per_second(10));
+    /// assert_eq!(layer.policies()[0].quota().burst(), 10);
+    /// let svc = layer.layer(inner);
+    /// ```
     pub fn layer(quota: Quota) -> RateLimitLayer {
         RateLimitLayer::new(quota)
     }
