@@ -2,8 +2,10 @@
 //! one list member per policy of the request.
 //!
 //! Both fields are structured-field Lists. Each member is the policy name as a String with
-//! parameters: `q` (the quota: the burst) and `w` (the window in seconds: the time a spent
-//! burst takes to refill) in `RateLimit-Policy`; `r` (how many more cost-1 requests conform
+//! parameters: `q` (the quota) and `w` (the window in seconds) in `RateLimit-Policy`, where `w`
+//! is the time a spent burst takes to refill, rounded up to whole seconds, and `q` is what the
+//! policy admits over `w`: the burst, or for a window that is not whole seconds, the cells that
+//! refill in `w` (`100/s; burst=10` is `q=100;w=1`, not ten a second); `r` (how many more cost-1 requests conform
 //! now) and `t` (seconds until the quota is full again) in `RateLimit`. A stack of two
 //! policies gives
 //!
@@ -54,13 +56,13 @@ impl StackHeaders {
             if i > 0 {
                 policy.push_str(", ");
             }
-            let _ = write!(
-                policy,
-                "\"{}\";q={};w={}",
-                p.name(),
-                p.quota().burst(),
-                ceil_secs(p.quota().window()).max(1)
-            );
+            let quota = p.quota();
+            // The window in whole seconds, and what the policy admits over it: its burst, or
+            // more when the window is shorter (cells go on refilling until `w` is over).
+            let w = ceil_secs(quota.window()).max(1);
+            let refilled = u128::from(w) * 1_000_000_000 / u128::from(quota.interval_nanos());
+            let q = refilled.max(u128::from(quota.burst()));
+            let _ = write!(policy, "\"{}\";q={q};w={w}", p.name());
         }
         let policy = HeaderValue::try_from(policy)
             .expect("policy names are checked when the layer is built");
@@ -344,6 +346,25 @@ mod tests {
         spec.insert(&mut headers, &Decisions::one(decision), None);
         assert_eq!(headers[RETRY_AFTER], "6");
         assert_eq!(headers[RATELIMIT], "\"default\";r=0;t=120");
+    }
+
+    #[test]
+    fn a_window_of_part_of_a_second_states_the_rate_over_a_whole_one() {
+        let policy = |quota: Quota| StackHeaders::new(Arc::from([Policy::new("p", quota)])).policy;
+        assert_eq!(
+            policy(Quota::per_second(100).allow_burst(10)),
+            "\"p\";q=100;w=1"
+        );
+        assert_eq!(
+            policy(Quota::per_second(1000).allow_burst(1)),
+            "\"p\";q=1000;w=1"
+        );
+        // 2 a second with a burst of 3: refilled in 1.5 s, stated over 2 s.
+        assert_eq!(policy(Quota::per_second(2).allow_burst(3)), "\"p\";q=4;w=2");
+        // Whole-second windows state the burst.
+        assert_eq!(policy(Quota::per_second(2).allow_burst(4)), "\"p\";q=4;w=2");
+        assert_eq!(policy(Quota::per_minute(10)), "\"p\";q=10;w=60");
+        assert_eq!(policy(Quota::per_second(3)), "\"p\";q=3;w=1");
     }
 
     #[test]

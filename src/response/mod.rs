@@ -3,7 +3,7 @@
 //! By default a limited HTTP request gets `429 Too Many Requests` with
 //!
 //! - `Retry-After`: the exact wait rounded **up** to whole seconds, never `0`;
-//! - `RateLimit-Policy: "<policy>";q=<burst>;w=<window seconds>` and
+//! - `RateLimit-Policy: "<policy>";q=<quota>;w=<window seconds>` and
 //!   `RateLimit: "<policy>";r=<remaining>;t=<seconds until full>`, the IETF `RateLimit` fields
 //!   (see [`headers`]), one list member per policy of the request;
 //! - a short `text/plain` body, and its exact `Content-Length`;
