@@ -68,12 +68,18 @@ impl Per {
     }
 }
 
+/// The longest window (burst × interval) a quota may have: 2⁶² ns, about 146 years. A TAT
+/// is at most two windows past the clock, so with clocks that count from a process's start
+/// or from 1970 in nanoseconds the arithmetic never leaves `u64`.
+const MAX_WINDOW_NANOS: u64 = 1 << 62;
+
 impl Quota {
     /// `n` cells per second with a burst of `n`.
     ///
     /// # Panics
     ///
-    /// If `n` is zero. Use [`Quota::try_per_second`] for a value read at run time.
+    /// If `n` is zero or above 10⁹ (one cell per nanosecond, the finest rate counted). Use
+    /// [`Quota::try_per_second`] for a value read at run time.
     ///
     /// ```
     /// let quota = tower_ratelimit::Quota::per_second(10);
@@ -118,7 +124,7 @@ impl Quota {
     ///
     /// # Panics
     ///
-    /// If `period` is shorter than one nanosecond or longer than `u64::MAX` nanoseconds. Use
+    /// If `period` is shorter than one nanosecond or longer than 2⁶² ns (about 146 years). Use
     /// [`Quota::try_with_period`] for a value read at run time.
     ///
     /// ```
@@ -131,10 +137,11 @@ impl Quota {
         Self::try_with_period(period).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// `n` cells per second, or an error if `n` is zero.
+    /// `n` cells per second, or an error if `n` is zero or above 10⁹.
     ///
     /// ```
     /// assert!(tower_ratelimit::Quota::try_per_second(0).is_err());
+    /// assert!(tower_ratelimit::Quota::try_per_second(2_000_000_000).is_err());
     /// ```
     pub fn try_per_second(n: u32) -> Result<Self, QuotaError> {
         Self::per(n, Per::Second)
@@ -158,8 +165,8 @@ impl Quota {
         Self::per(n, Per::Hour)
     }
 
-    /// One cell every `period`, or an error if `period` is zero or too long to count in
-    /// nanoseconds.
+    /// One cell every `period`, or an error if `period` is zero or longer than 2⁶² ns (about
+    /// 146 years).
     ///
     /// ```
     /// use std::time::Duration;
@@ -167,7 +174,9 @@ impl Quota {
     /// ```
     pub fn try_with_period(period: Duration) -> Result<Self, QuotaError> {
         let nanos = u64::try_from(period.as_nanos())
-            .map_err(|_| QuotaError::new(QuotaErrorKind::PeriodTooLong(period)))?;
+            .ok()
+            .filter(|&nanos| nanos <= MAX_WINDOW_NANOS)
+            .ok_or(QuotaError::new(QuotaErrorKind::PeriodTooLong(period)))?;
         if nanos == 0 {
             return Err(QuotaError::new(QuotaErrorKind::ZeroPeriod));
         }
@@ -217,8 +226,8 @@ impl Quota {
     ///
     /// # Panics
     ///
-    /// If `burst` is zero, or if `burst × interval` does not fit in `u64` nanoseconds (about
-    /// 584 years). Use [`Quota::try_allow_burst`] for a value read at run time.
+    /// If `burst` is zero, or if the window `burst × interval` is longer than 2⁶² ns (about 146
+    /// years). Use [`Quota::try_allow_burst`] for a value read at run time.
     ///
     /// ```
     /// let quota = tower_ratelimit::Quota::per_second(1).allow_burst(5);
@@ -231,7 +240,7 @@ impl Quota {
     }
 
     /// The same rate with a burst of `burst` cells, or an error if the burst is zero or its
-    /// window does not fit in `u64` nanoseconds.
+    /// window is longer than 2⁶² ns (about 146 years).
     ///
     /// ```
     /// assert!(tower_ratelimit::Quota::per_second(1).try_allow_burst(0).is_err());
@@ -241,7 +250,7 @@ impl Quota {
         if self
             .interval_nanos
             .checked_mul(u64::from(burst.get()))
-            .is_none()
+            .is_none_or(|window| window > MAX_WINDOW_NANOS)
         {
             return Err(QuotaError::new(QuotaErrorKind::WindowTooLong {
                 burst: burst.get(),
@@ -352,12 +361,15 @@ impl fmt::Display for QuotaError {
             ),
             QuotaErrorKind::ZeroBurst => f.write_str(": the burst is 0; use at least 1"),
             QuotaErrorKind::ZeroPeriod => f.write_str(": the period is 0; use at least 1ns"),
-            QuotaErrorKind::PeriodTooLong(period) => {
-                write!(f, ": the period {period:?} does not fit in u64 nanoseconds")
-            }
+            QuotaErrorKind::PeriodTooLong(period) => write!(
+                f,
+                ": the period {period:?} is longer than 2^62 ns (about 146 years), the \
+                 longest window"
+            ),
             QuotaErrorKind::WindowTooLong { burst, interval } => write!(
                 f,
-                ": burst {burst} × interval {interval:?} does not fit in u64 nanoseconds"
+                ": burst {burst} × interval {interval:?} is longer than 2^62 ns (about 146 \
+                 years), the longest window"
             ),
             QuotaErrorKind::Unit(unit) => {
                 write!(f, ": unknown unit {unit:?}; use s, min or h")
@@ -515,6 +527,26 @@ mod tests {
         let parsed = "2000000000/s".parse::<Quota>().unwrap_err();
         assert!(parsed.to_string().contains("\"2000000000/s\""), "{parsed}");
         assert!(Quota::try_per_minute(u32::MAX).is_ok());
+    }
+
+    #[test]
+    fn windows_past_the_longest_are_refused_and_the_longest_still_limits() {
+        let longest = Duration::from_nanos(MAX_WINDOW_NANOS);
+        let err = Quota::try_with_period(longest + Duration::from_nanos(1)).unwrap_err();
+        assert!(err.to_string().contains("the longest window"), "{err}");
+        assert!(Quota::try_with_period(Duration::from_nanos(u64::MAX)).is_err());
+        assert!(Quota::try_with_period(Duration::MAX).is_err());
+        let half = Quota::with_period(longest / 2);
+        assert!(half.try_allow_burst(2).is_ok());
+        assert!(half.try_allow_burst(3).is_err());
+        // The longest window admits its one cell and nothing more, at any time a clock of
+        // nanoseconds since 1970 will read for centuries.
+        let quota = Quota::with_period(longest);
+        for now in [0, 1_800_000_000_000_000_000, 4_000_000_000_000_000_000] {
+            let tat = crate::gcra::conforming_tat(&quota, 0, now, 1).unwrap();
+            assert_eq!(crate::gcra::conforming_tat(&quota, tat, now, 1), None);
+            assert_eq!(crate::gcra::conforming_tat(&quota, tat, now + 1, 1), None);
+        }
     }
 
     #[test]

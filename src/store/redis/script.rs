@@ -23,7 +23,7 @@ use crate::{Decisions, Quota};
 ///
 /// Checks are sent in runs of one stack and one cost, and the call's time is answered once: a
 /// batch of like checks, the common case under load, costs Redis a key and a TAT per policy
-/// per check and nothing more, which takes about a tenth off Redis's time per check.
+/// per check and no argument or answer of its own.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
 local timed = ARGV[2] == '1'
@@ -213,8 +213,11 @@ mod tests {
 
     #[test]
     fn windows_beyond_exact_doubles_are_refused() {
-        let long = Quota::with_period(Duration::from_secs(3600 * 24 * 365)).allow_burst(200);
+        // 144 years: within a quota's longest window (2^62 ns), past the script's (2^52 µs).
+        let long = Quota::with_period(Duration::from_secs(3600 * 24 * 365)).allow_burst(144);
         assert!(MicroQuota::new(&long).is_none());
+        let kept = Quota::with_period(Duration::from_secs(3600 * 24 * 365)).allow_burst(142);
+        assert!(MicroQuota::new(&kept).is_some());
     }
 
     #[test]
