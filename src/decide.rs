@@ -190,13 +190,19 @@ where
             if cost > policy.quota().burst() {
                 #[cfg(feature = "metrics")]
                 tier.metrics.cost_too_large(tightest);
-                tracing::debug!(
-                    outcome = "cost-too-large",
-                    policy = policy.name(),
-                    cost,
-                    burst = policy.quota().burst(),
-                    path = req.uri().path(),
-                );
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    if let Some(suppressed) = self.logs.rejection.admit() {
+                        tracing::debug!(
+                            outcome = "cost-too-large",
+                            policy = policy.name(),
+                            cost,
+                            burst = policy.quota().burst(),
+                            path = req.uri().path(),
+                            similar_rejections_not_logged = suppressed,
+                            "cost above the burst: never admitted"
+                        );
+                    }
+                }
                 let too_large = CostTooLarge::new(policy.clone(), cost, self.grpc(req));
                 let mut response = self.rejection.make_cost_too_large(&too_large);
                 response.extensions_mut().insert(too_large);

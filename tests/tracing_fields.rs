@@ -77,3 +77,39 @@ async fn outcomes_and_policies_are_event_fields() {
         "{seen}"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_requests_costing_more_than_the_burst_logs_a_line_a_second() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(2)))
+        .cost_by(|_: &Request<()>| 3)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        let response = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let seconds = started.elapsed().as_secs();
+    let seen = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines = seen.matches("outcome=\"cost-too-large\"").count();
+    assert!(
+        (1..=1 + seconds as usize).contains(&lines),
+        "{lines} lines in {seconds} s:\n{seen}"
+    );
+}
