@@ -6,8 +6,9 @@
 //! [`ConfigError`] when the second layer is built.
 //!
 //! A layer checks each request against a **stack** of policies, all-or-nothing: the request is
-//! admitted only if every policy admits it, and a request that any policy denies takes nothing
-//! from any. "10 per second and 1000 per hour" is a stack of two policies:
+//! admitted only if every enforced policy admits it, and a request that an enforced policy
+//! denies takes nothing from the enforced ones (a [shadow](Policy::shadow) policy counts on
+//! its own and never denies). "10 per second and 1000 per hour" is a stack of two policies:
 //!
 //! ```
 //! use tower_ratelimit::{Policy, Quota, RateLimitLayer};

@@ -194,7 +194,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long a check waits for Redis before the failure policy answers it (default 50 ms).
+    /// How long one script call may take before the failure policy answers its checks
+    /// (default 50 ms). The wait of a check queued behind the call in flight does not count,
+    /// and a call whose timer fired late (this process was starved) gets one more timeout.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
