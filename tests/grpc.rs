@@ -133,6 +133,50 @@ async fn unary_calls_beyond_the_burst_are_resource_exhausted_until_the_delay_pas
     assert_limited(&status, Duration::from_millis(200), "200 ms");
 }
 
+/// A tonic server that terminates TLS itself still gives the layer the peer address: calls are
+/// keyed by it and limited, not rejected for want of a key.
+#[tokio::test]
+async fn a_server_terminating_tls_keys_calls_by_the_peer_address() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+    let dir = std::env::temp_dir().join(support::unique_prefix("grpc-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    common::make_certificates(&dir);
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let (layer, _clock) = manual_layer();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::builder()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(read("server.crt"), read("server.key"))),
+        )
+        .unwrap()
+        .layer(layer)
+        .add_service(GreeterServer)
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    let trust = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt")))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(trust)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut client = GreeterClient::new(channel);
+
+    for n in 0..3 {
+        let reply = client.say_hello(hello("tls")).await.unwrap();
+        assert_eq!(reply.get_ref().message, "hello, tls", "call {n}");
+    }
+    let status = client.say_hello(hello("tls")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
 #[tokio::test]
 async fn streaming_calls_and_health_checks_share_the_budget() {
     let (layer, clock) = manual_layer();

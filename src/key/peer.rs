@@ -10,7 +10,8 @@ use super::KeyExtractor;
 /// - axum's `ConnectInfo<SocketAddr>`, when the app is served with
 ///   `into_make_service_with_connect_info::<SocketAddr>()` (and axum's `MockConnectInfo` in
 ///   tests) — with the `axum` feature;
-/// - tonic's `TcpConnectInfo` — with the `tonic` feature;
+/// - tonic's `TcpConnectInfo` — with the `tonic` feature (a tonic server that terminates TLS
+///   itself sets it too, next to its `TlsConnectInfo`);
 /// - a plain [`SocketAddr`], for any other server that inserts one.
 ///
 /// IPv6 clients usually own a whole /64, so IPv6 addresses are grouped by their /64 prefix by
