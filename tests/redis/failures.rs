@@ -20,7 +20,7 @@ use tower_ratelimit::{
     Decisions, FailurePolicy, Global, ManualClock, Policy, Quota, RateLimitLayer, RedisStore, Store,
 };
 
-use crate::support::{command_calls, unique_prefix, RedisServer};
+use crate::support::{command_calls, strict_store, unique_prefix, RedisServer};
 
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -349,4 +349,74 @@ fn pause(server: &RedisServer, ms: u64) {
         .arg("ALL")
         .query(&mut server.connection())
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_check_dropped_before_it_was_polled_gives_its_lane_back() {
+    let (_server, _clock, store, stack) = one_check_done().await;
+    // Sent alone, its lane being idle, then dropped unpolled, as `select!` drops a branch.
+    drop(store.check(&stack, b"k", 1));
+    let next = tokio::time::timeout(Duration::from_secs(5), store.check(&stack, b"k", 1)).await;
+    let next = next.expect("the lane was left busy: checks queue behind a call never sent");
+    assert!(next.unwrap().is_allowed());
+}
+
+#[tokio::test]
+async fn a_probe_dropped_before_it_was_polled_lets_the_next_check_probe() {
+    let (mut server, clock, store, stack) = one_check_done().await;
+    server.kill();
+    for _ in 0..3 {
+        let _ = store.check(&stack, b"k", 1).await;
+    }
+    assert!(store.is_backing_off());
+    server.restart();
+    clock.advance(BACKOFF);
+    // The first check after the back-off is the probe; dropped unpolled, it must hand over.
+    drop(store.check(&stack, b"k", 1));
+    wait_for_recovery(&store, &clock, &stack).await;
+}
+
+/// Checks of one key spawned on a runtime that shuts down while Redis holds their call: the
+/// one in flight and the ones queued behind it go with the runtime, and the lane is free for
+/// the next check, on another runtime.
+#[test]
+fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
+    let server = RedisServer::start();
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, stack) = main.block_on(async {
+        let store = strict_store("shutdown")
+            .url(server.url())
+            .build()
+            .await
+            .unwrap();
+        let stack = store
+            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+            .unwrap();
+        (store, stack)
+    });
+    pause(&server, 1_000);
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    other.block_on(async {
+        for _ in 0..4 {
+            let (store, stack) = (store.clone(), stack.clone());
+            tokio::spawn(async move {
+                let _ = store.check(&stack, b"k", 1).await;
+            });
+        }
+        // The first is sent and waits on Redis; the others queue behind it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    drop(other);
+    let next = main.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), store.check(&stack, b"k", 1)).await
+    });
+    let next = next.expect("the lane was left busy: checks queue behind a sender that is gone");
+    assert!(next.unwrap().is_allowed());
 }

@@ -108,10 +108,38 @@ impl Lanes {
 pub(super) enum Submitted {
     /// Queued behind the call in flight; the answer comes from a later call.
     Queued(Answer),
-    /// Sent alone by the check's own future: its lane was idle (`Some(slot)`: the lane counts
-    /// the call as its call in flight until [`release`]), or there are no lanes, or no Tokio
-    /// runtime here to run a sender on (`None`).
-    Alone(Ask, Option<usize>),
+    /// Sent alone by the check's own future: its lane was idle (with the lane's [`Claim`]),
+    /// or there are no lanes, or no Tokio runtime here to run a sender on (no claim).
+    Alone(Ask, Option<Claim>),
+}
+
+/// A lane's call in flight, held by the check sent alone with it: however that check's future
+/// ends (answered, dropped, or dropped before it was ever polled), the claim's drop hands the
+/// checks that queued meanwhile to a sender, or marks the lane idle.
+pub(super) struct Claim {
+    inner: Arc<Inner>,
+    slot: usize,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let Some(lanes) = &self.inner.lanes else {
+            return;
+        };
+        let sender = {
+            let mut queue = lanes.lane(self.slot).queue();
+            let runtime = match queue.waiting.is_empty() {
+                true => None,
+                false => tokio::runtime::Handle::try_current().ok(),
+            };
+            // With no runtime here, the next check to arrive starts a sender for what waits.
+            queue.running = runtime.is_some();
+            runtime
+        };
+        if let Some(runtime) = sender {
+            spawn_sender(&runtime, &self.inner, self.slot);
+        }
+    }
 }
 
 /// Sends `ask` alone if its lane is idle; else queues it, and starts the lane's sender if
@@ -121,53 +149,58 @@ pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
         return Submitted::Alone(ask, None);
     };
     let slot = lanes.slot_of(&ask);
-    let mut queue = lanes.lane(slot).queue();
-    if !queue.running {
-        if queue.waiting.is_empty() {
-            queue.running = true;
-            return Submitted::Alone(ask, Some(slot));
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Submitted::Alone(ask, None);
+    let (answer, start) = {
+        let mut queue = lanes.lane(slot).queue();
+        let start = match queue.running {
+            true => None,
+            false if queue.waiting.is_empty() => {
+                queue.running = true;
+                let claim = Claim {
+                    inner: Arc::clone(inner),
+                    slot,
+                };
+                return Submitted::Alone(ask, Some(claim));
+            }
+            false => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Some(runtime),
+                Err(_) => return Submitted::Alone(ask, None),
+            },
         };
         queue.running = true;
-        runtime.spawn(send(Arc::clone(inner), slot));
+        let (sender, answer) = oneshot::channel();
+        queue.waiting.push_back(Waiting {
+            ask,
+            answer: sender,
+        });
+        (answer, start)
+    };
+    if let Some(runtime) = start {
+        spawn_sender(&runtime, inner, slot);
     }
-    let (sender, answer) = oneshot::channel();
-    queue.waiting.push_back(Waiting {
-        ask,
-        answer: sender,
-    });
     Submitted::Queued(answer)
 }
 
-/// The lane's call sent alone has ended, answered or dropped: a sender takes the checks that
-/// queued meanwhile, or the lane is idle again.
-pub(super) fn release(inner: &Arc<Inner>, slot: usize) {
-    let Some(lanes) = &inner.lanes else {
-        return;
+/// Spawns the sender of a lane marked running, outside the lane's lock: a runtime that is
+/// shutting down drops the task at once, and its [`Stopped`] then takes the lock to mark the
+/// lane idle.
+fn spawn_sender(runtime: &tokio::runtime::Handle, inner: &Arc<Inner>, slot: usize) {
+    let stopped = Stopped {
+        inner: Arc::clone(inner),
+        slot,
+        running: true,
     };
-    let mut queue = lanes.lane(slot).queue();
-    if !queue.waiting.is_empty() {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(send(Arc::clone(inner), slot));
-            return;
-        }
-    }
-    // With no runtime here, the next check to arrive starts a sender for what waits.
-    queue.running = false;
+    runtime.spawn(send(stopped));
 }
 
 /// A lane's sender: one call at a time, each carrying what queued while the last was in flight;
-/// ends when its lane is empty.
-async fn send(inner: Arc<Inner>, slot: usize) {
-    let Some(lanes) = &inner.lanes else {
+/// ends when its lane is empty. `stopped` is an argument, not made inside, so that it marks the
+/// lane idle however the task ends, even dropped unpolled: the next check then restarts the
+/// lane instead of queueing behind a sender that is gone.
+async fn send(mut stopped: Stopped) {
+    let Some(lanes) = &stopped.inner.lanes else {
         return;
     };
-    let lane = lanes.lane(slot);
-    // Should the task be dropped mid-call (its runtime shutting down), the next check restarts
-    // the lane instead of queueing behind a sender that is gone.
-    let mut stopped = Stopped(Some(lane));
+    let lane = lanes.lane(stopped.slot);
     let mut asks = Vec::new();
     let mut answers = Vec::new();
     loop {
@@ -175,7 +208,7 @@ async fn send(inner: Arc<Inner>, slot: usize) {
             let mut queue = lane.queue();
             if queue.waiting.is_empty() {
                 queue.running = false;
-                stopped.0 = None;
+                stopped.running = false;
                 return;
             }
             let take = queue.waiting.len().min(lanes.max_batch);
@@ -185,7 +218,8 @@ async fn send(inner: Arc<Inner>, slot: usize) {
             }
         }
         let mut answers = answers.drain(..);
-        inner
+        stopped
+            .inner
             .call(&asks, |outcome| {
                 if let Some(answer) = answers.next() {
                     // The check may have been dropped meanwhile; its answer goes nowhere.
@@ -198,13 +232,19 @@ async fn send(inner: Arc<Inner>, slot: usize) {
     }
 }
 
-/// Marks its lane idle if the sender ends before it has emptied the lane.
-struct Stopped<'a>(Option<&'a Lane>);
+/// A lane's sender's hold on the lane: marks it idle if the sender ends before it has emptied
+/// the lane.
+struct Stopped {
+    inner: Arc<Inner>,
+    slot: usize,
+    /// Whether the lane still counts this sender as its call in flight.
+    running: bool,
+}
 
-impl Drop for Stopped<'_> {
+impl Drop for Stopped {
     fn drop(&mut self) {
-        if let Some(lane) = self.0 {
-            lane.queue().running = false;
+        if let (true, Some(lanes)) = (self.running, &self.inner.lanes) {
+            lanes.lane(self.slot).queue().running = false;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One check: the deny cache, the route by health, the script call (alone, or with the checks
 //! queued behind the call in flight), and the failure policy.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use smallvec::SmallVec;
 use tokio::time::error::Elapsed;
 
 use super::batch::{self, Submitted};
-use super::health::{Health, Route};
+use super::health::Route;
 use super::script::Reply;
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
@@ -32,7 +33,8 @@ pub(super) struct Ask {
     now_arg: Option<u64>,
     /// The local time (ns) that corresponds to the script's time.
     base: u64,
-    probe: bool,
+    /// Set if this check is the one that tests Redis after a back-off.
+    probe: Option<Probe>,
 }
 
 impl Inner {
@@ -73,12 +75,17 @@ impl Inner {
                     cost,
                     now_arg,
                     base,
-                    probe,
+                    probe: probe.then(|| Probe {
+                        inner: Arc::clone(this),
+                        armed: AtomicBool::new(true),
+                    }),
                 };
+                // The ask and the lane's claim are the future's own from here: dropped with
+                // it, polled or not, they give the lane and the probe back.
                 match batch::submit(this, ask) {
                     Submitted::Queued(answer) => RedisStoreFuture::queued(answer),
-                    Submitted::Alone(ask, lane) => {
-                        RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, lane)))
+                    Submitted::Alone(ask, claim) => {
+                        RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, claim)))
                     }
                 }
             }
@@ -108,13 +115,13 @@ impl Inner {
         (!decisions.is_allowed()).then_some(decisions)
     }
 
-    /// One check in its own call; the call in flight of `lane`, if given.
+    /// One check in its own call: its lane's call in flight, if it holds the lane's claim,
+    /// which is released when this future ends or is dropped.
     async fn alone(
         self: Arc<Self>,
         ask: Ask,
-        lane: Option<usize>,
+        _claim: Option<batch::Claim>,
     ) -> Result<Decisions, RedisStoreError> {
-        let _release = lane.map(|slot| Release { inner: &self, slot });
         let mut answer = None;
         self.call(std::slice::from_ref(&ask), |outcome| answer = Some(outcome))
             .await;
@@ -128,11 +135,7 @@ impl Inner {
         asks: &[Ask],
         mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
     ) {
-        let probing = asks.iter().any(|ask| ask.probe);
-        let mut probe = ProbeGuard {
-            health: &self.health,
-            armed: probing,
-        };
+        let probing = asks.iter().any(|ask| ask.probe.is_some());
         let call = self.command(asks);
         let mut connection = self.connection.clone();
         let invoke = connection.invoke(&call, &self.script);
@@ -149,8 +152,11 @@ impl Inner {
             Ok(Err(error)) => Err(RedisStoreError::redis(error)),
             Err(_) => Err(RedisStoreError::timeout(self.timeout)),
         };
-        probe.armed = false;
         let local_now = self.clock.now_nanos();
+        // Redis answered or failed: the probe, if one was carried, has done its work.
+        for probe in asks.iter().filter_map(|ask| ask.probe.as_ref()) {
+            probe.armed.store(false, Ordering::Relaxed);
+        }
         let values = match outcome {
             Ok(values) => {
                 self.health.success(local_now, probing);
@@ -359,28 +365,18 @@ impl Keys {
     }
 }
 
-/// Ends a lane's call sent alone, however its future ends.
-struct Release<'a> {
-    inner: &'a Arc<Inner>,
-    slot: usize,
+/// The mark of the check that tests Redis after a back-off: dropped before a call carrying it
+/// has ended (its future dropped, polled or not, or its call's), it lets the next check probe
+/// instead.
+struct Probe {
+    inner: Arc<Inner>,
+    armed: AtomicBool,
 }
 
-impl Drop for Release<'_> {
+impl Drop for Probe {
     fn drop(&mut self) {
-        batch::release(self.inner, self.slot);
-    }
-}
-
-/// Marks a probe abandoned if its check is dropped before Redis answers.
-struct ProbeGuard<'a> {
-    health: &'a Health,
-    armed: bool,
-}
-
-impl Drop for ProbeGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.health.probe_abandoned();
+        if *self.armed.get_mut() {
+            self.inner.health.probe_abandoned();
         }
     }
 }
