@@ -420,3 +420,28 @@ fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
     let next = next.expect("the lane was left busy: checks queue behind a sender that is gone");
     assert!(next.unwrap().is_allowed());
 }
+
+#[tokio::test]
+async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
+    let server = RedisServer::start();
+    let store = strict_store("no-timeout")
+        .url(server.url())
+        .timeout(Duration::MAX)
+        .backoff(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(2))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    // Several at once: one alone, the others in a batch behind it.
+    let checks: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(store.check(&stack, b"k", 1)))
+        .collect();
+    let mut allowed = 0;
+    for check in checks {
+        allowed += usize::from(check.await.unwrap().unwrap().is_allowed());
+    }
+    assert_eq!(allowed, 1, "one cell of the two was left");
+}

@@ -195,8 +195,9 @@ impl RedisStoreBuilder {
     }
 
     /// How long one script call may take before the failure policy answers its checks
-    /// (default 50 ms). The wait of a check queued behind the call in flight does not count,
-    /// and a call whose timer fired late (this process was starved) gets one more timeout.
+    /// (default 50 ms; `Duration::MAX` for none). The wait of a check queued behind the call in
+    /// flight does not count, and a call whose timer fired late (this process was starved)
+    /// gets one more timeout.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()

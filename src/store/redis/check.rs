@@ -258,7 +258,10 @@ impl Inner {
         invoke: F,
     ) -> Result<F::Output, Elapsed> {
         let mut invoke = std::pin::pin!(invoke);
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Some(deadline) = tokio::time::Instant::now().checked_add(self.timeout) else {
+            // A timeout longer than the clock can count (`Duration::MAX`, say): none.
+            return Ok(invoke.await);
+        };
         match tokio::time::timeout_at(deadline, invoke.as_mut()).await {
             Ok(outcome) => Ok(outcome),
             Err(_) if deadline.elapsed() > self.timeout / 4 => {

@@ -119,7 +119,8 @@ impl Health {
             .failures
             .fetch_add(1, Ordering::AcqRel)
             .saturating_add(1);
-        let until = now.saturating_add(self.backoff.as_nanos() as u64).max(1);
+        let backoff = u64::try_from(self.backoff.as_nanos()).unwrap_or(u64::MAX);
+        let until = now.saturating_add(backoff).max(1);
         if probe {
             // A check that was in flight before the back-off may have ended it meanwhile.
             let _was = self.backoff_until.swap(until, Ordering::AcqRel);
@@ -155,7 +156,7 @@ impl Health {
                 %error,
                 ?policy,
                 failures,
-                backoff_ms = self.backoff.as_millis() as u64,
+                backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX),
                 "Redis rate limit store keeps failing; backing off: checks skip Redis and are \
                  answered by the failure policy, one probe per back-off period"
             );
@@ -204,6 +205,14 @@ mod tests {
         health.success(230, true);
         assert!(!health.backing_off());
         assert_eq!(health.route(230), Route::Redis { probe: false });
+    }
+
+    #[test]
+    fn a_backoff_too_long_to_count_in_nanoseconds_lasts_to_the_end_of_the_clock() {
+        let health = Health::new(1, Duration::MAX);
+        health.failure(10, false, &error(), FailurePolicy::Local);
+        assert!(health.backing_off());
+        assert_eq!(health.route(u64::MAX - 1), Route::Policy);
     }
 
     #[test]
