@@ -14,8 +14,29 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// The id of each of `policies`, registering the names not seen before; or, registering
-    /// nothing, an error naming a policy known with another quota.
+    /// nothing, an error: no policy, a name twice in the stack, or a policy known with another
+    /// quota.
     pub(crate) fn register(&self, policies: &[Policy]) -> Result<SmallVec<[u32; 2]>, ConfigError> {
+        if policies.is_empty() {
+            return Err(ConfigError::new(
+                "a stack of no policies was registered with a store: give it at least one policy",
+            ));
+        }
+        if let Some((i, twice)) = policies
+            .iter()
+            .enumerate()
+            .find(|(i, p)| policies[..*i].iter().any(|q| q.name() == p.name()))
+        {
+            return Err(ConfigError::new(format!(
+                "policy {:?} is named twice in one stack (at {} and {i}): a stack counts each \
+                 policy once; give the second a name of its own",
+                twice.name(),
+                policies
+                    .iter()
+                    .position(|p| p.name() == twice.name())
+                    .unwrap_or(i),
+            )));
+        }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let before = known.len();
         let mut ids = SmallVec::new();
@@ -63,5 +84,20 @@ mod tests {
         // "fresh" went with the refused call.
         let fresh_again = Policy::new("fresh", Quota::per_second(9));
         assert_eq!(&registry.register(&[fresh_again]).unwrap()[..], [1]);
+    }
+
+    #[test]
+    fn a_stack_needs_a_policy_and_each_name_once() {
+        let registry = Registry::default();
+        let err = registry.register(&[]).unwrap_err();
+        assert!(err.to_string().contains("no policies"), "{err}");
+        let a = Policy::new("a", Quota::per_second(1));
+        let b = Policy::new("b", Quota::per_second(1));
+        let err = registry.register(&[a.clone(), b, a]).unwrap_err();
+        assert!(err.to_string().contains("\"a\" is named twice"), "{err}");
+        assert!(err.to_string().contains("at 0 and 2"), "{err}");
+        // Nothing was registered by either.
+        let other_a = Policy::new("a", Quota::per_second(5));
+        assert_eq!(&registry.register(&[other_a]).unwrap()[..], [0]);
     }
 }

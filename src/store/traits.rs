@@ -41,8 +41,9 @@ pub trait Store {
     /// The answer to a check or a peek.
     type Future: Future<Output = Result<Decisions, Self::Error>> + Unpin;
 
-    /// Prepares the stack `policies` (in order) for checks, or says why it cannot be: a policy
-    /// name registered before with another quota, or a quota the store cannot count.
+    /// Prepares the stack `policies` (in order) for checks, or says why it cannot be: no
+    /// policy, a name twice in the stack, a policy name registered before with another quota,
+    /// or a quota the store cannot count.
     fn register(&self, policies: &[Policy]) -> Result<Self::Stack, ConfigError>;
 
     /// Takes `cost` cells for `key` from every policy of `stack` if all enforced ones admit it
