@@ -445,3 +445,20 @@ async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
     }
     assert_eq!(allowed, 1, "one cell of the two was left");
 }
+
+#[tokio::test]
+async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_logged() {
+    let log = Log::default();
+    let _guard = log.install();
+    let (server, _clock, store, stack) = one_check_done().await;
+    // A number past what the script can answer as a TAT, written by something else.
+    let key = store.redis_key(&"k", "per-minute");
+    let () = server.connection().set(&key, "1e300").unwrap();
+    for _ in 0..3 {
+        let decisions = store.check(&stack, b"k", 1).await.unwrap();
+        assert!(decisions.is_allowed(), "the local policy answers");
+    }
+    assert_eq!(log.count("not TATs"), 1, "once, then held back");
+    assert!(log.count("key=k") == 1, "the line names the key");
+    assert!(!store.is_degraded(), "one bad key is not a Redis outage");
+}

@@ -432,6 +432,7 @@ impl RedisStoreBuilder {
                 clock,
                 clock_time,
                 expiry_step_us,
+                bad_reply_log: crate::log::Throttle::new(Duration::from_secs(10)),
                 #[cfg(feature = "metrics")]
                 metrics: crate::telemetry::redis::RedisMetrics::new(),
             }),

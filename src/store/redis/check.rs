@@ -184,6 +184,16 @@ impl Inner {
                     }
                     None => {
                         let error = RedisStoreError::reply([&[time], found].concat());
+                        if let Some(suppressed) = self.bad_reply_log.admit() {
+                            tracing::warn!(
+                                %error,
+                                key = %String::from_utf8_lossy(ask.keys.key()),
+                                similar_checks_not_logged = suppressed,
+                                "Redis answered a check with values that are not TATs (has \
+                                 something else written to the rate limit's keys?); the check \
+                                 is answered by the failure policy"
+                            );
+                        }
                         self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
                     }
                 },

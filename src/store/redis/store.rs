@@ -114,6 +114,8 @@ pub(super) struct Inner {
     pub(super) clock_time: bool,
     /// Each key's expiry rounded up to a multiple of this many µs: 1 for exact expiries.
     pub(super) expiry_step_us: u64,
+    /// The log line of a check whose answer from Redis was not one.
+    pub(super) bad_reply_log: crate::log::Throttle,
     #[cfg(feature = "metrics")]
     pub(super) metrics: crate::telemetry::redis::RedisMetrics,
 }
