@@ -71,7 +71,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   `BENCHES.md` with the replica in sync, a whole burst with its link cut).
 ///
 /// Clones share the connection, the caches and the failure state. Checks need a Tokio
-/// runtime with the time driver enabled.
+/// runtime with the time driver enabled. The connection's tasks (and, behind Sentinel, the
+/// lookups of a new primary) run on the runtime the store is built on: build it on the runtime
+/// that serves the checks, and keep that runtime running for as long as the store is used.
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
