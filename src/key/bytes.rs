@@ -93,40 +93,18 @@ const DIGEST_PREFIX: &[u8] = b"sha256:";
 
 const _: () = assert!(DIGEST_KEY_LEN <= MAX_KEY_LEN);
 
-/// The bytes the stores keep for a key: the key itself, or its digest when it is longer than
-/// [`MAX_KEY_LEN`] or begins as a digest does.
-pub(crate) enum KeptKey<'a> {
-    Itself(&'a [u8]),
-    Digest([u8; DIGEST_KEY_LEN]),
-}
-
-impl<'a> KeptKey<'a> {
-    #[inline]
-    pub(crate) fn new(key: &'a [u8]) -> Self {
-        if key.len() > MAX_KEY_LEN || key.starts_with(DIGEST_PREFIX) {
-            KeptKey::Digest(digest_key(key))
-        } else {
-            KeptKey::Itself(key)
-        }
-    }
-}
-
-impl std::ops::Deref for KeptKey<'_> {
-    type Target = [u8];
-
-    #[inline]
-    fn deref(&self) -> &[u8] {
-        match self {
-            KeptKey::Itself(key) => key,
-            KeptKey::Digest(digest) => digest,
-        }
-    }
+/// Whether the stores keep `key` as it is: not longer than [`MAX_KEY_LEN`], and not beginning
+/// as a digest does. Any other key is kept as its [`digest_key`], which no key kept as it is
+/// can equal.
+#[inline(always)]
+pub(crate) fn kept_as_is(key: &[u8]) -> bool {
+    key.len() <= MAX_KEY_LEN && !key.starts_with(DIGEST_PREFIX)
 }
 
 /// `sha256:` and the first 16 bytes of the key's SHA-256 digest in hex.
 #[cold]
 #[inline(never)]
-fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
+pub(crate) fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
     use sha2::{Digest, Sha256};
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key);
@@ -427,7 +405,10 @@ mod tests {
 
     #[test]
     fn long_keys_and_keys_that_look_like_digests_are_kept_as_the_hex_of_their_sha256() {
-        let kept = |key: &[u8]| KeptKey::new(key).to_vec();
+        let kept = |key: &[u8]| match kept_as_is(key) {
+            true => key.to_vec(),
+            false => digest_key(key).to_vec(),
+        };
         // The first 16 bytes of SHA-256("a" × 65) and of SHA-256(""), from `sha256sum`.
         let long = kept(&[b'a'; 65]);
         assert_eq!(long, b"sha256:635361c48bb9eab14198e76ea8ab7f1a");

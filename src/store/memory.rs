@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use super::registry::Registry;
 use super::table::{Key, Shard, Sharded, Value};
 use crate::gcra::{self, Cell};
-use crate::key::KeptKey;
+use crate::key::{digest_key, kept_as_is};
 use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store};
 
 /// The default cap on tracked keys.
@@ -262,7 +262,14 @@ impl<C: Clock> MemoryStore<C> {
     /// nanoseconds: it can never conform.
     #[inline]
     pub fn check_now(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
-        self.check_kept(stack, &KeptKey::new(key), cost)
+        let digest;
+        let key = if kept_as_is(key) {
+            key
+        } else {
+            digest = digest_key(key);
+            &digest[..]
+        };
+        self.check_kept(stack, key, cost)
     }
 
     /// [`check_now`](Self::check_now) of a key in the form the stores keep it in.
@@ -281,7 +288,14 @@ impl<C: Clock> MemoryStore<C> {
     /// the future.
     #[inline]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
-        self.peek_kept(stack, &KeptKey::new(key))
+        let digest;
+        let key = if kept_as_is(key) {
+            key
+        } else {
+            digest = digest_key(key);
+            &digest[..]
+        };
+        self.peek_kept(stack, key)
     }
 
     /// [`peek_now`](Self::peek_now) of a key in the form the stores keep it in.

@@ -15,7 +15,7 @@ use super::script::Reply;
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
-use crate::key::KeptKey;
+use crate::key::{digest_key, kept_as_is};
 use crate::{Clock, Decision, Decisions};
 
 /// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
@@ -44,8 +44,13 @@ impl Inner {
         key: &[u8],
         cost: u32,
     ) -> RedisStoreFuture {
-        let kept = KeptKey::new(key);
-        let key = &*kept;
+        let digest;
+        let key = if kept_as_is(key) {
+            key
+        } else {
+            digest = digest_key(key);
+            &digest[..]
+        };
         let keys = Keys::new(&this.key_head, key, &stack.parts.suffixes);
         let local_now = this.clock.now_nanos();
         // In clock mode the script gets whole microseconds; the local side uses the same
