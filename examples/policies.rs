@@ -30,15 +30,15 @@
 //! Every answer from `/` and `/search` carries `RateLimit-Policy` and `RateLimit`. With
 //! `REDIS_URL` every copy of the server shares every budget.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::ParseIntError;
 use std::path::Path;
 
-use axum::extract::{ConnectInfo, Query, Request};
+use axum::extract::{ConnectInfo, Request};
 #[cfg(feature = "metrics")]
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::{routing::get, Router};
 #[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -165,22 +165,26 @@ fn tier(req: &Request) -> Option<&'static str> {
     api_key.starts_with(b"pro-").then_some("pro")
 }
 
-/// The cost of `/search`: its `cost` query parameter, 1 when absent or not a number (the handler
-/// answers those 400).
-fn search_cost(req: &Request) -> u32 {
-    req.uri()
-        .query()
-        .and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("cost="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(1)
+/// The `cost` query parameter of `/search` (its first, as written): `None` without one. The
+/// layer charges it and the handler checks it from this one reading, so that no way of writing
+/// the query (the parameter twice, percent-encoded digits) is charged one cost and served
+/// another.
+fn cost_param(uri: &Uri) -> Option<Result<u32, ParseIntError>> {
+    let query = uri.query()?;
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("cost="))?;
+    Some(raw.parse())
 }
 
-async fn search(Query(query): Query<HashMap<String, String>>) -> (StatusCode, String) {
-    match query.get("cost").map(|n| n.parse::<u32>()) {
+/// The cost of `/search`: its `cost`, 1 when absent or not a number (the handler answers
+/// those 400).
+fn search_cost(req: &Request) -> u32 {
+    cost_param(req.uri()).and_then(Result::ok).unwrap_or(1)
+}
+
+async fn search(uri: Uri) -> (StatusCode, String) {
+    match cost_param(&uri) {
         Some(Err(_)) => (
             StatusCode::BAD_REQUEST,
             "cost must be a whole number from 0 to 10\n".to_owned(),

@@ -159,6 +159,14 @@ where
     let (status, headers, _) = server.get("/search?cost=ten", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(headers["ratelimit"], "\"search\";r=9;t=1");
+    // The cost charged is the cost served: the first of two, and percent-encoded digits are
+    // not a number (charged 1, answered 400).
+    let (status, headers, _) = server.get("/search?cost=1&cost=50", None).await;
+    assert_eq!(status, OK);
+    assert_eq!(headers["ratelimit"], "\"search\";r=8;t=1");
+    let (status, headers, _) = server.get("/search?cost=%35%30", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(headers["ratelimit"], "\"search\";r=7;t=1");
 
     // /health is never limited and carries no rate-limit headers.
     for _ in 0..20 {
