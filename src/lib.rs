@@ -99,14 +99,14 @@
 //! |---|---|---|---|
 //! | `ratelimit_decisions_total` | counter | `policy`, `outcome="allowed"` | requests that took cells from `policy` (every policy of the stack, shadow ones too, for a request that passes at cost 0) |
 //! | | | `policy`, `outcome="limited"` | requests that the enforced `policy` refused; a stack counts each policy that refused, and not the ones that would have admitted |
-//! | | | `policy`, `outcome="shadow_limited"` | requests that `policy`, in shadow mode, would have refused (they went on) |
+//! | | | `policy`, `outcome="shadow_limited"` | requests that `policy`, in shadow mode, would have refused and that went on (not the ones an enforced policy refused), as [`RateLimitLayer::shadow_limited`] counts |
 //! | | | `policy`, `outcome="fallback_allowed"`, `"fallback_limited"` | as `allowed` and `limited`, for the answers of the Redis store's `FailurePolicy` (`Local`, `Allow`) while Redis fails |
 //! | | | `policy`, `outcome="store_error"` | requests the store could not decide (answered 503), once per policy of the stack |
 //! | | | `policy`, `outcome="cost_too_large"` | requests refused (413) because their cost exceeds the burst of `policy`, the enforced policy of the stack with the smallest burst |
 //! | | | `policy=""`, `outcome="bypassed"` | requests the bypass let through before their key was read |
 //! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says |
 //! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long each script call to Redis took, from sending it to its answer, error or timeout: one sample per call, which carries one check or, under load, a batch of them (the wait in the store's queue is not included). Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
-//! | `ratelimit_deny_cache_hits_total` | counter | | Redis checks that the deny cache answered without a round trip |
+//! | `ratelimit_deny_cache_hits_total` | counter | | Redis checks (and direct `Store::peek`s) that the deny cache answered without a round trip |
 //! | `ratelimit_redis_degraded` | gauge | | 1 while a `RedisStore` backs off after repeated failures (checks skip Redis and its failure policy answers), 0 once Redis answers again; with several stores, how many back off |
 //! | `ratelimit_memory_keys` | gauge | | keys that `MemoryStore`s track, idle ones not yet dropped included ([`MemoryStore::len`]), changed as keys are inserted and swept; not the Redis store's local fallback |
 //!

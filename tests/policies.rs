@@ -435,6 +435,48 @@ async fn a_shadow_policy_never_rejects_and_counts_what_it_would_have_limited() {
     assert_eq!(trial.shadow_limited("nothing-by-this-name"), 0);
 }
 
+/// The metric, the layer's count and the log agree on what a shadow policy would have limited:
+/// requests that went on, not the ones an enforced policy refused anyway.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn the_shadow_metric_counts_what_the_layer_counts() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let (store, _clock) = manual_store();
+    let mixed = metrics::with_local_recorder(&recorder, || {
+        layer(
+            [
+                Policy::new("enforced-1", Quota::per_minute(1)),
+                Policy::new("trial-1", Quota::per_minute(1)).shadow(true),
+            ],
+            &store,
+        )
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(mixed.clone());
+    // The first takes both cells; the next two are refused by the enforced policy, which the
+    // shadow one would have refused too.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(status(&app, "/").await);
+    }
+    let limited = StatusCode::TOO_MANY_REQUESTS;
+    assert_eq!(statuses, [StatusCode::OK, limited, limited]);
+    let count = |policy: &str, outcome: &str| {
+        let text = recorder.handle().render();
+        let series = format!(
+            "ratelimit_decisions_total{{policy=\"{policy}\",outcome=\"{outcome}\"}} "
+        );
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(count("enforced-1", "limited"), 2);
+    assert_eq!(mixed.shadow_limited("trial-1"), 0);
+    assert_eq!(count("trial-1", "shadow_limited"), 0);
+    assert_eq!(count("trial-1", "allowed"), 1);
+}
+
 #[tokio::test]
 async fn in_a_mixed_stack_the_enforced_policy_still_rejects_and_the_shadow_one_only_counts() {
     let (store, _clock) = manual_store();
