@@ -27,8 +27,9 @@
 //! holds the built-in ones); a value that is not a policy stops the server with an error that
 //! names it.
 //!
-//! Every answer from `/` and `/search` carries `RateLimit-Policy` and `RateLimit`. With
-//! `REDIS_URL` every copy of the server shares every budget.
+//! Every answer from `/` and `/search` that the store decided carries `RateLimit-Policy` and
+//! `RateLimit` (not `/search?cost=0`, which takes nothing, nor a cost above the burst, answered
+//! 413). With `REDIS_URL` every copy of the server shares every budget.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -464,9 +464,8 @@ async fn the_shadow_metric_counts_what_the_layer_counts() {
     assert_eq!(statuses, [StatusCode::OK, limited, limited]);
     let count = |policy: &str, outcome: &str| {
         let text = recorder.handle().render();
-        let series = format!(
-            "ratelimit_decisions_total{{policy=\"{policy}\",outcome=\"{outcome}\"}} "
-        );
+        let series =
+            format!("ratelimit_decisions_total{{policy=\"{policy}\",outcome=\"{outcome}\"}} ");
         text.lines()
             .find_map(|line| line.strip_prefix(&series))
             .map_or(0, |n| n.parse::<u64>().unwrap())
