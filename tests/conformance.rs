@@ -494,7 +494,10 @@ async fn one_name_with_two_quotas_is_refused<S: Store>(f: &Fixture<S>) {
 
 /// A fixed schedule of checks and peeks of several stacks (one with a shadow policy) and keys
 /// of several types, costs 1 to 3, at instants a whole number of microseconds apart: the store
-/// gives exactly the decisions of a `MemoryStore` on the same clock, step by step.
+/// gives exactly the decisions of a `MemoryStore` on the same clock, step by step. Run on the
+/// memory store itself, it shows only that decisions depend on the schedule alone (not on the
+/// hash seeds, which differ between the two stores); `tests/gcra_properties.rs` holds the
+/// memory store to an independent model of the GCRA.
 async fn a_long_schedule_gives_the_decisions_of_the_memory_store<S: Store>(f: &Fixture<S>) {
     let policies = [
         Policy::new("burst", quota(ms(250), 4)),

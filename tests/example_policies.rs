@@ -388,7 +388,6 @@ mod scrape {
     #[cfg(feature = "redis")]
     #[tokio::test]
     async fn metrics_count_each_policy_and_outcome_of_known_traffic_on_redis() {
-        use tower_ratelimit::store::RedisStoreBuilder;
         use tower_ratelimit::RedisStore;
 
         let redis = support::RedisServer::start();

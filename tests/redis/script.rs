@@ -65,7 +65,12 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
             Policy::new("per-minute", Quota::per_minute(100)),
         ])
         .unwrap();
+    let mut conn = server.connection();
+    // Redis's time read just before and just after a check bounds the check's own, so the
+    // bounds below hold however slowly the machine runs.
+    let before = redis_time(&mut conn);
     let decisions = store.check(&stack, b"alice", 4).await.unwrap();
+    let after = redis_time(&mut conn);
     let resets: Vec<Duration> = decisions
         .as_slice()
         .iter()
@@ -80,30 +85,42 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
     let minute = store.redis_key(&"alice", "per-minute");
     assert_eq!(second, b"{keys:alice}:per-second");
     assert_eq!(minute, b"{keys:alice}:per-minute");
-    let mut conn = server.connection();
     assert_eq!(sorted_keys(&mut conn), [minute.clone(), second.clone()]);
 
-    let now = redis_time(&mut conn);
-    for (key, window_ms) in [(&second, 400), (&minute, 2_400)] {
-        let pttl: i64 = conn.pttl(key).unwrap();
-        assert!(
-            (window_ms - 100..=window_ms).contains(&pttl),
-            "PTTL {pttl} of a key full again in {window_ms} ms"
-        );
+    // Each key holds its TAT, in [low, high] µs, and expires when it is reached.
+    let expect = |conn: &mut redis::Connection, key: &Vec<u8>, low: u64, high: u64| {
         let tat: u64 = conn.get(key).unwrap();
-        let window_us = window_ms as u64 * 1000;
         assert!(
-            tat > now + window_us - 100_000 && tat <= now + window_us,
-            "TAT {tat} should be about {window_ms} ms after {now}"
+            (low..=high).contains(&tat),
+            "TAT {tat} not in {low}..={high}"
         );
-    }
+        // The expiry is the TAT rounded up to a millisecond; PTTL counts from when it is read.
+        let (from, pttl, to) = (redis_time(conn), conn.pttl(key).unwrap(), redis_time(conn));
+        let least = (low / 1000) as i64 - (to / 1000) as i64 - 1;
+        let most = high.div_ceil(1000) as i64 - (from / 1000) as i64;
+        assert!(
+            (least..=most).contains(&pttl),
+            "PTTL {pttl} not in {least}..={most} ms"
+        );
+    };
+    let ms = 1_000;
+    expect(&mut conn, &second, before + 400 * ms, after + 400 * ms);
+    expect(&mut conn, &minute, before + 2_400 * ms, after + 2_400 * ms);
 
-    // A conforming check moves both expiries.
+    // A conforming check moves both TATs by its cells, and both expiries with them.
+    let before_2 = redis_time(&mut conn);
     assert!(store.check(&stack, b"alice", 6).await.unwrap().is_allowed());
-    let pttl: i64 = conn.pttl(&second).unwrap();
-    assert!((900..=1000).contains(&pttl), "PTTL {pttl}");
-    let pttl: i64 = conn.pttl(&minute).unwrap();
-    assert!((5_900..=6_000).contains(&pttl), "PTTL {pttl}");
+    let after_2 = redis_time(&mut conn);
+    let moved = |low: u64, high: u64, cells: u64| {
+        (
+            low.max(before_2) + cells * ms,
+            high.max(after_2) + cells * ms,
+        )
+    };
+    let (low, high) = moved(before + 400 * ms, after + 400 * ms, 600);
+    expect(&mut conn, &second, low, high);
+    let (low, high) = moved(before + 2_400 * ms, after + 2_400 * ms, 3_600);
+    expect(&mut conn, &minute, low, high);
 }
 
 #[tokio::test]
@@ -289,9 +306,18 @@ async fn the_script_is_reloaded_after_script_flush() {
 }
 
 /// `PEXPIRETIME` (Redis 7.0): when `key` expires, as Unix time in ms.
-fn expire_time(conn: &mut redis::Connection, key: &[u8]) -> u64 {
-    let at: i64 = redis::cmd("PEXPIRETIME").arg(key).query(conn).unwrap();
-    u64::try_from(at).expect("a key with an expiry")
+/// A key's TAT (µs) and the moment it expires (Unix ms), read together in one transaction so
+/// that the key cannot expire between the two; `None` if it is gone.
+fn tat_and_expiry(conn: &mut redis::Connection, key: &[u8]) -> Option<(u64, u64)> {
+    let (tat, at): (Option<u64>, i64) = redis::pipe()
+        .atomic()
+        .get(key)
+        .cmd("PEXPIRETIME")
+        .arg(key)
+        .query(conn)
+        .unwrap();
+    let tat = tat?;
+    Some((tat, u64::try_from(at).expect("a key with an expiry")))
 }
 
 #[tokio::test]
@@ -311,9 +337,8 @@ async fn with_an_expiry_step_a_key_expires_at_the_step_after_its_tat_and_keeps_i
     let mut last: Option<(u64, u64)> = None;
     for _ in 0..8 {
         assert!(store.check(&stack, b"alice", 1).await.unwrap().is_allowed());
-        let tat: u64 = conn.get(&key).unwrap();
+        let (tat, expires) = tat_and_expiry(&mut conn, &key).expect("just written");
         let step_after_ms = tat.div_ceil(step_us) * step_us / 1000;
-        let expires = expire_time(&mut conn, &key);
         match last {
             Some((step_before_ms, expired_before)) if step_before_ms == step_after_ms => {
                 assert_eq!(
@@ -366,9 +391,7 @@ async fn with_an_expiry_step_no_key_expires_before_its_tat() {
         for key in ["a", "b", "c"] {
             for policy in ["fast", "slow"] {
                 let redis_key = store.redis_key(&key, policy);
-                let tat: Option<u64> = conn.get(&redis_key).unwrap();
-                if let Some(tat) = tat {
-                    let expires = expire_time(&mut conn, &redis_key);
+                if let Some((tat, expires)) = tat_and_expiry(&mut conn, &redis_key) {
                     assert!(
                         expires * 1000 >= tat,
                         "{key}/{policy}: expires at {expires} ms, before its TAT {tat} µs"

@@ -511,7 +511,6 @@ async fn measure_failover_loss() {
         "replica link | trial | quiet key: admitted after | flood, Deny: over budget | \
          flood, Local: over budget | cut to kill | kill to checks on Redis"
     );
-    let mut losses = Vec::new();
     for cut_link in [false, true] {
         for trial in 1..=trials {
             let loss = one_failover(cut_link).await;
@@ -524,14 +523,8 @@ async fn measure_failover_loss() {
                 loss.cut_to_kill,
                 loss.outage
             );
-            losses.push(loss);
         }
     }
-    for loss in &losses {
-        assert!(loss.quiet <= 10, "at most one burst is lost: {loss:?}");
-        assert!(
-            loss.flood_deny <= 1000,
-            "at most one burst is lost: {loss:?}"
-        );
-    }
+    // The printed figures are the result. No bound on them is asserted: a drained key admits
+    // at most its burst whatever the failover did, so such a bound could not fail.
 }
