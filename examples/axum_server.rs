@@ -1,5 +1,9 @@
 //! A plain axum server limited per client IP: 5 requests at once, then 1 per second.
 //!
+//! `GET /` and `GET /health` sit behind one layer on the whole router, so they share each
+//! client's budget; every answer carries `RateLimit-Policy` and `RateLimit`, and a limited one
+//! is `429` with `Retry-After`.
+//!
 //! ```sh
 //! cargo run --example axum_server            # listens on 127.0.0.1:3000
 //! PORT=8080 cargo run --example axum_server  # or another port

@@ -1,5 +1,8 @@
 //! Several limiter instances, each with its own Redis connection as separate processes would
-//! have, spend one budget: their combined admissions match one quota.
+//! have, spend one budget: their combined admissions match one quota. The instances fail closed
+//! (`FailurePolicy::Deny`), so every admission is Redis's; checks Redis did not answer in time
+//! are counted apart (with the default `Local` policy each instance would answer those from a
+//! budget of its own).
 //!
 //! ```sh
 //! cargo run --features redis --example redis_shared_budget
@@ -10,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tower_ratelimit::{Policy, Quota, RedisStore, Store};
+use tower_ratelimit::{FailurePolicy, Policy, Quota, RedisStore, Store};
 
 const INSTANCES: usize = 4;
 const RUN: Duration = Duration::from_secs(2);
@@ -24,21 +27,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quota = Quota::per_second(50).allow_burst(10);
 
     let admitted: Vec<Arc<AtomicU32>> = (0..INSTANCES).map(|_| Arc::default()).collect();
+    let errors = Arc::new(AtomicU32::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for counter in &admitted {
         let store = RedisStore::builder()
             .url(&redis_url)
             .prefix(&prefix)
+            .on_failure(FailurePolicy::Deny)
             .build()
             .await?;
         let stack = store.register(&[Policy::new("shared", quota)])?;
-        let counter = Arc::clone(counter);
+        let (counter, errors) = (Arc::clone(counter), Arc::clone(&errors));
         tasks.push(tokio::spawn(async move {
             while started.elapsed() < RUN {
-                if let Ok(decisions) = store.check(&stack, b"one-key", 1).await {
-                    if decisions.is_allowed() {
+                match store.check(&stack, b"one-key", 1).await {
+                    Ok(decisions) if decisions.is_allowed() => {
                         counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 tokio::task::yield_now().await;
@@ -55,5 +64,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("quota: {quota} on {redis_url}, {INSTANCES} instances for {elapsed:.2?}");
     println!("admitted per instance: {per_instance:?}");
     println!("admitted in total: {total}; one quota allows {allowed:.1} over the run");
+    println!(
+        "checks Redis did not answer (refused): {}",
+        errors.load(Ordering::Relaxed)
+    );
     Ok(())
 }
