@@ -116,7 +116,9 @@
 //! counted for `per-minute`, which took nothing. Series that cannot occur are not registered:
 //! `limited` for a shadow policy, `shadow_limited` for an enforced one, `store_error` and
 //! `fallback_*` on a store that cannot fail (`MemoryStore`), `cost_too_large` but for a
-//! stack's tightest policy.
+//! stack's tightest policy. A request is counted when it is decided: one dropped by its
+//! client while its check waits on Redis is not counted, though Redis may still take its
+//! cells.
 //!
 //! ```
 //! # #[cfg(feature = "metrics")]
