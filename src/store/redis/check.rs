@@ -2,7 +2,7 @@
 //! queued behind the call in flight), and the failure policy.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::Cmd;
@@ -81,7 +81,7 @@ impl Inner {
                     now_arg,
                     base,
                     probe: probe.then(|| Probe {
-                        inner: Arc::clone(this),
+                        inner: Arc::downgrade(this),
                         armed: AtomicBool::new(true),
                     }),
                 };
@@ -385,16 +385,17 @@ impl Keys {
 
 /// The mark of the check that tests Redis after a back-off: dropped before a call carrying it
 /// has ended (its future dropped, polled or not, or its call's), it lets the next check probe
-/// instead.
+/// instead. It holds the store weakly: a probe waiting in a lane's queue, which the store
+/// holds, must not keep the store alive.
 struct Probe {
-    inner: Arc<Inner>,
+    inner: Weak<Inner>,
     armed: AtomicBool,
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        if *self.armed.get_mut() {
-            self.inner.health.probe_abandoned();
+        if let (true, Some(inner)) = (*self.armed.get_mut(), self.inner.upgrade()) {
+            inner.health.probe_abandoned();
         }
     }
 }
