@@ -93,18 +93,22 @@ const DIGEST_PREFIX: &[u8] = b"sha256:";
 
 const _: () = assert!(DIGEST_KEY_LEN <= MAX_KEY_LEN);
 
-/// Whether the stores keep `key` as it is: not longer than [`MAX_KEY_LEN`], and not beginning
-/// as a digest does. Any other key is kept as its [`digest_key`], which no key kept as it is
-/// can equal.
+/// `f` of the bytes the stores keep for `key`: the key itself when it is no longer than
+/// [`MAX_KEY_LEN`] and does not begin as a digest does, else its [`digest_key`], which no key
+/// kept as it is can equal.
 #[inline(always)]
-pub(crate) fn kept_as_is(key: &[u8]) -> bool {
-    key.len() <= MAX_KEY_LEN && !key.starts_with(DIGEST_PREFIX)
+pub(crate) fn with_kept<R>(key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    if key.len() <= MAX_KEY_LEN && !key.starts_with(DIGEST_PREFIX) {
+        f(key)
+    } else {
+        f(&digest_key(key))
+    }
 }
 
 /// `sha256:` and the first 16 bytes of the key's SHA-256 digest in hex.
 #[cold]
 #[inline(never)]
-pub(crate) fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
+fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
     use sha2::{Digest, Sha256};
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(key);
@@ -405,10 +409,7 @@ mod tests {
 
     #[test]
     fn long_keys_and_keys_that_look_like_digests_are_kept_as_the_hex_of_their_sha256() {
-        let kept = |key: &[u8]| match kept_as_is(key) {
-            true => key.to_vec(),
-            false => digest_key(key).to_vec(),
-        };
+        let kept = |key: &[u8]| with_kept(key, <[u8]>::to_vec);
         // The first 16 bytes of SHA-256("a" × 65) and of SHA-256(""), from `sha256sum`.
         let long = kept(&[b'a'; 65]);
         assert_eq!(long, b"sha256:635361c48bb9eab14198e76ea8ab7f1a");

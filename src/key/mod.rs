@@ -64,7 +64,7 @@ mod header;
 mod peer;
 mod tuple;
 
-pub(crate) use bytes::{digest_key, kept_as_is};
+pub(crate) use bytes::with_kept;
 pub use bytes::{KeyBuf, KeyBytes, MAX_KEY_LEN};
 pub use extractor::{Global, KeyExtractor};
 pub use forwarded::{ForwardedIp, IpNet};

@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use super::registry::Registry;
 use super::table::{Key, Shard, Sharded, Value};
 use crate::gcra::{self, Cell};
-use crate::key::{digest_key, kept_as_is};
+use crate::key::with_kept;
 use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store};
 
 /// The default cap on tracked keys.
@@ -262,14 +262,7 @@ impl<C: Clock> MemoryStore<C> {
     /// nanoseconds: it can never conform.
     #[inline]
     pub fn check_now(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
-        let digest;
-        let key = if kept_as_is(key) {
-            key
-        } else {
-            digest = digest_key(key);
-            &digest[..]
-        };
-        self.check_kept(stack, key, cost)
+        with_kept(key, |key| self.check_kept(stack, key, cost))
     }
 
     /// [`check_now`](Self::check_now) of a key in the form the stores keep it in.
@@ -288,14 +281,7 @@ impl<C: Clock> MemoryStore<C> {
     /// the future.
     #[inline]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
-        let digest;
-        let key = if kept_as_is(key) {
-            key
-        } else {
-            digest = digest_key(key);
-            &digest[..]
-        };
-        self.peek_kept(stack, key)
+        with_kept(key, |key| self.peek_kept(stack, key))
     }
 
     /// [`peek_now`](Self::peek_now) of a key in the form the stores keep it in.

@@ -15,7 +15,7 @@ use super::script::Reply;
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
-use crate::key::{digest_key, kept_as_is};
+use crate::key::with_kept;
 use crate::{Clock, Decision, Decisions};
 
 /// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
@@ -44,13 +44,11 @@ impl Inner {
         key: &[u8],
         cost: u32,
     ) -> RedisStoreFuture {
-        let digest;
-        let key = if kept_as_is(key) {
-            key
-        } else {
-            digest = digest_key(key);
-            &digest[..]
-        };
+        with_kept(key, |key| Self::start_kept(this, stack, key, cost))
+    }
+
+    /// [`start`](Self::start) of a key in the form the stores keep it in.
+    fn start_kept(this: &Arc<Self>, stack: &RedisStack, key: &[u8], cost: u32) -> RedisStoreFuture {
         let keys = Keys::new(&this.key_head, key, &stack.parts.suffixes);
         let local_now = this.clock.now_nanos();
         // In clock mode the script gets whole microseconds; the local side uses the same

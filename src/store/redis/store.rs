@@ -19,7 +19,7 @@ use super::health::Health;
 use super::script::{MicroQuota, GCRA_LUA};
 use super::{FailurePolicy, RedisStoreBuilder, RedisStoreFuture};
 use crate::gcra::Cell;
-use crate::key::{digest_key, kept_as_is};
+use crate::key::with_kept;
 use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Store};
 
 /// A store in Redis: one GCRA budget shared by every process that uses the same Redis and
@@ -230,15 +230,9 @@ impl RedisStore {
     /// ```
     pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
         let key = key.key_bytes();
-        let key = key.as_bytes();
-        let digest;
-        let key = if kept_as_is(key) {
-            key
-        } else {
-            digest = digest_key(key);
-            &digest[..]
-        };
-        Keys::new(&self.inner.key_head, key, &[suffix(policy)]).into_bytes()
+        with_kept(key.as_bytes(), |key| {
+            Keys::new(&self.inner.key_head, key, &[suffix(policy)]).into_bytes()
+        })
     }
 
     /// Whether checks currently skip Redis after repeated failures (until a probe succeeds).
