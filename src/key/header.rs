@@ -19,6 +19,22 @@ use super::KeyExtractor;
 /// let req = Request::builder().header("x-api-key", "k-123").body(()).unwrap();
 /// assert_eq!(key.extract(&req).unwrap().as_bytes(), b"k-123");
 /// ```
+///
+/// A request without a key gets the layer's [`MissingKey`](crate::MissingKey) answer, by
+/// default `500`, which says the server is set up wrong. A missing API key is the client's
+/// doing: answer it `401` (`UNAUTHENTICATED` for gRPC callers), or let it through unlimited.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_ratelimit::{Header, MissingKey, Quota, RateLimitLayer};
+///
+/// let layer = RateLimitLayer::builder()
+///     .key(Header::new("x-api-key"))
+///     .quota(Quota::per_second(10))
+///     .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+///     .build()?;
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Header {
     name: HeaderName,
