@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 
-use crate::log::Throttle;
+use crate::log::{Chain, Throttle};
 use crate::policy::{Bypass, Cost, Rules, SelectTier};
 use crate::response::headers::StackHeaders;
 use crate::response::{grpc, rejection, CostTooLarge, MakeRejection, RateLimited};
@@ -242,7 +242,7 @@ where
     /// The verdict for `req` of tier `tier` given the store's answer. A request answered here
     /// gives its extension map, emptied, to the answer.
     #[inline]
-    pub(crate) fn verdict<B, Err: std::error::Error>(
+    pub(crate) fn verdict<B, Err: std::error::Error + 'static>(
         &self,
         tier: usize,
         outcome: Result<Decisions, Err>,
@@ -299,7 +299,7 @@ where
                 if let Some(suppressed) = self.logs.store_error.admit() {
                     tracing::warn!(
                         outcome = "store-error",
-                        %error,
+                        error = %Chain(&error),
                         similar_errors_not_logged = suppressed,
                         "rate limit store failed; answering 503 Service Unavailable"
                     );

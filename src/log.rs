@@ -1,7 +1,26 @@
-//! Log lines that an attack cannot turn into a flood.
+//! Log lines that an attack cannot turn into a flood, and errors written with their causes.
 
+use std::error::Error;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// An error and each of its sources, `: `-separated, for a log field: the errors of this crate
+/// do not repeat their source in their own message, and a log line should show the cause
+/// (Redis's own error text, an I/O error) next to the advice.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
 
 /// Lets one line through per interval and counts the ones it held back.
 #[derive(Debug)]
@@ -49,6 +68,31 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("could not connect")
+        }
+    }
+
+    impl Error for Outer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_writes_each_cause_after_the_error() {
+        let outer = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            Chain(&outer).to_string(),
+            "could not connect: connection refused"
+        );
+        assert_eq!(Chain(&fmt::Error).to_string(), fmt::Error.to_string());
+    }
 
     #[test]
     fn admits_one_line_per_interval_and_counts_the_rest() {

@@ -468,3 +468,24 @@ async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_l
     assert!(log.count("key=k") == 1, "the line names the key");
     assert!(!store.is_degraded(), "one bad key is not a Redis outage");
 }
+
+#[tokio::test]
+async fn a_redis_error_is_logged_with_redis_own_words() {
+    let log = Log::default();
+    let _guard = log.install();
+    let (server, _clock, store, stack) = one_check_done().await;
+    // Redis is up, but refuses every write.
+    let mut conn = server.connection();
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let decisions = store.check(&stack, b"a-new-key", 1).await.unwrap();
+    assert!(decisions.is_allowed(), "the local policy answers");
+    assert_eq!(log.count("store failed"), 1);
+    assert_eq!(log.count("OOM"), 1, "the line carries Redis's error");
+}

@@ -16,6 +16,7 @@ use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
 use crate::key::with_kept;
+use crate::log::Chain;
 use crate::{Clock, Decision, Decisions};
 
 /// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
@@ -189,7 +190,7 @@ impl Inner {
                         let error = RedisStoreError::reply([&[time], found].concat());
                         if let Some(suppressed) = self.bad_reply_log.admit() {
                             tracing::warn!(
-                                %error,
+                                error = %Chain(&error),
                                 key = %String::from_utf8_lossy(ask.keys.key()),
                                 similar_checks_not_logged = suppressed,
                                 "Redis answered a check with values that are not TATs (has \

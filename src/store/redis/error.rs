@@ -68,13 +68,13 @@ impl fmt::Display for RedisStoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Redis(_) => f.write_str(
-                "Redis failed to run the rate limit script; check that Redis is up and \
-                 reachable",
+                "Redis could not be reached or refused the rate limit script (its own error is \
+                 the source of this one)",
             ),
             Kind::Timeout(after) => write!(
                 f,
-                "Redis did not answer the rate limit check within {after:?}; check Redis load \
-                 and latency, or raise the store's timeout"
+                "Redis did not answer the rate limit check within {after:?}; check that Redis is \
+                 up and reachable, its load and latency, or raise the store's timeout"
             ),
             Kind::BackingOff => f.write_str(
                 "Redis failed repeatedly and the store is backing off; checks resume when a \

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{FailurePolicy, RedisStoreError};
+use crate::log::Chain;
 
 /// Where a check goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +130,10 @@ impl Health {
                 self.degraded.increment(1.0);
             }
             self.probing.store(false, Ordering::Release);
-            tracing::debug!(%error, "Redis rate limit store still failing; backing off again");
+            tracing::debug!(
+                error = %Chain(error),
+                "Redis rate limit store still failing; backing off again"
+            );
             return;
         }
         if failures == 1
@@ -139,7 +143,7 @@ impl Health {
                 .is_ok()
         {
             tracing::warn!(
-                %error,
+                error = %Chain(error),
                 ?policy,
                 "Redis rate limit store failed; answering by the failure policy"
             );
@@ -153,7 +157,7 @@ impl Health {
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
             tracing::warn!(
-                %error,
+                error = %Chain(error),
                 ?policy,
                 failures,
                 backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX),
