@@ -16,6 +16,9 @@ use tower_ratelimit::{
     MAX_KEY_LEN,
 };
 
+mod common;
+use common::Captured;
+
 fn store(max_keys: usize) -> (MemoryStore<ManualClock>, ManualClock) {
     let clock = ManualClock::new();
     let store = MemoryStore::builder()
@@ -160,16 +163,22 @@ fn max_keys_caps_the_tracked_keys_under_a_flood_of_new_keys() {
 #[test]
 fn at_the_cap_new_keys_share_one_overflow_budget_per_policy() {
     // 64 keys fit in one shard, so the cap is reached exactly at the 64th key.
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
     let (store, clock) = store(64);
     let stack = one(&store, Quota::per_second(2));
     for key in 0..64 {
         assert!(allowed(&store, &stack, key));
     }
+    assert_eq!(captured.text(), "", "nothing to say below the cap");
     let overflow: Vec<bool> = (1_000..1_010).map(|k| allowed(&store, &stack, k)).collect();
     assert_eq!(
         overflow,
         [true, true, false, false, false, false, false, false, false, false]
     );
+    // The operator hears of it once, not once per key.
+    let said = captured.text();
+    assert_eq!(said.matches("overflow budget").count(), 1, "{said}");
+    assert!(said.contains("max_keys=64"), "{said}");
     let peeked = store.peek_now(&stack, b"5000");
     assert!(
         !peeked.is_allowed(),

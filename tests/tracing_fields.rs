@@ -1,43 +1,14 @@
 //! Every outcome is a `tracing` event that a subscriber can filter on by `outcome` and `policy`.
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use http::{Request, Response};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer};
 
-/// A writer that keeps what the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// A subscriber of events up to `level` that writes into the returned `Captured`, set as
-    /// the default until the guard is dropped.
-    fn install(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-}
+mod common;
+use common::Captured;
 
 #[tokio::test]
 async fn outcomes_and_policies_are_event_fields() {
@@ -61,7 +32,7 @@ async fn outcomes_and_policies_are_event_fields() {
             .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
         req
     };
-    let text = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = || captured.text();
     for path in ["/", "/", "/health"] {
         svc.clone().oneshot(request(path)).await.unwrap();
     }
@@ -107,7 +78,7 @@ async fn a_flood_of_requests_costing_more_than_the_burst_logs_a_line_a_second() 
         assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
     }
     let seconds = started.elapsed().as_secs();
-    let seen = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let seen = captured.text();
     let lines = seen.matches("outcome=\"cost-too-large\"").count();
     assert!(
         (1..=1 + seconds as usize).contains(&lines),

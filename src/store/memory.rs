@@ -9,6 +9,7 @@ use super::registry::Registry;
 use super::table::{Key, Shard, Sharded, Value};
 use crate::gcra::{self, Cell};
 use crate::key::with_kept;
+use crate::log::Throttle;
 use crate::{Clock, ConfigError, Decisions, MonotonicClock, Policy, Store};
 
 /// The default cap on tracked keys.
@@ -71,6 +72,8 @@ struct Inner<C> {
     clock: C,
     /// Holds the one key shared by every key that arrives while its shard is full.
     overflow: Shard<Slots>,
+    /// The log line of a key that went to the overflow budget.
+    overflow_log: Throttle,
     policies: Registry,
     /// The `ratelimit_memory_keys` gauge, moved by as many keys as `keys` gains or drops;
     /// registered with the first stack, so that a store no layer uses (the one a layer builder
@@ -418,6 +421,15 @@ impl<C> Inner<C> {
         if let Some(decisions) = self.decide_locked(shard, key, stack, now, cost) {
             return decisions;
         }
+        if let Some(suppressed) = self.overflow_log.admit() {
+            tracing::warn!(
+                max_keys = self.keys.cap(),
+                new_keys_not_logged = suppressed,
+                "rate limit store is full of keys that are not idle: new keys share one \
+                 overflow budget per policy until room frees up, so new clients may be limited \
+                 on their first request; raise max_keys if these are real clients"
+            );
+        }
         let key = self.keys.key(OVERFLOW_KEY);
         match take_shared(&self.overflow, &key, stack, now, cost) {
             Some(decisions) => decisions,
@@ -603,6 +615,7 @@ impl<C: Clock> MemoryStoreBuilder<C> {
                 clock: self.clock,
                 // One key, which is never dropped while in use: a shard that is never full.
                 overflow: Shard::new(usize::MAX),
+                overflow_log: Throttle::new(std::time::Duration::from_secs(10)),
                 policies: Registry::default(),
                 #[cfg(feature = "metrics")]
                 keys_gauge: if self.counted {
