@@ -72,6 +72,10 @@
 //!
 //! # When the primary fails
 //!
+//! Building a `RedisStore` needs Redis: `build()` is a `ConfigError` when Redis cannot be
+//! reached, so a process that starts during an outage should retry building the store until
+//! Redis answers; once built, the store rides out outages on its failure policy.
+//!
 //! With one primary and its replicas under **Redis Sentinel**, build the store with
 //! `RedisStore::builder().sentinel([..], "mymaster")` (the sentinels' addresses and the master
 //! name): after a failover, checks go to the promoted replica by themselves. While no primary

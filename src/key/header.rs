@@ -20,6 +20,10 @@ use super::KeyExtractor;
 /// assert_eq!(key.extract(&req).unwrap().as_bytes(), b"k-123");
 /// ```
 ///
+/// Key by what your authentication has checked (put the layer behind it, or key by what it
+/// leaves in the request's extensions): a header nobody checked lets a client take a fresh
+/// budget with each new value it sends.
+///
 /// A request without a key gets the layer's [`MissingKey`](crate::MissingKey) answer, by
 /// default `500`, which says the server is set up wrong. A missing API key is the client's
 /// doing: answer it `401` (`UNAUTHENTICATED` for gRPC callers), or let it through unlimited.
@@ -41,16 +45,26 @@ pub struct Header {
 }
 
 impl Header {
-    /// Keys requests by the header `name`.
+    /// Keys requests by the header `name`, in any case (`"X-Api-Key"` is `x-api-key`).
     ///
     /// # Panics
     ///
-    /// If `name` is not a valid lowercase header name; this happens where the layer is
-    /// configured, never on a request. Use [`Header::from_name`] with a parsed [`HeaderName`]
-    /// to handle a name read at run time.
+    /// If `name` is not a valid header name; this happens where the layer is configured, never
+    /// on a request. Use [`Header::from_name`] with a parsed [`HeaderName`] to handle a name
+    /// read at run time.
+    ///
+    /// ```
+    /// use tower_ratelimit::Header;
+    /// assert_eq!(format!("{:?}", Header::new("X-Api-Key")), format!("{:?}", Header::new("x-api-key")));
+    /// ```
     pub fn new(name: &'static str) -> Self {
-        Header {
-            name: HeaderName::from_static(name),
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => Header { name },
+            Err(_) => panic!(
+                "Header::new({name:?}): not a valid header name (letters, digits and `-` as a \
+                 rule); use Header::from_name with a parsed HeaderName for a name read at run \
+                 time"
+            ),
         }
     }
 
@@ -77,8 +91,9 @@ impl<B> KeyExtractor<B> for Header {
     }
 
     fn missing_key_hint(&self) -> &'static str {
-        "the request has no value for the key header; clients must send it, or set \
-         `.on_missing_key(MissingKey::Allow)` to let such requests through unlimited"
+        "the request has no value for the key header; if clients must send it, answer them \
+         401 with `.on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))` (the default \
+         500 says the server is set up wrong); `MissingKey::Allow` lets them through unlimited"
     }
 }
 

@@ -73,16 +73,22 @@
 //! `google.rpc.Status` as `status.details()`.
 //!
 //! Any closure `Fn(&RateLimited) -> Response<T>` (with `T: Into<Bytes>`) can replace the
-//! rejection; the headers above (and, for an HTTP answer, the `Content-Length` of its body) are
-//! added to its response unless it set them itself. The rejection is assembled by
-//! [`rejection`], the headers by [`headers`], the gRPC wire form by [`grpc`].
+//! rejection; `Retry-After` and the `RateLimit` headers (and, for an HTTP answer, the
+//! `Content-Length` of its body) are added to its response unless it set them itself. The
+//! closure answers gRPC callers too, and they read a bare `429` as `UNAVAILABLE`: unless it
+//! writes a gRPC answer itself, it should hand [`RateLimited::is_grpc`] requests to
+//! [`DefaultRejection`], as below. The rejection is assembled by [`rejection`], the headers by
+//! [`headers`], the gRPC wire form by [`grpc`].
 //!
 //! ```
 //! use bytes::Bytes;
 //! use http::{header, Response, StatusCode};
-//! use tower_ratelimit::{Quota, RateLimitLayer, RateLimited};
+//! use tower_ratelimit::{DefaultRejection, MakeRejection, Quota, RateLimitLayer, RateLimited};
 //!
-//! let problem = |limited: &RateLimited| {
+//! let problem = |limited: &RateLimited| -> Response<Bytes> {
+//!     if limited.is_grpc() {
+//!         return DefaultRejection.make_rejection(limited);
+//!     }
 //!     let body = format!(
 //!         r#"{{"type":"about:blank","title":"Too Many Requests","status":429,"retry_after":{}}}"#,
 //!         limited.retry_after_secs()
@@ -90,7 +96,7 @@
 //!     Response::builder()
 //!         .status(StatusCode::TOO_MANY_REQUESTS)
 //!         .header(header::CONTENT_TYPE, "application/problem+json")
-//!         .body(body)
+//!         .body(Bytes::from(body))
 //!         .unwrap()
 //! };
 //! let layer = RateLimitLayer::builder()
