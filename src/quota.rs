@@ -53,6 +53,10 @@ impl Per {
             "s" | "sec" | "secs" | "second" | "seconds" => Ok(Per::Second),
             "m" | "min" | "mins" | "minute" | "minutes" => Ok(Per::Minute),
             "h" | "hr" | "hrs" | "hour" | "hours" => Ok(Per::Hour),
+            // "s burst=5": a burst without its `;`, which the syntax error explains.
+            unit if unit.contains(char::is_whitespace) || unit.contains('=') => {
+                Err(QuotaError::new(QuotaErrorKind::Syntax))
+            }
             _ => Err(QuotaError::new(QuotaErrorKind::Unit(
                 unit.trim().to_owned(),
             ))),
@@ -590,6 +594,10 @@ mod tests {
             let err = bad.parse::<Quota>().unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
         }
+        // A burst without its `;` is told the syntax, not an unknown unit.
+        let unsplit = "10/s burst=5".parse::<Quota>().unwrap_err().to_string();
+        assert!(unsplit.contains("\"; burst=<b>\""), "{unsplit}");
+        assert!(!unsplit.contains("unit"), "{unsplit}");
         assert!(Quota::try_with_period(Duration::ZERO).is_err());
         assert!(Quota::try_with_period(Duration::MAX).is_err());
         assert!(Quota::with_period(Duration::from_secs(3600))
