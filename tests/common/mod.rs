@@ -145,4 +145,21 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// The value of the integer field `name` on the first line that contains `needle`.
+    pub fn field(&self, needle: &str, name: &str) -> u64 {
+        let text = self.text();
+        let line = text.lines().find(|l| l.contains(needle)).expect(needle);
+        let at = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|digits| digits.parse().ok())
+            .expect(name)
+    }
 }

@@ -6,7 +6,6 @@
 //! server's own stop, pause and restart take real time.
 
 use std::future::Future;
-use std::io::Write;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -21,55 +20,10 @@ use tower_ratelimit::{
     RedisStore, Store,
 };
 
+use crate::common::Captured;
 use crate::support::{command_calls, strict_store, unique_prefix, RedisServer};
 
 const BACKOFF: Duration = Duration::from_secs(1);
-
-/// Captures the crate's `warn` lines.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let log = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || log.clone())
-            .with_ansi(false)
-            .with_env_filter("tower_ratelimit=warn")
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    /// The value of the integer field `name` on the line that contains `needle`.
-    fn field(&self, needle: &str, name: &str) -> u64 {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        let line = text.lines().find(|l| l.contains(needle)).expect(needle);
-        let at = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
-        line[at..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|digits| digits.parse().ok())
-            .expect(name)
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-}
 
 async fn store(server: &RedisServer, clock: &ManualClock, policy: FailurePolicy) -> RedisStore {
     RedisStore::builder()
@@ -132,8 +86,7 @@ async fn one_check_done() -> (RedisServer, ManualClock, RedisStore, RedisStack) 
 }
 
 async fn outage(policy: FailurePolicy) {
-    let log = Log::default();
-    let _guard = log.install();
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let mut server = RedisServer::start();
     let clock = ManualClock::new();
     let store = store(&server, &clock, policy).await;
@@ -204,8 +157,7 @@ async fn outage(policy: FailurePolicy) {
 
 #[tokio::test]
 async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
-    let log = Log::default();
-    let _guard = log.install();
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done().await;
 
     // One call times out, fewer than the back-off needs.
@@ -454,8 +406,7 @@ async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
 
 #[tokio::test]
 async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_logged() {
-    let log = Log::default();
-    let _guard = log.install();
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done().await;
     // A number past what the script can answer as a TAT, written by something else.
     let key = store.redis_key(&"k", "per-minute");
@@ -471,8 +422,7 @@ async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_l
 
 #[tokio::test]
 async fn a_redis_error_is_logged_with_redis_own_words() {
-    let log = Log::default();
-    let _guard = log.install();
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done().await;
     // Redis is up, but refuses every write.
     let mut conn = server.connection();
