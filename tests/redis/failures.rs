@@ -439,3 +439,74 @@ async fn a_redis_error_is_logged_with_redis_own_words() {
     assert_eq!(log.count("store failed"), 1);
     assert_eq!(log.count("OOM"), 1, "the line carries Redis's error");
 }
+
+/// A probe queued behind a call whose sender goes with its runtime: the lane is idle with the
+/// probe still in it, and no check reaches Redis while a probe is out, so none would start the
+/// lane again. The probe hands over instead, and the store finds Redis again.
+#[test]
+fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, stack) = main.block_on(async {
+        let store = RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("queued-probe"))
+            .clock(clock.clone())
+            .timeout(Duration::from_millis(100))
+            .failures_before_backoff(1)
+            .backoff(BACKOFF)
+            .build()
+            .await
+            .unwrap();
+        let stack = store
+            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+            .unwrap();
+        (store, stack)
+    });
+    pause(&server, 1_500);
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    other.block_on(async {
+        let check = || {
+            let (store, stack) = (store.clone(), stack.clone());
+            tokio::spawn(async move {
+                let _ = store.check(&stack, b"k", 1).await;
+            })
+        };
+        // The first goes alone and times out (the back-off begins); the second, queued behind
+        // it, then goes out with a sender and waits on the paused server.
+        check();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        check();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !store.is_backing_off() {
+            assert!(Instant::now() < deadline, "the first call never timed out");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The back-off is over: the next check is the probe, queued behind the sender's call.
+        clock.advance(BACKOFF);
+        check();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    });
+    drop(other);
+    // Until the pause ends, each probe times out; then one finds Redis.
+    main.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.is_backing_off() {
+            assert!(
+                Instant::now() < deadline,
+                "still backing off: the probe is stuck in its lane"
+            );
+            clock.advance(BACKOFF);
+            let _ = store.check(&stack, b"x", 1).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}

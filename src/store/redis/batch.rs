@@ -51,6 +51,18 @@ impl Lane {
     }
 }
 
+impl Queue {
+    /// The lane has no call in flight and none coming: the checks waiting stay until the next
+    /// check starts a sender, and a probe among them hands over to the next check, which
+    /// would otherwise never be routed to Redis to start one.
+    fn idle(&mut self) {
+        self.running = false;
+        for waiting in &mut self.waiting {
+            waiting.ask.abandon_probe();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Waiting>,
@@ -133,7 +145,9 @@ impl Drop for Claim {
                 false => tokio::runtime::Handle::try_current().ok(),
             };
             // With no runtime here, the next check to arrive starts a sender for what waits.
-            queue.running = runtime.is_some();
+            if runtime.is_none() {
+                queue.idle();
+            }
             runtime
         };
         if let Some(runtime) = sender {
@@ -244,7 +258,7 @@ struct Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         if let (true, Some(lanes)) = (self.running, &self.inner.lanes) {
-            lanes.lane(self.slot).queue().running = false;
+            lanes.lane(self.slot).queue().idle();
         }
     }
 }

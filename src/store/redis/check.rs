@@ -38,6 +38,13 @@ pub(super) struct Ask {
     probe: Option<Probe>,
 }
 
+impl Ask {
+    /// Lets another check probe instead of this one, which will not be sent soon.
+    pub(super) fn abandon_probe(&mut self) {
+        self.probe = None;
+    }
+}
+
 impl Inner {
     pub(super) fn start(
         this: &Arc<Self>,
