@@ -472,8 +472,17 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
             }
         }
         // Every policy of every tier at once first, so that a layer the store refuses
-        // registers nothing; then each tier, which can no longer be refused.
-        let all: Vec<Policy> = stacks.iter().flat_map(|(_, p)| p.iter().cloned()).collect();
+        // registers nothing; then each tier, which can no longer be refused. A policy that two
+        // tiers share (one budget, as across layers) goes once.
+        let mut all: Vec<Policy> = Vec::new();
+        for policy in stacks.iter().flat_map(|(_, p)| p) {
+            if !all
+                .iter()
+                .any(|p| p.name() == policy.name() && p.quota() == policy.quota())
+            {
+                all.push(policy.clone());
+            }
+        }
         self.store.register(&all)?;
         let mut tiers = Vec::with_capacity(stacks.len());
         for (name, policies) in stacks {

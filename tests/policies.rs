@@ -157,6 +157,7 @@ fn one_policy_name_with_two_quotas_on_one_store_is_a_build_error_naming_it() {
         .build()
         .expect_err("one name with two quotas in one layer was accepted");
     assert!(err.to_string().contains("\"api\""), "{err}");
+    assert!(err.to_string().contains("already registered"), "{err}");
 
     // Another store is another namespace.
     let (other, _clock) = manual_store();
@@ -165,6 +166,33 @@ fn one_policy_name_with_two_quotas_on_one_store_is_a_build_error_naming_it() {
         .store(other)
         .build()
         .is_ok());
+}
+
+/// One name with one quota in two tiers of one layer is one budget, as across layers.
+#[tokio::test]
+async fn two_tiers_naming_one_policy_share_its_budget() {
+    let (shared_store, _clock) = manual_store();
+    let hourly = Policy::new("per-hour", Quota::per_hour(1));
+    let tiers = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_second(10)))
+        .policy(hourly.clone())
+        .tier("pro", [Policy::new("pro", Quota::per_second(100)), hourly])
+        .select_tier(|req: &Request| req.headers().contains_key("x-pro").then_some("pro"))
+        .store(shared_store)
+        .build()
+        .expect("two tiers may share a policy");
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(tiers);
+    assert_eq!(status(&app, "/").await, StatusCode::OK);
+    let mut pro = get_from("/", PEER);
+    pro.headers_mut()
+        .insert("x-pro", http::HeaderValue::from_static("1"));
+    assert_eq!(
+        send(&app, pro).await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the free tier spent the shared hourly budget"
+    );
 }
 
 /// A stack of 2/s with a burst of 4 and 10/min: the per-second policy refills in 2 s, the

@@ -14,28 +14,24 @@ pub(crate) struct Registry {
 
 impl Registry {
     /// The id of each of `policies`, registering the names not seen before; or, registering
-    /// nothing, an error: no policy, a name twice in the stack, or a policy known with another
-    /// quota.
+    /// nothing, an error: no policy, one policy twice in the stack, or a name known (or named
+    /// before in the stack) with another quota.
     pub(crate) fn register(&self, policies: &[Policy]) -> Result<SmallVec<[u32; 2]>, ConfigError> {
         if policies.is_empty() {
             return Err(ConfigError::new(
                 "a stack of no policies was registered with a store: give it at least one policy",
             ));
         }
-        if let Some((i, twice)) = policies
-            .iter()
-            .enumerate()
-            .find(|(i, p)| policies[..*i].iter().any(|q| q.name() == p.name()))
-        {
-            return Err(ConfigError::new(format!(
-                "policy {:?} is named twice in one stack (at {} and {i}): a stack counts each \
-                 policy once; give the second a name of its own",
-                twice.name(),
-                policies
-                    .iter()
-                    .position(|p| p.name() == twice.name())
-                    .unwrap_or(i),
-            )));
+        // The same name with another quota is the conflict below, as across stacks.
+        let same = |a: &Policy, b: &Policy| a.name() == b.name() && a.quota() == b.quota();
+        for (i, policy) in policies.iter().enumerate() {
+            if let Some(first) = policies[..i].iter().position(|p| same(p, policy)) {
+                return Err(ConfigError::new(format!(
+                    "policy {:?} is named twice in one stack (at {first} and {i}): a stack \
+                     counts each policy once; give the second a name of its own",
+                    policy.name(),
+                )));
+            }
         }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let before = known.len();
@@ -96,6 +92,12 @@ mod tests {
         let err = registry.register(&[a.clone(), b, a]).unwrap_err();
         assert!(err.to_string().contains("\"a\" is named twice"), "{err}");
         assert!(err.to_string().contains("at 0 and 2"), "{err}");
+        // One name with two quotas in one stack is the conflict of two quotas.
+        let other_b = Policy::new("b", Quota::per_second(2));
+        let err = registry
+            .register(&[Policy::new("b", Quota::per_second(1)), other_b])
+            .unwrap_err();
+        assert!(err.to_string().contains("already registered"), "{err}");
         // Nothing was registered by either.
         let other_a = Policy::new("a", Quota::per_second(5));
         assert_eq!(&registry.register(&[other_a]).unwrap()[..], [0]);
