@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response, StatusCode};
 use redis::Commands;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_ratelimit::store::{RedisStack, RedisStoreFuture};
+use tower_ratelimit::store::{RedisStack, RedisStoreBuilder, RedisStoreFuture};
 use tower_ratelimit::{
     Clock, Decisions, FailurePolicy, Global, ManualClock, Policy, Quota, RateLimitLayer,
     RedisStore, Store,
@@ -340,38 +340,15 @@ async fn a_probe_dropped_before_it_was_polled_lets_the_next_check_probe() {
 #[test]
 fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
     let server = RedisServer::start();
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (store, stack) = main.block_on(async {
-        let store = strict_store("shutdown")
-            .url(server.url())
-            .build()
-            .await
-            .unwrap();
-        let stack = store
-            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
-            .unwrap();
-        (store, stack)
-    });
+    let (main, store, stack) = runtime_with_store(strict_store("shutdown").url(server.url()));
     pause(&server, 1_000);
-    let other = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    other.block_on(async {
+    on_a_runtime_that_shuts_down(async {
         for _ in 0..4 {
-            let (store, stack) = (store.clone(), stack.clone());
-            tokio::spawn(async move {
-                let _ = store.check(&stack, b"k", 1).await;
-            });
+            spawn_check(&store, &stack);
         }
         // The first is sent and waits on Redis; the others queue behind it.
         tokio::time::sleep(Duration::from_millis(100)).await;
     });
-    drop(other);
     let next = main.block_on(async {
         tokio::time::timeout(Duration::from_secs(5), store.check(&stack, b"k", 1)).await
     });
@@ -447,44 +424,22 @@ async fn a_redis_error_is_logged_with_redis_own_words() {
 fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
     let server = RedisServer::start();
     let clock = ManualClock::new();
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (store, stack) = main.block_on(async {
-        let store = RedisStore::builder()
+    let (main, store, stack) = runtime_with_store(
+        RedisStore::builder()
             .url(server.url())
             .prefix(unique_prefix("queued-probe"))
             .clock(clock.clone())
             .timeout(Duration::from_millis(100))
             .failures_before_backoff(1)
-            .backoff(BACKOFF)
-            .build()
-            .await
-            .unwrap();
-        let stack = store
-            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
-            .unwrap();
-        (store, stack)
-    });
+            .backoff(BACKOFF),
+    );
     pause(&server, 1_500);
-    let other = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    other.block_on(async {
-        let check = || {
-            let (store, stack) = (store.clone(), stack.clone());
-            tokio::spawn(async move {
-                let _ = store.check(&stack, b"k", 1).await;
-            })
-        };
+    on_a_runtime_that_shuts_down(async {
         // The first goes alone and times out (the back-off begins); the second, queued behind
         // it, then goes out with a sender and waits on the paused server.
-        check();
+        spawn_check(&store, &stack);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        check();
+        spawn_check(&store, &stack);
         let deadline = Instant::now() + Duration::from_secs(3);
         while !store.is_backing_off() {
             assert!(Instant::now() < deadline, "the first call never timed out");
@@ -492,10 +447,9 @@ fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
         }
         // The back-off is over: the next check is the probe, queued behind the sender's call.
         clock.advance(BACKOFF);
-        check();
+        spawn_check(&store, &stack);
         tokio::time::sleep(Duration::from_millis(5)).await;
     });
-    drop(other);
     // Until the pause ends, each probe times out; then one finds Redis.
     main.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -508,5 +462,42 @@ fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
             let _ = store.check(&stack, b"x", 1).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    });
+}
+
+/// A runtime for the test's own checks, the one the store is built on, and a store built from
+/// `builder` with a stack of 10 per minute.
+fn runtime_with_store(
+    builder: RedisStoreBuilder,
+) -> (tokio::runtime::Runtime, RedisStore, RedisStack) {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, stack) = main.block_on(async {
+        let store = builder.build().await.unwrap();
+        let stack = store
+            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+            .unwrap();
+        (store, stack)
+    });
+    (main, store, stack)
+}
+
+/// Runs `checks` on a runtime of their own, which then shuts down with whatever they left.
+fn on_a_runtime_that_shuts_down(checks: impl Future<Output = ()>) {
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    other.block_on(checks);
+}
+
+/// Spawns a check of `k` whose answer nobody waits for.
+fn spawn_check(store: &RedisStore, stack: &RedisStack) {
+    let (store, stack) = (store.clone(), stack.clone());
+    tokio::spawn(async move {
+        let _ = store.check(&stack, b"k", 1).await;
     });
 }
