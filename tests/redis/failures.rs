@@ -356,6 +356,28 @@ fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
     assert!(next.unwrap().is_allowed());
 }
 
+/// A check of another runtime, queued behind a call whose runtime then shuts down, is sent
+/// again and answered, with no other check of its lane to restart the lane.
+#[test]
+fn a_check_queued_behind_a_runtime_that_shut_down_is_still_answered() {
+    let server = RedisServer::start();
+    let (main, store, stack) = runtime_with_store(strict_store("handed-back").url(server.url()));
+    pause(&server, 500);
+    let mut queued = None;
+    on_a_runtime_that_shuts_down(async {
+        // Sent alone from this runtime, and held by the paused server.
+        spawn_check(&store, &stack);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (store, stack) = (store.clone(), stack.clone());
+        queued = Some(main.spawn(async move { store.check(&stack, b"k", 1).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    let answer = main
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), queued.unwrap()).await });
+    let answer = answer.expect("the check queued behind a sender that is gone was never sent");
+    assert!(answer.unwrap().unwrap().is_allowed());
+}
+
 #[tokio::test]
 async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
     let server = RedisServer::start();
@@ -417,9 +439,9 @@ async fn a_redis_error_is_logged_with_redis_own_words() {
     assert_eq!(log.count("OOM"), 1, "the line carries Redis's error");
 }
 
-/// A probe queued behind a call whose sender goes with its runtime: the lane is idle with the
-/// probe still in it, and no check reaches Redis while a probe is out, so none would start the
-/// lane again. The probe hands over instead, and the store finds Redis again.
+/// A probe queued behind a call whose sender goes with its runtime, and whose own future goes
+/// too: no check reaches Redis while a probe is out, so the probe must hand over to the next
+/// check, and the store finds Redis again.
 #[test]
 fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
     let server = RedisServer::start();

@@ -19,8 +19,17 @@ use super::store::Inner;
 use super::RedisStoreError;
 use crate::Decisions;
 
-/// How a check's answer comes back from the call that carried it.
-pub(super) type Answer = oneshot::Receiver<Result<Decisions, RedisStoreError>>;
+/// How a queued check's answer comes back.
+pub(super) type Answer = oneshot::Receiver<Outcome>;
+
+/// What comes back to a queued check.
+pub(super) enum Outcome {
+    /// The answer of the call that carried it.
+    Decided(Result<Decisions, RedisStoreError>),
+    /// The check itself, unsent: its lane's sender went with its runtime before carrying it.
+    /// The check's future submits it again, from the runtime polling it.
+    Returned(Ask, Arc<Inner>),
+}
 
 /// The number of hash slots of a Redis Cluster.
 pub(super) const SLOTS: usize = 16_384;
@@ -49,16 +58,19 @@ impl Lane {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-impl Queue {
-    /// The lane has no call in flight and none coming: the checks waiting stay until the next
-    /// check starts a sender, and a probe among them hands over to the next check, which
-    /// would otherwise never be routed to Redis to start one.
-    fn idle(&mut self) {
-        self.running = false;
-        for waiting in &mut self.waiting {
-            waiting.ask.abandon_probe();
+    /// Marks the lane idle, with no call in flight and none coming (no runtime here to run a
+    /// sender on, or the sender's is shutting down), and returns the checks waiting to their
+    /// futures, which submit them again from wherever they are polled. A check whose future is
+    /// gone is dropped with its channel: a probe among those hands over to the next check.
+    fn idle(&self, inner: &Arc<Inner>) {
+        let waiting = {
+            let mut queue = self.queue();
+            queue.running = false;
+            std::mem::take(&mut queue.waiting)
+        };
+        for Waiting { ask, answer } in waiting {
+            let _ = answer.send(Outcome::Returned(ask, Arc::clone(inner)));
         }
     }
 }
@@ -74,7 +86,7 @@ struct Queue {
 /// A check waiting for its call.
 struct Waiting {
     ask: Ask,
-    answer: oneshot::Sender<Result<Decisions, RedisStoreError>>,
+    answer: oneshot::Sender<Outcome>,
 }
 
 impl Lanes {
@@ -127,7 +139,7 @@ pub(super) enum Submitted {
 
 /// A lane's call in flight, held by the check sent alone with it: however that check's future
 /// ends (answered, dropped, or dropped before it was ever polled), the claim's drop hands the
-/// checks that queued meanwhile to a sender, or marks the lane idle.
+/// checks that queued meanwhile to a sender, or marks the lane idle and returns them.
 pub(super) struct Claim {
     inner: Arc<Inner>,
     slot: usize,
@@ -138,20 +150,19 @@ impl Drop for Claim {
         let Some(lanes) = &self.inner.lanes else {
             return;
         };
+        let lane = lanes.lane(self.slot);
         let sender = {
-            let mut queue = lanes.lane(self.slot).queue();
-            let runtime = match queue.waiting.is_empty() {
-                true => None,
-                false => tokio::runtime::Handle::try_current().ok(),
-            };
-            // With no runtime here, the next check to arrive starts a sender for what waits.
-            if runtime.is_none() {
-                queue.idle();
+            let mut queue = lane.queue();
+            if queue.waiting.is_empty() {
+                queue.running = false;
+                return;
             }
-            runtime
+            tokio::runtime::Handle::try_current()
         };
-        if let Some(runtime) = sender {
-            spawn_sender(&runtime, &self.inner, self.slot);
+        match sender {
+            Ok(runtime) => spawn_sender(&runtime, &self.inner, self.slot),
+            // No runtime here: the checks waiting go back to their futures.
+            Err(_) => lane.idle(&self.inner),
         }
     }
 }
@@ -195,8 +206,7 @@ pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
 }
 
 /// Spawns the sender of a lane marked running, outside the lane's lock: a runtime that is
-/// shutting down drops the task at once, and its [`Stopped`] then takes the lock to mark the
-/// lane idle.
+/// shutting down drops the task at once, and its [`Stopped`] then marks the lane idle.
 fn spawn_sender(runtime: &tokio::runtime::Handle, inner: &Arc<Inner>, slot: usize) {
     let stopped = Stopped {
         inner: Arc::clone(inner),
@@ -208,8 +218,8 @@ fn spawn_sender(runtime: &tokio::runtime::Handle, inner: &Arc<Inner>, slot: usiz
 
 /// A lane's sender: one call at a time, each carrying what queued while the last was in flight;
 /// ends when its lane is empty. `stopped` is an argument, not made inside, so that it marks the
-/// lane idle however the task ends, even dropped unpolled: the next check then restarts the
-/// lane instead of queueing behind a sender that is gone.
+/// lane idle however the task ends, even dropped unpolled: no check is left queued behind a
+/// sender that is gone.
 async fn send(mut stopped: Stopped) {
     let Some(lanes) = &stopped.inner.lanes else {
         return;
@@ -237,7 +247,7 @@ async fn send(mut stopped: Stopped) {
             .call(&asks, |outcome| {
                 if let Some(answer) = answers.next() {
                     // The check may have been dropped meanwhile; its answer goes nowhere.
-                    let _ = answer.send(outcome);
+                    let _ = answer.send(Outcome::Decided(outcome));
                 }
             })
             .await;
@@ -246,8 +256,9 @@ async fn send(mut stopped: Stopped) {
     }
 }
 
-/// A lane's sender's hold on the lane: marks it idle if the sender ends before it has emptied
-/// the lane.
+/// A lane's sender's hold on the lane: if the sender ends before it has emptied the lane (its
+/// runtime is shutting down), marks the lane idle and returns the checks waiting to their
+/// futures.
 struct Stopped {
     inner: Arc<Inner>,
     slot: usize,
@@ -258,7 +269,7 @@ struct Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         if let (true, Some(lanes)) = (self.running, &self.inner.lanes) {
-            lanes.lane(self.slot).queue().idle();
+            lanes.lane(self.slot).idle(&self.inner);
         }
     }
 }

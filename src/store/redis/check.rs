@@ -38,13 +38,6 @@ pub(super) struct Ask {
     probe: Option<Probe>,
 }
 
-impl Ask {
-    /// Lets another check probe instead of this one, which will not be sent soon.
-    pub(super) fn abandon_probe(&mut self) {
-        self.probe = None;
-    }
-}
-
 impl Inner {
     pub(super) fn start(
         this: &Arc<Self>,
@@ -91,14 +84,18 @@ impl Inner {
                         armed: AtomicBool::new(true),
                     }),
                 };
-                // The ask and the lane's claim are the future's own from here: dropped with
-                // it, polled or not, they give the lane and the probe back.
-                match batch::submit(this, ask) {
-                    Submitted::Queued(answer) => RedisStoreFuture::queued(answer),
-                    Submitted::Alone(ask, claim) => {
-                        RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, claim)))
-                    }
-                }
+                Self::submit(this, ask)
+            }
+        }
+    }
+
+    /// Sends `ask` alone or queues it. The ask and the lane's claim are the future's own from
+    /// here: dropped with it, polled or not, they give the lane and the probe back.
+    pub(super) fn submit(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
+        match batch::submit(this, ask) {
+            Submitted::Queued(answer) => RedisStoreFuture::queued(answer),
+            Submitted::Alone(ask, claim) => {
+                RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, claim)))
             }
         }
     }

@@ -3,9 +3,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use super::batch::Answer;
+use super::batch::{Answer, Outcome};
+use super::store::Inner;
 use super::RedisStoreError;
 use crate::Decisions;
 
@@ -56,9 +57,15 @@ impl Future for RedisStoreFuture {
                     .expect("RedisStoreFuture polled after completion"),
             ),
             FutureState::Pending(future) => future.as_mut().poll(cx),
-            FutureState::Queued(answer) => Pin::new(answer)
-                .poll(cx)
-                .map(|outcome| outcome.unwrap_or_else(|_| Err(RedisStoreError::lost()))),
+            FutureState::Queued(answer) => match ready!(Pin::new(answer).poll(cx)) {
+                Ok(Outcome::Decided(outcome)) => Poll::Ready(outcome),
+                // Its lane's sender went with its runtime: submitted again from here.
+                Ok(Outcome::Returned(ask, inner)) => {
+                    *self = Inner::submit(&inner, ask);
+                    self.poll(cx)
+                }
+                Err(_) => Poll::Ready(Err(RedisStoreError::lost())),
+            },
         }
     }
 }
