@@ -1031,6 +1031,79 @@ async fn a_failing_store_answers_503_with_retry_after_1_without_calling_inner() 
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A gRPC call without a peer address or an API key.
+fn grpc_call() -> Request<String> {
+    Request::post("/helloworld.Greeter/SayHello")
+        .header(CONTENT_TYPE, "application/grpc")
+        .body(String::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_default_answer_without_a_key_is_plain_text_or_a_grpc_status() {
+    let (inner, _calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .build()
+        .unwrap()
+        .layer(inner);
+    let response = send(&mut svc, Request::new(String::new())).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers().len(), 1, "{:?}", response.headers());
+    assert_eq!(
+        header(&response, "content-type"),
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(text(response).await, "request has no rate-limit key\n");
+
+    let response = send(&mut svc, grpc_call()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers().len(), 3, "{:?}", response.headers());
+    assert_eq!(header(&response, "content-type"), "application/grpc");
+    assert_eq!(header(&response, "grpc-status"), "16", "UNAUTHENTICATED");
+    assert_eq!(
+        header(&response, "grpc-message"),
+        "request has no rate-limit key"
+    );
+    assert_eq!(text(response).await, "");
+}
+
+#[tokio::test]
+async fn the_default_answer_of_a_failing_store_is_plain_text_or_a_grpc_status() {
+    let (inner, _calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(2))
+        .key(tower_ratelimit::Global)
+        .store(DownStore)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let response = send(&mut svc, Request::new(String::new())).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().len(), 2, "{:?}", response.headers());
+    assert_eq!(
+        header(&response, "content-type"),
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(header(&response, "retry-after"), "1");
+    assert_eq!(text(response).await, "rate limit store unavailable\n");
+
+    let response = send(&mut svc, grpc_call()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers().len(), 5, "{:?}", response.headers());
+    assert_eq!(header(&response, "content-type"), "application/grpc");
+    assert_eq!(header(&response, "grpc-status"), "14", "UNAVAILABLE");
+    assert_eq!(
+        header(&response, "grpc-message"),
+        "rate limit store unavailable"
+    );
+    assert_eq!(header(&response, "grpc-retry-pushback-ms"), "1000");
+    assert_eq!(header(&response, "retry-after"), "1");
+    assert_eq!(text(response).await, "");
+}
+
 #[tokio::test]
 async fn any_request_body_type_is_accepted() {
     let inner = service_fn(|req: Request<Bytes>| async move {
