@@ -2,7 +2,7 @@
 //! driven by a `ManualClock`.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready};
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use tower_ratelimit::{
 };
 
 mod common;
-use common::{header, manual_store};
+use common::{header, manual_store, DownStore};
 
 const PEER: &str = "192.0.2.10:40000";
 
@@ -991,28 +991,6 @@ async fn a_store_that_must_wait_decides_the_request_s_tier_and_whole_stack() {
         "vip"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 5);
-}
-
-/// A store that always fails, like a backend that is down.
-#[derive(Clone, Copy)]
-struct DownStore;
-
-impl Store for DownStore {
-    type Stack = ();
-    type Error = io::Error;
-    type Future = Ready<Result<Decisions, io::Error>>;
-
-    fn register(&self, _: &[Policy]) -> Result<(), ConfigError> {
-        Ok(())
-    }
-
-    fn check(&self, _: &(), _: &[u8], _: u32) -> Self::Future {
-        std::future::ready(Err(io::Error::other("connection refused")))
-    }
-
-    fn peek(&self, _: &(), _: &[u8]) -> Self::Future {
-        std::future::ready(Err(io::Error::other("connection refused")))
-    }
 }
 
 #[tokio::test]

@@ -2,14 +2,15 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::future::{ready, Ready};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use http::Response;
-use tower_ratelimit::{ManualClock, MemoryStore};
+use tower_ratelimit::{ConfigError, Decisions, ManualClock, MemoryStore, Policy, Store};
 
 /// A memory store on a clock the test moves, and that clock.
 pub fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
@@ -19,6 +20,28 @@ pub fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
         .build()
         .expect("a valid store");
     (store, clock)
+}
+
+/// A store that always fails, like a backend that is down under a policy that fails closed.
+#[derive(Clone, Copy)]
+pub struct DownStore;
+
+impl Store for DownStore {
+    type Stack = ();
+    type Error = io::Error;
+    type Future = Ready<Result<Decisions, io::Error>>;
+
+    fn register(&self, _: &[Policy]) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    fn check(&self, _: &(), _: &[u8], _: u32) -> Self::Future {
+        ready(Err(io::Error::other("connection refused")))
+    }
+
+    fn peek(&self, _: &(), _: &[u8]) -> Self::Future {
+        ready(Err(io::Error::other("connection refused")))
+    }
 }
 
 /// The value of the header `name` of `response`, which must have it as text.
