@@ -25,7 +25,9 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use crate::log::{Chain, Throttle};
 use crate::policy::{Bypass, Cost, Rules, SelectTier};
 use crate::response::headers::StackHeaders;
-use crate::response::{grpc, rejection, CostTooLarge, MakeRejection, RateLimited};
+use crate::response::{
+    grpc, CostTooLarge, MakeRejection, MissingKeyRejected, RateLimited, StoreFailed,
+};
 use crate::{ConfigError, Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Store};
 
 /// What to do with a request from which the key extractor got no key.
@@ -33,9 +35,9 @@ use crate::{ConfigError, Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Stor
 #[non_exhaustive]
 pub enum MissingKey {
     /// Answer with this status (for gRPC requests, the gRPC status that means the same) and do
-    /// not call the inner service. The default is `Reject(500 Internal Server Error)`: a
-    /// missing peer address means the server is set up wrong, and failing loudly beats not
-    /// limiting at all.
+    /// not call the inner service; [`MakeRejection::make_missing_key`] makes the answer. The
+    /// default is `Reject(500 Internal Server Error)`: a missing peer address means the server
+    /// is set up wrong, and failing loudly beats not limiting at all.
     Reject(StatusCode),
     /// Call the inner service without limiting the request.
     Allow,
@@ -301,10 +303,11 @@ where
                         outcome = "store-error",
                         error = %Chain(&error),
                         similar_errors_not_logged = suppressed,
-                        "rate limit store failed; answering 503 Service Unavailable"
+                        "rate limit store failed; the request is not served"
                     );
                 }
-                Verdict::Respond(rejection::store_unavailable(self.grpc(req)))
+                let failed = StoreFailed::new(&error, self.grpc(req));
+                Verdict::Respond(self.rejection.make_store_failed(&failed))
             }
         }
     }
@@ -349,7 +352,8 @@ where
                         "request rejected because it has no rate-limit key: {hint}"
                     );
                 }
-                Verdict::Respond(rejection::missing_key(status, self.grpc(req)))
+                let rejected = MissingKeyRejected::new(status, self.grpc(req));
+                Verdict::Respond(self.rejection.make_missing_key(&rejected))
             }
         }
     }

@@ -353,9 +353,12 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         }
     }
 
-    /// How limited requests are answered (default: [`DefaultRejection`]); any closure
-    /// `Fn(&RateLimited) -> Response<T>` works. See [`response`](crate::response) for an
-    /// example that answers with `application/problem+json`.
+    /// How requests that are not served are answered (default: [`DefaultRejection`]): any
+    /// [`MakeRejection`](crate::MakeRejection). A closure `Fn(&RateLimited) -> Response<T>`
+    /// answers limited requests and leaves the other answers (a cost that can never fit, no
+    /// key, a failed store) to the defaults; a type that implements the trait answers them all.
+    /// [`response`](crate::response) shows a closure and [`MakeRejection`](crate::MakeRejection)
+    /// a type, both answering with `application/problem+json`.
     pub fn rejection<R2>(self, rejection: R2) -> RateLimitLayerBuilder<E, St, R2, C, T, P> {
         RateLimitLayerBuilder {
             key: self.key,
@@ -382,7 +385,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     }
 
     /// What to do with requests that have no key (default: [`MissingKey::Reject`] with 500,
-    /// and a warning that says what to fix).
+    /// and a warning that says what to fix). The rejection's
+    /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer.
     ///
     /// ```
     /// use tower_ratelimit::{Header, MissingKey, Quota, RateLimitLayer};

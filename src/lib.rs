@@ -204,7 +204,9 @@ pub use key::{
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
 pub use policy::{AllowIps, Bypass, Cost, Policy, SelectTier};
 pub use quota::{Quota, QuotaError};
-pub use response::{CostTooLarge, DefaultRejection, MakeRejection, RateLimited};
+pub use response::{
+    CostTooLarge, DefaultRejection, MakeRejection, MissingKeyRejected, RateLimited, StoreFailed,
+};
 pub use service::RateLimit;
 #[cfg(feature = "redis")]
 pub use store::{FailurePolicy, RedisStack, RedisStore};

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -13,14 +13,19 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::Response;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
-use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer, RateLimited};
+use tower_ratelimit::{
+    CostTooLarge, DefaultRejection, Header, MakeRejection, ManualClock, MemoryStore, MissingKey,
+    MissingKeyRejected, Policy, Quota, RateLimitLayer, RateLimited, StoreFailed,
+};
 
 mod common;
-use common::manual_store;
+use common::{manual_store, DownStore};
 
 fn layer(
     policy: Policy,
@@ -298,4 +303,255 @@ async fn a_layer_around_the_router_limits_before_routing() {
         "only the admitted request reached the handler"
     );
     server.abort();
+}
+
+/// Problem details (RFC 9457) for every HTTP request that the layer does not serve, and the
+/// default answers for gRPC calls. Keeps the text of each store error it is shown.
+#[derive(Clone, Default)]
+struct Problem {
+    store_errors: Arc<Mutex<Vec<String>>>,
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response<Bytes> {
+    let body = format!(
+        r#"{{"title":"{}","status":{},"detail":"{detail}"}}"#,
+        status.canonical_reason().unwrap_or_default(),
+        status.as_u16()
+    );
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/problem+json")
+        .body(Bytes::from(body))
+        .unwrap()
+}
+
+impl MakeRejection for Problem {
+    fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
+        if limited.is_grpc() {
+            return DefaultRejection.make_rejection(limited);
+        }
+        let detail = format!("retry in {} s", limited.retry_after_secs());
+        problem(StatusCode::TOO_MANY_REQUESTS, &detail)
+    }
+
+    fn make_cost_too_large(&self, too_large: &CostTooLarge) -> Response<Bytes> {
+        if too_large.is_grpc() {
+            return DefaultRejection.make_cost_too_large(too_large);
+        }
+        let detail = format!(
+            "cost {} exceeds burst {}",
+            too_large.cost(),
+            too_large.burst()
+        );
+        problem(StatusCode::PAYLOAD_TOO_LARGE, &detail)
+    }
+
+    fn make_missing_key(&self, rejected: &MissingKeyRejected) -> Response<Bytes> {
+        if rejected.is_grpc() {
+            return DefaultRejection.make_missing_key(rejected);
+        }
+        problem(rejected.status(), "no API key")
+    }
+
+    fn make_store_failed(&self, failed: &StoreFailed<'_>) -> Response<Bytes> {
+        self.store_errors
+            .lock()
+            .unwrap()
+            .push(failed.error().to_string());
+        if failed.is_grpc() {
+            return DefaultRejection.make_store_failed(failed);
+        }
+        problem(StatusCode::SERVICE_UNAVAILABLE, "try again shortly")
+    }
+}
+
+/// A request to `path` with `api_key`, as HTTP or as a gRPC call.
+fn api_call(path: &str, api_key: Option<&str>, grpc: bool) -> Request {
+    let mut req = Request::post(path);
+    if let Some(api_key) = api_key {
+        req = req.header("x-api-key", api_key);
+    }
+    if grpc {
+        req = req.header(CONTENT_TYPE, "application/grpc");
+    }
+    req.body(Body::empty()).unwrap()
+}
+
+/// The status, content type and body of the answer of `app` to `req`.
+async fn answer(app: &Router, req: Request) -> (StatusCode, String, String) {
+    let response = app.clone().oneshot(req).await.unwrap();
+    let content_type = response.headers()[CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8(body.to_vec()).unwrap(),
+    )
+}
+
+/// The `grpc-status` of the answer of `app` to `req`, a gRPC call.
+async fn grpc_status(app: &Router, req: Request) -> String {
+    let response = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.headers()["grpc-status"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_rejection_type_answers_limited_and_too_costly_requests_as_it_chose() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(2))
+        .key(Header::new("x-api-key"))
+        .cost_by(|req: &Request| if req.uri().path() == "/batch" { 5 } else { 1 })
+        .store(store)
+        .rejection(Problem::default())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", post(|| async { "ok" }))
+        .route("/batch", post(|| async { "done" }))
+        .layer(layer);
+
+    let too_large = answer(&app, api_call("/batch", Some("alice"), false)).await;
+    assert_eq!(
+        too_large,
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "application/problem+json".to_owned(),
+            r#"{"title":"Payload Too Large","status":413,"detail":"cost 5 exceeds burst 2"}"#
+                .to_owned()
+        )
+    );
+    for _ in 0..2 {
+        let (status, _, body) = answer(&app, api_call("/", Some("alice"), false)).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    let limited = answer(&app, api_call("/", Some("alice"), false)).await;
+    assert_eq!(
+        limited,
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            "application/problem+json".to_owned(),
+            r#"{"title":"Too Many Requests","status":429,"detail":"retry in 30 s"}"#.to_owned()
+        )
+    );
+    assert_eq!(
+        grpc_status(&app, api_call("/", Some("alice"), true)).await,
+        "8",
+        "RESOURCE_EXHAUSTED"
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_type_answers_a_request_without_a_key_as_it_chose() {
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(2))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .store(store)
+        .rejection(Problem::default())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", post(|| async { "ok" }))
+        .route("/batch", post(|| async { "done" }))
+        .layer(layer);
+
+    for path in ["/", "/batch"] {
+        let keyless = answer(&app, api_call(path, None, false)).await;
+        assert_eq!(
+            keyless,
+            (
+                StatusCode::UNAUTHORIZED,
+                "application/problem+json".to_owned(),
+                r#"{"title":"Unauthorized","status":401,"detail":"no API key"}"#.to_owned()
+            ),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        grpc_status(&app, api_call("/", None, true)).await,
+        "16",
+        "UNAUTHENTICATED"
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_type_answers_a_request_the_store_could_not_decide_as_it_chose() {
+    let problem = Problem::default();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(2))
+        .key(Header::new("x-api-key"))
+        .store(DownStore)
+        .rejection(problem.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", post(|| async { "ok" }))
+        .route("/batch", post(|| async { "done" }))
+        .layer(layer);
+
+    let failed = answer(&app, api_call("/", Some("alice"), false)).await;
+    assert_eq!(
+        failed,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/problem+json".to_owned(),
+            r#"{"title":"Service Unavailable","status":503,"detail":"try again shortly"}"#
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        grpc_status(&app, api_call("/", Some("alice"), true)).await,
+        "14",
+        "UNAVAILABLE"
+    );
+    assert_eq!(
+        *problem.store_errors.lock().unwrap(),
+        ["connection refused", "connection refused"]
+    );
+}
+
+#[tokio::test]
+async fn a_rejection_closure_leaves_a_keyless_request_and_a_failed_store_to_the_defaults() {
+    let closure = |_: &RateLimited| problem(StatusCode::TOO_MANY_REQUESTS, "slow down");
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(2))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .store(DownStore)
+        .rejection(closure)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", post(|| async { "ok" }))
+        .route("/batch", post(|| async { "done" }))
+        .layer(layer);
+
+    let keyless = answer(&app, api_call("/", None, false)).await;
+    assert_eq!(
+        keyless,
+        (
+            StatusCode::UNAUTHORIZED,
+            "text/plain; charset=utf-8".to_owned(),
+            "request has no rate-limit key\n".to_owned()
+        )
+    );
+    let failed = answer(&app, api_call("/", Some("alice"), false)).await;
+    assert_eq!(
+        failed,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8".to_owned(),
+            "rate limit store unavailable\n".to_owned()
+        )
+    );
 }

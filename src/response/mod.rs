@@ -13,6 +13,13 @@
 //! `413 Content Too Large` (gRPC: `INVALID_ARGUMENT`) without `Retry-After`: waiting would not
 //! help. See [`CostTooLarge`].
 //!
+//! A request without a key, on a layer that rejects such requests
+//! ([`MissingKey::Reject`](crate::MissingKey::Reject)), gets the status the layer is set to
+//! answer with and a short `text/plain` body (gRPC: the code that means the same, such as
+//! `UNAUTHENTICATED` for `401`); see [`MissingKeyRejected`]. A request that the store could not
+//! decide gets `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
+//! `grpc-retry-pushback-ms: 1000`); see [`StoreFailed`].
+//!
 //! A gRPC request (its `content-type` starts with `application/grpc`, or any request when the
 //! layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a gRPC status
 //! instead, because gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a trailers-only
@@ -77,8 +84,10 @@
 //! `Content-Length` of its body) are added to its response unless it set them itself. The
 //! closure answers gRPC callers too, and they read a bare `429` as `UNAVAILABLE`: unless it
 //! writes a gRPC answer itself, it should hand [`RateLimited::is_grpc`] requests to
-//! [`DefaultRejection`], as below. The rejection is assembled by [`rejection`], the headers by
-//! [`headers`], the gRPC wire form by [`grpc`].
+//! [`DefaultRejection`], as below. A closure shapes the answer to a limited request only; a
+//! type that implements [`MakeRejection`] shapes the other answers above as well (see its
+//! example). The rejection is assembled by [`rejection`], the headers by [`headers`], the gRPC
+//! wire form by [`grpc`].
 //!
 //! ```
 //! use bytes::Bytes;
@@ -111,4 +120,6 @@ pub mod headers;
 pub mod rejection;
 
 pub use headers::{RATELIMIT, RATELIMIT_POLICY};
-pub use rejection::{CostTooLarge, DefaultRejection, MakeRejection, RateLimited};
+pub use rejection::{
+    CostTooLarge, DefaultRejection, MakeRejection, MissingKeyRejected, RateLimited, StoreFailed,
+};

@@ -2,6 +2,7 @@
 //! or when the store failed and its policy is to fail closed.
 
 use std::cell::RefCell;
+use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,11 +152,223 @@ impl fmt::Display for CostTooLarge {
     }
 }
 
+/// A request from which the key extractor got no key, on a layer set to
+/// [`MissingKey::Reject`](crate::MissingKey::Reject) such requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingKeyRejected {
+    status: StatusCode,
+    grpc: Option<HeaderValue>,
+}
+
+impl MissingKeyRejected {
+    pub(crate) fn new(status: StatusCode, grpc: Option<HeaderValue>) -> Self {
+        MissingKeyRejected { status, grpc }
+    }
+
+    /// The status the layer is set to answer with: the one of
+    /// [`MissingKey::Reject`](crate::MissingKey::Reject).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Whether the request was a gRPC call (or the layer answers every request as one).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+}
+
+/// A request that the store could not decide: the [`Store`](crate::Store) answered an error,
+/// as the Redis store does while Redis fails under `FailurePolicy::Deny`. It is not served.
+#[derive(Clone, Debug)]
+pub struct StoreFailed<'a> {
+    error: &'a (dyn Error + 'static),
+    grpc: Option<HeaderValue>,
+}
+
+impl<'a> StoreFailed<'a> {
+    pub(crate) fn new(error: &'a (dyn Error + 'static), grpc: Option<HeaderValue>) -> Self {
+        StoreFailed { error, grpc }
+    }
+
+    /// The store's error. Its text is meant for logs (the layer logs it), not for clients;
+    /// downcast it to the store's error type to tell failures apart.
+    pub fn error(&self) -> &'a (dyn Error + 'static) {
+        self.error
+    }
+
+    /// Whether the request was a gRPC call (or the layer answers every request as one).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc.is_some()
+    }
+}
+
 /// Builds the response for a request that is not served.
 ///
+/// A request is not served when it is limited ([`make_rejection`](Self::make_rejection),
+/// described by a [`RateLimited`]), when its cost can never fit
+/// ([`make_cost_too_large`](Self::make_cost_too_large), [`CostTooLarge`]), when it has no key
+/// and the layer rejects such requests ([`make_missing_key`](Self::make_missing_key),
+/// [`MissingKeyRejected`]), and when the store could not decide it
+/// ([`make_store_failed`](Self::make_store_failed), [`StoreFailed`]). Only `make_rejection`
+/// has no default; the others answer as [`DefaultRejection`] does unless they are overridden.
+///
+/// The layer adds `Retry-After` and the `RateLimit` headers (and, to an HTTP answer, the
+/// `Content-Length` of its body) to the answer of `make_rejection` unless it set them itself;
+/// the other answers are sent as they are made.
+///
 /// Implemented by [`DefaultRejection`] and by every closure `Fn(&RateLimited) -> Response<T>`
-/// where `T: Into<Bytes>` (`String`, `Vec<u8>`, `&'static str`, `Bytes`); a closure answers
-/// requests whose cost is too large as [`DefaultRejection`] does.
+/// where `T: Into<Bytes>` (`String`, `Vec<u8>`, `&'static str`, `Bytes`). A closure shapes
+/// the answer to a limited request only and gets the defaults for the other three; to shape
+/// those as well, implement this trait on a type of your own, as below.
+///
+/// Every description says whether the request is a gRPC call (`is_grpc`). A gRPC client does
+/// not read the body of an HTTP error and maps its status to a gRPC code of its own (a `429`
+/// becomes `UNAVAILABLE`), so an implementation must answer gRPC calls in gRPC form: hand them
+/// to [`DefaultRejection`], as below, or write a trailers-only gRPC answer itself (see
+/// [`grpc`]).
+///
+/// An implementation that answers every HTTP error as `application/problem+json`:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http::{header, HeaderValue, Request, Response, StatusCode};
+/// use http_body_util::BodyExt;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_ratelimit::{
+///     CostTooLarge, DefaultRejection, Header, MakeRejection, ManualClock, MemoryStore,
+///     MissingKey, MissingKeyRejected, Quota, RateLimitLayer, RateLimited, StoreFailed,
+/// };
+/// # use std::future::{ready, Ready};
+/// # use tower_ratelimit::{ConfigError, Decisions, Policy, Store};
+/// # /// A store whose every check fails.
+/// # struct Down;
+/// # impl Store for Down {
+/// #     type Stack = ();
+/// #     type Error = std::io::Error;
+/// #     type Future = Ready<Result<Decisions, std::io::Error>>;
+/// #     fn register(&self, _: &[Policy]) -> Result<(), ConfigError> {
+/// #         Ok(())
+/// #     }
+/// #     fn check(&self, _: &(), _: &[u8], _: u32) -> Self::Future {
+/// #         ready(Err(std::io::Error::other("connection refused")))
+/// #     }
+/// #     fn peek(&self, _: &(), _: &[u8]) -> Self::Future {
+/// #         ready(Err(std::io::Error::other("connection refused")))
+/// #     }
+/// # }
+///
+/// /// Problem details (RFC 9457) for HTTP requests, the default answers for gRPC calls.
+/// struct Problem;
+///
+/// fn problem(status: StatusCode, detail: &str) -> Response<Bytes> {
+///     let title = status.canonical_reason().unwrap_or("Error");
+///     let body = format!(
+///         r#"{{"type":"about:blank","title":"{title}","status":{},"detail":"{detail}"}}"#,
+///         status.as_u16()
+///     );
+///     let mut response = Response::new(Bytes::from(body));
+///     *response.status_mut() = status;
+///     response.headers_mut().insert(
+///         header::CONTENT_TYPE,
+///         HeaderValue::from_static("application/problem+json"),
+///     );
+///     response
+/// }
+///
+/// impl MakeRejection for Problem {
+///     fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
+///         if limited.is_grpc() {
+///             return DefaultRejection.make_rejection(limited);
+///         }
+///         let detail = format!("retry in {} s", limited.retry_after_secs());
+///         problem(StatusCode::TOO_MANY_REQUESTS, &detail)
+///     }
+///
+///     fn make_cost_too_large(&self, too_large: &CostTooLarge) -> Response<Bytes> {
+///         if too_large.is_grpc() {
+///             return DefaultRejection.make_cost_too_large(too_large);
+///         }
+///         let detail = format!("a cost above {} never fits", too_large.burst());
+///         problem(StatusCode::PAYLOAD_TOO_LARGE, &detail)
+///     }
+///
+///     fn make_missing_key(&self, rejected: &MissingKeyRejected) -> Response<Bytes> {
+///         if rejected.is_grpc() {
+///             return DefaultRejection.make_missing_key(rejected);
+///         }
+///         problem(rejected.status(), "send your API key in x-api-key")
+///     }
+///
+///     fn make_store_failed(&self, failed: &StoreFailed<'_>) -> Response<Bytes> {
+///         if failed.is_grpc() {
+///             return DefaultRejection.make_store_failed(failed);
+///         }
+///         // `failed.error()` is for the logs, where the layer writes it, not for clients.
+///         let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "try again shortly");
+///         response
+///             .headers_mut()
+///             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+///         response
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ok = service_fn(|_req: Request<()>| async {
+///     Ok::<_, Infallible>(Response::new(String::from("ok")))
+/// });
+/// let call = |path: &str, api_key: Option<&'static str>| {
+///     let mut req = Request::get(path);
+///     if let Some(api_key) = api_key {
+///         req = req.header("x-api-key", api_key);
+///     }
+///     req.body(()).unwrap()
+/// };
+/// let api = RateLimitLayer::builder()
+///     .quota(Quota::per_second(2))
+///     .key(Header::new("x-api-key"))
+///     .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+///     .cost_by(|req: &Request<()>| if req.uri().path() == "/batch" { 5 } else { 1 })
+///     .store(MemoryStore::builder().clock(ManualClock::new()).build()?)
+///     .rejection(Problem)
+///     .build()?
+///     .layer(ok);
+///
+/// let keyless = api.clone().oneshot(call("/", None)).await?;
+/// assert_eq!(keyless.status(), StatusCode::UNAUTHORIZED);
+/// assert_eq!(keyless.headers()["content-type"], "application/problem+json");
+/// let body = keyless.into_body().collect().await?.to_bytes();
+/// assert!(body.ends_with(br#""status":401,"detail":"send your API key in x-api-key"}"#));
+///
+/// let batch = api.clone().oneshot(call("/batch", Some("alice"))).await?;
+/// assert_eq!(batch.status(), StatusCode::PAYLOAD_TOO_LARGE);
+/// assert_eq!(batch.headers()["content-type"], "application/problem+json");
+///
+/// for _ in 0..2 {
+///     let admitted = api.clone().oneshot(call("/", Some("alice"))).await?;
+///     assert_eq!(admitted.status(), StatusCode::OK);
+/// }
+/// let limited = api.clone().oneshot(call("/", Some("alice"))).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(limited.headers()["content-type"], "application/problem+json");
+/// assert_eq!(limited.headers()["retry-after"], "1", "added by the layer");
+///
+/// // `Down` is a store whose every check fails, like a backend that is down.
+/// let down = RateLimitLayer::builder()
+///     .quota(Quota::per_second(2))
+///     .key(Header::new("x-api-key"))
+///     .store(Down)
+///     .rejection(Problem)
+///     .build()?
+///     .layer(ok);
+/// let failed = down.oneshot(call("/", Some("alice"))).await?;
+/// assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(failed.headers()["content-type"], "application/problem+json");
+/// assert_eq!(failed.headers()["retry-after"], "1");
+/// # Ok(())
+/// # }
+/// ```
 pub trait MakeRejection {
     /// The response for the limited request that `limited` describes.
     fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes>;
@@ -164,6 +377,21 @@ pub trait MakeRejection {
     /// gRPC `INVALID_ARGUMENT`, no `Retry-After`).
     fn make_cost_too_large(&self, too_large: &CostTooLarge) -> Response<Bytes> {
         cost_too_large(too_large)
+    }
+
+    /// The response for a request without a key, on a layer set to
+    /// [`MissingKey::Reject`](crate::MissingKey::Reject) such requests (default: the status
+    /// the layer is set to answer with and a short `text/plain` body; for gRPC, the gRPC status
+    /// that means the same, such as `UNAUTHENTICATED` for `401`).
+    fn make_missing_key(&self, rejected: &MissingKeyRejected) -> Response<Bytes> {
+        missing_key(rejected)
+    }
+
+    /// The response for a request that the store could not decide (default:
+    /// `503 Service Unavailable` with `Retry-After: 1` and a short `text/plain` body; gRPC
+    /// `UNAVAILABLE` with `grpc-retry-pushback-ms: 1000`).
+    fn make_store_failed(&self, failed: &StoreFailed<'_>) -> Response<Bytes> {
+        store_failed(failed)
     }
 }
 
@@ -178,7 +406,8 @@ where
 }
 
 /// `429 Too Many Requests` with a short `text/plain` body for HTTP requests, `RESOURCE_EXHAUSTED`
-/// for gRPC ones.
+/// for gRPC ones. The other requests that are not served get the default answers of
+/// [`MakeRejection`]'s methods: `413`, the status set for requests without a key, and `503`.
 ///
 /// During a flood, rejections show the same numbers for a second at a time. Each thread
 /// remembers the numbers of the last HTTP rejection it answered; when the next one shows the
@@ -335,33 +564,35 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes
     response
 }
 
-/// The answer when the key extractor found no key and the layer is set to reject.
-pub(crate) fn missing_key(status: StatusCode, grpc: Option<HeaderValue>) -> Response<Bytes> {
+/// The default answer to a request without a key.
+fn missing_key(rejected: &MissingKeyRejected) -> Response<Bytes> {
     const MESSAGE: &str = "request has no rate-limit key";
-    match grpc {
-        Some(content_type) => grpc::status(grpc::code_for(status), MESSAGE, content_type),
-        None => text(status, "request has no rate-limit key\n"),
+    match &rejected.grpc {
+        Some(content_type) => grpc::status(
+            grpc::code_for(rejected.status),
+            MESSAGE,
+            content_type.clone(),
+        ),
+        None => text(rejected.status, "request has no rate-limit key\n"),
     }
 }
 
-/// The answer when the store failed and its policy was to fail closed.
-pub(crate) fn store_unavailable(grpc: Option<HeaderValue>) -> Response<Bytes> {
-    let mut response = if let Some(content_type) = grpc {
-        let mut response = grpc::status(
-            grpc::GRPC_UNAVAILABLE,
-            "rate limit store unavailable",
-            content_type,
-        );
-        response.headers_mut().insert(
-            grpc::GRPC_RETRY_PUSHBACK_MS,
-            HeaderValue::from_static("1000"),
-        );
-        response
-    } else {
-        text(
+/// The default answer to a request that the store could not decide.
+fn store_failed(failed: &StoreFailed<'_>) -> Response<Bytes> {
+    const MESSAGE: &str = "rate limit store unavailable";
+    let mut response = match &failed.grpc {
+        Some(content_type) => {
+            let mut response = grpc::status(grpc::GRPC_UNAVAILABLE, MESSAGE, content_type.clone());
+            response.headers_mut().insert(
+                grpc::GRPC_RETRY_PUSHBACK_MS,
+                HeaderValue::from_static("1000"),
+            );
+            response
+        }
+        None => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "rate limit store unavailable\n",
-        )
+        ),
     };
     response
         .headers_mut()
