@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use redis::Commands;
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::store::{RedisStack, RedisStoreBuilder, RedisStoreFuture};
 use tower_ratelimit::{
     Clock, Decisions, FailurePolicy, Global, ManualClock, Policy, Quota, RateLimitLayer,
@@ -522,4 +522,167 @@ fn spawn_check(store: &RedisStore, stack: &RedisStack) {
     tokio::spawn(async move {
         let _ = store.check(&stack, b"k", 1).await;
     });
+}
+
+/// The lane of `key` among a single server's two lanes (the default `calls_in_flight`).
+fn lane_of(store: &RedisStore, key: &str) -> u16 {
+    let key = store.redis_key(&key, "per-minute");
+    let slot = redis::cluster_routing::Slot::for_key(&key);
+    (0..16_384u16)
+        .find(|&n| redis::cluster_routing::Slot::new(n) == Some(slot))
+        .unwrap()
+        % 2
+}
+
+/// A current-thread runtime of a sync caller (`runtime.block_on(check)` per call): its
+/// `block_on` returns as soon as its own check is answered, and the runtime then waits,
+/// undriven, for the caller's next call. A check of another runtime queued behind that call
+/// must not wait for it.
+#[test]
+fn a_check_queued_behind_a_call_of_an_undriven_current_thread_runtime_is_answered() {
+    let server = RedisServer::start();
+    let (main, store, stack) = runtime_with_store(strict_store("undriven").url(server.url()));
+    let sync_caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Made first, so it holds its lane: the lane's call is the sync caller's.
+    let first = store.check(&stack, b"k", 1);
+    // Queued behind it; its task runs on the main runtime.
+    let queued = main.spawn(store.check(&stack, b"k", 1));
+    assert!(sync_caller.block_on(first).unwrap().is_allowed());
+    // `sync_caller` lives on, not driven, as between two calls of a sync API.
+    let answer =
+        main.block_on(async { tokio::time::timeout(Duration::from_secs(5), queued).await });
+    let answer =
+        answer.expect("the queued check waits on a sender spawned on a runtime nobody drives");
+    assert!(answer.unwrap().unwrap().is_allowed());
+    drop(sync_caller);
+}
+
+/// The same with the probe queued there: the store must not back off for good.
+#[test]
+fn a_probe_queued_behind_a_call_of_an_undriven_current_thread_runtime_is_not_lost() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let (main, store, stack) = runtime_with_store(
+        RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("undriven-probe"))
+            .clock(clock.clone())
+            .timeout(Duration::from_millis(100))
+            .failures_before_backoff(1)
+            .backoff(BACKOFF),
+    );
+    let sync_caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let other = (0..100)
+        .map(|i| format!("o{i}"))
+        .find(|o| lane_of(&store, o) != lane_of(&store, "k"))
+        .unwrap();
+    let first = store.check(&stack, b"k", 1);
+    // Redis refuses every write: a check of the other lane fails, and the store backs off.
+    let oom = |bytes: &str| {
+        for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", bytes)] {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query(&mut server.connection())
+                .unwrap();
+        }
+    };
+    oom("1");
+    let _ = main.block_on(store.check(&stack, other.as_bytes(), 1));
+    assert!(store.is_backing_off());
+    // The back-off is over: the next check is the probe, queued behind `first`.
+    clock.advance(BACKOFF);
+    let probe = main.spawn(store.check(&stack, b"k", 1));
+    let _ = sync_caller.block_on(first);
+    oom("0");
+    main.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.is_backing_off() {
+            assert!(
+                Instant::now() < deadline,
+                "still backing off: the probe waits on a sender nobody drives"
+            );
+            clock.advance(BACKOFF);
+            let _ = store.check(&stack, other.as_bytes(), 1).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    drop(probe);
+    drop(sync_caller);
+}
+
+/// Two checks of one key made by one task, the second awaited first: it must not wait for the
+/// first one's future to be polled.
+#[tokio::test]
+async fn a_check_awaited_before_an_earlier_one_is_answered() {
+    let (_server, _clock, store, stack) = one_check_done().await;
+    let first = store.check(&stack, b"k", 1);
+    let second = store.check(&stack, b"k", 1);
+    let answer = tokio::time::timeout(Duration::from_secs(5), second).await;
+    let answer = answer.expect("the second check waits for the first one's future to be polled");
+    assert!(answer.unwrap().is_allowed());
+    drop(first);
+}
+
+/// The same through the layer, where `call` polls the first check once (its call is sent):
+/// the second response must not wait for the first response future to be polled again.
+#[tokio::test]
+async fn a_response_awaited_before_an_earlier_one_is_answered() {
+    let (_server, _clock, store, _stack) = one_check_done().await;
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(100))
+        .key(Global)
+        .store(store)
+        .build()
+        .unwrap();
+    let inner = service_fn(|_req: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+    });
+    let mut svc = layer.layer(inner);
+    let first = svc.ready().await.unwrap().call(Request::new(()));
+    let second = svc.ready().await.unwrap().call(Request::new(()));
+    let answer = tokio::time::timeout(Duration::from_secs(5), second).await;
+    let answer = answer.expect("the second response waits for the first one to be polled");
+    assert_eq!(answer.unwrap().status(), StatusCode::OK);
+    drop(first);
+}
+
+/// A check of another runtime carried by a call in flight when the store's runtime shuts
+/// down: under `FailurePolicy::Local` a check never fails, so the policy answers it.
+#[test]
+fn a_check_carried_by_a_call_dropped_with_the_store_runtime_gets_the_failure_policy() {
+    let server = RedisServer::start();
+    let (store_runtime, store, stack) = runtime_with_store(
+        RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("dropped-call"))
+            .timeout(Duration::from_secs(5))
+            .on_failure(FailurePolicy::Local),
+    );
+    let checks = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    pause(&server, 1_000);
+    let carried = checks.spawn(store.check(&stack, b"k", 1));
+    // The lane's sender, on the store's runtime, sends it: the paused server holds the call.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(store_runtime);
+    let answer = checks
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), carried).await })
+        .expect("never answered")
+        .unwrap();
+    assert!(
+        answer.as_ref().is_ok_and(Decisions::is_allowed),
+        "under Local: {:?}",
+        answer.map_err(|e| e.to_string())
+    );
 }

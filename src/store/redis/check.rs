@@ -89,15 +89,17 @@ impl Inner {
         }
     }
 
-    /// Sends `ask` alone or queues it. The ask and the lane's claim are the future's own from
-    /// here: dropped with it, polled or not, they give the lane and the probe back.
-    pub(super) fn submit(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
+    /// Queues `ask` for its lane's sender, or sends it alone when the store has no lanes.
+    fn submit(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
         match batch::submit(this, ask) {
             Submitted::Queued(answer) => RedisStoreFuture::queued(answer),
-            Submitted::Alone(ask, claim) => {
-                RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, claim)))
-            }
+            Submitted::Alone(ask) => Self::alone(this, ask),
         }
+    }
+
+    /// `ask` in a call of its own, made by the check's future.
+    pub(super) fn alone(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
+        RedisStoreFuture::pending(Box::pin(Arc::clone(this).call_alone(ask)))
     }
 
     /// The denial Redis would give, if the TATs it last reported for the stack's keys already
@@ -123,13 +125,7 @@ impl Inner {
         (!decisions.is_allowed()).then_some(decisions)
     }
 
-    /// One check in its own call: its lane's call in flight, if it holds the lane's claim,
-    /// which is released when this future ends or is dropped.
-    async fn alone(
-        self: Arc<Self>,
-        ask: Ask,
-        _claim: Option<batch::Claim>,
-    ) -> Result<Decisions, RedisStoreError> {
+    async fn call_alone(self: Arc<Self>, ask: Ask) -> Result<Decisions, RedisStoreError> {
         let mut answer = None;
         self.call(std::slice::from_ref(&ask), |outcome| answer = Some(outcome))
             .await;
@@ -304,6 +300,16 @@ impl Inner {
             let local_tat = ask.base.saturating_add(tat.saturating_sub(reply.now));
             cache.record(key, local_tat, ask.base, exhausted);
         }
+    }
+
+    /// The failure policy's answer to `ask`, whose call was dropped before Redis answered.
+    pub(super) fn dropped(&self, ask: &Ask) -> Result<Decisions, RedisStoreError> {
+        self.by_policy(
+            &ask.stack,
+            ask.keys.key(),
+            ask.cost,
+            RedisStoreError::lost(),
+        )
     }
 
     /// The failure policy's answer to a check of `key` (in the form the stores keep it in)

@@ -71,9 +71,11 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   `BENCHES.md` with the replica in sync, a whole burst with its link cut).
 ///
 /// Clones share the connection, the caches and the failure state. Checks need a Tokio
-/// runtime with the time driver enabled. The connection's tasks (and, behind Sentinel, the
-/// lookups of a new primary) run on the runtime the store is built on: build it on the runtime
-/// that serves the checks, and keep that runtime running for as long as the store is used.
+/// runtime with the time driver enabled. The connection's tasks, the tasks that make the script
+/// calls (and, behind Sentinel, the lookups of a new primary) run on the runtime the store is
+/// built on: build it on the runtime that serves the checks, and keep that runtime running for
+/// as long as the store is used. A check's future only waits for its answer, so checks may be
+/// awaited in any order, from any runtime.
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
@@ -103,6 +105,9 @@ pub(super) struct Inner {
     pub(super) connection: Connection,
     /// Where checks queue behind the call in flight; `None` sends each check in its own call.
     pub(super) lanes: Option<Lanes>,
+    /// The runtime the store was built on, whose tasks run its connection: where lanes'
+    /// senders run, so that a sender never waits on a runtime that nobody drives.
+    pub(super) runtime: Option<tokio::runtime::Handle>,
     pub(super) script: Script,
     /// `{<prefix>:`
     pub(super) key_head: Box<[u8]>,
