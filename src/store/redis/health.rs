@@ -123,16 +123,26 @@ impl Health {
         let backoff = u64::try_from(self.backoff.as_nanos()).unwrap_or(u64::MAX);
         let until = now.saturating_add(backoff).max(1);
         if probe {
-            // A check that was in flight before the back-off may have ended it meanwhile.
-            let _was = self.backoff_until.swap(until, Ordering::AcqRel);
-            #[cfg(feature = "metrics")]
-            if _was == 0 {
-                self.degraded.increment(1.0);
-            }
+            let was = self.backoff_until.swap(until, Ordering::AcqRel);
             self.probing.store(false, Ordering::Release);
-            tracing::debug!(
+            if was != 0 {
+                tracing::debug!(
+                    error = %Chain(error),
+                    "Redis rate limit store still failing; backing off again"
+                );
+                return;
+            }
+            // A call in flight before the back-off answered meanwhile and ended the outage
+            // (its line said so): this failure begins another, which gets its lines too.
+            #[cfg(feature = "metrics")]
+            self.degraded.increment(1.0);
+            self.outage_since.store(now.max(1), Ordering::Release);
+            tracing::warn!(
                 error = %Chain(error),
-                "Redis rate limit store still failing; backing off again"
+                ?policy,
+                backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX),
+                "Redis rate limit store failed again; backing off: checks skip Redis and are \
+                 answered by the failure policy, one probe per back-off period"
             );
             return;
         }
@@ -217,6 +227,31 @@ mod tests {
         health.failure(10, false, &error(), FailurePolicy::Local);
         assert!(health.backing_off());
         assert_eq!(health.route(u64::MAX - 1), Route::Policy);
+    }
+
+    #[test]
+    fn a_probe_failing_after_another_call_ended_the_outage_begins_a_new_one() {
+        let health = Health::new(1, Duration::from_nanos(100));
+        health.failure(0, false, &error(), FailurePolicy::Local);
+        assert_eq!(health.route(100), Route::Redis { probe: true });
+        // A call sent before the back-off answers: the outage is over, and said so.
+        health.success(105, false);
+        assert!(!health.backing_off());
+        assert_eq!(health.outage_since.load(Ordering::Acquire), 0);
+        // Then the probe fails: a new outage, whose end is reported in its turn.
+        health.failure(110, true, &error(), FailurePolicy::Local);
+        assert!(health.backing_off());
+        assert_eq!(health.outage_since.load(Ordering::Acquire), 110);
+        assert_eq!(health.route(210), Route::Redis { probe: true });
+        health.answered_by_policy();
+        health.success(220, true);
+        assert!(!health.backing_off());
+        assert_eq!(health.outage_since.load(Ordering::Acquire), 0);
+        assert_eq!(
+            health.policy_answers.load(Ordering::Acquire),
+            0,
+            "counted, then reported"
+        );
     }
 
     #[test]
