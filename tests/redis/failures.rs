@@ -299,6 +299,34 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
     assert!(!store.is_backing_off());
 }
 
+/// A Redis restarted while the store was idle: the store's connection is dead, but the first
+/// check finds Redis on a new one, not the failure policy.
+#[tokio::test]
+async fn the_first_check_after_a_restart_while_idle_is_answered_by_redis() {
+    let (mut server, _clock, store, stack) = one_check_done().await;
+    server.restart();
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert!(!store.is_degraded(), "answered by the failure policy");
+    // The restarted server is empty: Redis counts this as the key's first check.
+    assert_eq!(remaining(&decisions), [4]);
+}
+
+/// Redis back after an outage long enough to back off: the first probe finds it, though the
+/// reconnections tried during the outage all failed.
+#[tokio::test]
+async fn the_first_probe_after_redis_is_back_finds_it() {
+    let (mut server, clock, store, stack) = one_check_done().await;
+    server.kill();
+    for _ in 0..3 {
+        let _ = store.check(&stack, b"k", 1).await;
+    }
+    assert!(store.is_backing_off());
+    server.restart();
+    clock.advance(BACKOFF);
+    let _ = store.check(&stack, b"k", 1).await;
+    assert!(!store.is_backing_off(), "the probe failed: the store backs off again");
+}
+
 /// Makes `server` hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).
 fn pause(server: &RedisServer, ms: u64) {
     let () = redis::cmd("CLIENT")

@@ -25,8 +25,17 @@ pub(super) enum Connection {
 impl Connection {
     /// Runs `call` (an `EVALSHA` of `script`); loads the script and runs `call` once more if
     /// Redis has lost it (after `SCRIPT FLUSH`, a restart or a failover).
+    ///
+    /// A call that fails on a broken connection (Redis restarted, or the last reconnection
+    /// failed while Redis was down) goes once more, on the new connection its failure started:
+    /// with Redis back, the first call finds it. If Redis had run the call before the
+    /// connection broke, its checks count twice, which can only deny, never admit, more.
     pub(super) async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<i64>> {
-        match self.query(call).await {
+        let outcome = match self.query(call).await {
+            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call).await,
+            outcome => outcome,
+        };
+        match outcome {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load(script).await?;
                 self.query(call).await
@@ -107,14 +116,14 @@ fn sentinel_name(urls: &[String], master: &str) -> String {
     )
 }
 
-/// The settings of every connection manager the store opens: one quick reconnection attempt
-/// per check (the store's back-off spaces them out), and no response timeout of the
-/// connection's own (the store's timeout bounds every check, and a second timer per check
-/// would only cost time).
+/// The settings of every connection manager the store opens: a reconnection is one attempt,
+/// with no retry of its own to sleep through (the store's back-off spaces the attempts out,
+/// and a call waiting on a reconnection asleep would time out though Redis is back), and no
+/// response timeout of the connection's own (the store's timeout bounds every check, and a
+/// second timer per check would only cost time).
 pub(super) fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(100))
+        .set_number_of_retries(0)
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None)
 }
