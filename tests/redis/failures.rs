@@ -119,6 +119,14 @@ async fn outage(policy: FailurePolicy) {
         match (policy, outcome) {
             (FailurePolicy::Deny, Err(e)) => assert!(e.contains("backing off"), "{e}"),
             (FailurePolicy::Deny, Ok(d)) => panic!("Deny answered {d:?}"),
+            (FailurePolicy::Allow, Ok(d)) => {
+                // What a key's first check gets: its burst less the cost, full again after
+                // the cost's cells refill (2 per minute: 30 s; 100 per hour: 36 s).
+                assert_eq!(remaining(&d), [1, 99]);
+                let resets: Vec<Duration> = d.as_slice().iter().map(|d| d.reset_after()).collect();
+                assert_eq!(resets, [Duration::from_secs(30), Duration::from_secs(36)]);
+                allowed += u32::from(d.is_allowed());
+            }
             (_, Ok(d)) => allowed += u32::from(d.is_allowed()),
             (_, Err(e)) => panic!("{policy:?} answered {e}"),
         }
@@ -324,7 +332,10 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
     server.restart();
     clock.advance(BACKOFF);
     let _ = store.check(&stack, b"k", 1).await;
-    assert!(!store.is_backing_off(), "the probe failed: the store backs off again");
+    assert!(
+        !store.is_backing_off(),
+        "the probe failed: the store backs off again"
+    );
 }
 
 /// Makes `server` hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).

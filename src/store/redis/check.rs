@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use redis::Cmd;
 use smallvec::SmallVec;
@@ -325,11 +324,13 @@ impl Inner {
         let decisions = match self.policy {
             FailurePolicy::Local if cost == 0 => self.fallback.peek_kept(&stack.parts.local, key),
             FailurePolicy::Local => self.fallback.check_kept(&stack.parts.local, key, cost),
+            // The answer to a key's first check: headers that agree with each other.
             FailurePolicy::Allow => Decisions::new(
                 true,
                 stack.parts.cells.iter().map(|cell| {
                     let burst = cell.quota.burst();
-                    Decision::allowed(burst, burst.saturating_sub(cost), Duration::ZERO)
+                    let refill = cell.quota.interval().saturating_mul(cost);
+                    Decision::allowed(burst, burst.saturating_sub(cost), refill)
                 }),
             ),
             FailurePolicy::Deny => return Err(error),

@@ -17,7 +17,9 @@ pub enum FailurePolicy {
     /// process admits up to the whole quota on its own until Redis is back.
     #[default]
     Local,
-    /// Fail open: allow every check.
+    /// Fail open: allow every check, answered as a key's first check would be (the burst less
+    /// the cost remaining, full again once the cost's cells refill), so that the `RateLimit`
+    /// headers of these answers agree with each other.
     Allow,
     /// Fail closed: the check is an error, which the layer answers with
     /// `503 Service Unavailable` and `Retry-After: 1` (gRPC: `UNAVAILABLE`).
