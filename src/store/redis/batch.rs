@@ -5,11 +5,9 @@
 //! A lane is a share of the keys of a single server (`calls_in_flight` lanes, by hash slot), or
 //! one hash slot of a Redis Cluster (a script call may only touch keys of one slot). A key
 //! always takes the same lane, so its checks are decided in the order they arrive, however many
-//! lanes have a call in flight. Each lane's calls are made by a sender task, started by the
-//! check that finds the lane idle and ending when the lane is empty; it runs on the store's own
-//! runtime, so no check waits on the polling of another check's future. No timer is involved:
-//! a check that finds its lane idle goes out in the sender's first call, alone; batches only
-//! form behind a call already in flight.
+//! lanes have a call in flight. No timer is involved: a check that finds its lane idle is sent
+//! at once, alone, by its own future; batches only form behind a call already in flight, and a
+//! task on the store's runtime sends them until the lane is idle again.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -28,8 +26,8 @@ pub(super) type Answer = oneshot::Receiver<Outcome>;
 pub(super) enum Outcome {
     /// The answer of the call that carried it.
     Decided(Result<Decisions, RedisStoreError>),
-    /// The check itself, unsent: its lane's sender went with its runtime before carrying it,
-    /// or there was no runtime to run one on. The check's future sends it alone.
+    /// The check itself, unsent: its lane's sender went with its runtime before carrying it.
+    /// The check's future submits it again, from the runtime polling it.
     Returned(Ask, Arc<Inner>),
 }
 
@@ -61,10 +59,10 @@ impl Lane {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Marks the lane idle, with no call in flight and none coming (no runtime to run a sender
-    /// on, or the sender's is shutting down), and returns the checks waiting to their futures,
-    /// which send them alone from wherever they are polled. A check whose future is gone is
-    /// dropped with its channel: a probe among those hands over to the next check.
+    /// Marks the lane idle, with no call in flight and none coming (no runtime here to run a
+    /// sender on, or the sender's is shutting down), and returns the checks waiting to their
+    /// futures, which submit them again from wherever they are polled. A check whose future is
+    /// gone is dropped with its channel: a probe among those hands over to the next check.
     fn idle(&self, inner: &Arc<Inner>) {
         let waiting = {
             let mut queue = self.queue();
@@ -132,34 +130,77 @@ impl Lanes {
 
 /// Where a check goes.
 pub(super) enum Submitted {
-    /// Queued for its lane's sender; the answer comes from the call that carries it.
+    /// Queued behind the call in flight; the answer comes from a later call.
     Queued(Answer),
-    /// Sent alone by the check's own future: the store has no lanes.
-    Alone(Ask),
+    /// Sent alone by the check's own future: its lane was idle (with the lane's [`Claim`]),
+    /// or there are no lanes, or no Tokio runtime here to run a sender on (no claim).
+    Alone(Ask, Option<Claim>),
 }
 
-/// Queues `ask` in its lane, and starts the lane's sender if none is running.
+/// A lane's call in flight, held by the check sent alone with it: however that check's future
+/// ends (answered, dropped, or dropped before it was ever polled), the claim's drop hands the
+/// checks that queued meanwhile to a sender, or marks the lane idle and returns them.
+pub(super) struct Claim {
+    inner: Arc<Inner>,
+    slot: usize,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let Some(lanes) = &self.inner.lanes else {
+            return;
+        };
+        let lane = lanes.lane(self.slot);
+        let sender = {
+            let mut queue = lane.queue();
+            if queue.waiting.is_empty() {
+                queue.running = false;
+                return;
+            }
+            sender_runtime(&self.inner)
+        };
+        match sender {
+            Some(runtime) => spawn_sender(&runtime, &self.inner, self.slot),
+            // No runtime here: the checks waiting go back to their futures.
+            None => lane.idle(&self.inner),
+        }
+    }
+}
+
+/// Sends `ask` alone if its lane is idle; else queues it, and starts the lane's sender if
+/// checks wait with no call in flight.
 pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
     let Some(lanes) = &inner.lanes else {
-        return Submitted::Alone(ask);
+        return Submitted::Alone(ask, None);
     };
     let slot = lanes.slot_of(&ask);
-    let (sender, answer) = oneshot::channel();
-    let lane = lanes.lane(slot);
-    let start = {
-        let mut queue = lane.queue();
+    let (answer, start) = {
+        let mut queue = lanes.lane(slot).queue();
+        let start = match queue.running {
+            true => None,
+            false if queue.waiting.is_empty() => {
+                queue.running = true;
+                let claim = Claim {
+                    inner: Arc::clone(inner),
+                    slot,
+                };
+                return Submitted::Alone(ask, Some(claim));
+            }
+            false => match sender_runtime(inner) {
+                Some(runtime) => Some(runtime),
+                None => return Submitted::Alone(ask, None),
+            },
+        };
+        queue.running = true;
+        let (sender, answer) = oneshot::channel();
         queue.waiting.push_back(Waiting {
             ask,
             answer: sender,
         });
-        !std::mem::replace(&mut queue.running, true)
+        (answer, start)
     };
-    if start {
-        match sender_runtime(inner) {
-            Some(runtime) => spawn_sender(&runtime, inner, slot),
-            // No runtime to run a sender on: the check goes back to its future.
-            None => lane.idle(inner),
-        }
+    if let Some(runtime) = start {
+        spawn_sender(&runtime, inner, slot);
     }
     Submitted::Queued(answer)
 }

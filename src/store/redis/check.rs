@@ -88,17 +88,15 @@ impl Inner {
         }
     }
 
-    /// Queues `ask` for its lane's sender, or sends it alone when the store has no lanes.
-    fn submit(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
+    /// Sends `ask` alone or queues it. The ask and the lane's claim are the future's own from
+    /// here: dropped with it, polled or not, they give the lane and the probe back.
+    pub(super) fn submit(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
         match batch::submit(this, ask) {
             Submitted::Queued(answer) => RedisStoreFuture::queued(answer),
-            Submitted::Alone(ask) => Self::alone(this, ask),
+            Submitted::Alone(ask, claim) => {
+                RedisStoreFuture::pending(Box::pin(Arc::clone(this).alone(ask, claim)))
+            }
         }
-    }
-
-    /// `ask` in a call of its own, made by the check's future.
-    pub(super) fn alone(this: &Arc<Self>, ask: Ask) -> RedisStoreFuture {
-        RedisStoreFuture::pending(Box::pin(Arc::clone(this).call_alone(ask)))
     }
 
     /// The denial Redis would give, if the TATs it last reported for the stack's keys already
@@ -124,7 +122,13 @@ impl Inner {
         (!decisions.is_allowed()).then_some(decisions)
     }
 
-    async fn call_alone(self: Arc<Self>, ask: Ask) -> Result<Decisions, RedisStoreError> {
+    /// One check in its own call: its lane's call in flight, if it holds the lane's claim,
+    /// which is released when this future ends or is dropped.
+    async fn alone(
+        self: Arc<Self>,
+        ask: Ask,
+        _claim: Option<batch::Claim>,
+    ) -> Result<Decisions, RedisStoreError> {
         let mut answer = None;
         self.call(std::slice::from_ref(&ask), |outcome| answer = Some(outcome))
             .await;

@@ -59,10 +59,9 @@ impl Future for RedisStoreFuture {
             FutureState::Pending(future) => future.as_mut().poll(cx),
             FutureState::Queued(answer) => match ready!(Pin::new(answer).poll(cx)) {
                 Ok(Outcome::Decided(outcome)) => Poll::Ready(outcome),
-                // Its lane's sender went with its runtime, or had none to run on: sent alone
-                // from here.
+                // Its lane's sender went with its runtime: submitted again from here.
                 Ok(Outcome::Returned(ask, inner)) => {
-                    *self = Inner::alone(&inner, ask);
+                    *self = Inner::submit(&inner, ask);
                     self.poll(cx)
                 }
                 Err(_) => Poll::Ready(Err(RedisStoreError::lost())),

@@ -71,11 +71,13 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   `BENCHES.md` with the replica in sync, a whole burst with its link cut).
 ///
 /// Clones share the connection, the caches and the failure state. Checks need a Tokio
-/// runtime with the time driver enabled. The connection's tasks, the tasks that make the script
-/// calls (and, behind Sentinel, the lookups of a new primary) run on the runtime the store is
+/// runtime with the time driver enabled. The connection's tasks, the tasks that send queued
+/// checks (and, behind Sentinel, the lookups of a new primary) run on the runtime the store is
 /// built on: build it on the runtime that serves the checks, and keep that runtime running for
-/// as long as the store is used. A check's future only waits for its answer, so checks may be
-/// awaited in any order, from any runtime.
+/// as long as the store is used. A check that finds its queue idle makes its call from its own
+/// future, and the checks that queue meanwhile wait for that call: poll check futures (and the
+/// layer's response futures) concurrently or in the order they were made, as servers do, not
+/// a later one before an earlier one.
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
