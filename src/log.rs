@@ -5,20 +5,28 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// An error and each of its sources, `: `-separated, for a log field: the errors of this crate
-/// do not repeat their source in their own message, and a log line should show the cause
-/// (Redis's own error text, an I/O error) next to the advice.
+/// An error and each of its sources, `: `-separated, for a log field: a log line should show
+/// the cause (Redis's own error text, an I/O error) next to the advice.
+///
+/// A source whose text the line already ends with is not written again: some errors (redis-rs's
+/// among them) write their source's text in their own message and also return that source, and
+/// the line would read `broken pipe: broken pipe`. Only the end of the line counts, so a cause
+/// that the line merely mentions earlier is still written.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut line = self.0.to_string();
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
             source = cause.source();
         }
-        Ok(())
+        f.write_str(&line)
     }
 }
 
@@ -84,6 +92,71 @@ mod tests {
         }
     }
 
+    /// Writes its source's text as its own message and returns that source too, as redis-rs's
+    /// errors do.
+    #[derive(Debug)]
+    struct Echo(std::io::Error);
+
+    impl fmt::Display for Echo {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl Error for Echo {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// Mentions its source's text in the middle of its message.
+    #[derive(Debug)]
+    struct Mention(std::io::Error);
+
+    impl fmt::Display for Mention {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "gave up after {}, twice", self.0)
+        }
+    }
+
+    impl Error for Mention {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Wrap(Box<dyn Error + 'static>);
+
+    impl fmt::Display for Wrap {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the store failed")
+        }
+    }
+
+    impl Error for Wrap {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_writes_a_cause_once_when_an_error_repeats_its_source() {
+        let echo = Echo(std::io::Error::other("broken pipe"));
+        assert_eq!(Chain(&echo).to_string(), "broken pipe");
+        let wrapped = Wrap(Box::new(Echo(std::io::Error::other("broken pipe"))));
+        assert_eq!(Chain(&wrapped).to_string(), "the store failed: broken pipe");
+    }
+
+    #[test]
+    fn a_chain_writes_a_cause_that_the_line_only_mentions_before_its_end() {
+        let mention = Mention(std::io::Error::other("broken pipe"));
+        assert_eq!(
+            Chain(&mention).to_string(),
+            "gave up after broken pipe, twice: broken pipe"
+        );
+    }
+
     #[test]
     fn a_chain_writes_each_cause_after_the_error() {
         let outer = Outer(std::io::Error::other("connection refused"));
@@ -92,6 +165,11 @@ mod tests {
             "could not connect: connection refused"
         );
         assert_eq!(Chain(&fmt::Error).to_string(), fmt::Error.to_string());
+        let nested = Wrap(Box::new(Outer(std::io::Error::other("connection refused"))));
+        assert_eq!(
+            Chain(&nested).to_string(),
+            "the store failed: could not connect: connection refused"
+        );
     }
 
     #[test]
