@@ -60,10 +60,20 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   policies) for every check of the call. After
 ///   [repeated failures](RedisStoreBuilder::failures_before_backoff) checks stop waiting on
 ///   Redis for a [back-off](RedisStoreBuilder::backoff) period, then one check probes Redis;
-///   when it succeeds, checks go back to Redis. The switch to the failure policy and the
-///   recovery are each logged once at `warn` (the recovery with the outage's length, failed
-///   calls and checks the policy answered), and [`is_degraded`](RedisStore::is_degraded)
-///   tells which state the store is in.
+///   when it succeeds, checks go back to Redis. Each outage gets its lines at `warn`: its
+///   first failed call ("failed; answering by the failure policy") and the start of its
+///   back-off if it comes to one ("keeps failing; backing off …"), both with the error and its
+///   causes, and its end, when a call succeeds ("answering again", with the outage's length,
+///   its failed calls and the checks the policy answered). Its other failed calls are not
+///   logged, but for a probe that fails during the back-off (at `debug`). A probe that fails
+///   after a call sent before the back-off has succeeded (which ended the outage, and logged
+///   its end) begins a new outage: "failed again; backing off", and later its own end. A check
+///   whose answer holds values that are not TATs (something else wrote to its key) is
+///   answered by the failure policy without counting as a failed call, and logged at `warn`
+///   with the key, at most once per 10 s. Under [`FailurePolicy::Deny`] the layer also logs
+///   the requests it could not serve ("rate limit store failed; the request is not served"),
+///   at `warn`, at most once per 10 s with the number of lines held back.
+///   [`is_degraded`](RedisStore::is_degraded) tells which state the store is in.
 /// - **Failover**: behind Redis Sentinel ([`sentinel`](RedisStoreBuilder::sentinel)), a
 ///   primary that stops answering as one sends the store back to the sentinels, and checks go
 ///   to the replica they promote, with no restart. Writes the replica had not received are
@@ -253,8 +263,9 @@ impl RedisStore {
     /// waits behind other checks in the store's own queue is not a failure.
     ///
     /// Export it to see when a fleet's processes limit on their own instead of sharing one
-    /// budget; the switch and the recovery are also logged once each at `warn`, the recovery
-    /// with the outage's length, its failed calls and the checks the policy answered.
+    /// budget. An outage's first failed call, the start of its back-off and its end are also
+    /// logged at `warn`, the end with the outage's length, its failed calls and the checks the
+    /// policy answered ([`RedisStore`]'s docs list every line).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
