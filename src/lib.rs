@@ -107,7 +107,7 @@
 //! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says |
 //! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long each script call to Redis took, from sending it to its answer, error or timeout: one sample per call, which carries one check or, under load, a batch of them (the wait in the store's queue is not included). Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
 //! | `ratelimit_deny_cache_hits_total` | counter | | Redis checks (and direct `Store::peek`s) that the deny cache answered without a round trip |
-//! | `ratelimit_redis_degraded` | gauge | | 1 while a `RedisStore` backs off after repeated failures (checks skip Redis and its failure policy answers), 0 once Redis answers again; with several stores, how many back off |
+//! | `ratelimit_redis_degraded` | gauge | | 1 while a `RedisStore` backs off, after `failures_before_backoff` failed calls in a row or a failed probe (checks skip Redis but for one probe per back-off period, and its failure policy answers them), 0 from the call that succeeds; with several stores, how many back off. Narrower than `RedisStore::is_degraded`, true from the first failed call: a blip of fewer failed calls leaves the gauge at 0. Moved by checks only (nothing probes Redis in the background): a process without traffic keeps the value its last check left |
 //! | `ratelimit_memory_keys` | gauge | | keys that `MemoryStore`s track, idle ones not yet dropped included ([`MemoryStore::len`]), changed as keys are inserted and swept; not the Redis store's local fallback |
 //!
 //! A request checked against a stack counts once for each policy that took its cells or

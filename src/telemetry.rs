@@ -193,8 +193,8 @@ pub(crate) mod redis {
         describe_gauge!(
             DEGRADED,
             Unit::Count,
-            "1 while a RedisStore backs off after repeated failures and its failure policy \
-             answers every check"
+            "1 while a RedisStore backs off after repeated failures: its checks skip Redis, \
+             but for one probe per back-off period, and its failure policy answers them"
         );
         gauge!(DEGRADED)
     }

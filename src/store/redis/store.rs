@@ -257,10 +257,20 @@ impl RedisStore {
         self.inner.health.backing_off()
     }
 
-    /// Whether the [failure policy](RedisStoreBuilder::on_failure) is answering checks now:
-    /// the last call to Redis failed or timed out, or the store is
-    /// [backing off](Self::is_backing_off). False again once a call succeeds. A check that
-    /// waits behind other checks in the store's own queue is not a failure.
+    /// Whether Redis is failing this store: true from a failed call (an error or a timeout)
+    /// until a call succeeds, the [back-off](Self::is_backing_off) included. Meanwhile the
+    /// [failure policy](RedisStoreBuilder::on_failure) answers the checks whose calls fail
+    /// and, during a back-off, every check but the probe (and those the deny cache answers). A
+    /// check that waits behind other checks in the store's own queue is not a failure.
+    ///
+    /// The `ratelimit_redis_degraded` gauge (feature `metrics`) says less: it is 1 only during
+    /// a back-off, as [`is_backing_off`](Self::is_backing_off) is true. A short blip, fewer
+    /// failed calls than [`failures_before_backoff`](RedisStoreBuilder::failures_before_backoff)
+    /// before one succeeds, makes `is_degraded` true for its length and leaves the gauge at 0.
+    ///
+    /// Both are changed by checks only: nothing probes Redis in the background. A process that
+    /// gets no checks keeps reporting the state its last check left, degraded or not, until a
+    /// check reaches Redis again (during a back-off, the first check after its period).
     ///
     /// Export it to see when a fleet's processes limit on their own instead of sharing one
     /// budget. An outage's first failed call, the start of its back-off and its end are also
