@@ -8,7 +8,11 @@ use std::time::Duration;
 /// With the default [`FailurePolicy::Local`](super::FailurePolicy::Local) or with
 /// [`FailurePolicy::Allow`](super::FailurePolicy::Allow) a check never fails; Redis failures
 /// become errors under [`FailurePolicy::Deny`](super::FailurePolicy::Deny), and the layer
-/// answers them with `503 Service Unavailable` and `Retry-After`.
+/// answers them with its rejection's
+/// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed), which finds
+/// this error in [`StoreFailed::error`](crate::StoreFailed::error): by default
+/// `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE`); with a rejection of
+/// one's own, the response it makes, to which the layer adds no header.
 #[derive(Clone, Debug)]
 pub struct RedisStoreError {
     kind: Kind,

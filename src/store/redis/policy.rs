@@ -21,7 +21,10 @@ pub enum FailurePolicy {
     /// the cost remaining, full again once the cost's cells refill), so that the `RateLimit`
     /// headers of these answers agree with each other.
     Allow,
-    /// Fail closed: the check is an error, which the layer answers with
-    /// `503 Service Unavailable` and `Retry-After: 1` (gRPC: `UNAVAILABLE`).
+    /// Fail closed: the check is an error, which the layer answers with its rejection's
+    /// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed): by
+    /// default `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
+    /// `grpc-retry-pushback-ms: 1000`). A rejection that makes its own answer gets it sent as
+    /// it is: the layer adds no header to it.
     Deny,
 }
