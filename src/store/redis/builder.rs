@@ -292,8 +292,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Whether to answer checks of keys known to be limited without a round trip (default
-    /// on). Turn it off to send every check to Redis.
+    /// Whether to answer without a round trip the checks that the TATs Redis last reported for
+    /// their keys already deny (default on; the [`RedisStore`] docs say which TATs are kept).
+    /// Turn it off to send every check to Redis.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder().deny_cache(false);

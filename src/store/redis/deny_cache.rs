@@ -1,4 +1,5 @@
-//! The local deny cache: the last TAT Redis reported for the keys of stacks that were limited.
+//! The local deny cache: the last TAT Redis reported for the keys of stacks that a check found
+//! without the cells for the same check again (denied, or allowed with its last cells).
 
 use super::super::table::{Sharded, Value};
 

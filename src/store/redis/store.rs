@@ -43,9 +43,15 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   (`rediss://`) needs the `tls` feature (rustls); servers are checked against the system's
 ///   roots, and a private certificate authority is trusted through
 ///   [`client`](RedisStoreBuilder::client) with `redis::Client::build_with_tls`.
-/// - **Deny cache**: once Redis reports a key limited, later checks of that key that the
-///   reported state already denies are answered here, with the wait and remaining Redis would
-///   give, without a round trip. Bounded by [`max_local_keys`](RedisStoreBuilder::max_local_keys).
+/// - **Deny cache**: when Redis denies a check, or allows it but leaves its stack without the
+///   cells to allow the same check again (an allowed check that spent a key's last cell), the
+///   TATs it reported for the stack's keys are kept here, and each later answer from Redis
+///   moves the kept ones forward. A check is then answered here, without a round trip, when
+///   every key of its stack is kept and those TATs already deny it at its cost: Redis only
+///   moves a TAT forward, so it would deny the check too. The wait and remaining come from the
+///   kept TATs (Redis may hold later ones, written by other processes, and give a longer
+///   wait). Stacks with a shadow policy always go to Redis. Bounded by
+///   [`max_local_keys`](RedisStoreBuilder::max_local_keys).
 /// - **Coalescing**: a check that finds no call in flight is sent at once, alone; while a call
 ///   is in flight, the checks that arrive queue, and the next call carries them all (up to
 ///   [`max_batch`](RedisStoreBuilder::max_batch), default 128), decided one after another in
