@@ -102,7 +102,7 @@
 //! | | | `policy`, `outcome="shadow_limited"` | requests that `policy`, in shadow mode, would have refused and that went on (not the ones an enforced policy refused), as [`RateLimitLayer::shadow_limited`] counts |
 //! | | | `policy`, `outcome="fallback_allowed"`, `"fallback_limited"` | as `allowed` and `limited`, for the answers of the Redis store's `FailurePolicy` (`Local`, `Allow`) while Redis fails |
 //! | | | `policy`, `outcome="store_error"` | requests the store could not decide (answered by `MakeRejection::make_store_failed`, by default 503), once per policy of the stack |
-//! | | | `policy`, `outcome="cost_too_large"` | requests refused (413) because their cost exceeds the burst of `policy`, the enforced policy of the stack with the smallest burst |
+//! | | | `policy`, `outcome="cost_too_large"` | requests refused (413) because their cost exceeds the burst of `policy`, the enforced policy of the stack with the smallest burst; only on a layer with `cost_by` |
 //! | | | `policy=""`, `outcome="bypassed"` | requests the bypass let through before their key was read |
 //! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says |
 //! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long each script call to Redis took, from sending it to its answer, error or timeout: one sample per call, which carries one check or, under load, a batch of them (the wait in the store's queue is not included). Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
@@ -113,12 +113,22 @@
 //! A request checked against a stack counts once for each policy that took its cells or
 //! refused them: with `per-second` and `per-minute` stacked, an admitted request is `allowed`
 //! for both, and one that `per-second` alone refuses is `limited` for `per-second` and not
-//! counted for `per-minute`, which took nothing. Series that cannot occur are not registered:
-//! `limited` for a shadow policy, `shadow_limited` for an enforced one, `store_error` and
-//! `fallback_*` on a store that cannot fail (`MemoryStore`), `cost_too_large` but for a
-//! stack's tightest policy. A request is counted when it is decided: one dropped by its
-//! client while its check waits on Redis is not counted, though Redis may still take its
-//! cells.
+//! counted for `per-minute`, which took nothing. A request is counted when it is decided: one
+//! dropped by its client while its check waits on Redis is not counted, though Redis may still
+//! take its cells.
+//!
+//! A layer registers its series when it is built, at 0, so that they are scraped before they
+//! first move. It leaves out those its own configuration rules out: each policy of each tier
+//! gets `allowed`, and `limited` if it is enforced or `shadow_limited` if it is a shadow; the
+//! enforced policy with the smallest burst gets `cost_too_large` only on a layer whose cost
+//! comes from the request ([`cost_by`](RateLimitLayerBuilder::cost_by)), since `build` refuses
+//! a fixed cost above an enforced burst; every layer gets `bypassed` and `missing_key`. On a
+//! store whose error type is not `Infallible` (`RedisStore`, not `MemoryStore`) each policy
+//! also gets `store_error`, `fallback_allowed`, and `fallback_limited` if it is enforced,
+//! whatever the store does when it fails: that is the store's business, which the layer does
+//! not see. A `RedisStore` answers a failure with `store_error` under `FailurePolicy::Deny`,
+//! with `fallback_allowed` or `fallback_limited` under `Local`, and with `fallback_allowed`
+//! under `Allow`; the others stay at 0.
 //!
 //! ```
 //! # #[cfg(feature = "metrics")]

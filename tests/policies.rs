@@ -504,6 +504,46 @@ async fn the_shadow_metric_counts_what_the_layer_counts() {
     assert_eq!(count("trial-1", "allowed"), 1);
 }
 
+/// A fixed cost was checked against every burst when the layer was built and can never be too
+/// large: its layer registers no `cost_too_large` series. A cost from the request can, and its
+/// layer registers the series of its tightest enforced policy at 0, before any request.
+#[cfg(feature = "metrics")]
+#[test]
+fn only_a_cost_from_the_request_registers_a_cost_too_large_series() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let (store, _clock) = manual_store();
+    metrics::with_local_recorder(&recorder, || {
+        RateLimitLayer::builder()
+            .policy(Policy::new("fixed-wide", Quota::per_second(100)))
+            .policy(Policy::new("fixed-narrow", Quota::per_second(5)))
+            .cost(5)
+            .store(store.clone())
+            .build()
+            .unwrap();
+        RateLimitLayer::builder()
+            .policy(Policy::new("by-request-wide", Quota::per_second(100)))
+            .policy(Policy::new("by-request-narrow", Quota::per_second(5)))
+            .cost_by(cost_from_query)
+            .store(store.clone())
+            .build()
+            .unwrap();
+    });
+    let text = recorder.handle().render();
+    let too_large: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("outcome=\"cost_too_large\""))
+        .collect();
+    assert_eq!(
+        too_large,
+        ["ratelimit_decisions_total{policy=\"by-request-narrow\",outcome=\"cost_too_large\"} 0"],
+        "{text}"
+    );
+    assert!(
+        text.contains("ratelimit_decisions_total{policy=\"fixed-narrow\",outcome=\"allowed\"} 0"),
+        "the fixed-cost layer registered its other series: {text}"
+    );
+}
+
 #[tokio::test]
 async fn in_a_mixed_stack_the_enforced_policy_still_rejects_and_the_shadow_one_only_counts() {
     let (store, _clock) = manual_store();
