@@ -225,6 +225,7 @@ where
         let Some(name) = self.rules.tier.select_tier(req) else {
             return 0;
         };
+        let name = name.as_ref();
         match self.tiers[1..].iter().position(|tier| *tier.name == *name) {
             Some(i) => i + 1,
             None => {

@@ -233,8 +233,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         self
     }
 
-    /// Chooses each request's tier: a closure `Fn(&Request<B>) -> Option<&'static str>` that
-    /// names one of the [tiers](RateLimitLayerBuilder::tier); `None` (or an unknown name, which
+    /// Chooses each request's tier: a closure `Fn(&Request<B>) -> Option<N>` that names one of
+    /// the [tiers](RateLimitLayerBuilder::tier), the name being a `&'static str` or any other
+    /// `AsRef<str>` (see [`SelectTier`](crate::SelectTier)); `None` (or an unknown name, which
     /// is logged) means the default tier.
     ///
     /// ```

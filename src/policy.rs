@@ -293,13 +293,40 @@ where
     }
 }
 
-/// Which tier a request belongs to: a closure `Fn(&Request<B>) -> Option<&'static str>` naming
-/// one of the layer's [`tier`](crate::RateLimitLayerBuilder::tier)s, or [`DefaultTier`].
+/// Which tier a request belongs to: a closure `Fn(&Request<B>) -> Option<N>` naming one of
+/// the layer's [`tier`](crate::RateLimitLayerBuilder::tier)s, where the name `N` is any
+/// `AsRef<str>` (`&'static str`, or an `Arc<str>` or `String` for names read from a
+/// configuration), or [`DefaultTier`].
 ///
 /// `None`, or a name the layer has no tier for, means the default tier.
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::extract::Request;
+/// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+///
+/// /// The plan an authentication layer put in the request's extensions.
+/// #[derive(Clone)]
+/// struct Plan(Arc<str>);
+///
+/// // Tier names as a configuration file would give them.
+/// let plans = [("pro", 1000), ("partner", 5000)];
+/// let mut builder = RateLimitLayer::builder().policy(Policy::new("free", Quota::per_minute(10)));
+/// for (plan, per_minute) in plans {
+///     builder = builder.tier(plan, [Policy::new(plan, Quota::per_minute(per_minute))]);
+/// }
+/// let layer = builder
+///     .select_tier(|req: &Request| req.extensions().get::<Plan>().map(|plan| plan.0.clone()))
+///     .build()?;
+/// assert_eq!(layer.policies().len(), 3);
+/// # Ok::<(), tower_ratelimit::ConfigError>(())
+/// ```
 pub trait SelectTier<B> {
+    /// The name of a tier.
+    type Name: AsRef<str>;
+
     /// The tier of `req`, or `None` for the default.
-    fn select_tier(&self, req: &Request<B>) -> Option<&'static str>;
+    fn select_tier(&self, req: &Request<B>) -> Option<Self::Name>;
 }
 
 /// Every request is in the default tier.
@@ -307,18 +334,23 @@ pub trait SelectTier<B> {
 pub struct DefaultTier;
 
 impl<B> SelectTier<B> for DefaultTier {
+    type Name = &'static str;
+
     #[inline]
     fn select_tier(&self, _: &Request<B>) -> Option<&'static str> {
         None
     }
 }
 
-impl<B, F> SelectTier<B> for F
+impl<B, F, N> SelectTier<B> for F
 where
-    F: Fn(&Request<B>) -> Option<&'static str>,
+    F: Fn(&Request<B>) -> Option<N>,
+    N: AsRef<str>,
 {
+    type Name = N;
+
     #[inline]
-    fn select_tier(&self, req: &Request<B>) -> Option<&'static str> {
+    fn select_tier(&self, req: &Request<B>) -> Option<N> {
         self(req)
     }
 }

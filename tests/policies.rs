@@ -346,6 +346,57 @@ async fn tiers_give_pro_keys_the_larger_quota_and_unknown_tiers_the_default() {
     assert_eq!(store.len(), 4);
 }
 
+/// The plan an authentication layer before ours put in the request's extensions.
+#[derive(Clone)]
+struct Plan(std::sync::Arc<str>);
+
+#[tokio::test]
+async fn tiers_named_at_run_time_are_selected_by_names_that_are_not_static() {
+    let (store, _clock) = manual_store();
+    // Names and quotas as a configuration file would give them.
+    let plans: Vec<(String, u32)> = vec![("pro".into(), 4), ("partner".into(), 6)];
+    let builder = plans.iter().fold(
+        RateLimitLayer::builder().policy(Policy::new("free", Quota::per_minute(2))),
+        |builder, (plan, per_minute)| {
+            builder.tier(
+                plan.as_str(),
+                [Policy::new(plan.as_str(), Quota::per_minute(*per_minute))],
+            )
+        },
+    );
+    let tiers = builder
+        .select_tier(|req: &Request| req.extensions().get::<Plan>().map(|plan| plan.0.clone()))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(tiers);
+    for (peer, plan, admitted) in [
+        ("198.51.100.1:1", Some("pro"), 4),
+        ("198.51.100.2:1", Some("partner"), 6),
+        ("198.51.100.3:1", None, 2),
+    ] {
+        let mut n = 0;
+        loop {
+            let mut req = get_from("/", peer);
+            if let Some(plan) = plan {
+                req.extensions_mut().insert(Plan(plan.into()));
+            }
+            let response = send(&app, req).await;
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                let expected = plan.unwrap_or("free");
+                assert_eq!(limited(&response).policy().name(), expected);
+                break;
+            }
+            assert_eq!(response.status(), StatusCode::OK);
+            n += 1;
+            assert!(n <= 100, "never limited");
+        }
+        assert_eq!(n, admitted, "{plan:?}");
+    }
+}
+
 /// The cost of a request: the `cost` query parameter, 1 without one.
 fn cost_from_query(req: &Request) -> u32 {
     req.uri()
