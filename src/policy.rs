@@ -303,7 +303,7 @@ where
 /// ```
 /// use std::sync::Arc;
 /// use axum::extract::Request;
-/// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+/// use tower_ratelimit::{Policy, Quota, RateLimitLayer, SelectTier};
 ///
 /// /// The plan an authentication layer put in the request's extensions.
 /// #[derive(Clone)]
@@ -315,10 +315,13 @@ where
 /// for (plan, per_minute) in plans {
 ///     builder = builder.tier(plan, [Policy::new(plan, Quota::per_minute(per_minute))]);
 /// }
-/// let layer = builder
-///     .select_tier(|req: &Request| req.extensions().get::<Plan>().map(|plan| plan.0.clone()))
-///     .build()?;
-/// assert_eq!(layer.policies().len(), 3);
+/// let plan_of = |req: &Request| req.extensions().get::<Plan>().map(|plan| plan.0.clone());
+///
+/// let mut req = Request::new(axum::body::Body::empty());
+/// req.extensions_mut().insert(Plan("partner".into()));
+/// assert_eq!(plan_of.select_tier(&req).as_deref(), Some("partner"));
+///
+/// let layer = builder.select_tier(plan_of).build()?;
 /// # Ok::<(), tower_ratelimit::ConfigError>(())
 /// ```
 pub trait SelectTier<B> {

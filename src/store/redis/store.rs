@@ -276,7 +276,10 @@ impl RedisStore {
     ///
     /// Both are changed by checks only: nothing probes Redis in the background. A process that
     /// gets no checks keeps reporting the state its last check left, degraded or not, until a
-    /// check reaches Redis again (during a back-off, the first check after its period).
+    /// check reaches Redis again (during a back-off, the first check after its period). A
+    /// health route that must stay current on a quiet process can make a check of its own
+    /// first, such as a [`peek`](Store::peek) of a key no client uses, which takes nothing and
+    /// is the probe once a back-off period is over (see the example below).
     ///
     /// Export it to see when a fleet's processes limit on their own instead of sharing one
     /// budget. An outage's first failed call, the start of its back-off and its end are also
@@ -284,9 +287,19 @@ impl RedisStore {
     /// policy answered ([`RedisStore`]'s docs list every line).
     ///
     /// ```no_run
+    /// use tower_ratelimit::store::RedisStack;
+    /// use tower_ratelimit::{Policy, Quota, RedisStore, Store};
+    ///
+    /// /// Whether this process shares its budgets through Redis, as of a check made now.
+    /// async fn healthy(store: &RedisStore, stack: &RedisStack) -> bool {
+    ///     let _ = store.peek(stack, b"health-check").await;
+    ///     !store.is_degraded()
+    /// }
+    ///
     /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
-    /// let store = tower_ratelimit::RedisStore::connect("redis://127.0.0.1:6379").await?;
-    /// assert!(!store.is_degraded());
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let stack = store.register(&[Policy::new("health", Quota::per_second(1))])?;
+    /// assert!(healthy(&store, &stack).await);
     /// # Ok(()) }
     /// ```
     pub fn is_degraded(&self) -> bool {
