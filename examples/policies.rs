@@ -8,6 +8,7 @@
 //! MAX_KEYS=100000 cargo run --example policies       # track at most 100 000 keys in memory
 //! POLICIES=examples/policies.toml cargo run --features serde --example policies
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example policies
+//! REDIS_URL=redis://127.0.0.1:6379 REDIS_ON_FAILURE=deny cargo run --features redis --example policies
 //! cargo run --features metrics --example policies    # and GET /metrics
 //! ```
 //!
@@ -29,7 +30,8 @@
 //!
 //! Every answer from `/` and `/search` that the store decided carries `RateLimit-Policy` and
 //! `RateLimit` (not `/search?cost=0`, which takes nothing, nor a cost above the burst, answered
-//! 413). With `REDIS_URL` every copy of the server shares every budget.
+//! 413). With `REDIS_URL` every copy of the server shares every budget; `REDIS_ON_FAILURE`
+//! (`local`, the default, `allow` or `deny`) says how checks are answered while Redis fails.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -369,12 +371,30 @@ async fn redis_app(
     policies: Policies,
     routes: Router,
 ) -> Result<Router, Box<dyn std::error::Error>> {
+    let on_failure = failure_policy(std::env::var("REDIS_ON_FAILURE").ok().as_deref())?;
     let store = tower_ratelimit::RedisStore::builder()
         .url(url)
         .prefix("policies-example")
+        .on_failure(on_failure)
         .build()
         .await?;
     Ok(app_with(store, policies, routes)?)
+}
+
+/// The failure policy that `REDIS_ON_FAILURE` names (`local` when unset or empty).
+#[cfg(feature = "redis")]
+pub fn failure_policy(
+    name: Option<&str>,
+) -> Result<tower_ratelimit::FailurePolicy, Box<dyn std::error::Error>> {
+    use tower_ratelimit::FailurePolicy;
+    match name.map(str::trim).unwrap_or("") {
+        "" | "local" => Ok(FailurePolicy::Local),
+        "allow" => Ok(FailurePolicy::Allow),
+        "deny" => Ok(FailurePolicy::Deny),
+        other => Err(
+            format!("REDIS_ON_FAILURE must be `local`, `allow` or `deny`, got {other:?}").into(),
+        ),
+    }
 }
 
 #[cfg(not(feature = "redis"))]

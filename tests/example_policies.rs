@@ -570,6 +570,25 @@ mod redis {
         a_dry_run_rejects_nothing(store).await;
     }
 
+    #[test]
+    fn redis_on_failure_names_the_failure_policy_and_refuses_other_names() {
+        use tower_ratelimit::FailurePolicy;
+        for (name, policy) in [
+            (None, FailurePolicy::Local),
+            (Some(""), FailurePolicy::Local),
+            (Some("local"), FailurePolicy::Local),
+            (Some("allow"), FailurePolicy::Allow),
+            (Some(" deny "), FailurePolicy::Deny),
+        ] {
+            assert_eq!(policies::failure_policy(name).unwrap(), policy, "{name:?}");
+        }
+        let error = policies::failure_policy(Some("closed")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "REDIS_ON_FAILURE must be `local`, `allow` or `deny`, got \"closed\""
+        );
+    }
+
     #[tokio::test]
     async fn the_example_keeps_its_contract_on_a_redis_cluster() {
         let cluster = RedisCluster::start();
