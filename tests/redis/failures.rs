@@ -329,6 +329,8 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
         let _ = store.check(&stack, b"k", 1).await;
     }
     assert!(store.is_backing_off());
+    // An outage longer than a reconnection attempt: the one the last failure started fails.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
     clock.advance(BACKOFF);
     let _ = store.check(&stack, b"k", 1).await;
@@ -395,8 +397,8 @@ fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
     assert!(next.unwrap().is_allowed());
 }
 
-/// A check of another runtime, queued behind a call whose runtime then shuts down, is sent
-/// again and answered, with no other check of its lane to restart the lane.
+/// A check of another runtime, queued behind a call whose runtime then shuts down, is
+/// answered, with no other check of its lane to restart the lane.
 #[test]
 fn a_check_queued_behind_a_runtime_that_shut_down_is_still_answered() {
     let server = RedisServer::start();
@@ -657,18 +659,68 @@ fn a_probe_queued_behind_a_call_of_an_undriven_current_thread_runtime_is_not_los
     drop(sync_caller);
 }
 
-/// A check of another runtime carried by a call in flight when the store's runtime shuts
-/// down: under `FailurePolicy::Local` a check never fails, so the policy answers it.
+/// A sync caller (a current-thread runtime driven only inside its `block_on`) makes the first
+/// check after Redis restarted: the new connection its call opens must not be left on that
+/// runtime, which nobody drives once `block_on` returns, or every later check times out.
+#[test]
+fn a_reconnection_made_for_a_sync_caller_does_not_strand_the_connection() {
+    let mut server = RedisServer::start();
+    let (main, store, stack) = runtime_with_store(
+        RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("stranded"))
+            .timeout(Duration::from_millis(200))
+            .failures_before_backoff(3),
+    );
+    assert!(main
+        .block_on(store.check(&stack, b"k", 1))
+        .unwrap()
+        .is_allowed());
+    server.restart();
+    let sync_caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(sync_caller
+        .block_on(store.check(&stack, b"k", 1))
+        .unwrap()
+        .is_allowed());
+    assert!(
+        !store.is_degraded(),
+        "the sync caller's check was not answered by Redis"
+    );
+    // `sync_caller` lives on, undriven, as between two calls of a sync API.
+    for i in 0..3 {
+        let key = format!("m{i}");
+        let _ = main.block_on(store.check(&stack, key.as_bytes(), 1));
+        assert!(
+            !store.is_degraded(),
+            "check {i} from the store's own runtime failed: the connection is stranded on the \
+             sync caller's runtime"
+        );
+    }
+    drop(sync_caller);
+}
+
+/// A check of another runtime carried by a call in flight when the store's runtime shuts down
+/// is answered by the failure policy (under `Local` a check never fails). The key is spent in
+/// Redis first, so that only the policy's fresh local budget admits it.
 #[test]
 fn a_check_carried_by_a_call_dropped_with_the_store_runtime_gets_the_failure_policy() {
     let server = RedisServer::start();
     let (store_runtime, store, stack) = runtime_with_store(
         RedisStore::builder()
             .url(server.url())
-            .prefix(unique_prefix("dropped-call"))
+            .prefix(unique_prefix("dropped-call-spent"))
             .timeout(Duration::from_secs(5))
+            .deny_cache(false)
             .on_failure(FailurePolicy::Local),
     );
+    store_runtime.block_on(async {
+        for _ in 0..10 {
+            assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+        }
+    });
     let checks = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -689,7 +741,7 @@ fn a_check_carried_by_a_call_dropped_with_the_store_runtime_gets_the_failure_pol
         .unwrap();
     assert!(
         answer.as_ref().is_ok_and(Decisions::is_allowed),
-        "under Local: {:?}",
+        "Redis, not the failure policy, answered: {:?}",
         answer.map_err(|e| e.to_string())
     );
 }

@@ -143,9 +143,7 @@ impl Inner {
         mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
     ) {
         let probing = asks.iter().any(|ask| ask.probe.is_some());
-        let call = self.command(asks);
-        let mut connection = self.connection.clone();
-        let invoke = connection.invoke(&call, &self.script);
+        let invoke = self.invoke(self.command(asks));
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
         let outcome = self.within_timeout(invoke).await;
@@ -264,6 +262,31 @@ impl Inner {
             start = end;
         }
         call
+    }
+
+    /// Runs `call`, on the store's runtime when polled on another: a reconnection that the
+    /// call starts, and the retry that waits on it, open a connection whose task runs on the
+    /// runtime polling them, which must be the one that keeps running (a sync caller's
+    /// current-thread runtime runs only inside its `block_on`).
+    async fn invoke(&self, call: Cmd) -> redis::RedisResult<Vec<i64>> {
+        let mut connection = self.connection.clone();
+        let Some(runtime) = self.elsewhere() else {
+            return connection.invoke(&call, &self.script).await;
+        };
+        let script = self.script.clone();
+        let task = runtime.spawn(async move { connection.invoke(&call, &script).await });
+        AbortOnDrop(task).await.unwrap_or_else(|_| {
+            Err(redis::RedisError::from(std::io::Error::other(
+                "the runtime the store was built on is shutting down",
+            )))
+        })
+    }
+
+    /// The store's runtime, if the one here is another.
+    fn elsewhere(&self) -> Option<&tokio::runtime::Handle> {
+        let store = self.runtime.as_ref()?;
+        let here = tokio::runtime::Handle::try_current().ok()?;
+        (here.id() != store.id()).then_some(store)
     }
 
     /// Runs `invoke` for at most the store's timeout, as Redis and the network take it: when
@@ -394,6 +417,27 @@ impl Keys {
     /// The limited key's bytes (empty for a stack of no policies).
     fn key(&self) -> &[u8] {
         self.bytes.get(self.key.0..self.key.1).unwrap_or_default()
+    }
+}
+
+/// A call made on the store's runtime for a check polled on another: dropped with the check,
+/// it stops the call.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

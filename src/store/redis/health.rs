@@ -133,10 +133,17 @@ impl Health {
                 return;
             }
             // A call in flight before the back-off answered meanwhile and ended the outage
-            // (its line said so): this failure begins another, which gets its lines too.
+            // (its line said so): this back-off is another's, begun by this failure unless a
+            // call failing since began it (and said so).
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
-            self.outage_since.store(now.max(1), Ordering::Release);
+            if self
+                .outage_since
+                .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return;
+            }
             tracing::warn!(
                 error = %Chain(error),
                 ?policy,
@@ -251,6 +258,25 @@ mod tests {
             health.policy_answers.load(Ordering::Acquire),
             0,
             "counted, then reported"
+        );
+    }
+
+    #[test]
+    fn a_failed_probe_keeps_the_start_of_an_outage_a_call_began_after_the_last_ended() {
+        let health = Health::new(3, Duration::from_nanos(100));
+        for _ in 0..3 {
+            health.failure(0, false, &error(), FailurePolicy::Local);
+        }
+        assert_eq!(health.route(100), Route::Redis { probe: true });
+        health.success(105, false);
+        health.failure(107, false, &error(), FailurePolicy::Local);
+        assert_eq!(health.outage_since.load(Ordering::Acquire), 107);
+        health.failure(110, true, &error(), FailurePolicy::Local);
+        assert!(health.backing_off());
+        assert_eq!(
+            health.outage_since.load(Ordering::Acquire),
+            107,
+            "begun at 107"
         );
     }
 
