@@ -94,3 +94,43 @@ async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_doe
         assert_eq!(slots[0], slots[1], "user {user}");
     }
 }
+
+/// A node restarted while the store was idle: once the cluster is whole again, the first check
+/// of a key on that node is answered by Redis, not by the failure policy (the dead connection
+/// and the redirection that follows it are both retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_check_after_a_node_restart_is_answered_by_redis() {
+    let mut cluster = RedisCluster::start();
+    let store = strict_store("cluster-restart")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let redis_key = store.redis_key(&"k", "p");
+    let node = cluster
+        .nodes
+        .iter()
+        // The other nodes answer `MOVED`.
+        .position(|node| {
+            node.connection()
+                .exists::<_, bool>(&redis_key)
+                .unwrap_or(false)
+        })
+        .expect("the key is on a node");
+    tokio::task::block_in_place(|| {
+        cluster.nodes[node].restart();
+        cluster.wait_until_ok();
+    });
+    let decisions = store.check(&stack, b"k", 1).await;
+    assert!(
+        !store.is_degraded(),
+        "answered by the failure policy: {decisions:?}"
+    );
+    // The restarted node is empty: Redis counts this as the key's first check.
+    assert_eq!(decisions.unwrap().as_slice()[0].remaining(), 4);
+}

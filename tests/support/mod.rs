@@ -280,7 +280,8 @@ impl RedisCluster {
         cluster
     }
 
-    fn wait_until_ok(&self) {
+    /// Waits until every node reports `cluster_state:ok`.
+    pub fn wait_until_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &self.nodes {
             let mut conn = node.connection();

@@ -166,8 +166,10 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            // A restarted node costs a request two retries: its dead connection, then the
+            // `MOVED` of the node first asked instead; a third leaves room for one more.
             let client = ClusterClient::builder(urls)
-                .retries(1)
+                .retries(3)
                 .connection_timeout(CONNECT_TIMEOUT)
                 .build()
                 .map_err(|e| {
