@@ -745,3 +745,48 @@ fn a_check_carried_by_a_call_dropped_with_the_store_runtime_gets_the_failure_pol
         answer.map_err(|e| e.to_string())
     );
 }
+
+/// Checks queued when the store's runtime shuts down have no sender to carry them: each goes
+/// back to its own future, which sends it alone and, Redis being out of reach with that
+/// runtime, gets the failure policy. None waits for a sender that will never come.
+#[test]
+fn checks_queued_when_the_store_runtime_shuts_down_get_the_failure_policy() {
+    let server = RedisServer::start();
+    let (store_runtime, store, stack) = runtime_with_store(
+        RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("handed-back"))
+            .timeout(Duration::from_secs(5))
+            .deny_cache(false)
+            .on_failure(FailurePolicy::Local),
+    );
+    // Spent in Redis: only the failure policy's local budget admits a check now.
+    store_runtime
+        .block_on(async { while store.check(&stack, b"k", 1).await.unwrap().is_allowed() {} });
+    let checks = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    pause(&server, 2_000);
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let task = checks.spawn(store.check(&stack, b"k", 1));
+            // The first holds the lane (its call held by the paused server); the others queue.
+            checks.block_on(async { tokio::time::sleep(Duration::from_millis(50)).await });
+            task
+        })
+        .collect();
+    drop(store_runtime);
+    for task in tasks {
+        let answer = checks
+            .block_on(async { tokio::time::timeout(Duration::from_secs(1), task).await })
+            .expect("a queued check waits for a sender that will never come")
+            .unwrap();
+        assert!(
+            answer.as_ref().is_ok_and(Decisions::is_allowed),
+            "not the failure policy's answer: {:?}",
+            answer.map_err(|e| e.to_string())
+        );
+    }
+}
