@@ -23,10 +23,10 @@
 //! - **Several processes that must share budgets** (more than one replica, or limits that must
 //!   survive a restart): `RedisStore` with the `redis` feature, on one Redis, behind Redis
 //!   Sentinel or on a Redis Cluster. One script decides the checks, many to a call under
-//!   load; checks of a key that Redis reported spent (a check denied, or its last cell taken)
-//!   are answered locally by the deny cache while that report still denies them; if Redis
-//!   goes away the `FailurePolicy` answers (by default each process limits on its own, which
-//!   `RedisStore::is_degraded` reports).
+//!   load; checks of a key that Redis reported spent (a check denied, or allowed but leaving
+//!   fewer cells than its cost) are answered locally by the deny cache while that report
+//!   still denies them; if Redis goes away the `FailurePolicy` answers (by default each
+//!   process limits on its own, which `RedisStore::is_degraded` reports).
 //!
 //! The two stores decide the same history identically, so moving from one to the other changes
 //! nothing a client sees.

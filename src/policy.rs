@@ -21,8 +21,10 @@
 //! # Ok::<(), tower_ratelimit::ConfigError>(())
 //! ```
 //!
-//! **Tiers** choose the stack per request: a closure over the request names a tier, and a
-//! request whose tier is `None` (or not one of the layer's) gets the default stack.
+//! **Tiers** choose the stack per request: a closure over the request names a tier (a
+//! `&'static str`, or a `String` or `Arc<str>` for names known at run time; see
+//! [`SelectTier`]), and a request whose tier is `None` (or not one of the layer's) gets the
+//! default stack.
 //! **Cost**: a request takes a fixed number of cells, or as many as a closure over the request
 //! says; cost 0 passes without touching the store. **Shadow mode** decides and counts as usual
 //! but never rejects. **Bypass** lets requests through before anything is read or counted.
@@ -294,9 +296,9 @@ where
 }
 
 /// Which tier a request belongs to: a closure `Fn(&Request<B>) -> Option<N>` naming one of
-/// the layer's [`tier`](crate::RateLimitLayerBuilder::tier)s, where the name `N` is any
-/// `AsRef<str>` (`&'static str`, or an `Arc<str>` or `String` for names read from a
-/// configuration), or [`DefaultTier`].
+/// the layer's [`tier`](crate::RateLimitLayerBuilder::tier)s, where the name `N` is a
+/// `&'static str` or any owned `AsRef<str>` (an `Arc<str>` or `String` for names read from a
+/// configuration; a name cannot borrow from the request), or [`DefaultTier`].
 ///
 /// `None`, or a name the layer has no tier for, means the default tier.
 ///

@@ -204,8 +204,9 @@ pub(crate) mod redis {
         describe_gauge!(
             DEGRADED,
             Unit::Count,
-            "1 while a RedisStore backs off after repeated failures: its checks skip Redis, \
-             but for one probe per back-off period, and its failure policy answers them"
+            "1 while a RedisStore backs off (after failures_before_backoff failed calls in a \
+             row, or a failed probe): its checks skip Redis, but for one probe per back-off \
+             period, and its failure policy answers them"
         );
         gauge!(DEGRADED)
     }

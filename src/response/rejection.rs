@@ -214,7 +214,8 @@ impl<'a> StoreFailed<'a> {
 ///
 /// The layer adds `Retry-After` and the `RateLimit` headers (and, to an HTTP answer, the
 /// `Content-Length` of its body) to the answer of `make_rejection` unless it set them itself;
-/// the other answers are sent as they are made.
+/// it adds no header to the other answers (the `413` gets its [`CostTooLarge`] in its
+/// extensions).
 ///
 /// Implemented by [`DefaultRejection`] and by every closure `Fn(&RateLimited) -> Response<T>`
 /// where `T: Into<Bytes>` (`String`, `Vec<u8>`, `&'static str`, `Bytes`). A closure shapes

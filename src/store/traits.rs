@@ -14,7 +14,9 @@ use crate::{ConfigError, Decisions, Policy};
 /// that no waiting is needed.
 ///
 /// Errors are failures to answer (a backend that is down and a policy that says to fail), never
-/// "limited": a limited key is an `Ok` [`Decisions`] that is not allowed.
+/// "limited": a limited key is an `Ok` [`Decisions`] that is not allowed. The layer answers a
+/// request whose check failed with
+/// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed).
 ///
 /// ```
 /// use tower_ratelimit::{MemoryStore, Policy, Quota, Store};

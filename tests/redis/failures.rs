@@ -1,6 +1,6 @@
 //! Redis failing under the store: killed, paused past the timeout, restarted. Every check gets
-//! an answer under each failure policy, the back-off engages so that checks stop waiting, each
-//! change is logged once, and checks go back to Redis when it returns.
+//! an answer under each failure policy, the back-off engages so that checks stop waiting, an
+//! outage's start, back-off and end are logged, and checks go back to Redis when it returns.
 //!
 //! The back-off runs on a manual clock, so it ends exactly when the test says; only the
 //! server's own stop, pause and restart take real time.

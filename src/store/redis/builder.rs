@@ -259,8 +259,9 @@ impl RedisStoreBuilder {
     /// While a call is in flight, the checks that arrive wait, and the next call carries them
     /// all, each decided in arrival order inside the script, exactly as if each had its own
     /// call: one Redis core then decides many checks per call instead of one, and a check
-    /// that finds no call in flight goes at once, alone, from its own future; the calls that
-    /// carry queued checks are made by a task on the runtime the store was built on. There are
+    /// that finds no call in flight goes at once, alone, from its own future (on the store's
+    /// runtime if the check is polled on another); the calls that carry queued checks are made
+    /// by a task on the runtime the store was built on. There are
     /// [`calls_in_flight`](Self::calls_in_flight) queues for a single server, or one per hash
     /// slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
     /// call, not the wait in the queue: a busy queue is not a Redis failure.

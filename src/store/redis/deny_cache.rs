@@ -1,5 +1,6 @@
 //! The local deny cache: the last TAT Redis reported for the keys of stacks that a check found
-//! without the cells for the same check again (denied, or allowed with its last cells).
+//! without the cells for the same check again (denied, or allowed but leaving fewer cells than
+//! its cost).
 
 use super::super::table::{Sharded, Value};
 

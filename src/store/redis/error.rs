@@ -11,8 +11,8 @@ use std::time::Duration;
 /// answers them with its rejection's
 /// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed), which finds
 /// this error in [`StoreFailed::error`](crate::StoreFailed::error): by default
-/// `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE`); with a rejection of
-/// one's own, the response it makes, to which the layer adds no header.
+/// `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE`); with a rejection type
+/// that overrides `make_store_failed`, the response it makes, to which the layer adds no header.
 #[derive(Clone, Debug)]
 pub struct RedisStoreError {
     kind: Kind,

@@ -133,24 +133,33 @@ impl Health {
                 return;
             }
             // A call in flight before the back-off answered meanwhile and ended the outage
-            // (its line said so): this back-off is another's, begun by this failure unless a
-            // call failing since began it (and said so).
+            // (its line said so): this back-off belongs to another outage, begun by this
+            // failure unless a call failing since began it (and said so).
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
+            let backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX);
             if self
                 .outage_since
                 .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
+                .is_ok()
             {
-                return;
+                tracing::warn!(
+                    error = %Chain(error),
+                    ?policy,
+                    backoff_ms,
+                    "Redis rate limit store failed again; backing off: checks skip Redis and \
+                     are answered by the failure policy, one probe per back-off period"
+                );
+            } else {
+                tracing::warn!(
+                    error = %Chain(error),
+                    ?policy,
+                    failures,
+                    backoff_ms,
+                    "Redis rate limit store keeps failing; backing off: checks skip Redis and \
+                     are answered by the failure policy, one probe per back-off period"
+                );
             }
-            tracing::warn!(
-                error = %Chain(error),
-                ?policy,
-                backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX),
-                "Redis rate limit store failed again; backing off: checks skip Redis and are \
-                 answered by the failure policy, one probe per back-off period"
-            );
             return;
         }
         if failures == 1
@@ -271,13 +280,40 @@ mod tests {
         health.success(105, false);
         health.failure(107, false, &error(), FailurePolicy::Local);
         assert_eq!(health.outage_since.load(Ordering::Acquire), 107);
-        health.failure(110, true, &error(), FailurePolicy::Local);
+        let lines = logged(|| health.failure(110, true, &error(), FailurePolicy::Local));
         assert!(health.backing_off());
         assert_eq!(
             health.outage_since.load(Ordering::Acquire),
             107,
             "begun at 107"
         );
+        assert!(lines.contains("keeps failing; backing off"), "{lines}");
+        assert!(!lines.contains("failed again"), "{lines}");
+    }
+
+    /// What `f` logs at `warn` and above.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+        text
     }
 
     #[test]

@@ -1,7 +1,8 @@
 /// How [`RedisStore`](super::RedisStore) answers when Redis fails or is too slow.
 ///
 /// A check fails when Redis returns an error or does not answer within the store's timeout,
-/// and, after repeated failures, during the back-off in which checks do not wait for Redis.
+/// when its call is dropped because the runtime the store was built on shuts down, and, after
+/// repeated failures, during the back-off in which checks do not wait for Redis.
 ///
 /// ```
 /// use tower_ratelimit::store::{FailurePolicy, RedisStore};
