@@ -137,7 +137,6 @@ impl Health {
             // failure unless a call failing since began it (and said so).
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
-            let backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX);
             if self
                 .outage_since
                 .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
@@ -146,19 +145,12 @@ impl Health {
                 tracing::warn!(
                     error = %Chain(error),
                     ?policy,
-                    backoff_ms,
+                    backoff_ms = self.backoff_ms(),
                     "Redis rate limit store failed again; backing off: checks skip Redis and \
                      are answered by the failure policy, one probe per back-off period"
                 );
             } else {
-                tracing::warn!(
-                    error = %Chain(error),
-                    ?policy,
-                    failures,
-                    backoff_ms,
-                    "Redis rate limit store keeps failing; backing off: checks skip Redis and \
-                     are answered by the failure policy, one probe per back-off period"
-                );
+                self.log_backoff(error, policy, failures);
             }
             return;
         }
@@ -182,15 +174,24 @@ impl Health {
         {
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
-            tracing::warn!(
-                error = %Chain(error),
-                ?policy,
-                failures,
-                backoff_ms = u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX),
-                "Redis rate limit store keeps failing; backing off: checks skip Redis and are \
-                 answered by the failure policy, one probe per back-off period"
-            );
+            self.log_backoff(error, policy, failures);
         }
+    }
+
+    /// The line of a back-off that begins in an outage already logged.
+    fn log_backoff(&self, error: &RedisStoreError, policy: FailurePolicy, failures: u32) {
+        tracing::warn!(
+            error = %Chain(error),
+            ?policy,
+            failures,
+            backoff_ms = self.backoff_ms(),
+            "Redis rate limit store keeps failing; backing off: checks skip Redis and are \
+             answered by the failure policy, one probe per back-off period"
+        );
+    }
+
+    fn backoff_ms(&self) -> u64 {
+        u64::try_from(self.backoff.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A probe was dropped before Redis answered: let the next check probe instead.
