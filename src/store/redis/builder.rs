@@ -170,13 +170,19 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Uses an existing single-server connection manager.
+    /// Uses an existing single-server connection manager, with its own settings: the store
+    /// opens its own with one reconnection attempt and no sleep between attempts (the store's
+    /// back-off spaces them out), and no response timeout of its own (the store's bounds every
+    /// call); a manager passed in that sleeps between reconnection attempts can hold a call
+    /// past the store's timeout once Redis is back.
     pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
         self.target = Target::Manager(connection);
         self
     }
 
-    /// Uses an existing Redis Cluster connection.
+    /// Uses an existing Redis Cluster connection, with its own settings (the store opens its
+    /// own with three retries, enough for a restarted node's dead connection and the
+    /// redirection that follows it).
     pub fn cluster_connection(mut self, connection: ClusterConnection) -> Self {
         self.target = Target::ClusterConnection(connection);
         self
