@@ -77,80 +77,41 @@ impl Throttle {
 mod tests {
     use super::*;
 
+    /// An error with this message and this source.
     #[derive(Debug)]
-    struct Outer(std::io::Error);
+    struct Caused(&'static str, Box<dyn Error + 'static>);
 
-    impl fmt::Display for Outer {
+    impl fmt::Display for Caused {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("could not connect")
+            f.write_str(self.0)
         }
     }
 
-    impl Error for Outer {
+    impl Error for Caused {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
+            Some(&*self.1)
         }
     }
 
-    /// Writes its source's text as its own message and returns that source too, as redis-rs's
-    /// errors do.
-    #[derive(Debug)]
-    struct Echo(std::io::Error);
-
-    impl fmt::Display for Echo {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            self.0.fmt(f)
-        }
-    }
-
-    impl Error for Echo {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    /// Mentions its source's text in the middle of its message.
-    #[derive(Debug)]
-    struct Mention(std::io::Error);
-
-    impl fmt::Display for Mention {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "gave up after {}, twice", self.0)
-        }
-    }
-
-    impl Error for Mention {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[derive(Debug)]
-    struct Wrap(Box<dyn Error + 'static>);
-
-    impl fmt::Display for Wrap {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("the store failed")
-        }
-    }
-
-    impl Error for Wrap {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&*self.0)
-        }
+    fn io(text: &str) -> Box<dyn Error + 'static> {
+        Box::new(std::io::Error::other(text.to_owned()))
     }
 
     #[test]
     fn a_chain_writes_a_cause_once_when_an_error_repeats_its_source() {
-        let echo = Echo(std::io::Error::other("broken pipe"));
+        // As redis-rs's errors do: the source's text as the error's own message.
+        let echo = Caused("broken pipe", io("broken pipe"));
         assert_eq!(Chain(&echo).to_string(), "broken pipe");
-        let wrapped = Wrap(Box::new(Echo(std::io::Error::other("broken pipe"))));
+        let wrapped = Caused(
+            "the store failed",
+            Box::new(Caused("broken pipe", io("broken pipe"))),
+        );
         assert_eq!(Chain(&wrapped).to_string(), "the store failed: broken pipe");
     }
 
     #[test]
     fn a_chain_writes_a_cause_that_the_line_only_mentions_before_its_end() {
-        let mention = Mention(std::io::Error::other("broken pipe"));
+        let mention = Caused("gave up after broken pipe, twice", io("broken pipe"));
         assert_eq!(
             Chain(&mention).to_string(),
             "gave up after broken pipe, twice: broken pipe"
@@ -159,13 +120,16 @@ mod tests {
 
     #[test]
     fn a_chain_writes_each_cause_after_the_error() {
-        let outer = Outer(std::io::Error::other("connection refused"));
+        let outer = Caused("could not connect", io("connection refused"));
         assert_eq!(
             Chain(&outer).to_string(),
             "could not connect: connection refused"
         );
         assert_eq!(Chain(&fmt::Error).to_string(), fmt::Error.to_string());
-        let nested = Wrap(Box::new(Outer(std::io::Error::other("connection refused"))));
+        let nested = Caused(
+            "the store failed",
+            Box::new(Caused("could not connect", io("connection refused"))),
+        );
         assert_eq!(
             Chain(&nested).to_string(),
             "the store failed: could not connect: connection refused"
