@@ -137,11 +137,7 @@ impl Health {
             // failure unless a call failing since began it (and said so).
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
-            if self
-                .outage_since
-                .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if self.begin_outage(now) {
                 tracing::warn!(
                     error = %Chain(error),
                     ?policy,
@@ -154,12 +150,7 @@ impl Health {
             }
             return;
         }
-        if failures == 1
-            && self
-                .outage_since
-                .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+        if failures == 1 && self.begin_outage(now) {
             tracing::warn!(
                 error = %Chain(error),
                 ?policy,
@@ -176,6 +167,13 @@ impl Health {
             self.degraded.increment(1.0);
             self.log_backoff(error, policy, failures);
         }
+    }
+
+    /// Marks an outage begun at `now`, unless one is already; whether it was begun here.
+    fn begin_outage(&self, now: u64) -> bool {
+        self.outage_since
+            .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// The line of a back-off that begins in an outage already logged.
