@@ -80,7 +80,8 @@ impl Lane {
 struct Queue {
     waiting: VecDeque<Waiting>,
     /// Whether a call is in flight on the lane: a check's own, or the sender task's, which
-    /// takes the queue each time its call returns.
+    /// takes the queue each time its call returns. Never false with checks waiting: whatever
+    /// ends the lane's call hands those to a sender, or back to their futures.
     running: bool,
 }
 
@@ -134,7 +135,7 @@ pub(super) enum Submitted {
     /// Queued behind the call in flight; the answer comes from a later call.
     Queued(Answer),
     /// Sent alone by the check's own future: its lane was idle (with the lane's [`Claim`]),
-    /// or there are no lanes, or no Tokio runtime here to run a sender on (no claim).
+    /// or there are no lanes (no claim).
     Alone(Ask, Option<Claim>),
 }
 
@@ -168,41 +169,27 @@ impl Drop for Claim {
     }
 }
 
-/// Sends `ask` alone if its lane is idle; else queues it, and starts the lane's sender if
-/// checks wait with no call in flight.
+/// Sends `ask` alone if its lane is idle; else queues it behind the call in flight, whose end
+/// hands it to the lane's sender.
 pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
     let Some(lanes) = &inner.lanes else {
         return Submitted::Alone(ask, None);
     };
     let slot = lanes.slot_of(&ask);
-    let (answer, start) = {
-        let mut queue = lanes.lane(slot).queue();
-        let start = match queue.running {
-            true => None,
-            false if queue.waiting.is_empty() => {
-                queue.running = true;
-                let claim = Claim {
-                    inner: Arc::clone(inner),
-                    slot,
-                };
-                return Submitted::Alone(ask, Some(claim));
-            }
-            false => match sender_runtime(inner) {
-                Some(runtime) => Some(runtime),
-                None => return Submitted::Alone(ask, None),
-            },
-        };
+    let mut queue = lanes.lane(slot).queue();
+    if !queue.running {
         queue.running = true;
-        let (sender, answer) = oneshot::channel();
-        queue.waiting.push_back(Waiting {
-            ask,
-            answer: sender,
-        });
-        (answer, start)
-    };
-    if let Some(runtime) = start {
-        spawn_sender(&runtime, inner, slot);
+        let claim = Claim {
+            inner: Arc::clone(inner),
+            slot,
+        };
+        return Submitted::Alone(ask, Some(claim));
     }
+    let (sender, answer) = oneshot::channel();
+    queue.waiting.push_back(Waiting {
+        ask,
+        answer: sender,
+    });
     Submitted::Queued(answer)
 }
 
