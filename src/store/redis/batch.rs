@@ -277,7 +277,9 @@ impl Drop for InFlight<'_> {
         let answered = self.asks.len() - self.answers.len();
         for (ask, answer) in self.asks[answered..].iter().zip(self.answers.drain(..)) {
             if !answer.is_closed() {
-                let _ = answer.send(Outcome::Decided(self.inner.dropped(ask)));
+                let _ = answer.send(Outcome::Decided(
+                    self.inner.ask_by_policy(ask, RedisStoreError::lost()),
+                ));
             }
         }
     }

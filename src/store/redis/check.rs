@@ -170,7 +170,7 @@ impl Inner {
             Err(error) => {
                 self.health.failure(local_now, probing, &error, self.policy);
                 for ask in asks {
-                    answer(self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error.clone()));
+                    answer(self.ask_by_policy(ask, error.clone()));
                 }
                 return;
             }
@@ -199,7 +199,7 @@ impl Inner {
                                  is answered by the failure policy"
                             );
                         }
-                        self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
+                        self.ask_by_policy(ask, error)
                     }
                 },
             );
@@ -328,14 +328,13 @@ impl Inner {
         }
     }
 
-    /// The failure policy's answer to `ask`, whose call was dropped before Redis answered.
-    pub(super) fn dropped(&self, ask: &Ask) -> Result<Decisions, RedisStoreError> {
-        self.by_policy(
-            &ask.stack,
-            ask.keys.key(),
-            ask.cost,
-            RedisStoreError::lost(),
-        )
+    /// The failure policy's answer to `ask`, which Redis did not answer (`error` says why).
+    pub(super) fn ask_by_policy(
+        &self,
+        ask: &Ask,
+        error: RedisStoreError,
+    ) -> Result<Decisions, RedisStoreError> {
+        self.by_policy(&ask.stack, ask.keys.key(), ask.cost, error)
     }
 
     /// The failure policy's answer to a check of `key` (in the form the stores keep it in)
