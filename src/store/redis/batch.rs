@@ -204,51 +204,43 @@ fn sender_runtime(inner: &Inner) -> Option<tokio::runtime::Handle> {
 }
 
 /// Spawns the sender of a lane marked running, outside the lane's lock: a runtime that is
-/// shutting down drops the task at once, and its [`Stopped`] then marks the lane idle.
+/// shutting down drops the task at once, and its [`LaneSender`] then marks the lane idle.
 fn spawn_sender(runtime: &tokio::runtime::Handle, inner: &Arc<Inner>, slot: usize) {
-    let stopped = Stopped {
+    let sender = LaneSender {
         inner: Arc::clone(inner),
         slot,
         running: true,
+        asks: Vec::new(),
+        answers: VecDeque::new(),
     };
-    runtime.spawn(send(stopped));
+    runtime.spawn(send(sender));
 }
 
 /// A lane's sender: one call at a time, each carrying what queued while the last was in flight;
-/// ends when its lane is empty. `stopped` is an argument, not made inside, so that it marks the
-/// lane idle however the task ends, even dropped unpolled: no check is left queued behind a
-/// sender that is gone.
-async fn send(mut stopped: Stopped) {
-    let Some(lanes) = &stopped.inner.lanes else {
+/// ends when its lane is empty. `sender` is an argument, not made inside, so that its drop
+/// runs however the task ends, even dropped unpolled: no check is left queued behind a sender
+/// that is gone, nor carried by a call that is.
+async fn send(mut sender: LaneSender) {
+    let inner = Arc::clone(&sender.inner);
+    let Some(lanes) = &inner.lanes else {
         return;
     };
-    let lane = lanes.lane(stopped.slot);
-    let mut batch = InFlight {
-        inner: &stopped.inner,
-        asks: Vec::new(),
-        answers: std::collections::VecDeque::new(),
-    };
+    let lane = lanes.lane(sender.slot);
     loop {
         {
             let mut queue = lane.queue();
             if queue.waiting.is_empty() {
                 queue.running = false;
-                drop(queue);
-                drop(batch);
-                stopped.running = false;
+                sender.running = false;
                 return;
             }
             let take = queue.waiting.len().min(lanes.max_batch);
             for waiting in queue.waiting.drain(..take) {
-                batch.asks.push(waiting.ask);
-                batch.answers.push_back(waiting.answer);
+                sender.asks.push(waiting.ask);
+                sender.answers.push_back(waiting.answer);
             }
         }
-        let InFlight {
-            inner,
-            asks,
-            answers,
-        } = &mut batch;
+        let LaneSender { asks, answers, .. } = &mut sender;
         inner
             .call(asks, |outcome| {
                 if let Some(answer) = answers.pop_front() {
@@ -257,46 +249,36 @@ async fn send(mut stopped: Stopped) {
                 }
             })
             .await;
-        batch.answers.clear();
-        batch.asks.clear();
+        sender.answers.clear();
+        sender.asks.clear();
     }
 }
 
-/// A sender's call in flight: dropped before the call has answered every check (the sender's
-/// runtime is shutting down), it answers the rest by the failure policy, as a failed call
-/// would. They are not sent again: Redis may have run the call.
-struct InFlight<'a> {
-    inner: &'a Inner,
-    asks: Vec<Ask>,
-    /// The answers still owed, in the order of the last `answers.len()` asks.
-    answers: std::collections::VecDeque<oneshot::Sender<Outcome>>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let answered = self.asks.len() - self.answers.len();
-        for (ask, answer) in self.asks[answered..].iter().zip(self.answers.drain(..)) {
-            if !answer.is_closed() {
-                let _ = answer.send(Outcome::Decided(
-                    self.inner.ask_by_policy(ask, RedisStoreError::lost()),
-                ));
-            }
-        }
-    }
-}
-
-/// A lane's sender's hold on the lane: if the sender ends before it has emptied the lane (its
-/// runtime is shutting down), marks the lane idle and returns the checks waiting to their
-/// futures.
-struct Stopped {
+/// A lane's sender's hold on the lane and on the call it has in flight. Dropped before it has
+/// emptied the lane (its runtime is shutting down), it answers the checks of that call which
+/// are still owed by the failure policy, as a failed call would (they are not sent again:
+/// Redis may have run the call), then marks the lane idle and returns the checks waiting to
+/// their futures.
+struct LaneSender {
     inner: Arc<Inner>,
     slot: usize,
     /// Whether the lane still counts this sender as its call in flight.
     running: bool,
+    /// The checks of the call in flight.
+    asks: Vec<Ask>,
+    /// The answers still owed, in the order of the last `answers.len()` asks.
+    answers: VecDeque<oneshot::Sender<Outcome>>,
 }
 
-impl Drop for Stopped {
+impl Drop for LaneSender {
     fn drop(&mut self) {
+        let answered = self.asks.len() - self.answers.len();
+        for (ask, answer) in self.asks[answered..].iter().zip(self.answers.drain(..)) {
+            if !answer.is_closed() {
+                let outcome = self.inner.ask_by_policy(ask, RedisStoreError::lost());
+                let _ = answer.send(Outcome::Decided(outcome));
+            }
+        }
         if let (true, Some(lanes)) = (self.running, &self.inner.lanes) {
             lanes.lane(self.slot).idle(&self.inner);
         }
