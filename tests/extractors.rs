@@ -232,6 +232,29 @@ async fn a_hop_with_obs_text_is_unreadable_and_the_rest_of_its_line_is_read() {
     }
 }
 
+/// A quoted string in a `Forwarded` element may hold commas, semicolons and escaped quotes (a
+/// `host` that a proxy copied from the request): they split neither elements nor parameters,
+/// so what a client wrote there is never read as a hop.
+#[tokio::test]
+async fn quoted_forwarded_values_split_neither_elements_nor_parameters() {
+    let values: [&[u8]; 5] = [
+        b"for=203.0.113.9;host=\"example.com,for=6.6.6.6\"",
+        b"host=\"example.com;for=6.6.6.6\";for=203.0.113.9",
+        b"for=203.0.113.9;host=\"a\\\",for=6.6.6.6\"",
+        b"for=6.6.6.6, for=\"203.0.113.9\";host=\"a,b\", for=10.0.0.7",
+        b"for=6.6.6.6, for=\"\\203.0.113.9\";host=\"a\\\\\"",
+    ];
+    for value in values {
+        let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value).await;
+        assert_eq!(
+            got.to_string(),
+            "203.0.113.9",
+            "{:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
 #[tokio::test]
 async fn thousands_of_hops_are_answered_quickly_and_keyed_consistently() {
     let (svc, store) = rig(behind_proxies());

@@ -72,7 +72,8 @@ impl ForwardedIp {
     }
 
     /// Reads the standard `Forwarded` header (RFC 7239, its `for=` parameters) instead of
-    /// `X-Forwarded-For`.
+    /// `X-Forwarded-For`. Commas and semicolons inside quoted strings (a `host` that a proxy
+    /// copied from the request) split nothing, and escapes in them are undone.
     ///
     /// ```
     /// let key = tower_ratelimit::ForwardedIp::new(["192.0.2.0/24"])?.rfc7239();
@@ -114,7 +115,10 @@ impl ForwardedIp {
             .get_all(&self.header)
             .iter()
             .rev()
-            .flat_map(|value| value.as_bytes().rsplit(|&b| b == b','))
+            .flat_map(|value| Hops {
+                rest: Some(value.as_bytes()),
+                quoting: rfc7239,
+            })
             .take(MAX_HOPS);
         for hop in hops {
             let ip = ascii(hop).and_then(|hop| {
@@ -150,6 +154,44 @@ impl<B> KeyExtractor<B> for ForwardedIp {
     }
 }
 
+/// The hops of one header line, from the right: split at commas, in `Forwarded` only at those
+/// outside quoted strings (a quoted value, such as a `host` copied from the request, may hold
+/// commas). Read from the right, the hops that proxies wrote are split as they wrote them,
+/// whatever a client put further left.
+struct Hops<'a> {
+    rest: Option<&'a [u8]>,
+    quoting: bool,
+}
+
+impl<'a> Iterator for Hops<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let line = self.rest?;
+        let mut quoted = false;
+        for (i, &byte) in line.iter().enumerate().rev() {
+            match byte {
+                b',' if !quoted => {
+                    self.rest = Some(&line[..i]);
+                    return Some(&line[i + 1..]);
+                }
+                // From the right, a quote begins a quoted string, and inside one, a quote
+                // that a backslash does not escape ends it.
+                b'"' if self.quoting && !(quoted && escaped(&line[..i])) => quoted = !quoted,
+                _ => {}
+            }
+        }
+        self.rest = None;
+        Some(line)
+    }
+}
+
+/// Whether the byte that follows `before` in a quoted string is escaped: whether `before` ends
+/// in an odd number of backslashes.
+fn escaped(before: &[u8]) -> bool {
+    before.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
+}
+
 /// A hop's text if every byte of it is ASCII; a hop with obs-text in it is unreadable.
 fn ascii(hop: &[u8]) -> Option<&str> {
     if hop.is_ascii() {
@@ -161,13 +203,56 @@ fn ascii(hop: &[u8]) -> Option<&str> {
 
 /// The address in one `Forwarded` element: its `for=` parameter, quoted or not.
 fn forwarded_for(element: &str) -> Option<IpAddr> {
-    element.split(';').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| parse_hop(value.trim().trim_matches('"')))
-            .flatten()
-    })
+    let value = for_value(element)?;
+    match value.strip_prefix('"') {
+        Some(quoted) => parse_hop(unquote(quoted, &mut [0; 64])?),
+        None => parse_hop(value),
+    }
+}
+
+/// The value of the first `for` parameter of a `Forwarded` element, as written: parameters are
+/// split at semicolons outside quoted strings.
+fn for_value(element: &str) -> Option<&str> {
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    // A semicolon after the last parameter ends it like the others.
+    for (i, byte) in element.bytes().chain([b';']).enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b';' if !quoted => {
+                let pair = &element[start..i];
+                if let Some((name, value)) = pair.split_once('=') {
+                    if name.trim().eq_ignore_ascii_case("for") {
+                        return Some(value.trim());
+                    }
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The text of a quoted string whose opening quote is gone, its backslash escapes undone, if
+/// it ends at its closing quote and fits in `buf` (no hop longer than 64 bytes is read).
+fn unquote<'b>(quoted: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    let mut bytes = quoted.bytes();
+    let mut len = 0;
+    loop {
+        let byte = match bytes.next()? {
+            b'"' => break,
+            b'\\' => bytes.next()?,
+            byte => byte,
+        };
+        *buf.get_mut(len)? = byte;
+        len += 1;
+    }
+    if bytes.next().is_some() {
+        return None;
+    }
+    std::str::from_utf8(&buf[..len]).ok()
 }
 
 /// One hop: `192.0.2.1`, `2001:db8::1`, `192.0.2.1:8080` or `[2001:db8::1]:8080`.
