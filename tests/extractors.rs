@@ -255,6 +255,26 @@ async fn quoted_forwarded_values_split_neither_elements_nor_parameters() {
     }
 }
 
+/// RFC 7239 lets a proxy hide a port behind an obfuscated identifier (`_` and letters,
+/// digits, `.`, `_`, `-`); the address before it is still the client's.
+#[tokio::test]
+async fn an_obfuscated_port_hides_the_port_not_the_address() {
+    let values: [&[u8]; 3] = [
+        b"for=\"203.0.113.9:_gazonk\"",
+        b"for=6.6.6.6, for=\"203.0.113.9:_p.1-x\";proto=https, for=10.0.0.7",
+        b"for=6.6.6.6, for=\"[::ffff:203.0.113.9]:_hidden\"",
+    ];
+    for value in values {
+        let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value).await;
+        assert_eq!(
+            got.to_string(),
+            "203.0.113.9",
+            "{:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
 #[tokio::test]
 async fn thousands_of_hops_are_answered_quickly_and_keyed_consistently() {
     let (svc, store) = rig(behind_proxies());

@@ -205,8 +205,17 @@ fn ascii(hop: &[u8]) -> Option<&str> {
 fn forwarded_for(element: &str) -> Option<IpAddr> {
     let value = for_value(element)?;
     match value.strip_prefix('"') {
-        Some(quoted) => parse_hop(unquote(quoted, &mut [0; 64])?),
-        None => parse_hop(value),
+        Some(quoted) => node(unquote(quoted, &mut [0; 64])?),
+        None => node(value),
+    }
+}
+
+/// A node (RFC 7239, section 6): an address with an optional port, which may be obfuscated
+/// (`192.0.2.43:_abc`, `"[2001:db8::1]:_abc"`); an obfuscated port hides the port only.
+fn node(node: &str) -> Option<IpAddr> {
+    match node.trim().rsplit_once(':') {
+        Some((addr, port)) if port.starts_with('_') => parse_hop(addr),
+        _ => parse_hop(node),
     }
 }
 
