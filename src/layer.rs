@@ -371,7 +371,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     }
 
     /// Whether allowed responses carry the `RateLimit-Policy` and `RateLimit` headers too
-    /// (default: off; rejections always carry them).
+    /// (default: off; rejections always carry them). A request that passes at cost 0 gets
+    /// none: it is not checked, so there are no figures to report.
     ///
     /// ```
     /// let layer = tower_ratelimit::RateLimitLayer::builder()
@@ -442,13 +443,23 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
 impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// The layer, or an error naming what cannot work: no policy, a policy name that cannot go
     /// in a header or is used twice in a stack, a tier named twice, a fixed cost above a
-    /// burst, or a policy the store refuses (a name registered before with another quota).
+    /// burst, a missing-key status that is not an error (4xx or 5xx), or a policy the store
+    /// refuses (a name registered before with another quota).
     #[allow(clippy::type_complexity)]
     pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError> {
         let settings = self.settings;
         let mut stacks = Vec::with_capacity(1 + settings.tiers.len());
         stacks.push((DEFAULT_TIER.to_owned(), settings.policies));
         stacks.extend(settings.tiers);
+        if let MissingKey::Reject(status) = settings.missing_key {
+            if !(status.is_client_error() || status.is_server_error()) {
+                return Err(ConfigError::new(format!(
+                    "RateLimitLayer rejects requests without a key with {status}, which is not an \
+                     error status: use a 4xx or 5xx status (such as 401), or `MissingKey::Allow` \
+                     to let them through unlimited"
+                )));
+            }
+        }
         if stacks[0].1.is_empty() {
             return Err(ConfigError::new(
                 "RateLimitLayer has no policy: call `.quota(Quota::per_second(n))` or \

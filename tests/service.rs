@@ -453,6 +453,28 @@ async fn missing_key_reject_answers_with_the_configured_status() {
     );
 }
 
+#[test]
+fn a_missing_key_status_that_is_not_an_error_is_a_build_error() {
+    for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::FOUND] {
+        let err = RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .key(Header::new("x-api-key"))
+            .on_missing_key(MissingKey::Reject(status))
+            .build()
+            .expect_err("a request without a key would have been answered as a success");
+        let message = err.to_string();
+        assert!(message.contains(status.as_str()), "{message}");
+        assert!(message.contains("4xx or 5xx"), "{message}");
+    }
+    for status in [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE] {
+        assert!(RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .on_missing_key(MissingKey::Reject(status))
+            .build()
+            .is_ok());
+    }
+}
+
 #[tokio::test]
 async fn for_grpc_answers_resource_exhausted_over_http_200() {
     let (inner, calls) = counting_ok();

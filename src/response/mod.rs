@@ -9,7 +9,7 @@
 //! - a short `text/plain` body, and its exact `Content-Length`;
 //! - a [`RateLimited`] in the response extensions, for middleware further out.
 //!
-//! A request whose cost can never fit the burst of one of its policies gets
+//! A request whose cost can never fit the burst of one of its enforced policies gets
 //! `413 Content Too Large` (gRPC: `INVALID_ARGUMENT`) without `Retry-After`: waiting would not
 //! help. See [`CostTooLarge`].
 //!

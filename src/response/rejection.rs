@@ -104,8 +104,8 @@ impl fmt::Debug for RateLimited {
     }
 }
 
-/// A request whose cost can never fit the burst of one of its policies: it is never admitted,
-/// and waiting would not help, so its answer has no `Retry-After`. It displays as
+/// A request whose cost can never fit the burst of one of its enforced policies: it is never
+/// admitted, and waiting would not help, so its answer has no `Retry-After`. It displays as
 /// `a request of cost 12 can never fit policy "search", whose burst is 10`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CostTooLarge {
