@@ -468,6 +468,12 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         }
         for (i, (name, policies)) in stacks.iter().enumerate() {
             validate_stack(name, policies)?;
+            if i > 0 && name == DEFAULT_TIER {
+                return Err(ConfigError::new(format!(
+                    "RateLimitLayer has a tier named {DEFAULT_TIER:?}, the name of the tier made \
+                     of the policies given by `.quota` and `.policy`: give the tier another name"
+                )));
+            }
             if stacks[..i].iter().any(|(other, _)| other == name) {
                 return Err(ConfigError::new(format!(
                     "RateLimitLayer has two tiers named {name:?}: give each tier its own name"

@@ -216,7 +216,7 @@ impl Quota {
         let mut burst_seen = false;
         for part in parts {
             let (name, value) = part.split_once('=').ok_or_else(invalid)?;
-            if name.trim() != "burst" || burst_seen {
+            if !name.trim().eq_ignore_ascii_case("burst") || burst_seen {
                 return Err(invalid());
             }
             burst_seen = true;
@@ -314,7 +314,8 @@ impl fmt::Display for Quota {
 impl FromStr for Quota {
     type Err = QuotaError;
 
-    /// Parses `"<n>/<unit>"` with an optional `"; burst=<b>"` (a `,` works as separator too).
+    /// Parses `"<n>/<unit>"` with an optional `"; burst=<b>"` (a `,` works as separator too;
+    /// the unit and `burst` in any case).
     ///
     /// Units: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour` (plurals allowed).
     /// Every error quotes `s`.
@@ -573,6 +574,14 @@ mod tests {
         assert_eq!(
             "10/min, burst=20".parse(),
             Ok(Quota::per_minute(10).allow_burst(20))
+        );
+        assert_eq!(
+            "10/MIN; BURST=20".parse(),
+            Ok(Quota::per_minute(10).allow_burst(20))
+        );
+        assert_eq!(
+            "10/s; Burst=3".parse(),
+            Ok(Quota::per_second(10).allow_burst(3))
         );
     }
 

@@ -168,6 +168,26 @@ fn one_policy_name_with_two_quotas_on_one_store_is_a_build_error_naming_it() {
         .is_ok());
 }
 
+#[test]
+fn tier_names_that_cannot_be_told_apart_are_build_errors_naming_them() {
+    let err = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .tier("default", [Policy::new("pro", Quota::per_minute(100))])
+        .build()
+        .expect_err("a tier named like the default tier was accepted");
+    let message = err.to_string();
+    assert!(message.contains("\"default\""), "{message}");
+    assert!(message.contains("another name"), "{message}");
+
+    let err = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .tier("pro", [Policy::new("pro", Quota::per_minute(100))])
+        .tier("pro", [Policy::new("team", Quota::per_minute(1000))])
+        .build()
+        .expect_err("two tiers of one name were accepted");
+    assert!(err.to_string().contains("two tiers named \"pro\""), "{err}");
+}
+
 /// One name with one quota in two tiers of one layer is one budget, as across layers.
 #[tokio::test]
 async fn two_tiers_naming_one_policy_share_its_budget() {

@@ -35,10 +35,12 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
 ///   task is needed.
 /// - At most `max_keys` keys are tracked (default 1 000 000), as a share of the cap per shard
-///   of the map. When a new key's shard is full and none of its keys is idle (which can happen
-///   a few percent before the whole map holds `max_keys`), keys not yet tracked share one
-///   overflow budget per policy until room frees up: a client rotating through fresh keys gets
-///   no more than one key's quota, and memory stays bounded.
+///   of the map. When a new key's shard is full (which can happen a few percent before the
+///   whole map holds `max_keys`) and its last sweep found no idle key, keys not yet tracked
+///   share one overflow budget per policy until a sweep frees room: a client rotating through
+///   fresh keys gets no more than one key's quota, and memory stays bounded. A full shard
+///   sweeps at most once per 100 ms, so that such a flood cannot make every new key scan it:
+///   keys that go idle in between make room at the next sweep, not at once.
 ///
 /// Clones share the same map and the same policies. Registering a policy name twice with
 /// different quotas is an error.
@@ -425,9 +427,10 @@ impl<C> Inner<C> {
             tracing::warn!(
                 max_keys = self.keys.cap(),
                 new_keys_not_logged = suppressed,
-                "rate limit store is full of keys that are not idle: new keys share one \
-                 overflow budget per policy until room frees up, so new clients may be limited \
-                 on their first request; raise max_keys if these are real clients"
+                "rate limit store is full of keys that were not idle at its last sweep: new keys \
+                 share one overflow budget per policy until a sweep (at most one per 100 ms) \
+                 frees room, so new clients may be limited on their first request; raise \
+                 max_keys if these are real clients"
             );
         }
         let key = self.keys.key(OVERFLOW_KEY);
