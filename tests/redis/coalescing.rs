@@ -263,6 +263,34 @@ async fn a_hot_key_queued_many_times_is_decided_in_arrival_order_in_capped_calls
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_queued_check_dropped_before_its_call_is_sent_takes_nothing() {
+    let server = RedisServer::start();
+    let store = strict_store("dropped")
+        .url(server.url())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("dropped", Quota::per_hour(3))])
+        .unwrap();
+    // The first goes alone; the next two queue behind it, and one is dropped (its request was
+    // cancelled, its client gone) before the call that would carry it is sent.
+    let first = store.check(&stack, b"k", 1);
+    let dropped = store.check(&stack, b"k", 1);
+    let kept = store.check(&stack, b"k", 1);
+    drop(dropped);
+    assert!(first.await.unwrap().is_allowed());
+    assert!(kept.await.unwrap().is_allowed());
+    let left = store.peek(&stack, b"k").await.unwrap();
+    assert_eq!(
+        left.as_slice()[0].remaining(),
+        1,
+        "the dropped check took a cell"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_check_that_finds_no_call_in_flight_goes_alone_at_once() {
     let server = RedisServer::start();
     let store = strict_store("alone")

@@ -229,6 +229,9 @@ async fn send(mut sender: LaneSender) {
     loop {
         {
             let mut queue = lane.queue();
+            // A check whose future is gone (its request cancelled) is not sent: it takes
+            // nothing from its budget.
+            queue.waiting.retain(|waiting| !waiting.answer.is_closed());
             if queue.waiting.is_empty() {
                 queue.running = false;
                 sender.running = false;
