@@ -475,4 +475,15 @@ mod tests {
             "{bad_url}"
         );
     }
+
+    #[tokio::test]
+    async fn a_socket_password_stays_out_of_messages() {
+        let url = "redis+unix:///nonexistent/redis.sock?db=2&pass=s3cret";
+        let builder = RedisStore::builder().url(url);
+        assert!(!format!("{builder:?}").contains("s3cret"), "{builder:?}");
+        let error = builder.build().await.unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("redis.sock?db=2&pass=***"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+    }
 }

@@ -231,14 +231,25 @@ fn unreachable(name: &str, error: redis::RedisError) -> ConfigError {
     )
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages: the one before `@`, and a socket's `pass=`.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
         _ => url.to_owned(),
-    }
+    };
+    let Some((address, query)) = url.split_once('?') else {
+        return url;
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| match pair.starts_with("pass=") {
+            true => "pass=***",
+            false => pair,
+        })
+        .collect();
+    format!("{address}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -252,5 +263,9 @@ mod tests {
             "redis://***@host:6379/0"
         );
         assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?pass=secret&db=1"),
+            "redis+unix:///run/redis.sock?pass=***&db=1"
+        );
     }
 }
