@@ -226,7 +226,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How many failures in a row start a back-off (default 3).
+    /// How many failures in a row start a back-off (default 3; at least 1).
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder().failures_before_backoff(5);
@@ -354,8 +354,8 @@ impl RedisStoreBuilder {
     }
 
     /// Connects, loads the script, and returns the store; or an error naming what is wrong:
-    /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off or key cap,
-    /// or a Redis that cannot be reached or cannot run scripts.
+    /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap or
+    /// failures before a back-off, or a Redis that cannot be reached or cannot run scripts.
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.contains(['{', '}']) {
             return Err(ConfigError::new(format!(
@@ -367,6 +367,12 @@ impl RedisStoreBuilder {
         if self.timeout.is_zero() || self.backoff.is_zero() {
             return Err(ConfigError::new(
                 "RedisStore timeout and backoff must be longer than zero",
+            ));
+        }
+        if self.failures_before_backoff == 0 {
+            return Err(ConfigError::new(
+                "RedisStore failures_before_backoff is 0; a back-off follows at least one failed \
+                 call: use 1 or more",
             ));
         }
         if self.max_batch == 0 {
@@ -473,6 +479,20 @@ mod tests {
         assert!(
             bad_url.to_string().contains("invalid Redis URL"),
             "{bad_url}"
+        );
+    }
+
+    #[tokio::test]
+    async fn zero_failures_before_backoff_is_refused() {
+        let error = RedisStore::builder()
+            .url("redis://127.0.0.1:1")
+            .failures_before_backoff(0)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("failures_before_backoff is 0"),
+            "{error}"
         );
     }
 

@@ -44,7 +44,7 @@ impl Health {
             probing: AtomicBool::new(false),
             outage_since: AtomicU64::new(0),
             policy_answers: AtomicU64::new(0),
-            failures_before_backoff: failures_before_backoff.max(1),
+            failures_before_backoff,
             backoff,
             #[cfg(feature = "metrics")]
             degraded: crate::telemetry::redis::degraded(),
