@@ -50,7 +50,10 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   every key of its stack is kept and those TATs already deny it at its cost: Redis only
 ///   moves a TAT forward, so it would deny the check too. The wait and remaining come from the
 ///   kept TATs (Redis may hold later ones, written by other processes, and give a longer
-///   wait). Stacks with a shadow policy always go to Redis. Bounded by
+///   wait). A key that Redis loses (deleted to reset a client, flushed, evicted under
+///   `maxmemory`, gone with a restart or a failover) is still denied here until its kept TAT
+///   lets the check through: for at most the wait the cache answers with. Stacks with a
+///   shadow policy always go to Redis. Bounded by
 ///   [`max_local_keys`](RedisStoreBuilder::max_local_keys).
 /// - **Coalescing**: a check that finds no call in flight is sent at once, alone; while a call
 ///   is in flight, the checks that arrive queue, and the next call carries them all (up to
