@@ -49,7 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
-    println!("listening on http://{addr}  (quota: {quota} per client IP, shared on {redis_url})");
+    // The server's address only: a password (before `@` or in `?pass=`) stays out of the log.
+    let server = redis_url.split('?').next().unwrap_or_default();
+    let server = server.rsplit_once('@').map_or(server, |(_, server)| server);
+    println!("listening on http://{addr}  (quota: {quota} per client IP, shared on {server})");
     println!("try: for i in $(seq 7); do curl -si http://{addr}/ | head -n 1; done");
 
     axum::serve(

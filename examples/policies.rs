@@ -324,7 +324,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(not(feature = "metrics"))]
     let routes = Router::new();
     let (app, where_) = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => (redis_app(&url, policies, routes).await?, url),
+        Ok(url) if !url.is_empty() => {
+            let app = redis_app(&url, policies, routes).await?;
+            // The server's address only: a password (before `@` or in `?pass=`) stays out of
+            // the log.
+            let server = url.split('?').next().unwrap_or_default();
+            let server = server.rsplit_once('@').map_or(server, |(_, server)| server);
+            (app, server.to_owned())
+        }
         _ => (
             app_with(memory_store()?, policies, routes)?,
             "memory".to_owned(),
