@@ -331,11 +331,10 @@ impl FromStr for IpNet {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (s.trim(), None),
         };
-        let addr: IpAddr = addr
+        let written: IpAddr = addr
             .parse()
             .map_err(|_| invalid("the address does not parse"))?;
-        let addr = addr.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let max = if written.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
                 .parse::<u8>()
@@ -343,6 +342,16 @@ impl FromStr for IpNet {
                 .filter(|p| *p <= max)
                 .ok_or_else(|| invalid("the prefix length is out of range"))?,
             None => max,
+        };
+        // Peers are compared in IPv4 form when they are IPv4-mapped, so a mapped network
+        // (`::ffff:10.0.0.0/104`) is the IPv4 network of its last 32 bits (`10.0.0.0/8`).
+        let addr = written.to_canonical();
+        let prefix = if addr.is_ipv4() && written.is_ipv6() {
+            prefix.checked_sub(96).ok_or_else(|| {
+                invalid("an IPv4-mapped network needs a prefix length from 96 to 128")
+            })?
+        } else {
+            prefix
         };
         Ok(IpNet { addr, prefix })
     }
@@ -464,6 +473,24 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), want);
         }
+    }
+
+    #[test]
+    fn an_ipv4_mapped_network_is_its_ipv4_network() {
+        let net: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert_eq!(net, "10.0.0.0/8".parse().unwrap());
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let host: IpNet = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(host, "192.0.2.1/32".parse().unwrap());
+        for bad in ["::ffff:10.0.0.0/95", "::ffff:10.0.0.0/129"] {
+            let err = bad.parse::<IpNet>().unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        let err = "::ffff:10.0.0.0/64".parse::<IpNet>().unwrap_err();
+        assert!(err.to_string().contains("from 96 to 128"), "{err}");
     }
 
     #[test]
