@@ -75,6 +75,7 @@ impl RateLimitLayer {
                 headers_on_success: false,
                 missing_key: MissingKey::default(),
                 grpc_always: false,
+                selects_tier: false,
             },
         }
     }
@@ -169,6 +170,8 @@ struct Settings {
     headers_on_success: bool,
     missing_key: MissingKey,
     grpc_always: bool,
+    /// Whether a tier selector was given.
+    selects_tier: bool,
 }
 
 impl<E, St, R, C, T, P> fmt::Debug for RateLimitLayerBuilder<E, St, R, C, T, P> {
@@ -212,13 +215,16 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     }
 
     /// Adds the tier `name` with its stack of policies, for the requests that the
-    /// [tier selector](RateLimitLayerBuilder::select_tier) puts in it.
+    /// [tier selector](RateLimitLayerBuilder::select_tier) puts in it (tiers without a
+    /// selector are a build error: no request could get them).
     ///
     /// ```
+    /// use axum::extract::Request;
     /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
     /// let layer = RateLimitLayer::builder()
     ///     .policy(Policy::new("free", Quota::per_minute(10)))
     ///     .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
+    ///     .select_tier(|req: &Request| req.headers().contains_key("x-pro").then_some("pro"))
     ///     .build()?;
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
@@ -248,7 +254,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///     .build()?;
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
-    pub fn select_tier<T2>(self, select: T2) -> RateLimitLayerBuilder<E, St, R, C, T2, P> {
+    pub fn select_tier<T2>(mut self, select: T2) -> RateLimitLayerBuilder<E, St, R, C, T2, P> {
+        self.settings.selects_tier = true;
         self.map_rules(|rules| Rules {
             cost: rules.cost,
             tier: select,
@@ -443,8 +450,9 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
 impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// The layer, or an error naming what cannot work: no policy, a policy name that cannot go
     /// in a header or is used twice in a stack, a tier named twice, a fixed cost above a
-    /// burst, a missing-key status that is not an error (4xx or 5xx), or a policy the store
-    /// refuses (a name registered before with another quota).
+    /// burst, tiers without a [tier selector](Self::select_tier), a missing-key status that is
+    /// not an error (4xx or 5xx), or a policy the store refuses (a name registered before with
+    /// another quota).
     #[allow(clippy::type_complexity)]
     pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError> {
         let settings = self.settings;
@@ -492,6 +500,13 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                     )));
                 }
             }
+        }
+        if stacks.len() > 1 && !settings.selects_tier {
+            let names: Vec<&str> = stacks[1..].iter().map(|(name, _)| &name[..]).collect();
+            return Err(ConfigError::new(format!(
+                "RateLimitLayer has tiers {names:?} but no tier selector, so every request \
+                 would get the default tier: add `.select_tier(..)` to choose a request's tier"
+            )));
         }
         // Every policy of every tier at once first, so that a layer the store refuses
         // registers nothing; then each tier, which can no longer be refused. A policy that two

@@ -153,6 +153,7 @@ fn one_policy_name_with_two_quotas_on_one_store_is_a_build_error_naming_it() {
     let err = RateLimitLayer::builder()
         .policy(Policy::new("api", Quota::per_minute(10)))
         .tier("pro", [Policy::new("api", Quota::per_minute(100))])
+        .select_tier(|_: &Request<()>| Some("pro"))
         .store(store)
         .build()
         .expect_err("one name with two quotas in one layer was accepted");
@@ -186,6 +187,25 @@ fn tier_names_that_cannot_be_told_apart_are_build_errors_naming_them() {
         .build()
         .expect_err("two tiers of one name were accepted");
     assert!(err.to_string().contains("two tiers named \"pro\""), "{err}");
+}
+
+#[test]
+fn tiers_without_a_tier_selector_are_a_build_error() {
+    let err = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .tier("pro", [Policy::new("pro", Quota::per_minute(100))])
+        .build()
+        .expect_err("tiers no request could ever get were accepted");
+    let message = err.to_string();
+    assert!(message.contains("[\"pro\"]"), "{message}");
+    assert!(message.contains(".select_tier("), "{message}");
+
+    // A selector without tiers is accepted: the names it gives are logged as unknown.
+    assert!(RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .select_tier(|_: &Request<()>| Some("pro"))
+        .build()
+        .is_ok());
 }
 
 /// One name with one quota in two tiers of one layer is one budget, as across layers.
