@@ -422,3 +422,26 @@ async fn an_expiry_step_longer_than_a_day_is_refused() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_store_pointed_at_a_replica_is_refused_when_built() {
+    let primary = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &primary.port().to_string()]);
+    assert_eq!(crate::support::role(&replica), "slave");
+    let error = RedisStore::builder()
+        .url(replica.url())
+        .build()
+        .await
+        .expect_err("a store whose every check would fail with READONLY was built");
+    let message = error.to_string();
+    assert!(message.contains("is a replica"), "{message}");
+    assert!(message.contains("primary"), "{message}");
+
+    // The primary it replicates is fine.
+    RedisStore::builder()
+        .url(primary.url())
+        .build()
+        .await
+        .expect("the primary was refused");
+}

@@ -357,7 +357,8 @@ impl RedisStoreBuilder {
 
     /// Connects, loads the script, and returns the store; or an error naming what is wrong:
     /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap or
-    /// failures before a back-off, or a Redis that cannot be reached or cannot run scripts.
+    /// failures before a back-off, a Redis that cannot be reached or cannot run scripts, or a
+    /// single server that is a replica (which refuses writes).
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.contains(['{', '}']) {
             return Err(ConfigError::new(format!(
@@ -412,6 +413,12 @@ impl RedisStoreBuilder {
                 e,
             )
         })?;
+        if connection.is_replica().await {
+            return Err(ConfigError::new(format!(
+                "Redis at {name} is a replica, where every check would fail with READONLY: \
+                 point the store at the primary, or at Sentinel to follow failovers"
+            )));
+        }
         let clock_time = self.clock.is_some();
         // In clock mode the TATs are not on Redis's clock, which runs the expiries: no step.
         let expiry_step_us = match clock_time {

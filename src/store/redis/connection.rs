@@ -62,6 +62,20 @@ impl Connection {
 }
 
 impl Connection {
+    /// Whether a single server is a replica, by `ROLE` (its writes would all fail with
+    /// `READONLY`). Sentinel and Cluster connections find the primaries themselves; a server
+    /// that does not answer `ROLE` (an ACL may forbid it) is taken for a primary.
+    pub(super) async fn is_replica(&mut self) -> bool {
+        let Connection::Single(c) = self else {
+            return false;
+        };
+        let role: RedisResult<Vec<redis::Value>> = redis::cmd("ROLE").query_async(c).await;
+        matches!(
+            role.as_deref(),
+            Ok([redis::Value::BulkString(role), ..]) if role == b"slave" || role == b"replica"
+        )
+    }
+
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Connection::Single(_) => "single",
