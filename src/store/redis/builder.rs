@@ -205,7 +205,11 @@ impl RedisStoreBuilder {
     /// How long one script call may take before the failure policy answers its checks
     /// (default 50 ms; `Duration::MAX` for none). The wait of a check queued behind the call in
     /// flight does not count, and a call whose timer fired late (this process was starved)
-    /// gets one more timeout.
+    /// gets one more timeout. A call that times out after it was sent may still run in Redis:
+    /// its checks then count there as well as in the failure policy's answer, which can only
+    /// deny more, never admit more. So does a check whose future is dropped (its request
+    /// cancelled) once its call is sent; one dropped before, while it waits in the queue, takes
+    /// nothing.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
