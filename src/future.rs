@@ -50,6 +50,8 @@ pin_project! {
         Respond {
             response: Option<Response<Bytes>>,
         },
+        // The response was given.
+        Done,
     }
 }
 
@@ -116,12 +118,13 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Inner { future, headers } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(success) = headers.take() {
+                    let mut response = ready!(future.poll(cx));
+                    if let (Ok(response), Some(success)) = (&mut response, headers.take()) {
                         let (decisions, spec) = &*success;
                         spec.insert(response.headers_mut(), decisions, None);
                     }
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    state.set(State::Done);
+                    return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));
                 }
                 StateProj::Checking { pending } => {
                     let Pending {
@@ -156,6 +159,7 @@ where
                         .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
                 }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
@@ -171,6 +175,7 @@ where
             State::Inner { .. } => "inner",
             State::Checking { .. } => "checking",
             State::Respond { .. } => "respond",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

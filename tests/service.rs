@@ -454,6 +454,20 @@ async fn missing_key_reject_answers_with_the_configured_status() {
 }
 
 #[test]
+#[should_panic(expected = "ResponseFuture polled after completion")]
+fn an_allowed_response_future_polled_again_panics_with_a_message() {
+    // An inner future that answers whenever it is polled: only ours can refuse a second poll.
+    let inner = service_fn(|_req: Request<String>| {
+        std::future::poll_fn(|_| Poll::Ready(Ok::<_, Infallible>(Response::new(String::new()))))
+    });
+    let mut svc = RateLimitLayer::new(Quota::per_second(10)).layer(inner);
+    let mut future = std::pin::pin!(svc.call(from(PEER)));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_ready());
+    let _ = future.as_mut().poll(&mut cx);
+}
+
+#[test]
 fn a_missing_key_status_that_is_not_an_error_is_a_build_error() {
     for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::FOUND] {
         let err = RateLimitLayer::builder()
