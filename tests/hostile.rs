@@ -647,7 +647,6 @@ fn broken_quota_string() -> impl Strategy<Value = String> {
         "burst=-1",
         "burst=1.5",
         "burst=4294967296",
-        "Burst=2",
         "rate=4",
         "burst==2",
         "=2",
