@@ -219,14 +219,28 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// selector are a build error: no request could get them).
     ///
     /// ```
-    /// use axum::extract::Request;
-    /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+    /// use http::{Request, Response};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Policy, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let layer = RateLimitLayer::builder()
     ///     .policy(Policy::new("free", Quota::per_minute(10)))
     ///     .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
-    ///     .select_tier(|req: &Request| req.headers().contains_key("x-pro").then_some("pro"))
+    ///     .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+    ///     .key(Global)
+    ///     .headers_on_success(true)
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    ///
+    /// let free = svc.clone().oneshot(Request::new(())).await?;
+    /// assert_eq!(free.headers()["ratelimit-policy"], r#""free";q=10;w=60"#);
+    /// let pro = Request::builder().header("x-pro", "1").body(())?;
+    /// let pro = svc.clone().oneshot(pro).await?;
+    /// assert_eq!(pro.headers()["ratelimit-policy"], r#""pro";q=1000;w=60"#);
+    /// # Ok(()) }
     /// ```
     pub fn tier(
         mut self,
@@ -245,14 +259,29 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// is logged) means the default tier.
     ///
     /// ```
-    /// use axum::extract::Request;
-    /// use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Policy, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let layer = RateLimitLayer::builder()
-    ///     .policy(Policy::new("free", Quota::per_minute(10)))
+    ///     .policy(Policy::new("free", Quota::per_minute(1)))
     ///     .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
-    ///     .select_tier(|req: &Request| req.headers().contains_key("x-pro").then_some("pro"))
+    ///     .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+    ///     .key(Global)
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    /// let pro = || Request::builder().header("x-pro", "1").body(()).unwrap();
+    ///
+    /// assert_eq!(svc.clone().oneshot(Request::new(())).await?.status(), StatusCode::OK);
+    /// let limited = svc.clone().oneshot(Request::new(())).await?;
+    /// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    /// // The free budget is spent; pro requests draw on the pro one.
+    /// assert_eq!(svc.clone().oneshot(pro()).await?.status(), StatusCode::OK);
+    /// assert_eq!(svc.clone().oneshot(pro()).await?.status(), StatusCode::OK);
+    /// # Ok(()) }
     /// ```
     pub fn select_tier<T2>(mut self, select: T2) -> RateLimitLayerBuilder<E, St, R, C, T2, P> {
         self.settings.selects_tier = true;
@@ -269,15 +298,30 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// `413 Content Too Large`.
     ///
     /// ```
-    /// use axum::extract::Request;
-    /// use tower_ratelimit::{Quota, RateLimitLayer};
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let layer = RateLimitLayer::builder()
-    ///     .quota(Quota::per_second(100))
-    ///     .cost_by(|req: &Request| {
+    ///     .quota(Quota::per_minute(10))
+    ///     .key(Global)
+    ///     .cost_by(|req: &Request<()>| {
     ///         req.headers().get("x-batch").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1)
     ///     })
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    /// let batch = |n: u32| Request::builder().header("x-batch", n).body(()).unwrap();
+    ///
+    /// assert_eq!(svc.clone().oneshot(batch(8)).await?.status(), StatusCode::OK);
+    /// // Two cells left: a batch of 3 is limited, a single request passes.
+    /// assert_eq!(svc.clone().oneshot(batch(3)).await?.status(), StatusCode::TOO_MANY_REQUESTS);
+    /// assert_eq!(svc.clone().oneshot(Request::new(())).await?.status(), StatusCode::OK);
+    /// // A batch above the burst could never pass.
+    /// assert_eq!(svc.clone().oneshot(batch(11)).await?.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    /// # Ok(()) }
     /// ```
     pub fn cost_by<C2>(mut self, cost: C2) -> RateLimitLayerBuilder<E, St, R, C2, T, P> {
         self.settings.fixed_cost = None;
@@ -292,13 +336,26 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// `Fn(&Request<B>) -> bool` or an [`AllowIps`](crate::AllowIps) list.
     ///
     /// ```
-    /// use axum::extract::Request;
-    /// use tower_ratelimit::{Quota, RateLimitLayer};
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let layer = RateLimitLayer::builder()
-    ///     .quota(Quota::per_second(10))
-    ///     .bypass(|req: &Request| req.uri().path() == "/health")
+    ///     .quota(Quota::per_minute(1))
+    ///     .key(Global)
+    ///     .bypass(|req: &Request<()>| req.uri().path() == "/health")
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    /// let get = |path| Request::get(path).body(()).unwrap();
+    ///
+    /// assert_eq!(svc.clone().oneshot(get("/")).await?.status(), StatusCode::OK);
+    /// assert_eq!(svc.clone().oneshot(get("/")).await?.status(), StatusCode::TOO_MANY_REQUESTS);
+    /// // The budget is spent, and health checks still pass.
+    /// assert_eq!(svc.clone().oneshot(get("/health")).await?.status(), StatusCode::OK);
+    /// # Ok(()) }
     /// ```
     pub fn bypass<P2>(self, bypass: P2) -> RateLimitLayerBuilder<E, St, R, C, T, P2> {
         self.map_rules(|rules| Rules {
@@ -327,9 +384,26 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// `Fn(&Request<B>) -> Option<K>`.
     ///
     /// ```
-    /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
-    /// let layer = RateLimitLayer::builder().quota(Quota::per_second(1)).key(Global).build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Header, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_minute(1))
+    ///     .key(Header::new("x-api-key"))
+    ///     .build()?;
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    /// let from = |key| Request::builder().header("x-api-key", key).body(()).unwrap();
+    ///
+    /// assert_eq!(svc.clone().oneshot(from("alice")).await?.status(), StatusCode::OK);
+    /// let limited = svc.clone().oneshot(from("alice")).await?;
+    /// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    /// // Each key has a budget of its own.
+    /// assert_eq!(svc.clone().oneshot(from("bob")).await?.status(), StatusCode::OK);
+    /// # Ok(()) }
     /// ```
     pub fn key<E2>(self, key: E2) -> RateLimitLayerBuilder<E2, St, R, C, T, P> {
         RateLimitLayerBuilder {
@@ -346,10 +420,33 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// share it.
     ///
     /// ```
-    /// use tower_ratelimit::{ManualClock, MemoryStore, Quota, RateLimitLayer};
-    /// let store = MemoryStore::builder().clock(ManualClock::new()).build()?;
-    /// let layer = RateLimitLayer::builder().quota(Quota::per_second(1)).store(store).build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// use std::time::Duration;
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, ManualClock, MemoryStore, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::builder().clock(clock.clone()).build()?;
+    /// let limit = || {
+    ///     RateLimitLayer::builder()
+    ///         .quota(Quota::per_second(1))
+    ///         .key(Global)
+    ///         .store(store.clone())
+    ///         .build()
+    /// };
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let (a, b) = (limit()?.layer(inner), limit()?.layer(inner));
+    ///
+    /// assert_eq!(a.clone().oneshot(Request::new(())).await?.status(), StatusCode::OK);
+    /// // Both layers name the policy `default` in one store: they share its budget.
+    /// let limited = b.clone().oneshot(Request::new(())).await?;
+    /// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    /// // The store's clock decides when the budget comes back.
+    /// clock.advance(Duration::from_secs(1));
+    /// assert_eq!(b.clone().oneshot(Request::new(())).await?.status(), StatusCode::OK);
+    /// # Ok(()) }
     /// ```
     pub fn store<St2>(self, store: St2) -> RateLimitLayerBuilder<E, St2, R, C, T, P> {
         RateLimitLayerBuilder {
@@ -382,11 +479,25 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// none: it is not checked, so there are no figures to report.
     ///
     /// ```
-    /// let layer = tower_ratelimit::RateLimitLayer::builder()
-    ///     .quota(tower_ratelimit::Quota::per_second(10))
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_minute(10))
+    ///     .key(Global)
     ///     .headers_on_success(true)
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    ///
+    /// let res = layer.layer(inner).oneshot(Request::new(())).await?;
+    /// assert_eq!(res.status(), StatusCode::OK);
+    /// assert_eq!(res.headers()["ratelimit-policy"], r#""default";q=10;w=60"#);
+    /// // 9 requests left, and the full budget back in 6 seconds.
+    /// assert_eq!(res.headers()["ratelimit"], r#""default";r=9;t=6"#);
+    /// # Ok(()) }
     /// ```
     pub fn headers_on_success(mut self, enabled: bool) -> Self {
         self.settings.headers_on_success = enabled;
@@ -398,13 +509,25 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer.
     ///
     /// ```
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
     /// use tower_ratelimit::{Header, MissingKey, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let layer = RateLimitLayer::builder()
-    ///     .quota(Quota::per_second(10))
+    ///     .quota(Quota::per_minute(10))
     ///     .key(Header::new("x-api-key"))
-    ///     .on_missing_key(MissingKey::Allow)
+    ///     .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    ///
+    /// let anonymous = svc.clone().oneshot(Request::new(())).await?;
+    /// assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    /// let keyed = Request::builder().header("x-api-key", "k-123").body(())?;
+    /// assert_eq!(svc.clone().oneshot(keyed).await?.status(), StatusCode::OK);
+    /// # Ok(()) }
     /// ```
     pub fn on_missing_key(mut self, missing_key: MissingKey) -> Self {
         self.settings.missing_key = missing_key;
@@ -415,11 +538,26 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// that only ever sit in front of gRPC services.
     ///
     /// ```
-    /// let layer = tower_ratelimit::RateLimitLayer::builder()
-    ///     .quota(tower_ratelimit::Quota::per_second(10))
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_minute(1))
+    ///     .key(Global)
     ///     .for_grpc()
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    ///
+    /// svc.clone().oneshot(Request::new(())).await?;
+    /// // No gRPC `content-type`, and still a gRPC answer: RESOURCE_EXHAUSTED (8).
+    /// let limited = svc.clone().oneshot(Request::new(())).await?;
+    /// assert_eq!(limited.status(), StatusCode::OK);
+    /// assert_eq!(limited.headers()["grpc-status"], "8");
+    /// # Ok(()) }
     /// ```
     pub fn for_grpc(mut self) -> Self {
         self.settings.grpc_always = true;
@@ -434,11 +572,27 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
     /// [`cost_by`](RateLimitLayerBuilder::cost_by).
     ///
     /// ```
-    /// let layer = tower_ratelimit::RateLimitLayer::builder()
-    ///     .quota(tower_ratelimit::Quota::per_second(10))
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Quota, RateLimitLayer};
+    /// # use std::convert::Infallible;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = RateLimitLayer::builder()
+    ///     .quota(Quota::per_minute(10))
+    ///     .key(Global)
     ///     .cost(5)
     ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.layer(inner);
+    ///
+    /// let mut statuses = Vec::new();
+    /// for _ in 0..3 {
+    ///     statuses.push(svc.clone().oneshot(Request::new(())).await?.status());
+    /// }
+    /// // A burst of 10 at 5 cells a request: two requests pass, the third is limited.
+    /// assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    /// # Ok(()) }
     /// ```
     pub fn cost(mut self, cost: u32) -> Self {
         self.rules.cost = cost;
