@@ -92,9 +92,25 @@ impl Policy {
     /// have limited is logged and counted, but it never rejects a request.
     ///
     /// ```
-    /// let trial = tower_ratelimit::Policy::new("new-limit", tower_ratelimit::Quota::per_second(5))
-    ///     .shadow(true);
-    /// assert!(trial.is_shadow());
+    /// # use std::convert::Infallible;
+    /// use http::{Request, Response, StatusCode};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_ratelimit::{Global, Policy, Quota, RateLimitLayer};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = RateLimitLayer::builder()
+    ///     .policy(Policy::new("trial", Quota::per_minute(1)).shadow(true))
+    ///     .key(Global)
+    ///     .build()?;
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let svc = layer.clone().layer(inner);
+    ///
+    /// for _ in 0..3 {
+    ///     assert_eq!(svc.clone().oneshot(Request::new(())).await?.status(), StatusCode::OK);
+    /// }
+    /// // All three passed; the policy would have limited the last two.
+    /// assert_eq!(layer.shadow_limited("trial"), 2);
+    /// # Ok(()) }
     /// ```
     #[must_use]
     pub fn shadow(mut self, shadow: bool) -> Self {

@@ -203,10 +203,13 @@ impl MemoryStore {
             .expect("the default configuration is valid")
     }
 
-    /// A builder to choose the clock and the cap.
+    /// A builder to choose the clock and the cap; [`MemoryStore`] shows a store on a
+    /// [`ManualClock`](crate::ManualClock).
     ///
     /// ```
-    /// let store = tower_ratelimit::MemoryStore::builder().max_keys(100).build()?;
+    /// let store = tower_ratelimit::MemoryStore::builder().max_keys(1_000).build()?;
+    /// assert_eq!(store.max_keys(), 1_000);
+    /// assert!(store.is_empty());
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     pub fn builder() -> MemoryStoreBuilder {
@@ -570,10 +573,20 @@ impl<C: Clock> MemoryStoreBuilder<C> {
     /// The clock to read the time from (default: [`MonotonicClock`]).
     ///
     /// ```
-    /// let store = tower_ratelimit::MemoryStore::builder()
-    ///     .clock(tower_ratelimit::ManualClock::new())
-    ///     .build()?;
-    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// use std::time::Duration;
+    /// use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, Store};
+    ///
+    /// let clock = ManualClock::new();
+    /// let store = MemoryStore::builder().clock(clock.clone()).build()?;
+    /// let api = store.register(&[Policy::new("api", Quota::per_minute(1))])?;
+    /// assert!(store.check_now(&api, b"alice", 1).is_allowed());
+    /// assert!(!store.check_now(&api, b"alice", 1).is_allowed());
+    /// // The cell comes back when this clock says a minute has passed, and not before.
+    /// clock.advance(Duration::from_secs(59));
+    /// assert!(!store.check_now(&api, b"alice", 1).is_allowed());
+    /// clock.advance(Duration::from_secs(1));
+    /// assert!(store.check_now(&api, b"alice", 1).is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clock<C2: Clock>(self, clock: C2) -> MemoryStoreBuilder<C2> {
         MemoryStoreBuilder {
