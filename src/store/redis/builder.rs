@@ -194,8 +194,26 @@ impl RedisStoreBuilder {
     /// with another's followed by `:` (`api` and `api:v2`): the two would share the budgets of
     /// some keys (`v2:alice` under `api` is `alice` under `api:v2`).
     ///
-    /// ```
-    /// let builder = tower_ratelimit::RedisStore::builder().prefix("login");
+    /// ```no_run
+    /// use tower_ratelimit::{Policy, Quota, RedisStore, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let url = "redis://127.0.0.1:6379";
+    /// let login = RedisStore::builder().url(url).prefix("login").build().await?;
+    /// let also_login = RedisStore::builder().url(url).prefix("login").build().await?;
+    /// let api = RedisStore::builder().url(url).prefix("api").build().await?;
+    ///
+    /// let per_ip = [Policy::new("per-ip", Quota::per_second(1))];
+    /// let admits = async |store: &RedisStore| {
+    ///     let stack = store.register(&per_ip).unwrap();
+    ///     store.check(&stack, b"192.0.2.1", 1).await.unwrap().is_allowed()
+    /// };
+    /// assert!(admits(&login).await);
+    /// // The same prefix: one budget, now spent. Another prefix: a budget of its own.
+    /// assert!(!admits(&also_login).await);
+    /// assert!(admits(&api).await);
+    /// # Ok(()) }
     /// ```
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
