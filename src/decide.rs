@@ -75,6 +75,9 @@ pub(crate) struct Tier<S> {
     pub(crate) headers: Arc<StackHeaders>,
     /// Requests each policy would have limited, for policies in shadow mode.
     pub(crate) shadow_limited: Box<[AtomicU64]>,
+    /// Whether a policy of the stack is in shadow mode: only such a policy can deny a request
+    /// that is admitted.
+    has_shadow: bool,
     /// The enforced policy with the smallest burst: a larger cost can never be admitted.
     pub(crate) tightest: Option<usize>,
     #[cfg(feature = "metrics")]
@@ -108,6 +111,7 @@ impl<S> Tier<S> {
             metrics: crate::telemetry::TierMetrics::new::<St::Error>(&policies, tightest),
             name: name.into(),
             shadow_limited: policies.iter().map(|_| AtomicU64::new(0)).collect(),
+            has_shadow: policies.iter().any(Policy::is_shadow),
             headers: Arc::new(StackHeaders::new(policies.into())),
             stack,
             tightest,
@@ -260,7 +264,7 @@ where
         }
         match outcome {
             Ok(decisions) if decisions.is_allowed() => {
-                if decisions.any_denied() {
+                if tier.has_shadow && decisions.any_denied() {
                     self.shadow_limited(tier, &decisions, req);
                 }
                 tracing::trace!(outcome = "allowed", tier = &*tier.name);
