@@ -107,32 +107,34 @@ for round in $(seq "$ROUNDS"); do
     fi
 done
 
+# Medians with plain awk and sort (no gawk-only `asort`: Debian and Ubuntu install mawk).
+# stats NAME FIELD: the median, lowest and highest of FIELD over the rounds of copy NAME.
+stats() {
+    awk -v name="$1" -v field="$2" '$1 == name { print $field }' "$results" | sort -g |
+        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
+
 echo "examples/policies, free tier, a new x-api-key per request; wrk -t$THREADS -c$CONNECTIONS, \
 $ROUNDS rounds of ${DURATION}s; median (lowest-highest)"
 for name in memory redis; do
-    awk -v name="$name" '$1 == name { print $3, $4, $5 }' "$results" | sort -n | awk -v name="$name" '
-        { rate[NR] = $1; cpu[NR] = $2; p99[NR] = $3 }
-        END {
-            n = asort(cpu, c); asort(p99, q)
+    awk -v name="$name" -v rate="$(stats "$name" 3)" -v cpu="$(stats "$name" 4)" \
+        -v p99="$(stats "$name" 5)" 'BEGIN {
+            split(rate, r, " "); split(cpu, c, " "); split(p99, q, " ")
             printf "%-7s %9.0f req/s (%.0f-%.0f)   server CPU %6.2f us/req   wrk p99 %.0f us\n",
-                name, rate[int((NR + 1) / 2)], rate[1], rate[NR], c[int((n + 1) / 2)],
-                q[int((n + 1) / 2)]
+                name, r[1], r[2], r[3], c[1], q[1]
         }'
 done
 awk '
     $1 == "memory" { m[$2] = $3 }
     $1 == "redis" { r[$2] = $3 }
+    END { for (k in m) print r[k] / m[k] }' "$results" | sort -g | awk '
+    { ratio[NR] = $1 }
     END {
-        n = 0
-        for (k in m) { n++; ratio[n] = r[k] / m[k] }
-        asort(ratio)
         printf "redis / memory, median over rounds of the ratio within a round: %.0f%% (%.0f%%-%.0f%%)\n",
-            100 * ratio[int((n + 1) / 2)], 100 * ratio[1], 100 * ratio[n]
-    }' "$results"
-awk '$1 == "redis" { print $6, $7 }' "$results" | sort -n | awk '
-    { cpu[NR] = $1; per[NR] = $2 }
-    END {
-        asort(per, q)
-        printf "redis-server CPU %.2f us per request of the Redis copy (%.2f-%.2f), %.1f requests per EVALSHA\n",
-            cpu[int((NR + 1) / 2)], cpu[1], cpu[NR], q[int((NR + 1) / 2)]
+            100 * ratio[int((NR + 1) / 2)], 100 * ratio[1], 100 * ratio[NR]
     }'
+awk -v cpu="$(stats redis 6)" -v per="$(stats redis 7)" 'BEGIN {
+    split(cpu, c, " "); split(per, q, " ")
+    printf "redis-server CPU %.2f us per request of the Redis copy (%.2f-%.2f), %.1f requests per EVALSHA\n",
+        c[1], c[2], c[3], q[1]
+}'
