@@ -21,7 +21,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REQUESTS=${REQUESTS:-1000}
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 cargo build --release --example hello_server >&2
-server=target/release/examples/hello_server
+# Where cargo put it: under CARGO_TARGET_DIR when that is set.
+server=${CARGO_TARGET_DIR:-target}/release/examples/hello_server
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Draws the criterion results under target/criterion as SVG bar charts in benches/plots/.
+"""Draws the criterion results as SVG bar charts in benches/plots/.
+
+The results are read where criterion writes them: $CRITERION_HOME, else criterion/ in
+$CARGO_TARGET_DIR, else target/criterion.
 
 One chart per benchmark group (check_allow_1t, layer_allow, redis, ...): a bar per benchmark,
 the point estimate of its mean time, with its 95 % confidence interval as a whisker, contenders
@@ -14,7 +17,9 @@ import os
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CRITERION = os.path.join(ROOT, "target", "criterion")
+# Relative paths are relative to the crate's root, where `cargo bench` runs the benches.
+CRITERION = os.path.join(ROOT, os.environ.get("CRITERION_HOME") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or "target", "criterion"))
 OUT = os.path.join(ROOT, "benches", "plots")
 COLORS = ["#3b6ea8", "#d08c2b", "#5a9b5a", "#a0468c", "#8c8c8c"]
 

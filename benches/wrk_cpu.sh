@@ -23,7 +23,8 @@ PORT=${PORT:-3011}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --example hello_server >&2
-server=target/release/examples/hello_server
+# Where cargo put it: under CARGO_TARGET_DIR when that is set.
+server=${CARGO_TARGET_DIR:-target}/release/examples/hello_server
 ticks=$(getconf CLK_TCK)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
@@ -45,7 +46,9 @@ done
 if [ -n "${BASE:-}" ]; then
     base_tree=target/compare/$BASE
     [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >&2
-    (cd "$base_tree" && cargo build --release --example hello_server >&2)
+    # The revision builds in its own tree's target directory, even when CARGO_TARGET_DIR is
+    # set: in a shared one its hello_server would replace this tree's.
+    (cd "$base_tree" && CARGO_TARGET_DIR=target cargo build --release --example hello_server >&2)
     for variant in "${variants[@]}"; do
         [[ $variant == none* ]] || runs+=("$base_tree/target/release/examples/hello_server $variant")
     done
