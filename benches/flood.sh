@@ -32,6 +32,7 @@ PORT=${PORT:-3012}
 SLACK=$((32 << 20))
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed: apt-get install curl" >&2; exit 1; }
 cargo build --release --features metrics --example policies >&2
 server=${CARGO_TARGET_DIR:-target}/release/examples/policies
 

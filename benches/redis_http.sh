@@ -21,6 +21,7 @@ REDIS_HTTP_PORT=${REDIS_HTTP_PORT:-3022}
 REDIS_PORT=${REDIS_PORT:-6391}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed: apt-get install curl" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
 cargo build --release --features redis --example policies >&2
 server=${CARGO_TARGET_DIR:-target}/release/examples/policies

@@ -22,6 +22,8 @@ THREADS=${THREADS:-1}
 PORT=${PORT:-3011}
 
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed: apt-get install curl" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 is needed: apt-get install python3" >&2; exit 1; }
 cargo build --release --example hello_server >&2
 # Where cargo put it: under CARGO_TARGET_DIR when that is set.
 server=${CARGO_TARGET_DIR:-target}/release/examples/hello_server
