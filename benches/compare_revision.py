@@ -27,12 +27,14 @@ import sys
 UNITS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 
-def bench_binary(tree, bench, features):
-    """Builds the bench in `tree` and returns the path of its executable."""
+def bench_binary(tree, bench, features, target_dir=None):
+    """Builds the bench in `tree` (into `target_dir` if given) and returns the path of its
+    executable."""
     cmd = ["cargo", "bench", "--bench", bench, "--no-run"]
     if features:
         cmd += ["--features", features]
-    out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
+    env = dict(os.environ, CARGO_TARGET_DIR=target_dir) if target_dir else None
+    out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"building {bench} in {tree} failed:\n{out.stderr}")
     found = re.findall(r"Executable .*\((.+)\)", out.stderr)
@@ -87,7 +89,12 @@ def main():
                            cwd=here, check=True, capture_output=True)
     trees = {"revision": old_tree, "this tree": here}
     features = {"revision": base_features, "this tree": args.features}
-    binaries = {side: bench_binary(tree, args.bench, features[side])
+    # A revision builds into its own worktree's target/, even when CARGO_TARGET_DIR is set:
+    # cargo names a crate's artifacts alike in every checkout of it, so in one shared target
+    # directory the second build would replace the first's bench binary.
+    target_dirs = {"revision": None if args.rev == "." else os.path.join(old_tree, "target"),
+                   "this tree": None}
+    binaries = {side: bench_binary(tree, args.bench, features[side], target_dirs[side])
                 for side, tree in trees.items()}
 
     rounds = {side: [] for side in trees}
