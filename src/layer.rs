@@ -534,8 +534,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         self
     }
 
-    /// Answers every limited request as a gRPC call, whatever its `content-type`; for layers
-    /// that only ever sit in front of gRPC services.
+    /// Answers every request the layer answers itself (limited, a cost too large, no key, a
+    /// failed store) as a gRPC call, whatever its `content-type`; for layers that only ever
+    /// sit in front of gRPC services.
     ///
     /// ```
     /// use http::{Request, Response, StatusCode};
