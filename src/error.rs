@@ -6,7 +6,15 @@ use std::fmt;
 
 /// A configuration that can never work, found when the layer or store is built, so that nothing
 /// invalid reaches the request path. The message names the bad value and what to do instead.
-#[derive(Debug)]
+///
+/// Its `Debug` form is the message followed by its causes, which is what `main` prints when it
+/// returns the error:
+///
+/// ```
+/// let error = tower_ratelimit::RateLimitLayer::builder().build().unwrap_err();
+/// assert_eq!(format!("{error:?}"), error.to_string());
+/// assert!(format!("{error:?}").starts_with("RateLimitLayer has no policy"));
+/// ```
 pub struct ConfigError {
     message: Cow<'static, str>,
     source: Option<Box<dyn Error + Send + Sync>>,
@@ -30,6 +38,12 @@ impl ConfigError {
             message: message.into(),
             source: Some(Box::new(source)),
         }
+    }
+}
+
+impl fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&crate::log::Chain(self), f)
     }
 }
 
@@ -57,5 +71,21 @@ impl From<crate::QuotaError> for ConfigError {
 impl Error for ConfigError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_reads_as_the_message_and_its_causes() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = ConfigError::with_source("could not reach Redis at 127.0.0.1:1", refused);
+        assert_eq!(
+            format!("{error:?}"),
+            "could not reach Redis at 127.0.0.1:1: refused"
+        );
+        assert_eq!(error.to_string(), "could not reach Redis at 127.0.0.1:1");
     }
 }
