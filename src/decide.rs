@@ -8,8 +8,9 @@
 //! `limited`, `shadow-limited`, `cost-too-large`, `missing-key`, `store-error`) and, where one
 //! policy decided it, a `policy` field: `trace` for requests let through, `debug` for
 //! rejections, `info` for shadow policies, `warn` for setup and store problems. All but the
-//! `trace` events are throttled so that an attack cannot flood the log; a disabled level costs
-//! one cached check.
+//! `trace` events are throttled so that an attack cannot flood the log (the `shadow-limited`
+//! line once a second for each shadow policy, so that every one of them shows); a disabled
+//! level costs one cached check.
 //!
 //! With the `metrics` feature each outcome also increments a counter whose handle the tier or
 //! the layer registered when it was built (see the crate docs' Metrics table).
@@ -75,6 +76,9 @@ pub(crate) struct Tier<S> {
     pub(crate) headers: Arc<StackHeaders>,
     /// Requests each policy would have limited, for policies in shadow mode.
     pub(crate) shadow_limited: Box<[AtomicU64]>,
+    /// The `shadow-limited` log line of each policy: one per policy, so that a policy whose
+    /// line comes first in the stack cannot hold back the lines of the others.
+    shadow_logs: Box<[Throttle]>,
     /// Whether a policy of the stack is in shadow mode: only such a policy can deny a request
     /// that is admitted.
     has_shadow: bool,
@@ -111,6 +115,10 @@ impl<S> Tier<S> {
             metrics: crate::telemetry::TierMetrics::new::<St::Error>(&policies, tightest),
             name: name.into(),
             shadow_limited: policies.iter().map(|_| AtomicU64::new(0)).collect(),
+            shadow_logs: policies
+                .iter()
+                .map(|_| Throttle::new(Duration::from_secs(1)))
+                .collect(),
             has_shadow: policies.iter().any(Policy::is_shadow),
             headers: Arc::new(StackHeaders::new(policies.into())),
             stack,
@@ -124,7 +132,6 @@ pub(crate) struct Logs {
     missing_key: Throttle,
     store_error: Throttle,
     rejection: Throttle,
-    shadow: Throttle,
     unknown_tier: Throttle,
 }
 
@@ -134,7 +141,6 @@ impl Logs {
             missing_key: Throttle::new(Duration::from_secs(10)),
             store_error: Throttle::new(Duration::from_secs(10)),
             rejection: Throttle::new(Duration::from_secs(1)),
-            shadow: Throttle::new(Duration::from_secs(1)),
             unknown_tier: Throttle::new(Duration::from_secs(10)),
         }
     }
@@ -320,15 +326,16 @@ where
 
     /// Counts and logs what the shadow policies of an admitted request would have limited.
     fn shadow_limited<B>(&self, tier: &Tier<St::Stack>, decisions: &Decisions, req: &Request<B>) {
-        for ((policy, decision), count) in tier
+        for (((policy, decision), count), log) in tier
             .policies()
             .iter()
             .zip(decisions.as_slice())
             .zip(tier.shadow_limited.iter())
+            .zip(tier.shadow_logs.iter())
         {
             if policy.is_shadow() && !decision.is_allowed() {
                 count.fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = self.logs.shadow.admit() {
+                if let Some(suppressed) = log.admit() {
                     tracing::info!(
                         outcome = "shadow-limited",
                         path = req.uri().path(),

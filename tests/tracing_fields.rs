@@ -85,3 +85,32 @@ async fn a_flood_of_requests_costing_more_than_the_burst_logs_a_line_a_second() 
         "{lines} lines in {seconds} s:\n{seen}"
     );
 }
+
+#[tokio::test]
+async fn each_shadow_policy_that_would_have_limited_is_logged() {
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
+
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("trial-minute", Quota::per_minute(1)).shadow(true))
+        .policy(Policy::new("trial-hour", Quota::per_hour(1)).shadow(true))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    for _ in 0..3 {
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        let response = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+    }
+    let seen = captured.text();
+    for policy in ["trial-minute", "trial-hour"] {
+        assert_eq!(
+            captured.count(&format!("policy=\"{policy}\"")),
+            1,
+            "{policy}:\n{seen}"
+        );
+    }
+}
