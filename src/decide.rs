@@ -354,7 +354,10 @@ where
         #[cfg(feature = "metrics")]
         self.metrics.missing_key.increment(1);
         match self.missing_key {
-            MissingKey::Allow => Verdict::Allow(None),
+            MissingKey::Allow => {
+                tracing::trace!(outcome = "missing-key", path = req.uri().path());
+                Verdict::Allow(None)
+            }
             MissingKey::Reject(status) => {
                 if let Some(suppressed) = self.logs.missing_key.admit() {
                     tracing::warn!(

@@ -114,3 +114,27 @@ async fn each_shadow_policy_that_would_have_limited_is_logged() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_let_through_without_a_key_is_a_trace_event() {
+    let (captured, _guard) = Captured::install(tracing::Level::TRACE);
+
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(1)))
+        .on_missing_key(tower_ratelimit::MissingKey::Allow)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let response = svc
+        .oneshot(Request::get("/no-peer").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let seen = captured.text();
+    assert!(
+        seen.contains("outcome=\"missing-key\" path=\"/no-peer\""),
+        "{seen}"
+    );
+}
