@@ -174,7 +174,7 @@ pub(crate) mod redis {
     const DENY_CACHE_HITS: &str = "ratelimit_deny_cache_hits_total";
     const DEGRADED: &str = "ratelimit_redis_degraded";
 
-    /// Checks answered by the deny cache, and the time checks wait on Redis.
+    /// Checks answered by the deny cache, and the time script calls wait on Redis.
     pub(crate) struct RedisMetrics {
         pub(crate) latency: Histogram,
         pub(crate) deny_cache_hits: Counter,
@@ -185,7 +185,8 @@ pub(crate) mod redis {
             describe_histogram!(
                 STORE_LATENCY,
                 Unit::Seconds,
-                "Time a rate limit check waited on its store: a Redis round trip or timeout"
+                "Time each script call to Redis took, from sending it to its answer, error or \
+                 timeout; one call carries one check or, under load, a batch of them"
             );
             describe_counter!(
                 DENY_CACHE_HITS,
