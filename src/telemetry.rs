@@ -205,9 +205,10 @@ pub(crate) mod redis {
         describe_gauge!(
             DEGRADED,
             Unit::Count,
-            "1 while a RedisStore backs off (after failures_before_backoff failed calls in a \
-             row, or a failed probe): its checks skip Redis, but for one probe per back-off \
-             period, and its failure policy answers them"
+            "RedisStores backing off, 1 for a process with one store (after \
+             failures_before_backoff failed calls in a row, or a failed probe): their checks \
+             skip Redis, but for one probe per back-off period, and their failure policy \
+             answers them"
         );
         gauge!(DEGRADED)
     }
