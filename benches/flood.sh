@@ -31,17 +31,10 @@ CHUNK=${CHUNK:-30}
 PORT=${PORT:-3012}
 SLACK=$((32 << 20))
 
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-command -v curl >/dev/null || { echo "curl is needed: apt-get install curl" >&2; exit 1; }
-# Whether something already listens on a loopback port (a server of ours could not bind it,
-# and the measurement would reach the one that did).
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$PORT"; do
-    if port_in_use "$port"; then
-        echo "port $port is already in use: set PORT to a free port" >&2
-        exit 1
-    fi
-done
+source benches/preflight.sh
+need wrk wrk
+need curl curl
+free_ports PORT
 cargo build --release --features metrics --example policies >&2
 server=${CARGO_TARGET_DIR:-target}/release/examples/policies
 

@@ -19,7 +19,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 REQUESTS=${REQUESTS:-1000}
-command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+source benches/preflight.sh
+need valgrind valgrind
 cargo build --release --example hello_server >&2
 # Where cargo put it: under CARGO_TARGET_DIR when that is set.
 server=${CARGO_TARGET_DIR:-target}/release/examples/hello_server

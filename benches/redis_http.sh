@@ -20,18 +20,11 @@ MEMORY_PORT=${MEMORY_PORT:-3021}
 REDIS_HTTP_PORT=${REDIS_HTTP_PORT:-3022}
 REDIS_PORT=${REDIS_PORT:-6391}
 
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-command -v curl >/dev/null || { echo "curl is needed: apt-get install curl" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
-# Whether something already listens on a loopback port (a server of ours could not bind it,
-# and the measurement would reach the one that did).
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$MEMORY_PORT" "$REDIS_HTTP_PORT" "$REDIS_PORT"; do
-    if port_in_use "$port"; then
-        echo "port $port is already in use: set MEMORY_PORT, REDIS_HTTP_PORT and REDIS_PORT to free ports" >&2
-        exit 1
-    fi
-done
+source benches/preflight.sh
+need wrk wrk
+need curl curl
+need redis-server redis-server
+free_ports MEMORY_PORT REDIS_HTTP_PORT REDIS_PORT
 cargo build --release --features redis --example policies >&2
 server=${CARGO_TARGET_DIR:-target}/release/examples/policies
 ticks=$(getconf CLK_TCK)

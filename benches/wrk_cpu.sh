@@ -21,18 +21,11 @@ CONNECTIONS=${CONNECTIONS:-16}
 THREADS=${THREADS:-1}
 PORT=${PORT:-3011}
 
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-command -v curl >/dev/null || { echo "curl is needed: apt-get install curl" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "python3 is needed: apt-get install python3" >&2; exit 1; }
-# Whether something already listens on a loopback port (a server of ours could not bind it,
-# and the measurement would reach the one that did).
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$PORT"; do
-    if port_in_use "$port"; then
-        echo "port $port is already in use: set PORT to a free port" >&2
-        exit 1
-    fi
-done
+source benches/preflight.sh
+need wrk wrk
+need curl curl
+need python3 python3
+free_ports PORT
 cargo build --release --example hello_server >&2
 # Where cargo put it: under CARGO_TARGET_DIR when that is set.
 server=${CARGO_TARGET_DIR:-target}/release/examples/hello_server
