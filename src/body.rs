@@ -40,6 +40,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body: what a middleware around the limiter answers with when it responds by itself
+/// (tower-http's CORS preflights, timeouts and authorization use `ResBody::default()`).
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        ResponseBody::rejection(Bytes::new())
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body,

@@ -305,6 +305,82 @@ async fn a_layer_around_the_router_limits_before_routing() {
     server.abort();
 }
 
+#[tokio::test(start_paused = true)]
+async fn tower_http_layers_that_answer_with_an_empty_body_wrap_the_limiter() {
+    use axum::response::IntoResponse;
+    use tower::ServiceBuilder;
+    use tower_http::cors::CorsLayer;
+    use tower_http::timeout::TimeoutLayer;
+
+    // CORS outside the limiter, so that a browser can read a 429; both answer some requests
+    // themselves with an empty body of the inner service's type (`Default`).
+    let (store, _clock) = manual_store();
+    let router = Router::new().route("/", get(|| async { "hello" })).route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "late"
+        }),
+    );
+    let app = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(CorsLayer::permissive())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(1),
+        ))
+        .layer(layer(Policy::new("app", Quota::per_minute(2)), store))
+        .service(router);
+    let from_browser = |method: http::Method, path: &str| {
+        let mut req = get_from(path, "198.51.100.7:1000");
+        *req.method_mut() = method;
+        let headers = req.headers_mut();
+        headers.insert(http::header::ORIGIN, "https://app.example".parse().unwrap());
+        headers.insert(
+            http::header::ACCESS_CONTROL_REQUEST_METHOD,
+            "GET".parse().unwrap(),
+        );
+        req
+    };
+
+    // A preflight is answered by CORS and spends nothing.
+    let preflight = app
+        .clone()
+        .oneshot(from_browser(http::Method::OPTIONS, "/"))
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert!(preflight
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .is_empty());
+    let timed_out = app
+        .clone()
+        .oneshot(from_browser(http::Method::GET, "/slow"))
+        .await
+        .unwrap();
+    assert_eq!(timed_out.status(), StatusCode::REQUEST_TIMEOUT);
+    let allowed = app
+        .clone()
+        .oneshot(from_browser(http::Method::GET, "/"))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let limited = app
+        .clone()
+        .oneshot(from_browser(http::Method::GET, "/"))
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["access-control-allow-origin"], "*");
+    assert_eq!(limited.headers()["retry-after"], "30");
+    let body = limited.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "Too Many Requests: retry in 30 s\n");
+}
+
 /// Problem details (RFC 9457) for every HTTP request that the layer does not serve, and the
 /// default answers for gRPC calls. Keeps the text of each store error it is shown.
 #[derive(Clone, Default)]
