@@ -75,6 +75,60 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # hyper
+//!
+//! A hyper server gives the peer address to its service per connection: insert it into each
+//! request *before* the layer (in the handler it would be too late), and the default key reads it.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::net::SocketAddr;
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{Empty, Full};
+//! use hyper::body::Incoming;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::service::TowerToHyperService;
+//! use tower::{service_fn, ServiceBuilder};
+//! use tower_ratelimit::{Quota, RateLimitLayer};
+//!
+//! async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+//!     Ok(Response::new(Full::new(Bytes::from("hello"))))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limit = RateLimitLayer::new(Quota::per_minute(1)); // one budget for every connection
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     loop {
+//!         let (stream, peer) = listener.accept().await.unwrap();
+//!         let service = ServiceBuilder::new()
+//!             .map_request(move |mut req: Request<Incoming>| {
+//!                 req.extensions_mut().insert::<SocketAddr>(peer);
+//!                 req
+//!             })
+//!             .layer(limit.clone())
+//!             .service(service_fn(hello));
+//!         let service = TowerToHyperService::new(service);
+//!         tokio::spawn(
+//!             hyper::server::conn::http1::Builder::new()
+//!                 .serve_connection(TokioIo::new(stream), service),
+//!         );
+//!     }
+//! });
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let url: http::Uri = format!("http://{addr}/").parse()?;
+//! assert_eq!(client.get(url.clone()).await?.status(), StatusCode::OK);
+//! let limited = client.get(url).await?;
+//! assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(limited.headers()["retry-after"], "60");
+//! # Ok(()) }
+//! ```
+//!
 //! Not sure which key, store or policies you need? See the [`guide`].
 //!
 //! # Policies
