@@ -104,7 +104,7 @@
 //! let addr = listener.local_addr()?;
 //! tokio::spawn(async move {
 //!     loop {
-//!         let (stream, peer) = listener.accept().await.unwrap();
+//!         let Ok((stream, peer)) = listener.accept().await else { continue };
 //!         let service = ServiceBuilder::new()
 //!             .map_request(move |mut req: Request<Incoming>| {
 //!                 req.extensions_mut().insert::<SocketAddr>(peer);
