@@ -9,8 +9,8 @@
 //! policy decided it, a `policy` field: `trace` for requests let through, `debug` for
 //! rejections, `info` for shadow policies, `warn` for setup and store problems. All but the
 //! `trace` events are throttled so that an attack cannot flood the log (the `shadow-limited`
-//! line once a second for each shadow policy, so that every one of them shows); a disabled
-//! level costs one cached check.
+//! line once a second for each shadow policy of each tier, with a `tier` field, so that every
+//! one of them shows); a disabled level costs one cached check.
 //!
 //! With the `metrics` feature each outcome also increments a counter whose handle the tier or
 //! the layer registered when it was built (see the crate docs' Metrics table).
@@ -340,6 +340,7 @@ where
                         outcome = "shadow-limited",
                         path = req.uri().path(),
                         policy = policy.name(),
+                        tier = &*tier.name,
                         retry_after_ms = decision.retry_after().as_millis() as u64,
                         similar_requests_not_logged = suppressed,
                         "shadow policy would have limited this request; let through"

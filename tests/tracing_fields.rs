@@ -140,3 +140,40 @@ async fn a_request_let_through_without_a_key_is_a_trace_event() {
         "{seen}"
     );
 }
+
+/// A shadow policy in two tiers is throttled in each: each line names its tier, so the two
+/// lines a second and their counts can be told apart.
+#[tokio::test]
+async fn a_shadow_policy_of_two_tiers_is_logged_with_the_tier() {
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
+
+    let trial = Policy::new("trial", Quota::per_hour(1)).shadow(true);
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .policy(trial.clone())
+        .tier("pro", [Policy::new("pro", Quota::per_minute(100)), trial])
+        .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    for pro in [false, false, true] {
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        if pro {
+            req.headers_mut().insert("x-pro", "1".parse().unwrap());
+        }
+        let response = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+    }
+    let seen = captured.text();
+    for tier in ["default", "pro"] {
+        assert_eq!(
+            captured.count(&format!("policy=\"trial\" tier=\"{tier}\"")),
+            1,
+            "{tier}:\n{seen}"
+        );
+    }
+}
