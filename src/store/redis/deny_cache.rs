@@ -8,9 +8,9 @@ use super::super::table::{Sharded, Value};
 ///
 /// Redis only ever moves a TAT forward (and lets the key expire once the TAT has passed), so a
 /// TAT read from Redis is a lower bound of the key's TAT: a check that these TATs already deny
-/// is denied by Redis too (unless Redis has lost the key), and can be answered here. A passed TAT is kept until room is needed:
-/// it says the key has its full burst, which lets a stack whose other policy is spent be
-/// answered here too.
+/// is denied by Redis too (unless Redis has lost the key), and can be answered here. A passed
+/// TAT is kept until room is needed: it says the key has its full burst, which lets a stack
+/// whose other policy is spent be answered here too.
 pub(super) struct DenyCache {
     keys: Sharded<Tat>,
 }
