@@ -605,9 +605,8 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
 impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// The layer, or an error naming what cannot work: no policy, a policy name that cannot go
     /// in a header or is used twice in a stack, a tier named twice, a fixed cost above a
-    /// burst, tiers without a [tier selector](Self::select_tier), a missing-key status that is
-    /// not an error (4xx or 5xx), or a policy the store refuses (a name registered before with
-    /// another quota).
+    /// burst, tiers without a [tier selector](Self::select_tier), a missing-key status of 1xx
+    /// or 2xx, or a policy the store refuses (a name registered before with another quota).
     #[allow(clippy::type_complexity)]
     pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError> {
         let settings = self.settings;
@@ -615,11 +614,12 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         stacks.push((DEFAULT_TIER.to_owned(), settings.policies));
         stacks.extend(settings.tiers);
         if let MissingKey::Reject(status) = settings.missing_key {
-            if !(status.is_client_error() || status.is_server_error()) {
+            if status.is_informational() || status.is_success() {
                 return Err(ConfigError::new(format!(
-                    "RateLimitLayer rejects requests without a key with {status}, which is not an \
-                     error status: use a 4xx or 5xx status (such as 401), or `MissingKey::Allow` \
-                     to let them through unlimited"
+                    "RateLimitLayer rejects requests without a key with {status}, which would \
+                     tell the client it was served: use an error status, 4xx or 5xx (such as \
+                     401), a redirect (3xx, with a `make_missing_key` that sets its Location), or \
+                     `MissingKey::Allow` to let them through unlimited"
                 )));
             }
         }

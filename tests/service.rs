@@ -468,8 +468,8 @@ fn an_allowed_response_future_polled_again_panics_with_a_message() {
 }
 
 #[test]
-fn a_missing_key_status_that_is_not_an_error_is_a_build_error() {
-    for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::FOUND] {
+fn a_missing_key_status_that_says_served_is_a_build_error() {
+    for status in [StatusCode::OK, StatusCode::NO_CONTENT, StatusCode::CONTINUE] {
         let err = RateLimitLayer::builder()
             .quota(Quota::per_second(10))
             .key(Header::new("x-api-key"))
@@ -480,7 +480,12 @@ fn a_missing_key_status_that_is_not_an_error_is_a_build_error() {
         assert!(message.contains(status.as_str()), "{message}");
         assert!(message.contains("4xx or 5xx"), "{message}");
     }
-    for status in [StatusCode::UNAUTHORIZED, StatusCode::SERVICE_UNAVAILABLE] {
+    // A redirect to a login page is a way to answer a request without a session.
+    for status in [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::SEE_OTHER,
+    ] {
         assert!(RateLimitLayer::builder()
             .quota(Quota::per_second(10))
             .on_missing_key(MissingKey::Reject(status))
