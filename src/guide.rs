@@ -52,9 +52,10 @@
 //! script call is in flight on a queue, the checks that arrive wait and the next call carries
 //! them all (up to `max_batch`, default 128), so under load Redis pays its per-call cost once
 //! for many checks, and what remains is the work of each check inside the script (its share of
-//! one `MGET` per call and, when it is allowed, one write per policy). A single server's keys
-//! are shared among `calls_in_flight` queues (default 2), so that Redis runs one call while the
-//! next is on its way; a key always takes the same queue. The figures of `BENCHES.md`
+//! one `MGET` per call and, when it is allowed, one write per policy, which the call's other
+//! checks of the same key share). A single server's keys are shared among `calls_in_flight`
+//! queues (default 2), so that Redis runs one call while the next is on its way; a key always
+//! takes the same queue. The figures of `BENCHES.md`
 //! ("Redis: coalesced checks") compare, in one run on a 2-vCPU machine with the application and
 //! Redis on the same two cores, one raw `EVALSHA` per check against the coalescing store; measure
 //! with `cargo bench --features redis --bench redis` on your own machines. As a rule of thumb:
