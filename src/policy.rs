@@ -27,7 +27,8 @@
 //! default stack.
 //! **Cost**: a request takes a fixed number of cells, or as many as a closure over the request
 //! says; cost 0 passes without touching the store. **Shadow mode** decides and counts as usual
-//! but never rejects. **Bypass** lets requests through before anything is read or counted.
+//! but never rejects. **Bypass** lets requests through before their key is read or any budget
+//! is touched (with the `metrics` feature they are counted as `bypassed`).
 //!
 //! ```
 //! use axum::extract::Request;
