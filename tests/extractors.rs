@@ -232,6 +232,19 @@ async fn a_hop_with_obs_text_is_unreadable_and_the_rest_of_its_line_is_read() {
     }
 }
 
+/// Asserts that each `Forwarded` value, behind the test's proxies, is keyed as `client`.
+async fn each_forwarded_keys_as(values: &[&[u8]], client: &str) {
+    for value in values {
+        let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value).await;
+        assert_eq!(
+            got.to_string(),
+            client,
+            "{:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+}
+
 /// A quoted string in a `Forwarded` element may hold commas, semicolons and escaped quotes (a
 /// `host` that a proxy copied from the request): they split neither elements nor parameters,
 /// so what a client wrote there is never read as a hop.
@@ -244,15 +257,7 @@ async fn quoted_forwarded_values_split_neither_elements_nor_parameters() {
         b"for=6.6.6.6, for=\"203.0.113.9\";host=\"a,b\", for=10.0.0.7",
         b"for=6.6.6.6, for=\"\\203.0.113.9\";host=\"a\\\\\"",
     ];
-    for value in values {
-        let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value).await;
-        assert_eq!(
-            got.to_string(),
-            "203.0.113.9",
-            "{:?}",
-            String::from_utf8_lossy(value)
-        );
-    }
+    each_forwarded_keys_as(&values, "203.0.113.9").await;
 }
 
 /// RFC 7239 lets a proxy hide a port behind an obfuscated identifier (`_` and letters,
@@ -264,15 +269,7 @@ async fn an_obfuscated_port_hides_the_port_not_the_address() {
         b"for=6.6.6.6, for=\"203.0.113.9:_p.1-x\";proto=https, for=10.0.0.7",
         b"for=6.6.6.6, for=\"[::ffff:203.0.113.9]:_hidden\"",
     ];
-    for value in values {
-        let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value).await;
-        assert_eq!(
-            got.to_string(),
-            "203.0.113.9",
-            "{:?}",
-            String::from_utf8_lossy(value)
-        );
-    }
+    each_forwarded_keys_as(&values, "203.0.113.9").await;
 }
 
 #[tokio::test]
