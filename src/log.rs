@@ -52,7 +52,11 @@ impl Throttle {
 
     /// `Some(lines held back since the last one)` if a line may be logged now.
     pub(crate) fn admit(&self) -> Option<u64> {
-        let now = self.origin.elapsed().as_millis() as u64;
+        self.admit_at(self.origin.elapsed().as_millis() as u64)
+    }
+
+    /// [`admit`](Self::admit) at `now`, in milliseconds since the throttle was made.
+    fn admit_at(&self, now: u64) -> Option<u64> {
         let next = self.next_ms.load(Ordering::Relaxed);
         if now >= next
             && self
@@ -138,11 +142,26 @@ mod tests {
 
     #[test]
     fn admits_one_line_per_interval_and_counts_the_rest() {
+        let throttle = Throttle::new(Duration::from_secs(1));
+        assert_eq!(throttle.admit_at(0), Some(0));
+        for now in [1, 500, 999, 999, 999] {
+            assert_eq!(throttle.admit_at(now), None, "{now} ms");
+        }
+        // The interval is over: the next line goes, with the count of the lines held back.
+        assert_eq!(throttle.admit_at(1_000), Some(5));
+        assert_eq!(throttle.admit_at(1_999), None);
+        // After a quiet spell longer than the interval, the next line goes at once, and the
+        // interval runs from it.
+        assert_eq!(throttle.admit_at(5_000), Some(1));
+        assert_eq!(throttle.admit_at(5_999), None);
+        assert_eq!(throttle.admit_at(6_000), Some(1));
+    }
+
+    #[test]
+    fn admit_reads_the_time_since_the_throttle_was_made() {
         let throttle = Throttle::new(Duration::from_secs(3600));
         assert_eq!(throttle.admit(), Some(0));
-        for _ in 0..5 {
-            assert_eq!(throttle.admit(), None);
-        }
-        assert_eq!(throttle.suppressed.load(Ordering::Relaxed), 5);
+        assert_eq!(throttle.admit(), None);
+        assert_eq!(throttle.suppressed.load(Ordering::Relaxed), 1);
     }
 }
