@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
     AllowIps, ConfigError, Decisions, Header, ManualClock, MemoryStack, MemoryStore, MissingKey,
-    Policy, Quota, RateLimit, RateLimitLayer, RateLimited, ResponseBody, Store,
+    PeerIp, Policy, Quota, RateLimit, RateLimitLayer, RateLimited, ResponseBody, Store,
 };
 
 mod common;
@@ -46,6 +46,16 @@ fn counting_ok() -> (
         async { Ok::<_, Infallible>(Response::new(String::from("ok"))) }
     });
     (svc, calls)
+}
+
+/// One request a second per peer, on a store whose clock stands still: the request after the
+/// first is limited however long the first one took.
+fn one_a_second() -> RateLimitLayer<PeerIp, MemoryStore<ManualClock>> {
+    RateLimitLayer::builder()
+        .quota(Quota::per_second(1))
+        .store(manual_store().0)
+        .build()
+        .unwrap()
 }
 
 /// Sends one request through `svc`, waiting for readiness first.
@@ -338,6 +348,7 @@ async fn a_custom_rejection_keeps_the_headers_it_set_itself() {
     let mut svc = RateLimitLayer::builder()
         .quota(Quota::per_second(1))
         .rejection(own_headers)
+        .store(manual_store().0)
         .build()
         .unwrap()
         .layer(counting_ok().0);
@@ -500,6 +511,7 @@ async fn for_grpc_answers_resource_exhausted_over_http_200() {
     let mut svc = RateLimitLayer::builder()
         .quota(Quota::per_second(1))
         .for_grpc()
+        .store(manual_store().0)
         .build()
         .unwrap()
         .layer(inner);
@@ -520,7 +532,7 @@ async fn for_grpc_answers_resource_exhausted_over_http_200() {
 
 #[tokio::test]
 async fn grpc_requests_are_recognised_by_their_content_type() {
-    let mut svc = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    let mut svc = one_a_second().layer(counting_ok().0);
     let grpc = || {
         let mut req = from(PEER);
         req.headers_mut().insert(
@@ -539,7 +551,7 @@ async fn grpc_requests_are_recognised_by_their_content_type() {
 
 #[tokio::test]
 async fn grpc_answers_carry_application_grpc_and_grpc_web_ones_echo_their_content_type() {
-    let mut svc = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    let mut svc = one_a_second().layer(counting_ok().0);
     let with_type = |content_type: &'static str| {
         let mut req = from(PEER);
         req.headers_mut()
@@ -710,8 +722,10 @@ async fn every_clone_of_the_service_shares_one_budget() {
 
 #[tokio::test]
 async fn two_layers_are_two_budgets_unless_they_share_a_store() {
-    let separate_a = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
-    let separate_b = RateLimitLayer::new(Quota::per_second(1)).layer(counting_ok().0);
+    // An hour's quota: had the two layers one budget, the second would be limited however
+    // long the first request took.
+    let separate_a = RateLimitLayer::new(Quota::per_hour(1)).layer(counting_ok().0);
+    let separate_b = RateLimitLayer::new(Quota::per_hour(1)).layer(counting_ok().0);
     assert_eq!(
         separate_a.oneshot(from(PEER)).await.unwrap().status(),
         StatusCode::OK
@@ -721,8 +735,8 @@ async fn two_layers_are_two_budgets_unless_they_share_a_store() {
         StatusCode::OK
     );
 
-    let store = MemoryStore::new();
-    let layer = |store: MemoryStore| {
+    let (store, _clock) = manual_store();
+    let layer = |store: MemoryStore<ManualClock>| {
         RateLimitLayer::builder()
             .quota(Quota::per_second(1))
             .store(store)
@@ -817,7 +831,7 @@ type MockService = tower_test::mock::Mock<Request<String>, Response<String>>;
 
 #[tokio::test]
 async fn the_inner_service_is_called_for_allowed_requests_only() {
-    let layer = RateLimitLayer::new(Quota::per_second(1));
+    let layer = one_a_second();
     let (mut svc, mut handle) =
         tower_test::mock::spawn_with(move |mock: MockService| layer.layer(mock));
 
@@ -1131,6 +1145,7 @@ async fn any_request_body_type_is_accepted() {
     let mut svc = RateLimitLayer::builder()
         .quota(Quota::per_second(1))
         .key(tower_ratelimit::Global)
+        .store(manual_store().0)
         .build()
         .unwrap()
         .layer(inner);
