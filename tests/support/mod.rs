@@ -76,7 +76,11 @@ impl Process {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                // The port was free when it was chosen; another process may have taken it
+                // since, and then this one exits below with the log saying so.
+                let info: Option<String> = redis::cmd("INFO").arg("server").query(&mut conn).ok();
+                let pid = format!("process_id:{}\r\n", child.id());
+                if info.is_some_and(|info| info.contains(&pid)) {
                     return;
                 }
             }
