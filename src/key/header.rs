@@ -72,7 +72,11 @@ impl Header {
     ///
     /// ```
     /// use http::header::AUTHORIZATION;
-    /// let key = tower_ratelimit::Header::from_name(AUTHORIZATION);
+    /// use tower_ratelimit::{Header, KeyExtractor};
+    ///
+    /// let key = Header::from_name(AUTHORIZATION);
+    /// let req = http::Request::builder().header(AUTHORIZATION, "Bearer t-1").body(()).unwrap();
+    /// assert_eq!(key.extract(&req).unwrap().as_bytes(), b"Bearer t-1");
     /// ```
     pub fn from_name(name: HeaderName) -> Self {
         Header { name }
