@@ -211,8 +211,7 @@ impl Quota {
         let mut parts = s.split([';', ',']);
         let rate = parts.next().ok_or_else(invalid)?;
         let (n, unit) = rate.split_once('/').ok_or_else(invalid)?;
-        let n: u32 = n.trim().parse().map_err(|_| invalid())?;
-        let mut quota = Self::per(n, Per::from_unit(unit)?)?;
+        let mut quota = Self::per(number("rate", n)?, Per::from_unit(unit)?)?;
         let mut burst_seen = false;
         for part in parts {
             let (name, value) = part.split_once('=').ok_or_else(invalid)?;
@@ -220,8 +219,7 @@ impl Quota {
                 return Err(invalid());
             }
             burst_seen = true;
-            let burst: u32 = value.trim().parse().map_err(|_| invalid())?;
-            quota = quota.try_allow_burst(burst)?;
+            quota = quota.try_allow_burst(number("burst", value)?)?;
         }
         Ok(quota)
     }
@@ -293,6 +291,16 @@ impl Quota {
     }
 }
 
+/// The `what` (a rate or a burst) that `s` writes, or an error quoting `s`.
+fn number(what: &'static str, s: &str) -> Result<u32, QuotaError> {
+    s.trim().parse().map_err(|_| {
+        QuotaError::new(QuotaErrorKind::Number {
+            what,
+            value: s.trim().to_owned(),
+        })
+    })
+}
+
 impl fmt::Display for Quota {
     /// Writes the quota in the syntax [`FromStr`] reads when it can, else as an interval.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -344,6 +352,7 @@ enum QuotaErrorKind {
     PeriodTooLong(Duration),
     WindowTooLong { burst: u32, interval: Duration },
     Unit(String),
+    Number { what: &'static str, value: String },
     Syntax,
 }
 
@@ -379,6 +388,11 @@ impl fmt::Display for QuotaError {
             QuotaErrorKind::Unit(unit) => {
                 write!(f, ": unknown unit {unit:?}; use s, min or h")
             }
+            QuotaErrorKind::Number { what, value } => write!(
+                f,
+                ": the {what} {value:?} is not a whole number from 1 to {}",
+                u32::MAX
+            ),
             QuotaErrorKind::Syntax => f.write_str(
                 ": expected \"<n>/<s|min|h>\" with an optional \"; burst=<b>\", \
                  such as \"100/s\" or \"10/min; burst=50\"",
@@ -612,6 +626,25 @@ mod tests {
         assert!(Quota::with_period(Duration::from_secs(3600))
             .try_allow_burst(u32::MAX)
             .is_err());
+    }
+
+    #[test]
+    fn a_rate_or_burst_that_is_not_a_u32_is_named_not_told_the_syntax() {
+        for (bad, number) in [
+            ("-1/s", "the rate \"-1\""),
+            ("4294967296/min", "the rate \"4294967296\""),
+            ("ten/s", "the rate \"ten\""),
+            ("10/s; burst=-5", "the burst \"-5\""),
+            ("10/s; burst=4294967296", "the burst \"4294967296\""),
+        ] {
+            let err = bad.parse::<Quota>().unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "invalid quota {bad:?}: {number} is not a whole number from 1 to 4294967295"
+                ),
+            );
+        }
     }
 
     #[test]
