@@ -53,10 +53,6 @@ impl Per {
             "s" | "sec" | "secs" | "second" | "seconds" => Ok(Per::Second),
             "m" | "min" | "mins" | "minute" | "minutes" => Ok(Per::Minute),
             "h" | "hr" | "hrs" | "hour" | "hours" => Ok(Per::Hour),
-            // "s burst=5": a burst without its `;`, which the syntax error explains.
-            unit if unit.contains(char::is_whitespace) || unit.contains('=') => {
-                Err(QuotaError::new(QuotaErrorKind::Syntax))
-            }
             _ => Err(QuotaError::new(QuotaErrorKind::Unit(
                 unit.trim().to_owned(),
             ))),
@@ -211,6 +207,10 @@ impl Quota {
         let mut parts = s.split([';', ',']);
         let rate = parts.next().ok_or_else(invalid)?;
         let (n, unit) = rate.split_once('/').ok_or_else(invalid)?;
+        // "10/s burst=5": a burst without its `;`, which the syntax error explains.
+        if unit.trim().contains(char::is_whitespace) || unit.contains('=') {
+            return Err(invalid());
+        }
         let mut quota = Self::per(number("rate", n)?, Per::from_unit(unit)?)?;
         let mut burst_seen = false;
         for part in parts {
@@ -761,6 +761,14 @@ mod tests {
                 let error = read(toml).unwrap_err();
                 assert!(error.contains(message), "{toml}: {error}");
             }
+        }
+
+        #[test]
+        fn a_unit_of_the_struct_form_is_named_not_told_the_string_syntax() {
+            assert_eq!(
+                read(r#"limit = { rate = 10, per = "per second" }"#),
+                Err(r#"invalid quota: unknown unit "per second"; use s, min or h"#.to_owned())
+            );
         }
 
         #[test]
