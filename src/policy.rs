@@ -181,7 +181,10 @@ impl fmt::Display for Policy {
 /// `Deserialize` for [`Policy`], with the `serde` feature.
 #[cfg(feature = "serde")]
 mod serde_impls {
-    use serde::{de, Deserialize, Deserializer};
+    use std::fmt;
+
+    use serde::de::{self, value::MapAccessDeserializer, MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
 
     use super::{validate_name, Policy};
     use crate::Quota;
@@ -220,21 +223,38 @@ mod serde_impls {
         where
             D: Deserializer<'de>,
         {
-            #[derive(Deserialize)]
-            #[serde(rename = "Policy", deny_unknown_fields)]
-            struct Fields {
-                #[serde(deserialize_with = "name")]
-                name: String,
-                quota: Quota,
-                #[serde(default)]
-                shadow: bool,
-            }
+            // A map only: a derived struct would also read a list of its fields in order.
+            deserializer.deserialize_map(PolicyVisitor)
+        }
+    }
 
+    /// Reads the table of a policy.
+    struct PolicyVisitor;
+
+    /// The fields of a policy.
+    #[derive(Deserialize)]
+    #[serde(rename = "Policy", deny_unknown_fields)]
+    struct Fields {
+        #[serde(deserialize_with = "name")]
+        name: String,
+        quota: Quota,
+        #[serde(default)]
+        shadow: bool,
+    }
+
+    impl<'de> Visitor<'de> for PolicyVisitor {
+        type Value = Policy;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a policy: a table such as { name = \"search\", quota = \"10/s\" }")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Policy, A::Error> {
             let Fields {
                 name,
                 quota,
                 shadow,
-            } = Fields::deserialize(deserializer)?;
+            } = Fields::deserialize(MapAccessDeserializer::new(map))?;
             Ok(Policy::new(name, quota).shadow(shadow))
         }
     }
@@ -498,6 +518,27 @@ mod tests {
             ),
             Ok(Policy::new("search", Quota::per_second(10).allow_burst(20)).shadow(true))
         );
+    }
+
+    #[test]
+    fn deserialize_reads_a_table_not_a_list_of_its_fields() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Config {
+            #[allow(dead_code)]
+            search: Policy,
+        }
+        for toml in [
+            "search = [\"search\", \"10/s\", true]",
+            "[[search]]\nname = \"search\"\nquota = \"10/s\"",
+        ] {
+            let error = toml::from_str::<Config>(toml).unwrap_err();
+            assert!(
+                error
+                    .message()
+                    .starts_with("invalid type: sequence, expected a policy"),
+                "{toml}: {error}"
+            );
+        }
     }
 
     #[test]
