@@ -343,37 +343,18 @@ async fn tower_http_layers_that_answer_with_an_empty_body_wrap_the_limiter() {
         req
     };
 
+    let send = |method, path| app.clone().oneshot(from_browser(method, path));
+
     // A preflight is answered by CORS and spends nothing.
-    let preflight = app
-        .clone()
-        .oneshot(from_browser(http::Method::OPTIONS, "/"))
-        .await
-        .unwrap();
+    let preflight = send(http::Method::OPTIONS, "/").await.unwrap();
     assert_eq!(preflight.status(), StatusCode::OK);
-    assert!(preflight
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .is_empty());
-    let timed_out = app
-        .clone()
-        .oneshot(from_browser(http::Method::GET, "/slow"))
-        .await
-        .unwrap();
+    let preflight_body = preflight.into_body().collect().await.unwrap().to_bytes();
+    assert!(preflight_body.is_empty());
+    let timed_out = send(http::Method::GET, "/slow").await.unwrap();
     assert_eq!(timed_out.status(), StatusCode::REQUEST_TIMEOUT);
-    let allowed = app
-        .clone()
-        .oneshot(from_browser(http::Method::GET, "/"))
-        .await
-        .unwrap();
+    let allowed = send(http::Method::GET, "/").await.unwrap();
     assert_eq!(allowed.status(), StatusCode::OK);
-    let limited = app
-        .clone()
-        .oneshot(from_browser(http::Method::GET, "/"))
-        .await
-        .unwrap();
+    let limited = send(http::Method::GET, "/").await.unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()["access-control-allow-origin"], "*");
     assert_eq!(limited.headers()["retry-after"], "30");
