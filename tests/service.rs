@@ -441,16 +441,20 @@ async fn missing_key_allow_lets_keyless_requests_through_unlimited() {
     );
 }
 
-#[tokio::test]
-async fn missing_key_reject_answers_with_the_configured_status() {
-    let (inner, calls) = counting_ok();
-    let mut svc = RateLimitLayer::builder()
+/// A layer keyed by the `x-api-key` header that answers a request without one `401`.
+fn api_key_layer() -> RateLimitLayer<Header> {
+    RateLimitLayer::builder()
         .quota(Quota::per_second(10))
         .key(Header::new("x-api-key"))
         .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
         .build()
         .unwrap()
-        .layer(inner);
+}
+
+#[tokio::test]
+async fn missing_key_reject_answers_with_the_configured_status() {
+    let (inner, calls) = counting_ok();
+    let mut svc = api_key_layer().layer(inner);
     let response = send(&mut svc, Request::new(String::new())).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -1075,13 +1079,7 @@ fn grpc_call() -> Request<String> {
 #[tokio::test]
 async fn the_default_answer_without_a_key_is_plain_text_or_a_grpc_status() {
     let (inner, _calls) = counting_ok();
-    let mut svc = RateLimitLayer::builder()
-        .quota(Quota::per_second(10))
-        .key(Header::new("x-api-key"))
-        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
-        .build()
-        .unwrap()
-        .layer(inner);
+    let mut svc = api_key_layer().layer(inner);
     let response = send(&mut svc, Request::new(String::new())).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers().len(), 1, "{:?}", response.headers());
