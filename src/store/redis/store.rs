@@ -95,9 +95,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// a new primary) run on the runtime the store is built on: build it on the runtime that
 /// serves the checks, and keep that runtime running for as long as the store is used. A check
 /// that finds its queue idle makes its call from its own future (as a task on the store's
-/// runtime when polled on another), and the checks that queue meanwhile wait for that call: poll check futures (and the
-/// layer's response futures) concurrently or in the order they were made, as servers do, not
-/// a later one before an earlier one.
+/// runtime when polled on another), and the checks that queue meanwhile wait for that call:
+/// poll check futures (and the layer's response futures) concurrently or in the order they
+/// were made, as servers do, not a later one before an earlier one.
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
