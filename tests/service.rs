@@ -7,7 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use tower_ratelimit::{
 };
 
 mod common;
-use common::{header, manual_store, DownStore};
+use common::{header, manual_store, Captured, DownStore};
 
 const PEER: &str = "192.0.2.10:40000";
 
@@ -360,37 +360,9 @@ async fn a_custom_rejection_keeps_the_headers_it_set_itself() {
     assert_eq!(limited.headers().get_all(RETRY_AFTER).iter().count(), 1);
 }
 
-/// Collects what `tracing` writes while a test runs.
-#[derive(Clone, Default)]
-struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogCapture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn a_request_without_a_peer_address_gets_500_and_a_warning_saying_what_to_fix() {
-    let logs = LogCapture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::WARN);
 
     let (inner, calls) = counting_ok();
     let mut svc = RateLimitLayer::new(Quota::per_second(10)).layer(inner);
