@@ -94,11 +94,14 @@ impl<S> Tier<S> {
         self.headers.policies()
     }
 
-    /// The tier `name` of `policies`, registered with `store`.
+    /// The tier `name` of `policies`, registered with `store`; `cost_by_request` if the layer
+    /// computes each request's cost (only such a cost can exceed a burst: a fixed one was
+    /// checked when the layer was built).
     pub(crate) fn new<St>(
         store: &St,
         name: &str,
         policies: Vec<Policy>,
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))] cost_by_request: bool,
     ) -> Result<Self, ConfigError>
     where
         St: Store<Stack = S>,
@@ -112,7 +115,10 @@ impl<S> Tier<S> {
             .map(|(i, _)| i);
         Ok(Tier {
             #[cfg(feature = "metrics")]
-            metrics: crate::telemetry::TierMetrics::new::<St::Error>(&policies, tightest),
+            metrics: crate::telemetry::TierMetrics::new::<St::Error>(
+                &policies,
+                tightest.filter(|_| cost_by_request),
+            ),
             name: name.into(),
             shadow_limited: policies.iter().map(|_| AtomicU64::new(0)).collect(),
             shadow_logs: policies

@@ -678,14 +678,8 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         self.store.register(&all)?;
         let mut tiers = Vec::with_capacity(stacks.len());
         for (name, policies) in stacks {
-            #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
-            let mut tier = Tier::new(&self.store, &name, policies)?;
-            // Only a cost computed per request can be too large: a fixed one was checked above.
-            #[cfg(feature = "metrics")]
-            if settings.fixed_cost.is_none() {
-                tier.metrics.cost_by_request(tier.headers.policies());
-            }
-            tiers.push(tier);
+            let cost_by_request = settings.fixed_cost.is_none();
+            tiers.push(Tier::new(&self.store, &name, policies, cost_by_request)?);
         }
         Ok(RateLimitLayer {
             config: Arc::new(Config {

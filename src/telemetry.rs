@@ -45,8 +45,6 @@ impl LayerMetrics {
 /// The decision counters of each policy of one tier, in stack order.
 pub(crate) struct TierMetrics {
     policies: Box<[PolicyCounters]>,
-    /// The enforced policy that refuses costs above its burst.
-    tightest: Option<usize>,
 }
 
 /// The decision counters of one policy of a tier. Outcomes that cannot happen to the policy
@@ -63,15 +61,18 @@ struct PolicyCounters {
 }
 
 impl TierMetrics {
-    /// The counters of `policies`, checked on a store whose errors are `Err`; `tightest` is the
-    /// enforced policy that refuses costs above its burst. A store that cannot fail (such as
-    /// `MemoryStore`) gets no `store_error` or `fallback_*` series. No policy gets
-    /// `cost_too_large` here: see [`cost_by_request`](Self::cost_by_request).
-    pub(crate) fn new<Err: 'static>(policies: &[Policy], tightest: Option<usize>) -> Self {
+    /// The counters of `policies`, checked on a store whose errors are `Err`; `too_large` is the
+    /// enforced policy that refuses costs above its burst, on a layer whose cost is computed per
+    /// request (a fixed cost was checked against every enforced burst when the layer was built
+    /// and is never too large: such a layer passes `None`, and has no `cost_too_large`
+    /// series). A store that cannot fail (such as `MemoryStore`) gets no `store_error` or
+    /// `fallback_*` series.
+    pub(crate) fn new<Err: 'static>(policies: &[Policy], too_large: Option<usize>) -> Self {
         let can_fail = TypeId::of::<Err>() != TypeId::of::<Infallible>();
         let policies = policies
             .iter()
-            .map(|policy| {
+            .enumerate()
+            .map(|(i, policy)| {
                 let name = policy.name();
                 let shadow = policy.is_shadow();
                 let when = |possible: bool, outcome| {
@@ -86,23 +87,14 @@ impl TierMetrics {
                     allowed: decisions(name, "allowed"),
                     limited: when(!shadow, "limited"),
                     shadow_limited: when(shadow, "shadow_limited"),
-                    cost_too_large: Counter::noop(),
+                    cost_too_large: when(too_large == Some(i), "cost_too_large"),
                     store_error: when(can_fail, "store_error"),
                     fallback_allowed: when(can_fail, "fallback_allowed"),
                     fallback_limited: when(can_fail && !shadow, "fallback_limited"),
                 }
             })
             .collect();
-        TierMetrics { policies, tightest }
-    }
-
-    /// Registers `cost_too_large` for the tightest policy, on a layer whose cost is computed per
-    /// request. A fixed cost was checked against every enforced burst when the layer was built
-    /// and is never too large: its layer does not call this, and has no such series.
-    pub(crate) fn cost_by_request(&mut self, policies: &[Policy]) {
-        if let Some(i) = self.tightest {
-            self.policies[i].cost_too_large = decisions(policies[i].name(), "cost_too_large");
-        }
+        TierMetrics { policies }
     }
 
     /// Counts the store's answer for each policy: `allowed` if the policy took the request's
