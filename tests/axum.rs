@@ -422,6 +422,13 @@ impl MakeRejection for Problem {
     }
 }
 
+/// `POST /` answering "ok" and `POST /batch` answering "done", for a layer to wrap.
+fn api_routes() -> Router {
+    Router::new()
+        .route("/", post(|| async { "ok" }))
+        .route("/batch", post(|| async { "done" }))
+}
+
 /// A request to `path` with `api_key`, as HTTP or as a gRPC call.
 fn api_call(path: &str, api_key: Option<&str>, grpc: bool) -> Request {
     let mut req = Request::post(path);
@@ -471,10 +478,7 @@ async fn a_rejection_type_answers_limited_and_too_costly_requests_as_it_chose() 
         .rejection(Problem::default())
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/", post(|| async { "ok" }))
-        .route("/batch", post(|| async { "done" }))
-        .layer(layer);
+    let app = api_routes().layer(layer);
 
     let too_large = answer(&app, api_call("/batch", Some("alice"), false)).await;
     assert_eq!(
@@ -517,10 +521,7 @@ async fn a_rejection_type_answers_a_request_without_a_key_as_it_chose() {
         .rejection(Problem::default())
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/", post(|| async { "ok" }))
-        .route("/batch", post(|| async { "done" }))
-        .layer(layer);
+    let app = api_routes().layer(layer);
 
     for path in ["/", "/batch"] {
         let keyless = answer(&app, api_call(path, None, false)).await;
@@ -551,10 +552,7 @@ async fn a_rejection_type_answers_a_request_the_store_could_not_decide_as_it_cho
         .rejection(problem.clone())
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/", post(|| async { "ok" }))
-        .route("/batch", post(|| async { "done" }))
-        .layer(layer);
+    let app = api_routes().layer(layer);
 
     let failed = answer(&app, api_call("/", Some("alice"), false)).await;
     assert_eq!(
@@ -588,10 +586,7 @@ async fn a_rejection_closure_leaves_a_keyless_request_and_a_failed_store_to_the_
         .rejection(closure)
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/", post(|| async { "ok" }))
-        .route("/batch", post(|| async { "done" }))
-        .layer(layer);
+    let app = api_routes().layer(layer);
 
     let keyless = answer(&app, api_call("/", None, false)).await;
     assert_eq!(
