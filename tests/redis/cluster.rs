@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::Commands;
 use tower_ratelimit::{MemoryStore, Policy, Quota, Store};
 
-use crate::support::{cluster_command_calls, strict_store, RedisCluster};
+use crate::support::{cluster_command_calls, command_calls, strict_store, RedisCluster};
 
 #[tokio::test]
 async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_does() {
@@ -133,4 +133,53 @@ async fn the_first_check_after_a_node_restart_is_answered_by_redis() {
     );
     // The restarted node is empty: Redis counts this as the key's first check.
     assert_eq!(decisions.unwrap().as_slice()[0].remaining(), 4);
+}
+
+/// A primary down does not stop the checks of the keys the others hold, even when the script
+/// must be loaded again on the node of the key (after `SCRIPT FLUSH`, a restart, a replica
+/// promoted): the reload goes to the primaries that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_script_is_loaded_again_while_another_primary_is_down() {
+    // Each node keeps serving its own slots while another is down.
+    let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
+    let store = strict_store("cluster-noscript")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let redis_key = store.redis_key(&"k", "p");
+    let node = cluster
+        .nodes
+        .iter()
+        .position(|node| {
+            node.connection()
+                .exists::<_, bool>(&redis_key)
+                .unwrap_or(false)
+        })
+        .expect("the key is on a node");
+    let mut holder = cluster.nodes[node].connection();
+    tokio::task::block_in_place(|| {
+        cluster.nodes[(node + 1) % 3].kill();
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut holder)
+            .unwrap();
+    });
+    let loads = command_calls(&mut holder, "script|load");
+    let decisions = store.check(&stack, b"k", 1).await;
+    assert_eq!(
+        decisions.expect("answered by Redis").as_slice()[0].remaining(),
+        3
+    );
+    assert!(!store.is_degraded());
+    assert!(command_calls(&mut holder, "script|load") > loads);
+    // And kept: the next check is one `EVALSHA`.
+    let evalsha = command_calls(&mut holder, "evalsha");
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert_eq!(command_calls(&mut holder, "evalsha"), evalsha + 1);
 }
