@@ -445,3 +445,42 @@ async fn a_store_pointed_at_a_replica_is_refused_when_built() {
         .await
         .expect("the primary was refused");
 }
+
+#[tokio::test]
+async fn a_clock_past_what_doubles_count_exactly_never_admits_more_than_the_burst() {
+    let server = RedisServer::start();
+    // 2^53 + 1 µs: the script's numbers are doubles, which stop being exact integers there.
+    let clock = tower_ratelimit::ManualClock::new();
+    clock.advance(Duration::from_micros((1 << 53) + 1));
+    let store = strict_store("far-clock")
+        .url(server.url())
+        .clock(clock.clone())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let memory = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+    let policy = [Policy::new(
+        "one",
+        Quota::with_period(Duration::from_micros(1)).allow_burst(1),
+    )];
+    let (stack, local) = (
+        store.register(&policy).unwrap(),
+        memory.register(&policy).unwrap(),
+    );
+    let mut admitted = 0;
+    for i in 0..5 {
+        let exact = memory.check(&local, b"k", 1).await.unwrap();
+        assert_eq!(exact.is_allowed(), i == 0);
+        // The store may leave such a time to its failure policy (`Deny` here), but any
+        // decision it makes is the exact one.
+        if let Ok(decisions) = store.check(&stack, b"k", 1).await {
+            admitted += u32::from(decisions.is_allowed());
+            assert_eq!(decisions, exact, "check {i}");
+        }
+    }
+    assert!(
+        admitted <= 1,
+        "{admitted} checks of a burst of 1 admitted at one instant"
+    );
+}
