@@ -366,7 +366,9 @@ impl RedisStoreBuilder {
     ///
     /// Redis `TIME` (the default) gives every process one clock. Use a clock for deterministic
     /// tests with [`ManualClock`](crate::ManualClock), or when all processes share a clock
-    /// source; clocks that disagree let the fastest one spend budgets early.
+    /// source; clocks that disagree let the fastest one spend budgets early. The script counts
+    /// exactly up to 2^52 µs from the clock's origin (about 142 years; Unix time is far below):
+    /// a check at a later time is answered by the [failure policy](Self::on_failure).
     ///
     /// ```
     /// use tower_ratelimit::{ManualClock, RedisStore};

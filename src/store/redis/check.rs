@@ -10,7 +10,7 @@ use tokio::time::error::Elapsed;
 
 use super::batch::{self, Submitted};
 use super::health::Route;
-use super::script::Reply;
+use super::script::{Reply, MAX_CLOCK_MICROS};
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
@@ -59,6 +59,15 @@ impl Inner {
         } else {
             (None, local_now)
         };
+        if now_arg.is_some_and(|micros| micros >= MAX_CLOCK_MICROS) {
+            // Past what the script's doubles count exactly: its decisions would be wrong.
+            return RedisStoreFuture::ready(this.by_policy(
+                stack,
+                key,
+                cost,
+                RedisStoreError::clock_too_late(local_now),
+            ));
+        }
         if let Some(decisions) = this.cached_denial(stack, &keys, cost, base) {
             #[cfg(feature = "metrics")]
             this.metrics.deny_cache_hits.increment(1);

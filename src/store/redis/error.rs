@@ -26,6 +26,8 @@ enum Kind {
     BackingOff,
     Reply(Vec<i64>),
     Lost,
+    /// The store's clock, in ns, past the times the script counts exactly.
+    ClockTooLate(u64),
 }
 
 impl RedisStoreError {
@@ -49,6 +51,12 @@ impl RedisStoreError {
 
     pub(super) fn lost() -> Self {
         RedisStoreError { kind: Kind::Lost }
+    }
+
+    pub(super) fn clock_too_late(nanos: u64) -> Self {
+        RedisStoreError {
+            kind: Kind::ClockTooLate(nanos),
+        }
     }
 
     pub(super) fn reply(values: Vec<i64>) -> Self {
@@ -88,6 +96,12 @@ impl fmt::Display for RedisStoreError {
                 f,
                 "Redis answered the rate limit script with {values:?}, not a decision; another \
                  script may be loaded under the same SHA or the key holds foreign data"
+            ),
+            Kind::ClockTooLate(nanos) => write!(
+                f,
+                "the store's clock reads {nanos} ns, at or past 2^52 µs (about 142 years from \
+                 its origin), where the rate limit script's numbers (doubles) are no longer \
+                 exact; use a clock that counts from a recent origin, such as Unix time"
             ),
             Kind::Lost => f.write_str(
                 "the call carrying this rate limit check was dropped before Redis answered \

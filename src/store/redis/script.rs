@@ -135,6 +135,11 @@ return out
 /// window must stay exact (below 2^53).
 pub(super) const MAX_WINDOW_MICROS: u64 = 1 << 52;
 
+/// In clock mode, the times before which the script counts exactly: a time below 2^52 µs plus a
+/// window of at most [`MAX_WINDOW_MICROS`] stays below 2^53, as does every TAT and sum the
+/// script compares (Redis `TIME`, Unix time, is far below).
+pub(super) const MAX_CLOCK_MICROS: u64 = 1 << 52;
+
 /// A quota in the script's unit: the interval rounded up to whole microseconds, so the coarser
 /// unit never admits more than the quota.
 #[derive(Clone, Copy, Debug)]
