@@ -548,6 +548,66 @@ async fn a_long_schedule_gives_the_decisions_of_the_memory_store<S: Store>(f: &F
     }
 }
 
+/// The longest window the Redis store accepts (2^52 µs at a burst of 1), the largest burst at
+/// the shortest interval both stores count (1 µs) with costs up to the whole burst, and an
+/// hour's interval in a stack with them: decided to the microsecond.
+async fn extreme_quotas_are_decided_exactly<S: Store>(f: &Fixture<S>) {
+    const LONGEST: u64 = 1 << 52;
+    const WIDEST: u64 = u32::MAX as u64;
+    let longest = f.stack(&[Policy::new("longest", quota(us(LONGEST), 1))]);
+    assert_eq!(
+        f.check(&longest, "k", 1).await,
+        one(allowed(1, 0, us(LONGEST)))
+    );
+    assert_eq!(
+        f.check(&longest, "k", 1).await,
+        one(denied(1, 0, us(LONGEST), us(LONGEST)))
+    );
+    let widest = f.stack(&[Policy::new("widest", quota(us(1), u32::MAX))]);
+    assert_eq!(
+        f.check(&widest, "k", u32::MAX).await,
+        one(allowed(u32::MAX, 0, us(WIDEST)))
+    );
+    assert_eq!(
+        f.check(&widest, "k", 1).await,
+        one(denied(u32::MAX, 0, us(1), us(WIDEST)))
+    );
+    f.advance(us(1000));
+    assert_eq!(
+        f.check(&widest, "k", u32::MAX).await,
+        one(denied(u32::MAX, 1000, us(WIDEST - 1000), us(WIDEST - 1000)))
+    );
+    assert_eq!(
+        f.check(&widest, "k", 1000).await,
+        one(allowed(u32::MAX, 0, us(WIDEST)))
+    );
+    let hour = sec(3600);
+    let stack = f.stack(&[
+        Policy::new("hourly", Quota::per_hour(1)),
+        Policy::new("longest", quota(us(LONGEST), 1)),
+    ]);
+    // Still limited by `longest`, less the 1 000 µs since: `hourly` takes nothing.
+    assert_eq!(
+        f.check(&stack, "k", 1).await,
+        refused([
+            allowed(1, 1, Duration::ZERO),
+            denied(1, 0, us(LONGEST - 1000), us(LONGEST - 1000)),
+        ])
+    );
+    assert_eq!(
+        f.check(&stack, "other", 1).await,
+        admitted([allowed(1, 0, hour), allowed(1, 0, us(LONGEST))])
+    );
+    f.advance(sec(1));
+    assert_eq!(
+        f.check(&stack, "other", 1).await,
+        refused([
+            denied(1, 0, hour - sec(1), hour - sec(1)),
+            denied(1, 0, us(LONGEST) - sec(1), us(LONGEST) - sec(1)),
+        ])
+    );
+}
+
 macro_rules! scenarios {
     ($($scenario:ident),* $(,)?) => {
         mod memory {
@@ -612,6 +672,7 @@ scenarios!(
     two_policies_on_one_key_never_share_state,
     one_name_with_two_quotas_is_refused,
     a_long_schedule_gives_the_decisions_of_the_memory_store,
+    extreme_quotas_are_decided_exactly,
 );
 
 fn memory() -> Fixture<MemoryStore<ManualClock>> {
