@@ -790,3 +790,38 @@ fn checks_queued_when_the_store_runtime_shuts_down_get_the_failure_policy() {
         );
     }
 }
+
+/// Sets `maxmemory` on `server` (with `noeviction`): "1" refuses every write, "0" lifts it.
+fn max_memory(server: &RedisServer, bytes: &str) {
+    for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", bytes)] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut server.connection())
+            .unwrap();
+    }
+}
+
+/// A check the policy answers outside any outage (its key holds something else than a TAT)
+/// belongs to no outage: the next outage's end counts only the checks answered during it.
+#[tokio::test]
+async fn a_bad_key_answered_between_outages_is_not_counted_in_the_next_one() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
+    let (server, _clock, store, stack) = one_check_done().await;
+    let key = store.redis_key(&"bad", "per-minute");
+    let () = server.connection().set(&key, "1e300").unwrap();
+    assert!(store.check(&stack, b"bad", 1).await.unwrap().is_allowed());
+    assert!(!store.is_degraded());
+
+    // One failed call, one check answered by the policy, then Redis answers again.
+    max_memory(&server, "1");
+    assert!(store.check(&stack, b"new", 1).await.unwrap().is_allowed());
+    assert!(store.is_degraded());
+    max_memory(&server, "0");
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert!(!store.is_degraded());
+    assert_eq!(log.count("answering again"), 1);
+    assert_eq!(log.field("answering again", "failed_calls"), 1);
+    assert_eq!(log.field("answering again", "checks_answered_by_policy"), 1);
+}

@@ -71,8 +71,12 @@ impl Health {
         self.backoff_until.load(Ordering::Acquire) != 0
     }
 
+    /// A check was answered by the failure policy: counted for the outage's end, if it came
+    /// during one (a check whose key holds something else than a TAT belongs to none).
     pub(super) fn answered_by_policy(&self) {
-        self.policy_answers.fetch_add(1, Ordering::Relaxed);
+        if self.outage_since.load(Ordering::Acquire) != 0 {
+            self.policy_answers.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether the store is answering by its failure policy: the last call failed, or checks
