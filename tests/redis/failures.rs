@@ -825,3 +825,49 @@ async fn a_bad_key_answered_between_outages_is_not_counted_in_the_next_one() {
     assert_eq!(log.field("answering again", "failed_calls"), 1);
     assert_eq!(log.field("answering again", "checks_answered_by_policy"), 1);
 }
+
+/// Checks queued behind a call that fails and begins a back-off skip Redis like any check made
+/// during it: the failure policy answers them at once, rather than each batch of them waiting
+/// its own timeout on a Redis the store has stopped waiting on.
+#[tokio::test]
+async fn checks_queued_when_a_backoff_begins_are_answered_by_the_policy_at_once() {
+    let server = RedisServer::start();
+    let store = RedisStore::builder()
+        .url(server.url())
+        .prefix(unique_prefix("queued-backoff"))
+        .clock(ManualClock::new())
+        .timeout(Duration::from_millis(100))
+        .failures_before_backoff(1)
+        .backoff(BACKOFF)
+        .max_batch(2)
+        .calls_in_flight(1)
+        .on_failure(FailurePolicy::Deny)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(100))])
+        .unwrap();
+    pause(&server, 3_000);
+    // The first goes alone and times out, which begins the back-off; the others queued
+    // behind it meanwhile.
+    let checks: Vec<_> = (0..7).map(|_| store.check(&stack, b"k", 1)).collect();
+    let mut errors = Vec::new();
+    for check in checks {
+        let error = check
+            .await
+            .expect_err("Deny answers a failure with an error");
+        errors.push(if error.is_timeout() {
+            "timeout"
+        } else if error.is_backing_off() {
+            "backing off"
+        } else {
+            "other"
+        });
+    }
+    assert!(store.is_backing_off());
+    assert_eq!(
+        errors,
+        [["timeout"].as_slice(), &["backing off"; 6]].concat()
+    );
+}

@@ -227,21 +227,42 @@ async fn send(mut sender: LaneSender) {
     };
     let lane = lanes.lane(sender.slot);
     loop {
-        {
+        let mut skipped = Vec::new();
+        let idle = {
             let mut queue = lane.queue();
             // A check whose future is gone (its request cancelled) is not sent: it takes
             // nothing from its budget.
             queue.waiting.retain(|waiting| !waiting.answer.is_closed());
-            if queue.waiting.is_empty() {
+            // Checks queued before a back-off began skip Redis as the checks made during it
+            // do: only the probe goes. The policy answers the others, out of the lock.
+            if inner.health.backing_off() {
+                let mut kept = VecDeque::with_capacity(queue.waiting.len());
+                for mut waiting in queue.waiting.drain(..) {
+                    match Inner::still_to_redis(&inner, &mut waiting.ask) {
+                        true => kept.push_back(waiting),
+                        false => skipped.push(waiting),
+                    }
+                }
+                queue.waiting = kept;
+            }
+            let idle = queue.waiting.is_empty();
+            if idle {
                 queue.running = false;
                 sender.running = false;
-                return;
             }
             let take = queue.waiting.len().min(lanes.max_batch);
             for waiting in queue.waiting.drain(..take) {
                 sender.asks.push(waiting.ask);
                 sender.answers.push_back(waiting.answer);
             }
+            idle
+        };
+        for Waiting { ask, answer } in skipped {
+            let outcome = inner.ask_by_policy(&ask, RedisStoreError::backing_off());
+            let _ = answer.send(Outcome::Decided(outcome));
+        }
+        if idle {
+            return;
         }
         let LaneSender { asks, answers, .. } = &mut sender;
         inner

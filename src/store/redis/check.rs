@@ -131,13 +131,38 @@ impl Inner {
         (!decisions.is_allowed()).then_some(decisions)
     }
 
+    /// Whether `ask`, made before a back-off began and not yet sent, still goes to Redis: as a
+    /// check made now would, only as the probe (which it may become), or while Redis is not
+    /// backed off; else the failure policy answers it.
+    pub(super) fn still_to_redis(this: &Arc<Self>, ask: &mut Ask) -> bool {
+        if ask.probe.is_some() || !this.health.backing_off() {
+            return true;
+        }
+        match this.health.route(this.clock.now_nanos()) {
+            Route::Redis { probe } => {
+                if probe {
+                    ask.probe = Some(Probe {
+                        inner: Arc::downgrade(this),
+                        armed: AtomicBool::new(true),
+                    });
+                }
+                true
+            }
+            Route::Policy => false,
+        }
+    }
+
     /// One check in its own call: its lane's call in flight, if it holds the lane's claim,
     /// which is released when this future ends or is dropped.
     async fn alone(
         self: Arc<Self>,
-        ask: Ask,
+        mut ask: Ask,
         _claim: Option<batch::Claim>,
     ) -> Result<Decisions, RedisStoreError> {
+        // Made before a back-off began, polled since: it skips Redis like any check now.
+        if !Self::still_to_redis(&self, &mut ask) {
+            return self.ask_by_policy(&ask, RedisStoreError::backing_off());
+        }
         let mut answer = None;
         self.call(std::slice::from_ref(&ask), |outcome| answer = Some(outcome))
             .await;

@@ -68,7 +68,8 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   is answered by the [`FailurePolicy`] (default: an in-memory GCRA with the same
 ///   policies) for every check of the call. After
 ///   [repeated failures](RedisStoreBuilder::failures_before_backoff) checks stop waiting on
-///   Redis for a [back-off](RedisStoreBuilder::backoff) period, then one check probes Redis;
+///   Redis for a [back-off](RedisStoreBuilder::backoff) period (those queued when it begins
+///   too, answered then by the policy), then one check probes Redis;
 ///   when it succeeds, checks go back to Redis. Each outage gets its lines at `warn`: its
 ///   first failed call ("failed; answering by the failure policy") and the start of its
 ///   back-off if it comes to one ("keeps failing; backing off …"), both with the error and its
