@@ -5,7 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{FailurePolicy, RedisStoreError};
-use crate::log::Chain;
+use crate::log::{Chain, Throttle};
+
+/// At most one outage's lines per interval: a Redis that fails every other call (out of memory,
+/// where admitted checks fail and denials pass; one cluster node down) would otherwise log two
+/// lines per call.
+const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where a check goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +30,11 @@ pub(super) struct Health {
     backoff_until: AtomicU64,
     /// A probe is in flight.
     probing: AtomicBool,
-    /// When the current outage began (non-zero during one), for the recovery log line.
+    /// When the current outage began (non-zero during one), for the recovery log line, its
+    /// lowest bit set if its lines are logged.
     outage_since: AtomicU64,
+    /// Which outages are logged.
+    outage_log: Throttle,
     /// Checks answered by the policy during the current outage.
     policy_answers: AtomicU64,
     failures_before_backoff: u32,
@@ -43,6 +51,7 @@ impl Health {
             backoff_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             outage_since: AtomicU64::new(0),
+            outage_log: Throttle::new(OUTAGE_LOG_INTERVAL),
             policy_answers: AtomicU64::new(0),
             failures_before_backoff,
             backoff,
@@ -99,12 +108,15 @@ impl Health {
         if probe {
             self.probing.store(false, Ordering::Release);
         }
-        // One line per outage, from whichever call ends it.
+        // One line per logged outage, from whichever call ends it.
         let since = self.outage_since.swap(0, Ordering::AcqRel);
         if since != 0 {
             let answered = self.policy_answers.swap(0, Ordering::AcqRel);
+            if since & 1 == 0 {
+                return;
+            }
             tracing::warn!(
-                outage_ms = Duration::from_nanos(now.saturating_sub(since)).as_millis() as u64,
+                outage_ms = Duration::from_nanos(now.saturating_sub(since & !1)).as_millis() as u64,
                 failed_calls,
                 checks_answered_by_policy = answered,
                 "Redis rate limit store answering again; checks go to Redis"
@@ -141,25 +153,29 @@ impl Health {
             // failure unless a call failing since began it (and said so).
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
-            if self.begin_outage(now) {
-                tracing::warn!(
+            match self.begin_outage(now) {
+                Some(Some(suppressed)) => tracing::warn!(
                     error = %Chain(error),
                     ?policy,
                     backoff_ms = self.backoff_ms(),
+                    similar_outages_not_logged = suppressed,
                     "Redis rate limit store failed again; backing off: checks skip Redis and \
                      are answered by the failure policy, one probe per back-off period"
-                );
-            } else {
-                self.log_backoff(error, policy, failures);
+                ),
+                Some(None) => {}
+                None => self.log_backoff(error, policy, failures),
             }
             return;
         }
-        if failures == 1 && self.begin_outage(now) {
-            tracing::warn!(
-                error = %Chain(error),
-                ?policy,
-                "Redis rate limit store failed; answering by the failure policy"
-            );
+        if failures == 1 {
+            if let Some(Some(suppressed)) = self.begin_outage(now) {
+                tracing::warn!(
+                    error = %Chain(error),
+                    ?policy,
+                    similar_outages_not_logged = suppressed,
+                    "Redis rate limit store failed; answering by the failure policy"
+                );
+            }
         }
         if failures >= self.failures_before_backoff
             && self
@@ -173,15 +189,29 @@ impl Health {
         }
     }
 
-    /// Marks an outage begun at `now`, unless one is already; whether it was begun here.
-    fn begin_outage(&self, now: u64) -> bool {
+    /// Marks an outage begun at `now`, unless one is already: `None` if it was not begun here,
+    /// else whether its lines are logged, with the number of outages since the last logged one
+    /// that were not.
+    fn begin_outage(&self, now: u64) -> Option<Option<u64>> {
+        let began = now.max(2) & !1;
         self.outage_since
-            .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .compare_exchange(0, began, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let suppressed = self.outage_log.admit();
+        // Logged only if no call has ended it meanwhile (which logged no end for it).
+        let logged = suppressed.is_some()
+            && self
+                .outage_since
+                .compare_exchange(began, began | 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        Some(suppressed.filter(|_| logged))
     }
 
-    /// The line of a back-off that begins in an outage already logged.
+    /// The line of a back-off that begins in an outage already logged (if it is).
     fn log_backoff(&self, error: &RedisStoreError, policy: FailurePolicy, failures: u32) {
+        if self.outage_since.load(Ordering::Acquire) & 1 == 0 {
+            return;
+        }
         tracing::warn!(
             error = %Chain(error),
             ?policy,
@@ -260,7 +290,7 @@ mod tests {
         // Then the probe fails: a new outage, whose end is reported in its turn.
         health.failure(110, true, &error(), FailurePolicy::Local);
         assert!(health.backing_off());
-        assert_eq!(health.outage_since.load(Ordering::Acquire), 110);
+        assert_eq!(health.outage_since.load(Ordering::Acquire) & !1, 110);
         assert_eq!(health.route(210), Route::Redis { probe: true });
         health.answered_by_policy();
         health.success(220, true);
@@ -281,17 +311,56 @@ mod tests {
         }
         assert_eq!(health.route(100), Route::Redis { probe: true });
         health.success(105, false);
+        // Past the interval of the outage lines: this outage is logged.
+        health.outage_log.expire();
         health.failure(107, false, &error(), FailurePolicy::Local);
-        assert_eq!(health.outage_since.load(Ordering::Acquire), 107);
+        assert_eq!(health.outage_since.load(Ordering::Acquire) & !1, 106);
         let lines = logged(|| health.failure(110, true, &error(), FailurePolicy::Local));
         assert!(health.backing_off());
         assert_eq!(
-            health.outage_since.load(Ordering::Acquire),
-            107,
-            "begun at 107"
+            health.outage_since.load(Ordering::Acquire) & !1,
+            106,
+            "begun at 107 (kept to the even nanosecond below)"
         );
         assert!(lines.contains("keeps failing; backing off"), "{lines}");
         assert!(!lines.contains("failed again"), "{lines}");
+    }
+
+    #[test]
+    fn a_store_failing_every_other_call_logs_one_outage_per_interval() {
+        let health = Health::new(5, Duration::from_secs(1));
+        let lines = logged(|| {
+            for i in 0..10 {
+                health.failure(100 * i + 1, false, &error(), FailurePolicy::Local);
+                health.answered_by_policy();
+                health.success(100 * i + 50, false);
+            }
+        });
+        assert_eq!(
+            lines
+                .matches("failed; answering by the failure policy")
+                .count(),
+            1,
+            "{lines}"
+        );
+        assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
+        assert!(lines.contains("similar_outages_not_logged=0"), "{lines}");
+        assert!(!health.degraded());
+        assert_eq!(health.outage_since.load(Ordering::Acquire), 0);
+        assert_eq!(health.policy_answers.load(Ordering::Acquire), 0);
+        // A back-off of an outage that is not logged is not logged either; its end neither.
+        let lines = logged(|| {
+            for _ in 0..5 {
+                health.failure(2_000, false, &error(), FailurePolicy::Local);
+            }
+            assert!(health.backing_off());
+            health.success(3_000, false);
+        });
+        assert_eq!(lines, "");
+        // The next outage logged says how many were not.
+        health.outage_log.expire();
+        let lines = logged(|| health.failure(4_000, false, &error(), FailurePolicy::Local));
+        assert!(lines.contains("similar_outages_not_logged=10"), "{lines}");
     }
 
     /// What `f` logs at `warn` and above.

@@ -77,7 +77,10 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   its failed calls and the checks the policy answered). Its other failed calls are not
 ///   logged, but for a probe that fails during the back-off (at `debug`). A probe that fails
 ///   after a call sent before the back-off has succeeded (which ended the outage, and logged
-///   its end) begins a new outage: "failed again; backing off", and later its own end. A check
+///   its end) begins a new outage: "failed again; backing off", and later its own end. The
+///   lines of at most one outage per 10 s are logged: a Redis failing every other call (out
+///   of memory, where admitted checks fail and denials pass) would otherwise log two lines per
+///   call; the next outage logged counts the others (`similar_outages_not_logged`). A check
 ///   whose answer holds values that are not TATs (something else wrote to its key) is
 ///   answered by the failure policy without counting as a failed call, and logged at `warn`
 ///   with the key, at most once per 10 s. Under [`FailurePolicy::Deny`] the layer also logs
