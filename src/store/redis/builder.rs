@@ -221,13 +221,13 @@ impl RedisStoreBuilder {
     }
 
     /// How long one script call may take before the failure policy answers its checks
-    /// (default 50 ms; `Duration::MAX` for none). The wait of a check queued behind the call in
-    /// flight does not count, and a call whose timer fired late (this process was starved)
-    /// gets one more timeout. A call that times out after it was sent may still run in Redis:
-    /// its checks then count there as well as in the failure policy's answer, which can only
-    /// deny more, never admit more. So does a check whose future is dropped (its request
-    /// cancelled) once its call is sent; one dropped before, while it waits in the queue, takes
-    /// nothing.
+    /// (default 50 ms; longer than zero; `Duration::MAX` for none). The wait of a check queued
+    /// behind the call in flight does not count, and a call whose timer fired late (this
+    /// process was starved) gets one more timeout. A call that times out after it was sent may
+    /// still run in Redis: its checks then count there as well as in the failure policy's
+    /// answer, which can only deny more, never admit more. So does a check whose future is
+    /// dropped (its request cancelled) once its call is sent; one dropped before, while it waits
+    /// in the queue, takes nothing.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
@@ -261,7 +261,7 @@ impl RedisStoreBuilder {
     }
 
     /// How long checks skip Redis after repeated failures before one check probes it again
-    /// (default 1 s). Measured on the store's clock.
+    /// (default 1 s; longer than zero). Measured on the store's clock.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
@@ -273,7 +273,7 @@ impl RedisStoreBuilder {
     }
 
     /// The most keys held in this process by the deny cache, and by the in-memory GCRA of
-    /// [`FailurePolicy::Local`] (default 100 000 each).
+    /// [`FailurePolicy::Local`] (default 100 000 each; at least 1).
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder().max_local_keys(10_000);
@@ -283,8 +283,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The most checks one script call carries (default 128); 1 sends every check in its own
-    /// call as soon as it arrives.
+    /// The most checks one script call carries (default 128; at least 1); 1 sends every check
+    /// in its own call as soon as it arrives.
     ///
     /// While a call is in flight, the checks that arrive wait, and the next call carries them
     /// all, each decided in arrival order inside the script, exactly as if each had its own
@@ -305,7 +305,7 @@ impl RedisStoreBuilder {
     }
 
     /// How many coalesced script calls may be in flight at once to a single server (default
-    /// 2); on a Redis Cluster there is one queue per hash slot whatever this says.
+    /// 2; at least 1); on a Redis Cluster there is one queue per hash slot whatever this says.
     ///
     /// The keys are shared among `calls` queues by their hash slot, each with at most one call
     /// in flight: a key always takes the same queue, so its checks are still decided in the
@@ -380,9 +380,11 @@ impl RedisStoreBuilder {
     }
 
     /// Connects, loads the script, and returns the store; or an error naming what is wrong:
-    /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap or
-    /// failures before a back-off, a Redis that cannot be reached or cannot run scripts, or a
-    /// single server that is a replica (which refuses writes).
+    /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap,
+    /// failures before a back-off, batch size or calls in flight, an expiry step longer than a
+    /// day, a Redis that cannot be reached or cannot run scripts, or a single server that is a
+    /// replica (which refuses writes). Every check but the last three is made before
+    /// connecting.
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.contains(['{', '}']) {
             return Err(ConfigError::new(format!(
@@ -525,6 +527,55 @@ mod tests {
                 .contains("failures_before_backoff is 0"),
             "{no_failures}"
         );
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let builder = RedisStore::builder();
+        assert_eq!(builder.prefix, "ratelimit");
+        assert_eq!(builder.timeout, Duration::from_millis(50));
+        assert_eq!(builder.policy, FailurePolicy::Local);
+        assert_eq!(builder.failures_before_backoff, 3);
+        assert_eq!(builder.backoff, Duration::from_secs(1));
+        assert_eq!(builder.max_local_keys, 100_000);
+        assert_eq!(builder.max_batch, 128);
+        assert_eq!(builder.calls_in_flight, 2);
+        assert!(builder.deny_cache);
+        assert_eq!(builder.expiry_step, Duration::ZERO);
+        assert!(builder.clock.is_none());
+    }
+
+    #[tokio::test]
+    async fn each_documented_limit_is_refused_before_connecting() {
+        // Port 1 refuses connections: every error below comes before an attempt.
+        let builder = || RedisStore::builder().url("redis://127.0.0.1:1");
+        let cases: [(RedisStoreBuilder, &str); 7] = [
+            (builder().timeout(Duration::ZERO), "timeout and backoff"),
+            (builder().backoff(Duration::ZERO), "timeout and backoff"),
+            (builder().max_local_keys(0), "max_local_keys is 0"),
+            (builder().max_batch(0), "max_batch is 0"),
+            (builder().calls_in_flight(0), "calls_in_flight is 0"),
+            (
+                builder().expiry_step(MAX_EXPIRY_STEP + Duration::from_micros(1)),
+                "longer than a day",
+            ),
+            (
+                builder().failures_before_backoff(0),
+                "failures_before_backoff",
+            ),
+        ];
+        for (builder, message) in cases {
+            let error = builder.build().await.unwrap_err().to_string();
+            assert!(error.contains(message), "{message}: {error}");
+        }
+        // A step of exactly a day passes the checks and fails only on the connection.
+        let error = builder()
+            .expiry_step(MAX_EXPIRY_STEP)
+            .build()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("longer than a day"), "{error}");
     }
 
     #[tokio::test]

@@ -192,8 +192,9 @@ impl RedisStore {
     /// The Lua script the store runs with `EVALSHA`, for review, or to drive it directly.
     ///
     /// `KEYS` are the Redis keys of every check of the batch, one per policy of its stack, in
-    /// order. `ARGV` are the least expiry in ms (0); `0` to read Redis `TIME` once for the call
-    /// (`1` if each check carries its time in µs); the expiry step in µs (1 for none, see
+    /// order. `ARGV` are the least expiry in ms (the store passes 0, or an hour, 3 600 000, when
+    /// checks carry their time, as with a [`clock`](RedisStoreBuilder::clock)); `0` to read
+    /// Redis `TIME` once for the call (`1` if each check carries its time in µs); the expiry step in µs (1 for none, see
     /// [`expiry_step`](RedisStoreBuilder::expiry_step)); the number of stacks; for each stack its
     /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
     /// `0`); then the checks in runs of consecutive checks of one stack and one cost: the run's
