@@ -141,7 +141,9 @@ impl<S, E, St: Store, R, X> Layer<S> for RateLimitLayer<E, St, R, X> {
 /// Builds a [`RateLimitLayer`]; see [`RateLimitLayer::builder`].
 ///
 /// Setting the key, the store, the rejection, a cost closure, the tier selector or the bypass
-/// changes the builder's type; every other setting keeps it.
+/// changes the builder's type; every other setting keeps it. [`policy`](Self::policy),
+/// [`quota`](Self::quota) and [`tier`](Self::tier) add to what earlier calls gave; every other
+/// setting replaces it (two [`bypass`](Self::bypass) calls keep the second predicate only).
 /// [`build`](RateLimitLayerBuilder::build) checks the whole configuration and registers every
 /// stack with the store.
 #[must_use]
@@ -184,7 +186,9 @@ impl<E, St, R, C, T, P> fmt::Debug for RateLimitLayerBuilder<E, St, R, C, T, P> 
 
 impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// Adds a policy named `default` with `quota` to the default tier; the short form of
-    /// [`policy`](RateLimitLayerBuilder::policy).
+    /// [`policy`](RateLimitLayerBuilder::policy). Call it once: a second call adds a second
+    /// policy named `default`, which [`build`](RateLimitLayerBuilder::build) refuses; stack
+    /// more limits with named policies.
     ///
     /// ```
     /// let layer = tower_ratelimit::RateLimitLayer::builder()
@@ -485,12 +489,17 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// # use std::convert::Infallible;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// // Off by default: an allowed response is the inner service's as it is.
+    /// let plain = RateLimitLayer::builder().quota(Quota::per_minute(10)).key(Global).build()?;
+    /// let res = plain.layer(inner).oneshot(Request::new(())).await?;
+    /// assert!(!res.headers().contains_key("ratelimit"));
+    ///
     /// let layer = RateLimitLayer::builder()
     ///     .quota(Quota::per_minute(10))
     ///     .key(Global)
     ///     .headers_on_success(true)
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
     ///
     /// let res = layer.layer(inner).oneshot(Request::new(())).await?;
     /// assert_eq!(res.status(), StatusCode::OK);
@@ -515,12 +524,20 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// # use std::convert::Infallible;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// // By default a request without a key is a server set up wrong: 500.
+    /// let default = RateLimitLayer::builder()
+    ///     .quota(Quota::per_minute(10))
+    ///     .key(Header::new("x-api-key"))
+    ///     .build()?;
+    /// let anonymous = default.layer(inner).oneshot(Request::new(())).await?;
+    /// assert_eq!(anonymous.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    ///
     /// let layer = RateLimitLayer::builder()
     ///     .quota(Quota::per_minute(10))
     ///     .key(Header::new("x-api-key"))
     ///     .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
     /// let svc = layer.layer(inner);
     ///
     /// let anonymous = svc.clone().oneshot(Request::new(())).await?;
@@ -604,9 +621,46 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
 
 impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// The layer, or an error naming what cannot work: no policy, a policy name that cannot go
-    /// in a header or is used twice in a stack, a tier named twice, a fixed cost above a
-    /// burst, tiers without a [tier selector](Self::select_tier), a missing-key status of 1xx
-    /// or 2xx, or a policy the store refuses (a name registered before with another quota).
+    /// in a header or is used twice in a stack, a tier without a policy, named twice or named
+    /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
+    /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), a
+    /// missing-key status of 1xx or 2xx, or a policy the store refuses (a name registered
+    /// before with another quota).
+    ///
+    /// ```
+    /// use http::{Request, StatusCode};
+    /// use tower_ratelimit::{MissingKey, Policy, Quota, RateLimitLayer};
+    ///
+    /// let q = Quota::per_second(10);
+    /// let select = |_: &Request<()>| None::<&str>;
+    /// assert!(RateLimitLayer::builder().build().is_err());
+    /// assert!(RateLimitLayer::builder().policy(Policy::new("a{b}", q)).build().is_err());
+    /// assert!(RateLimitLayer::builder().quota(q).quota(q).build().is_err());
+    /// let tier = |name: &'static str, policies: Vec<Policy>| {
+    ///     RateLimitLayer::builder().quota(q).tier(name, policies).select_tier(select).build()
+    /// };
+    /// assert!(tier("pro", vec![]).is_err());
+    /// assert!(tier("default", vec![Policy::new("pro", q)]).is_err());
+    /// assert!(tier("pro", vec![Policy::new("pro", q)]).is_ok());
+    /// let twice = RateLimitLayer::builder()
+    ///     .quota(q)
+    ///     .tier("pro", [Policy::new("pro", q)])
+    ///     .tier("pro", [Policy::new("pro", q)])
+    ///     .select_tier(select)
+    ///     .build();
+    /// assert!(twice.is_err());
+    /// assert!(RateLimitLayer::builder().quota(q).cost(11).build().is_err());
+    /// let shadow = Policy::new("trial", q).shadow(true);
+    /// assert!(RateLimitLayer::builder().policy(shadow).cost(11).build().is_ok());
+    /// let no_selector = RateLimitLayer::builder().quota(q).tier("pro", [Policy::new("pro", q)]);
+    /// assert!(no_selector.build().is_err());
+    /// let ok = MissingKey::Reject(StatusCode::OK);
+    /// assert!(RateLimitLayer::builder().quota(q).on_missing_key(ok).build().is_err());
+    /// let store = tower_ratelimit::MemoryStore::new();
+    /// assert!(RateLimitLayer::builder().quota(q).store(store.clone()).build().is_ok());
+    /// let other = Quota::per_second(5);
+    /// assert!(RateLimitLayer::builder().quota(other).store(store).build().is_err());
+    /// ```
     #[allow(clippy::type_complexity)]
     pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError> {
         let settings = self.settings;
