@@ -89,7 +89,19 @@ impl ForwardedIp {
     /// mean 128).
     ///
     /// ```
-    /// let key = tower_ratelimit::ForwardedIp::new(["10.0.0.0/8"])?.ipv6_prefix(48);
+    /// use std::net::SocketAddr;
+    /// use http::Request;
+    /// use tower_ratelimit::{ForwardedIp, KeyExtractor};
+    ///
+    /// let mut req = Request::builder()
+    ///     .header("x-forwarded-for", "2001:db8:1:2:3:4:5:6")
+    ///     .body(())
+    ///     .unwrap();
+    /// req.extensions_mut().insert("10.0.0.2:51000".parse::<SocketAddr>().unwrap());
+    /// let by_64 = ForwardedIp::new(["10.0.0.0/8"])?;
+    /// assert_eq!(by_64.extract(&req).unwrap().to_string(), "2001:db8:1:2::");
+    /// let by_48 = ForwardedIp::new(["10.0.0.0/8"])?.ipv6_prefix(48);
+    /// assert_eq!(by_48.extract(&req).unwrap().to_string(), "2001:db8:1::");
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     #[must_use]

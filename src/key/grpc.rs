@@ -41,8 +41,9 @@ impl<B> KeyExtractor<B> for GrpcMethod {
 
 /// A request path used as a key, from [`GrpcMethod`].
 ///
-/// Taking it from a request costs no allocation: it shares the request's bytes. Cloning it, as
-/// a store does to keep it, copies the path so that a stored key holds only itself.
+/// Taking it from a request costs no allocation: it shares the request's bytes. Cloning it
+/// copies the path, so that a key kept past its request holds only itself. (The stores keep a
+/// key's bytes, not the `MethodKey`.)
 #[derive(Eq)]
 pub struct MethodKey(PathAndQuery);
 

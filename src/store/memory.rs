@@ -196,6 +196,7 @@ impl MemoryStore {
     /// ```
     /// let store = tower_ratelimit::MemoryStore::new();
     /// assert!(store.is_empty());
+    /// assert_eq!(store.max_keys(), 1_000_000);
     /// ```
     pub fn new() -> Self {
         MemoryStore::builder()
@@ -256,7 +257,8 @@ impl<C> MemoryStore<C> {
         self.len() == 0
     }
 
-    /// The most keys this store tracks at once.
+    /// The most keys this store tracks at once: the cap it was built with (default
+    /// 1 000 000), shared out among the shards of its map.
     pub fn max_keys(&self) -> usize {
         self.inner.keys.cap()
     }
@@ -556,7 +558,7 @@ fn take(state: &AtomicU64, cell: &Cell, now: u64, cost: u32) -> Decisions {
 ///     .clock(ManualClock::new())
 ///     .max_keys(50_000)
 ///     .build()?;
-/// assert!(store.max_keys() <= 50_000);
+/// assert_eq!(store.max_keys(), 50_000);
 /// # Ok::<(), tower_ratelimit::ConfigError>(())
 /// ```
 #[derive(Debug)]
