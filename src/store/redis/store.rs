@@ -34,7 +34,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// decides a whole stack of policies atomically, for a batch of checks in one call; a denial
 /// writes nothing. Decisions
 /// are those of [`MemoryStore`] cell for cell, with the interval rounded up to whole
-/// microseconds.
+/// microseconds. A quota whose window (burst × interval) is longer than 2^52 µs (about 142
+/// years, where a [`Quota`](crate::Quota) may reach 2^62 ns, about 146) cannot be counted
+/// exactly in the script's doubles: [`register`](Store::register) refuses it.
 ///
 /// Around the script:
 /// - **Connections**: a multiplexed connection that reconnects by itself
