@@ -29,6 +29,21 @@ pub(super) const DEFAULT_CALLS_IN_FLIGHT: usize = 2;
 const MAX_EXPIRY_STEP: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
+///
+/// The connection is given by one of [`url`](Self::url), [`client`](Self::client),
+/// [`cluster`](Self::cluster), [`sentinel`](Self::sentinel),
+/// [`sentinel_client`](Self::sentinel_client), [`connection_manager`](Self::connection_manager)
+/// and [`cluster_connection`](Self::cluster_connection): the last one called is used. Every
+/// setting replaces what an earlier call of the same setter gave.
+///
+/// ```
+/// let builder = tower_ratelimit::RedisStore::builder()
+///     .url("redis://10.0.0.1:6379")
+///     .cluster(["redis://10.0.0.2:6379"]);
+/// let debug = format!("{builder:?}");
+/// assert!(debug.contains("cluster") && debug.contains("10.0.0.2"), "{debug}");
+/// assert!(!debug.contains("10.0.0.1"), "{debug}");
+/// ```
 #[must_use]
 pub struct RedisStoreBuilder {
     pub(super) target: Target,
