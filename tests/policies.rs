@@ -884,3 +884,34 @@ async fn one_policy_and_awkward_names_parse_as_structured_field_lists() {
         ]
     );
 }
+
+/// The 429 the README shows for its stack of `per-second` (10/s) and `per-hour` (1000/h): the
+/// eleventh request of one instant.
+#[tokio::test]
+async fn the_readme_s_limited_response_is_the_one_a_stack_answers() {
+    let (store, _clock) = manual_store();
+    let limit = layer(
+        [
+            Policy::new("per-second", Quota::per_second(10)),
+            Policy::new("per-hour", Quota::per_hour(1000)),
+        ],
+        &store,
+    );
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(limit);
+    for _ in 0..10 {
+        assert_eq!(status(&app, "/").await, StatusCode::OK);
+    }
+    let response = send(&app, get_from("/", PEER)).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after"), "1");
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        r#""per-second";q=10;w=1, "per-hour";q=1000;w=3600"#
+    );
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""per-second";r=0;t=1, "per-hour";r=990;t=36"#
+    );
+}
