@@ -446,6 +446,14 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_is_24_bytes_and_a_denial_waits_at_least_a_nanosecond() {
+        assert_eq!(std::mem::size_of::<Decision>(), 24);
+        let denied = Decision::denied(1, 0, Duration::ZERO, Duration::ZERO);
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.retry_after(), Duration::from_nanos(1));
+    }
+
+    #[test]
     fn a_fresh_key_admits_exactly_the_burst_then_one_per_interval() {
         let quota = Quota::per_second(10);
         let decisions = run(&quota, &[(0, 1); 11]);
