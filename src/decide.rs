@@ -32,7 +32,7 @@ use crate::response::{
 use crate::{ConfigError, Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Store};
 
 /// What to do with a request from which the key extractor got no key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MissingKey {
     /// Answer with this status, an error (4xx, 5xx) or a redirect (3xx; for gRPC requests, the

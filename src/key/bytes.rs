@@ -1,6 +1,7 @@
 //! Keys as bytes: the one form every store keeps them in.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -197,6 +198,12 @@ impl PartialEq for KeyBuf {
 }
 
 impl Eq for KeyBuf {}
+
+impl Hash for KeyBuf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
 
 impl fmt::Write for KeyBuf {
     fn write_str(&mut self, s: &str) -> fmt::Result {

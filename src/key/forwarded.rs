@@ -302,7 +302,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// assert!(!net.contains("11.0.0.1".parse().unwrap()));
 /// # Ok::<(), tower_ratelimit::ConfigError>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IpNet {
     addr: IpAddr,
     prefix: u8,

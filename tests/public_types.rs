@@ -1,0 +1,86 @@
+//! The common traits of the public types, checked when the tests compile.
+
+use std::error::Error;
+use std::fmt::{Debug, Display};
+use std::hash::Hash;
+
+use tower_ratelimit::*;
+
+fn debug<T: Debug>() {}
+fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+fn value<T: Clone + Debug + PartialEq + Eq + Hash + Send + Sync + 'static>() {}
+fn error<T: Error + Display + Debug + Send + Sync + 'static>() {}
+
+#[test]
+fn value_types_compare_and_hash() {
+    // Equal keys written in two steps or one hash alike, so a set of key bytes works.
+    let mut split = KeyBuf::new();
+    split.extend(b"ten");
+    split.extend(b"ant-7");
+    let set: std::collections::HashSet<KeyBuf> = [split, "tenant-7".key_bytes()].into();
+    assert_eq!(set.len(), 1);
+    let nets: std::collections::HashSet<IpNet> =
+        ["10.0.0.0/8", "10.0.0.0/8", "::ffff:10.0.0.0/104"]
+            .map(|n| n.parse().unwrap())
+            .into();
+    assert_eq!(nets.len(), 1);
+
+    value::<Quota>();
+    value::<Policy>();
+    value::<Decision>();
+    value::<IpNet>();
+    value::<KeyBuf>();
+    value::<HeaderKey>();
+    value::<MethodKey>();
+    value::<MissingKey>();
+}
+
+#[test]
+fn errors_are_std_errors_that_cross_threads() {
+    error::<ConfigError>();
+    error::<QuotaError>();
+    #[cfg(feature = "redis")]
+    error::<tower_ratelimit::store::RedisStoreError>();
+    // So that `?` turns them into the usual boxed error of `main`.
+    let _: Box<dyn Error + Send + Sync> =
+        ConfigError::from(QuotaError::clone(&"0/s".parse::<Quota>().unwrap_err())).into();
+}
+
+#[test]
+fn stores_extractors_and_clocks_are_shared_across_tasks() {
+    clone_send_sync::<MemoryStore>();
+    clone_send_sync::<MemoryStore<ManualClock>>();
+    clone_send_sync::<MemoryStack>();
+    clone_send_sync::<ManualClock>();
+    clone_send_sync::<MonotonicClock>();
+    clone_send_sync::<PeerIp>();
+    clone_send_sync::<ForwardedIp>();
+    clone_send_sync::<Header>();
+    clone_send_sync::<Global>();
+    clone_send_sync::<GrpcMethod>();
+    clone_send_sync::<AllowIps>();
+    clone_send_sync::<DefaultRejection>();
+    clone_send_sync::<Decisions>();
+    clone_send_sync::<RateLimited>();
+    #[cfg(feature = "redis")]
+    {
+        clone_send_sync::<RedisStore>();
+        clone_send_sync::<RedisStack>();
+        clone_send_sync::<FailurePolicy>();
+        fn send<T: Send + 'static>() {}
+        send::<tower_ratelimit::store::RedisStoreFuture>();
+        send::<tower_ratelimit::store::RedisStoreBuilder>();
+    }
+}
+
+#[test]
+fn every_public_type_is_debug() {
+    debug::<RateLimitLayer>();
+    debug::<RateLimitLayerBuilder>();
+    debug::<RateLimit<()>>();
+    debug::<MemoryStoreBuilder>();
+    debug::<CostTooLarge>();
+    debug::<MissingKeyRejected>();
+    debug::<StoreFailed<'static>>();
+    debug::<ResponseBody<String>>();
+}
