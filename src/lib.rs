@@ -274,5 +274,7 @@ pub use response::{
 };
 pub use service::RateLimit;
 #[cfg(feature = "redis")]
-pub use store::{FailurePolicy, RedisStack, RedisStore};
+pub use store::{
+    FailurePolicy, RedisStack, RedisStore, RedisStoreBuilder, RedisStoreError, RedisStoreFuture,
+};
 pub use store::{MemoryStack, MemoryStore, MemoryStoreBuilder, Store};

@@ -40,7 +40,7 @@ fn errors_are_std_errors_that_cross_threads() {
     error::<ConfigError>();
     error::<QuotaError>();
     #[cfg(feature = "redis")]
-    error::<tower_ratelimit::store::RedisStoreError>();
+    error::<RedisStoreError>();
     // So that `?` turns them into the usual boxed error of `main`.
     let _: Box<dyn Error + Send + Sync> =
         ConfigError::from(QuotaError::clone(&"0/s".parse::<Quota>().unwrap_err())).into();
@@ -68,8 +68,8 @@ fn stores_extractors_and_clocks_are_shared_across_tasks() {
         clone_send_sync::<RedisStack>();
         clone_send_sync::<FailurePolicy>();
         fn send<T: Send + 'static>() {}
-        send::<tower_ratelimit::store::RedisStoreFuture>();
-        send::<tower_ratelimit::store::RedisStoreBuilder>();
+        send::<RedisStoreFuture>();
+        send::<RedisStoreBuilder>();
     }
 }
 
