@@ -12,7 +12,8 @@ use super::{HeaderKey, MethodKey};
 /// Both [`MemoryStore`](crate::MemoryStore) and the Redis store keep a key as the bytes this
 /// trait writes, so a key means the same budget on both. Implemented for the keys of this
 /// crate's extractors (`IpAddr`, `()` for [`Global`](crate::Global), [`HeaderKey`],
-/// [`MethodKey`]), for strings, byte vectors, integers, and tuples of two or three of these.
+/// [`MethodKey`]), for `Ipv4Addr`, `Ipv6Addr` (the same bytes as their `IpAddr`), header values,
+/// strings, byte vectors, integers, and tuples of two or three of these.
 ///
 /// IP addresses and integers are written as text (`192.0.2.7`, `42`), so Redis keys are
 /// readable. Two keys of different types with the same bytes (the string `"7"` and the integer
@@ -37,6 +38,11 @@ use super::{HeaderKey, MethodKey};
 /// assert_eq!(Tenant(42).key_bytes().as_bytes(), b"tenant-42");
 /// assert_eq!(("a:b", "c").key_bytes().as_bytes(), b"3:a:bc");
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a rate limit key",
+    note = "a key is written as bytes: return a `String`, a `Vec<u8>`, an integer, an `IpAddr`, \
+            or a type of your own that implements `KeyBytes`"
+)]
 pub trait KeyBytes {
     /// Appends the key's bytes to `out`.
     fn write_key(&self, out: &mut KeyBuf);
@@ -292,6 +298,27 @@ impl KeyBytes for MethodKey {
     }
 }
 
+impl KeyBytes for http::HeaderValue {
+    #[inline]
+    fn write_key(&self, out: &mut KeyBuf) {
+        out.extend(self.as_bytes());
+    }
+}
+
+impl KeyBytes for Ipv4Addr {
+    #[inline]
+    fn write_key(&self, out: &mut KeyBuf) {
+        write_ipv4(*self, out);
+    }
+}
+
+impl KeyBytes for Ipv6Addr {
+    #[inline]
+    fn write_key(&self, out: &mut KeyBuf) {
+        write_ipv6(self, out);
+    }
+}
+
 impl KeyBytes for IpAddr {
     #[inline]
     fn write_key(&self, out: &mut KeyBuf) {
@@ -454,6 +481,17 @@ mod tests {
             let ip = IpAddr::V4(Ipv4Addr::from(n));
             assert_eq!(bytes(&ip), ip.to_string().as_bytes());
         }
+    }
+
+    #[test]
+    fn ipv4_ipv6_and_header_values_are_the_keys_they_read_as() {
+        let v4: Ipv4Addr = "192.0.2.7".parse().unwrap();
+        assert_eq!(bytes(&v4), bytes(&IpAddr::V4(v4)));
+        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(bytes(&v6), bytes(&IpAddr::V6(v6)));
+        assert_eq!(bytes(&v6), b"2001:db8::1");
+        let value = http::HeaderValue::from_bytes(b"key-\xff").unwrap();
+        assert_eq!(bytes(&value), b"key-\xff");
     }
 
     #[test]
