@@ -35,6 +35,7 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     /// A clock whose origin is now.
+    #[must_use]
     pub fn new() -> Self {
         let clock = quanta::Clock::new();
         let origin = clock.raw();
@@ -80,6 +81,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     /// A clock at time zero.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
@@ -95,6 +97,7 @@ impl ManualClock {
     }
 
     /// The time since the clock was made, as the sum of every `advance`.
+    #[must_use]
     pub fn elapsed(&self) -> Duration {
         Duration::from_nanos(self.now_nanos())
     }

@@ -30,12 +30,14 @@ pub struct Decision {
 impl Decision {
     /// A conforming check: `remaining` more cost-1 checks would conform right now, and the key
     /// is back to a full burst after `reset_after` (saturating at `u64::MAX` nanoseconds).
+    #[must_use]
     pub fn allowed(limit: u32, remaining: u32, reset_after: Duration) -> Self {
         Self::allowed_nanos(limit, remaining, nanos(reset_after))
     }
 
     /// A non-conforming check that would conform after `retry_after` (at least 1 ns; durations
     /// saturate at `u64::MAX` nanoseconds).
+    #[must_use]
     pub fn denied(
         limit: u32,
         remaining: u32,
@@ -71,26 +73,31 @@ impl Decision {
     }
 
     /// Whether the check conformed and its cells were taken.
+    #[must_use]
     pub fn is_allowed(&self) -> bool {
         self.retry_after_nanos == 0
     }
 
     /// The burst of the quota the check ran against.
+    #[must_use]
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
     /// How many more cost-1 checks would conform right now.
+    #[must_use]
     pub fn remaining(&self) -> u32 {
         self.remaining
     }
 
     /// How long until the same check would conform; zero when it was allowed.
+    #[must_use]
     pub fn retry_after(&self) -> Duration {
         Duration::from_nanos(self.retry_after_nanos)
     }
 
     /// How long until the key is back to a full burst.
+    #[must_use]
     pub fn reset_after(&self) -> Duration {
         Duration::from_nanos(self.reset_after_nanos)
     }
@@ -180,6 +187,7 @@ impl Decisions {
     /// When denied, the wait is the largest of the denied decisions' waits: this constructor
     /// does not know which policies are in shadow mode, so build the decisions of a stack with
     /// shadow policies from a [`Store`](crate::Store), which leaves their waits out.
+    #[must_use]
     pub fn new(admitted: bool, each: impl IntoIterator<Item = Decision>) -> Self {
         let each: SmallVec<[Decision; 2]> = each.into_iter().collect();
         let wait = if admitted {
@@ -192,6 +200,7 @@ impl Decisions {
 
     /// The decision of a one-policy stack.
     #[inline]
+    #[must_use]
     pub fn one(decision: Decision) -> Self {
         let each = SmallVec::from_buf_and_len([decision; 2], 1);
         Self::with(decision.is_allowed(), decision.retry_after_nanos, each)
@@ -210,32 +219,38 @@ impl Decisions {
     }
 
     /// Whether the request is admitted: every enforced policy admitted it.
+    #[must_use]
     pub fn is_allowed(&self) -> bool {
         self.admitted
     }
 
     /// The decision of each policy, in the order of the stack.
+    #[must_use]
     pub fn as_slice(&self) -> &[Decision] {
         &self.each
     }
 
     /// How many policies were decided.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.each.len()
     }
 
     /// Whether no policy was decided (a stack is never empty, so never for a store's answer).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.each.is_empty()
     }
 
     /// How long until the same request would conform to every policy that denied it: the
     /// largest of their waits; zero when admitted.
+    #[must_use]
     pub fn retry_after(&self) -> Duration {
         Duration::from_nanos(self.wait)
     }
 
     /// Whether some policy denied the request, including shadow policies that did not stop it.
+    #[must_use]
     pub fn any_denied(&self) -> bool {
         self.each.iter().any(|d| !d.is_allowed())
     }

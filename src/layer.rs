@@ -41,6 +41,7 @@ impl RateLimitLayer {
     /// let layer = tower_ratelimit::RateLimitLayer::new(tower_ratelimit::Quota::per_second(5));
     /// assert_eq!(layer.policies()[0].name(), "default");
     /// ```
+    #[must_use]
     pub fn new(quota: Quota) -> Self {
         Self::builder()
             .quota(quota)
@@ -83,11 +84,13 @@ impl RateLimitLayer {
 
 impl<E, St: Store, R, X> RateLimitLayer<E, St, R, X> {
     /// The policies of the default tier, in stack order.
+    #[must_use]
     pub fn policies(&self) -> &[Policy] {
         self.config.tiers[0].policies()
     }
 
     /// The store that holds the budgets.
+    #[must_use]
     pub fn store(&self) -> &St {
         &self.config.store
     }
@@ -103,6 +106,7 @@ impl<E, St: Store, R, X> RateLimitLayer<E, St, R, X> {
     /// assert_eq!(layer.shadow_limited("trial"), 0);
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
+    #[must_use]
     pub fn shadow_limited(&self, name: &str) -> u64 {
         self.config.shadow_limited_count(name)
     }

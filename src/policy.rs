@@ -120,16 +120,19 @@ impl Policy {
     }
 
     /// The policy's name.
+    #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The policy's quota.
+    #[must_use]
     pub fn quota(&self) -> &Quota {
         &self.quota
     }
 
     /// Whether the policy is in shadow mode.
+    #[must_use]
     pub fn is_shadow(&self) -> bool {
         self.shadow
     }
@@ -466,6 +469,7 @@ impl AllowIps {
     }
 
     /// Whether `ip` is in one of the networks.
+    #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.networks.iter().any(|net| net.contains(ip))

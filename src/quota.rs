@@ -264,22 +264,26 @@ impl Quota {
 
     /// How many cells a key may use at one instant.
     #[inline]
+    #[must_use]
     pub fn burst(&self) -> u32 {
         self.burst.get()
     }
 
     /// The emission interval `T`: the time after which one more cell is available.
+    #[must_use]
     pub fn interval(&self) -> Duration {
         Duration::from_nanos(self.interval_nanos)
     }
 
     /// The emission interval in nanoseconds.
     #[inline]
+    #[must_use]
     pub fn interval_nanos(&self) -> u64 {
         self.interval_nanos
     }
 
     /// The time a key takes to go from an empty burst back to a full one: `burst × interval`.
+    #[must_use]
     pub fn window(&self) -> Duration {
         Duration::from_nanos(self.window_nanos())
     }

@@ -75,6 +75,7 @@ impl RateLimit<()> {
     /// assert_eq!(layer.policies()[0].quota().burst(), 10);
     /// let svc = layer.layer(inner);
     /// ```
+    #[must_use]
     pub fn layer(quota: Quota) -> RateLimitLayer {
         RateLimitLayer::new(quota)
     }

@@ -48,6 +48,7 @@ pub trait KeyBytes {
     fn write_key(&self, out: &mut KeyBuf);
 
     /// The key's bytes in a buffer of their own.
+    #[must_use]
     fn key_bytes(&self) -> KeyBuf {
         let mut out = KeyBuf::new();
         self.write_key(&mut out);
@@ -132,6 +133,7 @@ fn digest_key(key: &[u8]) -> [u8; DIGEST_KEY_LEN] {
 impl KeyBuf {
     /// An empty buffer.
     #[inline]
+    #[must_use]
     pub fn new() -> Self {
         KeyBuf {
             len: 0,
@@ -172,6 +174,7 @@ impl KeyBuf {
 
     /// The bytes written so far.
     #[inline]
+    #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
         if self.len <= INLINE {
             &self.inline[..self.len]
@@ -181,11 +184,13 @@ impl KeyBuf {
     }
 
     /// How many bytes were written.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether nothing was written.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

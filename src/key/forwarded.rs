@@ -310,6 +310,7 @@ pub struct IpNet {
 
 impl IpNet {
     /// Whether `ip` lies in this network. IPv4-mapped IPv6 addresses match IPv4 networks.
+    #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {

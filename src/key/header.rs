@@ -57,6 +57,7 @@ impl Header {
     /// use tower_ratelimit::Header;
     /// assert_eq!(format!("{:?}", Header::new("X-Api-Key")), format!("{:?}", Header::new("x-api-key")));
     /// ```
+    #[must_use]
     pub fn new(name: &'static str) -> Self {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(name) => Header { name },

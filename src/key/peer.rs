@@ -37,6 +37,7 @@ pub struct PeerIp {
 
 impl PeerIp {
     /// The peer IP, IPv6 grouped by /64.
+    #[must_use]
     pub fn new() -> Self {
         PeerIp { ipv6_prefix: 64 }
     }

@@ -198,6 +198,7 @@ impl MemoryStore {
     /// assert!(store.is_empty());
     /// assert_eq!(store.max_keys(), 1_000_000);
     /// ```
+    #[must_use]
     pub fn new() -> Self {
         MemoryStore::builder()
             .build()
@@ -248,17 +249,20 @@ impl<C> fmt::Debug for MemoryStore<C> {
 
 impl<C> MemoryStore<C> {
     /// How many keys are tracked now, idle ones not yet dropped included.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.inner.keys.len()
     }
 
     /// Whether no key is tracked.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The most keys this store tracks at once: the cap it was built with (default
     /// 1 000 000), shared out among the shards of its map.
+    #[must_use]
     pub fn max_keys(&self) -> usize {
         self.inner.keys.cap()
     }
@@ -290,6 +294,7 @@ impl<C: Clock> MemoryStore<C> {
     /// What a cost-1 check of `key` would answer now, taking nothing: [`Store::peek`] without
     /// the future.
     #[inline]
+    #[must_use]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
         with_kept(key, |key| self.peek_kept(stack, key))
     }

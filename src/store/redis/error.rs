@@ -66,11 +66,13 @@ impl RedisStoreError {
     }
 
     /// Whether Redis did not answer within the store's timeout.
+    #[must_use]
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, Kind::Timeout(_))
     }
 
     /// Whether the check was not sent because the store is backing off after repeated failures.
+    #[must_use]
     pub fn is_backing_off(&self) -> bool {
         matches!(self.kind, Kind::BackingOff)
     }

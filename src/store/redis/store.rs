@@ -273,6 +273,7 @@ impl RedisStore {
     }
 
     /// Whether checks currently skip Redis after repeated failures (until a probe succeeds).
+    #[must_use]
     pub fn is_backing_off(&self) -> bool {
         self.inner.health.backing_off()
     }
@@ -316,11 +317,13 @@ impl RedisStore {
     /// assert!(healthy(&store, &stack).await);
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn is_degraded(&self) -> bool {
         self.inner.health.degraded()
     }
 
     /// The failure policy.
+    #[must_use]
     pub fn failure_policy(&self) -> FailurePolicy {
         self.inner.policy
     }
