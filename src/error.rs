@@ -21,7 +21,14 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
+    /// A configuration error that `message` explains: what is wrong and what to do instead.
+    /// For a [`Store`](crate::Store) of your own, whose `register` refuses a stack.
+    ///
+    /// ```
+    /// let error = tower_ratelimit::ConfigError::new("the backend has no room for policy \"api\"");
+    /// assert_eq!(error.to_string(), "the backend has no room for policy \"api\"");
+    /// ```
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
         ConfigError {
             message: message.into(),
             source: None,
@@ -29,8 +36,17 @@ impl ConfigError {
     }
 
     /// A configuration error caused by `source`, such as a server that could not be reached.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn with_source(
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// use std::io;
+    ///
+    /// let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused");
+    /// let error = tower_ratelimit::ConfigError::with_source("could not reach the backend", refused);
+    /// assert_eq!(error.source().unwrap().to_string(), "refused");
+    /// assert_eq!(format!("{error:?}"), "could not reach the backend: refused");
+    /// ```
+    pub fn with_source(
         message: impl Into<Cow<'static, str>>,
         source: impl Error + Send + Sync + 'static,
     ) -> Self {

@@ -47,6 +47,42 @@ fn errors_are_std_errors_that_cross_threads() {
 }
 
 #[test]
+fn a_store_of_ones_own_can_refuse_a_stack_with_a_config_error() {
+    struct Full;
+    impl Store for Full {
+        type Stack = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Decisions, Self::Error>>;
+
+        fn register(&self, policies: &[Policy]) -> Result<(), ConfigError> {
+            let name = policies[0].name().to_owned();
+            let full = std::io::Error::other("no room");
+            Err(ConfigError::with_source(
+                format!("no room for policy {name:?}"),
+                full,
+            ))
+        }
+
+        fn check(&self, _: &(), _: &[u8], _: u32) -> Self::Future {
+            unreachable!("never registered")
+        }
+
+        fn peek(&self, _: &(), _: &[u8]) -> Self::Future {
+            unreachable!("never registered")
+        }
+    }
+
+    let error = RateLimitLayer::builder()
+        .policy(Policy::new("api", Quota::per_second(1)))
+        .store(Full)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.to_string(), r#"no room for policy "api""#);
+    assert_eq!(error.source().unwrap().to_string(), "no room");
+    assert_eq!(ConfigError::new("plain").to_string(), "plain");
+}
+
+#[test]
 fn stores_extractors_and_clocks_are_shared_across_tasks() {
     clone_send_sync::<MemoryStore>();
     clone_send_sync::<MemoryStore<ManualClock>>();
