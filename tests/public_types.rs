@@ -33,6 +33,8 @@ fn value_types_compare_and_hash() {
     value::<HeaderKey>();
     value::<MethodKey>();
     value::<MissingKey>();
+    #[cfg(feature = "redis")]
+    value::<FailurePolicy>();
 }
 
 #[test]

@@ -11,7 +11,7 @@
 ///     .url("redis://127.0.0.1:6379")
 ///     .on_failure(FailurePolicy::Deny);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// Limit in this process with an in-memory GCRA of the same quota (the default): each
