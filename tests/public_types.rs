@@ -108,6 +108,10 @@ fn stores_extractors_and_clocks_are_shared_across_tasks() {
         fn send<T: Send + 'static>() {}
         send::<RedisStoreFuture>();
         send::<RedisStoreBuilder>();
+        // Connecting can happen inside a spawned task.
+        fn send_future<F: std::future::Future + Send>(_: F) {}
+        send_future(RedisStore::connect("redis://127.0.0.1:1"));
+        send_future(RedisStore::builder().url("redis://127.0.0.1:1").build());
     }
 }
 
