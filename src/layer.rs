@@ -470,6 +470,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// [`MakeRejection`](crate::MakeRejection). A closure `Fn(&RateLimited) -> Response<T>`
     /// answers limited requests and leaves the other answers (a cost that can never fit, no
     /// key, a failed store) to the defaults; a type that implements the trait answers them all.
+    /// The answer is made on the spot, so its body is bytes (`T: Into<Bytes>`): with axum, build
+    /// an `http::Response<String>` rather than calling `into_response()`, whose body is a stream.
     /// [`response`](crate::response) shows a closure and [`MakeRejection`](crate::MakeRejection)
     /// a type, both answering with `application/problem+json`.
     pub fn rejection<R2>(self, rejection: R2) -> RateLimitLayerBuilder<E, St, R2, C, T, P> {
