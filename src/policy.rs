@@ -81,6 +81,7 @@ pub struct Policy {
 impl Policy {
     /// The policy `name` with `quota`, enforced. The name is checked when a layer is built:
     /// 1 to 64 printable ASCII characters without `"`, `\`, `{` or `}`.
+    #[must_use]
     pub fn new(name: impl Into<Arc<str>>, quota: Quota) -> Self {
         Policy {
             name: name.into(),

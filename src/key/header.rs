@@ -79,6 +79,7 @@ impl Header {
     /// let req = http::Request::builder().header(AUTHORIZATION, "Bearer t-1").body(()).unwrap();
     /// assert_eq!(key.extract(&req).unwrap().as_bytes(), b"Bearer t-1");
     /// ```
+    #[must_use]
     pub fn from_name(name: HeaderName) -> Self {
         Header { name }
     }

@@ -265,6 +265,7 @@ impl RedisStore {
     /// assert_eq!(store.redis_key(&"alice", "login"), b"{ratelimit:alice}:login");
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
         let key = key.key_bytes();
         with_kept(key.as_bytes(), |key| {
