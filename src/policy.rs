@@ -477,6 +477,26 @@ impl AllowIps {
     }
 }
 
+impl FromIterator<IpNet> for AllowIps {
+    /// An allow-list of networks parsed already, such as from a configuration file.
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use tower_ratelimit::{AllowIps, IpNet};
+    ///
+    /// let monitor: IpAddr = "192.0.2.7".parse()?;
+    /// let allow: AllowIps = [IpNet::from(monitor), "10.0.0.0/8".parse()?].into_iter().collect();
+    /// assert!(allow.contains(monitor));
+    /// assert!(!allow.contains("192.0.2.8".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn from_iter<I: IntoIterator<Item = IpNet>>(networks: I) -> Self {
+        AllowIps {
+            networks: networks.into_iter().collect(),
+        }
+    }
+}
+
 impl<B> Bypass<B> for AllowIps {
     fn bypass(&self, req: &Request<B>) -> bool {
         peer_addr(req.extensions()).is_some_and(|addr| self.contains(addr.ip()))

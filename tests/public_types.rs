@@ -49,6 +49,31 @@ fn errors_are_std_errors_that_cross_threads() {
 }
 
 #[test]
+fn addresses_are_networks_and_networks_collect_into_an_allow_list() {
+    use std::net::IpAddr;
+
+    for (addr, net) in [
+        ("10.0.0.1", "10.0.0.1/32"),
+        ("2001:db8::1", "2001:db8::1/128"),
+        ("::ffff:10.0.0.1", "10.0.0.1/32"),
+    ] {
+        let addr: IpAddr = addr.parse().unwrap();
+        assert_eq!(
+            IpNet::from(addr),
+            addr.to_string().parse::<IpNet>().unwrap()
+        );
+        assert_eq!(IpNet::from(addr).to_string(), net);
+    }
+    let allow: AllowIps = ["10.0.0.0/8", "2001:db8::/32"]
+        .map(|net| net.parse::<IpNet>().unwrap())
+        .into_iter()
+        .collect();
+    assert!(allow.contains("10.9.8.7".parse().unwrap()));
+    assert!(allow.contains("2001:db8::5".parse().unwrap()));
+    assert!(!allow.contains("192.0.2.1".parse().unwrap()));
+}
+
+#[test]
 fn a_store_of_ones_own_can_refuse_a_stack_with_a_config_error() {
     struct Full;
     impl Store for Full {

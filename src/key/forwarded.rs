@@ -330,6 +330,15 @@ impl IpNet {
     }
 }
 
+impl From<IpAddr> for IpNet {
+    /// The network of `addr` alone (`/32` or `/128`), as the string `"10.0.0.1"` parses.
+    fn from(addr: IpAddr) -> Self {
+        let addr = addr.to_canonical();
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        IpNet { addr, prefix }
+    }
+}
+
 impl FromStr for IpNet {
     type Err = ConfigError;
 
