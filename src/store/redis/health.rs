@@ -132,6 +132,9 @@ impl Health {
         error: &RedisStoreError,
         policy: FailurePolicy,
     ) {
+        // The outage first, then the failure: a call that succeeds in between and sees the
+        // failure also sees the outage, and ends it.
+        let began = self.begin_outage(now);
         let failures = self
             .failures
             .fetch_add(1, Ordering::AcqRel)
@@ -141,19 +144,13 @@ impl Health {
         if probe {
             let was = self.backoff_until.swap(until, Ordering::AcqRel);
             self.probing.store(false, Ordering::Release);
-            if was != 0 {
-                tracing::debug!(
-                    error = %Chain(error),
-                    "Redis rate limit store still failing; backing off again"
-                );
-                return;
+            if was == 0 {
+                // A call in flight before the back-off answered meanwhile and ended the
+                // outage (its line said so): this back-off belongs to another outage.
+                #[cfg(feature = "metrics")]
+                self.degraded.increment(1.0);
             }
-            // A call in flight before the back-off answered meanwhile and ended the outage
-            // (its line said so): this back-off belongs to another outage, begun by this
-            // failure unless a call failing since began it (and said so).
-            #[cfg(feature = "metrics")]
-            self.degraded.increment(1.0);
-            match self.begin_outage(now) {
+            match began {
                 Some(Some(suppressed)) => tracing::warn!(
                     error = %Chain(error),
                     ?policy,
@@ -163,19 +160,21 @@ impl Health {
                      are answered by the failure policy, one probe per back-off period"
                 ),
                 Some(None) => {}
-                None => self.log_backoff(error, policy, failures),
+                None if was == 0 => self.log_backoff(error, policy, failures),
+                None => tracing::debug!(
+                    error = %Chain(error),
+                    "Redis rate limit store still failing; backing off again"
+                ),
             }
             return;
         }
-        if failures == 1 {
-            if let Some(Some(suppressed)) = self.begin_outage(now) {
-                tracing::warn!(
-                    error = %Chain(error),
-                    ?policy,
-                    similar_outages_not_logged = suppressed,
-                    "Redis rate limit store failed; answering by the failure policy"
-                );
-            }
+        if let Some(Some(suppressed)) = began {
+            tracing::warn!(
+                error = %Chain(error),
+                ?policy,
+                similar_outages_not_logged = suppressed,
+                "Redis rate limit store failed; answering by the failure policy"
+            );
         }
         if failures >= self.failures_before_backoff
             && self
@@ -361,6 +360,37 @@ mod tests {
         health.outage_log.expire();
         let lines = logged(|| health.failure(4_000, false, &error(), FailurePolicy::Local));
         assert!(lines.contains("similar_outages_not_logged=10"), "{lines}");
+    }
+
+    #[test]
+    fn no_outage_stays_open_once_a_call_succeeds_after_the_last_failure() {
+        // A call fails on one thread as another succeeds, many times over: whatever the
+        // interleaving, a success after the failure ends the outage, so the next one gets its
+        // own first line and its own length.
+        let health = std::sync::Arc::new(Health::new(u32::MAX, Duration::from_secs(1)));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let failing = {
+            let (health, start) = (health.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut stuck = 0;
+                for i in 1..=50_000 {
+                    start.wait();
+                    health.failure(i, false, &error(), FailurePolicy::Local);
+                    start.wait();
+                    health.success(i, false);
+                    stuck += usize::from(health.outage_since.load(Ordering::Acquire) != 0);
+                    start.wait();
+                }
+                stuck
+            })
+        };
+        for i in 1..=50_000 {
+            start.wait();
+            health.success(i, false);
+            start.wait();
+            start.wait();
+        }
+        assert_eq!(failing.join().unwrap(), 0, "outages left open");
     }
 
     /// What `f` logs at `warn` and above.
