@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Commands;
-use tower_ratelimit::{MemoryStore, Policy, Quota, Store};
+use tower_ratelimit::{MemoryStore, Policy, Quota, RedisStack, RedisStore, Store};
 
 use crate::support::{cluster_command_calls, command_calls, strict_store, RedisCluster};
 
@@ -101,27 +101,7 @@ async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_doe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_check_after_a_node_restart_is_answered_by_redis() {
     let mut cluster = RedisCluster::start();
-    let store = strict_store("cluster-restart")
-        .cluster(cluster.urls())
-        .timeout(Duration::from_millis(500))
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_minute(5))])
-        .unwrap();
-    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
-    let redis_key = store.redis_key(&"k", "p");
-    let node = cluster
-        .nodes
-        .iter()
-        // The other nodes answer `MOVED`.
-        .position(|node| {
-            node.connection()
-                .exists::<_, bool>(&redis_key)
-                .unwrap_or(false)
-        })
-        .expect("the key is on a node");
+    let (store, stack, node) = checked_once(&cluster, "cluster-restart").await;
     tokio::task::block_in_place(|| {
         cluster.nodes[node].restart();
         cluster.wait_until_ok();
@@ -142,26 +122,7 @@ async fn the_first_check_after_a_node_restart_is_answered_by_redis() {
 async fn a_lost_script_is_loaded_again_while_another_primary_is_down() {
     // Each node keeps serving its own slots while another is down.
     let mut cluster = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
-    let store = strict_store("cluster-noscript")
-        .cluster(cluster.urls())
-        .timeout(Duration::from_secs(2))
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_minute(5))])
-        .unwrap();
-    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
-    let redis_key = store.redis_key(&"k", "p");
-    let node = cluster
-        .nodes
-        .iter()
-        .position(|node| {
-            node.connection()
-                .exists::<_, bool>(&redis_key)
-                .unwrap_or(false)
-        })
-        .expect("the key is on a node");
+    let (store, stack, node) = checked_once(&cluster, "cluster-noscript").await;
     let mut holder = cluster.nodes[node].connection();
     tokio::task::block_in_place(|| {
         cluster.nodes[(node + 1) % 3].kill();
@@ -182,4 +143,31 @@ async fn a_lost_script_is_loaded_again_while_another_primary_is_down() {
     let evalsha = command_calls(&mut holder, "evalsha");
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     assert_eq!(command_calls(&mut holder, "evalsha"), evalsha + 1);
+}
+
+/// A store on `cluster` with one policy of 5 a minute, key `k` checked once: the store, its
+/// stack and the index of the node that holds the key.
+async fn checked_once(cluster: &RedisCluster, name: &str) -> (RedisStore, RedisStack, usize) {
+    let store = strict_store(name)
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let redis_key = store.redis_key(&"k", "p");
+    let node = cluster
+        .nodes
+        .iter()
+        // The other nodes answer `MOVED`.
+        .position(|node| {
+            node.connection()
+                .exists::<_, bool>(&redis_key)
+                .unwrap_or(false)
+        })
+        .expect("the key is on a node");
+    (store, stack, node)
 }
