@@ -152,6 +152,27 @@ impl Logs {
     }
 }
 
+/// A store's answer with another number of decisions than its stack has policies: a bug of
+/// the store, answered as its failure.
+#[derive(Debug)]
+struct MisshapenAnswer {
+    policies: usize,
+    decisions: usize,
+}
+
+impl std::fmt::Display for MisshapenAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store answered {} decisions for a stack of {} policies: a `Store` must answer \
+             one decision per policy of the stack, in stack order",
+            self.decisions, self.policies
+        )
+    }
+}
+
+impl std::error::Error for MisshapenAnswer {}
+
 /// The headers an allowed response gets when the layer adds them on success.
 pub(crate) type SuccessHeaders = (Decisions, Arc<StackHeaders>);
 
@@ -269,10 +290,18 @@ where
         req: &mut Request<B>,
     ) -> Verdict {
         let tier = &self.tiers[tier];
+        if let Ok(decisions) = &outcome {
+            if decisions.len() != tier.policies().len() {
+                let error = MisshapenAnswer {
+                    policies: tier.policies().len(),
+                    decisions: decisions.len(),
+                };
+                return self.store_failed(tier, &error, req);
+            }
+        }
         #[cfg(feature = "metrics")]
-        match &outcome {
-            Ok(decisions) => tier.metrics.decided(decisions),
-            Err(_) => tier.metrics.store_error(),
+        if let Ok(decisions) = &outcome {
+            tier.metrics.decided(decisions);
         }
         match outcome {
             Ok(decisions) if decisions.is_allowed() => {
@@ -315,19 +344,29 @@ where
                 *response.extensions_mut() = extensions;
                 Verdict::Respond(response)
             }
-            Err(error) => {
-                if let Some(suppressed) = self.logs.store_error.admit() {
-                    tracing::warn!(
-                        outcome = "store-error",
-                        error = %Chain(&error),
-                        similar_errors_not_logged = suppressed,
-                        "rate limit store failed; the request is not served"
-                    );
-                }
-                let failed = StoreFailed::new(&error, self.grpc(req));
-                Verdict::Respond(self.rejection.make_store_failed(&failed))
-            }
+            Err(error) => self.store_failed(tier, &error, req),
         }
+    }
+
+    /// The verdict for `req` when the store failed to decide it.
+    fn store_failed<B>(
+        &self,
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))] tier: &Tier<St::Stack>,
+        error: &(dyn std::error::Error + 'static),
+        req: &Request<B>,
+    ) -> Verdict {
+        #[cfg(feature = "metrics")]
+        tier.metrics.store_error();
+        if let Some(suppressed) = self.logs.store_error.admit() {
+            tracing::warn!(
+                outcome = "store-error",
+                error = %Chain(error),
+                similar_errors_not_logged = suppressed,
+                "rate limit store failed; the request is not served"
+            );
+        }
+        let failed = StoreFailed::new(error, self.grpc(req));
+        Verdict::Respond(self.rejection.make_store_failed(&failed))
     }
 
     /// Counts and logs what the shadow policies of an admitted request would have limited.

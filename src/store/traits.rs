@@ -18,6 +18,27 @@ use crate::{ConfigError, Decisions, Policy};
 /// request whose check failed with
 /// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed).
 ///
+/// # Implementing a store
+///
+/// - An answer has one [`Decision`](crate::Decision) per policy of the stack, in stack order
+///   (build it with [`Decisions::new`]). The layer takes an answer of another length for a
+///   failure of the store: it logs it and answers with `make_store_failed`.
+/// - A denied answer's [`retry_after`](Decisions::retry_after) is the time until the request
+///   would conform; the layer rounds it up to whole seconds for `Retry-After`, never below 1.
+/// - The key is the bytes the extractor's key wrote, of any length, the empty key included; a
+///   store that keeps keys bounds their memory itself (the stores of this crate keep a key
+///   longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) as a digest).
+/// - The layer polls the future once inside `call` with a waker that does nothing, and, if it
+///   is pending, again from the response future with the task's waker, as the `Future`
+///   contract allows. It puts no deadline on the answer: a future that never completes holds
+///   its request for as long as the client waits, so a store that waits on I/O bounds its own
+///   wait and answers an error (or a fallback decision) when that runs out, as the
+///   Redis store does. A future dropped before it completes means that the
+///   client went away.
+/// - A panic in `check` or in its future is not caught: it unwinds out of the service's `call`
+///   or its response future, as a panic of the inner service would.
+/// - With axum or tonic, whose services must be `Send`, the future must be `Send` too.
+///
 /// ```
 /// use tower_ratelimit::{MemoryStore, Policy, Quota, Store};
 ///
@@ -49,10 +70,12 @@ pub trait Store {
     fn register(&self, policies: &[Policy]) -> Result<Self::Stack, ConfigError>;
 
     /// Takes `cost` cells for `key` from every policy of `stack` if all enforced ones admit it
-    /// (shadow policies are decided one by one). The cost is at least 1 and fits the burst of
-    /// every enforced policy; the layer answers other costs without asking the store.
+    /// (shadow policies are decided one by one), and answers a decision per policy. A denied
+    /// check takes nothing from the enforced policies. The cost is at least 1 and fits the burst
+    /// of every enforced policy; the layer answers other costs without asking the store.
     fn check(&self, stack: &Self::Stack, key: &[u8], cost: u32) -> Self::Future;
 
-    /// What a cost-1 check of `key` would answer now, taking nothing.
+    /// What a cost-1 check of `key` would answer now, taking nothing. The layer does not call
+    /// it; it is there for the application (say, to show a user what is left).
     fn peek(&self, stack: &Self::Stack, key: &[u8]) -> Self::Future;
 }
