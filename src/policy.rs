@@ -30,6 +30,10 @@
 //! but never rejects. **Bypass** lets requests through before their key is read or any budget
 //! is touched (with the `metrics` feature they are counted as `bypassed`).
 //!
+//! The closures run inside the service's `call`, in that order: bypass, then (after the key)
+//! tier, then cost. The layer does not catch a panic in one: it unwinds out of `call` as a
+//! panic of the inner service would.
+//!
 //! ```
 //! use axum::extract::Request;
 //! use tower_ratelimit::{IpNet, Policy, Quota, RateLimitLayer};

@@ -6,6 +6,18 @@ use http::Request;
 /// `Fn(&Request<B>) -> Option<K>`. Returning `None` means the request has no key; what happens
 /// then is the layer's [`MissingKey`](crate::MissingKey) setting.
 ///
+/// The key is owned and must be [`KeyBytes`](crate::KeyBytes): it cannot borrow from the
+/// request, so return a `String`, a `Vec<u8>` or a cloned `HeaderValue` rather than a `&str`.
+/// It may be empty (one budget for every request whose key is empty) or of any length (see
+/// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)). The extractor runs inside the service's `call`; a
+/// panic in it is not caught.
+///
+/// `B` is the request body type: write `impl<B> KeyExtractor<B> for MyKey` unless the
+/// extractor reads the body type. An extractor for another body type than the service's
+/// (`KeyExtractor<()>` under an axum `Router`, whose body is `axum::body::Body`) fails to
+/// compile where the layer is applied, with "expected a `Fn(&Request<Body>)` closure, found
+/// `MyKey`" and a note "required for `MyKey` to implement `KeyExtractor<Body>`".
+///
 /// ```
 /// use http::Request;
 /// use tower_ratelimit::KeyExtractor;
