@@ -18,6 +18,12 @@ use std::time::Duration;
 /// A source of monotonic time in nanoseconds since an arbitrary origin.
 ///
 /// The origin is the clock's own; stores only compare readings of one clock.
+///
+/// A clock of one's own must be monotonic: a wall clock (`SystemTime`) steps back when it is
+/// set. Nothing breaks when a reading goes back, but a key that spent its burst at the later
+/// reading waits for the step on top of its wait (its `Retry-After` grows by the step), and
+/// readings within the longest window of `u64::MAX` stop limiting, as times saturate there
+/// (`u64::MAX` nanoseconds is 584 years from the origin).
 pub trait Clock: Send + Sync + 'static {
     /// Nanoseconds since the clock's origin. Never decreases.
     fn now_nanos(&self) -> u64;
