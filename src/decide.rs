@@ -299,6 +299,13 @@ where
                 return self.store_failed(tier, &error, req);
             }
         }
+        let outcome = outcome.map(|mut decisions| {
+            // A store of one's own may count the waits of shadow policies in a denial's wait.
+            if tier.has_shadow && !decisions.is_allowed() {
+                decisions.wait_of_enforced(tier.policies().iter().map(Policy::is_shadow));
+            }
+            decisions
+        });
         #[cfg(feature = "metrics")]
         if let Ok(decisions) = &outcome {
             tier.metrics.decided(decisions);

@@ -185,8 +185,9 @@ impl Decisions {
     /// Decisions of a stack, `admitted` or not, one per policy in stack order.
     ///
     /// When denied, the wait is the largest of the denied decisions' waits: this constructor
-    /// does not know which policies are in shadow mode, so build the decisions of a stack with
-    /// shadow policies from a [`Store`](crate::Store), which leaves their waits out.
+    /// does not know which policies are in shadow mode. A layer that gets these decisions from
+    /// a [`Store`](crate::Store) of one's own leaves the waits of its shadow policies out, so
+    /// such a store builds its answers with this constructor, shadow policies or not.
     #[must_use]
     pub fn new(admitted: bool, each: impl IntoIterator<Item = Decision>) -> Self {
         let each: SmallVec<[Decision; 2]> = each.into_iter().collect();
@@ -216,6 +217,19 @@ impl Decisions {
             decision.retry_after_nanos
         };
         Self::with(admitted, wait, SmallVec::from_buf_and_len([decision; 2], 1))
+    }
+
+    /// Leaves the waits of the policies that `shadow` marks out of the wait of a denied stack:
+    /// the largest wait of the enforced policies that denied.
+    pub(crate) fn wait_of_enforced(&mut self, shadow: impl IntoIterator<Item = bool>) {
+        self.wait = self
+            .each
+            .iter()
+            .zip(shadow)
+            .filter(|(d, shadow)| !shadow && !d.is_allowed())
+            .map(|(d, _)| d.retry_after_nanos)
+            .max()
+            .unwrap_or(0);
     }
 
     /// Whether the request is admitted: every enforced policy admitted it.

@@ -465,3 +465,29 @@ async fn panicking_closures_are_not_caught() {
     }
     assert_eq!(tier_calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_wait_of_a_shadow_policy_is_not_the_retry_after_of_a_store_of_ones_own() {
+    let denied = |wait| Decision::denied(1, 0, wait, wait);
+    // What a store of one's own answers with `Decisions::new`, the one constructor it has: the
+    // enforced policy waits 300 ms, the shadow one an hour.
+    let answer = Decisions::new(
+        false,
+        [
+            denied(Duration::from_millis(300)),
+            denied(Duration::from_secs(3600)),
+        ],
+    );
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(1)))
+        .policy(Policy::new("per-hour", Quota::per_hour(1)).shadow(true))
+        .store(Answers(answer))
+        .build()
+        .unwrap();
+    let limited = call(&app(layer), "/a").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "retry-after"), "1");
+    let rejected = limited.extensions().get::<RateLimited>().unwrap();
+    assert_eq!(rejected.retry_after(), Duration::from_millis(300));
+    assert_eq!(rejected.policy().name(), "per-second");
+}

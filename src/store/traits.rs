@@ -23,8 +23,9 @@ use crate::{ConfigError, Decisions, Policy};
 /// - An answer has one [`Decision`](crate::Decision) per policy of the stack, in stack order
 ///   (build it with [`Decisions::new`]). The layer takes an answer of another length for a
 ///   failure of the store: it logs it and answers with `make_store_failed`.
-/// - A denied answer's [`retry_after`](Decisions::retry_after) is the time until the request
-///   would conform; the layer rounds it up to whole seconds for `Retry-After`, never below 1.
+/// - A denied policy's [`Decision`](crate::Decision) carries the time until the request would
+///   conform to it. The layer answers the largest of these over the enforced policies (not the
+///   shadow ones), rounded up to whole seconds for `Retry-After`, never below 1.
 /// - The key is the bytes the extractor's key wrote, of any length, the empty key included; a
 ///   store that keeps keys bounds their memory itself (the stores of this crate keep a key
 ///   longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) as a digest).
