@@ -286,11 +286,11 @@ where
     pub(crate) fn verdict<B, Err: std::error::Error + 'static>(
         &self,
         tier: usize,
-        outcome: Result<Decisions, Err>,
+        mut outcome: Result<Decisions, Err>,
         req: &mut Request<B>,
     ) -> Verdict {
         let tier = &self.tiers[tier];
-        if let Ok(decisions) = &outcome {
+        if let Ok(decisions) = &mut outcome {
             if decisions.len() != tier.policies().len() {
                 let error = MisshapenAnswer {
                     policies: tier.policies().len(),
@@ -298,14 +298,11 @@ where
                 };
                 return self.store_failed(tier, &error, req);
             }
-        }
-        let outcome = outcome.map(|mut decisions| {
             // A store of one's own may count the waits of shadow policies in a denial's wait.
             if tier.has_shadow && !decisions.is_allowed() {
                 decisions.wait_of_enforced(tier.policies().iter().map(Policy::is_shadow));
             }
-            decisions
-        });
+        }
         #[cfg(feature = "metrics")]
         if let Ok(decisions) = &outcome {
             tier.metrics.decided(decisions);
