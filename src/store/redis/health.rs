@@ -12,6 +12,11 @@ use crate::log::{Chain, Throttle};
 /// lines per call.
 const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// At most one back-off per interval of an outage whose first failure was not logged (another
+/// outage had just been): a back-off means Redis keeps failing, which must not go unseen because
+/// a blip came just before it.
+const BACKOFF_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Where a check goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Route {
@@ -35,6 +40,8 @@ pub(super) struct Health {
     outage_since: AtomicU64,
     /// Which outages are logged.
     outage_log: Throttle,
+    /// Which back-offs of outages not logged from their start are logged.
+    backoff_log: Throttle,
     /// Checks answered by the policy during the current outage.
     policy_answers: AtomicU64,
     failures_before_backoff: u32,
@@ -52,6 +59,7 @@ impl Health {
             probing: AtomicBool::new(false),
             outage_since: AtomicU64::new(0),
             outage_log: Throttle::new(OUTAGE_LOG_INTERVAL),
+            backoff_log: Throttle::new(BACKOFF_LOG_INTERVAL),
             policy_answers: AtomicU64::new(0),
             failures_before_backoff,
             backoff,
@@ -159,7 +167,7 @@ impl Health {
                     "Redis rate limit store failed again; backing off: checks skip Redis and \
                      are answered by the failure policy, one probe per back-off period"
                 ),
-                Some(None) => {}
+                Some(None) => self.log_backoff(error, policy, failures),
                 None if was == 0 => self.log_backoff(error, policy, failures),
                 None => tracing::debug!(
                     error = %Chain(error),
@@ -206,9 +214,36 @@ impl Health {
         Some(suppressed.filter(|_| logged))
     }
 
-    /// The line of a back-off that begins in an outage already logged (if it is).
+    /// The line of a back-off that begins: in an outage already logged, or in one whose first
+    /// failure was not logged (another outage's lines had just been), which is logged from here
+    /// on, its end included, unless another such back-off was logged within the interval.
     fn log_backoff(&self, error: &RedisStoreError, policy: FailurePolicy, failures: u32) {
-        if self.outage_since.load(Ordering::Acquire) & 1 == 0 {
+        let since = self.outage_since.load(Ordering::Acquire);
+        if since == 0 {
+            return;
+        }
+        if since & 1 == 0 {
+            let Some(suppressed) = self.backoff_log.admit() else {
+                return;
+            };
+            // Logged only if no call has ended the outage meanwhile.
+            if self
+                .outage_since
+                .compare_exchange(since, since | 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return;
+            }
+            tracing::warn!(
+                error = %Chain(error),
+                ?policy,
+                failures,
+                backoff_ms = self.backoff_ms(),
+                similar_backoffs_not_logged = suppressed,
+                "Redis rate limit store keeps failing (its first failure was not logged, another \
+                 outage was just before); backing off: checks skip Redis and are answered by the \
+                 failure policy, one probe per back-off period"
+            );
             return;
         }
         tracing::warn!(
@@ -347,7 +382,8 @@ mod tests {
         assert!(!health.degraded());
         assert_eq!(health.outage_since.load(Ordering::Acquire), 0);
         assert_eq!(health.policy_answers.load(Ordering::Acquire), 0);
-        // A back-off of an outage that is not logged is not logged either; its end neither.
+        // A back-off of an outage whose start is not logged is, with its end: Redis keeps
+        // failing.
         let lines = logged(|| {
             for _ in 0..5 {
                 health.failure(2_000, false, &error(), FailurePolicy::Local);
@@ -355,7 +391,9 @@ mod tests {
             assert!(health.backing_off());
             health.success(3_000, false);
         });
-        assert_eq!(lines, "");
+        assert!(!lines.contains("failed; answering"), "{lines}");
+        assert_eq!(lines.matches("keeps failing").count(), 1, "{lines}");
+        assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
         // The next outage logged says how many were not.
         health.outage_log.expire();
         let lines = logged(|| health.failure(4_000, false, &error(), FailurePolicy::Local));
@@ -416,6 +454,58 @@ mod tests {
         tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
         text
+    }
+
+    #[test]
+    fn a_backoff_right_after_a_logged_blip_is_logged_with_its_end() {
+        let health = Health::new(3, Duration::from_nanos(1_000));
+        // A blip: one failed call, answered again at once; both logged.
+        let lines = logged(|| {
+            health.failure(10, false, &error(), FailurePolicy::Local);
+            health.success(20, false);
+        });
+        assert_eq!(lines.lines().count(), 2, "{lines}");
+        // Within the interval of the outage lines, Redis stops answering: its first failure is
+        // not logged, but its back-off is, and so is its end, with the checks of the outage.
+        let lines = logged(|| {
+            for _ in 0..3 {
+                health.failure(100, false, &error(), FailurePolicy::Local);
+                health.answered_by_policy();
+            }
+            assert!(health.backing_off());
+            assert_eq!(health.route(500), Route::Policy);
+            health.answered_by_policy();
+            assert_eq!(health.route(1_100), Route::Redis { probe: true });
+            health.success(1_200, true);
+        });
+        assert!(!lines.contains("failed; answering"), "{lines}");
+        assert_eq!(lines.matches("keeps failing").count(), 1, "{lines}");
+        assert!(lines.contains("similar_backoffs_not_logged=0"), "{lines}");
+        assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
+        assert!(lines.contains("checks_answered_by_policy=4"), "{lines}");
+        assert!(lines.contains("failed_calls=3"), "{lines}");
+        // Another one within the interval of the back-off lines: not logged, and counted.
+        let lines = logged(|| {
+            for _ in 0..3 {
+                health.failure(2_000, false, &error(), FailurePolicy::Local);
+            }
+            health.success(3_100, true);
+        });
+        assert_eq!(lines, "");
+        health.outage_log.expire();
+        health.backoff_log.expire();
+        let lines = logged(|| {
+            health.failure(4_000, false, &error(), FailurePolicy::Local);
+            health.success(4_100, false);
+        });
+        assert!(lines.contains("similar_outages_not_logged=2"), "{lines}");
+        health.backoff_log.expire();
+        let lines = logged(|| {
+            for _ in 0..3 {
+                health.failure(5_000, false, &error(), FailurePolicy::Local);
+            }
+        });
+        assert!(lines.contains("similar_backoffs_not_logged=1"), "{lines}");
     }
 
     #[test]
