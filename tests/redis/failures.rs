@@ -185,6 +185,32 @@ async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
 }
 
 #[tokio::test]
+async fn a_backoff_right_after_a_logged_blip_is_logged_and_so_is_its_end() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
+    let (server, clock, store, stack) = one_check_done().await;
+
+    // A blip: one call times out, the next is answered; both lines are logged.
+    pause(&server, 400);
+    store.check(&stack, b"k", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(log.count("store failed"), 1);
+    assert_eq!(log.count("answering again"), 1);
+
+    // Seconds later Redis stops answering: the outage's first failure is held back (the
+    // blip's lines were just logged), but its back-off is not, nor its end.
+    pause(&server, 3_000);
+    for _ in 0..3 {
+        store.check(&stack, b"k", 1).await.unwrap();
+    }
+    assert!(store.is_backing_off());
+    assert_eq!(log.count("store failed"), 1, "{}", log.text());
+    assert_eq!(log.count("keeps failing"), 1, "{}", log.text());
+    wait_for_recovery(&store, &clock, &stack).await;
+    assert_eq!(log.count("answering again"), 2, "{}", log.text());
+}
+
+#[tokio::test]
 async fn killed_redis_falls_back_to_local_limits_and_recovers() {
     outage(FailurePolicy::Local).await;
 }
