@@ -5,106 +5,88 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::{routing::get, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_ratelimit::{Policy, Quota, RateLimitLayer, RedisStore, Store};
 
-use crate::support::{redis_url, strict_store, unique_prefix, RedisServer};
+use crate::support::{clock_at_unix_time, redis_url, strict_store, unique_prefix, RedisServer};
 
-fn redis_time(conn: &mut redis::Connection) -> u64 {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
-    secs * 1_000_000 + micros
-}
-
-/// How long the callers check, from the moment `TIME` is read.
-const WINDOW: Duration = Duration::from_millis(1000);
-
-/// Four stores with four callers each check `policies` on one key for [`WINDOW`]; returns how
-/// many checks were admitted and how long the hammering took by Redis's clock, in µs, from
-/// before the first check to after the last one returned.
-async fn hammer(policies: &[Policy]) -> (u32, u64) {
+/// Four stores with four callers each, all on one manual clock, check `policies` on one key
+/// in rounds: in each, every caller checks until it is denied, and once all are, the clock
+/// moves on by `step`. Returns how many checks were admitted over the first round and
+/// `rounds` more. The clock moves only between rounds, so what the quota allows does not
+/// depend on how fast the machine runs the callers.
+async fn hammer(policies: &[Policy], step: Duration, rounds: u32) -> u32 {
     let server = RedisServer::start();
     let prefix = unique_prefix("hammer");
+    let clock = clock_at_unix_time();
     let admitted = Arc::new(AtomicU32::new(0));
-    let mut tasks = Vec::new();
-    let mut conn = server.connection();
     let mut stores = Vec::new();
     for _ in 0..4 {
         let store = strict_store("hammer")
             .url(server.url())
             .prefix(prefix.clone())
+            .clock(clock.clone())
             .build()
             .await
             .unwrap();
         let stack = Arc::new(store.register(policies).unwrap());
         stores.push((store, stack));
     }
-    let start = redis_time(&mut conn);
-    let deadline = Instant::now() + WINDOW;
-    for (store, stack) in &stores {
-        for _ in 0..4 {
-            let (store, stack) = (store.clone(), Arc::clone(stack));
-            let admitted = Arc::clone(&admitted);
-            tasks.push(tokio::spawn(async move {
-                while Instant::now() < deadline {
-                    if store
+    for round in 0..=rounds {
+        if round > 0 {
+            clock.advance(step);
+        }
+        let mut tasks = Vec::new();
+        for (store, stack) in &stores {
+            for _ in 0..4 {
+                let (store, stack) = (store.clone(), Arc::clone(stack));
+                let admitted = Arc::clone(&admitted);
+                tasks.push(tokio::spawn(async move {
+                    while store
                         .check(&stack, b"shared", 1)
                         .await
                         .unwrap()
                         .is_allowed()
                     {
                         admitted.fetch_add(1, Ordering::Relaxed);
+                        tokio::task::yield_now().await;
                     }
-                    tokio::task::yield_now().await;
-                }
-            }));
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap();
         }
     }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    let end = redis_time(&mut conn);
-    (admitted.load(Ordering::Relaxed), end - start)
-}
-
-/// `admitted` is what a quota of `burst` and `interval` allows: never more than it allows over
-/// `elapsed_us`, the whole run; and at most two less than it allows over [`WINDOW`], the time
-/// callers kept asking (one cell for the GCRA's granularity, one for the time between reading
-/// `TIME` and the first check). Time after the window, while the last checks return and the
-/// tasks are joined, only loosens the first bound, so a slow machine cannot fail the second.
-fn assert_exactly_the_quota(admitted: u32, elapsed_us: u64, burst: u32, interval: Duration) {
-    let cells = |us: u64| burst + (us / interval.as_micros() as u64) as u32;
-    let most = cells(elapsed_us);
-    assert!(admitted <= most, "admitted {admitted}, quota allows {most}");
-    let least = cells(WINDOW.as_micros() as u64);
-    assert!(
-        admitted + 2 >= least,
-        "admitted {admitted}, quota allows {least} while callers asked"
-    );
+    admitted.load(Ordering::Relaxed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_stores_hammering_one_key_admit_exactly_the_quota() {
     let interval = Duration::from_millis(20);
     let policy = Policy::new("shared", Quota::with_period(interval).allow_burst(5));
-    let (admitted, elapsed) = hammer(&[policy]).await;
-    assert_exactly_the_quota(admitted, elapsed, 5, interval);
+    // The burst, then a cell a round.
+    assert_eq!(hammer(&[policy], interval, 50).await, 5 + 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_stores_hammering_a_stack_admit_exactly_its_tightest_policy() {
-    let interval = Duration::from_millis(100);
-    let (admitted, elapsed) = hammer(&[
+    let policies = [
         Policy::new(
             "fast",
             Quota::with_period(Duration::from_millis(20)).allow_burst(5),
         ),
-        Policy::new("slow", Quota::with_period(interval).allow_burst(3)),
-    ])
-    .await;
-    assert_exactly_the_quota(admitted, elapsed, 3, interval);
+        Policy::new(
+            "slow",
+            Quota::with_period(Duration::from_millis(100)).allow_burst(3),
+        ),
+    ];
+    // Rounds 20 ms apart: the slow policy's burst, then a cell every five rounds.
+    let admitted = hammer(&policies, Duration::from_millis(20), 50).await;
+    assert_eq!(admitted, 3 + 50 / 5);
 }
 
 async fn serve(store: RedisStore) -> SocketAddr {
