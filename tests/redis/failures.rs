@@ -168,15 +168,17 @@ async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done().await;
 
-    // One call times out, fewer than the back-off needs.
-    pause(&server, 400);
+    // One call times out, fewer than the back-off needs. The pause (of writes, which scripts
+    // are, so that `CLIENT UNPAUSE` is not held too) outlasts any stall of the test: it ends
+    // when the test says.
+    pause_writes(&server, 60_000);
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     assert!(store.is_degraded(), "the failure policy answered");
     assert!(!store.is_backing_off());
     assert_eq!(log.count("store failed"), 1);
     assert_eq!(log.count("answering again"), 0);
 
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    unpause(&server);
     store.check(&stack, b"k", 1).await.unwrap();
     assert!(!store.is_degraded());
     assert_eq!(log.count("answering again"), 1);
@@ -364,6 +366,25 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
         !store.is_backing_off(),
         "the probe failed: the store backs off again"
     );
+}
+
+/// Makes `server` hold every client's writes, scripts among them, for `ms` milliseconds, or
+/// until [`unpause`].
+fn pause_writes(server: &RedisServer, ms: u64) {
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query(&mut server.connection())
+        .unwrap();
+}
+
+/// Ends a pause of writes of `server` at once (`CLIENT UNPAUSE`).
+fn unpause(server: &RedisServer) {
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut server.connection())
+        .unwrap();
 }
 
 /// Makes `server` hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).
