@@ -125,9 +125,12 @@ async fn two_axum_servers_on_one_redis_share_one_budget() {
     let prefix = unique_prefix("axum");
     let mut addrs = Vec::new();
     for _ in 0..2 {
+        // A timeout a stalled test cannot reach: a check that timed out would be answered by
+        // the in-memory fallback of one server, outside the shared budget.
         let store = RedisStore::builder()
             .url(redis.url())
             .prefix(prefix.clone())
+            .timeout(Duration::from_secs(5))
             .build()
             .await
             .unwrap();
