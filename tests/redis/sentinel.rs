@@ -233,6 +233,9 @@ async fn checks_leave_a_primary_demoted_by_a_manual_failover() {
         .sentinel([group.sentinel.url()], MASTER_NAME)
         .prefix(unique_prefix("sentinel-demoted"))
         .backoff(Duration::from_millis(100))
+        // A timeout a loaded machine cannot reach: a check that timed out on the new primary
+        // would be answered locally before its script ran there, and its state not be found.
+        .timeout(Duration::from_secs(5))
         .build()
         .await
         .unwrap();
