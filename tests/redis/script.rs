@@ -61,8 +61,10 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
         .unwrap();
     let stack = store
         .register(&[
-            Policy::new("per-second", Quota::per_second(10)),
-            Policy::new("per-minute", Quota::per_minute(100)),
+            // Windows long enough that no key expires while the test reads it, however
+            // slowly the machine runs.
+            Policy::new("per-minute", Quota::per_minute(10)),
+            Policy::new("per-hour", Quota::per_hour(100)),
         ])
         .unwrap();
     let mut conn = server.connection();
@@ -78,14 +80,14 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
         .collect();
     assert_eq!(
         resets,
-        [Duration::from_millis(400), Duration::from_millis(2_400)]
+        [Duration::from_secs(24), Duration::from_secs(144)]
     );
 
-    let second = store.redis_key(&"alice", "per-second");
     let minute = store.redis_key(&"alice", "per-minute");
-    assert_eq!(second, b"{keys:alice}:per-second");
+    let hour = store.redis_key(&"alice", "per-hour");
     assert_eq!(minute, b"{keys:alice}:per-minute");
-    assert_eq!(sorted_keys(&mut conn), [minute.clone(), second.clone()]);
+    assert_eq!(hour, b"{keys:alice}:per-hour");
+    assert_eq!(sorted_keys(&mut conn), [hour.clone(), minute.clone()]);
 
     // Each key holds its TAT, in [low, high] µs, and expires when it is reached.
     let expect = |conn: &mut redis::Connection, key: &Vec<u8>, low: u64, high: u64| {
@@ -104,8 +106,8 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
         );
     };
     let ms = 1_000;
-    expect(&mut conn, &second, before + 400 * ms, after + 400 * ms);
-    expect(&mut conn, &minute, before + 2_400 * ms, after + 2_400 * ms);
+    expect(&mut conn, &minute, before + 24_000 * ms, after + 24_000 * ms);
+    expect(&mut conn, &hour, before + 144_000 * ms, after + 144_000 * ms);
 
     // A conforming check moves both TATs by its cells, and both expiries with them.
     let before_2 = redis_time(&mut conn);
@@ -117,10 +119,10 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
             high.max(after_2) + cells * ms,
         )
     };
-    let (low, high) = moved(before + 400 * ms, after + 400 * ms, 600);
-    expect(&mut conn, &second, low, high);
-    let (low, high) = moved(before + 2_400 * ms, after + 2_400 * ms, 3_600);
+    let (low, high) = moved(before + 24_000 * ms, after + 24_000 * ms, 36_000);
     expect(&mut conn, &minute, low, high);
+    let (low, high) = moved(before + 144_000 * ms, after + 144_000 * ms, 216_000);
+    expect(&mut conn, &hour, low, high);
 }
 
 #[tokio::test]
