@@ -78,10 +78,7 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
         .iter()
         .map(|d| d.reset_after())
         .collect();
-    assert_eq!(
-        resets,
-        [Duration::from_secs(24), Duration::from_secs(144)]
-    );
+    assert_eq!(resets, [Duration::from_secs(24), Duration::from_secs(144)]);
 
     let minute = store.redis_key(&"alice", "per-minute");
     let hour = store.redis_key(&"alice", "per-hour");
@@ -106,8 +103,18 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
         );
     };
     let ms = 1_000;
-    expect(&mut conn, &minute, before + 24_000 * ms, after + 24_000 * ms);
-    expect(&mut conn, &hour, before + 144_000 * ms, after + 144_000 * ms);
+    expect(
+        &mut conn,
+        &minute,
+        before + 24_000 * ms,
+        after + 24_000 * ms,
+    );
+    expect(
+        &mut conn,
+        &hour,
+        before + 144_000 * ms,
+        after + 144_000 * ms,
+    );
 
     // A conforming check moves both TATs by its cells, and both expiries with them.
     let before_2 = redis_time(&mut conn);
