@@ -222,7 +222,8 @@ impl Health {
         if since == 0 {
             return;
         }
-        if since & 1 == 0 {
+        // An outage whose first failure was not logged is, from its back-off on.
+        let suppressed = if since & 1 == 0 {
             let Some(suppressed) = self.backoff_log.admit() else {
                 return;
             };
@@ -234,23 +235,16 @@ impl Health {
             {
                 return;
             }
-            tracing::warn!(
-                error = %Chain(error),
-                ?policy,
-                failures,
-                backoff_ms = self.backoff_ms(),
-                similar_backoffs_not_logged = suppressed,
-                "Redis rate limit store keeps failing (its first failure was not logged, another \
-                 outage was just before); backing off: checks skip Redis and are answered by the \
-                 failure policy, one probe per back-off period"
-            );
-            return;
-        }
+            suppressed
+        } else {
+            0
+        };
         tracing::warn!(
             error = %Chain(error),
             ?policy,
             failures,
             backoff_ms = self.backoff_ms(),
+            similar_backoffs_not_logged = suppressed,
             "Redis rate limit store keeps failing; backing off: checks skip Redis and are \
              answered by the failure policy, one probe per back-off period"
         );
