@@ -25,12 +25,17 @@ use crate::support::{command_calls, strict_store, unique_prefix, RedisServer};
 
 const BACKOFF: Duration = Duration::from_secs(1);
 
-async fn store(server: &RedisServer, clock: &ManualClock, policy: FailurePolicy) -> RedisStore {
+async fn store(
+    server: &RedisServer,
+    clock: &ManualClock,
+    policy: FailurePolicy,
+    timeout: Duration,
+) -> RedisStore {
     RedisStore::builder()
         .url(server.url())
         .prefix(unique_prefix("failures"))
         .clock(clock.clone())
-        .timeout(Duration::from_millis(100))
+        .timeout(timeout)
         .failures_before_backoff(3)
         .backoff(BACKOFF)
         .on_failure(policy)
@@ -72,12 +77,18 @@ async fn wait_for_recovery(store: &RedisStore, clock: &ManualClock, stack: &Redi
     }
 }
 
-/// A server, a store on it with the local failure policy, a stack of 5 per minute, and one
-/// check of `k` that Redis answered.
-async fn one_check_done() -> (RedisServer, ManualClock, RedisStore, RedisStack) {
+/// The timeout of the stores of tests that make Redis too slow on purpose.
+const SHORT: Duration = Duration::from_millis(100);
+/// The timeout of the stores of tests whose Redis fails at once, or not at all: one a stalled
+/// machine does not reach, so that only the failures the test makes count.
+const PATIENT: Duration = Duration::from_secs(5);
+
+/// A server, a store on it with the local failure policy and `timeout`, a stack of 5 per
+/// minute, and one check of `k` that Redis answered.
+async fn one_check_done(timeout: Duration) -> (RedisServer, ManualClock, RedisStore, RedisStack) {
     let server = RedisServer::start();
     let clock = ManualClock::new();
-    let store = store(&server, &clock, FailurePolicy::Local).await;
+    let store = store(&server, &clock, FailurePolicy::Local, timeout).await;
     let stack = store
         .register(&[Policy::new("per-minute", Quota::per_minute(5))])
         .unwrap();
@@ -89,7 +100,7 @@ async fn outage(policy: FailurePolicy) {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
     let mut server = RedisServer::start();
     let clock = ManualClock::new();
-    let store = store(&server, &clock, policy).await;
+    let store = store(&server, &clock, policy, PATIENT).await;
     let stack = store
         .register(&[
             Policy::new("per-minute", Quota::per_minute(2)),
@@ -166,7 +177,7 @@ async fn outage(policy: FailurePolicy) {
 #[tokio::test]
 async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
-    let (server, _clock, store, stack) = one_check_done().await;
+    let (server, _clock, store, stack) = one_check_done(SHORT).await;
 
     // One call times out, fewer than the back-off needs. The pause (of writes, which scripts
     // are, so that `CLIENT UNPAUSE` is not held too) outlasts any stall of the test: it ends
@@ -189,7 +200,7 @@ async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
 #[tokio::test]
 async fn a_backoff_right_after_a_logged_blip_is_logged_and_so_is_its_end() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
-    let (server, clock, store, stack) = one_check_done().await;
+    let (server, clock, store, stack) = one_check_done(SHORT).await;
 
     // A blip: one call times out, the next is answered; both lines are logged.
     pause(&server, 400);
@@ -229,7 +240,7 @@ async fn killed_redis_fails_closed_with_deny_and_recovers() {
 
 #[tokio::test]
 async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers() {
-    let (server, clock, store, stack) = one_check_done().await;
+    let (server, clock, store, stack) = one_check_done(SHORT).await;
 
     // Long enough that a starved machine, on which a late timer gives a call a second timeout,
     // still times out three calls within it.
@@ -278,7 +289,7 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
 async fn the_layer_answers_503_with_retry_after_when_redis_is_down_and_policy_is_deny() {
     let mut server = RedisServer::start();
     let clock = ManualClock::new();
-    let store = store(&server, &clock, FailurePolicy::Deny).await;
+    let store = store(&server, &clock, FailurePolicy::Deny, PATIENT).await;
     let layer = RateLimitLayer::builder()
         .quota(Quota::per_second(100))
         .key(Global)
@@ -339,7 +350,7 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
 /// check finds Redis on a new one, not the failure policy.
 #[tokio::test]
 async fn the_first_check_after_a_restart_while_idle_is_answered_by_redis() {
-    let (mut server, _clock, store, stack) = one_check_done().await;
+    let (mut server, _clock, store, stack) = one_check_done(PATIENT).await;
     server.restart();
     let decisions = store.check(&stack, b"k", 1).await.unwrap();
     assert!(!store.is_degraded(), "answered by the failure policy");
@@ -351,7 +362,7 @@ async fn the_first_check_after_a_restart_while_idle_is_answered_by_redis() {
 /// reconnections tried during the outage all failed.
 #[tokio::test]
 async fn the_first_probe_after_redis_is_back_finds_it() {
-    let (mut server, clock, store, stack) = one_check_done().await;
+    let (mut server, clock, store, stack) = one_check_done(PATIENT).await;
     server.kill();
     for _ in 0..3 {
         let _ = store.check(&stack, b"k", 1).await;
@@ -399,7 +410,7 @@ fn pause(server: &RedisServer, ms: u64) {
 
 #[tokio::test]
 async fn a_check_dropped_before_it_was_polled_gives_its_lane_back() {
-    let (_server, _clock, store, stack) = one_check_done().await;
+    let (_server, _clock, store, stack) = one_check_done(PATIENT).await;
     // Sent alone, its lane being idle, then dropped unpolled, as `select!` drops a branch.
     drop(store.check(&stack, b"k", 1));
     let next = tokio::time::timeout(Duration::from_secs(5), store.check(&stack, b"k", 1)).await;
@@ -409,7 +420,7 @@ async fn a_check_dropped_before_it_was_polled_gives_its_lane_back() {
 
 #[tokio::test]
 async fn a_probe_dropped_before_it_was_polled_lets_the_next_check_probe() {
-    let (mut server, clock, store, stack) = one_check_done().await;
+    let (mut server, clock, store, stack) = one_check_done(PATIENT).await;
     server.kill();
     for _ in 0..3 {
         let _ = store.check(&stack, b"k", 1).await;
@@ -494,7 +505,7 @@ async fn a_timeout_too_long_for_the_clock_means_no_timeout() {
 #[tokio::test]
 async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_logged() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
-    let (server, _clock, store, stack) = one_check_done().await;
+    let (server, _clock, store, stack) = one_check_done(PATIENT).await;
     // A number past what the script can answer as a TAT, written by something else.
     let key = store.redis_key(&"k", "per-minute");
     let () = server.connection().set(&key, "1e300").unwrap();
@@ -510,7 +521,7 @@ async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_l
 #[tokio::test]
 async fn a_redis_error_is_logged_with_redis_own_words() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
-    let (server, _clock, store, stack) = one_check_done().await;
+    let (server, _clock, store, stack) = one_check_done(PATIENT).await;
     // Redis is up, but refuses every write.
     let mut conn = server.connection();
     for (name, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
@@ -855,7 +866,7 @@ fn max_memory(server: &RedisServer, bytes: &str) {
 #[tokio::test]
 async fn a_bad_key_answered_between_outages_is_not_counted_in_the_next_one() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
-    let (server, _clock, store, stack) = one_check_done().await;
+    let (server, _clock, store, stack) = one_check_done(PATIENT).await;
     let key = store.redis_key(&"bad", "per-minute");
     let () = server.connection().set(&key, "1e300").unwrap();
     assert!(store.check(&stack, b"bad", 1).await.unwrap().is_allowed());
