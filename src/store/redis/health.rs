@@ -425,29 +425,47 @@ mod tests {
         assert_eq!(failing.join().unwrap(), 0, "outages left open");
     }
 
-    /// What `f` logs at `warn` and above.
+    /// What `f` logs at `warn` and above, on this thread.
+    ///
+    /// One global subscriber, whose lines go to the thread that logs them, rather than one per
+    /// call: with a scoped subscriber, a thread without one (another test's) that meets a
+    /// callsite first caches that no one listens to it, and this thread's lines were lost.
     fn logged(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
+        use std::cell::RefCell;
+
+        thread_local! {
+            static LINES: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+        }
+        struct Capture;
+        impl std::io::Write for Capture {
             fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
+                LINES.with(|lines| {
+                    if let Some(lines) = &mut *lines.borrow_mut() {
+                        lines.extend_from_slice(bytes);
+                    }
+                });
                 Ok(bytes.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
                 Ok(())
             }
         }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
-        text
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(|| Capture)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other test sets a subscriber");
+        });
+        LINES.with(|lines| *lines.borrow_mut() = Some(Vec::new()));
+        f();
+        let bytes = LINES
+            .with(|lines| lines.borrow_mut().take())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     #[test]
