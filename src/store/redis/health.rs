@@ -167,12 +167,24 @@ impl Health {
                     "Redis rate limit store failed again; backing off: checks skip Redis and \
                      are answered by the failure policy, one probe per back-off period"
                 ),
-                Some(None) => self.log_backoff(error, policy, failures),
-                None if was == 0 => self.log_backoff(error, policy, failures),
-                None => tracing::debug!(
-                    error = %Chain(error),
-                    "Redis rate limit store still failing; backing off again"
-                ),
+                Some(None) => {
+                    self.log_backoff(error, policy, failures);
+                }
+                None if was == 0 => {
+                    self.log_backoff(error, policy, failures);
+                }
+                None => {
+                    // An outage held back so far, its back-off included, is logged from the
+                    // first failed probe the back-off lines' interval lets through: Redis that
+                    // keeps failing must not go unseen for as long as it fails.
+                    let held_back = self.outage_since.load(Ordering::Acquire) & 1 == 0;
+                    if !(held_back && self.log_backoff(error, policy, failures)) {
+                        tracing::debug!(
+                            error = %Chain(error),
+                            "Redis rate limit store still failing; backing off again"
+                        );
+                    }
+                }
             }
             return;
         }
@@ -216,16 +228,17 @@ impl Health {
 
     /// The line of a back-off that begins: in an outage already logged, or in one whose first
     /// failure was not logged (another outage's lines had just been), which is logged from here
-    /// on, its end included, unless another such back-off was logged within the interval.
-    fn log_backoff(&self, error: &RedisStoreError, policy: FailurePolicy, failures: u32) {
+    /// on, its end included, unless another such back-off was logged within the interval (a
+    /// probe of that outage that fails later tries again). Whether it was logged.
+    fn log_backoff(&self, error: &RedisStoreError, policy: FailurePolicy, failures: u32) -> bool {
         let since = self.outage_since.load(Ordering::Acquire);
         if since == 0 {
-            return;
+            return false;
         }
         // An outage whose first failure was not logged is, from its back-off on.
         let suppressed = if since & 1 == 0 {
             let Some(suppressed) = self.backoff_log.admit() else {
-                return;
+                return false;
             };
             // Logged only if no call has ended the outage meanwhile.
             if self
@@ -233,7 +246,7 @@ impl Health {
                 .compare_exchange(since, since | 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
-                return;
+                return false;
             }
             suppressed
         } else {
@@ -248,6 +261,7 @@ impl Health {
             "Redis rate limit store keeps failing; backing off: checks skip Redis and are \
              answered by the failure policy, one probe per back-off period"
         );
+        true
     }
 
     fn backoff_ms(&self) -> u64 {
@@ -518,6 +532,44 @@ mod tests {
             }
         });
         assert!(lines.contains("similar_backoffs_not_logged=1"), "{lines}");
+    }
+
+    #[test]
+    fn an_outage_whose_backoff_was_held_back_is_logged_at_a_later_failed_probe() {
+        let health = Health::new(3, Duration::from_nanos(1_000));
+        // A blip, then a back-off: both logged, and both throttles used.
+        let lines = logged(|| {
+            health.failure(10, false, &error(), FailurePolicy::Local);
+            health.success(20, false);
+            for _ in 0..3 {
+                health.failure(100, false, &error(), FailurePolicy::Local);
+            }
+            health.success(1_200, true);
+        });
+        assert_eq!(lines.matches("answering again").count(), 2, "{lines}");
+        // Within both intervals Redis stops answering for good: neither its first failure nor
+        // its back-off is logged.
+        let lines = logged(|| {
+            for _ in 0..3 {
+                health.failure(2_000, false, &error(), FailurePolicy::Local);
+            }
+            assert_eq!(health.route(3_000), Route::Redis { probe: true });
+            health.failure(3_000, true, &error(), FailurePolicy::Local);
+        });
+        assert_eq!(lines, "");
+        // Once the interval of the back-off lines is over, the next failed probe logs the
+        // outage, and its end follows.
+        health.backoff_log.expire();
+        let lines = logged(|| {
+            assert_eq!(health.route(4_000), Route::Redis { probe: true });
+            health.failure(4_000, true, &error(), FailurePolicy::Local);
+            assert_eq!(health.route(5_000), Route::Redis { probe: true });
+            health.success(5_000, true);
+        });
+        assert_eq!(lines.matches("keeps failing").count(), 1, "{lines}");
+        assert!(lines.contains("similar_backoffs_not_logged=2"), "{lines}");
+        assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
+        assert!(lines.contains("failed_calls=5"), "{lines}");
     }
 
     #[test]

@@ -87,8 +87,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   of memory, where admitted checks fail and denials pass) would otherwise log two lines per
 ///   call; the next outage logged counts the others (`similar_outages_not_logged`). A
 ///   back-off is logged even when its outage's first failure was not (a blip had just been
-///   logged), with the outage's end, at most once per 10 s (`similar_backoffs_not_logged`):
-///   Redis that keeps failing is never left out of the log. A check
+///   logged), with the outage's end, at most once per 10 s (`similar_backoffs_not_logged`);
+///   a back-off held back by that limit is logged at its first failed probe past it: Redis
+///   that keeps failing is never left out of the log. A check
 ///   whose answer holds values that are not TATs (something else wrote to its key) is
 ///   answered by the failure policy without counting as a failed call, and logged at `warn`
 ///   with the key, at most once per 10 s. Under [`FailurePolicy::Deny`] the layer also logs
