@@ -87,10 +87,7 @@ impl Inner {
                     cost,
                     now_arg,
                     base,
-                    probe: probe.then(|| Probe {
-                        inner: Arc::downgrade(this),
-                        armed: AtomicBool::new(true),
-                    }),
+                    probe: probe.then(|| Probe::new(this)),
                 };
                 Self::submit(this, ask)
             }
@@ -141,10 +138,7 @@ impl Inner {
         match this.health.route(this.clock.now_nanos()) {
             Route::Redis { probe } => {
                 if probe {
-                    ask.probe = Some(Probe {
-                        inner: Arc::downgrade(this),
-                        armed: AtomicBool::new(true),
-                    });
+                    ask.probe = Some(Probe::new(this));
                 }
                 true
             }
@@ -481,6 +475,15 @@ impl<T> Drop for AbortOnDrop<T> {
 struct Probe {
     inner: Weak<Inner>,
     armed: AtomicBool,
+}
+
+impl Probe {
+    fn new(inner: &Arc<Inner>) -> Self {
+        Probe {
+            inner: Arc::downgrade(inner),
+            armed: AtomicBool::new(true),
+        }
+    }
 }
 
 impl Drop for Probe {

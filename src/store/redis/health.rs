@@ -9,13 +9,10 @@ use crate::log::{Chain, Throttle};
 
 /// At most one outage's lines per interval: a Redis that fails every other call (out of memory,
 /// where admitted checks fail and denials pass; one cluster node down) would otherwise log two
-/// lines per call.
-const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// At most one back-off per interval of an outage whose first failure was not logged (another
-/// outage had just been): a back-off means Redis keeps failing, which must not go unseen because
-/// a blip came just before it.
-const BACKOFF_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// lines per call. And at most one back-off per interval of an outage whose first failure was
+/// not logged (another outage had just been): a back-off means Redis keeps failing, which must
+/// not go unseen because a blip came just before it.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where a check goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +55,8 @@ impl Health {
             backoff_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             outage_since: AtomicU64::new(0),
-            outage_log: Throttle::new(OUTAGE_LOG_INTERVAL),
-            backoff_log: Throttle::new(BACKOFF_LOG_INTERVAL),
+            outage_log: Throttle::new(LOG_INTERVAL),
+            backoff_log: Throttle::new(LOG_INTERVAL),
             policy_answers: AtomicU64::new(0),
             failures_before_backoff,
             backoff,
@@ -158,33 +155,26 @@ impl Health {
                 #[cfg(feature = "metrics")]
                 self.degraded.increment(1.0);
             }
-            match began {
-                Some(Some(suppressed)) => tracing::warn!(
+            if let Some(Some(suppressed)) = began {
+                tracing::warn!(
                     error = %Chain(error),
                     ?policy,
                     backoff_ms = self.backoff_ms(),
                     similar_outages_not_logged = suppressed,
                     "Redis rate limit store failed again; backing off: checks skip Redis and \
                      are answered by the failure policy, one probe per back-off period"
-                ),
-                Some(None) => {
-                    self.log_backoff(error, policy, failures);
-                }
-                None if was == 0 => {
-                    self.log_backoff(error, policy, failures);
-                }
-                None => {
-                    // An outage held back so far, its back-off included, is logged from the
-                    // first failed probe the back-off lines' interval lets through: Redis that
-                    // keeps failing must not go unseen for as long as it fails.
-                    let held_back = self.outage_since.load(Ordering::Acquire) & 1 == 0;
-                    if !(held_back && self.log_backoff(error, policy, failures)) {
-                        tracing::debug!(
-                            error = %Chain(error),
-                            "Redis rate limit store still failing; backing off again"
-                        );
-                    }
-                }
+                );
+                return;
+            }
+            // A back-off that begins here is logged; so is one of an outage held back so far,
+            // from the first failed probe the back-off lines' interval lets through: Redis
+            // that keeps failing must not go unseen for as long as it fails.
+            let held_back = self.outage_since.load(Ordering::Acquire) & 1 == 0;
+            if !((was == 0 || held_back) && self.log_backoff(error, policy, failures)) {
+                tracing::debug!(
+                    error = %Chain(error),
+                    "Redis rate limit store still failing; backing off again"
+                );
             }
             return;
         }
