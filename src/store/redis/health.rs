@@ -282,6 +282,13 @@ mod tests {
         RedisStoreError::timeout(Duration::from_millis(5))
     }
 
+    /// `calls` failed calls at `now`, none of them a probe.
+    fn fail(health: &Health, now: u64, calls: usize) {
+        for _ in 0..calls {
+            health.failure(now, false, &error(), FailurePolicy::Local);
+        }
+    }
+
     #[test]
     fn backs_off_after_repeated_failures_then_probes_once() {
         let health = Health::new(3, Duration::from_nanos(100));
@@ -338,9 +345,7 @@ mod tests {
     #[test]
     fn a_failed_probe_keeps_the_start_of_an_outage_a_call_began_after_the_last_ended() {
         let health = Health::new(3, Duration::from_nanos(100));
-        for _ in 0..3 {
-            health.failure(0, false, &error(), FailurePolicy::Local);
-        }
+        fail(&health, 0, 3);
         assert_eq!(health.route(100), Route::Redis { probe: true });
         health.success(105, false);
         // Past the interval of the outage lines: this outage is logged.
@@ -383,9 +388,7 @@ mod tests {
         // A back-off of an outage whose start is not logged is, with its end: Redis keeps
         // failing.
         let lines = logged(|| {
-            for _ in 0..5 {
-                health.failure(2_000, false, &error(), FailurePolicy::Local);
-            }
+            fail(&health, 2_000, 5);
             assert!(health.backing_off());
             health.success(3_000, false);
         });
@@ -502,9 +505,7 @@ mod tests {
         assert!(lines.contains("failed_calls=3"), "{lines}");
         // Another one within the interval of the back-off lines: not logged, and counted.
         let lines = logged(|| {
-            for _ in 0..3 {
-                health.failure(2_000, false, &error(), FailurePolicy::Local);
-            }
+            fail(&health, 2_000, 3);
             health.success(3_100, true);
         });
         assert_eq!(lines, "");
@@ -517,9 +518,7 @@ mod tests {
         assert!(lines.contains("similar_outages_not_logged=2"), "{lines}");
         health.backoff_log.expire();
         let lines = logged(|| {
-            for _ in 0..3 {
-                health.failure(5_000, false, &error(), FailurePolicy::Local);
-            }
+            fail(&health, 5_000, 3);
         });
         assert!(lines.contains("similar_backoffs_not_logged=1"), "{lines}");
     }
@@ -531,18 +530,14 @@ mod tests {
         let lines = logged(|| {
             health.failure(10, false, &error(), FailurePolicy::Local);
             health.success(20, false);
-            for _ in 0..3 {
-                health.failure(100, false, &error(), FailurePolicy::Local);
-            }
+            fail(&health, 100, 3);
             health.success(1_200, true);
         });
         assert_eq!(lines.matches("answering again").count(), 2, "{lines}");
         // Within both intervals Redis stops answering for good: neither its first failure nor
         // its back-off is logged.
         let lines = logged(|| {
-            for _ in 0..3 {
-                health.failure(2_000, false, &error(), FailurePolicy::Local);
-            }
+            fail(&health, 2_000, 3);
             assert_eq!(health.route(3_000), Route::Redis { probe: true });
             health.failure(3_000, true, &error(), FailurePolicy::Local);
         });
