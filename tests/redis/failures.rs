@@ -388,12 +388,7 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
 /// Makes `server` hold every client's writes, scripts among them, for `ms` milliseconds, or
 /// until [`unpause`].
 fn pause_writes(server: &RedisServer, ms: u64) {
-    let () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(ms)
-        .arg("WRITE")
-        .query(&mut server.connection())
-        .unwrap();
+    client_pause(server, ms, "WRITE");
 }
 
 /// Ends a pause of writes of `server` at once (`CLIENT UNPAUSE`).
@@ -406,10 +401,15 @@ fn unpause(server: &RedisServer) {
 
 /// Makes `server` hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).
 fn pause(server: &RedisServer, ms: u64) {
+    client_pause(server, ms, "ALL");
+}
+
+/// `CLIENT PAUSE ms mode` on `server`.
+fn client_pause(server: &RedisServer, ms: u64, mode: &str) {
     let () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(ms)
-        .arg("ALL")
+        .arg(mode)
         .query(&mut server.connection())
         .unwrap();
 }
