@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use http::Response;
 use tower_ratelimit::{ConfigError, Decisions, ManualClock, MemoryStore, Policy, Store};
+use tracing_subscriber::fmt::writer::OptionalWriter;
 
 /// A memory store on a clock the test moves, and that clock.
 pub fn manual_store() -> (MemoryStore<ManualClock>, ManualClock) {
@@ -135,9 +136,36 @@ pub fn make_certificates(dir: &Path) {
     ]);
 }
 
-/// A writer that keeps what a `tracing` subscriber writes.
+/// What a `tracing` subscriber wrote on one thread, from [`Captured::install`].
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    /// The capture of this thread and the most verbose level it keeps, while installed.
+    static CAPTURE: std::cell::RefCell<Option<(Captured, tracing::Level)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The writer of the global subscriber: a line goes to the capture of the thread that logs it,
+/// if that thread has one that keeps the line's level.
+struct ToThread;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ToThread {
+    type Writer = OptionalWriter<Captured>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OptionalWriter::none()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        CAPTURE.with(|capture| match &*capture.borrow() {
+            Some((captured, level)) if meta.level() <= level => {
+                OptionalWriter::some(captured.clone())
+            }
+            _ => OptionalWriter::none(),
+        })
+    }
+}
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -150,18 +178,36 @@ impl Write for Captured {
     }
 }
 
+/// Ends this thread's capture when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|capture| capture.borrow_mut().take());
+    }
+}
+
 impl Captured {
-    /// A subscriber of events up to `level` that writes into the returned `Captured`, set as
-    /// this thread's default until the guard is dropped.
-    pub fn install(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    /// Keeps what is logged on this thread at `level` and above in the returned `Captured`,
+    /// until the guard is dropped.
+    ///
+    /// One global subscriber sends each line to the thread that logs it. A subscriber of this
+    /// thread's own (`tracing::subscriber::set_default`) would miss lines: a thread with none
+    /// (another test's) that meets a call site first leaves it cached as one no one listens to.
+    pub fn install(level: tracing::Level) -> (Captured, CaptureGuard) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(ToThread)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other subscriber is set in the tests");
+        });
         let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
+        CAPTURE.with(|capture| *capture.borrow_mut() = Some((captured.clone(), level)));
+        (captured, CaptureGuard(()))
     }
 
     /// What was written so far.
