@@ -60,6 +60,14 @@ impl Process {
     /// Runs `redis-server args` and waits until it answers `PING`; panics with its log if it
     /// exits, or after 10 s.
     fn launch(&mut self, args: &[&str]) {
+        if let Err(log) = self.try_launch(args) {
+            panic!("{} on port {} exited: {log}", self.what, self.port);
+        }
+    }
+
+    /// Runs `redis-server args` and waits until it answers `PING`; its log if it exits, and a
+    /// panic after 10 s.
+    fn try_launch(&mut self, args: &[&str]) -> Result<(), String> {
         let child = match Command::new("redis-server")
             .args(args)
             .stdin(Stdio::null())
@@ -81,15 +89,12 @@ impl Process {
                 let info: Option<String> = redis::cmd("INFO").arg("server").query(&mut conn).ok();
                 let pid = format!("process_id:{}\r\n", child.id());
                 if info.is_some_and(|info| info.contains(&pid)) {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(self.dir.join(self.log)).unwrap_or_default();
-                panic!(
-                    "{} on port {} exited ({status}): {log}",
-                    self.what, self.port
-                );
+                self.child = None;
+                return Err(format!("({status}) {}", self.log()));
             }
             assert!(
                 Instant::now() < deadline,
@@ -183,16 +188,36 @@ impl RedisServer {
     }
 
     /// Starts a private server with extra `redis-server` arguments.
+    ///
+    /// The port was free when it was chosen, but another process (another test binary) may
+    /// take it, or a cluster node's bus port (the port + 10 000), before the server binds
+    /// them: then the server starts again on another port.
     pub fn start_with(extra: &[&str]) -> Self {
         let mut server = RedisServer {
             process: Process::new("redis-server", "redis.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
+        for _ in 0..4 {
+            match server.try_launch() {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") => {
+                    server.process = Process::new("redis-server", "redis.log");
+                }
+                Err(log) => panic!("redis-server on port {} exited: {log}", server.port()),
+            }
+        }
         server.launch();
         server
     }
 
+    /// Starts the server and waits until it answers; panics with its log if it exits.
     fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("redis-server on port {} exited: {log}", self.port());
+        }
+    }
+
+    fn try_launch(&mut self) -> Result<(), String> {
         let port = self.process.port.to_string();
         let dir = self.process.dir.to_str().unwrap().to_owned();
         let mut args = vec![
@@ -210,7 +235,7 @@ impl RedisServer {
             "redis.log",
         ];
         args.extend(self.extra.iter().map(String::as_str));
-        self.process.launch(&args);
+        self.process.try_launch(&args)
     }
 
     pub fn port(&self) -> u16 {
