@@ -385,6 +385,66 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
     );
 }
 
+/// Redis refuses the store's password for a while (a restart with another `requirepass`, a
+/// rotation gone wrong): each connection attempt then fails, not with an I/O error but with
+/// Redis's refusal. Once Redis takes the password again, a probe must find it.
+#[tokio::test]
+async fn a_store_whose_password_redis_refused_for_a_while_recovers() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
+    let server = RedisServer::start();
+    let mut admin = server.connection();
+    let requirepass = |admin: &mut redis::Connection, password: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .query(admin)
+            .unwrap();
+    };
+    // `admin`, connected before, stays authenticated whatever the password becomes.
+    requirepass(&mut admin, "secret");
+    let clock = ManualClock::new();
+    let store = RedisStore::builder()
+        .url(format!("redis://:secret@127.0.0.1:{}", server.port()))
+        .prefix(unique_prefix("password"))
+        .clock(clock.clone())
+        .timeout(PATIENT)
+        .deny_cache(false)
+        .failures_before_backoff(1)
+        .backoff(BACKOFF)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    for _ in 0..3 {
+        assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    }
+    requirepass(&mut admin, "rotated");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut admin)
+        .unwrap();
+    // The local policy answers: the key's first check here.
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [4]);
+    assert!(store.is_backing_off());
+    assert!(log.count("AuthenticationFailed") >= 1, "{}", log.text());
+
+    requirepass(&mut admin, "secret");
+    wait_for_recovery(&store, &clock, &stack).await;
+    assert!(!store.is_degraded());
+    // Redis answers again: the key's fourth check there.
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [1]);
+    assert_eq!(log.count("answering again"), 1);
+}
+
 /// Makes `server` hold every client's writes, scripts among them, for `ms` milliseconds, or
 /// until [`unpause`].
 fn pause_writes(server: &RedisServer, ms: u64) {

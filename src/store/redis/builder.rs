@@ -189,7 +189,10 @@ impl RedisStoreBuilder {
     /// opens its own with one reconnection attempt and no sleep between attempts (the store's
     /// back-off spaces them out), and no response timeout of its own (the store's bounds every
     /// call); a manager passed in that sleeps between reconnection attempts can hold a call
-    /// past the store's timeout once Redis is back.
+    /// past the store's timeout once Redis is back. The store also replaces its own manager
+    /// when Redis refused a reconnection (a password it no longer takes), after which a
+    /// manager tries no more; a manager passed in is kept, and stays failed until the process
+    /// restarts.
     pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
         self.target = Target::Manager(connection);
         self

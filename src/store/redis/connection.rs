@@ -1,6 +1,7 @@
 //! The connection to Redis: one server through a multiplexed, reconnecting connection, the
 //! primary that Redis Sentinel names, or a Redis Cluster.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -17,7 +18,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(super) enum Connection {
-    Single(ConnectionManager),
+    Single(Single),
     Sentinel(SentinelConnection),
     Cluster(ClusterConnection),
 }
@@ -27,9 +28,10 @@ impl Connection {
     /// Redis has lost it (after `SCRIPT FLUSH`, a restart or a failover).
     ///
     /// A call that fails on a broken connection (Redis restarted, or the last reconnection
-    /// failed while Redis was down) goes once more, on the new connection its failure started:
-    /// with Redis back, the first call finds it. If Redis had run the call before the
-    /// connection broke, its checks count twice, which can only deny, never admit, more.
+    /// failed while Redis was down or refused it) goes once more, on the new connection its
+    /// failure started: with Redis back, the first call finds it. If Redis had run the call
+    /// before the connection broke, its checks count twice, which can only deny, never admit,
+    /// more.
     pub(super) async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<i64>> {
         let outcome = match self.query(call).await {
             Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call).await,
@@ -46,7 +48,7 @@ impl Connection {
 
     async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<i64>> {
         match self {
-            Connection::Single(c) => call.query_async(c).await,
+            Connection::Single(c) => c.query(call).await,
             Connection::Sentinel(c) => c.query(call).await,
             Connection::Cluster(c) => call.query_async(c).await,
         }
@@ -54,9 +56,94 @@ impl Connection {
 
     pub(super) async fn load(&mut self, script: &Script) -> RedisResult<String> {
         match self {
-            Connection::Single(c) => script.load_async(c).await,
+            Connection::Single(c) => script.load_async(&mut c.current().manager).await,
             Connection::Sentinel(c) => c.load(script).await,
             Connection::Cluster(c) => script.load_async(c).await,
+        }
+    }
+}
+
+/// One server's connection manager, shared by every clone of the store.
+///
+/// A manager opens a new connection by itself after an I/O error, but not after a connection
+/// attempt that Redis refused (authentication failed, as after a restart with another
+/// password): every later call would get that attempt's error again, for as long as the
+/// process runs. A call failing so replaces the manager with a new one, which connects on its
+/// first call; a manager the caller passed in ([`Target::Manager`]) is kept as it is.
+#[derive(Clone)]
+pub(super) struct Single(Arc<SingleParts>);
+
+struct SingleParts {
+    current: RwLock<Current>,
+    /// Where a new manager connects; `None` for a manager passed in.
+    client: Option<redis::Client>,
+}
+
+/// The manager in use, and how many were replaced before it.
+#[derive(Clone)]
+struct Current {
+    manager: ConnectionManager,
+    generation: u64,
+}
+
+impl Single {
+    fn new(manager: ConnectionManager, client: Option<redis::Client>) -> Self {
+        Single(Arc::new(SingleParts {
+            current: RwLock::new(Current {
+                manager,
+                generation: 0,
+            }),
+            client,
+        }))
+    }
+
+    fn current(&self) -> Current {
+        // Nothing panics while holding the lock: a poisoned one still holds a manager.
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
+        let Current {
+            mut manager,
+            generation,
+        } = self.current();
+        let outcome = call.query_async(&mut manager).await;
+        if let Err(e) = &outcome {
+            // Not an I/O error, after which the manager reconnects by itself, but one after
+            // which a connection must be opened again: a refused connection attempt among them.
+            if e.is_unrecoverable_error() && !e.is_io_error() {
+                self.replace(generation);
+            }
+        }
+        outcome
+    }
+
+    /// Replaces the manager of `generation` by a new one, unless another call did already.
+    /// Runs on the store's runtime, where the new manager's task goes.
+    fn replace(&self, generation: u64) {
+        let Some(client) = &self.0.client else {
+            return;
+        };
+        let mut current = self
+            .0
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current.generation != generation {
+            return;
+        }
+        // Refuses only settings the first manager was built with.
+        if let Ok(manager) =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+        {
+            *current = Current {
+                manager,
+                generation: generation + 1,
+            };
         }
     }
 }
@@ -69,7 +156,9 @@ impl Connection {
         let Connection::Single(c) = self else {
             return false;
         };
-        let role: RedisResult<Vec<redis::Value>> = redis::cmd("ROLE").query_async(c).await;
+        let role: RedisResult<Vec<redis::Value>> = redis::cmd("ROLE")
+            .query_async(&mut c.current().manager)
+            .await;
         matches!(
             role.as_deref(),
             Ok([redis::Value::BulkString(role), ..]) if role == b"slave" || role == b"replica"
@@ -145,8 +234,8 @@ pub(super) fn manager_config() -> ConnectionManagerConfig {
 /// Opens the connection; returns it with a printable name of where it goes.
 pub(super) async fn connect(target: Target) -> Result<(Connection, String), ConfigError> {
     let single = |client: redis::Client, name: String| async move {
-        match ConnectionManager::new_with_config(client, manager_config()).await {
-            Ok(manager) => Ok((Connection::Single(manager), name)),
+        match ConnectionManager::new_with_config(client.clone(), manager_config()).await {
+            Ok(manager) => Ok((Connection::Single(Single::new(manager, Some(client))), name)),
             Err(e) => Err(unreachable(&name, e)),
         }
     };
@@ -217,7 +306,10 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
             sentinel(client, name).await
         }
         Target::SentinelClient(client) => sentinel(*client, "sentinel client".to_owned()).await,
-        Target::Manager(manager) => Ok((Connection::Single(manager), "connection manager".into())),
+        Target::Manager(manager) => Ok((
+            Connection::Single(Single::new(manager, None)),
+            "connection manager".into(),
+        )),
         Target::ClusterConnection(connection) => {
             Ok((Connection::Cluster(connection), "cluster connection".into()))
         }
