@@ -557,3 +557,74 @@ async fn measure_failover_loss() {
     // The printed figures are the result. No bound on them is asserted: a drained key admits
     // at most its burst whatever the failover did, so such a bound could not fail.
 }
+
+/// The primary refuses the store's password for a while (a restart with another
+/// `requirepass`), at the address the sentinels still name: once it takes the password again,
+/// checks go back to it.
+#[tokio::test]
+async fn a_primary_that_refused_the_password_for_a_while_is_found_again() {
+    let primary = RedisServer::start();
+    let mut admin = primary.connection();
+    let requirepass = |admin: &mut redis::Connection, password: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg(password)
+            .query(admin)
+            .unwrap();
+    };
+    // Long enough for the sentinel, refused too, not to declare the primary down.
+    let sentinel = RedisSentinel::start(
+        primary.port(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
+    // `admin`, connected before, stays authenticated whatever the password becomes.
+    requirepass(&mut admin, "secret");
+    let address = ConnectionAddr::Tcp("127.0.0.1".into(), sentinel.port());
+    let client = SentinelClientBuilder::new([address], MASTER_NAME, SentinelServerType::Master)
+        .unwrap()
+        .set_client_to_redis_password("secret")
+        .build()
+        .unwrap();
+    let store = RedisStore::builder()
+        .sentinel_client(client)
+        .prefix(unique_prefix("sentinel-password"))
+        // A call while the password is refused waits for a lookup that cannot end: the
+        // timeout ends it.
+        .timeout(Duration::from_secs(1))
+        .failures_before_backoff(1)
+        .backoff(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-hour", Quota::per_hour(100))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    requirepass(&mut admin, "rotated");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut admin)
+        .unwrap();
+    let _ = store.check(&stack, b"k", 1).await;
+    assert!(store.is_backing_off(), "the refused password is a failure");
+
+    requirepass(&mut admin, "secret");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.is_degraded() {
+        assert!(
+            Instant::now() < deadline,
+            "the store never went back to the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = store.check(&stack, b"probe", 1).await;
+    }
+    let before = command_calls(&mut admin, "evalsha");
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert_eq!(command_calls(&mut admin, "evalsha"), before + 1);
+}

@@ -56,14 +56,15 @@ impl Connection {
 
     pub(super) async fn load(&mut self, script: &Script) -> RedisResult<String> {
         match self {
-            Connection::Single(c) => script.load_async(&mut c.current().manager).await,
+            Connection::Single(c) => script.load_async(&mut c.manager()).await,
             Connection::Sentinel(c) => c.load(script).await,
             Connection::Cluster(c) => script.load_async(c).await,
         }
     }
 }
 
-/// One server's connection manager, shared by every clone of the store.
+/// One server's connection manager (a single server's, or the primary's behind Sentinel),
+/// shared by every clone of the store.
 ///
 /// A manager opens a new connection by itself after an I/O error, but not after a connection
 /// attempt that Redis refused (authentication failed, as after a restart with another
@@ -87,7 +88,8 @@ struct Current {
 }
 
 impl Single {
-    fn new(manager: ConnectionManager, client: Option<redis::Client>) -> Self {
+    /// `manager`, replaced when needed by a new one connecting with `client`.
+    pub(super) fn new(manager: ConnectionManager, client: Option<redis::Client>) -> Self {
         Single(Arc::new(SingleParts {
             current: RwLock::new(Current {
                 manager,
@@ -95,6 +97,11 @@ impl Single {
             }),
             client,
         }))
+    }
+
+    /// The manager in use.
+    pub(super) fn manager(&self) -> ConnectionManager {
+        self.current().manager
     }
 
     fn current(&self) -> Current {
@@ -106,7 +113,8 @@ impl Single {
             .clone()
     }
 
-    async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
+    /// Runs `call`; replaces the manager if the way it failed leaves the manager failed.
+    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
         let Current {
             mut manager,
             generation,
@@ -156,9 +164,8 @@ impl Connection {
         let Connection::Single(c) = self else {
             return false;
         };
-        let role: RedisResult<Vec<redis::Value>> = redis::cmd("ROLE")
-            .query_async(&mut c.current().manager)
-            .await;
+        let role: RedisResult<Vec<redis::Value>> =
+            redis::cmd("ROLE").query_async(&mut c.manager()).await;
         matches!(
             role.as_deref(),
             Ok([redis::Value::BulkString(role), ..]) if role == b"slave" || role == b"replica"

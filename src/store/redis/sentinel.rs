@@ -11,7 +11,7 @@ use redis::{Cmd, ErrorKind, RedisError, RedisResult, Role, Script, ServerErrorKi
 use tokio::runtime::Handle;
 use tokio::sync::{Mutex, Notify};
 
-use super::connection::manager_config;
+use super::connection::{manager_config, Single};
 use crate::ConfigError;
 
 /// How long one question to the sentinels, with the connection to the primary they name, may
@@ -52,7 +52,7 @@ struct Shared {
 struct Primary {
     /// `host:port`, as the sentinels name it.
     address: String,
-    connection: ConnectionManager,
+    connection: Single,
     /// Counts the primaries adopted, so that a check that failed on one primary can tell
     /// whether another is in use already.
     generation: u64,
@@ -102,7 +102,7 @@ impl SentinelConnection {
             shared: &self.shared,
             armed: true,
         };
-        let outcome = call.query_async(&mut primary.connection.clone()).await;
+        let outcome = primary.connection.query(call).await;
         watch.armed = false;
         match outcome {
             Err(error) if primary_lost(&error) => {
@@ -117,7 +117,7 @@ impl SentinelConnection {
                 if now.generation == primary.generation {
                     return Err(error);
                 }
-                call.query_async(&mut now.connection.clone()).await
+                now.connection.query(call).await
             }
             outcome => outcome,
         }
@@ -126,7 +126,7 @@ impl SentinelConnection {
     /// Loads `script` into the primary.
     pub(super) async fn load(&self, script: &Script) -> RedisResult<String> {
         let primary = self.shared.current();
-        let outcome = script.load_async(&mut primary.connection.clone()).await;
+        let outcome = script.load_async(&mut primary.connection.manager()).await;
         if let Err(error) = &outcome {
             if primary_lost(error) {
                 self.shared.suspect();
@@ -178,7 +178,8 @@ impl Shared {
         drop(sentinels);
         let address = found.get_connection_info().addr().to_string();
         if address == current.address {
-            // The same primary: its connection reconnects by itself.
+            // The same primary: its connection reconnects by itself (or, after a refused
+            // reconnection, is replaced by its next call).
             return Ok(());
         }
         let primary = open(found, address, current.generation + 1).await?;
@@ -245,9 +246,10 @@ async fn lookup(sentinels: &mut SentinelClient, generation: u64) -> Result<Prima
 /// Connects to a primary the sentinels named and makes sure it is one.
 async fn open(client: redis::Client, address: String, generation: u64) -> Result<Primary, Failure> {
     let connect = async {
-        let mut connection = ConnectionManager::new_with_config(client, manager_config()).await?;
+        let mut connection =
+            ConnectionManager::new_with_config(client.clone(), manager_config()).await?;
         let role: Role = redis::cmd("ROLE").query_async(&mut connection).await?;
-        Ok::<_, RedisError>((connection, role))
+        Ok::<_, RedisError>((Single::new(connection, Some(client)), role))
     };
     match tokio::time::timeout(LOOKUP_TIMEOUT, connect).await {
         Ok(Ok((connection, Role::Primary { .. }))) => Ok(Primary {
