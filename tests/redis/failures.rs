@@ -385,6 +385,46 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
     );
 }
 
+/// Redis closes the store's connection (`CLIENT KILL`) while a call waits on it and checks
+/// queue behind it: the call goes again on a new connection, and Redis answers every check,
+/// the store never degraded.
+#[tokio::test]
+async fn a_connection_killed_under_a_call_costs_no_check_its_answer_from_redis() {
+    let server = RedisServer::start();
+    let store = strict_store("killed")
+        .url(server.url())
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+        .unwrap();
+    pause_writes(&server, 5_000);
+    // The first is sent alone and held by the pause; the others queue behind it.
+    let checks: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(store.check(&stack, b"k", 1)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut server.connection())
+        .unwrap();
+    assert!(killed >= 1, "the store's connection was not killed");
+    unpause(&server);
+    for check in checks {
+        let answer = tokio::time::timeout(Duration::from_secs(10), check)
+            .await
+            .expect("a check was never answered")
+            .unwrap();
+        assert!(answer.unwrap().is_allowed(), "not Redis's answer");
+    }
+    assert!(!store.is_degraded());
+}
+
 /// Redis refuses the store's password for a while (a restart with another `requirepass`, a
 /// rotation gone wrong): each connection attempt then fails, not with an I/O error but with
 /// Redis's refusal. Once Redis takes the password again, a probe must find it.
