@@ -385,6 +385,60 @@ async fn the_first_probe_after_redis_is_back_finds_it() {
     );
 }
 
+/// A Redis that stops answering once the connection is made (stopped, or cut off by the
+/// network) fails the build with an error that says so: the build does not wait forever.
+#[tokio::test]
+async fn building_on_a_redis_that_stops_answering_once_connected_is_an_error() {
+    let server = RedisServer::start();
+    let proxy = proxy_silent_from_script_load(&server);
+    let started = Instant::now();
+    let built = tokio::time::timeout(
+        Duration::from_secs(10),
+        RedisStore::builder()
+            .url(format!("redis://127.0.0.1:{proxy}"))
+            .timeout(Duration::from_millis(100))
+            .build(),
+    )
+    .await
+    .expect("the build waits on a silent Redis for ever");
+    let error = built.unwrap_err().to_string();
+    assert!(error.contains("did not answer"), "{error}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "a second at least"
+    );
+}
+
+/// A proxy to `server` for one connection, which forwards everything until the client sends
+/// `SCRIPT` (the store's `SCRIPT LOAD`), and from there forwards nothing more from it: Redis
+/// goes silent after the connection's handshake. Returns its port.
+fn proxy_silent_from_script_load(server: &RedisServer) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = server.port();
+    std::thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+        let (mut to_client, mut from_server) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        // Ends when the server closes the connection, stopped with the test.
+        std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+        let mut buf = [0; 4096];
+        let mut silent = false;
+        while let Ok(n @ 1..) = client.read(&mut buf) {
+            silent |= buf[..n]
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"SCRIPT"));
+            if !silent && server.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    port
+}
+
 /// Redis closes the store's connection (`CLIENT KILL`) while a call waits on it and checks
 /// queue behind it: the call goes again on a new connection, and Redis answers every check,
 /// the store never degraded.

@@ -10,7 +10,7 @@ use redis::sentinel::SentinelClient;
 use redis::Script;
 
 use super::batch::{Lanes, SLOTS};
-use super::connection::{connect, Connection, Target};
+use super::connection::{connect, Connection, Target, CONNECT_TIMEOUT};
 use super::deny_cache::DenyCache;
 use super::health::Health;
 use super::script::GCRA_LUA;
@@ -402,7 +402,9 @@ impl RedisStoreBuilder {
     /// failures before a back-off, batch size or calls in flight, an expiry step longer than a
     /// day, a Redis that cannot be reached or cannot run scripts, or a single server that is a
     /// replica (which refuses writes). Every check but the last three is made before
-    /// connecting.
+    /// connecting. Once connected, Redis must answer the script's load and `ROLE` each within
+    /// the [timeout](Self::timeout) or a second, whichever is longer: a Redis that stops
+    /// answering is an error, not a build that never ends.
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.contains(['{', '}']) {
             return Err(ConfigError::new(format!(
@@ -446,18 +448,33 @@ impl RedisStoreBuilder {
             ));
         }
         let (mut connection, name) = connect(self.target).await?;
+        // A Redis that stops answering once connected (stopped, or cut off by the network)
+        // must not hold the build forever: the caller retries it.
+        let answer_within = self.timeout.max(CONNECT_TIMEOUT);
+        let silent = || {
+            ConfigError::new(format!(
+                "Redis at {name} took the connection but did not answer within \
+                 {answer_within:?}: check that it is running (not stopped or overloaded) and \
+                 reachable, then build the store again"
+            ))
+        };
         let script = Script::new(GCRA_LUA);
-        connection.load(&script).await.map_err(|e| {
-            ConfigError::with_source(
-                format!(
-                    "could not load the rate limit script into Redis at {name}: check that \
-                     Redis is reachable, that the user may run SCRIPT LOAD and EVALSHA, and \
-                     that scripting is enabled"
-                ),
-                e,
-            )
-        })?;
-        if connection.is_replica().await {
+        match tokio::time::timeout(answer_within, connection.load(&script)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(ConfigError::with_source(
+                    format!(
+                        "could not load the rate limit script into Redis at {name}: check that \
+                         Redis is reachable, that the user may run SCRIPT LOAD and EVALSHA, \
+                         and that scripting is enabled"
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => return Err(silent()),
+        }
+        let replica = tokio::time::timeout(answer_within, connection.is_replica()).await;
+        if replica.map_err(|_| silent())? {
             return Err(ConfigError::new(format!(
                 "Redis at {name} is a replica, where every check would fail with READONLY: \
                  point the store at the primary, or at Sentinel to follow failovers"

@@ -14,7 +14,7 @@ use super::sentinel::SentinelConnection;
 use crate::ConfigError;
 
 /// How long one attempt to (re)connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(super) enum Connection {
