@@ -6,13 +6,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::{
-    KeyBytes, ManualClock, MemoryStack, MemoryStore, Policy, Quota, RateLimitLayer, Store,
+    Clock, KeyBytes, ManualClock, MemoryStack, MemoryStore, Policy, Quota, RateLimitLayer, Store,
     MAX_KEY_LEN,
 };
 
@@ -615,4 +617,81 @@ fn the_key_gauge_follows_every_store_through_inserts_sweeps_and_drop() {
     assert_eq!(keys(), 3);
     drop(other);
     assert_eq!(keys(), 0);
+}
+
+/// A clock the test sets, whose next reading can be made to wait: the reading is taken, then
+/// the reader waits until the test lets it go on, as a thread preempted right after reading
+/// the time would.
+#[derive(Clone, Default)]
+struct HeldClock(Arc<Held>);
+
+#[derive(Default)]
+struct Held {
+    nanos: AtomicU64,
+    /// Armed by the test: the next reader says it has read, then waits for the word to go on.
+    hold: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+}
+
+impl HeldClock {
+    fn set(&self, nanos: u64) {
+        self.0.nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Holds the next reader of the clock right after its reading; returns the signal that it
+    /// has read and the switch that lets it go on.
+    fn hold_next_reader(&self) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+        let (read_tx, read_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        *self.0.hold.lock().unwrap() = Some((read_tx, go_rx));
+        (read_rx, go_tx)
+    }
+}
+
+impl Clock for HeldClock {
+    fn now_nanos(&self) -> u64 {
+        let now = self.0.nanos.load(Ordering::SeqCst);
+        let hold = self.0.hold.lock().unwrap().take();
+        if let Some((read, go_on)) = hold {
+            read.send(()).unwrap();
+            go_on.recv().unwrap();
+        }
+        now
+    }
+}
+
+#[test]
+fn a_key_swept_between_a_checks_reading_of_the_time_and_its_decision_keeps_its_spent_cells() {
+    const MS: u64 = 1_000_000;
+    let clock = HeldClock::default();
+    let store = MemoryStore::builder()
+        .clock(clock.clone())
+        .max_keys(8)
+        .build()
+        .unwrap();
+    // A burst of 4, one cell back every 500 ms.
+    let stack = store
+        .register(&[Policy::new("test", Quota::per_second(2).allow_burst(4))])
+        .unwrap();
+    assert!(store.check_now(&stack, b"k", 4).is_allowed());
+    // At 600 ms the key has one cell back: a check of 4 cannot conform before 2 s.
+    clock.set(600 * MS);
+    let (read, go_on) = clock.hold_next_reader();
+    std::thread::scope(|s| {
+        let late = s.spawn(|| store.check_now(&stack, b"k", 4));
+        // The check has read 600 ms; meanwhile time reaches 2 s, where the key is idle, and a
+        // sweep drops it.
+        read.recv().unwrap();
+        clock.set(2_000 * MS);
+        assert_eq!(store.sweep(), 0);
+        go_on.send(()).unwrap();
+        // The late check comes after the sweep, so after 2 s: a full burst it may take.
+        assert!(late.join().unwrap().is_allowed());
+    });
+    // The key took its burst of 4 by 2 s; at 2 s nothing is left.
+    let after = store.check_now(&stack, b"k", 1);
+    assert!(
+        !after.is_allowed(),
+        "more than a burst at one instant: {after:?}"
+    );
+    assert_eq!(after.retry_after(), Duration::from_millis(500));
 }
