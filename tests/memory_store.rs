@@ -14,8 +14,8 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_ratelimit::{
-    Clock, KeyBytes, ManualClock, MemoryStack, MemoryStore, Policy, Quota, RateLimitLayer, Store,
-    MAX_KEY_LEN,
+    Clock, Decisions, KeyBytes, ManualClock, MemoryStack, MemoryStore, Policy, Quota,
+    RateLimitLayer, Store, MAX_KEY_LEN,
 };
 
 mod common;
@@ -694,4 +694,145 @@ fn a_key_swept_between_a_checks_reading_of_the_time_and_its_decision_keeps_its_s
         "more than a burst at one instant: {after:?}"
     );
     assert_eq!(after.retry_after(), Duration::from_millis(500));
+}
+
+/// Cells taken from each policy by one thread's checks, from its decisions alone: an enforced
+/// policy takes the cost when the stack is admitted, a shadow one when its own decision allows.
+fn count_taken(taken: &mut [u64], ids: &[usize], shadow: &[bool], cost: u32, d: &Decisions) {
+    for (i, (&id, &shadow)) in ids.iter().zip(shadow).enumerate() {
+        let took = if shadow {
+            d.as_slice()[i].is_allowed()
+        } else {
+            d.is_allowed()
+        };
+        if took {
+            taken[id] += u64::from(cost);
+        }
+    }
+}
+
+#[test]
+fn stacks_costs_shadows_and_peeks_from_many_threads_spend_each_cell_exactly_once_at_the_cap() {
+    // One shard of 16 keys. The clock stands still, so every cell spent stays spent, no key
+    // goes idle, and each policy's state tells exactly how many cells it gave.
+    let (store, _clock) = store(16);
+    let quotas = [
+        Quota::per_hour(300),
+        Quota::per_hour(120),
+        Quota::per_hour(50),
+        Quota::per_second(5),
+    ];
+    let names = ["a", "b", "s", "fresh"];
+    let policy = |i: usize, shadow: bool| Policy::new(names[i], quotas[i]).shadow(shadow);
+    // (policy indexes, shadow flags) of each stack.
+    let stacks: Vec<(Vec<usize>, Vec<bool>)> = vec![
+        (vec![0], vec![false]),
+        (vec![0, 1], vec![false, false]),
+        (vec![1, 2], vec![false, true]),
+        (vec![0, 1, 2], vec![false, false, true]),
+        (vec![2], vec![false]),
+        (vec![2], vec![true]),
+    ];
+    let registered: Vec<MemoryStack> = stacks
+        .iter()
+        .map(|(ids, shadow)| {
+            let policies: Vec<Policy> = ids
+                .iter()
+                .zip(shadow)
+                .map(|(&i, &s)| policy(i, s))
+                .collect();
+            store.register(&policies).unwrap()
+        })
+        .collect();
+    let fresh = store.register(&[policy(3, false)]).unwrap();
+    let all = store
+        .register(&[policy(0, false), policy(1, false), policy(2, false)])
+        .unwrap();
+    let hot: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
+    // The hot keys are tracked before the fresh keys fill the shard.
+    for key in hot {
+        assert!(store.peek_now(&all, key).is_allowed());
+        assert!(store.check_now(&registered[3], key, 1).is_allowed());
+    }
+    // Each hot key has given one cell of each policy.
+    let expected = [[1u64; 3]; 3];
+
+    let (taken, fresh_admitted) = std::thread::scope(|s| {
+        let hot_threads: Vec<_> = (0..3u64)
+            .map(|t| {
+                let (store, registered, stacks) = (&store, &registered, &stacks);
+                s.spawn(move || {
+                    let mut taken = [[0u64; 4]; 3];
+                    let mut seed = t * 7_919 + 1;
+                    for _ in 0..3_000 {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        let r = (seed >> 33) as usize;
+                        let key = r % 3;
+                        let which = (r / 3) % stacks.len();
+                        let cost = 1 + (r / 18 % 3) as u32;
+                        if (r / 54).is_multiple_of(5) {
+                            let peeked = store.peek_now(&registered[which], hot[key]);
+                            for d in peeked.as_slice() {
+                                assert!(d.remaining() <= d.limit());
+                            }
+                            continue;
+                        }
+                        let d = store.check_now(&registered[which], hot[key], cost);
+                        let (ids, shadow) = &stacks[which];
+                        count_taken(&mut taken[key], ids, shadow, cost, &d);
+                    }
+                    taken
+                })
+            })
+            .collect();
+        let fresh_threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (store, fresh) = (&store, &fresh);
+                s.spawn(move || {
+                    (0..2_000u64)
+                        .filter(|i| {
+                            let key = (t << 32 | i).to_be_bytes();
+                            store.check_now(fresh, &key, 1).is_allowed()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let mut taken = [[0u64; 4]; 3];
+        for h in hot_threads {
+            for (sum, one) in taken.iter_mut().zip(h.join().unwrap()) {
+                for (a, b) in sum.iter_mut().zip(one) {
+                    *a += b;
+                }
+            }
+        }
+        let fresh_admitted: usize = fresh_threads.into_iter().map(|h| h.join().unwrap()).sum();
+        (taken, fresh_admitted)
+    });
+
+    for (key, bytes) in hot.iter().enumerate() {
+        let state = store.peek_now(&all, bytes);
+        for (policy, d) in state.as_slice().iter().enumerate() {
+            let quota = &quotas[policy];
+            let spent = d.reset_after().as_nanos() as u64 / quota.interval_nanos();
+            assert_eq!(
+                d.reset_after().as_nanos() as u64 % quota.interval_nanos(),
+                0,
+                "key {key} policy {policy}"
+            );
+            assert!(
+                spent <= u64::from(quota.burst()),
+                "key {key} policy {policy}: {spent}"
+            );
+            assert_eq!(
+                spent,
+                expected[key][policy] + taken[key][policy],
+                "key {key} policy {policy}: the cells the decisions report are the cells spent"
+            );
+        }
+    }
+    // 3 hot keys and 13 fresh ones fill the shard; every other fresh key shares the overflow
+    // budget of 5.
+    assert_eq!(store.len(), 16);
+    assert_eq!(fresh_admitted, 13 + 5);
 }
