@@ -836,3 +836,40 @@ fn stacks_costs_shadows_and_peeks_from_many_threads_spend_each_cell_exactly_once
     assert_eq!(store.len(), 16);
     assert_eq!(fresh_admitted, 13 + 5);
 }
+
+#[test]
+fn a_peek_of_a_new_key_at_the_cap_answers_what_a_check_would() {
+    let (store, clock) = store(8);
+    let second = one(&store, Quota::per_second(1));
+    let hour = store
+        .register(&[Policy::new("hour", Quota::per_hour(1))])
+        .unwrap();
+    for key in 0..8 {
+        assert!(allowed(&store, &second, key));
+    }
+    // At 950 ms a new key finds the store full of live keys: it spends the overflow budget of
+    // the hourly policy, and the shard may not sweep again before 1 050 ms.
+    clock.advance(Duration::from_millis(950));
+    assert!(store.check_now(&hour, b"new-1", 1).is_allowed());
+    let peek_and_check = |key: &[u8]| (store.peek_now(&hour, key), store.check_now(&hour, key, 1));
+
+    // At 1 s the tracked keys are idle, but a check cannot sweep them yet.
+    clock.advance(Duration::from_millis(50));
+    let (peeked, checked) = peek_and_check(b"new-2");
+    assert!(!checked.is_allowed(), "the overflow budget is spent");
+    assert_eq!(
+        peeked, checked,
+        "a denial takes nothing: the peek is the check"
+    );
+
+    // At 1 050 ms a check sweeps the idle keys and tracks the new key with a full burst.
+    clock.advance(Duration::from_millis(50));
+    let (peeked, checked) = peek_and_check(b"new-3");
+    assert!(checked.is_allowed(), "a sweep made room");
+    assert!(
+        peeked.is_allowed(),
+        "the peek read the spent overflow budget"
+    );
+    assert_eq!(peeked.as_slice()[0].remaining(), 1);
+    assert_eq!(store.len(), 1);
+}

@@ -293,6 +293,10 @@ impl<C: Clock> MemoryStore<C> {
 
     /// What a cost-1 check of `key` would answer now, taking nothing: [`Store::peek`] without
     /// the future.
+    ///
+    /// A key not tracked reads as a fresh key, or, if its shard is full and a check would find
+    /// no room for it, as the overflow budget; at a full shard that a check would sweep, a peek
+    /// looks for an idle key to tell which.
     #[inline]
     #[must_use]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {
@@ -312,7 +316,7 @@ impl<C: Clock> MemoryStore<C> {
                     read_tats(slots, stack, &mut tats);
                     return gcra::peek_stack(&stack.cells, &tats, now);
                 }
-                None if !table.is_full() => return gcra::peek_stack(&stack.cells, &tats, now),
+                None if table.has_room(now) => return gcra::peek_stack(&stack.cells, &tats, now),
                 None => {}
             }
         }

@@ -336,9 +336,14 @@ impl<V: Value> Table<V> {
         self.entries.len()
     }
 
-    /// Whether the shard holds as many keys as it may.
-    pub(crate) fn is_full(&self) -> bool {
-        self.entries.len() >= self.cap
+    /// Whether an insert at `now` would find room for a new key, as [`get_or_insert`]
+    /// would (a sweep at `now` makes room when the shard is full and may sweep), changing
+    /// nothing: at a full shard that may sweep, a look for an idle key.
+    ///
+    /// [`get_or_insert`]: Self::get_or_insert
+    pub(crate) fn has_room(&self, now: u64) -> bool {
+        self.entries.len() < self.cap
+            || (now >= self.next_full_sweep && self.entries.iter().any(|e| e.value.idle(now)))
     }
 
     /// The value of `key`, inserted with `make` if it is new and the shard has room for it
