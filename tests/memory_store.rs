@@ -873,3 +873,97 @@ fn a_peek_of_a_new_key_at_the_cap_answers_what_a_check_would() {
     assert_eq!(peeked.as_slice()[0].remaining(), 1);
     assert_eq!(store.len(), 1);
 }
+
+#[test]
+fn sweeps_under_contention_drop_idle_keys_only_and_the_overflow_budget_refills_as_they_do() {
+    const EPOCHS: usize = 10;
+    const STEP: Duration = Duration::from_millis(200);
+    const HOT_CHECKS: usize = 100;
+    const FRESH_KEYS: u64 = 20;
+    let (store, clock) = store(16);
+    // Never idle between epochs: a key spends faster than it refills.
+    let hot_quota = Quota::per_minute(600).allow_burst(400);
+    let hot = store.register(&[Policy::new("hot", hot_quota)]).unwrap();
+    // Idle 5 ms after a check: every new key of an epoch is idle at the next.
+    let fresh = store
+        .register(&[Policy::new(
+            "fresh",
+            Quota::with_period(Duration::from_millis(1)).allow_burst(5),
+        )])
+        .unwrap();
+    let hot_keys: [&[u8]; 3] = [b"hot-0", b"hot-1", b"hot-2"];
+    for key in hot_keys {
+        assert!(store.check_now(&hot, key, 1).is_allowed());
+    }
+    let barrier = std::sync::Barrier::new(6);
+    let (hot_admitted, fresh_admitted) = std::thread::scope(|s| {
+        let hot_threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (store, hot, barrier) = (&store, &hot, &barrier);
+                s.spawn(move || {
+                    let mut admitted = [[0u64; 3]; EPOCHS];
+                    for epoch in &mut admitted {
+                        barrier.wait();
+                        for i in 0..3 * HOT_CHECKS {
+                            if store.check_now(hot, hot_keys[i % 3], 1).is_allowed() {
+                                epoch[i % 3] += 1;
+                            }
+                        }
+                        barrier.wait();
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let fresh_threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (store, fresh, barrier) = (&store, &fresh, &barrier);
+                s.spawn(move || {
+                    let mut admitted = [0u64; EPOCHS];
+                    for (epoch, count) in admitted.iter_mut().enumerate() {
+                        barrier.wait();
+                        for i in 0..FRESH_KEYS {
+                            let key = format!("fresh-{epoch}-{t}-{i}");
+                            if store.check_now(fresh, key.as_bytes(), 1).is_allowed() {
+                                *count += 1;
+                            }
+                        }
+                        barrier.wait();
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        for _ in 0..EPOCHS {
+            barrier.wait();
+            barrier.wait();
+            assert!(store.len() <= 16);
+            clock.advance(STEP);
+        }
+        let hot: Vec<_> = hot_threads.into_iter().map(|h| h.join().unwrap()).collect();
+        let fresh: Vec<_> = fresh_threads
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        (hot, fresh)
+    });
+
+    // What one key admits at each epoch's instant, by the sequential algorithm.
+    let interval = hot_quota.interval_nanos();
+    let window = interval * u64::from(hot_quota.burst());
+    let mut tat = interval;
+    for epoch in 0..EPOCHS {
+        let now = epoch as u64 * STEP.as_nanos() as u64;
+        let room = (window - tat.saturating_sub(now)) / interval;
+        let expected = room.min(3 * HOT_CHECKS as u64);
+        tat = tat.max(now) + expected * interval;
+        for key in 0..3 {
+            let admitted: u64 = hot_admitted.iter().map(|t| t[epoch][key]).sum();
+            assert_eq!(admitted, expected, "epoch {epoch}, hot key {key}");
+        }
+        // 3 hot keys and 13 new ones fill the 16 keys; the idle keys of the epoch before
+        // make room, and the other new keys share an overflow budget of 5, full again.
+        let fresh: u64 = fresh_admitted.iter().map(|t| t[epoch]).sum();
+        assert_eq!(fresh, 13 + 5, "epoch {epoch}");
+    }
+}
