@@ -967,3 +967,29 @@ fn sweeps_under_contention_drop_idle_keys_only_and_the_overflow_budget_refills_a
         assert_eq!(fresh, 13 + 5, "epoch {epoch}");
     }
 }
+
+#[test]
+fn a_peek_that_finds_no_idle_key_at_the_cap_counts_as_the_sweep_a_check_would_run() {
+    let (store, clock) = store(8);
+    let second = one(&store, Quota::per_second(1));
+    let hour = store
+        .register(&[Policy::new("hour", Quota::per_hour(1))])
+        .unwrap();
+    for key in 0..8 {
+        assert!(allowed(&store, &second, key));
+    }
+    // The first new key sweeps in vain at 0 ms and spends the hourly overflow budget.
+    assert!(store.check_now(&hour, b"new-1", 1).is_allowed());
+    // At 950 ms a sweep may run again; a peek looks, and finds no idle key.
+    clock.advance(Duration::from_millis(950));
+    assert!(!store.peek_now(&hour, b"new-2").is_allowed());
+    // At 1 s the tracked keys are idle, but neither a peek nor a check looks before 1 050 ms.
+    clock.advance(Duration::from_millis(50));
+    assert!(!store.peek_now(&hour, b"new-2").is_allowed());
+    assert!(!store.check_now(&hour, b"new-2", 1).is_allowed());
+    assert_eq!(store.len(), 8);
+    clock.advance(Duration::from_millis(50));
+    assert!(store.peek_now(&hour, b"new-2").is_allowed());
+    assert!(store.check_now(&hour, b"new-2", 1).is_allowed());
+    assert_eq!(store.len(), 1);
+}

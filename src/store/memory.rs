@@ -295,8 +295,9 @@ impl<C: Clock> MemoryStore<C> {
     /// the future.
     ///
     /// A key not tracked reads as a fresh key, or, if its shard is full and a check would find
-    /// no room for it, as the overflow budget; at a full shard that a check would sweep, a peek
-    /// looks for an idle key to tell which.
+    /// no room for it, as the overflow budget. At a full shard that a check would sweep, a peek
+    /// looks for an idle key to tell which; finding none, it counts as that sweep, so that the
+    /// shard is not scanned again, by a peek or a check, for the next 100 ms.
     #[inline]
     #[must_use]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {

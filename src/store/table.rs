@@ -16,6 +16,7 @@
 //!   share one.
 
 use std::hash::{BuildHasher, Hasher as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::PoisonError;
 use std::time::Duration;
 
@@ -207,8 +208,9 @@ pub(crate) struct Table<V> {
     cap: usize,
     /// Sweep idle keys when an insert finds this many.
     sweep_at: usize,
-    /// When full, the earliest time at which another sweep may run.
-    next_full_sweep: u64,
+    /// When full, the earliest time at which another sweep may run; a peek that looks for an
+    /// idle key in vain moves it as a sweep would, under the read lock.
+    next_full_sweep: AtomicU64,
 }
 
 /// A key and its value, in a cache line of their own.
@@ -286,7 +288,7 @@ impl<V> Shard<V> {
                 entries: HashTable::new(),
                 cap,
                 sweep_at: MIN_SWEEP_AT.min(cap),
-                next_full_sweep: 0,
+                next_full_sweep: AtomicU64::new(0),
             }),
         }
     }
@@ -337,13 +339,26 @@ impl<V: Value> Table<V> {
     }
 
     /// Whether an insert at `now` would find room for a new key, as [`get_or_insert`]
-    /// would (a sweep at `now` makes room when the shard is full and may sweep), changing
-    /// nothing: at a full shard that may sweep, a look for an idle key.
+    /// would: at a full shard that may sweep, whether a key is idle. A look that finds none
+    /// counts as the sweep that would have found none, so that no look or sweep scans the
+    /// shard again before [`FULL_SWEEP_GAP`] has passed.
     ///
     /// [`get_or_insert`]: Self::get_or_insert
     pub(crate) fn has_room(&self, now: u64) -> bool {
-        self.entries.len() < self.cap
-            || (now >= self.next_full_sweep && self.entries.iter().any(|e| e.value.idle(now)))
+        if self.entries.len() < self.cap {
+            return true;
+        }
+        if now < self.next_full_sweep.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.entries.iter().any(|e| e.value.idle(now)) {
+            return true;
+        }
+        self.next_full_sweep.fetch_max(
+            now.saturating_add(FULL_SWEEP_GAP.as_nanos() as u64),
+            Ordering::Relaxed,
+        );
+        false
     }
 
     /// The value of `key`, inserted with `make` if it is new and the shard has room for it
@@ -379,12 +394,12 @@ impl<V: Value> Table<V> {
             return true;
         }
         let full = len >= self.cap;
-        if full && now < self.next_full_sweep {
+        if full && now < *self.next_full_sweep.get_mut() {
             return false;
         }
         self.sweep(now, hasher);
         if full {
-            self.next_full_sweep = now.saturating_add(FULL_SWEEP_GAP.as_nanos() as u64);
+            *self.next_full_sweep.get_mut() = now.saturating_add(FULL_SWEEP_GAP.as_nanos() as u64);
         }
         self.entries.len() < self.cap
     }
