@@ -145,6 +145,86 @@ async fn a_lost_script_is_loaded_again_while_another_primary_is_down() {
     assert_eq!(command_calls(&mut holder, "evalsha"), evalsha + 1);
 }
 
+/// One primary that stops answering while the others answer: the checks of its keys each wait
+/// the timeout and fail, many calls at once (one per slot), while calls to the other primaries
+/// succeed meanwhile. Those failures start no back-off: the other primaries' keys are answered
+/// by Redis throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_stops_answering_leaves_the_others_keys_answered_by_redis() {
+    let cluster = RedisCluster::start();
+    let store = strict_store("cluster-one-down")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1000))])
+        .unwrap();
+    // 20 keys on the node that stops answering, 20 on the others: a node answers `TYPE` for
+    // the keys of its slots, `MOVED` for the others.
+    let mut stopped = cluster.nodes[0].connection();
+    let (mut on_stopped, mut on_others) = (Vec::new(), Vec::new());
+    for key in (0u32..).map(|i| i.to_string()) {
+        let redis_key = store.redis_key(&key, "p");
+        let keys = match redis::cmd("TYPE")
+            .arg(&redis_key)
+            .query::<String>(&mut stopped)
+        {
+            Ok(_) => &mut on_stopped,
+            Err(_) => &mut on_others,
+        };
+        if keys.len() < 20 {
+            keys.push(key);
+        }
+        if on_stopped.len() == 20 && on_others.len() == 20 {
+            break;
+        }
+    }
+    // Writes (scripts are) held until `CLIENT UNPAUSE`; the cluster bus goes on.
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query(&mut stopped)
+        .unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let checks: Vec<_> = on_stopped
+        .iter()
+        .chain(&on_others)
+        .map(|key| {
+            let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut failed = 0;
+                while tokio::time::Instant::now() < until {
+                    // `Deny`: a check Redis did not answer is an error.
+                    failed += u32::from(store.check(&stack, key.as_bytes(), 1).await.is_err());
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for check in checks {
+        failed.push(check.await.unwrap());
+    }
+    let () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut stopped)
+        .unwrap();
+    let (stopped_failed, others_failed) = failed.split_at(on_stopped.len());
+    assert!(
+        stopped_failed.iter().all(|&n| n > 0),
+        "the checks of the node that stopped answering failed: {stopped_failed:?}"
+    );
+    assert!(
+        others_failed.iter().all(|&n| n == 0),
+        "checks of keys on the primaries that answer were failed: {others_failed:?}"
+    );
+    assert!(!store.is_backing_off());
+}
+
 /// A store on `cluster` with one policy of 5 a minute, key `k` checked once: the store, its
 /// stack and the index of the node that holds the key.
 async fn checked_once(cluster: &RedisCluster, name: &str) -> (RedisStore, RedisStack, usize) {

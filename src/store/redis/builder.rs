@@ -268,7 +268,9 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How many failures in a row start a back-off (default 3; at least 1).
+    /// How many failures in a row start a back-off (default 3; at least 1). A call that fails
+    /// after another call succeeded while it waited (on a Redis Cluster, a call to a node down
+    /// while the others answer) starts none.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder().failures_before_backoff(5);

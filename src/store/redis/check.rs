@@ -171,6 +171,7 @@ impl Inner {
         mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
     ) {
         let probing = asks.iter().any(|ask| ask.probe.is_some());
+        let answered = self.health.answered();
         let invoke = self.invoke(self.command(asks));
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
@@ -196,7 +197,9 @@ impl Inner {
                 values
             }
             Err(error) => {
-                self.health.failure(local_now, probing, &error, self.policy);
+                let overtaken = self.health.answered() != answered;
+                self.health
+                    .failure(local_now, probing, &error, self.policy, overtaken);
                 for ask in asks {
                     answer(self.ask_by_policy(ask, error.clone()));
                 }
