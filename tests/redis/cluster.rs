@@ -3,12 +3,18 @@
 //! one `MemoryStore` makes.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Commands;
-use tower_ratelimit::{MemoryStore, Policy, Quota, RedisStack, RedisStore, Store};
+use tower_ratelimit::{
+    Decisions, FailurePolicy, ManualClock, MemoryStore, Policy, Quota, RedisStack, RedisStore,
+    Store,
+};
 
-use crate::support::{cluster_command_calls, command_calls, strict_store, RedisCluster};
+use crate::common::Captured;
+use crate::support::{
+    cluster_command_calls, command_calls, strict_store, unique_prefix, RedisCluster, RedisServer,
+};
 
 #[tokio::test]
 async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_does() {
@@ -223,6 +229,123 @@ async fn a_primary_that_stops_answering_leaves_the_others_keys_answered_by_redis
         "checks of keys on the primaries that answer were failed: {others_failed:?}"
     );
     assert!(!store.is_backing_off());
+}
+
+/// Every node refuses the store's password for a while (a rotation gone wrong) while the store's
+/// connections are dropped: each reconnection is refused by Redis, and checks are answered by
+/// the failure policy at once. Once the nodes take the password again, a probe finds them, and
+/// the keys of every node are answered by Redis again.
+#[tokio::test]
+async fn a_store_whose_password_the_cluster_refused_for_a_while_recovers() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
+    let cluster = RedisCluster::start();
+    // Connected before, each stays authenticated whatever the password becomes.
+    let mut admins: Vec<redis::Connection> =
+        cluster.nodes.iter().map(RedisServer::connection).collect();
+    let password = |admins: &mut [redis::Connection], password: &str| {
+        for admin in admins.iter_mut() {
+            for setting in ["requirepass", "masterauth"] {
+                let () = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(setting)
+                    .arg(password)
+                    .query(admin)
+                    .unwrap();
+            }
+        }
+    };
+    password(&mut admins, "secret");
+    let clock = ManualClock::new();
+    let store = RedisStore::builder()
+        .cluster(
+            cluster
+                .nodes
+                .iter()
+                .map(|node| format!("redis://:secret@127.0.0.1:{}", node.port())),
+        )
+        .prefix(unique_prefix("cluster-password"))
+        .clock(clock.clone())
+        .timeout(Duration::from_secs(5))
+        .deny_cache(false)
+        .failures_before_backoff(1)
+        .backoff(Duration::from_secs(1))
+        .on_failure(FailurePolicy::Local)
+        .build()
+        .await
+        .unwrap();
+    // Hourly: the seconds the clock moves on below give no cell back.
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(5))])
+        .unwrap();
+    // A key on each node: a node answers `TYPE` for the keys of its slots, `MOVED` for others.
+    let keys: Vec<String> = admins
+        .iter_mut()
+        .map(|admin| {
+            (0u32..)
+                .map(|i| i.to_string())
+                .find(|key| {
+                    redis::cmd("TYPE")
+                        .arg(store.redis_key(key, "p"))
+                        .query::<String>(admin)
+                        .is_ok()
+                })
+                .unwrap()
+        })
+        .collect();
+    let remaining = |decisions: Decisions| decisions.as_slice()[0].remaining();
+    for key in &keys {
+        let decisions = store.check(&stack, key.as_bytes(), 1).await.unwrap();
+        assert_eq!(remaining(decisions), 4);
+    }
+
+    password(&mut admins, "rotated");
+    for admin in &mut admins {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(admin)
+            .unwrap();
+    }
+    for round in 0..3 {
+        for key in &keys {
+            // The local policy answers, without waiting for the store's timeout (5 s): each
+            // key's first checks here.
+            let check = store.check(&stack, key.as_bytes(), 1);
+            let decisions = tokio::time::timeout(Duration::from_secs(4), check)
+                .await
+                .expect("a check waited for the store's timeout")
+                .unwrap();
+            assert_eq!(remaining(decisions), 4 - round);
+            assert!(store.is_degraded());
+        }
+        // Past the back-off: the next check probes the cluster, and is refused again.
+        clock.advance(Duration::from_secs(1));
+    }
+
+    password(&mut admins, "secret");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.is_backing_off() {
+        assert!(
+            Instant::now() < deadline,
+            "the store never went back to Redis: {}",
+            log.text()
+        );
+        clock.advance(Duration::from_secs(1));
+        let _ = store.check(&stack, b"probe", 1).await;
+        if store.is_backing_off() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(!store.is_degraded());
+    for key in &keys {
+        // Redis answers again: each key's second check there.
+        let decisions = store.check(&stack, key.as_bytes(), 1).await.unwrap();
+        assert_eq!(remaining(decisions), 3, "key {key}");
+        assert!(!store.is_degraded());
+    }
 }
 
 /// A store on `cluster` with one policy of 5 a minute, key `k` checked once: the store, its

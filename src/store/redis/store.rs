@@ -42,8 +42,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// - **Connections**: a multiplexed connection that reconnects by itself
 ///   (`redis::aio::ConnectionManager`, replaced by a new one after Redis refused a
 ///   reconnection, as with a changed password), so concurrent checks pipeline on one socket;
-///   or Redis Cluster through the cluster client. Auth (`redis://user:pass@host`) comes from
-///   the URL. TLS (`rediss://`) needs the `tls` feature (rustls); servers are checked against
+///   or Redis Cluster through the cluster client, which keeps reconnecting to a node by
+///   itself, after a refused reconnection too. Auth (`redis://user:pass@host`) comes from the
+///   URL. TLS (`rediss://`) needs the `tls` feature (rustls); servers are checked against
 ///   the system's roots, and a private certificate authority is trusted through
 ///   [`client`](RedisStoreBuilder::client) with `redis::Client::build_with_tls`.
 /// - **Deny cache**: when Redis denies a check, or allows it but leaves its stack without the
