@@ -423,7 +423,7 @@ fn decide_key_locked(slots: &Slots, stack: &MemoryStack, now: u64, cost: u32) ->
     Some(decide_tats(slots, stack, tats, now, cost))
 }
 
-impl<C: Clock> Inner<C> {
+impl<C> Inner<C> {
     /// Decides what [`take_shared`] does not: under the exclusive lock of the key's shard, or,
     /// if the key is new and its shard has no room, as the overflow key.
     #[inline(never)]
@@ -460,10 +460,10 @@ impl<C: Clock> Inner<C> {
     /// Decides a check in `shard` under its exclusive lock; `None` if the key is new and the
     /// shard has no room for it.
     ///
-    /// The time is read again once the lock is held: a sweep that ran while this check waited
-    /// for the lock may have dropped the key as idle at a later time than `now`, and the key,
-    /// inserted afresh, must be decided at a time at which it was idle. Decided at `now`, it
-    /// would get back the cells it had spent between `now` and the sweep.
+    /// A sweep that ran while this check waited for the lock may have dropped the key as idle
+    /// at a later time than `now`: the check is decided no earlier than the shard's last
+    /// sweep, a time at which the key, inserted afresh, was idle. Decided at `now`, it would
+    /// get back the cells it had spent between `now` and the sweep.
     fn decide_locked(
         &self,
         shard: &Shard<Slots>,
@@ -473,7 +473,7 @@ impl<C: Clock> Inner<C> {
         cost: u32,
     ) -> Option<Decisions> {
         let mut table = shard.write();
-        let now = self.clock.now_nanos().max(now);
+        let now = now.max(table.swept_at());
         #[cfg(feature = "metrics")]
         let before = table.len();
         let decisions = table

@@ -211,6 +211,8 @@ pub(crate) struct Table<V> {
     /// When full, the earliest time at which another sweep may run; a peek that looks for an
     /// idle key in vain moves it as a sweep would, under the read lock.
     next_full_sweep: AtomicU64,
+    /// The latest time a sweep ran at: a key it dropped was idle then.
+    swept_at: u64,
 }
 
 /// A key and its value, in a cache line of their own.
@@ -289,6 +291,7 @@ impl<V> Shard<V> {
                 cap,
                 sweep_at: MIN_SWEEP_AT.min(cap),
                 next_full_sweep: AtomicU64::new(0),
+                swept_at: 0,
             }),
         }
     }
@@ -336,6 +339,12 @@ impl<V: Value> Table<V> {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The latest time a sweep ran at (0 before the first): a key that a sweep dropped and
+    /// that is inserted again must be decided no earlier, when it was idle.
+    pub(crate) fn swept_at(&self) -> u64 {
+        self.swept_at
     }
 
     /// Whether an insert at `now` would find room for a new key, as [`get_or_insert`]
@@ -407,6 +416,7 @@ impl<V: Value> Table<V> {
     /// Drops every idle key, and gives memory back when most of the table is empty.
     fn sweep(&mut self, now: u64, hasher: &Hasher) {
         self.entries.retain(|e| !e.value.idle(now));
+        self.swept_at = self.swept_at.max(now);
         let len = self.entries.len();
         if self.entries.capacity() > 4 * len.max(MIN_SWEEP_AT) {
             self.entries.shrink_to(2 * len, |e| hasher.stored(&e.key));
