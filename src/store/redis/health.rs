@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
+
 use super::{FailurePolicy, RedisStoreError};
 use crate::log::{Chain, Throttle};
 
@@ -29,8 +31,9 @@ pub(super) struct Health {
     /// Failures since the last success.
     failures: AtomicU32,
     /// Calls Redis has answered: a call that fails after a call sent with it or after it was
-    /// answered failed alone, not with Redis.
-    answered: AtomicU64,
+    /// answered failed alone, not with Redis. Written by every call Redis answers, so on a
+    /// cache line of its own: the fields every check reads stay in the readers' caches.
+    answered: CachePadded<AtomicU64>,
     /// While non-zero, checks skip Redis until this time, then one probe goes.
     backoff_until: AtomicU64,
     /// A probe is in flight.
@@ -55,7 +58,7 @@ impl Health {
     pub(super) fn new(failures_before_backoff: u32, backoff: Duration) -> Self {
         Health {
             failures: AtomicU32::new(0),
-            answered: AtomicU64::new(0),
+            answered: CachePadded::new(AtomicU64::new(0)),
             backoff_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             outage_since: AtomicU64::new(0),
@@ -112,7 +115,7 @@ impl Health {
     /// Redis answered a call.
     pub(super) fn success(&self, now: u64, probe: bool) {
         self.answered.fetch_add(1, Ordering::AcqRel);
-        // A plain load first: while Redis is healthy, calls only read the shared state.
+        // Then a plain load: while Redis is healthy, calls only read the rest of the state.
         if !probe && self.failures.load(Ordering::Acquire) == 0 {
             return;
         }
