@@ -75,8 +75,8 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   [back-off](RedisStoreBuilder::backoff) period (those queued when it begins too, answered
 ///   then by the policy), then one check probes Redis; when it succeeds, checks go back to
 ///   Redis. Failures are counted for the store as a whole ("repeated" means with no success
-///   between them), and a failed call counts toward the back-off only if no other call
-///   succeeded while it waited: on a Redis Cluster with one node down and the others answering,
+///   between them), and a failed call starts no back-off if another call succeeded while it
+///   waited: on a Redis Cluster with one node down and the others answering,
 ///   the checks of that node's keys each wait the timeout until the cluster itself fails over
 ///   or refuses commands, and the other nodes' keys are still answered by Redis, however many
 ///   of that node's calls fail at once. Each outage gets its lines at `warn`: its first failed
