@@ -197,17 +197,17 @@ impl RedisServer {
             process: Process::new("redis-server", "redis.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        for _ in 0..4 {
+        let mut retries = 4;
+        loop {
             match server.try_launch() {
                 Ok(()) => return server,
-                Err(log) if log.contains("Address already in use") => {
+                Err(log) if retries > 0 && log.contains("Address already in use") => {
+                    retries -= 1;
                     server.process = Process::new("redis-server", "redis.log");
                 }
                 Err(log) => panic!("redis-server on port {} exited: {log}", server.port()),
             }
         }
-        server.launch();
-        server
     }
 
     /// Starts the server and waits until it answers; panics with its log if it exits.
