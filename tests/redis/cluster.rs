@@ -13,7 +13,8 @@ use tower_ratelimit::{
 
 use crate::common::Captured;
 use crate::support::{
-    cluster_command_calls, command_calls, strict_store, unique_prefix, RedisCluster, RedisServer,
+    cluster_command_calls, command_calls, kill_other_clients, set_password, strict_store,
+    unique_prefix, RedisCluster, RedisServer,
 };
 
 #[tokio::test]
@@ -244,14 +245,7 @@ async fn a_store_whose_password_the_cluster_refused_for_a_while_recovers() {
         cluster.nodes.iter().map(RedisServer::connection).collect();
     let password = |admins: &mut [redis::Connection], password: &str| {
         for admin in admins.iter_mut() {
-            for setting in ["requirepass", "masterauth"] {
-                let () = redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg(setting)
-                    .arg(password)
-                    .query(admin)
-                    .unwrap();
-            }
+            set_password(admin, password);
         }
     };
     password(&mut admins, "secret");
@@ -300,14 +294,7 @@ async fn a_store_whose_password_the_cluster_refused_for_a_while_recovers() {
 
     password(&mut admins, "rotated");
     for admin in &mut admins {
-        let _: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query(admin)
-            .unwrap();
+        kill_other_clients(admin);
     }
     for round in 0..3 {
         for key in &keys {

@@ -21,7 +21,9 @@ use tower_ratelimit::{
 };
 
 use crate::common::Captured;
-use crate::support::{command_calls, strict_store, unique_prefix, RedisServer};
+use crate::support::{
+    command_calls, kill_other_clients, set_password, strict_store, unique_prefix, RedisServer,
+};
 
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -459,14 +461,7 @@ async fn a_connection_killed_under_a_call_costs_no_check_its_answer_from_redis()
         .map(|_| tokio::spawn(store.check(&stack, b"k", 1)))
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut server.connection())
-        .unwrap();
+    let killed = kill_other_clients(&mut server.connection());
     assert!(killed >= 1, "the store's connection was not killed");
     unpause(&server);
     for check in checks {
@@ -487,16 +482,8 @@ async fn a_store_whose_password_redis_refused_for_a_while_recovers() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
     let server = RedisServer::start();
     let mut admin = server.connection();
-    let requirepass = |admin: &mut redis::Connection, password: &str| {
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("requirepass")
-            .arg(password)
-            .query(admin)
-            .unwrap();
-    };
     // `admin`, connected before, stays authenticated whatever the password becomes.
-    requirepass(&mut admin, "secret");
+    set_password(&mut admin, "secret");
     let clock = ManualClock::new();
     let store = RedisStore::builder()
         .url(format!("redis://:secret@127.0.0.1:{}", server.port()))
@@ -515,22 +502,15 @@ async fn a_store_whose_password_redis_refused_for_a_while_recovers() {
     for _ in 0..3 {
         assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     }
-    requirepass(&mut admin, "rotated");
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut admin)
-        .unwrap();
+    set_password(&mut admin, "rotated");
+    kill_other_clients(&mut admin);
     // The local policy answers: the key's first check here.
     let decisions = store.check(&stack, b"k", 1).await.unwrap();
     assert_eq!(remaining(&decisions), [4]);
     assert!(store.is_backing_off());
     assert!(log.count("AuthenticationFailed") >= 1, "{}", log.text());
 
-    requirepass(&mut admin, "secret");
+    set_password(&mut admin, "secret");
     wait_for_recovery(&store, &clock, &stack).await;
     assert!(!store.is_degraded());
     // Redis answers again: the key's fourth check there.

@@ -12,7 +12,8 @@ use redis::ConnectionAddr;
 use tower_ratelimit::{FailurePolicy, Policy, Quota, RedisStore, Store};
 
 use crate::support::{
-    command_calls, role, unique_prefix, RedisSentinel, RedisServer, SentinelGroup, MASTER_NAME,
+    command_calls, kill_other_clients, role, set_password, unique_prefix, RedisSentinel,
+    RedisServer, SentinelGroup, MASTER_NAME,
 };
 
 /// Checks that the flood sends at once.
@@ -565,14 +566,6 @@ async fn measure_failover_loss() {
 async fn a_primary_that_refused_the_password_for_a_while_is_found_again() {
     let primary = RedisServer::start();
     let mut admin = primary.connection();
-    let requirepass = |admin: &mut redis::Connection, password: &str| {
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("requirepass")
-            .arg(password)
-            .query(admin)
-            .unwrap();
-    };
     // Long enough for the sentinel, refused too, not to declare the primary down.
     let sentinel = RedisSentinel::start(
         primary.port(),
@@ -580,7 +573,7 @@ async fn a_primary_that_refused_the_password_for_a_while_is_found_again() {
         Duration::from_secs(60),
     );
     // `admin`, connected before, stays authenticated whatever the password becomes.
-    requirepass(&mut admin, "secret");
+    set_password(&mut admin, "secret");
     let address = ConnectionAddr::Tcp("127.0.0.1".into(), sentinel.port());
     let client = SentinelClientBuilder::new([address], MASTER_NAME, SentinelServerType::Master)
         .unwrap()
@@ -602,19 +595,12 @@ async fn a_primary_that_refused_the_password_for_a_while_is_found_again() {
         .register(&[Policy::new("per-hour", Quota::per_hour(100))])
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
-    requirepass(&mut admin, "rotated");
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut admin)
-        .unwrap();
+    set_password(&mut admin, "rotated");
+    kill_other_clients(&mut admin);
     let _ = store.check(&stack, b"k", 1).await;
     assert!(store.is_backing_off(), "the refused password is a failure");
 
-    requirepass(&mut admin, "secret");
+    set_password(&mut admin, "secret");
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.is_degraded() {
         assert!(

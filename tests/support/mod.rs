@@ -174,6 +174,31 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
+/// Sets the password Redis asks of new connections, and the one it gives its primary when it
+/// is a replica; connections made before stay authenticated.
+pub fn set_password(admin: &mut redis::Connection, password: &str) {
+    for setting in ["requirepass", "masterauth"] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(setting)
+            .arg(password)
+            .query(admin)
+            .unwrap();
+    }
+}
+
+/// Closes every client connection but `admin`'s (replication links aside); returns how many.
+pub fn kill_other_clients(admin: &mut redis::Connection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(admin)
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
