@@ -146,25 +146,24 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The writer of the global subscriber: a line goes to the capture of the thread that logs it,
-/// if that thread has one that keeps the line's level.
+/// The writer of the global subscriber: the capture of the thread that logs.
 struct ToThread;
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ToThread {
     type Writer = OptionalWriter<Captured>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        OptionalWriter::none()
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
         CAPTURE.with(|capture| match &*capture.borrow() {
-            Some((captured, level)) if meta.level() <= level => {
-                OptionalWriter::some(captured.clone())
-            }
-            _ => OptionalWriter::none(),
+            Some((captured, _)) => OptionalWriter::some(captured.clone()),
+            None => OptionalWriter::none(),
         })
     }
+}
+
+/// Whether this thread keeps lines of `meta`'s level: asked of every event, so that lines no
+/// thread keeps are not even formatted.
+fn kept(meta: &tracing::Metadata<'_>) -> bool {
+    CAPTURE.with(|capture| matches!(&*capture.borrow(), Some((_, level)) if meta.level() <= level))
 }
 
 impl Write for Captured {
@@ -197,11 +196,15 @@ impl Captured {
     pub fn install(level: tracing::Level) -> (Captured, CaptureGuard) {
         static GLOBAL: std::sync::Once = std::sync::Once::new();
         GLOBAL.call_once(|| {
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::Layer as _;
+            let lines = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(ToThread)
-                .finish();
+                .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+                    kept(meta)
+                }));
+            let subscriber = tracing_subscriber::registry().with(lines);
             tracing::subscriber::set_global_default(subscriber)
                 .expect("no other subscriber is set in the tests");
         });
