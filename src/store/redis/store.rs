@@ -76,29 +76,29 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   then by the policy), then one check probes Redis; when it succeeds, checks go back to
 ///   Redis. Failures are counted for the store as a whole ("repeated" means with no success
 ///   between them), and a failed call starts no back-off if another call succeeded while it
-///   waited: on a Redis Cluster with one node down and the others answering,
-///   the checks of that node's keys each wait the timeout until the cluster itself fails over
-///   or refuses commands, and the other nodes' keys are still answered by Redis, however many
-///   of that node's calls fail at once. Each outage gets its lines at `warn`: its first failed
-///   call ("failed; answering by the failure policy") and the start of its back-off if it comes
-///   to one ("keeps failing; backing off …"), both with the error and its causes, and its end,
-///   when a call succeeds ("answering again", with the outage's length, its failed calls and
-///   the checks the policy answered). Its other failed calls are not logged, but for a probe
-///   that fails during the back-off (at `debug`). A probe that fails after a call sent before
-///   the back-off has succeeded (which ended the outage, and logged its end) begins a new
-///   outage: "failed again; backing off", and later its own end. The lines of at most one
-///   outage per 10 s are logged: a Redis failing every other call (out of memory, where
-///   admitted checks fail and denials pass) would otherwise log two lines per call; the next
-///   outage logged counts the others (`similar_outages_not_logged`). A back-off is logged even
-///   when its outage's first failure was not (a blip had just been logged), with the outage's
-///   end, at most once per 10 s (`similar_backoffs_not_logged`); a back-off held back by that
-///   limit is logged at its first failed probe past it: Redis that keeps failing is never left
-///   out of the log. A check whose answer holds values that are not TATs (something else wrote
-///   to its key) is answered by the failure policy without counting as a failed call, and
-///   logged at `warn` with the key, at most once per 10 s. Under [`FailurePolicy::Deny`] the
-///   layer also logs the requests it could not serve ("rate limit store failed; the request is
-///   not served"), at `warn`, at most once per 10 s with the number of lines held back.
-///   [`is_degraded`](RedisStore::is_degraded) tells which state the store is in.
+///   waited: on a Redis Cluster with one node down and the others answering, the checks of that
+///   node's keys each wait the timeout until the cluster itself fails over or refuses commands,
+///   and the other nodes' keys are still answered by Redis, however many of that node's calls
+///   fail at once. Each outage gets its lines at `warn`: its first failed call ("failed;
+///   answering by the failure policy") and the start of its back-off if it comes to one ("keeps
+///   failing; backing off …"), both with the error and its causes, and its end, when a call
+///   succeeds ("answering again", with the outage's length, its failed calls and the checks the
+///   policy answered). Its other failed calls are not logged, but for a probe that fails during
+///   the back-off (at `debug`). A probe that fails after a call sent before the back-off has
+///   succeeded (which ended the outage, and logged its end) begins a new outage: "failed again;
+///   backing off", and later its own end. The lines of at most one outage per 10 s are logged:
+///   a Redis failing every other call (out of memory, where admitted checks fail and denials
+///   pass) would otherwise log two lines per call; the next outage logged counts the others
+///   (`similar_outages_not_logged`). A back-off is logged even when its outage's first failure
+///   was not (a blip had just been logged), with the outage's end, at most once per 10 s
+///   (`similar_backoffs_not_logged`); a back-off held back by that limit is logged at its first
+///   failed probe past it: Redis that keeps failing is never left out of the log. A check whose
+///   answer holds values that are not TATs (something else wrote to its key) is answered by the
+///   failure policy without counting as a failed call, and logged at `warn` with the key, at
+///   most once per 10 s. Under [`FailurePolicy::Deny`] the layer also logs the requests it
+///   could not serve ("rate limit store failed; the request is not served"), at `warn`, at most
+///   once per 10 s with the number of lines held back. [`is_degraded`](RedisStore::is_degraded)
+///   tells which state the store is in.
 /// - **Failover**: behind Redis Sentinel ([`sentinel`](RedisStoreBuilder::sentinel)), a
 ///   primary that stops answering as one sends the store back to the sentinels, and checks go
 ///   to the replica they promote, with no restart. Writes the replica had not received are
