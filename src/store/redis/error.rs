@@ -82,8 +82,9 @@ impl fmt::Display for RedisStoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Redis(_) => f.write_str(
-                "Redis could not be reached or refused the rate limit script (its own error is \
-                 the source of this one)",
+                "Redis could not be reached, refused the connection (a wrong password among \
+                 the causes; a Redis Cluster client reports it as no connection found) or \
+                 refused the rate limit script (its own error is the source of this one)",
             ),
             Kind::Timeout(after) => write!(
                 f,
