@@ -35,12 +35,13 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
 ///   task is needed.
 /// - At most `max_keys` keys are tracked (default 1 000 000), as a share of the cap per shard
-///   of the map. When a new key's shard is full (which can happen a few percent before the
-///   whole map holds `max_keys`) and its last sweep found no idle key, keys not yet tracked
-///   share one overflow budget per policy until a sweep frees room: a client rotating through
-///   fresh keys gets no more than one key's quota, and memory stays bounded. A full shard
-///   sweeps at most once per 100 ms, so that such a flood cannot make every new key scan it:
-///   keys that go idle in between make room at the next sweep, not at once.
+///   of the map. A new key whose shard is full (which can happen a few percent before the
+///   whole map holds `max_keys`) sweeps the shard for idle keys if it has not swept in the
+///   last 100 ms, so that a flood cannot make every new key scan it. If the sweep frees room,
+///   the key is tracked; otherwise, and until the shard's next sweep, keys not yet tracked
+///   share one overflow budget per policy: a client rotating through fresh keys gets no more
+///   than one key's quota, and memory stays bounded. Keys that go idle between sweeps make
+///   room at the next one, not at once.
 ///
 /// Clones share the same map and the same policies. Registering a policy name twice with
 /// different quotas is an error.
