@@ -171,7 +171,7 @@ impl Inner {
         mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
     ) {
         let probing = asks.iter().any(|ask| ask.probe.is_some());
-        let answered = self.health.answered();
+        let answered_before = self.health.answered();
         let invoke = self.invoke(self.command(asks));
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
@@ -197,9 +197,8 @@ impl Inner {
                 values
             }
             Err(error) => {
-                let overtaken = self.health.answered() != answered;
                 self.health
-                    .failure(local_now, probing, &error, self.policy, overtaken);
+                    .failure(local_now, probing, &error, self.policy, answered_before);
                 for ask in asks {
                     answer(self.ask_by_policy(ask, error.clone()));
                 }

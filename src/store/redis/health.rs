@@ -106,8 +106,8 @@ impl Health {
         self.failures.load(Ordering::Acquire) != 0 || self.backing_off()
     }
 
-    /// How many calls Redis has answered so far: read as a call is sent, and again if it
-    /// fails, to tell whether another call succeeded meanwhile.
+    /// How many calls Redis has answered so far: read as a call is sent, for
+    /// [`failure`](Self::failure) to tell whether another call succeeded meanwhile.
     pub(super) fn answered(&self) -> u64 {
         self.answered.load(Ordering::Acquire)
     }
@@ -143,18 +143,19 @@ impl Health {
         }
     }
 
-    /// A call failed (an error or a timeout). `overtaken` if Redis answered another call
-    /// since this one was sent: the failure is this call's (on a Redis Cluster, a node down
-    /// while the others answer) and starts no back-off, which would send the checks of every
-    /// node to the failure policy.
+    /// A call failed (an error or a timeout); `sent` is what [`answered`](Self::answered) read
+    /// when it was sent. If Redis answered another call since, the failure is this call's (on
+    /// a Redis Cluster, a node down while the others answer) and starts no back-off, which
+    /// would send the checks of every node to the failure policy.
     pub(super) fn failure(
         &self,
         now: u64,
         probe: bool,
         error: &RedisStoreError,
         policy: FailurePolicy,
-        overtaken: bool,
+        sent: u64,
     ) {
+        let overtaken = self.answered() != sent;
         // The outage first, then the failure: a call that succeeds in between and sees the
         // failure also sees the outage, and ends it.
         let began = self.begin_outage(now);
@@ -304,7 +305,13 @@ mod tests {
     /// `calls` failed calls at `now`, none of them a probe.
     fn fail(health: &Health, now: u64, calls: usize) {
         for _ in 0..calls {
-            health.failure(now, false, &error(), FailurePolicy::Local, false);
+            health.failure(
+                now,
+                false,
+                &error(),
+                FailurePolicy::Local,
+                health.answered(),
+            );
         }
     }
 
@@ -315,8 +322,7 @@ mod tests {
         let sent = health.answered();
         health.success(5, false);
         for _ in 0..5 {
-            let overtaken = health.answered() != sent;
-            health.failure(10, false, &error(), FailurePolicy::Local, overtaken);
+            health.failure(10, false, &error(), FailurePolicy::Local, sent);
         }
         assert!(
             health.degraded(),
@@ -326,8 +332,7 @@ mod tests {
         // Calls sent after the last success, all failing: Redis answers nothing.
         let sent = health.answered();
         for _ in 0..3 {
-            let overtaken = health.answered() != sent;
-            health.failure(20, false, &error(), FailurePolicy::Local, overtaken);
+            health.failure(20, false, &error(), FailurePolicy::Local, sent);
         }
         assert!(health.backing_off());
     }
@@ -336,15 +341,15 @@ mod tests {
     fn backs_off_after_repeated_failures_then_probes_once() {
         let health = Health::new(3, Duration::from_nanos(100));
         for _ in 0..2 {
-            health.failure(10, false, &error(), FailurePolicy::Local, false);
+            health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
             assert_eq!(health.route(10), Route::Redis { probe: false });
         }
-        health.failure(10, false, &error(), FailurePolicy::Local, false);
+        health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
         assert!(health.backing_off());
         assert_eq!(health.route(50), Route::Policy);
         assert_eq!(health.route(110), Route::Redis { probe: true });
         assert_eq!(health.route(110), Route::Policy, "one probe at a time");
-        health.failure(120, true, &error(), FailurePolicy::Local, false);
+        health.failure(120, true, &error(), FailurePolicy::Local, health.answered());
         assert_eq!(health.route(150), Route::Policy);
         assert_eq!(health.route(220), Route::Redis { probe: true });
         health.success(230, true);
@@ -355,7 +360,7 @@ mod tests {
     #[test]
     fn a_backoff_too_long_to_count_in_nanoseconds_lasts_to_the_end_of_the_clock() {
         let health = Health::new(1, Duration::MAX);
-        health.failure(10, false, &error(), FailurePolicy::Local, false);
+        health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
         assert!(health.backing_off());
         assert_eq!(health.route(u64::MAX - 1), Route::Policy);
     }
@@ -363,14 +368,14 @@ mod tests {
     #[test]
     fn a_probe_failing_after_another_call_ended_the_outage_begins_a_new_one() {
         let health = Health::new(1, Duration::from_nanos(100));
-        health.failure(0, false, &error(), FailurePolicy::Local, false);
+        health.failure(0, false, &error(), FailurePolicy::Local, health.answered());
         assert_eq!(health.route(100), Route::Redis { probe: true });
         // A call sent before the back-off answers: the outage is over, and said so.
         health.success(105, false);
         assert!(!health.backing_off());
         assert_eq!(health.outage_since.load(Ordering::Acquire), 0);
         // Then the probe fails: a new outage, whose end is reported in its turn.
-        health.failure(110, true, &error(), FailurePolicy::Local, false);
+        health.failure(110, true, &error(), FailurePolicy::Local, health.answered());
         assert!(health.backing_off());
         assert_eq!(health.outage_since.load(Ordering::Acquire) & !1, 110);
         assert_eq!(health.route(210), Route::Redis { probe: true });
@@ -393,9 +398,16 @@ mod tests {
         health.success(105, false);
         // Past the interval of the outage lines: this outage is logged.
         health.outage_log.expire();
-        health.failure(107, false, &error(), FailurePolicy::Local, false);
+        health.failure(
+            107,
+            false,
+            &error(),
+            FailurePolicy::Local,
+            health.answered(),
+        );
         assert_eq!(health.outage_since.load(Ordering::Acquire) & !1, 106);
-        let lines = logged(|| health.failure(110, true, &error(), FailurePolicy::Local, false));
+        let lines =
+            logged(|| health.failure(110, true, &error(), FailurePolicy::Local, health.answered()));
         assert!(health.backing_off());
         assert_eq!(
             health.outage_since.load(Ordering::Acquire) & !1,
@@ -411,7 +423,13 @@ mod tests {
         let health = Health::new(5, Duration::from_secs(1));
         let lines = logged(|| {
             for i in 0..10 {
-                health.failure(100 * i + 1, false, &error(), FailurePolicy::Local, false);
+                health.failure(
+                    100 * i + 1,
+                    false,
+                    &error(),
+                    FailurePolicy::Local,
+                    health.answered(),
+                );
                 health.answered_by_policy();
                 health.success(100 * i + 50, false);
             }
@@ -440,7 +458,15 @@ mod tests {
         assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
         // The next outage logged says how many were not.
         health.outage_log.expire();
-        let lines = logged(|| health.failure(4_000, false, &error(), FailurePolicy::Local, false));
+        let lines = logged(|| {
+            health.failure(
+                4_000,
+                false,
+                &error(),
+                FailurePolicy::Local,
+                health.answered(),
+            )
+        });
         assert!(lines.contains("similar_outages_not_logged=10"), "{lines}");
     }
 
@@ -457,7 +483,7 @@ mod tests {
                 let mut stuck = 0;
                 for i in 1..=50_000 {
                     start.wait();
-                    health.failure(i, false, &error(), FailurePolicy::Local, false);
+                    health.failure(i, false, &error(), FailurePolicy::Local, health.answered());
                     start.wait();
                     health.success(i, false);
                     stuck += usize::from(health.outage_since.load(Ordering::Acquire) != 0);
@@ -523,7 +549,7 @@ mod tests {
         let health = Health::new(3, Duration::from_nanos(1_000));
         // A blip: one failed call, answered again at once; both logged.
         let lines = logged(|| {
-            health.failure(10, false, &error(), FailurePolicy::Local, false);
+            health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
             health.success(20, false);
         });
         assert_eq!(lines.lines().count(), 2, "{lines}");
@@ -531,7 +557,13 @@ mod tests {
         // not logged, but its back-off is, and so is its end, with the checks of the outage.
         let lines = logged(|| {
             for _ in 0..3 {
-                health.failure(100, false, &error(), FailurePolicy::Local, false);
+                health.failure(
+                    100,
+                    false,
+                    &error(),
+                    FailurePolicy::Local,
+                    health.answered(),
+                );
                 health.answered_by_policy();
             }
             assert!(health.backing_off());
@@ -555,7 +587,13 @@ mod tests {
         health.outage_log.expire();
         health.backoff_log.expire();
         let lines = logged(|| {
-            health.failure(4_000, false, &error(), FailurePolicy::Local, false);
+            health.failure(
+                4_000,
+                false,
+                &error(),
+                FailurePolicy::Local,
+                health.answered(),
+            );
             health.success(4_100, false);
         });
         assert!(lines.contains("similar_outages_not_logged=2"), "{lines}");
@@ -571,7 +609,7 @@ mod tests {
         let health = Health::new(3, Duration::from_nanos(1_000));
         // A blip, then a back-off: both logged, and both throttles used.
         let lines = logged(|| {
-            health.failure(10, false, &error(), FailurePolicy::Local, false);
+            health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
             health.success(20, false);
             fail(&health, 100, 3);
             health.success(1_200, true);
@@ -582,7 +620,13 @@ mod tests {
         let lines = logged(|| {
             fail(&health, 2_000, 3);
             assert_eq!(health.route(3_000), Route::Redis { probe: true });
-            health.failure(3_000, true, &error(), FailurePolicy::Local, false);
+            health.failure(
+                3_000,
+                true,
+                &error(),
+                FailurePolicy::Local,
+                health.answered(),
+            );
         });
         assert_eq!(lines, "");
         // Once the interval of the back-off lines is over, the next failed probe logs the
@@ -590,7 +634,13 @@ mod tests {
         health.backoff_log.expire();
         let lines = logged(|| {
             assert_eq!(health.route(4_000), Route::Redis { probe: true });
-            health.failure(4_000, true, &error(), FailurePolicy::Local, false);
+            health.failure(
+                4_000,
+                true,
+                &error(),
+                FailurePolicy::Local,
+                health.answered(),
+            );
             assert_eq!(health.route(5_000), Route::Redis { probe: true });
             health.success(5_000, true);
         });
@@ -603,7 +653,7 @@ mod tests {
     #[test]
     fn an_abandoned_probe_hands_over_to_the_next_check() {
         let health = Health::new(1, Duration::from_nanos(100));
-        health.failure(0, false, &error(), FailurePolicy::Deny, false);
+        health.failure(0, false, &error(), FailurePolicy::Deny, health.answered());
         assert_eq!(health.route(100), Route::Redis { probe: true });
         health.probe_abandoned();
         assert_eq!(health.route(100), Route::Redis { probe: true });
