@@ -363,10 +363,8 @@ impl<V: Value> Table<V> {
         if self.entries.iter().any(|e| e.value.idle(now)) {
             return true;
         }
-        self.next_full_sweep.fetch_max(
-            now.saturating_add(FULL_SWEEP_GAP.as_nanos() as u64),
-            Ordering::Relaxed,
-        );
+        self.next_full_sweep
+            .fetch_max(next_full_sweep(now), Ordering::Relaxed);
         false
     }
 
@@ -408,7 +406,7 @@ impl<V: Value> Table<V> {
         }
         self.sweep(now, hasher);
         if full {
-            *self.next_full_sweep.get_mut() = now.saturating_add(FULL_SWEEP_GAP.as_nanos() as u64);
+            *self.next_full_sweep.get_mut() = next_full_sweep(now);
         }
         self.entries.len() < self.cap
     }
@@ -423,6 +421,11 @@ impl<V: Value> Table<V> {
         }
         self.sweep_at = (2 * len).max(MIN_SWEEP_AT).min(self.cap);
     }
+}
+
+/// The earliest time after a sweep of a full table at `now` at which another may run.
+fn next_full_sweep(now: u64) -> u64 {
+    now.saturating_add(FULL_SWEEP_GAP.as_nanos() as u64)
 }
 
 fn prev_power_of_two(n: usize) -> usize {
