@@ -837,8 +837,9 @@ fn stacks_costs_shadows_and_peeks_from_many_threads_spend_each_cell_exactly_once
     assert_eq!(fresh_admitted, 13 + 5);
 }
 
-#[test]
-fn a_peek_of_a_new_key_at_the_cap_answers_what_a_check_would() {
+/// A store of 8 keys at most, holding 8 keys each checked once against 1/s, and a stack of
+/// one policy of 1/hour that no key has checked yet.
+fn full_of_live_keys() -> (MemoryStore<ManualClock>, ManualClock, MemoryStack) {
     let (store, clock) = store(8);
     let second = one(&store, Quota::per_second(1));
     let hour = store
@@ -847,6 +848,12 @@ fn a_peek_of_a_new_key_at_the_cap_answers_what_a_check_would() {
     for key in 0..8 {
         assert!(allowed(&store, &second, key));
     }
+    (store, clock, hour)
+}
+
+#[test]
+fn a_peek_of_a_new_key_at_the_cap_answers_what_a_check_would() {
+    let (store, clock, hour) = full_of_live_keys();
     // At 950 ms a new key finds the store full of live keys: it spends the overflow budget of
     // the hourly policy, and the shard may not sweep again before 1 050 ms.
     clock.advance(Duration::from_millis(950));
@@ -970,14 +977,7 @@ fn sweeps_under_contention_drop_idle_keys_only_and_the_overflow_budget_refills_a
 
 #[test]
 fn a_peek_that_finds_no_idle_key_at_the_cap_counts_as_the_sweep_a_check_would_run() {
-    let (store, clock) = store(8);
-    let second = one(&store, Quota::per_second(1));
-    let hour = store
-        .register(&[Policy::new("hour", Quota::per_hour(1))])
-        .unwrap();
-    for key in 0..8 {
-        assert!(allowed(&store, &second, key));
-    }
+    let (store, clock, hour) = full_of_live_keys();
     // The first new key sweeps in vain at 0 ms and spends the hourly overflow budget.
     assert!(store.check_now(&hour, b"new-1", 1).is_allowed());
     // At 950 ms a sweep may run again; a peek looks, and finds no idle key.
