@@ -121,7 +121,7 @@ where
                     let mut response = ready!(future.poll(cx));
                     if let (Ok(response), Some(success)) = (&mut response, headers.take()) {
                         let (decisions, spec) = &*success;
-                        spec.insert(response.headers_mut(), decisions, None);
+                        spec.add_to_allowed(response.headers_mut(), decisions);
                     }
                     state.set(State::Done);
                     return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));

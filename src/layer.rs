@@ -486,7 +486,11 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
 
     /// Whether allowed responses carry the `RateLimit-Policy` and `RateLimit` headers too
     /// (default: off; rejections always carry them). A request that passes at cost 0 gets
-    /// none: it is not checked, so there are no figures to report.
+    /// none: it is not checked, so there are no figures to report. When the inner service's
+    /// response has these fields already (a limiter further in, an upstream's), the layer's
+    /// members follow the ones it has, so that both fields list every policy that checked the
+    /// request; give nested layers distinct policy names, so that clients can tell their
+    /// members apart.
     ///
     /// ```
     /// use http::{Request, Response, StatusCode};

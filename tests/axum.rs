@@ -305,6 +305,77 @@ async fn a_layer_around_the_router_limits_before_routing() {
     server.abort();
 }
 
+#[tokio::test]
+async fn an_allowed_response_lists_every_policy_that_checked_it() {
+    use axum::response::IntoResponse;
+    use tower::ServiceBuilder;
+
+    let on_success = |name: &str, quota: Quota| {
+        let (store, _clock) = manual_store();
+        RateLimitLayer::builder()
+            .policy(Policy::new(name, quota))
+            .store(store)
+            .headers_on_success(true)
+            .build()
+            .unwrap()
+    };
+    // A limit per route inside a limit for the whole app, and a route whose handler passes on
+    // the `RateLimit` field of an upstream API.
+    let router = Router::new()
+        .route(
+            "/hello",
+            get(|| async { "hello" }).route_layer(on_success("per-route", Quota::per_minute(3))),
+        )
+        .route(
+            "/proxied",
+            get(|| async { ([("ratelimit", "\"upstream\";r=5;t=10")], "proxied") }),
+        );
+    let app = ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(on_success("app", Quota::per_hour(100)))
+        .service(router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let app =
+            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+        axum::serve(listener, app).await.unwrap();
+    });
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let get = |path: &str| {
+        let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();
+        client.get(uri)
+    };
+
+    let hello = get("/hello").await.unwrap();
+    assert_eq!(hello.status(), StatusCode::OK);
+    let headers = hello.headers();
+    assert_eq!(
+        headers["ratelimit-policy"],
+        "\"per-route\";q=3;w=60, \"app\";q=100;w=3600"
+    );
+    assert_eq!(
+        headers["ratelimit"],
+        "\"per-route\";r=2;t=20, \"app\";r=99;t=36"
+    );
+    assert_eq!(headers.get_all("ratelimit").iter().count(), 1);
+    assert_eq!(headers["content-length"], "5");
+    assert_eq!(
+        hello.into_body().collect().await.unwrap().to_bytes(),
+        "hello"
+    );
+
+    let proxied = get("/proxied").await.unwrap();
+    assert_eq!(proxied.status(), StatusCode::OK);
+    let headers = proxied.headers();
+    assert_eq!(headers["ratelimit-policy"], "\"app\";q=100;w=3600");
+    assert_eq!(
+        headers["ratelimit"],
+        "\"upstream\";r=5;t=10, \"app\";r=98;t=72"
+    );
+    server.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn tower_http_layers_that_answer_with_an_empty_body_wrap_the_limiter() {
     use axum::response::IntoResponse;

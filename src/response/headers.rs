@@ -166,6 +166,30 @@ impl StackHeaders {
         }
     }
 
+    /// Adds this stack's members to `RateLimit-Policy` and `RateLimit` of an allowed response.
+    /// A field the inner service wrote already (an upstream's, or a limiter's further in)
+    /// keeps its members, and this stack's follow them on the same line: both fields list
+    /// every policy that checked the request.
+    pub(crate) fn add_to_allowed(&self, headers: &mut HeaderMap, decisions: &Decisions) {
+        let (mut policy, mut ratelimit) = (false, false);
+        for name in headers.keys() {
+            policy |= name == RATELIMIT_POLICY;
+            ratelimit |= name == RATELIMIT;
+        }
+        if policy {
+            extend_list(headers, RATELIMIT_POLICY, &self.policy);
+        } else {
+            headers.insert(RATELIMIT_POLICY, self.policy.clone());
+        }
+        if let Some(value) = self.ratelimit(decisions) {
+            if ratelimit {
+                extend_list(headers, RATELIMIT, &value);
+            } else {
+                headers.insert(RATELIMIT, value);
+            }
+        }
+    }
+
     /// The `RateLimit` value of `decisions`.
     fn ratelimit(&self, decisions: &Decisions) -> Option<HeaderValue> {
         // Two members of the longest names fit on the stack.
@@ -189,6 +213,22 @@ impl StackHeaders {
             out.push(b";t=");
             out.push(digits.format(reset).as_bytes());
         }
+    }
+}
+
+/// Replaces the `name` lines of `headers` with one line: their list members, then `ours`.
+fn extend_list(headers: &mut HeaderMap, name: HeaderName, ours: &HeaderValue) {
+    let mut joined = Vec::new();
+    for value in headers.get_all(&name) {
+        let members = value.as_bytes().trim_ascii();
+        if !members.is_empty() {
+            joined.extend_from_slice(members);
+            joined.extend_from_slice(b", ");
+        }
+    }
+    joined.extend_from_slice(ours.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name, value);
     }
 }
 
@@ -392,6 +432,23 @@ mod tests {
             headers[RATELIMIT],
             "\"per-second\";r=3;t=1, \"per-minute\";r=9;t=6"
         );
+    }
+
+    #[test]
+    fn an_allowed_response_gets_its_members_after_the_ones_it_has() {
+        let spec = StackHeaders::new(Arc::from([Policy::new("app", Quota::per_minute(10))]));
+        let decisions = Decisions::one(Decision::allowed(10, 9, Duration::from_secs(6)));
+        let mut headers = HeaderMap::new();
+        headers.append(RATELIMIT, HeaderValue::from_static("\"a\";r=1"));
+        headers.append(RATELIMIT, HeaderValue::from_static(" "));
+        headers.append(RATELIMIT, HeaderValue::from_static("\"b\";r=2;t=3"));
+        spec.add_to_allowed(&mut headers, &decisions);
+        assert_eq!(
+            headers.get_all(RATELIMIT).iter().collect::<Vec<_>>(),
+            ["\"a\";r=1, \"b\";r=2;t=3, \"app\";r=9;t=6"]
+        );
+        assert_eq!(headers[RATELIMIT_POLICY], "\"app\";q=10;w=60");
+        assert!(!headers.contains_key(RETRY_AFTER));
     }
 
     #[test]
