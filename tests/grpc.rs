@@ -309,6 +309,40 @@ async fn api_keys_in_metadata_are_keys_and_a_missing_one_is_unauthenticated() {
 }
 
 #[tokio::test]
+async fn a_grpc_content_type_in_any_case_gets_a_grpc_answer() {
+    use http::header::{HeaderValue, CONTENT_TYPE};
+    use http::uri::PathAndQuery;
+    use tonic_prost::ProstCodec;
+
+    let (layer, _clock) = manual_layer();
+    let channel = channel(serve(layer, false).await).await;
+    // Media types are case-insensitive: tonic serves this call like any other.
+    let channel = tower::ServiceBuilder::new()
+        .map_request(|mut req: Request<tonic::body::Body>| {
+            let content_type = HeaderValue::from_static("Application/gRPC+proto");
+            req.headers_mut().insert(CONTENT_TYPE, content_type);
+            req
+        })
+        .service(channel);
+    let grpc = tonic::client::Grpc::new(channel);
+    let call = || {
+        let codec = ProstCodec::<HelloRequest, greeter::HelloReply>::default();
+        let path = PathAndQuery::from_static(greeter::SAY_HELLO);
+        let request = tonic::Request::new(hello("a"));
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            grpc.unary(request, path, codec).await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(call().await.unwrap().into_inner().message, "hello, a");
+    }
+    let status = call().await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
+#[tokio::test]
 async fn for_grpc_answers_every_limited_request_as_a_grpc_call() {
     let (store, _clock) = manual_store();
     let layer = RateLimitLayer::builder()

@@ -1059,14 +1059,14 @@ impl Hostile {
         req
     }
 
-    /// The request's content type, if it claims to be gRPC.
+    /// The request's content type, if it claims to be gRPC (media types are case-insensitive).
     fn grpc_content_type(&self) -> Option<HeaderValue> {
         let value = self
             .headers
             .iter()
             .find(|(name, _)| name == CONTENT_TYPE)
             .map(|(_, value)| value)?;
-        let bytes = value.as_bytes();
+        let bytes = value.as_bytes().to_ascii_lowercase();
         if bytes.starts_with(b"application/grpc-web") {
             Some(value.clone())
         } else if bytes.starts_with(b"application/grpc") {

@@ -24,12 +24,16 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 
 /// The content type of a gRPC answer to `req`, if `req` is a gRPC call: the request's own for
 /// gRPC-Web (`application/grpc-web`, `-web+proto`, `-web-text`), `application/grpc` otherwise.
+/// Media types are case-insensitive: `Application/gRPC` is a gRPC call too.
 pub fn content_type<B>(req: &Request<B>) -> Option<HeaderValue> {
     let content_type = req.headers().get(CONTENT_TYPE)?;
-    let bytes = content_type.as_bytes();
-    if bytes.starts_with(b"application/grpc-web") {
+    let starts_with = |prefix: &[u8]| {
+        let bytes = content_type.as_bytes();
+        bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    if starts_with(b"application/grpc-web") {
         Some(content_type.clone())
-    } else if bytes.starts_with(b"application/grpc") {
+    } else if starts_with(b"application/grpc") {
         Some(APPLICATION_GRPC)
     } else {
         None

@@ -20,9 +20,9 @@
 //! decide gets `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
 //! `grpc-retry-pushback-ms: 1000`); see [`StoreFailed`].
 //!
-//! A gRPC request (its `content-type` starts with `application/grpc`, or any request when the
-//! layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a gRPC status
-//! instead, because gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a trailers-only
+//! A gRPC request (its `content-type` starts with `application/grpc`, in any case, or any
+//! request when the layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a
+//! gRPC status instead, because gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a trailers-only
 //! response: HTTP 200, `content-type: application/grpc` (a gRPC-Web call gets its own
 //! `application/grpc-web*` type back), no body, and
 //!
