@@ -28,8 +28,10 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 pub fn content_type<B>(req: &Request<B>) -> Option<HeaderValue> {
     let content_type = req.headers().get(CONTENT_TYPE)?;
     let starts_with = |prefix: &[u8]| {
-        let bytes = content_type.as_bytes();
-        bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
+        content_type
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(prefix))
     };
     if starts_with(b"application/grpc-web") {
         Some(content_type.clone())

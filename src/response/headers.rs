@@ -171,18 +171,13 @@ impl StackHeaders {
     /// keeps its members, and this stack's follow them on the same line: both fields list
     /// every policy that checked the request.
     pub(crate) fn add_to_allowed(&self, headers: &mut HeaderMap, decisions: &Decisions) {
-        let (mut policy, mut ratelimit) = (false, false);
-        for name in headers.keys() {
-            policy |= name == RATELIMIT_POLICY;
-            ratelimit |= name == RATELIMIT;
-        }
-        if policy {
+        if headers.contains_key(RATELIMIT_POLICY) {
             extend_list(headers, RATELIMIT_POLICY, &self.policy);
         } else {
             headers.insert(RATELIMIT_POLICY, self.policy.clone());
         }
         if let Some(value) = self.ratelimit(decisions) {
-            if ratelimit {
+            if headers.contains_key(RATELIMIT) {
                 extend_list(headers, RATELIMIT, &value);
             } else {
                 headers.insert(RATELIMIT, value);
