@@ -61,7 +61,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let per_instance: Vec<u32> = admitted.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let total: u32 = per_instance.iter().sum();
     let allowed = quota.burst() as f64 + elapsed.as_secs_f64() / quota.interval().as_secs_f64();
-    println!("quota: {quota} on {redis_url}, {INSTANCES} instances for {elapsed:.2?}");
+    // The server's address only: a password (before `@` or in `?pass=`) stays out of the log.
+    let server = redis_url.split('?').next().unwrap_or_default();
+    let server = server.rsplit_once('@').map_or(server, |(_, server)| server);
+    println!("quota: {quota} on {server}, {INSTANCES} instances for {elapsed:.2?}");
     println!("admitted per instance: {per_instance:?}");
     println!("admitted in total: {total}; one quota allows {allowed:.1} over the run");
     println!(

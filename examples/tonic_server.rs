@@ -50,7 +50,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("gRPC server on http://{addr}: greeter.Greeter and grpc.health.v1.Health");
     let limit = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
-            println!("quota {quota} per client IP and method, shared on {url}; Ctrl-C to stop");
+            // The server's address only: a password (before `@` or in `?pass=`) stays out of
+            // the log.
+            let server = url.split('?').next().unwrap_or_default();
+            let server = server.rsplit_once('@').map_or(server, |(_, server)| server);
+            println!("quota {quota} per client IP and method, shared on {server}; Ctrl-C to stop");
             Either::Right(shared_limit(&url, quota).await?)
         }
         _ => {
