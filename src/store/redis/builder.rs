@@ -566,6 +566,17 @@ mod tests {
         );
     }
 
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn a_tls_url_in_a_build_without_tls_asks_for_the_feature() {
+        let error = RedisStore::builder()
+            .url("rediss://127.0.0.1:1")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("`tls` feature"), "{error}");
+    }
+
     #[test]
     fn defaults_are_the_documented_ones() {
         let builder = RedisStore::builder();

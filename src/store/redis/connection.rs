@@ -253,6 +253,7 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
         )),
         Target::Url(url) => {
             let name = redact(&url);
+            tls_in_build(&url, cfg!(feature = "tls"))?;
             let client = redis::Client::open(url.as_str()).map_err(|e| {
                 ConfigError::with_source(
                     format!(
@@ -276,6 +277,9 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            for url in &urls {
+                tls_in_build(url, cfg!(feature = "tls"))?;
+            }
             // A restarted node costs a request two retries: its dead connection, then the
             // `MOVED` of the node first asked instead; a third leaves room for one more.
             let client = ClusterClient::builder(urls)
@@ -298,6 +302,9 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
                      pass their addresses, `.sentinel([\"redis://10.0.0.1:26379\", ..], \
                      \"{master}\")`"
                 )));
+            }
+            for url in &urls {
+                tls_in_build(url, cfg!(feature = "tls"))?;
             }
             let client =
                 SentinelClient::build(urls, master.clone(), None, SentinelServerType::Master)
@@ -344,6 +351,22 @@ fn unreachable(name: &str, error: redis::RedisError) -> ConfigError {
     )
 }
 
+/// An error for a `rediss://` URL when the build has no `tls` feature (`tls` says whether it
+/// has), which the Redis client would refuse naming a feature of its own instead.
+fn tls_in_build(url: &str, tls: bool) -> Result<(), ConfigError> {
+    let asks_tls = url
+        .get(.."rediss://".len())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
+    if asks_tls && !tls {
+        return Err(ConfigError::new(format!(
+            "Redis URL {} asks for TLS, but tower-ratelimit was built without its `tls` \
+             feature: enable it (`features = [\"redis\", \"tls\"]`), or use redis://",
+            redact(url)
+        )));
+    }
+    Ok(())
+}
+
 /// The URL without its password, for messages: the one before `@`, and a socket's `pass=`.
 fn redact(url: &str) -> String {
     let url = match (url.find("://"), url.rfind('@')) {
@@ -368,6 +391,18 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_url_without_the_tls_feature_says_to_enable_it() {
+        let error = tls_in_build("rediss://user:secret@host:6380", false).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("`tls` feature"), "{message}");
+        assert!(message.contains("rediss://***@host:6380"), "{message}");
+        assert!(tls_in_build("REDISS://host:6380", false).is_err());
+        assert!(tls_in_build("rediss://host:6380", true).is_ok());
+        assert!(tls_in_build("redis://host:6379", false).is_ok());
+        assert!(tls_in_build("redis+unix:///run/redis.sock", false).is_ok());
+    }
 
     #[test]
     fn urls_lose_their_credentials_in_messages() {
