@@ -384,7 +384,21 @@ where
         {
             if policy.is_shadow() && !decision.is_allowed() {
                 count.fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = log.admit() {
+                let Some(suppressed) = log.admit() else {
+                    continue;
+                };
+                if decision.never_conforms() {
+                    tracing::info!(
+                        outcome = "shadow-limited",
+                        path = req.uri().path(),
+                        policy = policy.name(),
+                        tier = &*tier.name,
+                        burst = decision.limit(),
+                        similar_requests_not_logged = suppressed,
+                        "shadow policy would never admit this request, whose cost is above its \
+                         burst; let through"
+                    );
+                } else {
                     tracing::info!(
                         outcome = "shadow-limited",
                         path = req.uri().path(),

@@ -101,6 +101,12 @@ impl Decision {
     pub fn reset_after(&self) -> Duration {
         Duration::from_nanos(self.reset_after_nanos)
     }
+
+    /// Whether the check was denied because its cost exceeds the burst: no wait would let it
+    /// conform (its [`retry_after`](Self::retry_after) is the longest there is).
+    pub(crate) fn never_conforms(&self) -> bool {
+        self.retry_after_nanos == u64::MAX
+    }
 }
 
 /// `d` in nanoseconds, saturating.

@@ -177,3 +177,32 @@ async fn a_shadow_policy_of_two_tiers_is_logged_with_the_tier() {
         );
     }
 }
+
+/// A shadow policy whose burst a request's cost exceeds would never admit it: its line says
+/// so, rather than giving a wait of hundreds of millions of years.
+#[tokio::test]
+async fn a_shadow_policy_that_a_cost_can_never_fit_is_logged_as_such() {
+    let (captured, _guard) = Captured::install(tracing::Level::INFO);
+
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(100)))
+        .policy(Policy::new("trial", Quota::per_second(5)).shadow(true))
+        .cost_by(|_: &Request<()>| 10)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let mut req = Request::get("/batch").body(()).unwrap();
+    req.extensions_mut()
+        .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+    let response = svc.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(layer.shadow_limited("trial"), 1);
+    let seen = captured.text();
+    assert_eq!(captured.count("outcome=\"shadow-limited\""), 1, "{seen}");
+    assert!(seen.contains("policy=\"trial\""), "{seen}");
+    assert!(seen.contains("burst=5"), "{seen}");
+    assert!(seen.contains("never"), "{seen}");
+    assert!(!seen.contains("retry_after_ms"), "{seen}");
+}
