@@ -77,6 +77,8 @@ struct Inner<C> {
     overflow: Shard<Slots>,
     /// The log line of a key that went to the overflow budget.
     overflow_log: Throttle,
+    /// The setting that raises `max_keys`, as that line names it.
+    cap_setting: &'static str,
     policies: Registry,
     /// The `ratelimit_memory_keys` gauge, moved by as many keys as `keys` gains or drops;
     /// registered with the first stack, so that a store no layer uses (the one a layer builder
@@ -219,6 +221,7 @@ impl MemoryStore {
         MemoryStoreBuilder {
             clock: MonotonicClock::new(),
             max_keys: DEFAULT_MAX_KEYS,
+            cap_setting: "max_keys",
             #[cfg(feature = "metrics")]
             counted: true,
         }
@@ -445,8 +448,9 @@ impl<C> Inner<C> {
                 new_keys_not_logged = suppressed,
                 "rate limit store is full of keys that were not idle at its last sweep: new keys \
                  share one overflow budget per policy until a sweep (at most one per 100 ms) \
-                 frees room, so new clients may be limited on their first request; raise \
-                 max_keys if these are real clients"
+                 frees room, so new clients may be limited on their first request; raise {} if \
+                 these are real clients",
+                self.cap_setting
             );
         }
         let key = self.keys.key(OVERFLOW_KEY);
@@ -583,6 +587,8 @@ fn take(state: &AtomicU64, cell: &Cell, now: u64, cost: u32) -> Decisions {
 pub struct MemoryStoreBuilder<C = MonotonicClock> {
     clock: C,
     max_keys: usize,
+    /// The setting that raises `max_keys`, as the log line of a full store names it.
+    cap_setting: &'static str,
     /// Whether the store's keys count in the `ratelimit_memory_keys` gauge.
     #[cfg(feature = "metrics")]
     counted: bool,
@@ -611,6 +617,7 @@ impl<C: Clock> MemoryStoreBuilder<C> {
         MemoryStoreBuilder {
             clock,
             max_keys: self.max_keys,
+            cap_setting: self.cap_setting,
             #[cfg(feature = "metrics")]
             counted: self.counted,
         }
@@ -626,6 +633,14 @@ impl<C: Clock> MemoryStoreBuilder<C> {
     /// ```
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
+        self
+    }
+
+    /// Names `setting` as the one that raises the cap in the log line of a full store: for the
+    /// Redis store's local fallback, whose cap is another store's setting.
+    #[cfg(feature = "redis")]
+    pub(crate) fn cap_setting(mut self, setting: &'static str) -> Self {
+        self.cap_setting = setting;
         self
     }
 
@@ -651,6 +666,7 @@ impl<C: Clock> MemoryStoreBuilder<C> {
                 // One key, which is never dropped while in use: a shard that is never full.
                 overflow: Shard::new(usize::MAX),
                 overflow_log: Throttle::new(std::time::Duration::from_secs(10)),
+                cap_setting: self.cap_setting,
                 policies: Registry::default(),
                 #[cfg(feature = "metrics")]
                 keys_gauge: if self.counted {

@@ -1058,3 +1058,31 @@ async fn checks_queued_when_a_backoff_begins_are_answered_by_the_policy_at_once(
         [["timeout"].as_slice(), &["backing off"; 6]].concat()
     );
 }
+
+#[tokio::test]
+async fn a_full_local_fallback_names_the_setting_that_raises_its_cap() {
+    let (log, _guard) = Captured::install(tracing::Level::WARN);
+    let mut server = RedisServer::start();
+    let store = RedisStore::builder()
+        .url(server.url())
+        .prefix(unique_prefix("full-fallback"))
+        .clock(ManualClock::new())
+        .timeout(PATIENT)
+        .failures_before_backoff(1)
+        .backoff(BACKOFF)
+        .max_local_keys(1)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    server.kill();
+    // The local fallback tracks `a`, and has no room for `b`, which gets the overflow budget.
+    for key in [b"a", b"b"] {
+        assert!(store.check(&stack, key, 1).await.unwrap().is_allowed());
+    }
+    assert!(store.is_backing_off());
+    assert_eq!(log.count("full of keys"), 1, "{}", log.text());
+    assert_eq!(log.count("max_local_keys"), 1, "{}", log.text());
+}

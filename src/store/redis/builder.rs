@@ -493,7 +493,11 @@ impl RedisStoreBuilder {
             .unwrap_or_else(|| SharedClock(Arc::new(MonotonicClock::new())));
         let fallback = MemoryStore::builder()
             .clock(clock.clone())
-            .max_keys(self.max_local_keys);
+            .max_keys(self.max_local_keys)
+            .cap_setting(
+                "the RedisStore's max_local_keys (the cap of its local fallback, which answers \
+                 while Redis fails)",
+            );
         #[cfg(feature = "metrics")]
         let fallback = fallback.uncounted();
         let fallback = fallback.build()?;
