@@ -352,22 +352,39 @@ where
         }
     }
 
-    /// The verdict for `req` when the store failed to decide it.
+    /// The verdict for `req` when the store failed to decide it: not served, unless every
+    /// policy of its tier is in shadow mode, which never rejects.
     fn store_failed<B>(
         &self,
-        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))] tier: &Tier<St::Stack>,
+        tier: &Tier<St::Stack>,
         error: &(dyn std::error::Error + 'static),
         req: &Request<B>,
     ) -> Verdict {
         #[cfg(feature = "metrics")]
         tier.metrics.store_error();
+        // Only an enforced policy has a smallest burst.
+        let shadow_only = tier.tightest.is_none();
         if let Some(suppressed) = self.logs.store_error.admit() {
-            tracing::warn!(
-                outcome = "store-error",
-                error = %Chain(error),
-                similar_errors_not_logged = suppressed,
-                "rate limit store failed; the request is not served"
-            );
+            if shadow_only {
+                tracing::warn!(
+                    outcome = "store-error",
+                    tier = &*tier.name,
+                    error = %Chain(error),
+                    similar_errors_not_logged = suppressed,
+                    "rate limit store failed; the request is served, as every policy of its \
+                     tier is in shadow mode"
+                );
+            } else {
+                tracing::warn!(
+                    outcome = "store-error",
+                    error = %Chain(error),
+                    similar_errors_not_logged = suppressed,
+                    "rate limit store failed; the request is not served"
+                );
+            }
+        }
+        if shadow_only {
+            return Verdict::Allow(None);
         }
         let failed = StoreFailed::new(error, self.grpc(req));
         Verdict::Respond(self.rejection.make_store_failed(&failed))

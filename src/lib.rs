@@ -155,7 +155,7 @@
 //! | | | `policy`, `outcome="limited"` | requests that the enforced `policy` refused; a stack counts each policy that refused, and not the ones that would have admitted |
 //! | | | `policy`, `outcome="shadow_limited"` | requests that `policy`, in shadow mode, would have refused and that went on (not the ones an enforced policy refused), as [`RateLimitLayer::shadow_limited`] counts |
 //! | | | `policy`, `outcome="fallback_allowed"`, `"fallback_limited"` | as `allowed` and `limited`, for the answers of the Redis store's `FailurePolicy` (`Local`, `Allow`) while Redis fails |
-//! | | | `policy`, `outcome="store_error"` | requests the store could not decide (answered by `MakeRejection::make_store_failed`, by default 503), once per policy of the stack |
+//! | | | `policy`, `outcome="store_error"` | requests the store could not decide (answered by `MakeRejection::make_store_failed`, by default 503, or served when every policy of the stack is in shadow mode), once per policy of the stack |
 //! | | | `policy`, `outcome="cost_too_large"` | requests refused (413) because their cost exceeds the burst of `policy`, the enforced policy of the stack with the smallest burst; only on a layer with `cost_by` |
 //! | | | `policy=""`, `outcome="bypassed"` | requests the bypass let through before their key was read |
 //! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says |

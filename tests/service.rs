@@ -1040,6 +1040,37 @@ async fn a_failing_store_answers_503_with_retry_after_1_without_calling_inner() 
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A shadow policy never rejects: a store that fails under a stack of shadow policies alone
+/// has nothing to enforce, and the request is served.
+#[tokio::test]
+async fn a_failing_store_under_shadow_policies_alone_serves_the_request() {
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .policy(Policy::new("trial", Quota::per_second(2)).shadow(true))
+        .key(peer_ip)
+        .store(DownStore)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let response = send(&mut svc, from(PEER)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // With an enforced policy in the stack, the store's failure is still a failure.
+    let (inner, calls) = counting_ok();
+    let mut svc = RateLimitLayer::builder()
+        .policy(Policy::new("per-second", Quota::per_second(2)))
+        .policy(Policy::new("trial", Quota::per_second(1)).shadow(true))
+        .key(peer_ip)
+        .store(DownStore)
+        .build()
+        .unwrap()
+        .layer(inner);
+    let response = send(&mut svc, from(PEER)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
 /// A gRPC call without a peer address or an API key.
 fn grpc_call() -> Request<String> {
     Request::post("/helloworld.Greeter/SayHello")

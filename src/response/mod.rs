@@ -18,7 +18,8 @@
 //! answer with and a short `text/plain` body (gRPC: the code that means the same, such as
 //! `UNAUTHENTICATED` for `401`); see [`MissingKeyRejected`]. A request that the store could not
 //! decide gets `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
-//! `grpc-retry-pushback-ms: 1000`); see [`StoreFailed`].
+//! `grpc-retry-pushback-ms: 1000`; see [`StoreFailed`]), unless every policy of its stack is in
+//! shadow mode: it is then served.
 //!
 //! A gRPC request (its `content-type` starts with `application/grpc`, in any case, or any
 //! request when the layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a

@@ -16,7 +16,8 @@ use crate::{ConfigError, Decisions, Policy};
 /// Errors are failures to answer (a backend that is down and a policy that says to fail), never
 /// "limited": a limited key is an `Ok` [`Decisions`] that is not allowed. The layer answers a
 /// request whose check failed with
-/// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed).
+/// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed), or serves it
+/// when every policy of its stack is in shadow mode (which never rejects).
 ///
 /// # Implementing a store
 ///

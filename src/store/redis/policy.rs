@@ -26,6 +26,7 @@ pub enum FailurePolicy {
     /// [`MakeRejection::make_store_failed`](crate::MakeRejection::make_store_failed): by
     /// default `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
     /// `grpc-retry-pushback-ms: 1000`). A rejection that makes its own answer gets it sent as
-    /// it is: the layer adds no header to it.
+    /// it is: the layer adds no header to it. A request whose policies are all in shadow mode
+    /// is served: they never reject.
     Deny,
 }
