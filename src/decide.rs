@@ -7,7 +7,9 @@
 //! Every outcome is a `tracing` event with an `outcome` field (`allowed`, `bypassed`,
 //! `limited`, `shadow-limited`, `cost-too-large`, `missing-key`, `store-error`) and, where one
 //! policy decided it, a `policy` field: `trace` for requests let through, `debug` for
-//! rejections, `info` for shadow policies, `warn` for setup and store problems. All but the
+//! rejections (a request without a key answered with a 4xx or 3xx status among them, the
+//! client's doing), `info` for shadow policies, `warn` for setup and store problems (a request
+//! without a key answered with a 5xx status, by default 500: a server set up wrong). All but the
 //! `trace` events are throttled so that an attack cannot flood the log (the `shadow-limited`
 //! line once a second for each shadow policy of each tier, with a `tier` field, so that every
 //! one of them shows); a disabled level costs one cached check.
@@ -439,7 +441,9 @@ where
                 tracing::trace!(outcome = "missing-key", path = req.uri().path());
                 Verdict::Allow(None)
             }
-            MissingKey::Reject(status) => {
+            // A server error says the server is set up wrong: a warning with what to fix. Any
+            // other answer (401, a redirect to a login page) is the client's doing: a rejection.
+            MissingKey::Reject(status) if status.is_server_error() => {
                 if let Some(suppressed) = self.logs.missing_key.admit() {
                     tracing::warn!(
                         outcome = "missing-key",
@@ -448,6 +452,21 @@ where
                         similar_requests_not_logged = suppressed,
                         "request rejected because it has no rate-limit key: {hint}"
                     );
+                }
+                let rejected = MissingKeyRejected::new(status, self.grpc(req));
+                Verdict::Respond(self.rejection.make_missing_key(&rejected))
+            }
+            MissingKey::Reject(status) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    if let Some(suppressed) = self.logs.rejection.admit() {
+                        tracing::debug!(
+                            outcome = "missing-key",
+                            path = req.uri().path(),
+                            status = status.as_u16(),
+                            similar_rejections_not_logged = suppressed,
+                            "request rejected because it has no rate-limit key"
+                        );
+                    }
                 }
                 let rejected = MissingKeyRejected::new(status, self.grpc(req));
                 Verdict::Respond(self.rejection.make_missing_key(&rejected))

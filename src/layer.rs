@@ -524,7 +524,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     }
 
     /// What to do with requests that have no key (default: [`MissingKey::Reject`] with 500,
-    /// and a warning that says what to fix). The rejection's
+    /// and a warning that says what to fix; a 4xx or 3xx answer is the client's doing, logged at
+    /// `debug` as the other rejections are). The rejection's
     /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer.
     ///
     /// ```

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use http::{Request, Response};
 use tower::{service_fn, Layer, ServiceExt};
-use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer};
+use tower_ratelimit::{ManualClock, MemoryStore, MissingKey, Policy, Quota, RateLimitLayer};
 
 mod common;
 use common::Captured;
@@ -205,4 +205,45 @@ async fn a_shadow_policy_that_a_cost_can_never_fit_is_logged_as_such() {
     assert!(seen.contains("burst=5"), "{seen}");
     assert!(seen.contains("never"), "{seen}");
     assert!(!seen.contains("retry_after_ms"), "{seen}");
+}
+
+/// A request without a key on a layer that answers it 401 is the client's doing: a rejection
+/// at `debug`, without advice on setting the layer up. The default 500 is a server set up
+/// wrong: a warning that says what to fix.
+#[tokio::test]
+async fn a_missing_key_answered_as_the_clients_doing_is_no_warning() {
+    let (captured, _guard) = Captured::install(tracing::Level::DEBUG);
+
+    let layer = |missing| {
+        RateLimitLayer::builder()
+            .policy(Policy::new("per-second", Quota::per_second(1)))
+            .key(tower_ratelimit::Header::new("x-api-key"))
+            .on_missing_key(missing)
+            .build()
+            .unwrap()
+            .layer(service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }))
+    };
+    let unauthorized = layer(MissingKey::Reject(http::StatusCode::UNAUTHORIZED));
+    let response = unauthorized
+        .oneshot(Request::get("/anonymous").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+    let seen = captured.text();
+    assert_eq!(captured.count("outcome=\"missing-key\""), 1, "{seen}");
+    assert!(seen.contains("DEBUG"), "{seen}");
+    assert!(!seen.contains("WARN"), "{seen}");
+    assert!(!seen.contains("on_missing_key"), "{seen}");
+
+    let server_error = layer(MissingKey::default());
+    let response = server_error
+        .oneshot(Request::get("/anonymous").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+    let seen = captured.text();
+    assert_eq!(captured.count("WARN"), 1, "{seen}");
+    assert!(seen.contains("on_missing_key"), "{seen}");
 }
