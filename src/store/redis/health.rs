@@ -177,7 +177,7 @@ impl Health {
             if let Some(Some(suppressed)) = began {
                 tracing::warn!(
                     error = %Chain(error),
-                    ?policy,
+                    failure_policy = ?policy,
                     backoff_ms = self.backoff_ms(),
                     similar_outages_not_logged = suppressed,
                     "Redis rate limit store failed again; backing off: checks skip Redis and \
@@ -200,7 +200,7 @@ impl Health {
         if let Some(Some(suppressed)) = began {
             tracing::warn!(
                 error = %Chain(error),
-                ?policy,
+                failure_policy = ?policy,
                 similar_outages_not_logged = suppressed,
                 "Redis rate limit store failed; answering by the failure policy"
             );
@@ -264,7 +264,7 @@ impl Health {
         };
         tracing::warn!(
             error = %Chain(error),
-            ?policy,
+            failure_policy = ?policy,
             failures,
             backoff_ms = self.backoff_ms(),
             similar_backoffs_not_logged = suppressed,
@@ -648,6 +648,34 @@ mod tests {
         assert!(lines.contains("similar_backoffs_not_logged=2"), "{lines}");
         assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
         assert!(lines.contains("failed_calls=5"), "{lines}");
+    }
+
+    #[test]
+    fn outage_lines_name_the_failure_policy_apart_from_the_layer_policies() {
+        let health = Health::new(1, Duration::from_nanos(100));
+        let lines = logged(|| {
+            health.failure(10, false, &error(), FailurePolicy::Deny, health.answered());
+            assert_eq!(health.route(110), Route::Redis { probe: true });
+            health.success(120, true);
+            health.failure(130, false, &error(), FailurePolicy::Deny, health.answered());
+            assert_eq!(health.route(230), Route::Redis { probe: true });
+            health.outage_log.expire();
+            health.success(235, false);
+            health.failure(240, true, &error(), FailurePolicy::Deny, health.answered());
+        });
+        assert!(lines.contains("failed; answering"), "{lines}");
+        assert!(lines.contains("keeps failing"), "{lines}");
+        assert!(lines.contains("failed again"), "{lines}");
+        // Every line of a failure names the failure policy.
+        let failures = lines.matches("error=").count();
+        assert_eq!(failures, 4, "{lines}");
+        assert_eq!(
+            lines.matches("failure_policy=Deny").count(),
+            failures,
+            "{lines}"
+        );
+        // A `policy` field is the name of a layer's policy, in the layer's lines.
+        assert!(!lines.contains(" policy="), "{lines}");
     }
 
     #[test]
