@@ -330,7 +330,7 @@ where
                             policy = limited.policy().name(),
                             tier = &*tier.name,
                             path = req.uri().path(),
-                            retry_after_ms = limited.retry_after().as_millis() as u64,
+                            retry_after_ms = grpc::pushback_millis(limited.retry_after()),
                             similar_rejections_not_logged = suppressed,
                             "rate limited"
                         );
@@ -423,7 +423,7 @@ where
                         path = req.uri().path(),
                         policy = policy.name(),
                         tier = &*tier.name,
-                        retry_after_ms = decision.retry_after().as_millis() as u64,
+                        retry_after_ms = grpc::pushback_millis(decision.retry_after()),
                         similar_requests_not_logged = suppressed,
                         "shadow policy would have limited this request; let through"
                     );

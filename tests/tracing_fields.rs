@@ -247,3 +247,41 @@ async fn a_missing_key_answered_as_the_clients_doing_is_no_warning() {
     assert_eq!(captured.count("WARN"), 1, "{seen}");
     assert!(seen.contains("on_missing_key"), "{seen}");
 }
+
+/// A wait shorter than a millisecond is logged as 1 ms, rounded up as `grpc-retry-pushback-ms`
+/// is: a limited request never reads as one to retry at once.
+#[tokio::test]
+async fn a_wait_below_a_millisecond_is_logged_rounded_up() {
+    let (captured, _guard) = Captured::install(tracing::Level::DEBUG);
+
+    // One cell, back every 500 µs: the second request of an instant waits 500 µs.
+    let quota = Quota::per_second(2_000).allow_burst(1);
+    for policy in [
+        Policy::new("fast", quota),
+        Policy::new("trial", quota).shadow(true),
+    ] {
+        let store = MemoryStore::builder()
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+        let layer = RateLimitLayer::builder()
+            .store(store)
+            .policy(policy)
+            .build()
+            .unwrap();
+        let svc = layer.layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+        for _ in 0..2 {
+            let mut req = Request::get("/").body(()).unwrap();
+            req.extensions_mut()
+                .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+            svc.clone().oneshot(req).await.unwrap();
+        }
+    }
+    let seen = captured.text();
+    assert!(seen.contains("outcome=\"limited\""), "{seen}");
+    assert!(seen.contains("outcome=\"shadow-limited\""), "{seen}");
+    assert!(!seen.contains("retry_after_ms=0"), "{seen}");
+    assert_eq!(captured.count("retry_after_ms=1 "), 2, "{seen}");
+}

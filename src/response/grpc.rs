@@ -120,7 +120,7 @@ const GRPC_STATUS_DETAILS_BIN: HeaderName = HeaderName::from_static("grpc-status
 
 /// The wait in whole milliseconds, rounded up and at least 1: a client that retries after it
 /// is never early, and `0` would mean "retry now".
-fn pushback_millis(wait: Duration) -> u64 {
+pub(crate) fn pushback_millis(wait: Duration) -> u64 {
     let millis = wait.as_millis() + u128::from(!wait.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(millis).unwrap_or(u64::MAX).max(1)
 }
