@@ -184,6 +184,11 @@
 //! with `fallback_allowed` or `fallback_limited` under `Local`, and with `fallback_allowed`
 //! under `Allow`; the others stay at 0.
 //!
+//! How a histogram is exported is the exporter's choice: `metrics-exporter-prometheus` renders
+//! `ratelimit_store_latency_seconds` as a summary (quantiles) unless it is given buckets for it
+//! (`set_buckets_for_metric`), as `examples/policies.rs` does, so that the fleet's latencies
+//! can be aggregated.
+//!
 //! ```
 //! # #[cfg(feature = "metrics")]
 //! # #[tokio::main(flavor = "current_thread")]
