@@ -481,6 +481,14 @@ where
 }
 
 impl<E, St: Store, R, X> Config<E, St, R, X> {
+    /// Each tier's name and policies, for the `Debug` output of the layer and its service.
+    pub(crate) fn debug_tiers(&self) -> Vec<(&str, &[Policy])> {
+        self.tiers
+            .iter()
+            .map(|tier| (&*tier.name, tier.policies()))
+            .collect()
+    }
+
     /// Requests the shadow policy `name` would have limited, over every tier of the layer.
     pub(crate) fn shadow_limited_count(&self, name: &str) -> u64 {
         self.tiers

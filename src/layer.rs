@@ -122,14 +122,8 @@ impl<E, St: Store, R, X> Clone for RateLimitLayer<E, St, R, X> {
 
 impl<E, St: Store, R, X> fmt::Debug for RateLimitLayer<E, St, R, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tiers: Vec<_> = self
-            .config
-            .tiers
-            .iter()
-            .map(|tier| (&*tier.name, tier.policies()))
-            .collect();
         f.debug_struct("RateLimitLayer")
-            .field("tiers", &tiers)
+            .field("tiers", &self.config.debug_tiers())
             .finish_non_exhaustive()
     }
 }

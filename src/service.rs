@@ -115,7 +115,7 @@ impl<S: fmt::Debug, E, St: Store, R, X> fmt::Debug for RateLimit<S, E, St, R, X>
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("policies", &self.config.tiers[0].policies())
+            .field("tiers", &self.config.debug_tiers())
             .finish_non_exhaustive()
     }
 }

@@ -1232,3 +1232,25 @@ fn the_layer_and_service_are_clone_send_sync_static_with_a_send_future() {
         .unwrap();
     fits_axum(&everything);
 }
+
+#[test]
+fn the_service_s_debug_shows_every_tier_as_the_layer_s_does() {
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .tier("pro", [Policy::new("pro", Quota::per_minute(1000))])
+        .select_tier(|req: &Request<String>| req.headers().contains_key("x-pro").then_some("pro"))
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let layer_debug = format!("{layer:?}");
+    let svc_debug = format!("{svc:?}");
+    assert!(layer_debug.contains("\"pro\""), "{layer_debug}");
+    let tiers = |debug: &str| {
+        let start = debug.find("tiers: ").expect("a tiers field");
+        debug[start..].to_owned()
+    };
+    assert!(svc_debug.starts_with("RateLimit { inner: "), "{svc_debug}");
+    assert_eq!(tiers(&svc_debug), tiers(&layer_debug));
+}
