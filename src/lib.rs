@@ -29,7 +29,8 @@
 //! # tonic
 //!
 //! The same layer protects a tonic server. With the `tonic` feature the peer address comes from
-//! tonic's connection info (with or without tonic's own TLS); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the message,
+//! tonic's connection info (with or without tonic's own TLS; for TLS streams the application
+//! accepts itself, see [`PeerIp`]); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the message,
 //! in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
 //!
 //! ```no_run

@@ -8,6 +8,7 @@ mod greeter;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -402,6 +403,106 @@ async fn a_layer_on_one_service_limits_that_service_alone() {
         };
         health.check(check).await.unwrap();
     }
+}
+
+/// Serves the greeter behind `layer` on a loopback port, on TLS streams that `acceptor`
+/// accepts before tonic gets them; returns the port.
+async fn serve_own_tls<E>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    layer: RateLimitLayer<E, MemoryStore<ManualClock>>,
+) -> u16
+where
+    E: KeyExtractor<tonic::body::Body> + Send + Sync + 'static,
+    E::Key: KeyBytes,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let incoming = TcpListenerStream::new(listener).then(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move { acceptor.accept(tcp?).await }
+    });
+    let server = Server::builder()
+        .layer(layer)
+        .add_service(GreeterServer)
+        .serve_with_incoming(incoming);
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    port
+}
+
+/// A server given TLS streams the application accepted itself (`serve_with_incoming`) gets
+/// tonic's `TlsConnectInfo` alone, not the `TcpConnectInfo` that `PeerIp` reads: the warning
+/// says so and what to do, and a key closure reading `TlsConnectInfo` limits each peer.
+#[tokio::test]
+async fn a_tls_stream_of_the_application_s_own_gets_a_warning_naming_tls_connect_info() {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{crypto::ring, ServerConfig};
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    use tonic::transport::{Certificate, ClientTlsConfig};
+
+    let dir = std::env::temp_dir().join(format!("grpc-own-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    common::make_certificates(&dir);
+    let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let mut config = config;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let connect = |port: u16| {
+        let trust = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca))
+            .domain_name("localhost");
+        let endpoint = Channel::from_shared(format!("https://localhost:{port}")).unwrap();
+        async move { endpoint.tls_config(trust).unwrap().connect().await }
+    };
+
+    let (logs, _guard) = common::Captured::install(tracing::Level::WARN);
+    let (layer, _clock) = manual_layer();
+    let mut client = GreeterClient::new(
+        connect(serve_own_tls(acceptor.clone(), layer).await)
+            .await
+            .unwrap(),
+    );
+    let status = client.say_hello(hello("tls")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let log = logs.text();
+    assert!(
+        log.contains("TlsConnectInfo"),
+        "the warning must say what a TLS stream of one's own gives: {log}"
+    );
+
+    let tls_peer = |req: &Request<tonic::body::Body>| {
+        let info = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
+        Some(info.get_ref().remote_addr()?.ip())
+    };
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .key(tls_peer)
+        .store(manual_store().0)
+        .build()
+        .unwrap();
+    let mut client = GreeterClient::new(
+        connect(serve_own_tls(acceptor.clone(), layer).await)
+            .await
+            .unwrap(),
+    );
+    for _ in 0..3 {
+        client.say_hello(hello("tls")).await.unwrap();
+    }
+    let status = client.say_hello(hello("tls")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
 }
 
 /// gRPC on Redis: two real tonic servers, each with a store of its own on one private Redis,

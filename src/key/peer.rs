@@ -11,7 +11,9 @@ use super::KeyExtractor;
 ///   `into_make_service_with_connect_info::<SocketAddr>()` (and axum's `MockConnectInfo` in
 ///   tests) — with the `axum` feature;
 /// - tonic's `TcpConnectInfo` — with the `tonic` feature (a tonic server that terminates TLS
-///   itself sets it too, next to its `TlsConnectInfo`);
+///   itself sets it too, next to its `TlsConnectInfo`; one given TLS streams accepted by the
+///   application, through `serve_with_incoming`, sets `TlsConnectInfo` alone: key such a
+///   server with a closure that reads the peer address from it);
 /// - a plain [`SocketAddr`], for any other server that inserts one.
 ///
 /// IPv6 clients usually own a whole /64, so IPv6 addresses are grouped by their /64 prefix by
@@ -77,7 +79,9 @@ impl<B> KeyExtractor<B> for PeerIp {
 pub(super) const PEER_HINT: &str =
     "no peer address in request extensions: serve the axum router with \
      `into_make_service_with_connect_info::<SocketAddr>()`, serve tonic with the `tonic` feature \
-     of tower-ratelimit enabled, or insert a `SocketAddr` extension before the rate limit layer";
+     of tower-ratelimit enabled (a tonic server given TLS streams accepted by the application \
+     sets only `TlsConnectInfo`, which a key closure can read), or insert a `SocketAddr` \
+     extension before the rate limit layer";
 
 /// The peer address that the server put in the request extensions, if any.
 #[inline]
