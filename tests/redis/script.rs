@@ -493,3 +493,95 @@ async fn a_clock_past_what_doubles_count_exactly_never_admits_more_than_the_burs
         "{admitted} checks of a burst of 1 admitted at one instant"
     );
 }
+
+/// The message of a failed build with its causes.
+fn build_error(error: &tower_ratelimit::ConfigError) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message += &format!(": {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+#[tokio::test]
+async fn build_fails_naming_the_permissions_when_the_user_may_not_run_the_script() {
+    let server = RedisServer::start();
+    let mut admin = server.connection();
+    let url = |user: &str| format!("redis://{user}:pw@127.0.0.1:{}", server.port());
+    let grant = |admin: &mut redis::Connection, user: &str, rules: &[&str]| {
+        let mut acl = redis::cmd("ACL");
+        acl.arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">pw")
+            .arg("-@all");
+        let _: () = acl.arg(rules).query(admin).unwrap();
+    };
+    let everything = [
+        "+evalsha",
+        "+script|load",
+        "+role",
+        "+time",
+        "+mget",
+        "+set",
+        "+psetex",
+    ];
+    let build = |user: &str| {
+        RedisStore::builder()
+            .url(url(user))
+            .on_failure(tower_ratelimit::store::FailurePolicy::Deny)
+            .build()
+    };
+    // Everything the store needs, on its keys: `{` and the prefix.
+    grant(
+        &mut admin,
+        "ok",
+        &[&everything[..], &["~{ratelimit:*"]].concat(),
+    );
+    let store = build("ok").await.unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    // Keys named without the hash tag's brace, then each command the store needs taken away:
+    // every check would fail, so building does.
+    grant(
+        &mut admin,
+        "keys",
+        &[&everything[..], &["~ratelimit:*"]].concat(),
+    );
+    let error = build_error(&build("keys").await.unwrap_err());
+    assert!(error.contains("~{ratelimit:*"), "{error}");
+    for command in ["evalsha", "time", "mget"] {
+        let rules: Vec<&str> = everything
+            .iter()
+            .copied()
+            .filter(|rule| *rule != format!("+{command}"))
+            .chain(["~{ratelimit:*"])
+            .collect();
+        grant(&mut admin, command, &rules);
+        let error = build_error(&build(command).await.unwrap_err());
+        assert!(error.contains("+evalsha"), "{command}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn build_succeeds_while_writes_are_paused() {
+    let server = RedisServer::start();
+    let mut admin = server.connection();
+    // Redis holds scripts while writes are paused, as in a failover.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    let built = RedisStore::builder().url(server.url()).build().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .unwrap();
+    built.unwrap();
+}

@@ -402,11 +402,19 @@ impl RedisStoreBuilder {
     /// Connects, loads the script, and returns the store; or an error naming what is wrong:
     /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap,
     /// failures before a back-off, batch size or calls in flight, an expiry step longer than a
-    /// day, a Redis that cannot be reached or cannot run scripts, or a single server that is a
-    /// replica (which refuses writes). Every check but the last three is made before
+    /// day, a Redis that cannot be reached or will not run the script, or a single server that
+    /// is a replica (which refuses writes). Every check but the last three is made before
     /// connecting. Once connected, Redis must answer the script's load and `ROLE` each within
     /// the [timeout](Self::timeout) or a second, whichever is longer: a Redis that stops
-    /// answering is an error, not a build that never ends.
+    /// answering is an error, not a build that never ends. Then one run of the script (a peek,
+    /// which writes nothing, waited for as long; Redis holds it while writes are paused) fails
+    /// the build if Redis refuses it: when a command the script uses is renamed, or when
+    /// an ACL keeps the user from `EVALSHA`, `TIME` (unless the store has a
+    /// [clock](Self::clock)), `MGET` or the store's keys: checks also write with `PSETEX` (and
+    /// `SET` with an [expiry step](Self::expiry_step)), and `ROLE` tells a replica, so a user
+    /// of its own needs `+evalsha +script|load +time +mget +psetex +set +role ~{ratelimit:*`
+    /// for the default prefix (the keys begin with the hash tag's `{`), and `+select` for a
+    /// database other than 0.
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.contains(['{', '}']) {
             return Err(ConfigError::new(format!(
@@ -483,6 +491,31 @@ impl RedisStoreBuilder {
             )));
         }
         let clock_time = self.clock.is_some();
+        // A user that may load the script but not run it on its keys (an ACL without EVALSHA,
+        // the commands the script reads with, or the prefix's keys), or a command renamed,
+        // would fail every check: one peek, which writes nothing, fails the build instead.
+        // Redis runs scripts as writes: one that does not answer in time (its writes paused
+        // by `CLIENT PAUSE WRITE`, as in a failover) leaves the build to the answers above.
+        let mut key_head = b"{".to_vec();
+        key_head.extend_from_slice(self.prefix.as_bytes());
+        key_head.push(b':');
+        let peek = build_peek(&script, &key_head, clock_time);
+        match tokio::time::timeout(answer_within, connection.invoke(&peek, &script)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(ConfigError::with_source(
+                    format!(
+                        "Redis at {name} refused to run the rate limit script: check that no \
+                         command it uses is renamed and, with ACLs, that the user may run them \
+                         on the store's keys (`+evalsha +script|load +time +mget +psetex +set \
+                         +role ~{{{prefix}:*`)",
+                        prefix = self.prefix
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => {}
+        }
         // In clock mode the TATs are not on Redis's clock, which runs the expiries: no step.
         let expiry_step_us = match clock_time {
             true => 1,
@@ -501,9 +534,6 @@ impl RedisStoreBuilder {
         #[cfg(feature = "metrics")]
         let fallback = fallback.uncounted();
         let fallback = fallback.build()?;
-        let mut key_head = b"{".to_vec();
-        key_head.extend_from_slice(self.prefix.as_bytes());
-        key_head.push(b':');
         // A script call may only touch keys of one cluster slot: a lane per slot there.
         let lanes = (self.max_batch > 1).then(|| match connection {
             Connection::Cluster(_) => Lanes::new(self.max_batch, SLOTS),
@@ -530,6 +560,24 @@ impl RedisStoreBuilder {
             }),
         })
     }
+}
+
+/// The script's peek, at cost 0, of a Redis key no check uses (`sha256:` followed by other than
+/// a digest is no limited key's bytes), in the store's time mode: it runs what every check
+/// runs but the writes.
+fn build_peek(script: &Script, key_head: &[u8], clock_time: bool) -> redis::Cmd {
+    let key = [key_head, b"sha256:build}:peek"].concat();
+    let mut peek = redis::cmd("EVALSHA");
+    peek.arg(script.get_hash()).arg(1).arg(key);
+    // No least expiry, the time mode, no expiry step, one stack of one policy (1 µs, burst 1,
+    // enforced), and one run of one check at cost 0 (at time 0 when checks carry theirs).
+    peek.arg(0).arg(u8::from(clock_time)).arg(1).arg(1);
+    peek.arg(1).arg(1).arg(1).arg(0);
+    peek.arg(1).arg(1).arg(0);
+    if clock_time {
+        peek.arg(0);
+    }
+    peek
 }
 
 #[cfg(test)]
