@@ -3,7 +3,12 @@
 //! A policy is a name and a [`Quota`]. A budget is (store, policy name, key): two policies never
 //! share state, and two layers that name the same policy on the same store share one budget on
 //! purpose. Naming one policy with two different quotas on one store is a
-//! [`ConfigError`] when the second layer is built.
+//! [`ConfigError`] when the second layer is built. That check covers one store and its clones:
+//! `RedisStore`s of other processes (or other applications) with the same Redis and prefix
+//! share each name's keys whatever quota they give it, and each decides the shared state by
+//! its own quota (a check under `1/s` spends a second of a `10/s` budget). Give a name one
+//! quota everywhere, and a new name to a changed quota that must not mix with the old one
+//! while a fleet is being switched.
 //!
 //! A layer checks each request against a **stack** of policies, all-or-nothing: the request is
 //! admitted only if every enforced policy admits it, and a request that an enforced policy

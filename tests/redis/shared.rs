@@ -147,3 +147,32 @@ async fn two_axum_servers_on_one_redis_share_one_budget() {
         assert!((1..=15).contains(&secs), "retry-after {secs}");
     }
 }
+
+#[tokio::test]
+async fn stores_sharing_a_prefix_decide_one_policy_name_each_by_its_own_quota() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix("quotas");
+    let clock = clock_at_unix_time();
+    let store = || {
+        strict_store("quotas")
+            .url(server.url())
+            .prefix(prefix.clone())
+            .clock(clock.clone())
+            .deny_cache(false)
+            .build()
+    };
+    let (fast, slow) = (store().await.unwrap(), store().await.unwrap());
+    // Neither store knows the other's quota: both register the name.
+    let fast_stack = fast
+        .register(&[Policy::new("api", Quota::per_second(10))])
+        .unwrap();
+    let slow_stack = slow
+        .register(&[Policy::new("api", Quota::per_second(1))])
+        .unwrap();
+    // One TAT: the slow quota's one cell moves it a second ahead, past what the fast quota's
+    // burst of 10 (a second's worth) tolerates.
+    assert!(slow.check(&slow_stack, b"k", 1).await.unwrap().is_allowed());
+    let fast_check = fast.check(&fast_stack, b"k", 1).await.unwrap();
+    assert!(!fast_check.is_allowed());
+    assert_eq!(fast_check.retry_after(), Duration::from_millis(100));
+}

@@ -208,7 +208,9 @@ impl RedisStoreBuilder {
 
     /// The first part of every Redis key (default `ratelimit`): keys are
     /// `{<prefix>:<key bytes>}:<policy>`. Stores with the same prefix on the same Redis share
-    /// budgets. The prefix may not contain `{` or `}`. Keep one store's prefix from beginning
+    /// budgets: each decides a policy's keys by the quota it gives that name, unchecked against
+    /// the others' (see [`policy`](crate::policy)), so they must agree on each name's quota.
+    /// The prefix may not contain `{` or `}`. Keep one store's prefix from beginning
     /// with another's followed by `:` (`api` and `api:v2`): the two would share the budgets of
     /// some keys (`v2:alice` under `api` is `alice` under `api:v2`).
     ///
