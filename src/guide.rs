@@ -67,6 +67,14 @@
 //! that policy is full again: a flood of new clients costs Redis their request rate × the
 //! policy's time to refill one request × those bytes.
 //!
+//! Give Redis the memory for them. Under `maxmemory`, a full Redis with `noeviction` refuses
+//! the writes of admitted checks (`OOM`): those calls fail and the failure policy answers
+//! them, while denials, which write nothing, still come from Redis. Any other eviction policy
+//! may evict these keys to make room (`volatile-*` as well as `allkeys-*`: every one has an
+//! expiry), and an evicted key starts again with a full burst; the deny cache keeps denying
+//! it only for the wait it last saw. A Redis shared with a cache that evicts should be sized so
+//! that it never has to.
+//!
 //! Past one primary, a **Redis Cluster** spreads keys over its primaries by hash slot: every
 //! policy of one key shares a slot (`{prefix:key}`), so a stack is still one call, and the
 //! capacity grows with the number of primaries as long as no single key is hot enough to

@@ -1086,3 +1086,30 @@ async fn a_full_local_fallback_names_the_setting_that_raises_its_cap() {
     assert_eq!(log.count("full of keys"), 1, "{}", log.text());
     assert_eq!(log.count("max_local_keys"), 1, "{}", log.text());
 }
+
+#[tokio::test]
+async fn a_redis_out_of_memory_without_eviction_fails_admitted_checks_and_still_denies() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let store = strict_store("oom")
+        .url(server.url())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(1))])
+        .unwrap();
+    assert!(store.check(&stack, b"spent", 1).await.unwrap().is_allowed());
+    // Far below what Redis already uses: every write is refused.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query(&mut server.connection())
+        .unwrap();
+    let denied = store.check(&stack, b"spent", 1).await.unwrap();
+    assert!(!denied.is_allowed());
+    let fresh = store.check(&stack, b"fresh", 1).await.unwrap_err();
+    let cause = std::error::Error::source(&fresh).unwrap().to_string();
+    assert!(cause.contains("OOM"), "{cause}");
+}
