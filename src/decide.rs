@@ -441,23 +441,21 @@ where
                 tracing::trace!(outcome = "missing-key", path = req.uri().path());
                 Verdict::Allow(None)
             }
-            // A server error says the server is set up wrong: a warning with what to fix. Any
-            // other answer (401, a redirect to a login page) is the client's doing: a rejection.
-            MissingKey::Reject(status) if status.is_server_error() => {
-                if let Some(suppressed) = self.logs.missing_key.admit() {
-                    tracing::warn!(
-                        outcome = "missing-key",
-                        path = req.uri().path(),
-                        status = status.as_u16(),
-                        similar_requests_not_logged = suppressed,
-                        "request rejected because it has no rate-limit key: {hint}"
-                    );
-                }
-                let rejected = MissingKeyRejected::new(status, self.grpc(req));
-                Verdict::Respond(self.rejection.make_missing_key(&rejected))
-            }
             MissingKey::Reject(status) => {
-                if tracing::enabled!(tracing::Level::DEBUG) {
+                // A server error says the server is set up wrong: a warning with what to fix.
+                // Any other answer (401, a redirect to a login page) is the client's doing: a
+                // rejection.
+                if status.is_server_error() {
+                    if let Some(suppressed) = self.logs.missing_key.admit() {
+                        tracing::warn!(
+                            outcome = "missing-key",
+                            path = req.uri().path(),
+                            status = status.as_u16(),
+                            similar_requests_not_logged = suppressed,
+                            "request rejected because it has no rate-limit key: {hint}"
+                        );
+                    }
+                } else if tracing::enabled!(tracing::Level::DEBUG) {
                     if let Some(suppressed) = self.logs.rejection.admit() {
                         tracing::debug!(
                             outcome = "missing-key",
