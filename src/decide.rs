@@ -266,8 +266,9 @@ where
             return 0;
         };
         let name = name.as_ref();
-        match self.tiers[1..].iter().position(|tier| *tier.name == *name) {
-            Some(i) => i + 1,
+        // The default tier is first, under its name: a selector may name it too.
+        match self.tiers.iter().position(|tier| *tier.name == *name) {
+            Some(i) => i,
             None => {
                 if let Some(suppressed) = self.logs.unknown_tier.admit() {
                     tracing::warn!(

@@ -257,8 +257,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
 
     /// Chooses each request's tier: a closure `Fn(&Request<B>) -> Option<N>` that names one of
     /// the [tiers](RateLimitLayerBuilder::tier), the name being a `&'static str` or any owned
-    /// `AsRef<str>` (see [`SelectTier`](crate::SelectTier)); `None` (or an unknown name, which
-    /// is logged) means the default tier.
+    /// `AsRef<str>` (see [`SelectTier`](crate::SelectTier)); `None`, `"default"` (the default
+    /// tier's name) or an unknown name (which is logged) means the default tier.
     ///
     /// ```
     /// use http::{Request, Response, StatusCode};

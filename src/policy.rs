@@ -350,7 +350,8 @@ where
 /// `&'static str` or any owned `AsRef<str>` (an `Arc<str>` or `String` for names read from a
 /// configuration; a name cannot borrow from the request), or [`DefaultTier`].
 ///
-/// `None`, or a name the layer has no tier for, means the default tier.
+/// `None`, `"default"` (the name of the tier of `.quota` and `.policy`), or a name the layer has
+/// no tier for (which is logged), means the default tier.
 ///
 /// ```
 /// use std::sync::Arc;

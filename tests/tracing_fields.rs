@@ -285,3 +285,41 @@ async fn a_wait_below_a_millisecond_is_logged_rounded_up() {
     assert!(!seen.contains("retry_after_ms=0"), "{seen}");
     assert_eq!(captured.count("retry_after_ms=1 "), 2, "{seen}");
 }
+
+/// `default` is the name of the tier of `.quota` and `.policy`: a selector that names it (a
+/// plan read from a configuration, say) gets that tier without a warning; a name the layer does
+/// not have still gets the default tier with one.
+#[tokio::test]
+async fn a_selector_naming_the_default_tier_gets_it_without_a_warning() {
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
+
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(1)))
+        .tier("pro", [Policy::new("pro", Quota::per_minute(100))])
+        .select_tier(|req: &Request<()>| {
+            let tier = req.headers().get("x-tier")?.to_str().ok()?;
+            Some(tier.to_owned())
+        })
+        .headers_on_success(true)
+        .build()
+        .unwrap();
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let request = |tier: &str| {
+        let mut req = Request::get("/").header("x-tier", tier).body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        req
+    };
+    let response = svc.clone().oneshot(request("default")).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.headers()["ratelimit-policy"], r#""free";q=1;w=60"#);
+    let seen = captured.text();
+    assert!(!seen.contains("WARN"), "{seen}");
+
+    let response = svc.clone().oneshot(request("gold")).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["ratelimit-policy"], r#""free";q=1;w=60"#);
+    assert_eq!(captured.count("tier=\"gold\""), 1, "{}", captured.text());
+}
