@@ -38,8 +38,9 @@ use crate::{ConfigError, Decisions, KeyBuf, KeyBytes, KeyExtractor, Policy, Stor
 #[non_exhaustive]
 pub enum MissingKey {
     /// Answer with this status, an error (4xx, 5xx) or a redirect (3xx; for gRPC requests, the
-    /// gRPC status that means the same; 1xx and 2xx are refused when the layer is built), and
-    /// do not call the inner service; [`MakeRejection::make_missing_key`] makes the answer. The
+    /// gRPC status that means the same), and do not call the inner service;
+    /// [`MakeRejection::make_missing_key`] makes the answer. Any other status (1xx, 2xx, or 600
+    /// and above) is refused when the layer is built. The
     /// default is `Reject(500 Internal Server Error)`: a missing peer address means the server
     /// is set up wrong, and failing loudly beats not limiting at all.
     Reject(StatusCode),

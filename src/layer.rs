@@ -629,7 +629,7 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// in a header or is used twice in a stack, a tier without a policy, named twice or named
     /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
     /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), a
-    /// missing-key status of 1xx or 2xx, or a policy the store refuses (a name registered
+    /// missing-key status that is not 3xx, 4xx or 5xx, or a policy the store refuses (a name registered
     /// before with another quota).
     ///
     /// ```
@@ -673,12 +673,19 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         stacks.push((DEFAULT_TIER.to_owned(), settings.policies));
         stacks.extend(settings.tiers);
         if let MissingKey::Reject(status) = settings.missing_key {
-            if status.is_informational() || status.is_success() {
+            let why = if status.is_informational() || status.is_success() {
+                "would tell the client it was served"
+            } else if status.as_u16() >= 600 {
+                "is in no class of HTTP status (1xx to 5xx)"
+            } else {
+                ""
+            };
+            if !why.is_empty() {
                 return Err(ConfigError::new(format!(
-                    "RateLimitLayer rejects requests without a key with {status}, which would \
-                     tell the client it was served: use an error status, 4xx or 5xx (such as \
-                     401), a redirect (3xx, with a `make_missing_key` that sets its Location), or \
-                     `MissingKey::Allow` to let them through unlimited"
+                    "RateLimitLayer rejects requests without a key with {status}, which {why}: \
+                     use an error status, 4xx or 5xx (such as 401), a redirect (3xx, with a \
+                     `make_missing_key` that sets its Location), or `MissingKey::Allow` to let \
+                     them through unlimited"
                 )));
             }
         }

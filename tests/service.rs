@@ -481,6 +481,30 @@ fn a_missing_key_status_that_says_served_is_a_build_error() {
     }
 }
 
+/// `http::StatusCode` holds any three digits; HTTP's classes end at 5xx, so a client cannot
+/// tell what a 6xx to 9xx answer means.
+#[test]
+fn a_missing_key_status_in_no_http_class_is_a_build_error() {
+    for code in [600, 700, 999] {
+        let status = StatusCode::from_u16(code).unwrap();
+        let err = RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .key(Header::new("x-api-key"))
+            .on_missing_key(MissingKey::Reject(status))
+            .build()
+            .expect_err("a status in no HTTP class was accepted");
+        let message = err.to_string();
+        assert!(message.contains(status.as_str()), "{message}");
+        assert!(message.contains("no class of HTTP status"), "{message}");
+        assert!(message.contains("4xx or 5xx"), "{message}");
+    }
+    assert!(RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .on_missing_key(MissingKey::Reject(StatusCode::from_u16(599).unwrap()))
+        .build()
+        .is_ok());
+}
+
 #[tokio::test]
 async fn for_grpc_answers_resource_exhausted_over_http_200() {
     let (inner, calls) = counting_ok();
