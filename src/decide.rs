@@ -40,7 +40,8 @@ pub enum MissingKey {
     /// Answer with this status, an error (4xx, 5xx) or a redirect (3xx; for gRPC requests, the
     /// gRPC status that means the same), and do not call the inner service;
     /// [`MakeRejection::make_missing_key`] makes the answer. Any other status (1xx, 2xx, or 600
-    /// and above) is refused when the layer is built. The
+    /// and above) is refused when the layer is built. A dry run (a layer whose every policy is
+    /// in [shadow mode](crate::Policy::shadow)) rejects nothing: it serves the request. The
     /// default is `Reject(500 Internal Server Error)`: a missing peer address means the server
     /// is set up wrong, and failing loudly beats not limiting at all.
     Reject(StatusCode),
@@ -64,6 +65,8 @@ pub(crate) struct Config<E, St: Store, R, X> {
     pub(crate) tiers: Box<[Tier<St::Stack>]>,
     pub(crate) headers_on_success: bool,
     pub(crate) missing_key: MissingKey,
+    /// Whether every policy of every tier is in shadow mode: the layer then rejects nothing.
+    pub(crate) dry_run: bool,
     pub(crate) grpc_always: bool,
     pub(crate) logs: Logs,
     #[cfg(feature = "metrics")]
@@ -441,6 +444,23 @@ where
         match self.missing_key {
             MissingKey::Allow => {
                 tracing::trace!(outcome = "missing-key", path = req.uri().path());
+                Verdict::Allow(None)
+            }
+            // A dry run limits nothing: it serves what it cannot key, as it serves what its
+            // store could not decide. A server error still means a server set up wrong.
+            MissingKey::Reject(status) if self.dry_run => {
+                if !status.is_server_error() {
+                    tracing::trace!(outcome = "missing-key", path = req.uri().path());
+                } else if let Some(suppressed) = self.logs.missing_key.admit() {
+                    tracing::warn!(
+                        outcome = "missing-key",
+                        path = req.uri().path(),
+                        status = status.as_u16(),
+                        similar_requests_not_logged = suppressed,
+                        "request has no rate-limit key; it is served, as every policy of the \
+                         layer is in shadow mode: {hint}"
+                    );
+                }
                 Verdict::Allow(None)
             }
             MissingKey::Reject(status) => {

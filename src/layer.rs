@@ -520,7 +520,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// What to do with requests that have no key (default: [`MissingKey::Reject`] with 500,
     /// and a warning that says what to fix; a 4xx or 3xx answer is the client's doing, logged at
     /// `debug` as the other rejections are). The rejection's
-    /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer.
+    /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer. A dry run,
+    /// whose every policy is in [shadow mode](crate::Policy::shadow), rejects nothing: it serves
+    /// such requests (with the warning, for a 5xx status).
     ///
     /// ```
     /// use http::{Request, Response, StatusCode};
@@ -753,6 +755,8 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                 store: self.store,
                 rejection: self.rejection,
                 rules: self.rules,
+                // Only an enforced policy has a smallest burst.
+                dry_run: tiers.iter().all(|tier| tier.tightest.is_none()),
                 tiers: tiers.into(),
                 headers_on_success: settings.headers_on_success,
                 missing_key: settings.missing_key,

@@ -915,3 +915,51 @@ async fn the_readme_s_limited_response_is_the_one_a_stack_answers() {
         r#""per-second";r=0;t=1, "per-hour";r=990;t=36"#
     );
 }
+
+/// A dry run (every policy in shadow mode) limits nothing, so a request it cannot key (here an
+/// app served without connect info) is served, as a store failure under it is; a layer with an
+/// enforced policy still answers it as `on_missing_key` says.
+#[tokio::test]
+async fn a_dry_run_serves_a_request_without_a_key() {
+    let (store, _clock) = manual_store();
+    let dry_run = RateLimitLayer::builder()
+        .policy(Policy::new("trial", Quota::per_minute(1)).shadow(true))
+        .policy(Policy::new("trial-hourly", Quota::per_hour(10)).shadow(true))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let enforced = RateLimitLayer::builder()
+        .policy(Policy::new("enforced", Quota::per_minute(1)))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/dry", get(|| async { "ok" }).layer(dry_run.clone()))
+        .route("/enforced", get(|| async { "ok" }).layer(enforced));
+    let keyless = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+
+    for _ in 0..3 {
+        let response = send(&app, keyless("/dry")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(text(response).await, "ok");
+    }
+    assert_eq!(dry_run.shadow_limited("trial"), 0, "nothing was checked");
+    assert_eq!(store.len(), 0);
+    assert_eq!(
+        send(&app, keyless("/enforced")).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    // A status of the client's doing is not a reason to reject in a dry run either.
+    let api = RateLimitLayer::builder()
+        .policy(Policy::new("api-trial", Quota::per_minute(1)).shadow(true))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(tower_ratelimit::MissingKey::Reject(
+            StatusCode::UNAUTHORIZED,
+        ))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(api);
+    assert_eq!(send(&app, keyless("/")).await.status(), StatusCode::OK);
+}
