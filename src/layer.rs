@@ -627,7 +627,8 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
 }
 
 impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
-    /// The layer, or an error naming what cannot work: no policy, a policy name that cannot go
+    /// The layer, or an error naming what cannot work: no policy (for the default tier too,
+    /// with other tiers, since requests in no tier get it), a policy name that cannot go
     /// in a header or is used twice in a stack, a tier without a policy, named twice or named
     /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
     /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), a
@@ -690,6 +691,14 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                      them through unlimited"
                 )));
             }
+        }
+        if stacks[0].1.is_empty() && stacks.len() > 1 {
+            let names: Vec<&str> = stacks[1..].iter().map(|(name, _)| &name[..]).collect();
+            return Err(ConfigError::new(format!(
+                "RateLimitLayer has tiers {names:?} but no policy for the default tier, which a \
+                 request gets when the tier selector names no tier of the layer: call \
+                 `.policy(Policy::new(name, quota))` (or `.quota(..)`) for it"
+            )));
         }
         if stacks[0].1.is_empty() {
             return Err(ConfigError::new(

@@ -208,6 +208,23 @@ fn tiers_without_a_tier_selector_are_a_build_error() {
         .is_ok());
 }
 
+/// A layer of tiers alone has policies, but none for the requests that its selector puts in no
+/// tier: the error says which tier lacks them, rather than that the layer has none.
+#[test]
+fn tiers_without_a_default_stack_are_a_build_error_naming_the_default_tier() {
+    let err = RateLimitLayer::builder()
+        .tier("free", [Policy::new("free", Quota::per_minute(10))])
+        .tier("pro", [Policy::new("pro", Quota::per_minute(100))])
+        .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+        .build()
+        .expect_err("a layer without a default stack was accepted");
+    let message = err.to_string();
+    assert!(message.contains("default tier"), "{message}");
+    assert!(message.contains("[\"free\", \"pro\"]"), "{message}");
+    assert!(message.contains(".policy("), "{message}");
+    assert!(!message.contains("has no policy"), "{message}");
+}
+
 /// One name with one quota in two tiers of one layer is one budget, as across layers.
 #[tokio::test]
 async fn two_tiers_naming_one_policy_share_its_budget() {
