@@ -102,6 +102,11 @@ impl Policy {
     /// Shadow (dry-run) mode: the policy decides and takes cells as usual, and what it would
     /// have limited is logged and counted, but it never rejects a request.
     ///
+    /// The cells it takes are its budget's, which is (store, name, key) whether or not the
+    /// policy is a shadow: a shadow policy that names an enforced one on the same store (same
+    /// name, same quota) spends that policy's cells, and its traffic can get the enforced
+    /// layer's requests limited. Give a trial a name of its own.
+    ///
     /// ```
     /// # use std::convert::Infallible;
     /// use http::{Request, Response, StatusCode};
