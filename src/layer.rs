@@ -632,8 +632,8 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// in a header or is used twice in a stack, a tier without a policy, named twice or named
     /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
     /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), a
-    /// missing-key status that is not 3xx, 4xx or 5xx, or a policy the store refuses (a name registered
-    /// before with another quota).
+    /// missing-key status that is not 3xx, 4xx or 5xx, or a policy the store refuses (a name
+    /// registered before with another quota).
     ///
     /// ```
     /// use http::{Request, StatusCode};

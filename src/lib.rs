@@ -30,8 +30,8 @@
 //!
 //! The same layer protects a tonic server. With the `tonic` feature the peer address comes from
 //! tonic's connection info (with or without tonic's own TLS; for TLS streams the application
-//! accepts itself, see [`PeerIp`]); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the message,
-//! in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
+//! accepts itself, see [`PeerIp`]); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the
+//! message, in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
 //!
 //! ```no_run
 //! use tonic::transport::Server;
