@@ -509,6 +509,27 @@ mod tests {
     }
 
     #[test]
+    fn keys_written_in_parts_are_whole_on_either_side_of_the_inline_limit() {
+        let whole: Vec<u8> = (0..150).collect();
+        for split in 0..=whole.len() {
+            let mut out = KeyBuf::new();
+            out.extend(&whole[..split]);
+            out.extend(&whole[split..]);
+            assert_eq!(out.as_bytes(), whole.as_slice(), "split at {split}");
+            assert_eq!(out.len(), whole.len());
+        }
+        // An address after a part that leaves it no room inline is written as it reads.
+        for before in 0..=INLINE + 8 {
+            let name = "k".repeat(before);
+            let ip: IpAddr = "192.0.2.17".parse().unwrap();
+            let mut out = KeyBuf::new();
+            out.extend(name.as_bytes());
+            ip.write_key(&mut out);
+            assert_eq!(out.as_bytes(), format!("{name}192.0.2.17").as_bytes());
+        }
+    }
+
+    #[test]
     fn long_keys_spill_to_the_heap_intact() {
         let long = "k".repeat(1000);
         assert_eq!(bytes(&long), long.as_bytes());

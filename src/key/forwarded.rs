@@ -498,6 +498,47 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_node_followed_by_anything_ends_the_walk() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap().rfc7239();
+        for value in [
+            &b"for=\"203.0.113.5\"x"[..],
+            b"for=\"203.0.113.5\"\"\"",
+            b"for=\"[2001:db8::1]\":80",
+            b"for=1.2.3.4, for=\"203.0.113.5\"junk",
+        ] {
+            assert_eq!(
+                key(&ex, "10.0.0.1:80", &[("forwarded", value)]),
+                "10.0.0.1",
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        let quoted: &[u8] = b"for=\"203.0.113.5\"";
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("forwarded", quoted)]),
+            "203.0.113.5"
+        );
+    }
+
+    #[test]
+    fn a_network_of_prefix_length_zero_holds_its_whole_family() {
+        let every_v6: IpNet = "::/0".parse().unwrap();
+        assert!(every_v6.contains("2001:db8::1".parse().unwrap()));
+        assert!(every_v6.contains("fe80::1".parse().unwrap()));
+        assert!(!every_v6.contains("192.0.2.1".parse().unwrap()));
+        let every_v4: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(every_v4.contains("198.51.100.200".parse().unwrap()));
+        assert!(!every_v4.contains("2001:db8::1".parse().unwrap()));
+        // Trusting every IPv6 address walks past each IPv6 hop to the first IPv4 one.
+        let ex = ForwardedIp::new(["::/0"]).unwrap();
+        let hops: &[u8] = b"192.0.2.44, 2001:db8::7";
+        assert_eq!(
+            key(&ex, "[2001:db8::1]:443", &[("x-forwarded-for", hops)]),
+            "192.0.2.44"
+        );
+    }
+
+    #[test]
     fn an_ipv4_mapped_network_is_its_ipv4_network() {
         let net: IpNet = "::ffff:10.0.0.0/104".parse().unwrap();
         assert_eq!(net, "10.0.0.0/8".parse().unwrap());
