@@ -323,5 +323,12 @@ mod tests {
         assert_eq!(code_for(StatusCode::BAD_REQUEST), GRPC_INVALID_ARGUMENT);
         assert_eq!(code_for(StatusCode::INTERNAL_SERVER_ERROR), GRPC_INTERNAL);
         assert_eq!(code_for(StatusCode::IM_A_TEAPOT), GRPC_FAILED_PRECONDITION);
+        assert_eq!(code_for(StatusCode::NOT_FOUND), GRPC_NOT_FOUND);
+        assert_eq!(
+            code_for(StatusCode::TOO_MANY_REQUESTS),
+            GRPC_RESOURCE_EXHAUSTED
+        );
+        assert_eq!(code_for(StatusCode::SERVICE_UNAVAILABLE), GRPC_UNAVAILABLE);
+        assert_eq!(code_for(StatusCode::BAD_GATEWAY), GRPC_INTERNAL);
     }
 }

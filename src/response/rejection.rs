@@ -704,6 +704,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stack_longer_than_the_remembered_numbers_shows_its_last_policy_each_time() {
+        let policies: Arc<[Policy]> = (0..4)
+            .map(|i| Policy::new(format!("p{i}"), Quota::per_hour(10)))
+            .collect();
+        let stack = Arc::new(StackHeaders::new(policies));
+        let denied = Decision::denied(10, 0, Duration::from_secs(60), Duration::from_secs(3600));
+        // The wait and the first three policies' numbers repeat; the fourth one's change.
+        for remaining in [9, 9, 8, 8, 7, 9] {
+            let last = Decision::allowed(10, remaining, Duration::from_secs(360));
+            let limited = RateLimited::new(
+                Decisions::new(false, [denied, denied, denied, last]),
+                None,
+                Arc::clone(&stack),
+            );
+            let response = DefaultRejection.make_rejection(&limited);
+            let ratelimit = response.headers()[super::super::RATELIMIT]
+                .to_str()
+                .unwrap();
+            assert!(
+                ratelimit.ends_with(&format!("\"p3\";r={remaining};t=360")),
+                "{ratelimit}"
+            );
+        }
+    }
+
+    #[test]
     fn a_cost_too_large_is_413_without_retry_after() {
         let too_large = CostTooLarge::new(Policy::new("search", Quota::per_second(10)), 12, None);
         let response = cost_too_large(&too_large);
