@@ -566,6 +566,46 @@ fn a_refused_registration_registers_nothing() {
     );
 }
 
+#[test]
+fn a_layer_whose_tiers_give_one_name_two_quotas_is_refused_and_registers_nothing() {
+    let (store, _) = store(100);
+    let refused = RateLimitLayer::builder()
+        .policy(Policy::new("api", Quota::per_minute(10)))
+        .tier("pro", [Policy::new("api", Quota::per_minute(100))])
+        .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+        .store(store.clone())
+        .build();
+    assert!(refused.is_err());
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("api", Quota::per_minute(100)))
+        .store(store.clone())
+        .build();
+    assert!(
+        layer.is_ok(),
+        "the refused layer left \"api\" registered with its default tier's quota"
+    );
+}
+
+#[test]
+fn a_lone_shadow_policy_admits_what_it_would_deny_once_the_key_is_known() {
+    let (store, clock) = store(100);
+    let stack = store
+        .register(&[Policy::new("trial", Quota::per_minute(1)).shadow(true)])
+        .unwrap();
+    // The first check inserts the key; the next ones decide on the key as it is.
+    let first = store.check_now(&stack, b"client", 1);
+    assert!(first.is_allowed() && !first.any_denied());
+    for _ in 0..3 {
+        let over = store.check_now(&stack, b"client", 1);
+        assert!(over.is_allowed(), "a shadow policy denied a request");
+        assert!(over.any_denied());
+        assert_eq!(over.retry_after(), Duration::ZERO);
+        assert_eq!(over.as_slice()[0].retry_after(), Duration::from_secs(60));
+    }
+    clock.advance(Duration::from_secs(60));
+    assert!(!store.check_now(&stack, b"client", 1).any_denied());
+}
+
 /// With the `metrics` feature, `ratelimit_memory_keys` is the sum of the stores' `len`: moved by
 /// inserts, by the sweeps that inserts run and by `sweep`, never by the overflow key, and left
 /// by a dropped store.
