@@ -663,6 +663,24 @@ mod tests {
     }
 
     #[test]
+    fn display_states_the_burst_only_where_it_differs_from_the_rate() {
+        assert_eq!(Quota::per_second(100).to_string(), "100/s");
+        assert_eq!(
+            Quota::per_minute(10).allow_burst(20).to_string(),
+            "10/min; burst=20"
+        );
+        assert_eq!(Quota::per_hour(7).to_string(), "7/h");
+        assert_eq!(
+            Quota::with_period(Duration::from_millis(250)).to_string(),
+            "4/s; burst=1"
+        );
+        assert_eq!(
+            Quota::with_period(Duration::from_millis(7)).to_string(),
+            "1 per 7ms; burst=1"
+        );
+    }
+
+    #[test]
     fn errors_quote_the_string_they_parsed() {
         let err = "0/s".parse::<Quota>().unwrap_err();
         assert_eq!(
