@@ -14,8 +14,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_ratelimit::{
-    AllowIps, CostTooLarge, Header, ManualClock, MemoryStore, Policy, Quota, RateLimitLayer,
-    RateLimited,
+    AllowIps, CostTooLarge, Header, ManualClock, MemoryStore, MissingKey, Policy, Quota,
+    RateLimitLayer, RateLimited,
 };
 
 mod common;
@@ -737,6 +737,30 @@ async fn a_bypass_predicate_lets_health_checks_through_untracked() {
         StatusCode::OK,
         "a limited client's health checks are still bypassed"
     );
+}
+
+#[tokio::test]
+async fn a_bypassed_request_is_let_through_without_a_key() {
+    let (store, _clock) = manual_store();
+    let limit = RateLimitLayer::builder()
+        .policy(Policy::new("api", Quota::per_hour(1)))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .bypass(|req: &Request| req.uri().path() == "/health")
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/health", get(|| async { "up" }))
+        .layer(limit);
+
+    // A load balancer's health check carries no API key: the bypass comes before the key.
+    let health = Request::get("/health").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, health).await.status(), StatusCode::OK);
+    let keyless = Request::get("/").body(Body::empty()).unwrap();
+    assert_eq!(send(&app, keyless).await.status(), StatusCode::UNAUTHORIZED);
+    assert!(store.is_empty());
 }
 
 #[tokio::test]
