@@ -565,6 +565,19 @@ async fn build_fails_naming_the_permissions_when_the_user_may_not_run_the_script
         let error = build_error(&build(command).await.unwrap_err());
         assert!(error.contains("+evalsha"), "{command}: {error}");
     }
+    // The peek writes nothing: a user that may not write builds, and its admitted checks fail.
+    let rules: Vec<&str> = everything
+        .iter()
+        .copied()
+        .filter(|rule| *rule != "+psetex")
+        .chain(["~{ratelimit:*"])
+        .collect();
+    grant(&mut admin, "no-writes", &rules);
+    let store = build("no-writes").await.unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1))])
+        .unwrap();
+    assert!(store.check(&stack, b"fresh", 1).await.is_err());
 }
 
 #[tokio::test]
