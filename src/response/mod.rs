@@ -16,8 +16,9 @@
 //! A request without a key, on a layer that rejects such requests
 //! ([`MissingKey::Reject`](crate::MissingKey::Reject)), gets the status the layer is set to
 //! answer with and a short `text/plain` body (gRPC: the code that means the same, such as
-//! `UNAUTHENTICATED` for `401`); see [`MissingKeyRejected`]. A request that the store could not
-//! decide gets `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
+//! `UNAUTHENTICATED` for `401`; see [`MissingKeyRejected`]), unless every policy of the layer
+//! is in shadow mode: such a dry run serves it. A request that the store could not decide
+//! gets `503 Service Unavailable` with `Retry-After: 1` (gRPC: `UNAVAILABLE` with
 //! `grpc-retry-pushback-ms: 1000`; see [`StoreFailed`]), unless every policy of its stack is in
 //! shadow mode: it is then served.
 //!

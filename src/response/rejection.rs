@@ -383,7 +383,8 @@ pub trait MakeRejection {
     /// The response for a request without a key, on a layer set to
     /// [`MissingKey::Reject`](crate::MissingKey::Reject) such requests (default: the status
     /// the layer is set to answer with and a short `text/plain` body; for gRPC, the gRPC status
-    /// that means the same, such as `UNAUTHENTICATED` for `401`).
+    /// that means the same, such as `UNAUTHENTICATED` for `401`). Not called on a dry run
+    /// (every policy of the layer in shadow mode), which serves such requests.
     fn make_missing_key(&self, rejected: &MissingKeyRejected) -> Response<Bytes> {
         missing_key(rejected)
     }
