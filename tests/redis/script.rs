@@ -598,3 +598,32 @@ async fn build_succeeds_while_writes_are_paused() {
         .unwrap();
     built.unwrap();
 }
+
+#[tokio::test]
+async fn build_succeeds_while_writes_are_paused_on_a_connection_with_a_response_timeout() {
+    let server = RedisServer::start();
+    let mut admin = server.connection();
+    // A manager of the application's with a response timeout shorter than the build's wait:
+    // the held peek ends as a timeout of the connection's own.
+    let client = redis::Client::open(server.url()).unwrap();
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_millis(200)));
+    let manager = redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query(&mut admin)
+        .unwrap();
+    let built = RedisStore::builder()
+        .connection_manager(manager)
+        .build()
+        .await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut admin)
+        .unwrap();
+    built.unwrap();
+}

@@ -499,13 +499,15 @@ impl RedisStoreBuilder {
         // the commands the script reads with, or the prefix's keys), or a command renamed,
         // would fail every check: one peek, which writes nothing, fails the build instead.
         // Redis runs scripts as writes: one that does not answer in time (its writes paused
-        // by `CLIENT PAUSE WRITE`, as in a failover) leaves the build to the answers above.
+        // by `CLIENT PAUSE WRITE`, as in a failover) leaves the build to the answers above,
+        // whether the build's wait ends it or the response timeout of a connection passed in.
         let mut key_head = b"{".to_vec();
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
         let peek = build_peek(&script, &key_head, clock_time);
         match tokio::time::timeout(answer_within, connection.invoke(&peek, &script)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) if e.is_timeout() => {}
             Ok(Err(e)) => {
                 return Err(ConfigError::with_source(
                     format!(
@@ -518,7 +520,6 @@ impl RedisStoreBuilder {
                     e,
                 ))
             }
-            Err(_) => {}
         }
         // In clock mode the TATs are not on Redis's clock, which runs the expiries: no step.
         let expiry_step_us = match clock_time {
