@@ -479,8 +479,10 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     }
 
     /// Whether allowed responses carry the `RateLimit-Policy` and `RateLimit` headers too
-    /// (default: off; rejections always carry them). A request that passes at cost 0 gets
-    /// none: it is not checked, so there are no figures to report. When the inner service's
+    /// (default: off; rejections always carry them). A request served without a decision gets
+    /// none, as there are no figures to report: one that passes at cost 0, one without a key
+    /// that is let through ([`MissingKey::Allow`](crate::MissingKey::Allow), or a dry run),
+    /// and one whose store failed under shadow policies alone. When the inner service's
     /// response has these fields already (a limiter further in, an upstream's), the layer's
     /// members follow the ones it has, so that both fields list every policy that checked the
     /// request; give nested layers distinct policy names, so that clients can tell their
