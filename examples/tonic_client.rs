@@ -30,8 +30,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => 50051,
     };
     let server = format!("http://127.0.0.1:{port}");
+    // The server must listen on the same port: the hint passes it on.
+    let env = match port {
+        50051 => String::new(),
+        port => format!("PORT={port} "),
+    };
     let channel = Channel::from_shared(server.clone())?.connect().await.map_err(|e| {
-        format!("cannot reach {server} ({e}); start the server first with `cargo run --features tonic --example tonic_server`")
+        format!("cannot reach {server} ({e}); start the server first with `{env}cargo run --features tonic --example tonic_server`")
     })?;
     let mut greeter = GreeterClient::new(channel.clone());
     let mut health = HealthClient::new(channel);
