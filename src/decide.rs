@@ -384,6 +384,7 @@ where
             } else {
                 tracing::warn!(
                     outcome = "store-error",
+                    tier = &*tier.name,
                     error = %Chain(error),
                     similar_errors_not_logged = suppressed,
                     "rate limit store failed; the request is not served"

@@ -1050,6 +1050,7 @@ async fn a_store_that_must_wait_decides_the_request_s_tier_and_whole_stack() {
 
 #[tokio::test]
 async fn a_failing_store_answers_503_with_retry_after_1_without_calling_inner() {
+    let (logs, _guard) = Captured::install(tracing::Level::WARN);
     let (inner, calls) = counting_ok();
     let mut svc = RateLimitLayer::builder()
         .quota(Quota::per_second(2))
@@ -1062,6 +1063,10 @@ async fn a_failing_store_answers_503_with_retry_after_1_without_calling_inner() 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(&response, "retry-after"), "1");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // The line names the tier, as the line of a failure served under shadow policies does.
+    let line = logs.text();
+    assert!(line.contains("the request is not served"), "{line}");
+    assert!(line.contains("tier=\"default\""), "{line}");
 }
 
 /// A shadow policy never rejects: a store that fails under a stack of shadow policies alone
