@@ -372,24 +372,17 @@ where
         // Only an enforced policy has a smallest burst.
         let shadow_only = tier.tightest.is_none();
         if let Some(suppressed) = self.logs.store_error.admit() {
-            if shadow_only {
-                tracing::warn!(
-                    outcome = "store-error",
-                    tier = &*tier.name,
-                    error = %Chain(error),
-                    similar_errors_not_logged = suppressed,
-                    "rate limit store failed; the request is served, as every policy of its \
-                     tier is in shadow mode"
-                );
-            } else {
-                tracing::warn!(
-                    outcome = "store-error",
-                    tier = &*tier.name,
-                    error = %Chain(error),
-                    similar_errors_not_logged = suppressed,
-                    "rate limit store failed; the request is not served"
-                );
-            }
+            let answer = match shadow_only {
+                true => "the request is served, as every policy of its tier is in shadow mode",
+                false => "the request is not served",
+            };
+            tracing::warn!(
+                outcome = "store-error",
+                tier = &*tier.name,
+                error = %Chain(error),
+                similar_errors_not_logged = suppressed,
+                "rate limit store failed; {answer}"
+            );
         }
         if shadow_only {
             return Verdict::Allow(None);
@@ -447,37 +440,27 @@ where
                 tracing::trace!(outcome = "missing-key", path = req.uri().path());
                 Verdict::Allow(None)
             }
-            // A dry run limits nothing: it serves what it cannot key, as it serves what its
-            // store could not decide. A server error still means a server set up wrong.
-            MissingKey::Reject(status) if self.dry_run => {
-                if !status.is_server_error() {
-                    tracing::trace!(outcome = "missing-key", path = req.uri().path());
-                } else if let Some(suppressed) = self.logs.missing_key.admit() {
-                    tracing::warn!(
-                        outcome = "missing-key",
-                        path = req.uri().path(),
-                        status = status.as_u16(),
-                        similar_requests_not_logged = suppressed,
-                        "request has no rate-limit key; it is served, as every policy of the \
-                         layer is in shadow mode: {hint}"
-                    );
-                }
-                Verdict::Allow(None)
-            }
             MissingKey::Reject(status) => {
                 // A server error says the server is set up wrong: a warning with what to fix.
                 // Any other answer (401, a redirect to a login page) is the client's doing: a
-                // rejection.
+                // rejection. A dry run limits nothing: it serves what it cannot key, as it
+                // serves what its store could not decide.
                 if status.is_server_error() {
                     if let Some(suppressed) = self.logs.missing_key.admit() {
+                        let answer = match self.dry_run {
+                            true => "it is served, as every policy of the layer is in shadow mode",
+                            false => "it is rejected",
+                        };
                         tracing::warn!(
                             outcome = "missing-key",
                             path = req.uri().path(),
                             status = status.as_u16(),
                             similar_requests_not_logged = suppressed,
-                            "request rejected because it has no rate-limit key: {hint}"
+                            "request has no rate-limit key; {answer}: {hint}"
                         );
                     }
+                } else if self.dry_run {
+                    tracing::trace!(outcome = "missing-key", path = req.uri().path());
                 } else if tracing::enabled!(tracing::Level::DEBUG) {
                     if let Some(suppressed) = self.logs.rejection.admit() {
                         tracing::debug!(
@@ -488,6 +471,9 @@ where
                             "request rejected because it has no rate-limit key"
                         );
                     }
+                }
+                if self.dry_run {
+                    return Verdict::Allow(None);
                 }
                 let rejected = MissingKeyRejected::new(status, self.grpc(req));
                 Verdict::Respond(self.rejection.make_missing_key(&rejected))

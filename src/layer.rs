@@ -679,13 +679,13 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         stacks.extend(settings.tiers);
         if let MissingKey::Reject(status) = settings.missing_key {
             let why = if status.is_informational() || status.is_success() {
-                "would tell the client it was served"
+                Some("would tell the client it was served")
             } else if status.as_u16() >= 600 {
-                "is in no class of HTTP status (1xx to 5xx)"
+                Some("is in no class of HTTP status (1xx to 5xx)")
             } else {
-                ""
+                None
             };
-            if !why.is_empty() {
+            if let Some(why) = why {
                 return Err(ConfigError::new(format!(
                     "RateLimitLayer rejects requests without a key with {status}, which {why}: \
                      use an error status, 4xx or 5xx (such as 401), a redirect (3xx, with a \
