@@ -302,16 +302,16 @@ mod tests {
         RedisStoreError::timeout(Duration::from_millis(5))
     }
 
+    /// A call failed at `now`, a probe or not, that no other call overtook.
+    fn failed(health: &Health, now: u64, probe: bool) {
+        let sent = health.answered();
+        health.failure(now, probe, &error(), FailurePolicy::Local, sent);
+    }
+
     /// `calls` failed calls at `now`, none of them a probe.
     fn fail(health: &Health, now: u64, calls: usize) {
         for _ in 0..calls {
-            health.failure(
-                now,
-                false,
-                &error(),
-                FailurePolicy::Local,
-                health.answered(),
-            );
+            failed(health, now, false);
         }
     }
 
@@ -341,15 +341,15 @@ mod tests {
     fn backs_off_after_repeated_failures_then_probes_once() {
         let health = Health::new(3, Duration::from_nanos(100));
         for _ in 0..2 {
-            health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
+            failed(&health, 10, false);
             assert_eq!(health.route(10), Route::Redis { probe: false });
         }
-        health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
+        failed(&health, 10, false);
         assert!(health.backing_off());
         assert_eq!(health.route(50), Route::Policy);
         assert_eq!(health.route(110), Route::Redis { probe: true });
         assert_eq!(health.route(110), Route::Policy, "one probe at a time");
-        health.failure(120, true, &error(), FailurePolicy::Local, health.answered());
+        failed(&health, 120, true);
         assert_eq!(health.route(150), Route::Policy);
         assert_eq!(health.route(220), Route::Redis { probe: true });
         health.success(230, true);
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn a_backoff_too_long_to_count_in_nanoseconds_lasts_to_the_end_of_the_clock() {
         let health = Health::new(1, Duration::MAX);
-        health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
+        failed(&health, 10, false);
         assert!(health.backing_off());
         assert_eq!(health.route(u64::MAX - 1), Route::Policy);
     }
@@ -368,14 +368,14 @@ mod tests {
     #[test]
     fn a_probe_failing_after_another_call_ended_the_outage_begins_a_new_one() {
         let health = Health::new(1, Duration::from_nanos(100));
-        health.failure(0, false, &error(), FailurePolicy::Local, health.answered());
+        failed(&health, 0, false);
         assert_eq!(health.route(100), Route::Redis { probe: true });
         // A call sent before the back-off answers: the outage is over, and said so.
         health.success(105, false);
         assert!(!health.backing_off());
         assert_eq!(health.outage_since.load(Ordering::Acquire), 0);
         // Then the probe fails: a new outage, whose end is reported in its turn.
-        health.failure(110, true, &error(), FailurePolicy::Local, health.answered());
+        failed(&health, 110, true);
         assert!(health.backing_off());
         assert_eq!(health.outage_since.load(Ordering::Acquire) & !1, 110);
         assert_eq!(health.route(210), Route::Redis { probe: true });
@@ -398,16 +398,9 @@ mod tests {
         health.success(105, false);
         // Past the interval of the outage lines: this outage is logged.
         health.outage_log.expire();
-        health.failure(
-            107,
-            false,
-            &error(),
-            FailurePolicy::Local,
-            health.answered(),
-        );
+        failed(&health, 107, false);
         assert_eq!(health.outage_since.load(Ordering::Acquire) & !1, 106);
-        let lines =
-            logged(|| health.failure(110, true, &error(), FailurePolicy::Local, health.answered()));
+        let lines = logged(|| failed(&health, 110, true));
         assert!(health.backing_off());
         assert_eq!(
             health.outage_since.load(Ordering::Acquire) & !1,
@@ -423,13 +416,7 @@ mod tests {
         let health = Health::new(5, Duration::from_secs(1));
         let lines = logged(|| {
             for i in 0..10 {
-                health.failure(
-                    100 * i + 1,
-                    false,
-                    &error(),
-                    FailurePolicy::Local,
-                    health.answered(),
-                );
+                failed(&health, 100 * i + 1, false);
                 health.answered_by_policy();
                 health.success(100 * i + 50, false);
             }
@@ -458,15 +445,7 @@ mod tests {
         assert_eq!(lines.matches("answering again").count(), 1, "{lines}");
         // The next outage logged says how many were not.
         health.outage_log.expire();
-        let lines = logged(|| {
-            health.failure(
-                4_000,
-                false,
-                &error(),
-                FailurePolicy::Local,
-                health.answered(),
-            )
-        });
+        let lines = logged(|| failed(&health, 4_000, false));
         assert!(lines.contains("similar_outages_not_logged=10"), "{lines}");
     }
 
@@ -483,7 +462,7 @@ mod tests {
                 let mut stuck = 0;
                 for i in 1..=50_000 {
                     start.wait();
-                    health.failure(i, false, &error(), FailurePolicy::Local, health.answered());
+                    failed(&health, i, false);
                     start.wait();
                     health.success(i, false);
                     stuck += usize::from(health.outage_since.load(Ordering::Acquire) != 0);
@@ -549,7 +528,7 @@ mod tests {
         let health = Health::new(3, Duration::from_nanos(1_000));
         // A blip: one failed call, answered again at once; both logged.
         let lines = logged(|| {
-            health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
+            failed(&health, 10, false);
             health.success(20, false);
         });
         assert_eq!(lines.lines().count(), 2, "{lines}");
@@ -557,13 +536,7 @@ mod tests {
         // not logged, but its back-off is, and so is its end, with the checks of the outage.
         let lines = logged(|| {
             for _ in 0..3 {
-                health.failure(
-                    100,
-                    false,
-                    &error(),
-                    FailurePolicy::Local,
-                    health.answered(),
-                );
+                failed(&health, 100, false);
                 health.answered_by_policy();
             }
             assert!(health.backing_off());
@@ -587,13 +560,7 @@ mod tests {
         health.outage_log.expire();
         health.backoff_log.expire();
         let lines = logged(|| {
-            health.failure(
-                4_000,
-                false,
-                &error(),
-                FailurePolicy::Local,
-                health.answered(),
-            );
+            failed(&health, 4_000, false);
             health.success(4_100, false);
         });
         assert!(lines.contains("similar_outages_not_logged=2"), "{lines}");
@@ -609,7 +576,7 @@ mod tests {
         let health = Health::new(3, Duration::from_nanos(1_000));
         // A blip, then a back-off: both logged, and both throttles used.
         let lines = logged(|| {
-            health.failure(10, false, &error(), FailurePolicy::Local, health.answered());
+            failed(&health, 10, false);
             health.success(20, false);
             fail(&health, 100, 3);
             health.success(1_200, true);
@@ -620,13 +587,7 @@ mod tests {
         let lines = logged(|| {
             fail(&health, 2_000, 3);
             assert_eq!(health.route(3_000), Route::Redis { probe: true });
-            health.failure(
-                3_000,
-                true,
-                &error(),
-                FailurePolicy::Local,
-                health.answered(),
-            );
+            failed(&health, 3_000, true);
         });
         assert_eq!(lines, "");
         // Once the interval of the back-off lines is over, the next failed probe logs the
@@ -634,13 +595,7 @@ mod tests {
         health.backoff_log.expire();
         let lines = logged(|| {
             assert_eq!(health.route(4_000), Route::Redis { probe: true });
-            health.failure(
-                4_000,
-                true,
-                &error(),
-                FailurePolicy::Local,
-                health.answered(),
-            );
+            failed(&health, 4_000, true);
             assert_eq!(health.route(5_000), Route::Redis { probe: true });
             health.success(5_000, true);
         });
