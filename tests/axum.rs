@@ -271,13 +271,7 @@ async fn a_layer_around_the_router_limits_before_routing() {
         .map_response(IntoResponse::into_response)
         .layer(layer(Policy::new("app", Quota::per_minute(2)), store))
         .service(router);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let app =
-            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (addr, server) = common::serve(app).await;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let get = |path: &str| {
         let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();
@@ -334,13 +328,7 @@ async fn an_allowed_response_lists_every_policy_that_checked_it() {
         .map_response(IntoResponse::into_response)
         .layer(on_success("app", Quota::per_hour(100)))
         .service(router);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let app =
-            axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
-        axum::serve(listener, app).await.unwrap();
-    });
+    let (addr, server) = common::serve(app).await;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let get = |path: &str| {
         let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();

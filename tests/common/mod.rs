@@ -57,16 +57,25 @@ pub fn header<'a, B>(response: &'a Response<B>, name: &str) -> &'a str {
 
 /// Serves `app` on a free loopback port, with the peer's address as connect info; returns
 /// the address and the server's task.
-pub async fn serve(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// `app` is a Router, or a service around one (a layer wrapping the whole Router).
+pub async fn serve<S>(app: S) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        SocketAddr,
+    >(app);
     let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
+        axum::serve(listener, app).await.unwrap();
     });
     (addr, server)
 }
