@@ -184,14 +184,14 @@ async fn one_failed_call_is_logged_once_and_so_is_the_recovery() {
     // One call times out, fewer than the back-off needs. The pause (of writes, which scripts
     // are, so that `CLIENT UNPAUSE` is not held too) outlasts any stall of the test: it ends
     // when the test says.
-    pause_writes(&server, 60_000);
+    server.pause_writes(60_000);
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     assert!(store.is_degraded(), "the failure policy answered");
     assert!(!store.is_backing_off());
     assert_eq!(log.count("store failed"), 1);
     assert_eq!(log.count("answering again"), 0);
 
-    unpause(&server);
+    server.unpause();
     store.check(&stack, b"k", 1).await.unwrap();
     assert_one_call_outage_ended(&log, &store);
 }
@@ -211,7 +211,7 @@ async fn a_backoff_right_after_a_logged_blip_is_logged_and_so_is_its_end() {
     let (server, clock, store, stack) = one_check_done(SHORT).await;
 
     // A blip: one call times out, the next is answered; both lines are logged.
-    pause(&server, 400);
+    server.pause(400);
     store.check(&stack, b"k", 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(450)).await;
     store.check(&stack, b"k", 1).await.unwrap();
@@ -220,7 +220,7 @@ async fn a_backoff_right_after_a_logged_blip_is_logged_and_so_is_its_end() {
 
     // Seconds later Redis stops answering: the outage's first failure is held back (the
     // blip's lines were just logged), but its back-off is not, nor its end.
-    pause(&server, 3_000);
+    server.pause(3_000);
     for _ in 0..3 {
         store.check(&stack, b"k", 1).await.unwrap();
     }
@@ -253,7 +253,7 @@ async fn a_pause_longer_than_the_timeout_trips_the_backoff_until_redis_answers()
     // Long enough that a starved machine, on which a late timer gives a call a second timeout,
     // still times out three calls within it.
     let pause_ms = 3_000;
-    pause(&server, pause_ms);
+    server.pause(pause_ms);
     let paused = Instant::now();
     for _ in 0..3 {
         let started = Instant::now();
@@ -340,7 +340,7 @@ async fn a_timeout_longer_than_half_a_second_is_honoured() {
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
-    pause(&server, 800);
+    server.pause(800);
     let started = Instant::now();
     // With `Deny`, anything but Redis's own answer would be an error.
     let decisions = store.check(&stack, b"k", 1).await.unwrap();
@@ -455,7 +455,7 @@ async fn a_connection_killed_under_a_call_costs_no_check_its_answer_from_redis()
     let stack = store
         .register(&[Policy::new("per-minute", Quota::per_minute(10))])
         .unwrap();
-    pause_writes(&server, 5_000);
+    server.pause_writes(5_000);
     // The first is sent alone and held by the pause; the others queue behind it.
     let checks: Vec<_> = (0..5)
         .map(|_| tokio::spawn(store.check(&stack, b"k", 1)))
@@ -463,7 +463,7 @@ async fn a_connection_killed_under_a_call_costs_no_check_its_answer_from_redis()
     tokio::time::sleep(Duration::from_millis(100)).await;
     let killed = kill_other_clients(&mut server.connection());
     assert!(killed >= 1, "the store's connection was not killed");
-    unpause(&server);
+    server.unpause();
     for check in checks {
         let answer = tokio::time::timeout(Duration::from_secs(10), check)
             .await
@@ -519,35 +519,6 @@ async fn a_store_whose_password_redis_refused_for_a_while_recovers() {
     assert_eq!(log.count("answering again"), 1);
 }
 
-/// Makes `server` hold every client's writes, scripts among them, for `ms` milliseconds, or
-/// until [`unpause`].
-fn pause_writes(server: &RedisServer, ms: u64) {
-    client_pause(server, ms, "WRITE");
-}
-
-/// Ends a pause of writes of `server` at once (`CLIENT UNPAUSE`).
-fn unpause(server: &RedisServer) {
-    let () = redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .query(&mut server.connection())
-        .unwrap();
-}
-
-/// Makes `server` hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).
-fn pause(server: &RedisServer, ms: u64) {
-    client_pause(server, ms, "ALL");
-}
-
-/// `CLIENT PAUSE ms mode` on `server`.
-fn client_pause(server: &RedisServer, ms: u64, mode: &str) {
-    let () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(ms)
-        .arg(mode)
-        .query(&mut server.connection())
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_check_dropped_before_it_was_polled_gives_its_lane_back() {
     let (_server, _clock, store, stack) = one_check_done(PATIENT).await;
@@ -580,7 +551,7 @@ async fn a_probe_dropped_before_it_was_polled_lets_the_next_check_probe() {
 fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
     let server = RedisServer::start();
     let (main, store, stack) = runtime_with_store(strict_store("shutdown").url(server.url()));
-    pause(&server, 1_000);
+    server.pause(1_000);
     on_a_runtime_that_shuts_down(async {
         for _ in 0..4 {
             spawn_check(&store, &stack);
@@ -601,7 +572,7 @@ fn checks_left_behind_by_a_runtime_that_shut_down_do_not_hold_their_lane() {
 fn a_check_queued_behind_a_runtime_that_shut_down_is_still_answered() {
     let server = RedisServer::start();
     let (main, store, stack) = runtime_with_store(strict_store("handed-back").url(server.url()));
-    pause(&server, 500);
+    server.pause(500);
     let mut queued = None;
     on_a_runtime_that_shuts_down(async {
         // Sent alone from this runtime, and held by the paused server.
@@ -686,7 +657,7 @@ fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
             .failures_before_backoff(1)
             .backoff(BACKOFF),
     );
-    pause(&server, 1_500);
+    server.pause(1_500);
     on_a_runtime_that_shuts_down(async {
         // The first goes alone and times out (the back-off begins); the second, queued behind
         // it, then goes out with a sender and waits on the paused server.
@@ -916,7 +887,7 @@ fn a_check_carried_by_a_call_dropped_with_the_store_runtime_gets_the_failure_pol
         .enable_all()
         .build()
         .unwrap();
-    pause(&server, 1_000);
+    server.pause(1_000);
     // Made first, it holds the lane; dropped, it hands the check queued behind it to the
     // lane's sender, on the store's runtime, which sends it: the paused server holds the call.
     let first = store.check(&stack, b"k", 1);
@@ -958,7 +929,7 @@ fn checks_queued_when_the_store_runtime_shuts_down_get_the_failure_policy() {
         .enable_all()
         .build()
         .unwrap();
-    pause(&server, 2_000);
+    server.pause(2_000);
     let tasks: Vec<_> = (0..3)
         .map(|_| {
             let task = checks.spawn(store.check(&stack, b"k", 1));
@@ -1035,7 +1006,7 @@ async fn checks_queued_when_a_backoff_begins_are_answered_by_the_policy_at_once(
     let stack = store
         .register(&[Policy::new("per-minute", Quota::per_minute(100))])
         .unwrap();
-    pause(&server, 3_000);
+    server.pause(3_000);
     // The first goes alone and times out, which begins the back-off; the others queued
     // behind it meanwhile.
     let checks: Vec<_> = (0..7).map(|_| store.check(&stack, b"k", 1)).collect();

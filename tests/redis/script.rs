@@ -583,26 +583,16 @@ async fn build_fails_naming_the_permissions_when_the_user_may_not_run_the_script
 #[tokio::test]
 async fn build_succeeds_while_writes_are_paused() {
     let server = RedisServer::start();
-    let mut admin = server.connection();
     // Redis holds scripts while writes are paused, as in a failover.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3000)
-        .arg("WRITE")
-        .query(&mut admin)
-        .unwrap();
+    server.pause_writes(3000);
     let built = RedisStore::builder().url(server.url()).build().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .query(&mut admin)
-        .unwrap();
+    server.unpause();
     built.unwrap();
 }
 
 #[tokio::test]
 async fn build_succeeds_while_writes_are_paused_on_a_connection_with_a_response_timeout() {
     let server = RedisServer::start();
-    let mut admin = server.connection();
     // A manager of the application's with a response timeout shorter than the build's wait:
     // the held peek ends as a timeout of the connection's own.
     let client = redis::Client::open(server.url()).unwrap();
@@ -611,19 +601,11 @@ async fn build_succeeds_while_writes_are_paused_on_a_connection_with_a_response_
     let manager = redis::aio::ConnectionManager::new_with_config(client, config)
         .await
         .unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(3000)
-        .arg("WRITE")
-        .query(&mut admin)
-        .unwrap();
+    server.pause_writes(3000);
     let built = RedisStore::builder()
         .connection_manager(manager)
         .build()
         .await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .query(&mut admin)
-        .unwrap();
+    server.unpause();
     built.unwrap();
 }

@@ -276,6 +276,35 @@ impl RedisServer {
         self.process.connection()
     }
 
+    /// Makes the server hold every client's writes, scripts among them, for `ms` milliseconds,
+    /// or until [`unpause`](Self::unpause).
+    pub fn pause_writes(&self, ms: u64) {
+        self.client_pause(ms, "WRITE");
+    }
+
+    /// Makes the server hold every client's commands for `ms` milliseconds (`CLIENT PAUSE`).
+    pub fn pause(&self, ms: u64) {
+        self.client_pause(ms, "ALL");
+    }
+
+    /// Ends a pause at once (`CLIENT UNPAUSE`).
+    pub fn unpause(&self) {
+        let () = redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query(&mut self.connection())
+            .unwrap();
+    }
+
+    /// `CLIENT PAUSE ms mode`.
+    fn client_pause(&self, ms: u64, mode: &str) {
+        let () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(ms)
+            .arg(mode)
+            .query(&mut self.connection())
+            .unwrap();
+    }
+
     /// Kills the server process (SIGKILL) and waits for it to be gone.
     pub fn kill(&mut self) {
         self.process.kill();
