@@ -113,6 +113,20 @@ pub(crate) fn with_kept<R>(key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     }
 }
 
+/// [`with_kept`] for a store that writes the key inside a Redis Cluster hash tag
+/// (`{<prefix>:<key>}`): a key with a `}`, which would close the tag early (every key that
+/// begins with `}` would hash to one slot, and so to one node, whatever follows), is kept as
+/// its digest too. A key is the same budget on every store that keeps it so.
+#[cfg(feature = "redis")]
+#[inline(always)]
+pub(crate) fn with_kept_in_hash_tag<R>(key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    if key.contains(&b'}') {
+        f(&digest_key(key))
+    } else {
+        with_kept(key, f)
+    }
+}
+
 /// `sha256:` and the first 16 bytes of the key's SHA-256 digest in hex.
 #[cold]
 #[inline(never)]
@@ -463,6 +477,20 @@ mod tests {
         let (many, other) = ([7u8; 4096], [[7u8; 4095].as_slice(), &[8]].concat());
         assert_ne!(kept(&many), kept(&other));
         assert!(kept(&many).len() <= MAX_KEY_LEN);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn keys_with_a_closing_brace_are_kept_as_digests_inside_a_hash_tag() {
+        let kept = |key: &[u8]| with_kept_in_hash_tag(key, <[u8]>::to_vec);
+        assert_eq!(kept(b"}"), digest_key(b"}"));
+        assert_eq!(kept(b"a}b"), digest_key(b"a}b"));
+        assert_ne!(kept(b"}a"), kept(b"}b"));
+        // Other keys are kept as `with_kept` keeps them, an opening brace included.
+        for key in [&b"alice"[..], b"{a", b"sha256:", &[b'a'; 65]] {
+            assert_eq!(kept(key), with_kept(key, <[u8]>::to_vec));
+        }
+        assert_eq!(kept(b"{a"), b"{a");
     }
 
     #[test]

@@ -65,6 +65,8 @@ mod peer;
 mod tuple;
 
 pub(crate) use bytes::with_kept;
+#[cfg(feature = "redis")]
+pub(crate) use bytes::with_kept_in_hash_tag;
 pub use bytes::{KeyBuf, KeyBytes, MAX_KEY_LEN};
 pub use extractor::{Global, KeyExtractor};
 pub use forwarded::{ForwardedIp, IpNet};

@@ -102,6 +102,43 @@ async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_doe
     }
 }
 
+/// Keys that begin with `}` (a client's choice where the key is a header's value) spread over
+/// the slots as other keys do: the brace does not close the hash tag and pile them on one node.
+#[tokio::test]
+async fn keys_beginning_with_a_closing_brace_spread_over_the_slots() {
+    let cluster = RedisCluster::start();
+    let store = strict_store("cluster-braces")
+        .cluster(cluster.urls())
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_minute(1))])
+        .unwrap();
+    let mut conn = cluster.nodes[0].connection();
+    let mut slots = std::collections::HashSet::new();
+    for i in 0..30u32 {
+        let key = format!("}}{i}");
+        assert!(store
+            .check(&stack, key.as_bytes(), 1)
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(!store
+            .check(&stack, key.as_bytes(), 1)
+            .await
+            .unwrap()
+            .is_allowed());
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(store.redis_key(&key, "p"))
+            .query(&mut conn)
+            .unwrap();
+        slots.insert(slot);
+    }
+    assert!(slots.len() > 20, "{} slots for 30 keys", slots.len());
+}
+
 /// A node restarted while the store was idle: once the cluster is whole again, the first check
 /// of a key on that node is answered by Redis, not by the failure policy (the dead connection
 /// and the redirection that follows it are both retried).

@@ -150,8 +150,8 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
         42u64.key_bytes(),
         ip.key_bytes(),
         ("tenant", 7u32).key_bytes(),
-        // Braces in a key keep every policy of the key in one slot: the tag ends at the first.
-        vec![0xff, b'{', b'}', b':'].key_bytes(),
+        // An opening brace does not end the hash tag: kept as it is.
+        vec![0xff, b'{', b':'].key_bytes(),
     ];
     let mut expected = Vec::new();
     for key in &keys {
@@ -170,6 +170,18 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
         store.redis_key(&("tenant", 7u32), "p"),
         b"{bytes:6:tenant7}:p"
     );
+    // A closing brace would end the tag early: such a key is kept as its digest, whole, and
+    // keeps a budget of its own.
+    let braced = [&b"}a"[..], b"}b", b"x}"];
+    for key in braced {
+        assert!(store.check(&stack, key, 5).await.unwrap().is_allowed());
+        let redis_key = store.redis_key(key, "p");
+        assert!(redis_key.starts_with(b"{bytes:sha256:"), "{redis_key:?}");
+        assert_eq!(redis_key.iter().filter(|&&b| b == b'}').count(), 1);
+        assert!(redis_key.ends_with(b"}:p"));
+    }
+    assert!(!store.check(&stack, b"}a", 1).await.unwrap().is_allowed());
+    assert_eq!(sorted_keys(&mut server.connection()).len(), keys.len() + 3);
 }
 
 #[tokio::test]

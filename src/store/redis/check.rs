@@ -14,7 +14,7 @@ use super::script::{Reply, MAX_CLOCK_MICROS};
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
-use crate::key::with_kept;
+use crate::key::with_kept_in_hash_tag;
 use crate::log::Chain;
 use crate::{Clock, Decision, Decisions};
 
@@ -44,7 +44,7 @@ impl Inner {
         key: &[u8],
         cost: u32,
     ) -> RedisStoreFuture {
-        with_kept(key, |key| Self::start_kept(this, stack, key, cost))
+        with_kept_in_hash_tag(key, |key| Self::start_kept(this, stack, key, cost))
     }
 
     /// [`start`](Self::start) of a key in the form the stores keep it in.

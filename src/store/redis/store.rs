@@ -19,7 +19,7 @@ use super::health::Health;
 use super::script::{MicroQuota, GCRA_LUA};
 use super::{FailurePolicy, RedisStoreBuilder, RedisStoreFuture};
 use crate::gcra::Cell;
-use crate::key::with_kept;
+use crate::key::with_kept_in_hash_tag;
 use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Store};
 
 /// A store in Redis: one GCRA budget shared by every process that uses the same Redis and
@@ -263,8 +263,9 @@ impl RedisStore {
 
     /// The Redis key that holds the state of `key` under the policy `policy`:
     /// `{<prefix>:<key bytes>}:<policy>`, or, for a key longer than
-    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) or beginning with `sha256:`,
-    /// `{<prefix>:sha256:<32 hex digits>}:<policy>`.
+    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), beginning with `sha256:` or holding a `}` (which
+    /// would close the Redis Cluster hash tag early and put every key that begins alike in one
+    /// slot), `{<prefix>:sha256:<32 hex digits>}:<policy>`.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
@@ -275,7 +276,7 @@ impl RedisStore {
     #[must_use]
     pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
         let key = key.key_bytes();
-        with_kept(key.as_bytes(), |key| {
+        with_kept_in_hash_tag(key.as_bytes(), |key| {
             Keys::new(&self.inner.key_head, key, &[suffix(policy)]).into_bytes()
         })
     }
