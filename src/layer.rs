@@ -218,7 +218,8 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
 
     /// Adds the tier `name` with its stack of policies, for the requests that the
     /// [tier selector](RateLimitLayerBuilder::select_tier) puts in it (tiers without a
-    /// selector are a build error: no request could get them).
+    /// selector are a build error: no request could get them). A tier's name follows the rule
+    /// of a policy's: 1 to 64 printable ASCII characters without `"`, `\`, `{` or `}`.
     ///
     /// ```
     /// use http::{Request, Response};

@@ -154,12 +154,12 @@ impl Policy {
 
     /// The name, or an error saying why it cannot be used.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        validate_name(&self.name)
+        validate_name("policy", &self.name)
     }
 }
 
-/// Whether `name` can name a policy, or an error saying why not.
-fn validate_name(name: &str) -> Result<(), ConfigError> {
+/// Whether `name` can name a policy (or a tier: `what`), or an error saying why not.
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), ConfigError> {
     let valid = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -168,7 +168,7 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::new(format!(
-            "policy name {name:?} cannot be used: use 1 to 64 printable ASCII characters \
+            "{what} name {name:?} cannot be used: use 1 to 64 printable ASCII characters \
              without `\"`, `\\`, `{{` or `}}`"
         )))
     }
@@ -283,13 +283,14 @@ mod serde_impls {
         D: Deserializer<'de>,
     {
         let name = String::deserialize(deserializer)?;
-        validate_name(&name).map_err(de::Error::custom)?;
+        validate_name("policy", &name).map_err(de::Error::custom)?;
         Ok(name)
     }
 }
 
 /// Checks a stack of policies: non-empty, valid names, no name twice.
 pub(crate) fn validate_stack(tier: &str, policies: &[Policy]) -> Result<(), ConfigError> {
+    validate_name("tier", tier)?;
     if policies.is_empty() {
         return Err(ConfigError::new(format!(
             "RateLimitLayer tier {tier:?} has no policy: call `.policy(Policy::new(name, quota))` \

@@ -190,6 +190,30 @@ fn tier_names_that_cannot_be_told_apart_are_build_errors_naming_them() {
 }
 
 #[test]
+fn tier_names_follow_the_rule_of_policy_names() {
+    // Empty, control characters (a tier's name is a field of the log lines), too long.
+    for name in [String::new(), "pro\nplan".into(), "p".repeat(65)] {
+        let err = RateLimitLayer::builder()
+            .policy(Policy::new("free", Quota::per_minute(10)))
+            .tier(name.clone(), [Policy::new("pro", Quota::per_minute(100))])
+            .select_tier(|_: &http::Request<()>| Some("pro"))
+            .build()
+            .expect_err("a tier name no policy could have was accepted");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("tier name {name:?} cannot be used")),
+            "{message}"
+        );
+    }
+    assert!(RateLimitLayer::builder()
+        .policy(Policy::new("free", Quota::per_minute(10)))
+        .tier("pro plan", [Policy::new("pro", Quota::per_minute(100))])
+        .select_tier(|_: &http::Request<()>| Some("pro plan"))
+        .build()
+        .is_ok());
+}
+
+#[test]
 fn tiers_without_a_tier_selector_are_a_build_error() {
     let err = RateLimitLayer::builder()
         .policy(Policy::new("free", Quota::per_minute(10)))
