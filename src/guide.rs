@@ -40,7 +40,7 @@
 //! | free and paying customers | `.tier("pro", [..])` and `.select_tier(|req| ..)` |
 //! | expensive requests count more | `.cost_by(|req| ..)` (batch size, body size, query complexity) |
 //! | try a new limit on live traffic first | `Policy::new(..).shadow(true)`, then read [`shadow_limited`](crate::RateLimitLayer::shadow_limited) or the `shadow-limited` events |
-//! | health checks and internal callers never limited | `.bypass(|req| ..)` or [`AllowIps`](crate::AllowIps) |
+//! | health checks and internal callers never limited | `.bypass(|req| ..)` or [`AllowIps`](crate::AllowIps) (behind proxies, with [`behind`](crate::AllowIps::behind)) |
 //! | several routes, one Redis connection | one store, one layer per route (`.route_layer`), each with its own policy names |
 //!
 //! See [`policy`](crate::policy) for the semantics and an example of each.

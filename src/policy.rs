@@ -67,7 +67,7 @@ use std::sync::Arc;
 use http::Request;
 
 use crate::key::peer_addr;
-use crate::{ConfigError, IpNet, Quota};
+use crate::{ConfigError, ForwardedIp, IpNet, Quota};
 
 /// A named quota: the unit of a budget and of the `RateLimit` headers.
 ///
@@ -450,7 +450,10 @@ where
 /// internal services, the office.
 ///
 /// The peer address is the one [`PeerIp`](crate::PeerIp) reads; a request without one is not
-/// bypassed.
+/// bypassed. Behind a load balancer or reverse proxy the peer of every request is a proxy: a
+/// list that holds a proxy's address (a private network such as `10.0.0.0/8` often does) lets
+/// every request through that proxy bypass the limit. There, give the list the proxies with
+/// [`behind`](AllowIps::behind), so that it reads the client address they forwarded.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -468,6 +471,8 @@ where
 #[derive(Clone, Debug)]
 pub struct AllowIps {
     networks: Arc<[IpNet]>,
+    /// The trusted proxies, if the list reads the client address they forwarded.
+    proxies: Option<ForwardedIp>,
 }
 
 impl AllowIps {
@@ -482,7 +487,41 @@ impl AllowIps {
             .into_iter()
             .map(|net| net.as_ref().parse::<IpNet>())
             .collect::<Result<_, _>>()?;
-        Ok(AllowIps { networks })
+        Ok(AllowIps {
+            networks,
+            proxies: None,
+        })
+    }
+
+    /// Reads the client address as `proxies` does (the address that trusted proxies forwarded,
+    /// IPv6 not grouped) instead of the peer's: a request is bypassed if its client is in the
+    /// list, whichever proxy it came through, and a client cannot get in by writing a listed
+    /// address into the forwarding header itself.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use http::Request;
+    /// use tower_ratelimit::{AllowIps, Bypass, ForwardedIp};
+    ///
+    /// let proxies = ForwardedIp::new(["10.0.0.0/8"])?;
+    /// let internal = AllowIps::new(["10.0.0.0/8", "192.0.2.7"])?.behind(proxies);
+    /// let from_lb = |forwarded: &str| {
+    ///     let mut req = Request::builder()
+    ///         .header("x-forwarded-for", forwarded)
+    ///         .body(())
+    ///         .unwrap();
+    ///     req.extensions_mut().insert("10.0.0.2:51000".parse::<SocketAddr>().unwrap());
+    ///     req
+    /// };
+    /// assert!(internal.bypass(&from_lb("192.0.2.7")), "the monitor");
+    /// assert!(!internal.bypass(&from_lb("203.0.113.9")), "a client through the proxy");
+    /// assert!(!internal.bypass(&from_lb("192.0.2.7, 203.0.113.9")), "a forged hop");
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn behind(mut self, proxies: ForwardedIp) -> Self {
+        self.proxies = Some(proxies);
+        self
     }
 
     /// Whether `ip` is in one of the networks.
@@ -509,13 +548,18 @@ impl FromIterator<IpNet> for AllowIps {
     fn from_iter<I: IntoIterator<Item = IpNet>>(networks: I) -> Self {
         AllowIps {
             networks: networks.into_iter().collect(),
+            proxies: None,
         }
     }
 }
 
 impl<B> Bypass<B> for AllowIps {
     fn bypass(&self, req: &Request<B>) -> bool {
-        peer_addr(req.extensions()).is_some_and(|addr| self.contains(addr.ip()))
+        let client = match &self.proxies {
+            Some(proxies) => proxies.client_ip(req),
+            None => peer_addr(req.extensions()).map(|addr| addr.ip()),
+        };
+        client.is_some_and(|ip| self.contains(ip))
     }
 }
 

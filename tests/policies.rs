@@ -14,8 +14,8 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_ratelimit::{
-    AllowIps, CostTooLarge, Header, ManualClock, MemoryStore, MissingKey, Policy, Quota,
-    RateLimitLayer, RateLimited,
+    AllowIps, CostTooLarge, ForwardedIp, Header, ManualClock, MemoryStore, MissingKey, Policy,
+    Quota, RateLimitLayer, RateLimited,
 };
 
 mod common;
@@ -827,6 +827,70 @@ async fn an_allow_list_lets_its_networks_through_untracked_and_limits_the_rest()
         StatusCode::INTERNAL_SERVER_ERROR,
         "a request without a peer address is not bypassed"
     );
+}
+
+/// Behind a proxy that the allow list holds, the peer of every request is the proxy: read
+/// alone, the list lets every client through. Given the proxies, it reads the client they
+/// forwarded: their clients are limited, a listed client is not, and a client that writes a
+/// listed address into the header itself gets nothing from it.
+#[tokio::test]
+async fn an_allow_list_behind_proxies_reads_the_forwarded_client() {
+    let proxies = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
+    let via_proxy = |forwarded: &str| {
+        let mut req = get_from("/", "10.0.0.2:40000");
+        let value = forwarded.parse().unwrap();
+        req.headers_mut().insert("x-forwarded-for", value);
+        req
+    };
+    let app = |allow: AllowIps| {
+        let (store, _clock) = manual_store();
+        let limit = RateLimitLayer::builder()
+            .policy(Policy::new("api", Quota::per_hour(1)))
+            .key(proxies.clone())
+            .bypass(allow)
+            .store(store.clone())
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(limit);
+        (app, store)
+    };
+    let internal = AllowIps::new(["10.0.0.0/8", "192.0.2.7"]).unwrap();
+
+    let (by_peer, _) = app(internal.clone());
+    for _ in 0..3 {
+        let response = send(&by_peer, via_proxy("203.0.113.9")).await;
+        assert_eq!(response.status(), StatusCode::OK, "the peer is the proxy");
+    }
+
+    let (app, store) = app(internal.behind(proxies.clone()));
+    for forwarded in ["192.0.2.7", "10.9.8.7", "10.9.8.7, 10.0.0.3"] {
+        for _ in 0..3 {
+            let response = send(&app, via_proxy(forwarded)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{forwarded}");
+        }
+    }
+    for _ in 0..3 {
+        let response = send(&app, get_from("/", "10.0.0.2:40000")).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the proxy's own requests"
+        );
+    }
+    assert!(store.is_empty(), "a bypassed request was tracked");
+    for forwarded in ["203.0.113.9", "192.0.2.7, 203.0.113.10"] {
+        let first = send(&app, via_proxy(forwarded)).await;
+        assert_eq!(first.status(), StatusCode::OK, "{forwarded}");
+        let second = send(&app, via_proxy(forwarded)).await;
+        assert_eq!(
+            second.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{forwarded} is a client of the proxy"
+        );
+    }
+    assert_eq!(store.len(), 2);
 }
 
 /// A rate-limit header read as a structured-field List: each member's String and its Integer

@@ -114,6 +114,13 @@ impl ForwardedIp {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
+    /// The client address of `req`, IPv6 not grouped: the right-most address that no trusted
+    /// proxy accounts for; `None` without a peer address.
+    pub(crate) fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = peer_addr(req.extensions())?;
+        Some(self.client(peer.ip(), req.headers()))
+    }
+
     /// The right-most address that no trusted proxy accounts for.
     fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut last = peer.to_canonical();
@@ -154,11 +161,7 @@ impl<B> KeyExtractor<B> for ForwardedIp {
     type Key = IpAddr;
 
     fn extract(&self, req: &Request<B>) -> Option<IpAddr> {
-        let peer = peer_addr(req.extensions())?;
-        Some(group(
-            self.client(peer.ip(), req.headers()),
-            self.ipv6_prefix,
-        ))
+        Some(group(self.client_ip(req)?, self.ipv6_prefix))
     }
 
     fn missing_key_hint(&self) -> &'static str {
