@@ -22,7 +22,13 @@ use super::KeyExtractor;
 ///
 /// Key by what your authentication has checked (put the layer behind it, or key by what it
 /// leaves in the request's extensions): a header nobody checked lets a client take a fresh
-/// budget with each new value it sends.
+/// budget with each new value it sends. A checked header does too wherever the check takes
+/// one credential in several spellings, as each spelling is a key of its own here:
+/// `Authorization` with its scheme in any case (`Bearer`, `bearer`) or more than one space
+/// before the token, gRPC `-bin` metadata in base64 with or without padding, or the header
+/// sent twice to a check that reads another value than the first. For such a header, key by
+/// the identity your authentication leaves in the request's extensions, or by a closure that
+/// writes the credential one way.
 ///
 /// A request without a key gets the layer's [`MissingKey`](crate::MissingKey) answer, by
 /// default `500`, which says the server is set up wrong. A missing API key is the client's
