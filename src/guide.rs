@@ -9,7 +9,7 @@
 //! | behind a load balancer or reverse proxy | [`ForwardedIp`](crate::ForwardedIp) with the proxies' networks |
 //! | authenticated API | [`Header`](crate::Header) (`x-api-key`), or a closure reading what your auth layer put in the extensions |
 //! | a shared resource as a whole | [`Global`](crate::Global) |
-//! | gRPC, per caller and method | `(PeerIp::new(), GrpcMethod)` or `(Header::new("x-api-key"), GrpcMethod)` |
+//! | gRPC, per caller and method | `(PeerIp::new(), GrpcMethod)` or `(Header::new("x-api-key"), GrpcMethod)` ([`GrpcMethod`](crate::GrpcMethod) says how to keep made-up methods from making keys) |
 //!
 //! A key is bytes ([`KeyBytes`](crate::KeyBytes)); any closure returning a `String`, bytes, an
 //! integer or a tuple of those works. A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN)

@@ -14,7 +14,7 @@ use super::KeyExtractor;
 /// The query string, which gRPC never sends, is not part of the key. Every request has a path
 /// except an HTTP `CONNECT` to an authority, which therefore has no key.
 ///
-/// Meant for gRPC, whose paths are a fixed set of method names. For HTTP routes with path
+/// Meant for gRPC, whose servers have a fixed set of method names. For HTTP routes with path
 /// parameters (`/users/{id}`) every distinct path would be a key of its own.
 ///
 /// ```
@@ -26,6 +26,34 @@ use super::KeyExtractor;
 /// assert_eq!(key.as_str(), "/helloworld.Greeter/SayHello");
 /// assert_eq!(key.service(), Some("helloworld.Greeter"));
 /// assert_eq!(key.method(), Some("SayHello"));
+/// ```
+///
+/// The path is the client's to choose, and the layer runs before the server looks it up: a
+/// client that calls methods the server does not have (answered `UNIMPLEMENTED`) gets a key
+/// for each. With a key per client and method, such as `(PeerIp::new(), GrpcMethod)`, one
+/// client can so make as many keys as it sends requests, fill the store up to its cap, and
+/// leave new clients the store's one overflow budget (see
+/// [`MemoryStore`](crate::MemoryStore)). Where clients are not trusted, key the methods the
+/// server has and count every other path as one:
+///
+/// ```
+/// use http::Request;
+/// use tower_ratelimit::{KeyExtractor, PeerIp};
+///
+/// const METHODS: [&str; 2] = ["/helloworld.Greeter/SayHello", "/helloworld.Greeter/SayBye"];
+/// let method = |req: &Request<()>| {
+///     let path = req.uri().path();
+///     Some(METHODS.into_iter().find(|known| *known == path).unwrap_or("unknown"))
+/// };
+/// let key = (PeerIp::new(), method);
+///
+/// let call = |path: &str| {
+///     let mut req = Request::post(path).body(()).unwrap();
+///     req.extensions_mut().insert("192.0.2.7:5000".parse::<std::net::SocketAddr>().unwrap());
+///     key.extract(&req).unwrap().1
+/// };
+/// assert_eq!(call("/helloworld.Greeter/SayBye"), "/helloworld.Greeter/SayBye");
+/// assert_eq!(call("/helloworld.Greeter/Made1"), call("/x.Y/Made2"));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GrpcMethod;
