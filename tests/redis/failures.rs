@@ -625,17 +625,18 @@ async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_l
         assert!(decisions.is_allowed(), "the local policy answers");
     }
     assert_eq!(log.count("not TATs"), 1, "once, then held back");
-    assert!(log.count("key=k") == 1, "the line names the key");
+    assert!(log.count("key=\"k\"") == 1, "the line names the key");
     assert!(!store.is_degraded(), "one bad key is not a Redis outage");
 }
 
-/// The line of a bad answer names the key with its bytes escaped: a key that a client chose
-/// (a header's value, a path read by a key closure) cannot break the line or forge another.
+/// The line of a bad answer names the key quoted, with its bytes escaped: a key that a client
+/// chose (a header's value, a path read by a key closure) cannot break the line, forge
+/// another, or end the field to forge one of its own.
 #[tokio::test]
 async fn a_key_named_by_the_log_is_escaped() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done(PATIENT).await;
-    let key: &[u8] = b"k\nWARN forged line\x1b[2J\xff";
+    let key: &[u8] = b"k\" forged=1\nWARN forged line\x1b[2J\xff";
     let () = server
         .connection()
         .set(store.redis_key(key, "per-minute"), "1e300")
@@ -645,7 +646,7 @@ async fn a_key_named_by_the_log_is_escaped() {
     assert_eq!(text.lines().count(), 1, "one line: {text:?}");
     assert!(!text.contains('\x1b'), "{text:?}");
     assert!(
-        text.contains(r"key=k\nWARN forged line\x1b[2J\xff"),
+        text.contains(r#"key="k\" forged=1\nWARN forged line\x1b[2J\xff""#),
         "the key's bytes, escaped: {text:?}"
     );
 }

@@ -222,8 +222,9 @@ impl Inner {
                         if let Some(suppressed) = self.bad_reply_log.admit() {
                             tracing::warn!(
                                 error = %Chain(&error),
-                                // Escaped: a client may have chosen the key's bytes.
-                                key = %ask.keys.key().escape_ascii(),
+                                // Quoted and escaped (a quote too): a client may have
+                                // chosen the key's bytes, spaces and `=` among them.
+                                key = %format_args!("\"{}\"", ask.keys.key().escape_ascii()),
                                 similar_checks_not_logged = suppressed,
                                 "Redis answered a check with values that are not TATs (has \
                                  something else written to the rate limit's keys?); the check \

@@ -94,12 +94,12 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   (`similar_backoffs_not_logged`); a back-off held back by that limit is logged at its first
 ///   failed probe past it: Redis that keeps failing is never left out of the log. A check whose
 ///   answer holds values that are not TATs (something else wrote to its key) is answered by the
-///   failure policy without counting as a failed call, and logged at `warn` with the key (its
-///   bytes outside printable ASCII escaped, as `\n` or `\xff`), at most once per 10 s. Under
-///   [`FailurePolicy::Deny`] the layer also logs the requests it could not serve ("rate limit
-///   store failed; the request is not served"), at `warn`, at most once per 10 s with the
-///   number of lines held back. [`is_degraded`](RedisStore::is_degraded) tells which state
-///   the store is in.
+///   failure policy without counting as a failed call, and logged at `warn` with the key
+///   (quoted, its quotes and bytes outside printable ASCII escaped: `\"`, `\n`, `\xff`), at
+///   most once per 10 s. Under [`FailurePolicy::Deny`] the layer also logs the requests it
+///   could not serve ("rate limit store failed; the request is not served"), at `warn`, at
+///   most once per 10 s with the number of lines held back.
+///   [`is_degraded`](RedisStore::is_degraded) tells which state the store is in.
 /// - **Failover**: behind Redis Sentinel ([`sentinel`](RedisStoreBuilder::sentinel)), a
 ///   primary that stops answering as one sends the store back to the sentinels, and checks go
 ///   to the replica they promote, with no restart. Writes the replica had not received are
