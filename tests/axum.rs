@@ -526,6 +526,37 @@ async fn grpc_status(app: &Router, req: Request) -> String {
         .to_owned()
 }
 
+/// gRPC calls are POSTs. A GET that claims a gRPC content type is answered as HTTP: its
+/// rejection is a 429, never a `200` with an empty body, which a cache in front of the app
+/// (one that keeps pages and files, and does not key them by the request's content type)
+/// could keep and serve as the page to everyone else.
+#[tokio::test]
+async fn a_get_claiming_grpc_is_limited_with_a_429_not_a_cacheable_200() {
+    let (store, _clock) = manual_store();
+    let app = Router::new()
+        .route("/app.js", get(|| async { "console.log(1)" }))
+        .route("/", post(|| async { "ok" }))
+        .layer(layer(Policy::new("api", Quota::per_minute(1)), store));
+    let get_claiming_grpc = || {
+        let mut req = get_from("/app.js", "192.0.2.7:1000");
+        let value = "application/grpc".parse().unwrap();
+        req.headers_mut().insert(CONTENT_TYPE, value);
+        req
+    };
+    assert_eq!(status(&app, get_claiming_grpc()).await, StatusCode::OK);
+    let limited = app.clone().oneshot(get_claiming_grpc()).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().get("grpc-status").is_none());
+
+    // A POST with the same content type is a gRPC call, and gets a gRPC answer.
+    let mut call = Request::post("/").body(Body::empty()).unwrap();
+    call.headers_mut()
+        .insert(CONTENT_TYPE, "application/grpc".parse().unwrap());
+    let addr: SocketAddr = "192.0.2.7:1000".parse().unwrap();
+    call.extensions_mut().insert(ConnectInfo(addr));
+    assert_eq!(grpc_status(&app, call).await, "8");
+}
+
 #[tokio::test]
 async fn a_rejection_type_answers_limited_and_too_costly_requests_as_it_chose() {
     let (store, _clock) = manual_store();

@@ -1059,8 +1059,12 @@ impl Hostile {
         req
     }
 
-    /// The request's content type, if it claims to be gRPC (media types are case-insensitive).
+    /// The request's content type, if it is a gRPC call: a `POST` that claims a gRPC content
+    /// type (media types are case-insensitive).
     fn grpc_content_type(&self) -> Option<HeaderValue> {
+        if self.method != Method::POST {
+            return None;
+        }
         let value = self
             .headers
             .iter()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
@@ -524,6 +524,7 @@ async fn grpc_requests_are_recognised_by_their_content_type() {
     let mut svc = one_a_second().layer(counting_ok().0);
     let grpc = || {
         let mut req = from(PEER);
+        *req.method_mut() = Method::POST;
         req.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/grpc+proto"),
@@ -543,6 +544,7 @@ async fn grpc_answers_carry_application_grpc_and_grpc_web_ones_echo_their_conten
     let mut svc = one_a_second().layer(counting_ok().0);
     let with_type = |content_type: &'static str| {
         let mut req = from(PEER);
+        *req.method_mut() = Method::POST;
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         req

@@ -13,6 +13,8 @@
 //!     .unwrap();
 //! assert_eq!(grpc::content_type(&call).unwrap(), "application/grpc");
 //! assert!(grpc::content_type(&Request::new(())).is_none());
+//! let get = Request::get("/app.js").header("content-type", "application/grpc").body(()).unwrap();
+//! assert!(grpc::content_type(&get).is_none(), "a gRPC call is a POST");
 //! ```
 
 use std::fmt::Write as _;
@@ -20,12 +22,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 /// The content type of a gRPC answer to `req`, if `req` is a gRPC call: the request's own for
 /// gRPC-Web (`application/grpc-web`, `-web+proto`, `-web-text`), `application/grpc` otherwise.
 /// Media types are case-insensitive: `Application/gRPC` is a gRPC call too.
+///
+/// A gRPC call is a `POST`: any other request is answered as HTTP whatever its content type,
+/// so that a client cannot turn the `429` of a page (a `GET`) into a `200` with an empty body,
+/// which a cache in front of the app could keep and serve to everyone as the page.
 pub fn content_type<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.method() != Method::POST {
+        return None;
+    }
     let content_type = req.headers().get(CONTENT_TYPE)?;
     let starts_with = |prefix: &[u8]| {
         content_type

@@ -22,11 +22,12 @@
 //! `grpc-retry-pushback-ms: 1000`; see [`StoreFailed`]), unless every policy of its stack is in
 //! shadow mode: it is then served.
 //!
-//! A gRPC request (its `content-type` starts with `application/grpc`, in any case, or any
-//! request when the layer is built [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a
-//! gRPC status instead, because gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a
-//! trailers-only response: HTTP 200, `content-type: application/grpc` (a gRPC-Web call gets its
-//! own `application/grpc-web*` type back), no body, and
+//! A gRPC request (a `POST` whose `content-type` starts with `application/grpc`, in any case,
+//! or any request when the layer is built
+//! [`for_grpc`](crate::RateLimitLayerBuilder::for_grpc)) gets a gRPC status instead, because
+//! gRPC clients read a bare HTTP 429 as `UNAVAILABLE`. It is a trailers-only response: HTTP
+//! 200, `content-type: application/grpc` (a gRPC-Web call gets its own `application/grpc-web*`
+//! type back), no body, and
 //!
 //! - `grpc-status: 8` (`RESOURCE_EXHAUSTED`);
 //! - `grpc-message`: `rate limit exceeded; retry in <wait>`, percent-encoded;
