@@ -451,6 +451,34 @@ async fn ipv4_mapped_peers_count_as_their_ipv4_address() {
     assert!(charged(&store, "203.0.113.9"));
 }
 
+/// An IPv6-only server behind a stateless translator (SIIT, RFC 7755) sees its IPv4 clients
+/// in the well-known NAT64 prefix `64:ff9b::/96`. Each counts as the IPv4 address it carries:
+/// grouped by /64, every IPv4 client would share one budget, which one of them could spend.
+#[tokio::test]
+async fn translated_ipv4_peers_count_as_their_ipv4_address() {
+    let (svc, store) = rig(PeerIp::new());
+    assert_eq!(
+        status(&svc, request("[64:ff9b::192.0.2.7]:1000", &[])).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&svc, request("[64:ff9b::198.51.100.7]:1000", &[])).await,
+        StatusCode::OK,
+        "another IPv4 client has a budget of its own"
+    );
+    assert_eq!(
+        status(&svc, request("192.0.2.7:2000", &[])).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(charged(&store, "192.0.2.7"));
+    assert!(charged(&store, "198.51.100.7"));
+    assert_eq!(store.len(), 2);
+
+    let (svc, store) = rig(behind_proxies());
+    status(&svc, request("10.0.0.2:1000", &xff("64:ff9b::203.0.113.9"))).await;
+    assert!(charged(&store, "203.0.113.9"));
+}
+
 #[tokio::test]
 async fn axum_connect_info_is_read_before_a_plain_socket_addr() {
     let (svc, store) = rig(PeerIp::new());

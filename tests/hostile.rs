@@ -201,13 +201,24 @@ impl Line {
     }
 }
 
+/// The key of the client address `ip` with IPv6 kept whole: the IPv4 address of an
+/// IPv4-mapped address or of one translated into the NAT64 prefix `64:ff9b::/96`, else `ip`.
+fn key_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+        }
+        ip => ip,
+    }
+}
+
 /// The keys `ForwardedIp` (with IPv6 kept whole) may give a request from `peer` with `lines`:
 /// the first untrusted address from the right, through at most [`MAX_HOPS`] hops, or the last
 /// trusted one when a hop is unreadable or the hops run out. One key unless a zone is involved.
 fn expected_keys(peer: SocketAddr, lines: &[Line]) -> BTreeSet<IpAddr> {
     let peer = peer.ip().to_canonical();
     if !is_trusted(peer) {
-        return BTreeSet::from([peer]);
+        return BTreeSet::from([key_of(peer)]);
     }
     let hops: Vec<Vec<Option<IpAddr>>> = lines
         .iter()
@@ -237,7 +248,7 @@ fn expected_keys(peer: SocketAddr, lines: &[Line]) -> BTreeSet<IpAddr> {
         walking = next;
     }
     done.extend(walking);
-    done
+    done.into_iter().map(key_of).collect()
 }
 
 fn trusted_ip() -> impl Strategy<Value = IpAddr> {
@@ -254,6 +265,8 @@ fn client_ip() -> impl Strategy<Value = IpAddr> {
         any::<u32>().prop_map(|n| IpAddr::V4(n.into())),
         any::<u128>().prop_map(|n| IpAddr::V6(n.into())),
         any::<u32>().prop_map(|n| IpAddr::V6(Ipv4Addr::from(n).to_ipv6_mapped())),
+        // An IPv4 client seen through a translator.
+        any::<u32>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(0x64_ff9b_u128 << 96 | u128::from(n)))),
     ]
     .prop_filter("an untrusted address", |ip| !is_trusted(*ip))
 }
@@ -517,7 +530,7 @@ proptest! {
         for rfc7239 in [false, true] {
             let key = forwarded_ip(rfc7239).extract(&req).expect("a peer address");
             if !is_trusted(peer.ip()) {
-                prop_assert_eq!(key, peer.ip().to_canonical());
+                prop_assert_eq!(key, key_of(peer.ip()));
             }
         }
     }

@@ -1,4 +1,4 @@
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::{Extensions, Request};
 
@@ -17,7 +17,11 @@ use super::KeyExtractor;
 /// - a plain [`SocketAddr`], for any other server that inserts one.
 ///
 /// IPv6 clients usually own a whole /64, so IPv6 addresses are grouped by their /64 prefix by
-/// default; IPv4-mapped IPv6 addresses count as the IPv4 address they carry.
+/// default; IPv4-mapped IPv6 addresses count as the IPv4 address they carry, and so do
+/// addresses in the well-known NAT64 prefix `64:ff9b::/96`, which a stateless translator in
+/// front of an IPv6-only server gives its IPv4 clients (grouped by /64, those would all share
+/// one budget). A translator's own network-specific prefix is not known here: key such a
+/// server with a closure that reads the IPv4 address where the translator puts it.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -107,10 +111,17 @@ pub(crate) fn peer_addr(ext: &Extensions) -> Option<SocketAddr> {
     None
 }
 
-/// `ip` as a key: IPv4 as is (IPv4-mapped IPv6 included), IPv6 cut to its first `prefix` bits.
+/// The well-known NAT64 prefix, `64:ff9b::/96` (RFC 6052), as the top 96 bits of an address.
+const NAT64_PREFIX: u128 = 0x0064_ff9b << 96;
+
+/// `ip` as a key: IPv4 as is (IPv4-mapped IPv6 and IPv4 translated into the NAT64 prefix
+/// included), IPv6 cut to its first `prefix` bits.
 #[inline]
 pub(super) fn group(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip.to_canonical() {
+        IpAddr::V6(v6) if u128::from(v6) >> 32 == NAT64_PREFIX >> 32 => {
+            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+        }
         IpAddr::V6(v6) if prefix < 128 => {
             let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
             IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
