@@ -711,6 +711,53 @@ fn a_probe_left_queued_by_a_runtime_that_shut_down_lets_the_next_check_probe() {
     });
 }
 
+/// A sync caller polls the layer's futures with an executor of its own, outside any Tokio
+/// runtime: its checks are still answered by Redis, on the store's runtime, timeout included.
+#[test]
+fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
+    let server = RedisServer::start();
+    let (_main, store, _stack) = runtime_with_store(strict_store("outside").url(server.url()));
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_minute(1))
+        .key(Global)
+        .store(store)
+        .build()
+        .unwrap();
+    let inner =
+        service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new(())) });
+    let statuses = std::thread::spawn(move || {
+        let svc = layer.layer(inner);
+        let first = block_on_without_runtime(svc.clone().oneshot(Request::new(())));
+        let second = block_on_without_runtime(svc.oneshot(Request::new(())));
+        [first.unwrap().status(), second.unwrap().status()]
+    })
+    .join()
+    .expect("a request polled outside a Tokio runtime panicked");
+    // Under `Deny` a failed call would be a 503: both were Redis's answers.
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+}
+
+/// Polls `future` on this thread, outside any Tokio runtime, as a sync caller's executor does;
+/// panics after 10 s.
+fn block_on_without_runtime<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut future = pin!(future);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return output;
+        }
+        assert!(Instant::now() < deadline, "no answer within 10 s");
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
 /// A runtime for the test's own checks, the one the store is built on, and a store built from
 /// `builder` with a stack of 10 per minute.
 fn runtime_with_store(

@@ -7,7 +7,7 @@
 //! always takes the same lane, so its checks are decided in the order they arrive, however many
 //! lanes have a call in flight. No timer is involved: a check that finds its lane idle is sent
 //! at once, alone, by its own future (its call run on the store's runtime when the check is
-//! polled on another); batches only form behind a call already in flight, and a task on the
+//! polled elsewhere); batches only form behind a call already in flight, and a task on the
 //! store's runtime sends them until the lane is idle again.
 
 use std::collections::VecDeque;

@@ -312,7 +312,7 @@ impl RedisStoreBuilder {
     /// all, each decided in arrival order inside the script, exactly as if each had its own
     /// call: one Redis core then decides many checks per call instead of one, and a check
     /// that finds no call in flight goes at once, alone, from its own future (on the store's
-    /// runtime if the check is polled on another); the calls that carry queued checks are made
+    /// runtime if the check is polled elsewhere); the calls that carry queued checks are made
     /// by a task on the runtime the store was built on. There are
     /// [`calls_in_flight`](Self::calls_in_flight) queues for a single server, or one per hash
     /// slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the

@@ -175,7 +175,7 @@ impl Inner {
         let invoke = self.invoke(self.command(asks));
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
-        let outcome = self.within_timeout(invoke).await;
+        let outcome = invoke.await;
         #[cfg(feature = "metrics")]
         self.metrics.latency.record(sent.elapsed());
         // The call's time, then each policy's TAT for each check.
@@ -296,51 +296,38 @@ impl Inner {
         call
     }
 
-    /// Runs `call`, on the store's runtime when polled on another: a reconnection that the
-    /// call starts, and the retry that waits on it, open a connection whose task runs on the
-    /// runtime polling them, which must be the one that keeps running (a sync caller's
-    /// current-thread runtime runs only inside its `block_on`).
-    async fn invoke(&self, call: Cmd) -> redis::RedisResult<Vec<i64>> {
+    /// Runs `call` within the store's timeout, on the store's runtime when polled on another:
+    /// a reconnection that the call starts, and the retry that waits on it, open a connection
+    /// whose task runs on the runtime polling them, which must be the one that keeps running
+    /// (a sync caller's current-thread runtime runs only inside its `block_on`). Polled outside
+    /// any runtime (a sync caller's own executor), where no timer runs, it is timed on the
+    /// store's runtime too.
+    async fn invoke(&self, call: Cmd) -> Result<redis::RedisResult<Vec<i64>>, Elapsed> {
         let mut connection = self.connection.clone();
-        let Some(runtime) = self.elsewhere() else {
-            return connection.invoke(&call, &self.script).await;
+        let timeout = self.timeout;
+        let here = tokio::runtime::Handle::try_current();
+        let store = match (&self.runtime, &here) {
+            (Some(store), Ok(here)) if here.id() != store.id() => store,
+            (Some(store), Err(_)) => store,
+            _ => return within_timeout(timeout, connection.invoke(&call, &self.script)).await,
         };
         let script = self.script.clone();
-        let task = runtime.spawn(async move { connection.invoke(&call, &script).await });
-        AbortOnDrop(task).await.unwrap_or_else(|_| {
+        let shutting_down = || {
             Err(redis::RedisError::from(std::io::Error::other(
                 "the runtime the store was built on is shutting down",
             )))
-        })
-    }
-
-    /// The store's runtime, if the one here is another.
-    fn elsewhere(&self) -> Option<&tokio::runtime::Handle> {
-        let store = self.runtime.as_ref()?;
-        let here = tokio::runtime::Handle::try_current().ok()?;
-        (here.id() != store.id()).then_some(store)
-    }
-
-    /// Runs `invoke` for at most the store's timeout, as Redis and the network take it: when
-    /// the timer fires late by more than a quarter of the timeout, this process was not
-    /// running (a starved machine, a blocked runtime) and cannot tell a slow Redis from its
-    /// own stall, so the call gets one more timeout before it counts as failed.
-    async fn within_timeout<F: std::future::Future>(
-        &self,
-        invoke: F,
-    ) -> Result<F::Output, Elapsed> {
-        let mut invoke = std::pin::pin!(invoke);
-        let Some(deadline) = tokio::time::Instant::now().checked_add(self.timeout) else {
-            // A timeout longer than the clock can count (`Duration::MAX`, say): none.
-            return Ok(invoke.await);
         };
-        match tokio::time::timeout_at(deadline, invoke.as_mut()).await {
-            Ok(outcome) => Ok(outcome),
-            Err(_) if deadline.elapsed() > self.timeout / 4 => {
-                tokio::time::timeout(self.timeout, invoke).await
-            }
-            Err(elapsed) => Err(elapsed),
+        if here.is_ok() {
+            let task = store.spawn(async move { connection.invoke(&call, &script).await });
+            let outcome = within_timeout(timeout, AbortOnDrop(task)).await;
+            return outcome.map(|joined| joined.unwrap_or_else(|_| shutting_down()));
         }
+        let task = store.spawn(within_timeout(timeout, async move {
+            connection.invoke(&call, &script).await
+        }));
+        AbortOnDrop(task)
+            .await
+            .unwrap_or_else(|_| Ok(shutting_down()))
     }
 
     /// Caches every key of the stack when the same check would now be denied by some policy;
@@ -451,8 +438,28 @@ impl Keys {
     }
 }
 
-/// A call made on the store's runtime for a check polled on another: dropped with the check,
-/// it stops the call.
+/// Runs `invoke` for at most `timeout`, as Redis and the network take it: when the timer fires
+/// late by more than a quarter of the timeout, this process was not running (a starved
+/// machine, a blocked runtime) and cannot tell a slow Redis from its own stall, so the call
+/// gets one more timeout before it counts as failed.
+async fn within_timeout<F: std::future::Future>(
+    timeout: std::time::Duration,
+    invoke: F,
+) -> Result<F::Output, Elapsed> {
+    let mut invoke = std::pin::pin!(invoke);
+    let Some(deadline) = tokio::time::Instant::now().checked_add(timeout) else {
+        // A timeout longer than the clock can count (`Duration::MAX`, say): none.
+        return Ok(invoke.await);
+    };
+    match tokio::time::timeout_at(deadline, invoke.as_mut()).await {
+        Ok(outcome) => Ok(outcome),
+        Err(_) if deadline.elapsed() > timeout / 4 => tokio::time::timeout(timeout, invoke).await,
+        Err(elapsed) => Err(elapsed),
+    }
+}
+
+/// A call made on the store's runtime for a check polled on another runtime or outside any:
+/// dropped with the check, it stops the call.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> std::future::Future for AbortOnDrop<T> {

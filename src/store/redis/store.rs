@@ -106,13 +106,15 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   lost with the old primary: at most one burst per key (none in the measurements of
 ///   `BENCHES.md` with the replica in sync, a whole burst with its link cut).
 ///
-/// Clones share the connection, the caches and the failure state. Checks need a Tokio
-/// runtime with the time driver enabled. The connection's tasks, the tasks that send queued
-/// checks, the calls of checks polled on another runtime (and, behind Sentinel, the lookups of
-/// a new primary) run on the runtime the store is built on: build it on the runtime that
-/// serves the checks, and keep that runtime running for as long as the store is used. A check
-/// that finds its queue idle makes its call from its own future (as a task on the store's
-/// runtime when polled on another), and the checks that queue meanwhile wait for that call:
+/// Clones share the connection, the caches and the failure state. Checks are polled on a Tokio
+/// runtime with the time driver enabled, or outside any runtime (a sync caller's own
+/// executor), whose checks are timed on the store's runtime. The connection's tasks, the tasks
+/// that send queued checks, the calls of checks polled on another runtime or outside any (and,
+/// behind Sentinel, the lookups of a new primary) run on the runtime the store is built on:
+/// build it on the runtime that serves the checks, and keep that runtime running for as long
+/// as the store is used. A check that finds its queue idle makes its call from its own future
+/// (as a task on the store's runtime when polled elsewhere), and the checks that queue
+/// meanwhile wait for that call:
 /// poll check futures (and the layer's response futures) concurrently or in the order they
 /// were made, as servers do, not a later one before an earlier one.
 ///
