@@ -737,6 +737,20 @@ fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
     assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
 }
 
+/// A store built outside any Tokio runtime would have no runtime to run its connection on:
+/// the build says so, where the Redis client would panic.
+#[test]
+fn a_store_built_outside_any_runtime_is_a_configuration_error() {
+    let server = RedisServer::start();
+    let builder = strict_store("built-outside").url(server.url());
+    let built = std::thread::spawn(move || block_on_without_runtime(builder.build()).err())
+        .join()
+        .expect("a store built outside a Tokio runtime panicked");
+    let message = built.expect("built without a runtime").to_string();
+    assert!(message.contains("inside a Tokio runtime"), "{message}");
+    assert!(message.contains("enable_all"), "{message}");
+}
+
 /// Polls `future` on this thread, outside any Tokio runtime, as a sync caller's executor does;
 /// panics after 10 s.
 fn block_on_without_runtime<F: Future>(future: F) -> F::Output {

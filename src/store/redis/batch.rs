@@ -60,8 +60,8 @@ impl Lane {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Marks the lane idle, with no call in flight and none coming (no runtime here to run a
-    /// sender on, or the sender's is shutting down), and returns the checks waiting to their
+    /// Marks the lane idle, with no call in flight and none coming (the sender's runtime is
+    /// shutting down), and returns the checks waiting to their
     /// futures, which submit them again from wherever they are polled. A check whose future is
     /// gone is dropped with its channel: a probe among those hands over to the next check.
     fn idle(&self, inner: &Arc<Inner>) {
@@ -153,19 +153,14 @@ impl Drop for Claim {
             return;
         };
         let lane = lanes.lane(self.slot);
-        let sender = {
+        {
             let mut queue = lane.queue();
             if queue.waiting.is_empty() {
                 queue.running = false;
                 return;
             }
-            sender_runtime(&self.inner)
-        };
-        match sender {
-            Some(runtime) => spawn_sender(&runtime, &self.inner, self.slot),
-            // No runtime here: the checks waiting go back to their futures.
-            None => lane.idle(&self.inner),
         }
+        spawn_sender(&self.inner, self.slot);
     }
 }
 
@@ -193,19 +188,12 @@ pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
     Submitted::Queued(answer)
 }
 
-/// Where a lane's sender runs: the store's own runtime, which runs its connection and is
-/// driven for as long as the store is used (a current-thread runtime of a sync caller is only
-/// driven inside its `block_on`), else the one here.
-fn sender_runtime(inner: &Inner) -> Option<tokio::runtime::Handle> {
-    inner
-        .runtime
-        .clone()
-        .or_else(|| tokio::runtime::Handle::try_current().ok())
-}
-
-/// Spawns the sender of a lane marked running, outside the lane's lock: a runtime that is
-/// shutting down drops the task at once, and its [`LaneSender`] then marks the lane idle.
-fn spawn_sender(runtime: &tokio::runtime::Handle, inner: &Arc<Inner>, slot: usize) {
+/// Spawns the sender of a lane marked running, outside the lane's lock, on the store's own
+/// runtime, which runs its connection and is driven for as long as the store is used (a
+/// current-thread runtime of a sync caller is only driven inside its `block_on`): a runtime
+/// that is shutting down drops the task at once, and its [`LaneSender`] then marks the lane
+/// idle.
+fn spawn_sender(inner: &Arc<Inner>, slot: usize) {
     let sender = LaneSender {
         inner: Arc::clone(inner),
         slot,
@@ -213,7 +201,7 @@ fn spawn_sender(runtime: &tokio::runtime::Handle, inner: &Arc<Inner>, slot: usiz
         asks: Vec::new(),
         answers: VecDeque::new(),
     };
-    runtime.spawn(send(sender));
+    inner.runtime.spawn(send(sender));
 }
 
 /// A lane's sender: one call at a time, each carrying what queued while the last was in flight;

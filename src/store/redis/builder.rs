@@ -404,9 +404,9 @@ impl RedisStoreBuilder {
     /// Connects, loads the script, and returns the store; or an error naming what is wrong:
     /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap,
     /// failures before a back-off, batch size or calls in flight, an expiry step longer than a
-    /// day, a Redis that cannot be reached or will not run the script, or a single server that
-    /// is a replica (which refuses writes). Every check but the last three is made before
-    /// connecting. Once connected, Redis must answer the script's load and `ROLE` each within
+    /// day, a build outside a Tokio runtime, a Redis that cannot be reached or will not run the
+    /// script, or a single server that is a replica (which refuses writes). Every check but the
+    /// last three is made before connecting. Once connected, Redis must answer the script's load and `ROLE` each within
     /// the [timeout](Self::timeout) or a second, whichever is longer: a Redis that stops
     /// answering is an error, not a build that never ends. Then one run of the script (a peek,
     /// which writes nothing, waited for as long; Redis holds it while writes are paused) fails
@@ -461,7 +461,14 @@ impl RedisStoreBuilder {
                 "RedisStore max_local_keys is 0; it must hold at least one key",
             ));
         }
-        let (mut connection, name) = connect(self.target).await?;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(ConfigError::new(
+                "RedisStore must be built inside a Tokio runtime, which runs its connection: \
+                 build it on the runtime that serves the checks (`#[tokio::main]`, or a runtime \
+                 built with `enable_all()`), and keep that runtime running",
+            ));
+        };
+        let (mut connection, name) = connect(self.target, &runtime).await?;
         // A Redis that stops answering once connected (stopped, or cut off by the network)
         // must not hold the build forever: the caller retries it.
         let answer_within = self.timeout.max(CONNECT_TIMEOUT);
@@ -548,7 +555,7 @@ impl RedisStoreBuilder {
             inner: Arc::new(Inner {
                 connection,
                 lanes,
-                runtime: tokio::runtime::Handle::try_current().ok(),
+                runtime,
                 script,
                 key_head: key_head.into(),
                 timeout: self.timeout,

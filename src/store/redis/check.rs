@@ -305,12 +305,11 @@ impl Inner {
     async fn invoke(&self, call: Cmd) -> Result<redis::RedisResult<Vec<i64>>, Elapsed> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
+        let store = &self.runtime;
         let here = tokio::runtime::Handle::try_current();
-        let store = match (&self.runtime, &here) {
-            (Some(store), Ok(here)) if here.id() != store.id() => store,
-            (Some(store), Err(_)) => store,
-            _ => return within_timeout(timeout, connection.invoke(&call, &self.script)).await,
-        };
+        if here.as_ref().is_ok_and(|here| here.id() == store.id()) {
+            return within_timeout(timeout, connection.invoke(&call, &self.script)).await;
+        }
         let script = self.script.clone();
         let shutting_down = || {
             Err(redis::RedisError::from(std::io::Error::other(

@@ -239,7 +239,11 @@ pub(super) fn manager_config() -> ConnectionManagerConfig {
 }
 
 /// Opens the connection; returns it with a printable name of where it goes.
-pub(super) async fn connect(target: Target) -> Result<(Connection, String), ConfigError> {
+/// Sentinel's lookups of a new primary run on `runtime`, the store's.
+pub(super) async fn connect(
+    target: Target,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(Connection, String), ConfigError> {
     let single = |client: redis::Client, name: String| async move {
         match ConnectionManager::new_with_config(client.clone(), manager_config()).await {
             Ok(manager) => Ok((Connection::Single(Single::new(manager, Some(client))), name)),
@@ -317,9 +321,11 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
                             e,
                         )
                     })?;
-            sentinel(client, name).await
+            sentinel(client, name, runtime).await
         }
-        Target::SentinelClient(client) => sentinel(*client, "sentinel client".to_owned()).await,
+        Target::SentinelClient(client) => {
+            sentinel(*client, "sentinel client".to_owned(), runtime).await
+        }
         Target::Manager(manager) => Ok((
             Connection::Single(Single::new(manager, None)),
             "connection manager".into(),
@@ -333,8 +339,10 @@ pub(super) async fn connect(target: Target) -> Result<(Connection, String), Conf
 async fn sentinel(
     client: SentinelClient,
     name: String,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<(Connection, String), ConfigError> {
-    let (connection, primary) = SentinelConnection::connect(client, name.clone()).await?;
+    let (connection, primary) =
+        SentinelConnection::connect(client, name.clone(), runtime.clone()).await?;
     Ok((
         Connection::Sentinel(connection),
         format!("{name} (primary at {primary})"),

@@ -60,17 +60,12 @@ struct Primary {
 
 impl SentinelConnection {
     /// Asks the sentinels for the primary and connects to it; returns the connection and the
-    /// primary's address.
+    /// primary's address. Lookups run on `runtime`, the store's.
     pub(super) async fn connect(
         mut client: SentinelClient,
         name: String,
+        runtime: Handle,
     ) -> Result<(SentinelConnection, String), ConfigError> {
-        let runtime = Handle::try_current().map_err(|e| {
-            ConfigError::with_source(
-                "RedisStore with Sentinel must be built inside a Tokio runtime",
-                e,
-            )
-        })?;
         let primary = lookup(&mut client, 0)
             .await
             .map_err(|failure| failure.into_config_error(&name))?;

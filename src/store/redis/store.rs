@@ -148,7 +148,7 @@ pub(super) struct Inner {
     pub(super) lanes: Option<Lanes>,
     /// The runtime the store was built on, whose tasks run its connection: where lanes'
     /// senders run, so that a sender never waits on a runtime that nobody drives.
-    pub(super) runtime: Option<tokio::runtime::Handle>,
+    pub(super) runtime: tokio::runtime::Handle,
     pub(super) script: Script,
     /// `{<prefix>:`
     pub(super) key_head: Box<[u8]>,
