@@ -737,6 +737,43 @@ fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
     assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
 }
 
+/// Two `#[tokio::test]`s sharing one store: the runtime of the first, on which the store was
+/// built and which ran its connection, is gone when the second checks. The failure policy
+/// answers, with an error that names the runtime, not Redis.
+#[test]
+fn a_check_on_a_store_whose_runtime_has_shut_down_says_so() {
+    let server = RedisServer::start();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first_test = current_thread();
+    let (store, stack) = first_test.block_on(async {
+        let store = strict_store("runtime-gone")
+            .url(server.url())
+            .build()
+            .await
+            .unwrap();
+        let stack = store
+            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+            .unwrap();
+        (store, stack)
+    });
+    drop(first_test);
+    let error = current_thread()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), store.check(&stack, b"k", 1)).await
+        })
+        .expect("no answer within 5 s")
+        .expect_err("under `Deny` a call that cannot be made is an error")
+        .to_string();
+    assert!(error.contains("runtime the store was built on"), "{error}");
+    assert!(error.contains("#[tokio::test]"), "{error}");
+    assert!(!error.contains("Redis could not be reached"), "{error}");
+}
+
 /// A store built outside any Tokio runtime would have no runtime to run its connection on:
 /// the build says so, where the Redis client would panic.
 #[test]

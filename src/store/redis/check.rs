@@ -181,10 +181,9 @@ impl Inner {
         // The call's time, then each policy's TAT for each check.
         let expected = 1 + asks.iter().map(|ask| ask.keys.len()).sum::<usize>();
         let outcome = match outcome {
-            Ok(Ok(values)) if values.len() == expected => Ok(values),
-            Ok(Ok(values)) => Err(RedisStoreError::reply(values)),
-            Ok(Err(error)) => Err(RedisStoreError::redis(error)),
-            Err(_) => Err(RedisStoreError::timeout(self.timeout)),
+            Ok(values) if values.len() == expected => Ok(values),
+            Ok(values) => Err(RedisStoreError::reply(values)),
+            Err(error) => Err(error),
         };
         let local_now = self.clock.now_nanos();
         // Redis answered or failed: the probe, if one was carried, has done its work.
@@ -302,31 +301,28 @@ impl Inner {
     /// (a sync caller's current-thread runtime runs only inside its `block_on`). Polled outside
     /// any runtime (a sync caller's own executor), where no timer runs, it is timed on the
     /// store's runtime too.
-    async fn invoke(&self, call: Cmd) -> Result<redis::RedisResult<Vec<i64>>, Elapsed> {
+    async fn invoke(&self, call: Cmd) -> Result<Vec<i64>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
+        let timed_out = |_: Elapsed| RedisStoreError::timeout(timeout);
         let store = &self.runtime;
         let here = tokio::runtime::Handle::try_current();
         if here.as_ref().is_ok_and(|here| here.id() == store.id()) {
-            return within_timeout(timeout, connection.invoke(&call, &self.script)).await;
+            let outcome = within_timeout(timeout, connection.invoke(&call, &self.script)).await;
+            return outcome.map_err(timed_out)?.map_err(RedisStoreError::redis);
         }
         let script = self.script.clone();
-        let shutting_down = || {
-            Err(redis::RedisError::from(std::io::Error::other(
-                "the runtime the store was built on is shutting down",
-            )))
+        let call = async move { connection.invoke(&call, &script).await };
+        // A task the store's runtime does not run: that runtime is shutting down or gone.
+        let gone = |_: tokio::task::JoinError| RedisStoreError::runtime_gone();
+        let outcome = if here.is_ok() {
+            let joined = within_timeout(timeout, AbortOnDrop(store.spawn(call))).await;
+            joined.map_err(timed_out)?.map_err(gone)?
+        } else {
+            let joined = AbortOnDrop(store.spawn(within_timeout(timeout, call))).await;
+            joined.map_err(gone)?.map_err(timed_out)?
         };
-        if here.is_ok() {
-            let task = store.spawn(async move { connection.invoke(&call, &script).await });
-            let outcome = within_timeout(timeout, AbortOnDrop(task)).await;
-            return outcome.map(|joined| joined.unwrap_or_else(|_| shutting_down()));
-        }
-        let task = store.spawn(within_timeout(timeout, async move {
-            connection.invoke(&call, &script).await
-        }));
-        AbortOnDrop(task)
-            .await
-            .unwrap_or_else(|_| Ok(shutting_down()))
+        outcome.map_err(RedisStoreError::redis)
     }
 
     /// Caches every key of the stack when the same check would now be denied by some policy;

@@ -26,6 +26,8 @@ enum Kind {
     BackingOff,
     Reply(Vec<i64>),
     Lost,
+    /// The runtime the store was built on is shutting down or gone: no call can be made.
+    RuntimeGone,
     /// The store's clock, in ns, past the times the script counts exactly.
     ClockTooLate(u64),
 }
@@ -51,6 +53,12 @@ impl RedisStoreError {
 
     pub(super) fn lost() -> Self {
         RedisStoreError { kind: Kind::Lost }
+    }
+
+    pub(super) fn runtime_gone() -> Self {
+        RedisStoreError {
+            kind: Kind::RuntimeGone,
+        }
     }
 
     pub(super) fn clock_too_late(nanos: u64) -> Self {
@@ -105,6 +113,12 @@ impl fmt::Display for RedisStoreError {
                 "the store's clock reads {nanos} ns, at or past 2^52 µs (about 142 years from \
                  its origin), where the rate limit script's numbers (doubles) are no longer \
                  exact; use a clock that counts from a recent origin, such as Unix time"
+            ),
+            Kind::RuntimeGone => f.write_str(
+                "the Tokio runtime the store was built on, which runs its connection, is \
+                 shutting down or gone: build the store on the runtime that serves its checks \
+                 and keep that runtime running (in tests, a store per `#[tokio::test]`, each of \
+                 which has a runtime of its own)",
             ),
             Kind::Lost => f.write_str(
                 "the call carrying this rate limit check was dropped before Redis answered \
