@@ -3,8 +3,10 @@
 //! check is answered meanwhile, and configurations that cannot work are refused when the store
 //! is built.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
@@ -613,4 +615,44 @@ async fn a_primary_that_refused_the_password_for_a_while_is_found_again() {
     let before = command_calls(&mut admin, "evalsha");
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     assert_eq!(command_calls(&mut admin, "evalsha"), before + 1);
+}
+
+/// Requests cancelled while their check is with the primary (clients that went away, a
+/// timeout layer above the limiter) say nothing of where the primary is: they send the store
+/// to the sentinels no more than checks answered in time do.
+#[tokio::test]
+async fn checks_dropped_before_their_answer_ask_the_sentinels_nothing() {
+    let primary = RedisServer::start();
+    let sentinel = RedisSentinel::start(
+        primary.port(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
+    let store = RedisStore::builder()
+        .sentinel([sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix("sentinel-dropped"))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-hour", Quota::per_hour(100))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    // Each lookup asks the primary the sentinels name for its `ROLE`.
+    let roles = command_calls(&mut primary.connection(), "role");
+    for _ in 0..3 {
+        {
+            let mut check = std::pin::pin!(store.check(&stack, b"k", 1));
+            let sent = check.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(sent.is_pending(), "sent, and dropped before Redis answers");
+        }
+        // Past the least time between two lookups.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert_eq!(
+        command_calls(&mut primary.connection(), "role"),
+        roles,
+        "a dropped check started a lookup of the primary"
+    );
 }

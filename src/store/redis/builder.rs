@@ -513,7 +513,8 @@ impl RedisStoreBuilder {
         key_head.push(b':');
         let peek = build_peek(&script, &key_head, clock_time);
         match tokio::time::timeout(answer_within, connection.invoke(&peek, &script)).await {
-            Ok(Ok(_)) | Err(_) => {}
+            Ok(Ok(_)) => {}
+            Err(_) => connection.timed_out(),
             Ok(Err(e)) if e.is_timeout() => {}
             Ok(Err(e)) => {
                 return Err(ConfigError::with_source(

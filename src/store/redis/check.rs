@@ -304,7 +304,10 @@ impl Inner {
     async fn invoke(&self, call: Cmd) -> Result<Vec<i64>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
-        let timed_out = |_: Elapsed| RedisStoreError::timeout(timeout);
+        let timed_out = |_: Elapsed| {
+            self.connection.timed_out();
+            RedisStoreError::timeout(timeout)
+        };
         let store = &self.runtime;
         let here = tokio::runtime::Handle::try_current();
         if here.as_ref().is_ok_and(|here| here.id() == store.id()) {

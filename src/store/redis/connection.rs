@@ -46,6 +46,14 @@ impl Connection {
         }
     }
 
+    /// A call got no answer within the store's timeout: behind Sentinel, the primary may have
+    /// moved.
+    pub(super) fn timed_out(&self) {
+        if let Connection::Sentinel(c) = self {
+            c.timed_out();
+        }
+    }
+
     async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<i64>> {
         match self {
             Connection::Single(c) => c.query(call).await,

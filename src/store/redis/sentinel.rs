@@ -86,19 +86,14 @@ impl SentinelConnection {
     }
 
     /// Runs `call` on the primary. An answer that says the primary is gone or is one no more
-    /// (a broken connection, `READONLY`, `MASTERDOWN`), or a call dropped before its answer (the
-    /// store's timeout), starts a lookup. A call that failed so waits for the lookup (within
-    /// the store's timeout, which bounds the whole call), and is sent once more if the
+    /// (a broken connection, `READONLY`, `MASTERDOWN`) starts a lookup, as a call that timed
+    /// out does ([`timed_out`](Self::timed_out)). A call that failed so waits for the lookup
+    /// (within the store's timeout, which bounds the whole call), and is sent once more if the
     /// sentinels named a new primary meanwhile: a process that was idle through a failover
     /// need not lose its next check to the failure policy.
     pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
         let primary = self.shared.current();
-        let mut watch = Watch {
-            shared: &self.shared,
-            armed: true,
-        };
         let outcome = primary.connection.query(call).await;
-        watch.armed = false;
         match outcome {
             Err(error) if primary_lost(&error) => {
                 let settled = self.shared.settled.notified();
@@ -118,6 +113,12 @@ impl SentinelConnection {
         }
     }
 
+    /// A call got no answer within the store's timeout: the primary may be gone. A call
+    /// dropped for another reason (its request cancelled) tells nothing of the primary.
+    pub(super) fn timed_out(&self) {
+        self.shared.suspect();
+    }
+
     /// Loads `script` into the primary.
     pub(super) async fn load(&self, script: &Script) -> RedisResult<String> {
         let primary = self.shared.current();
@@ -128,20 +129,6 @@ impl SentinelConnection {
             }
         }
         outcome
-    }
-}
-
-/// Starts a lookup if the call it watches is dropped before its answer.
-struct Watch<'a> {
-    shared: &'a Arc<Shared>,
-    armed: bool,
-}
-
-impl Drop for Watch<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.shared.suspect();
-        }
     }
 }
 
