@@ -737,6 +737,47 @@ fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
     assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
 }
 
+/// A check polled on another runtime while the store's runtime is blocked (a test that joins a
+/// thread from inside `#[tokio::test]`) is timed where it is polled: the failure policy
+/// answers it after the timeout, without waiting for the blocked runtime.
+#[test]
+fn a_check_polled_elsewhere_while_the_store_runtime_is_blocked_times_out() {
+    let server = RedisServer::start();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let store_runtime = current_thread();
+    let (store, stack) = store_runtime.block_on(async {
+        let store = strict_store("blocked")
+            .url(server.url())
+            .timeout(Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap();
+        let stack = store
+            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+            .unwrap();
+        (store, stack)
+    });
+    store_runtime.block_on(async {
+        // Blocks the store's runtime until the thread is done.
+        let answer = std::thread::spawn(move || {
+            current_thread().block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), store.check(&stack, b"k", 1)).await
+            })
+        })
+        .join()
+        .unwrap();
+        let error = answer
+            .expect("the check waited on the blocked runtime")
+            .expect_err("Redis cannot answer through a blocked runtime");
+        assert!(error.is_timeout(), "{error}");
+    });
+}
+
 /// Two `#[tokio::test]`s sharing one store: the runtime of the first, on which the store was
 /// built and which ran its connection, is gone when the second checks. The failure policy
 /// answers, with an error that names the runtime, not Redis.

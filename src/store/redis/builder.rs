@@ -406,9 +406,9 @@ impl RedisStoreBuilder {
     /// failures before a back-off, batch size or calls in flight, an expiry step longer than a
     /// day, a build outside a Tokio runtime, a Redis that cannot be reached or will not run the
     /// script, or a single server that is a replica (which refuses writes). Every check but the
-    /// last three is made before connecting. Once connected, Redis must answer the script's load and `ROLE` each within
-    /// the [timeout](Self::timeout) or a second, whichever is longer: a Redis that stops
-    /// answering is an error, not a build that never ends. Then one run of the script (a peek,
+    /// last three is made before connecting. Once connected, Redis must answer the script's
+    /// load and `ROLE` each within the [timeout](Self::timeout) or a second, whichever is
+    /// longer: a Redis that stops answering is an error, not a build that never ends. Then one run of the script (a peek,
     /// which writes nothing, waited for as long; Redis holds it while writes are paused) fails
     /// the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`, `TIME` (unless
     /// the store has a [clock](Self::clock)), `MGET` or the store's keys, or when one of these

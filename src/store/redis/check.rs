@@ -298,9 +298,10 @@ impl Inner {
     /// Runs `call` within the store's timeout, on the store's runtime when polled on another:
     /// a reconnection that the call starts, and the retry that waits on it, open a connection
     /// whose task runs on the runtime polling them, which must be the one that keeps running
-    /// (a sync caller's current-thread runtime runs only inside its `block_on`). Polled outside
-    /// any runtime (a sync caller's own executor), where no timer runs, it is timed on the
-    /// store's runtime too.
+    /// (a sync caller's current-thread runtime runs only inside its `block_on`). It is timed
+    /// here, so that a store's runtime that is blocked (a test joining a thread) does not hold
+    /// the check past its timeout; polled outside any runtime (a sync caller's own executor),
+    /// where no timer runs, it is timed on the store's runtime too.
     async fn invoke(&self, call: Cmd) -> Result<Vec<i64>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
