@@ -61,9 +61,9 @@ impl Lane {
     }
 
     /// Marks the lane idle, with no call in flight and none coming (the sender's runtime is
-    /// shutting down), and returns the checks waiting to their
-    /// futures, which submit them again from wherever they are polled. A check whose future is
-    /// gone is dropped with its channel: a probe among those hands over to the next check.
+    /// shutting down), and returns the checks waiting to their futures, which submit them again
+    /// from wherever they are polled. A check whose future is gone is dropped with its channel:
+    /// a probe among those hands over to the next check.
     fn idle(&self, inner: &Arc<Inner>) {
         let waiting = {
             let mut queue = self.queue();

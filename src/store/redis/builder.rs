@@ -408,14 +408,14 @@ impl RedisStoreBuilder {
     /// script, or a single server that is a replica (which refuses writes). Every check but the
     /// last three is made before connecting. Once connected, Redis must answer the script's
     /// load and `ROLE` each within the [timeout](Self::timeout) or a second, whichever is
-    /// longer: a Redis that stops answering is an error, not a build that never ends. Then one run of the script (a peek,
-    /// which writes nothing, waited for as long; Redis holds it while writes are paused) fails
-    /// the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`, `TIME` (unless
-    /// the store has a [clock](Self::clock)), `MGET` or the store's keys, or when one of these
-    /// commands is renamed. The peek cannot find what only a write meets: checks also write
-    /// with `PSETEX` (and `SET` with an [expiry step](Self::expiry_step)), and a user without
-    /// them (or a Redis with them renamed) builds a store whose admitted checks fail. `ROLE`
-    /// tells a replica. So a user of its own needs
+    /// longer: a Redis that stops answering is an error, not a build that never ends. Then one run
+    /// of the script (a peek, which writes nothing, waited for as long; Redis holds it while writes
+    /// are paused) fails the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`,
+    /// `TIME` (unless the store has a [clock](Self::clock)), `MGET` or the store's keys, or when
+    /// one of these commands is renamed. The peek cannot find what only a write meets: checks also
+    /// write with `PSETEX` (and `SET` with an [expiry step](Self::expiry_step)), and a user without
+    /// them (or a Redis with them renamed) builds a store whose admitted checks fail. `ROLE` tells
+    /// a replica. So a user of its own needs
     /// `+evalsha +script|load +time +mget +psetex +set +role ~{ratelimit:*` for the default
     /// prefix (the keys begin with the hash tag's `{`), and `+select` for a database other
     /// than 0.
