@@ -114,9 +114,12 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// build it on the runtime that serves the checks, and keep that runtime running for as long
 /// as the store is used. A check that finds its queue idle makes its call from its own future
 /// (as a task on the store's runtime when polled elsewhere), and the checks that queue
-/// meanwhile wait for that call:
-/// poll check futures (and the layer's response futures) concurrently or in the order they
-/// were made, as servers do, not a later one before an earlier one.
+/// meanwhile wait for that call: poll check futures (and the layer's response futures)
+/// concurrently or in the order they were made, as servers do, not a later one before an
+/// earlier one. Under Tokio's paused time (`tokio::time::pause`, `start_paused` in tests) an
+/// idle runtime jumps to its next timer while Redis's answer is on its way, so the build and
+/// the checks time out, some or all of them: test with the time running, and a
+/// [clock](RedisStoreBuilder::clock) of your own to move the store's time.
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
