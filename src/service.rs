@@ -143,37 +143,29 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let config = &*self.config;
-        let (tier, mut check) = match config.start(&req) {
-            Start::Decided(verdict) => return self.decided(verdict, req),
-            Start::Checking(tier, check) => (tier, check),
+        let verdict = match config.start(&req) {
+            Start::Decided(verdict) => verdict,
+            Start::Checking(tier, mut check) => {
+                // One poll without a real waker: a store that already knows the answer gives
+                // it now, and the request is decided here without cloning anything.
+                match Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop())) {
+                    Poll::Ready(outcome) => config.verdict(tier, outcome, &mut req),
+                    Poll::Pending => {
+                        // The inner call happens inside the future: take the service that was
+                        // driven to readiness and leave a clone for the next request.
+                        let clone = self.inner.clone();
+                        let ready = mem::replace(&mut self.inner, clone);
+                        return ResponseFuture::checking(
+                            check,
+                            tier,
+                            ready,
+                            req,
+                            Arc::clone(&self.config),
+                        );
+                    }
+                }
+            }
         };
-        // One poll without a real waker: a store that already knows the answer gives it now,
-        // and the request is decided here without cloning anything.
-        match Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(outcome) => {
-                let verdict = config.verdict(tier, outcome, &mut req);
-                self.decided(verdict, req)
-            }
-            Poll::Pending => {
-                // The inner call happens inside the future: take the service that was driven
-                // to readiness and leave a clone for the next request.
-                let clone = self.inner.clone();
-                let ready = mem::replace(&mut self.inner, clone);
-                ResponseFuture::checking(check, tier, ready, req, Arc::clone(&self.config))
-            }
-        }
-    }
-}
-
-impl<S, E, St: Store, R, X> RateLimit<S, E, St, R, X> {
-    fn decided<ReqB, ResB>(
-        &mut self,
-        verdict: Verdict,
-        req: Request<ReqB>,
-    ) -> ResponseFuture<S, ReqB, E, St, R, X>
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-    {
         match verdict {
             Verdict::Allow(headers) => ResponseFuture::inner(self.inner.call(req), headers),
             Verdict::Respond(response) => ResponseFuture::respond(response),
