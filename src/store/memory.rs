@@ -289,10 +289,9 @@ impl<C: Clock> MemoryStore<C> {
         let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();
         let shard = inner.keys.shard(&key);
-        match take_shared(shard, &key, stack, now, cost) {
-            Some(decisions) => decisions,
-            None => inner.decide_exclusive(shard, &key, stack, now, cost),
-        }
+        take_shared(shard, &key, stack, now, cost, || {
+            inner.decide_exclusive(shard, &key, stack, now, cost)
+        })
     }
 
     /// What a cost-1 check of `key` would answer now, taking nothing: [`Store::peek`] without
@@ -394,7 +393,10 @@ impl<C: Clock> Store for MemoryStore<C> {
 }
 
 /// Decides a check of a key `shard` already tracks, with a state for every policy of the stack,
-/// under this thread's read lock; `None` otherwise.
+/// under this thread's read lock; `otherwise()` once that lock is let go if it cannot.
+///
+/// The decision of the common case is returned as it is, not wrapped in an `Option` that the
+/// caller unwraps: that moved it twice more.
 #[inline(always)]
 fn take_shared(
     shard: &Shard<Slots>,
@@ -402,17 +404,26 @@ fn take_shared(
     stack: &MemoryStack,
     now: u64,
     cost: u32,
-) -> Option<Decisions> {
-    let table = shard.read();
-    let slots = table.get(key)?;
-    match (&stack.one, &slots.more) {
-        // One policy on a key with one state: a compare-and-swap.
-        (Some((id, cell)), None) if slots.first.policy == *id => {
-            Some(take(&slots.first.tat, cell, now, cost))
+    otherwise: impl FnOnce() -> Decisions,
+) -> Decisions {
+    {
+        let table = shard.read();
+        if let Some(slots) = table.get(key) {
+            match (&stack.one, &slots.more) {
+                // One policy on a key with one state: a compare-and-swap.
+                (Some((id, cell)), None) if slots.first.policy == *id => {
+                    return take(&slots.first.tat, cell, now, cost);
+                }
+                (_, Some(_)) => {
+                    if let Some(decisions) = decide_key_locked(slots, stack, now, cost) {
+                        return decisions;
+                    }
+                }
+                _ => {}
+            }
         }
-        (_, Some(_)) => decide_key_locked(slots, stack, now, cost),
-        _ => None,
     }
+    otherwise()
 }
 
 /// Decides a check of a key with several states under the key's lock; `None` if a policy of
@@ -454,12 +465,10 @@ impl<C> Inner<C> {
             );
         }
         let key = self.keys.key(OVERFLOW_KEY);
-        match take_shared(&self.overflow, &key, stack, now, cost) {
-            Some(decisions) => decisions,
-            None => self
-                .decide_locked(&self.overflow, &key, stack, now, cost)
-                .expect("the overflow table has room for its one key"),
-        }
+        take_shared(&self.overflow, &key, stack, now, cost, || {
+            self.decide_locked(&self.overflow, &key, stack, now, cost)
+                .expect("the overflow table has room for its one key")
+        })
     }
 
     /// Decides a check in `shard` under its exclusive lock; `None` if the key is new and the
