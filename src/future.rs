@@ -35,11 +35,14 @@ pin_project! {
         S: Service<Request<ReqB>>,
         St: Store,
     {
-        // The request was allowed and is with the inner service.
+        // The request was allowed and is with the inner service, or, once `answered`, was
+        // answered by it (the finished future stays: dropping it here would move the response
+        // once more).
         Inner {
             #[pin]
             future: S::Future,
             headers: Option<Box<SuccessHeaders>>,
+            answered: bool,
         },
         // The store is still deciding; the ready inner service and the request wait here,
         // boxed so that they do not make the future of every decided request larger.
@@ -72,7 +75,11 @@ where
 {
     pub(crate) fn inner(future: S::Future, headers: Option<Box<SuccessHeaders>>) -> Self {
         ResponseFuture {
-            state: State::Inner { future, headers },
+            state: State::Inner {
+                future,
+                headers,
+                answered: false,
+            },
         }
     }
 
@@ -117,14 +124,21 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Inner { future, headers } => {
-                    let mut response = ready!(future.poll(cx));
-                    if let (Ok(response), Some(success)) = (&mut response, headers.take()) {
+                StateProj::Inner {
+                    future,
+                    headers,
+                    answered,
+                } => {
+                    assert!(!*answered, "ResponseFuture polled after completion");
+                    let output = ready!(future.poll(cx));
+                    *answered = true;
+                    let headers = headers.take();
+                    let (mut parts, body) = output?.into_parts();
+                    if let Some(success) = headers {
                         let (decisions, spec) = &*success;
-                        spec.add_to_allowed(response.headers_mut(), decisions);
+                        spec.add_to_allowed(&mut parts.headers, decisions);
                     }
-                    state.set(State::Done);
-                    return Poll::Ready(response.map(|r| r.map(ResponseBody::inner)));
+                    return Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
                 }
                 StateProj::Checking { pending } => {
                     let Pending {
@@ -144,7 +158,11 @@ where
                                 .take()
                                 .expect("ResponseFuture polled after completion");
                             let future = inner.call(request);
-                            state.set(State::Inner { future, headers });
+                            state.set(State::Inner {
+                                future,
+                                headers,
+                                answered: false,
+                            });
                         }
                         Verdict::Respond(response) => {
                             state.set(State::Respond {
@@ -172,7 +190,10 @@ where
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &self.state {
-            State::Inner { .. } => "inner",
+            State::Inner {
+                answered: false, ..
+            } => "inner",
+            State::Inner { answered: true, .. } => "done",
             State::Checking { .. } => "checking",
             State::Respond { .. } => "respond",
             State::Done => "done",
