@@ -289,7 +289,8 @@ where
 
     /// The verdict for `req` of tier `tier` given the store's answer. A request answered here
     /// gives its extension map, emptied, to the answer.
-    #[inline]
+    // Always inlined: called on its own, the store's answer was moved once more to reach it.
+    #[inline(always)]
     pub(crate) fn verdict<B, Err: std::error::Error + 'static>(
         &self,
         tier: usize,
