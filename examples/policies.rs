@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --example policies                       # in memory, 127.0.0.1:3004
 //! PORT=3005 cargo run --example policies
-//! DRY_RUN=1 cargo run --example policies             # every policy in shadow mode
+//! DRY_RUN=1 cargo run --example policies             # every policy in shadow mode (or `true`)
 //! MAX_KEYS=100000 cargo run --example policies       # track at most 100 000 keys in memory
 //! POLICIES=examples/policies.toml cargo run --features serde --example policies
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example policies
@@ -302,7 +302,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let dry_run = matches!(std::env::var("DRY_RUN").as_deref(), Ok("1" | "true"));
+    let dry_run = dry_run(std::env::var("DRY_RUN").ok().as_deref())?;
     let policies = match std::env::var_os("POLICIES") {
         Some(path) if !path.is_empty() => Policies::from_file(path, dry_run)?,
         _ => Policies::new(dry_run)?,
@@ -357,6 +357,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     Ok(())
+}
+
+/// Whether `DRY_RUN` (unset or `value`) asks for a dry run: `1` or `true` does, unset, empty,
+/// `0` or `false` does not, in any case. Any other value is an error: a misspelt switch must not
+/// leave every policy enforced while the operator believes it is a dry run.
+pub fn dry_run(value: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> {
+    match value
+        .map(str::trim)
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "1" | "true" => Ok(true),
+        "" | "0" | "false" => Ok(false),
+        _ => Err(format!(
+            "DRY_RUN must be `1` or `true`, `0` or `false`, got {:?}",
+            value.unwrap_or_default()
+        )
+        .into()),
+    }
 }
 
 /// The in-memory store, with `MAX_KEYS` as its cap when set.

@@ -215,6 +215,30 @@ async fn a_dry_run_rejects_nothing_in_memory() {
     a_dry_run_rejects_nothing(memory_store().0).await;
 }
 
+#[test]
+fn dry_run_is_1_or_true_0_or_false_in_any_case_and_nothing_else() {
+    for (value, dry_run) in [
+        (None, false),
+        (Some(""), false),
+        (Some("0"), false),
+        (Some("false"), false),
+        (Some("FALSE"), false),
+        (Some("1"), true),
+        (Some("true"), true),
+        (Some(" True "), true),
+    ] {
+        assert_eq!(policies::dry_run(value).unwrap(), dry_run, "{value:?}");
+    }
+    // A value that is neither stops the server instead of enforcing every policy unasked.
+    for value in ["yes", "on", "2", "dryrun"] {
+        let error = policies::dry_run(Some(value)).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("DRY_RUN must be `1` or `true`, `0` or `false`, got {value:?}")
+        );
+    }
+}
+
 /// `GET /metrics` with the `metrics` feature: a known traffic pattern, and the exact counts it
 /// leaves, per policy and outcome. Each test records into a Prometheus recorder of its own,
 /// set as the thread's recorder while the store and the app are built; the scrapes are also
