@@ -1,5 +1,5 @@
-//! Which key, store and policies a service needs, how far one Redis goes, and what a failover
-//! costs.
+//! Which key, store and policies a service needs, how to read limits from a config file, how
+//! far one Redis goes, and what a failover costs.
 //!
 //! # Which key
 //!
@@ -43,7 +43,68 @@
 //! | health checks and internal callers never limited | `.bypass(|req| ..)` or [`AllowIps`](crate::AllowIps) (behind proxies, with [`behind`](crate::AllowIps::behind)) |
 //! | several routes, one Redis connection | one store, one layer per route (`.route_layer`), each with its own policy names |
 //!
+//! | limits that operators set in a config file | the `serde` feature; see [below](#limits-in-a-config-file) |
+//!
 //! See [`policy`](crate::policy) for the semantics and an example of each.
+//!
+//! # Limits in a config file
+//!
+//! With the `serde` feature, a [`Quota`](crate::Quota) reads from TOML, JSON, YAML or any
+//! self-describing format as the string it parses (`"10/s; burst=20"`, units `s`, `min` and
+//! `h`) or as `{ rate, per, burst }`, and a [`Policy`](crate::Policy) as
+//! `{ name, quota, shadow }`. Read the file into a struct of your own and give its policies to
+//! the builder: a value that is not a quota, an unknown field or a name that no layer can use
+//! is an error of the deserializer, which quotes it (and, with the format's position or
+//! `serde_path_to_error`, says where it is); a stack that cannot work is a `ConfigError` from
+//! `build`. `examples/policies.rs` reads a whole app's policies this way (`POLICIES=path`).
+//!
+//! ```
+//! # #[cfg(feature = "serde")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::extract::Request;
+//! use serde::Deserialize;
+//! use tower_ratelimit::{Policy, Quota, RateLimitLayer};
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Limits {
+//!     free: Vec<Policy>,
+//!     pro: Vec<Policy>,
+//! }
+//!
+//! let limits: Limits = toml::from_str(r#"
+//!     [[free]]
+//!     name = "per-second"
+//!     quota = "10/s; burst=20"
+//!
+//!     [[free]]
+//!     name = "per-hour"
+//!     quota = { rate = 1000, per = "h" }
+//!
+//!     [[pro]]
+//!     name = "pro"
+//!     quota = "100/s"
+//!     shadow = true
+//! "#)?;
+//!
+//! // The free stack is the default tier; the pro one is chosen per request.
+//! let layer = limits
+//!     .free
+//!     .into_iter()
+//!     .fold(RateLimitLayer::builder(), |builder, policy| builder.policy(policy))
+//!     .tier("pro", limits.pro)
+//!     .select_tier(|req: &Request| req.headers().contains_key("x-pro").then_some("pro"))
+//!     .build()?;
+//! assert_eq!(layer.policies()[1].quota(), &Quota::per_hour(1000));
+//!
+//! let typo = toml::from_str::<Limits>(r#"
+//!     free = [{ name = "per-second", quota = "10/sec; burst=0" }]
+//!     pro = []
+//! "#).unwrap_err();
+//! assert!(typo.to_string().contains(r#"invalid quota "10/sec; burst=0": the burst is 0"#));
+//! # Ok(()) }
+//! # #[cfg(not(feature = "serde"))]
+//! # fn main() {}
+//! ```
 //!
 //! # How far one Redis goes
 //!
