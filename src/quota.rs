@@ -59,6 +59,15 @@ impl Per {
         }
     }
 
+    /// The unit as the string form writes it.
+    fn unit(self) -> &'static str {
+        match self {
+            Per::Second => "s",
+            Per::Minute => "min",
+            Per::Hour => "h",
+        }
+    }
+
     fn period(self) -> Duration {
         match self {
             Per::Second => Duration::from_secs(1),
@@ -192,7 +201,10 @@ impl Quota {
         // nanosecond cannot be counted.
         let interval_nanos = (per.period().as_nanos() / u128::from(n.get())) as u64;
         if interval_nanos == 0 {
-            return Err(QuotaError::new(QuotaErrorKind::RateTooHigh));
+            return Err(QuotaError::new(QuotaErrorKind::RateTooHigh {
+                rate: n.get(),
+                per,
+            }));
         }
         Quota {
             interval_nanos,
@@ -308,11 +320,11 @@ fn number(what: &'static str, s: &str) -> Result<u32, QuotaError> {
 impl fmt::Display for Quota {
     /// Writes the quota in the syntax [`FromStr`] reads when it can, else as an interval.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (per, unit) in [(Per::Second, "s"), (Per::Minute, "min"), (Per::Hour, "h")] {
+        for per in [Per::Second, Per::Minute, Per::Hour] {
             let period = per.period().as_nanos() as u64;
             let n = period / self.interval_nanos;
             if n >= 1 && n <= u64::from(u32::MAX) && period / n == self.interval_nanos {
-                write!(f, "{n}/{unit}")?;
+                write!(f, "{n}/{}", per.unit())?;
                 if n != u64::from(self.burst.get()) {
                     write!(f, "; burst={}", self.burst)?;
                 }
@@ -350,7 +362,7 @@ pub struct QuotaError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum QuotaErrorKind {
     ZeroRate,
-    RateTooHigh,
+    RateTooHigh { rate: u32, per: Per },
     ZeroBurst,
     ZeroPeriod,
     PeriodTooLong(Duration),
@@ -374,8 +386,11 @@ impl fmt::Display for QuotaError {
         }
         match &self.kind {
             QuotaErrorKind::ZeroRate => f.write_str(": the rate is 0; use at least 1"),
-            QuotaErrorKind::RateTooHigh => f.write_str(
-                ": the rate is above one per nanosecond (10⁹ per second); use a lower rate",
+            QuotaErrorKind::RateTooHigh { rate, per } => write!(
+                f,
+                ": the rate {rate}/{} is above one per nanosecond (10⁹ per second); use a lower \
+                 rate",
+                per.unit()
             ),
             QuotaErrorKind::ZeroBurst => f.write_str(": the burst is 0; use at least 1"),
             QuotaErrorKind::ZeroPeriod => f.write_str(": the period is 0; use at least 1ns"),
@@ -783,6 +798,18 @@ mod tests {
                 let error = read(toml).unwrap_err();
                 assert!(error.contains(message), "{toml}: {error}");
             }
+        }
+
+        #[test]
+        fn a_rate_too_high_for_nanoseconds_is_named_in_the_struct_form_too() {
+            assert_eq!(
+                read(r#"limit = { rate = 2000000000, per = "s" }"#),
+                Err(
+                    "invalid quota: the rate 2000000000/s is above one per nanosecond \
+                     (10⁹ per second); use a lower rate"
+                        .to_owned()
+                )
+            );
         }
 
         #[test]
