@@ -50,8 +50,8 @@
 //! # Limits in a config file
 //!
 //! With the `serde` feature, a [`Quota`](crate::Quota) reads from TOML, JSON, YAML or any
-//! self-describing format as the string it parses (`"10/s; burst=20"`, units `s`, `min` and
-//! `h`) or as `{ rate, per, burst }`, and a [`Policy`](crate::Policy) as
+//! self-describing format as the string it parses (`"10/s; burst=20"`, units `s`, `min`, `h`
+//! and `d`) or as `{ rate, per, burst }`, and a [`Policy`](crate::Policy) as
 //! `{ name, quota, shadow }`. Read the file into a struct of your own and give its policies to
 //! the builder: a value that is not a quota, an unknown field or a name that no layer can use
 //! is an error of the deserializer, which quotes it (and, with the format's position or

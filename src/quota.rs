@@ -43,16 +43,18 @@ enum Per {
     Second,
     Minute,
     Hour,
+    Day,
 }
 
 impl Per {
-    /// The unit named `unit`: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour`
-    /// (plurals and any case allowed).
+    /// The unit named `unit`: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour`;
+    /// `d`, `day` (plurals and any case allowed).
     fn from_unit(unit: &str) -> Result<Self, QuotaError> {
         match unit.trim().to_ascii_lowercase().as_str() {
             "s" | "sec" | "secs" | "second" | "seconds" => Ok(Per::Second),
             "m" | "min" | "mins" | "minute" | "minutes" => Ok(Per::Minute),
             "h" | "hr" | "hrs" | "hour" | "hours" => Ok(Per::Hour),
+            "d" | "day" | "days" => Ok(Per::Day),
             _ => Err(QuotaError::new(QuotaErrorKind::Unit(
                 unit.trim().to_owned(),
             ))),
@@ -65,6 +67,7 @@ impl Per {
             Per::Second => "s",
             Per::Minute => "min",
             Per::Hour => "h",
+            Per::Day => "d",
         }
     }
 
@@ -73,6 +76,7 @@ impl Per {
             Per::Second => Duration::from_secs(1),
             Per::Minute => Duration::from_secs(60),
             Per::Hour => Duration::from_secs(3600),
+            Per::Day => Duration::from_secs(86_400),
         }
     }
 }
@@ -320,7 +324,7 @@ fn number(what: &'static str, s: &str) -> Result<u32, QuotaError> {
 impl fmt::Display for Quota {
     /// Writes the quota in the syntax [`FromStr`] reads when it can, else as an interval.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for per in [Per::Second, Per::Minute, Per::Hour] {
+        for per in [Per::Second, Per::Minute, Per::Hour, Per::Day] {
             let period = per.period().as_nanos() as u64;
             let n = period / self.interval_nanos;
             if n >= 1 && n <= u64::from(u32::MAX) && period / n == self.interval_nanos {
@@ -341,7 +345,8 @@ impl FromStr for Quota {
     /// Parses `"<n>/<unit>"` with an optional `"; burst=<b>"` (a `,` works as separator too;
     /// the unit and `burst` in any case).
     ///
-    /// Units: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour` (plurals allowed).
+    /// Units: `s`, `sec`, `second`; `m`, `min`, `minute`; `h`, `hr`, `hour`; `d`, `day` (plurals
+    /// allowed).
     /// Every error quotes `s`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s).map_err(|error| QuotaError {
@@ -405,7 +410,7 @@ impl fmt::Display for QuotaError {
                  years), the longest window"
             ),
             QuotaErrorKind::Unit(unit) => {
-                write!(f, ": unknown unit {unit:?}; use s, min or h")
+                write!(f, ": unknown unit {unit:?}; use s, min, h or d")
             }
             QuotaErrorKind::Number { what, value } => write!(
                 f,
@@ -413,7 +418,7 @@ impl fmt::Display for QuotaError {
                 u32::MAX
             ),
             QuotaErrorKind::Syntax => f.write_str(
-                ": expected \"<n>/<s|min|h>\" with an optional \"; burst=<b>\", \
+                ": expected \"<n>/<s|min|h|d>\" with an optional \"; burst=<b>\", \
                  such as \"100/s\" or \"10/min; burst=50\"",
             ),
         }
@@ -518,7 +523,7 @@ mod serde_impls {
     /// which reads back as the same quota.
     ///
     /// A quota built with [`Quota::with_period`] whose period is not a whole fraction of a
-    /// second, minute or hour has no such string: writing it is an error.
+    /// second, minute, hour or day has no such string: writing it is an error.
     ///
     /// ```
     /// use tower_ratelimit::Quota;
@@ -536,8 +541,8 @@ mod serde_impls {
             let text = self.to_string();
             if text.parse() != Ok(*self) {
                 return Err(ser::Error::custom(format!(
-                    "quota {text:?} cannot be written as \"<n>/<s|min|h>\": build it from a rate \
-                     per second, minute or hour to serialize it"
+                    "quota {text:?} cannot be written as \"<n>/<s|min|h|d>\": build it from a \
+                     rate per second, minute, hour or day to serialize it"
                 )));
             }
             serializer.serialize_str(&text)
@@ -619,6 +624,21 @@ mod tests {
     }
 
     #[test]
+    fn parses_rates_per_day_and_writes_slower_quotas_as_such() {
+        let daily = Quota::with_period(Duration::from_millis(86_400)).allow_burst(1000);
+        assert_eq!("1000/day".parse(), Ok(daily));
+        assert_eq!("1000/d".parse(), Ok(daily));
+        assert_eq!(" 1000 / Days ".parse(), Ok(daily));
+        assert_eq!(daily.to_string(), "1000/d");
+        // Slower than one per hour: written per day, and read back as the same quota.
+        let every_two_hours = Quota::with_period(Duration::from_secs(7200));
+        assert_eq!(every_two_hours.to_string(), "12/d; burst=1");
+        assert_eq!("12/d; burst=1".parse(), Ok(every_two_hours));
+        // Faster ones keep the unit they had.
+        assert_eq!(Quota::per_hour(24).to_string(), "24/h");
+    }
+
+    #[test]
     fn rejects_zero_values_and_garbage_with_the_bad_value_named() {
         let zero = "0/s".parse::<Quota>().unwrap_err();
         assert!(zero.to_string().contains("rate is 0"), "{zero}");
@@ -689,9 +709,10 @@ mod tests {
             Quota::with_period(Duration::from_millis(250)).to_string(),
             "4/s; burst=1"
         );
+        // Five hours is no whole fraction of a day.
         assert_eq!(
-            Quota::with_period(Duration::from_millis(7)).to_string(),
-            "1 per 7ms; burst=1"
+            Quota::with_period(Duration::from_secs(18_000)).to_string(),
+            "1 per 18000s; burst=1"
         );
     }
 
@@ -705,7 +726,7 @@ mod tests {
         let err = "10/fortnight".parse::<Quota>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid quota \"10/fortnight\": unknown unit \"fortnight\"; use s, min or h"
+            "invalid quota \"10/fortnight\": unknown unit \"fortnight\"; use s, min, h or d"
         );
         let err = Quota::try_per_second(0).unwrap_err();
         assert_eq!(
@@ -780,7 +801,7 @@ mod tests {
                 ),
                 (
                     r#"limit = { rate = 10, per = "fortnight" }"#,
-                    r#"invalid quota: unknown unit "fortnight"; use s, min or h"#,
+                    r#"invalid quota: unknown unit "fortnight"; use s, min, h or d"#,
                 ),
                 (
                     r#"limit = { rate = 10, per = "s", burst = 0 }"#,
@@ -816,7 +837,7 @@ mod tests {
         fn a_unit_of_the_struct_form_is_named_not_told_the_string_syntax() {
             assert_eq!(
                 read(r#"limit = { rate = 10, per = "per second" }"#),
-                Err(r#"invalid quota: unknown unit "per second"; use s, min or h"#.to_owned())
+                Err(r#"invalid quota: unknown unit "per second"; use s, min, h or d"#.to_owned())
             );
         }
 
@@ -832,7 +853,13 @@ mod tests {
                 assert_eq!(json, format!("{:?}", quota.to_string()));
                 assert_eq!(serde_json::from_str::<Quota>(&json).unwrap(), quota);
             }
-            let odd = Quota::with_period(Duration::from_millis(7));
+            let daily = Quota::with_period(Duration::from_secs(7200)).allow_burst(3);
+            assert_eq!(serde_json::to_string(&daily).unwrap(), r#""12/d; burst=3""#);
+            assert_eq!(
+                read(r#"limit = { rate = 12, per = "day", burst = 3 }"#),
+                Ok(daily)
+            );
+            let odd = Quota::with_period(Duration::from_secs(18_000));
             let error = serde_json::to_string(&odd).unwrap_err().to_string();
             assert!(error.contains(&format!("{:?}", odd.to_string())), "{error}");
         }

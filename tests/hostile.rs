@@ -632,8 +632,8 @@ fn broken_quota_string() -> impl Strategy<Value = String> {
     let bad_unit = select(vec![
         "",
         "ms",
-        "d",
-        "day",
+        "w",
+        "week",
         "fortnight",
         "ss",
         "mins_",
