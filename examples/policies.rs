@@ -83,7 +83,9 @@ impl Policies {
 
     /// The policies in the TOML file at `path`, shaped like `examples/policies.toml`; every
     /// one in shadow mode when `dry_run`, else as the file says. An error names the file, the
-    /// line and the field, and quotes the bad value.
+    /// line and the field, and quotes the bad value; policies that the layers could not be
+    /// built with (an empty tier, a name twice in a tier, one name with two quotas) are refused
+    /// here too, naming the file and the field.
     #[cfg(feature = "serde")]
     pub fn from_file(path: impl AsRef<Path>, dry_run: bool) -> Result<Self, FileError> {
         let path = path.as_ref();
@@ -112,6 +114,9 @@ impl Policies {
         let document = toml::Deserializer::parse(&text).map_err(|e| invalid(".", e))?;
         let policies: Policies = serde_path_to_error::deserialize(document)
             .map_err(|e| invalid(&e.path().to_string(), e.into_inner()))?;
+        policies
+            .check()
+            .map_err(|e| FileError(format!("{}: {e}", path.display())))?;
         let shadow = |policy: Policy| {
             let shadow = dry_run || policy.is_shadow();
             policy.shadow(shadow)
@@ -121,6 +126,42 @@ impl Policies {
             pro: policies.pro.into_iter().map(shadow).collect(),
             search: shadow(policies.search),
         })
+    }
+
+    /// The policies that the app's layers could not be built with, named by their field: an
+    /// empty tier, a name twice in one tier, or one name with two quotas (all share one store).
+    #[cfg(feature = "serde")]
+    fn check(&self) -> Result<(), String> {
+        let mut fields: Vec<(String, &str, &Policy)> = Vec::new();
+        for (tier, policies) in [("free", &self.free), ("pro", &self.pro)] {
+            if policies.is_empty() {
+                return Err(format!("{tier}: no policy"));
+            }
+            let field = |(i, policy)| (format!("{tier}[{i}]"), tier, policy);
+            fields.extend(policies.iter().enumerate().map(field));
+        }
+        fields.push(("search".to_owned(), "search", &self.search));
+        for (i, (field, tier, policy)) in fields.iter().enumerate() {
+            let name = policy.name();
+            let earlier = fields[..i].iter().filter(|(_, _, p)| p.name() == name);
+            for (other, other_tier, other_policy) in earlier {
+                if other_tier == tier {
+                    return Err(format!(
+                        "{field}.name: {name:?} is also the name of {other}; give each policy of \
+                         a tier a name of its own"
+                    ));
+                }
+                if other_policy.quota() != policy.quota() {
+                    return Err(format!(
+                        "{field}.name: {name:?} is also the name of {other}, whose quota is {}, \
+                         not {}; give it the same quota to share its budget, or a name of its own",
+                        other_policy.quota(),
+                        policy.quota()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Without the `serde` feature: an error saying to build with it.

@@ -555,6 +555,54 @@ mod policy_file {
         );
     }
 
+    /// The error of reading the shipped file with `from` replaced by `to`, and the file's path.
+    #[cfg(feature = "serde")]
+    fn error_with(name: &str, from: &str, to: &str) -> (String, String) {
+        let (path, _) = shipped_with(name, from, to);
+        let error = Policies::from_file(&path, false).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        (error, path.display().to_string())
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_tier_without_policies_is_named() {
+        let free = "[[free]]\nname = \"per-second\"\nquota = \"2/s; burst=4\"\n\n\
+                    [[free]]\nname = \"per-minute\"\nquota = \"10/min\"\n";
+        let (error, path) = error_with("empty-tier", free, "free = []\n");
+        assert_eq!(error, format!("{path}: free: no policy"));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_name_twice_in_a_tier_is_named() {
+        let (error, path) = error_with(
+            "name-twice",
+            "name = \"pro-per-minute\"",
+            "name = \"pro-per-second\"",
+        );
+        assert_eq!(
+            error,
+            format!(
+                "{path}: pro[1].name: \"pro-per-second\" is also the name of pro[0]; give each \
+                 policy of a tier a name of its own"
+            )
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn one_name_with_two_quotas_is_named() {
+        let (error, path) = error_with("two-quotas", "name = \"search\"", "name = \"per-minute\"");
+        assert_eq!(
+            error,
+            format!(
+                "{path}: search.name: \"per-minute\" is also the name of free[1], whose quota is \
+                 10/min, not 10/s; give it the same quota to share its budget, or a name of its own"
+            )
+        );
+    }
+
     #[cfg(not(feature = "serde"))]
     #[test]
     fn without_serde_a_policy_file_asks_for_the_feature() {
