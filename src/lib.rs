@@ -32,6 +32,8 @@
 //! tonic's connection info (with or without tonic's own TLS; for TLS streams the application
 //! accepts itself, see [`PeerIp`]); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the
 //! message, in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
+//! A call is one request, however many messages it streams: it is checked once, as it starts
+//! (a cost is per call), and a stream admitted once runs to its end after the budget is spent.
 //!
 //! ```no_run
 //! use tonic::transport::Server;

@@ -505,6 +505,106 @@ async fn a_tls_stream_of_the_application_s_own_gets_a_warning_naming_tls_connect
     assert_limited(&status, Duration::from_millis(200), "200 ms");
 }
 
+/// Messages that a client sends one at a time, then a stream left open: a client still
+/// streaming when the server answers.
+fn endless(name: &str) -> impl tokio_stream::Stream<Item = HelloRequest> + Send + 'static {
+    tokio_stream::iter(vec![hello(name); 3]).chain(tokio_stream::pending())
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_one_connection_each_spend_the_peer_s_budget() {
+    let (layer, clock) = manual_layer();
+    let addr = serve(layer, false).await;
+    let connection = channel(addr).await;
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let mut greeter = GreeterClient::new(connection.clone());
+            tokio::spawn(async move { greeter.say_hello(hello("c")).await })
+        })
+        .collect();
+    let mut served = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => served += 1,
+            Err(status) => assert_limited(&status, Duration::from_millis(200), "200 ms"),
+        }
+    }
+    assert_eq!(served, 3);
+
+    // A second connection (`channel` connects anew) from the same address spends the same
+    // budget.
+    clock.advance(Duration::from_millis(200));
+    let mut other = GreeterClient::new(channel(addr).await);
+    other.say_hello(hello("c")).await.unwrap();
+    let status = GreeterClient::new(connection)
+        .say_hello(hello("c"))
+        .await
+        .unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
+#[tokio::test]
+async fn a_limited_streaming_call_gets_its_status_while_the_client_still_streams() {
+    let (layer, _clock) = manual_layer();
+    let mut greeter = GreeterClient::new(channel(serve(layer, false).await).await);
+    for _ in 0..3 {
+        greeter.say_hello(hello("a")).await.unwrap();
+    }
+
+    let status = greeter.say_hello_to_all(endless("up")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+    let status = greeter.chat(endless("bidi")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+    // A deadline shorter than the wait does not turn the answer into DEADLINE_EXCEEDED.
+    let mut call = tonic::Request::new(hello("a"));
+    call.set_timeout(Duration::from_millis(50));
+    let status = greeter.say_hello(call).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
+#[tokio::test]
+async fn a_streaming_call_is_one_request_and_runs_on_once_the_budget_is_spent() {
+    let (layer, clock) = manual_layer();
+    let mut greeter = GreeterClient::new(channel(serve(layer, false).await).await);
+
+    let (send, requests) = tokio::sync::mpsc::unbounded_channel();
+    let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(requests);
+    send.send(hello("first")).unwrap();
+    let mut replies = greeter.chat(requests).await.unwrap().into_inner();
+    assert_eq!(
+        replies.message().await.unwrap().unwrap().message,
+        "hello, first"
+    );
+    for _ in 0..2 {
+        greeter.say_hello(hello("a")).await.unwrap();
+    }
+    let status = greeter.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+
+    // The budget is spent, and the stream admitted before goes on, message after message.
+    for n in 0..10 {
+        send.send(hello(&n.to_string())).unwrap();
+        let reply = replies.message().await.unwrap().unwrap();
+        assert_eq!(reply.message, format!("hello, {n}"));
+    }
+    drop(send);
+    assert!(replies.message().await.unwrap().is_none());
+
+    // Ten messages up a client stream are one call: one cell of the budget.
+    clock.advance(Duration::from_millis(200));
+    let names = (0..10).map(|n| hello(&n.to_string()));
+    let reply = greeter
+        .say_hello_to_all(tokio_stream::iter(names))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.get_ref().message,
+        "hello, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    );
+    let status = greeter.say_hello(hello("a")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
 /// gRPC on Redis: two real tonic servers, each with a store of its own on one private Redis,
 /// limit per (peer IP, method), and real tonic clients see one shared budget per method.
 #[cfg(feature = "redis")]

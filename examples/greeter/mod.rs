@@ -10,10 +10,13 @@ use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
-use tokio_stream::Iter;
+use tokio_stream::{Iter, Stream, StreamExt};
 use tonic::body::Body;
-use tonic::codegen::{BoxFuture, Service, StdError};
-use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
+use tonic::codegen::{BoxFuture, BoxStream, Service, StdError};
+use tonic::server::{
+    ClientStreamingService, Grpc, NamedService, ServerStreamingService, StreamingService,
+    UnaryService,
+};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
@@ -43,6 +46,10 @@ pub const SERVICE: &str = "greeter.Greeter";
 pub const SAY_HELLO: &str = "/greeter.Greeter/SayHello";
 /// The path of the server-streaming method.
 pub const SAY_HELLO_STREAM: &str = "/greeter.Greeter/SayHelloStream";
+/// The path of the client-streaming method.
+pub const SAY_HELLO_TO_ALL: &str = "/greeter.Greeter/SayHelloToAll";
+/// The path of the bidirectional-streaming method.
+pub const CHAT: &str = "/greeter.Greeter/Chat";
 
 /// The greeter, ready for `tonic::transport::Server::add_service`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -74,6 +81,14 @@ where
             SAY_HELLO_STREAM => Box::pin(async move {
                 let mut grpc = Grpc::new(ProstCodec::<HelloReply, HelloRequest>::default());
                 Ok(grpc.server_streaming(SayHelloStream, req).await)
+            }),
+            SAY_HELLO_TO_ALL => Box::pin(async move {
+                let mut grpc = Grpc::new(ProstCodec::<HelloReply, HelloRequest>::default());
+                Ok(grpc.client_streaming(SayHelloToAll, req).await)
+            }),
+            CHAT => Box::pin(async move {
+                let mut grpc = Grpc::new(ProstCodec::<HelloReply, HelloRequest>::default());
+                Ok(grpc.streaming(Chat, req).await)
             }),
             _ => Box::pin(ready(Ok(
                 Status::unimplemented("no such method").into_http()
@@ -113,6 +128,39 @@ impl ServerStreamingService<HelloRequest> for SayHelloStream {
     }
 }
 
+struct SayHelloToAll;
+
+impl ClientStreamingService<HelloRequest> for SayHelloToAll {
+    type Response = HelloReply;
+    type Future = BoxFuture<Response<HelloReply>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<HelloRequest>>) -> Self::Future {
+        let mut requests = request.into_inner();
+        Box::pin(async move {
+            let mut names = Vec::new();
+            while let Some(request) = requests.message().await? {
+                names.push(request.name);
+            }
+            Ok(Response::new(greeting(&names.join(", "))))
+        })
+    }
+}
+
+struct Chat;
+
+impl StreamingService<HelloRequest> for Chat {
+    type Response = HelloReply;
+    type ResponseStream = BoxStream<HelloReply>;
+    type Future = Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<HelloRequest>>) -> Self::Future {
+        let replies = request
+            .into_inner()
+            .map(|request| request.map(|request| greeting(&request.name)));
+        ready(Ok(Response::new(Box::pin(replies))))
+    }
+}
+
 /// A client of the greeter.
 #[derive(Clone, Debug)]
 pub struct GreeterClient {
@@ -148,6 +196,32 @@ impl GreeterClient {
         let path = PathAndQuery::from_static(SAY_HELLO_STREAM);
         self.grpc
             .server_streaming(request.into_request(), path, codec)
+            .await
+    }
+
+    /// Calls `SayHelloToAll` with the messages of `requests`.
+    pub async fn say_hello_to_all(
+        &mut self,
+        requests: impl Stream<Item = HelloRequest> + Send + 'static,
+    ) -> Result<Response<HelloReply>, Status> {
+        self.ready().await?;
+        let codec = ProstCodec::<HelloRequest, HelloReply>::default();
+        let path = PathAndQuery::from_static(SAY_HELLO_TO_ALL);
+        self.grpc
+            .client_streaming(Request::new(requests), path, codec)
+            .await
+    }
+
+    /// Calls `Chat` with the messages of `requests`.
+    pub async fn chat(
+        &mut self,
+        requests: impl Stream<Item = HelloRequest> + Send + 'static,
+    ) -> Result<Response<Streaming<HelloReply>>, Status> {
+        self.ready().await?;
+        let codec = ProstCodec::<HelloRequest, HelloReply>::default();
+        let path = PathAndQuery::from_static(CHAT);
+        self.grpc
+            .streaming(Request::new(requests), path, codec)
             .await
     }
 
