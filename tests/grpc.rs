@@ -7,7 +7,9 @@
 mod greeter;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -603,6 +605,79 @@ async fn a_streaming_call_is_one_request_and_runs_on_once_the_budget_is_spent() 
     );
     let status = greeter.say_hello(hello("a")).await.unwrap_err();
     assert_limited(&status, Duration::from_millis(200), "200 ms");
+}
+
+/// Serves the greeter to gRPC-Web clients through tonic-web on a loopback port, with the rate
+/// limit in front of tonic-web (`outside`: it sees gRPC-Web calls) or behind it (it sees the
+/// gRPC calls tonic-web makes of them).
+async fn serve_web(
+    layer: RateLimitLayer<PeerIp, MemoryStore<ManualClock>>,
+    outside: bool,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = TcpListenerStream::new(listener);
+    let web = tonic_web::GrpcWebLayer::new();
+    let builder = Server::builder().accept_http1(true);
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match outside {
+            true => Box::pin(
+                builder
+                    .layer(layer)
+                    .layer(web)
+                    .add_service(GreeterServer)
+                    .serve_with_incoming(incoming),
+            ),
+            false => Box::pin(
+                builder
+                    .layer(web)
+                    .layer(layer)
+                    .add_service(GreeterServer)
+                    .serve_with_incoming(incoming),
+            ),
+        };
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    addr
+}
+
+/// Calls `SayHello` on `addr` as a gRPC-Web client over HTTP/1.1.
+async fn say_hello_web(addr: SocketAddr) -> Result<String, Status> {
+    use http::uri::PathAndQuery;
+    use tonic_prost::ProstCodec;
+
+    let http = Client::builder(TokioExecutor::new()).build_http();
+    let web = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(http);
+    let mut grpc = tonic::client::Grpc::with_origin(web, format!("http://{addr}").parse().unwrap());
+    grpc.ready().await.unwrap();
+    let codec = ProstCodec::<HelloRequest, greeter::HelloReply>::default();
+    let path = PathAndQuery::from_static(greeter::SAY_HELLO);
+    let reply = grpc
+        .unary(tonic::Request::new(hello("web")), path, codec)
+        .await?;
+    Ok(reply.into_inner().message)
+}
+
+#[tokio::test]
+async fn grpc_web_calls_through_tonic_web_get_resource_exhausted_either_side_of_it() {
+    for outside in [true, false] {
+        let (layer, _clock) = manual_layer();
+        let addr = serve_web(layer, outside).await;
+        for _ in 0..3 {
+            assert_eq!(say_hello_web(addr).await.unwrap(), "hello, web");
+        }
+        let status = say_hello_web(addr).await.unwrap_err();
+        assert_limited(&status, Duration::from_millis(200), "200 ms");
+        let content_type = &status.metadata().as_ref()["content-type"];
+        assert!(
+            content_type
+                .to_str()
+                .unwrap()
+                .starts_with("application/grpc-web"),
+            "{status:?}"
+        );
+    }
 }
 
 /// gRPC on Redis: two real tonic servers, each with a store of its own on one private Redis,
