@@ -680,6 +680,46 @@ async fn grpc_web_calls_through_tonic_web_get_resource_exhausted_either_side_of_
     }
 }
 
+/// A tonic server on a Unix socket has no peer IP address: the warning says so and what to key
+/// by instead, rather than asking for a `tonic` feature that is already on.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_unix_socket_server_gets_a_warning_naming_uds_connect_info() {
+    use hyper_util::rt::TokioIo;
+    use tokio::net::{UnixListener, UnixStream};
+    use tokio_stream::wrappers::UnixListenerStream;
+    use tonic::transport::Endpoint;
+
+    let dir = std::env::temp_dir().join(format!("grpc-uds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("greeter.sock");
+    let (layer, _clock) = manual_layer();
+    let server = Server::builder()
+        .layer(layer)
+        .add_service(GreeterServer)
+        .serve_with_incoming(UnixListenerStream::new(UnixListener::bind(&path).unwrap()));
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    let socket = path.clone();
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(service_fn(move |_: http::Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .unwrap();
+    let mut client = GreeterClient::new(channel);
+
+    let (logs, _guard) = common::Captured::install(tracing::Level::WARN);
+    let status = client.say_hello(hello("uds")).await.unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    let log = logs.text();
+    assert!(
+        log.contains("UdsConnectInfo") && log.contains("Global"),
+        "the warning must say that a Unix socket has no peer IP and what to key by: {log}"
+    );
+}
+
 /// gRPC on Redis: two real tonic servers, each with a store of its own on one private Redis,
 /// limit per (peer IP, method), and real tonic clients see one shared budget per method.
 #[cfg(feature = "redis")]

@@ -16,6 +16,10 @@ use super::KeyExtractor;
 ///   server with a closure that reads the peer address from it);
 /// - a plain [`SocketAddr`], for any other server that inserts one.
 ///
+/// A server on a Unix socket (tonic's `UdsConnectInfo`) has no peer IP address: key its
+/// requests by something else, such as [`Global`](crate::Global) or a
+/// [`Header`](crate::Header).
+///
 /// IPv6 clients usually own a whole /64, so IPv6 addresses are grouped by their /64 prefix by
 /// default; IPv4-mapped IPv6 addresses count as the IPv4 address they carry, and so do
 /// addresses in the well-known NAT64 prefix `64:ff9b::/96`, which a stateless translator in
@@ -85,7 +89,9 @@ pub(super) const PEER_HINT: &str =
      `into_make_service_with_connect_info::<SocketAddr>()`, serve tonic with the `tonic` feature \
      of tower-ratelimit enabled (a tonic server given TLS streams accepted by the application \
      sets only `TlsConnectInfo`, which a key closure can read), or insert a `SocketAddr` \
-     extension before the rate limit layer";
+     extension before the rate limit layer; a server on a Unix socket (tonic's \
+     `UdsConnectInfo`) has no peer IP address: key it by something else, such as `Global` or a \
+     `Header`";
 
 /// The peer address that the server put in the request extensions, if any.
 #[inline]
