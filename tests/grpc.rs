@@ -720,6 +720,84 @@ async fn a_unix_socket_server_gets_a_warning_naming_uds_connect_info() {
     );
 }
 
+/// The caller a tonic interceptor identified, as it leaves it in the request's extensions.
+#[derive(Clone, Copy)]
+struct Caller(u32);
+
+/// A tonic interceptor that checks a bearer token and leaves the caller it names; two tokens
+/// name caller 1.
+fn authenticate(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+    let token = req.metadata().get("authorization").map(|v| v.as_bytes());
+    let caller = match token {
+        Some(b"Bearer one-a" | b"Bearer one-b") => 1,
+        Some(b"Bearer two") => 2,
+        _ => return Err(Status::unauthenticated("no valid token")),
+    };
+    req.extensions_mut().insert(Caller(caller));
+    Ok(req)
+}
+
+/// Keys calls by the caller that `authenticate` identified; runs the interceptor in front of the
+/// limit (`first`) or on the service, behind it.
+async fn serve_authenticated(first: bool) -> SocketAddr {
+    use tonic::service::InterceptorLayer;
+
+    let by_caller =
+        |req: &Request<tonic::body::Body>| req.extensions().get::<Caller>().map(|c| c.0);
+    let layer = RateLimitLayer::builder()
+        .quota(quota())
+        .key(by_caller)
+        .store(manual_store().0)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = TcpListenerStream::new(listener);
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match first {
+            true => Box::pin(
+                Server::builder()
+                    .layer(InterceptorLayer::new(authenticate))
+                    .layer(layer)
+                    .add_service(GreeterServer)
+                    .serve_with_incoming(incoming),
+            ),
+            false => Box::pin(
+                Server::builder()
+                    .layer(layer)
+                    .add_service(InterceptorLayer::new(authenticate).layer(GreeterServer))
+                    .serve_with_incoming(incoming),
+            ),
+        };
+    tokio::spawn(async move { server.await.expect("the test server failed") });
+    addr
+}
+
+#[tokio::test]
+async fn an_interceptor_s_caller_is_a_key_when_its_layer_runs_before_the_limit() {
+    let call = |token: &'static str| {
+        let mut request = tonic::Request::new(hello("i"));
+        let bearer = format!("Bearer {token}").parse().unwrap();
+        request.metadata_mut().insert("authorization", bearer);
+        request
+    };
+    let mut greeter = GreeterClient::new(channel(serve_authenticated(true).await).await);
+    for token in ["one-a", "one-b", "one-a"] {
+        greeter.say_hello(call(token)).await.unwrap();
+    }
+    // Both tokens of caller 1 spend one budget; caller 2 has its own.
+    let status = greeter.say_hello(call("one-b")).await.unwrap_err();
+    assert_limited(&status, Duration::from_millis(200), "200 ms");
+    greeter.say_hello(call("two")).await.unwrap();
+    let status = greeter.say_hello(hello("i")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // An interceptor on the service runs after the limit: the limit finds no caller.
+    let mut greeter = GreeterClient::new(channel(serve_authenticated(false).await).await);
+    let status = greeter.say_hello(call("one-a")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
+
 /// gRPC on Redis: two real tonic servers, each with a store of its own on one private Redis,
 /// limit per (peer IP, method), and real tonic clients see one shared budget per method.
 #[cfg(feature = "redis")]

@@ -49,6 +49,11 @@
 //! # Ok::<(), tower_ratelimit::ConfigError>(())
 //! ```
 //!
+//! A key closure can read what a tonic interceptor left in the request's extensions, such as
+//! the caller its token names, if the interceptor runs before the limit:
+//! `Server::builder().layer(InterceptorLayer::new(check)).layer(limit)`. An interceptor on a
+//! service (`with_interceptor`) runs after a limit on the server, which finds no caller then.
+//!
 //! # Proxies
 //!
 //! Behind a reverse proxy or load balancer every request arrives from the proxy's address, so
