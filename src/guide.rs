@@ -42,7 +42,6 @@
 //! | try a new limit on live traffic first | `Policy::new(..).shadow(true)`, then read [`shadow_limited`](crate::RateLimitLayer::shadow_limited) or the `shadow-limited` events |
 //! | health checks and internal callers never limited | `.bypass(|req| ..)` or [`AllowIps`](crate::AllowIps) (behind proxies, with [`behind`](crate::AllowIps::behind)) |
 //! | several routes, one Redis connection | one store, one layer per route (`.route_layer`), each with its own policy names |
-//!
 //! | limits that operators set in a config file | the `serde` feature; see [below](#limits-in-a-config-file) |
 //!
 //! See [`policy`](crate::policy) for the semantics and an example of each.
