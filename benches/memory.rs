@@ -16,6 +16,19 @@
 //! MEMORY_ROUNDS=9 cargo bench --bench memory -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
+//! The "flood" group times what a client rotating keys costs: a check of a key never seen
+//! against a check of a known one, with room for the new key (the cap far off, keys going idle
+//! a microsecond after their check, as a flood of one-off keys leaves them) and at the cap
+//! (every tracked key busy for an hour: each new key is decided on the overflow budget, spent
+//! before timing starts). `MEMORY_FLOOD=<case>:<checks>` runs only `<checks>` checks of one
+//! case on one thread and exits, for an instruction count:
+//!
+//! ```text
+//! cargo bench --bench memory -- flood --warm-up-time 1 --measurement-time 3
+//! MEMORY_FLOOD_ROUNDS=15 cargo bench --bench memory     # interleaved rounds only
+//! MEMORY_FLOOD=new-at-cap:1000000 valgrind --tool=callgrind target/release/deps/memory-<hash>
+//! ```
+//!
 //! With `MEMORY_ROUNDS=n`, each case is also timed in `n` interleaved rounds after criterion's
 //! group (every contender in turn, `ROUND_CHECKS` checks each) and the median round of each
 //! contender is printed in a `rounds:` line: on a shared machine whose load drifts, contenders
@@ -27,7 +40,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use tower_ratelimit::{KeyBuf, KeyBytes, MemoryStack, MemoryStore, Policy, Quota, Store};
 
@@ -304,5 +317,217 @@ fn interleaved(
         .collect()
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// A case of the flood group: a store, its stack, the keys its checks take, and the answer
+/// every check gets.
+struct FloodCase {
+    name: &'static str,
+    store: MemoryStore,
+    stack: MemoryStack,
+    /// Known keys cycled through, or `None` for a key never seen on every check.
+    known: Option<Vec<IpAddr>>,
+    /// The first address not yet handed out as a new key.
+    next_new: AtomicU64,
+    expect: bool,
+}
+
+const FLOOD_CASES: [&str; 4] = ["known-allow", "known-reject", "new-below-cap", "new-at-cap"];
+/// Tracked keys of the known cases, and the cap of the full store.
+const FLOOD_KEYS: usize = 1_000;
+
+impl FloodCase {
+    fn new(name: &'static str) -> FloodCase {
+        let known = keys(FLOOD_KEYS);
+        let (quota, max_keys, fill, expect) = match name {
+            "known-allow" => (
+                Quota::with_period(Duration::from_millis(1)).allow_burst(DEEP_BURST),
+                4 * FLOOD_KEYS,
+                FILL_COST,
+                true,
+            ),
+            "known-reject" => (Quota::per_hour(1), 4 * FLOOD_KEYS, 1, false),
+            // Every new key is admitted and idle a microsecond later.
+            "new-below-cap" => (
+                Quota::with_period(Duration::from_micros(1)).allow_burst(1),
+                1_000_000,
+                0,
+                true,
+            ),
+            "new-at-cap" => (Quota::per_hour(1), FLOOD_KEYS, 1, false),
+            _ => panic!("no flood case {name}: one of {FLOOD_CASES:?}"),
+        };
+        let store = MemoryStore::builder()
+            .max_keys(max_keys)
+            .build()
+            .expect("a valid store");
+        let stack = store
+            .register(&[Policy::new("flood", quota)])
+            .expect("a fresh store");
+        let case = FloodCase {
+            name,
+            store,
+            stack,
+            known: None,
+            next_new: AtomicU64::new(0x4000_0000),
+            expect,
+        };
+        if fill == 0 {
+            return case;
+        }
+        // Tracks keys until the store is full or holds every known key; at the cap, the keys
+        // that found their shard full spend the overflow budget.
+        let mut tracked = 0u32;
+        while case.store.len() < FLOOD_KEYS.min(max_keys) {
+            let key = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + tracked));
+            let _ = case
+                .store
+                .check_now(&case.stack, key.key_bytes().as_bytes(), fill);
+            tracked += 1;
+            assert!(tracked < 1_000_000, "the store never filled");
+        }
+        FloodCase {
+            known: (max_keys > FLOOD_KEYS).then_some(known),
+            ..case
+        }
+    }
+
+    #[inline]
+    fn check(&self, key: &IpAddr) -> bool {
+        let mut bytes = KeyBuf::new();
+        key.write_key(&mut bytes);
+        self.store
+            .check_now(&self.stack, bytes.as_bytes(), 1)
+            .is_allowed()
+    }
+
+    /// Runs `iters` checks split across `threads` threads and returns the wall time.
+    fn run(&self, threads: usize, iters: u64) -> Duration {
+        if let Some(known) = &self.known {
+            return run(self, known, self.expect, threads, iters);
+        }
+        let per_thread = iters.div_ceil(threads as u64);
+        let work = |first: u64| {
+            for i in first..first + per_thread {
+                let key = IpAddr::V4(Ipv4Addr::from(i as u32));
+                let allowed = self.check(black_box(&key));
+                debug_assert_eq!(allowed, self.expect);
+                black_box(allowed);
+            }
+        };
+        let firsts: Vec<u64> = (0..threads)
+            .map(|_| self.next_new.fetch_add(per_thread, Ordering::Relaxed))
+            .collect();
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for &first in &firsts[1..] {
+                let work = &work;
+                s.spawn(move || work(first));
+            }
+            work(firsts[0]);
+        });
+        start.elapsed()
+    }
+}
+
+impl Limiter for FloodCase {
+    #[inline]
+    fn check(&self, key: &IpAddr) -> bool {
+        FloodCase::check(self, key)
+    }
+}
+
+fn flood(c: &mut Criterion) {
+    let cases: Vec<FloodCase> = FLOOD_CASES.into_iter().map(FloodCase::new).collect();
+    for case in &cases {
+        // Sanity: every case answers as it says before anything is timed.
+        case.run(1, 10);
+        let probe = IpAddr::V4(Ipv4Addr::from(0x0a00_0000));
+        if case.known.is_some() {
+            assert_eq!(case.check(&probe), case.expect, "{}", case.name);
+        }
+    }
+    for threads in [1, 2] {
+        let mut group = c.benchmark_group(format!("flood/{threads}t"));
+        group.throughput(Throughput::Elements(1));
+        for case in &cases {
+            group.bench_function(case.name, |b| {
+                b.iter_custom(|iters| case.run(threads, iters))
+            });
+        }
+        group.finish();
+        if let Some(rounds) = rounds() {
+            flood_rounds(&cases, threads, rounds);
+        }
+    }
+    for case in &cases {
+        let probe = IpAddr::V4(Ipv4Addr::from(0x0a00_0000));
+        if case.known.is_some() {
+            assert_eq!(case.check(&probe), case.expect, "{}", case.name);
+        }
+    }
+}
+
+/// Times every flood case in turn, `rounds` times, and prints each one's median round with
+/// the lowest and highest, in ns per check.
+fn flood_rounds(cases: &[FloodCase], threads: usize, rounds: usize) {
+    let mut times = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for (case, times) in cases.iter().zip(&mut times) {
+            let elapsed = case.run(threads, ROUND_CHECKS);
+            times.push(elapsed.as_nanos() as f64 / ROUND_CHECKS as f64);
+        }
+    }
+    let line: Vec<String> = cases
+        .iter()
+        .zip(times)
+        .map(|(case, mut t)| {
+            t.sort_by(f64::total_cmp);
+            format!(
+                "{} {:.1} ({:.1}-{:.1})",
+                case.name,
+                t[t.len() / 2],
+                t[0],
+                t[t.len() - 1]
+            )
+        })
+        .collect();
+    println!(
+        "rounds: flood/{threads}t: {} ns (median, lowest-highest of {rounds})",
+        line.join(", ")
+    );
+}
+
+/// `MEMORY_FLOOD=<case>:<checks>`: that many checks of one flood case on one thread, nothing
+/// else.
+fn flood_count() -> Option<(&'static str, u64)> {
+    let spec = std::env::var("MEMORY_FLOOD").ok()?;
+    let (name, checks) = spec.split_once(':')?;
+    let name = FLOOD_CASES.into_iter().find(|case| *case == name)?;
+    Some((name, checks.parse().ok()?))
+}
+
+fn main() {
+    if let Ok(rounds) = std::env::var("MEMORY_FLOOD_ROUNDS") {
+        let rounds = rounds
+            .parse()
+            .expect("MEMORY_FLOOD_ROUNDS is a number of rounds");
+        let cases: Vec<FloodCase> = FLOOD_CASES.into_iter().map(FloodCase::new).collect();
+        for case in &cases {
+            // At the cap, spends what may be left of the overflow budget.
+            case.run(1, 10);
+        }
+        for threads in [1, 2] {
+            flood_rounds(&cases, threads, rounds);
+        }
+        return;
+    }
+    if let Some((name, checks)) = flood_count() {
+        let case = FloodCase::new(name);
+        case.run(1, checks);
+        println!("{name}: {checks} checks");
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    flood(&mut c);
+    c.final_summary();
+}
