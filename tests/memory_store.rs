@@ -206,6 +206,46 @@ fn at_the_cap_new_keys_share_one_overflow_budget_per_policy() {
 }
 
 #[test]
+fn a_full_store_admits_known_keys_and_sends_new_keys_from_every_thread_to_the_overflow_budget() {
+    let (store, clock) = store(64);
+    let stack = one(&store, Quota::per_second(2));
+    for key in 0..64 {
+        assert!(allowed(&store, &stack, key));
+    }
+    // Two threads of new keys: none is tracked, and together they get one burst.
+    let admitted: usize = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let (store, stack) = (&store, &stack);
+                s.spawn(move || {
+                    (0..1_000u64)
+                        .filter(|i| allowed(store, stack, 10_000 + t * 1_000 + i))
+                        .count()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(admitted, 2, "the overflow budget's burst, once");
+    assert_eq!(store.len(), 64);
+    assert!(
+        allowed(&store, &stack, 5),
+        "a known key keeps its own budget"
+    );
+    assert!(!allowed(&store, &stack, 5));
+
+    // Once the tracked keys are idle and the shard may sweep again, new keys are tracked,
+    // each with a budget of its own.
+    clock.advance(Duration::from_secs(1));
+    for key in 20_000..20_064u64 {
+        assert!(allowed(&store, &stack, key), "{key}");
+        assert!(allowed(&store, &stack, key), "{key}: its own burst");
+        assert!(!allowed(&store, &stack, key), "{key}");
+    }
+    assert!(store.len() <= 64);
+}
+
+#[test]
 fn keys_longer_than_the_longest_kept_and_keys_spelling_a_digest_are_keys_of_their_own() {
     let (store, clock) = store(1_000);
     let stack = one(&store, Quota::per_second(2));

@@ -27,7 +27,8 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   for several policies is decided under a lock of its own, so a stack is all-or-nothing.
 ///   Neither allocates. Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
 ///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
-///   the shard's exclusive lock. A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept
+///   the shard's exclusive lock, unless the shard is full and may not sweep yet: then the
+///   shared lock tells so, and the key goes to the overflow budget (below). A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept
 ///   as a digest of its bytes, 39 bytes whatever its length (as is a key that begins as a
 ///   digest does, `sha256:`).
 /// - Keys are hashed with per-store random seeds, so a client cannot choose keys that collide.
@@ -289,8 +290,12 @@ impl<C: Clock> MemoryStore<C> {
         let key = inner.keys.key(key);
         let now = inner.clock.now_nanos();
         let shard = inner.keys.shard(&key);
-        take_shared(shard, &key, stack, now, cost, || {
-            inner.decide_exclusive(shard, &key, stack, now, cost)
+        take_shared(shard, &key, stack, now, cost, |refused| {
+            if refused {
+                inner.decide_overflow(stack, now, cost)
+            } else {
+                inner.decide_exclusive(shard, &key, stack, now, cost)
+            }
         })
     }
 
@@ -393,7 +398,9 @@ impl<C: Clock> Store for MemoryStore<C> {
 }
 
 /// Decides a check of a key `shard` already tracks, with a state for every policy of the stack,
-/// under this thread's read lock; `otherwise()` once that lock is let go if it cannot.
+/// under this thread's read lock; `otherwise(refused)` once that lock is let go if it cannot,
+/// where `refused` says that the key is new and the shard, full, takes no new key now (as its
+/// exclusive lock would find: nothing under the read lock changes that).
 ///
 /// The decision of the common case is returned as it is, not wrapped in an `Option` that the
 /// caller unwraps: that moved it twice more.
@@ -404,26 +411,30 @@ fn take_shared(
     stack: &MemoryStack,
     now: u64,
     cost: u32,
-    otherwise: impl FnOnce() -> Decisions,
+    otherwise: impl FnOnce(bool) -> Decisions,
 ) -> Decisions {
-    {
+    let refused = {
         let table = shard.read();
-        if let Some(slots) = table.get(key) {
-            match (&stack.one, &slots.more) {
-                // One policy on a key with one state: a compare-and-swap.
-                (Some((id, cell)), None) if slots.first.policy == *id => {
-                    return take(&slots.first.tat, cell, now, cost);
-                }
-                (_, Some(_)) => {
-                    if let Some(decisions) = decide_key_locked(slots, stack, now, cost) {
-                        return decisions;
-                    }
-                }
-                _ => {}
+        let Some(slots) = table.get(key) else {
+            let refused = table.refuses_new_key(now);
+            drop(table);
+            return otherwise(refused);
+        };
+        match (&stack.one, &slots.more) {
+            // One policy on a key with one state: a compare-and-swap.
+            (Some((id, cell)), None) if slots.first.policy == *id => {
+                return take(&slots.first.tat, cell, now, cost);
             }
+            (_, Some(_)) => {
+                if let Some(decisions) = decide_key_locked(slots, stack, now, cost) {
+                    return decisions;
+                }
+            }
+            _ => {}
         }
-    }
-    otherwise()
+        false
+    };
+    otherwise(refused)
 }
 
 /// Decides a check of a key with several states under the key's lock; `None` if a policy of
@@ -450,9 +461,15 @@ impl<C> Inner<C> {
         now: u64,
         cost: u32,
     ) -> Decisions {
-        if let Some(decisions) = self.decide_locked(shard, key, stack, now, cost) {
-            return decisions;
+        match self.decide_locked(shard, key, stack, now, cost) {
+            Some(decisions) => decisions,
+            None => self.decide_overflow(stack, now, cost),
         }
+    }
+
+    /// Decides a check of a new key that its shard has no room for, as the overflow key.
+    #[inline(never)]
+    fn decide_overflow(&self, stack: &MemoryStack, now: u64, cost: u32) -> Decisions {
         if let Some(suppressed) = self.overflow_log.admit() {
             tracing::warn!(
                 max_keys = self.keys.cap(),
@@ -465,7 +482,7 @@ impl<C> Inner<C> {
             );
         }
         let key = self.keys.key(OVERFLOW_KEY);
-        take_shared(&self.overflow, &key, stack, now, cost, || {
+        take_shared(&self.overflow, &key, stack, now, cost, |_| {
             self.decide_locked(&self.overflow, &key, stack, now, cost)
                 .expect("the overflow table has room for its one key")
         })

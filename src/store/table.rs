@@ -347,6 +347,20 @@ impl<V: Value> Table<V> {
         self.swept_at
     }
 
+    /// Whether an insert at `now` is sure to find no room for a new key, exactly as
+    /// [`get_or_insert`] would decide under the exclusive lock at a time no earlier than
+    /// [`swept_at`]: the shard is full and may not sweep before its next full sweep. It reads
+    /// under the shared lock, so that a flood of new keys at a full shard never takes it
+    /// exclusively.
+    ///
+    /// [`get_or_insert`]: Self::get_or_insert
+    /// [`swept_at`]: Self::swept_at
+    #[inline]
+    pub(crate) fn refuses_new_key(&self, now: u64) -> bool {
+        self.entries.len() >= self.cap
+            && now.max(self.swept_at) < self.next_full_sweep.load(Ordering::Relaxed)
+    }
+
     /// Whether an insert at `now` would find room for a new key, as [`get_or_insert`]
     /// would: at a full shard that may sweep, whether a key is idle. A look that finds none
     /// counts as the sweep that would have found none, so that no look or sweep scans the
@@ -531,9 +545,19 @@ mod tests {
             assert!(insert(&table, &i.to_be_bytes(), 100, 0));
         }
         assert_eq!(table.len(), 64);
+        let refuses = |now| {
+            let key = table.key(b"new");
+            table.shard(&key).read().refuses_new_key(now)
+        };
+        assert!(
+            !refuses(50),
+            "a full table that has not swept yet may sweep"
+        );
         assert!(!insert(&table, b"new", 100, 50), "full, nothing idle");
         let gap = FULL_SWEEP_GAP.as_nanos() as u64;
+        assert!(refuses(101), "the read lock tells what the insert finds");
         assert!(!insert(&table, b"new", 100, 101), "within the sweep gap");
+        assert!(!refuses(gap + 101), "the gap has passed");
         assert!(insert(&table, b"new", gap + 500, gap + 101));
         assert_eq!(table.len(), 1, "the idle keys made room");
     }
