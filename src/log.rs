@@ -3,7 +3,9 @@
 use std::error::Error;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::{Clock, MonotonicClock};
 
 /// An error and each of its sources, `: `-separated, for a log field: a log line should show
 /// the cause (Redis's own error text, an I/O error) next to the advice.
@@ -33,9 +35,11 @@ impl fmt::Display for Chain<'_> {
 /// Lets one line through per interval and counts the ones it held back.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    origin: Instant,
+    /// Read on every call, lines held back included: the CPU's counter, cheaper than
+    /// `Instant::now()`, which a flood of held-back lines would pay on every request.
+    clock: MonotonicClock,
     interval_ms: u64,
-    /// Milliseconds since `origin` before which nothing is let through.
+    /// Milliseconds since the throttle was made before which nothing is let through.
     next_ms: AtomicU64,
     suppressed: AtomicU64,
 }
@@ -43,7 +47,7 @@ pub(crate) struct Throttle {
 impl Throttle {
     pub(crate) fn new(interval: Duration) -> Self {
         Throttle {
-            origin: Instant::now(),
+            clock: MonotonicClock::new(),
             interval_ms: interval.as_millis() as u64,
             next_ms: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -52,7 +56,7 @@ impl Throttle {
 
     /// `Some(lines held back since the last one)` if a line may be logged now.
     pub(crate) fn admit(&self) -> Option<u64> {
-        self.admit_at(self.origin.elapsed().as_millis() as u64)
+        self.admit_at(self.clock.now_nanos() / 1_000_000)
     }
 
     /// Lets the next line through at once, as if the interval had passed.
