@@ -540,6 +540,12 @@ impl<C> Drop for Inner<C> {
 
 /// Decides a stack for one key while holding its shard exclusively, adding the states it lacks.
 fn decide_stack(slots: &mut Slots, stack: &MemoryStack, now: u64, cost: u32) -> Decisions {
+    // A key just inserted, for one policy: the compare-and-swap of a known key decides it, as
+    // it will decide every later check of it.
+    if let (Some((id, cell)), NO_POLICY, None) = (&stack.one, slots.first.policy, &slots.more) {
+        slots.add(*id);
+        return take(&slots.first.tat, cell, now, cost);
+    }
     let mut tats: SmallVec<[u64; 2]> = SmallVec::with_capacity(stack.ids.len());
     for &id in &stack.ids {
         let tat = match slots.get(id) {
