@@ -28,9 +28,9 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   Neither allocates. Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
 ///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
 ///   the shard's exclusive lock, unless the shard is full and may not sweep yet: then the
-///   shared lock tells so, and the key goes to the overflow budget (below). A key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept
-///   as a digest of its bytes, 39 bytes whatever its length (as is a key that begins as a
-///   digest does, `sha256:`).
+///   shared lock tells so, and the key goes to the overflow budget (below). A key longer than
+///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept as a digest of its bytes, 39 bytes whatever
+///   its length (as is a key that begins as a digest does, `sha256:`).
 /// - Keys are hashed with per-store random seeds, so a client cannot choose keys that collide.
 /// - Memory is bounded: a key whose theoretical arrival times have all passed is idle, in
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
