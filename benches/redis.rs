@@ -212,7 +212,7 @@ fn bench(c: &mut Criterion) {
         Arc::new(move |i: u64, keys: u64| {
             let (mut conn, sha) = (conn.clone(), Arc::clone(&sha));
             Box::pin(async move {
-                let reply: Vec<i64> = redis::cmd("EVALSHA")
+                let reply: Vec<u8> = redis::cmd("EVALSHA")
                     .arg(&*sha)
                     .arg(1)
                     .arg(format!("{{raw:{}}}:a", i % keys))
@@ -220,7 +220,7 @@ fn bench(c: &mut Criterion) {
                     .query_async(&mut conn)
                     .await
                     .unwrap();
-                assert_eq!(reply.len(), 2, "the time and the TAT");
+                assert_eq!(reply.len(), 16, "the time and the TAT, 8 bytes each");
             })
         })
     };

@@ -10,7 +10,7 @@ use tokio::time::error::Elapsed;
 
 use super::batch::{self, Submitted};
 use super::health::Route;
-use super::script::{Reply, MAX_CLOCK_MICROS};
+use super::script::{self, Reply, MAX_CLOCK_MICROS};
 use super::store::{Inner, RedisStack, StackParts};
 use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
@@ -178,11 +178,11 @@ impl Inner {
         let outcome = invoke.await;
         #[cfg(feature = "metrics")]
         self.metrics.latency.record(sent.elapsed());
-        // The call's time, then each policy's TAT for each check.
+        // The call's time, then each policy's TAT for each check, packed as doubles.
         let expected = 1 + asks.iter().map(|ask| ask.keys.len()).sum::<usize>();
-        let outcome = match outcome {
-            Ok(values) if values.len() == expected => Ok(values),
-            Ok(values) => Err(RedisStoreError::reply(values)),
+        let outcome = match outcome.map(|packed| script::unpack(&packed)) {
+            Ok(Some(values)) if values.len() == expected => Ok(values),
+            Ok(values) => Err(RedisStoreError::reply(values.unwrap_or_default())),
             Err(error) => Err(error),
         };
         let local_now = self.clock.now_nanos();
@@ -302,7 +302,7 @@ impl Inner {
     /// here, so that a store's runtime that is blocked (a test joining a thread) does not hold
     /// the check past its timeout; polled outside any runtime (a sync caller's own executor),
     /// where no timer runs, it is timed on the store's runtime too.
-    async fn invoke(&self, call: Cmd) -> Result<Vec<i64>, RedisStoreError> {
+    async fn invoke(&self, call: Cmd) -> Result<Vec<u8>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
         let timed_out = |_: Elapsed| {

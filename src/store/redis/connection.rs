@@ -32,7 +32,7 @@ impl Connection {
     /// failure started: with Redis back, the first call finds it. If Redis had run the call
     /// before the connection broke, its checks count twice, which can only deny, never admit,
     /// more.
-    pub(super) async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<i64>> {
+    pub(super) async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<u8>> {
         let outcome = match self.query(call).await {
             Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call).await,
             outcome => outcome,
@@ -54,7 +54,7 @@ impl Connection {
         }
     }
 
-    async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<i64>> {
+    async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<u8>> {
         match self {
             Connection::Single(c) => c.query(call).await,
             Connection::Sentinel(c) => c.query(call).await,
@@ -122,7 +122,7 @@ impl Single {
     }
 
     /// Runs `call`; replaces the manager if the way it failed leaves the manager failed.
-    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
+    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<u8>> {
         let Current {
             mut manager,
             generation,

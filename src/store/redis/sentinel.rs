@@ -91,7 +91,7 @@ impl SentinelConnection {
     /// (within the store's timeout, which bounds the whole call), and is sent once more if the
     /// sentinels named a new primary meanwhile: a process that was idle through a failover
     /// need not lose its next check to the failure policy.
-    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<i64>> {
+    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<u8>> {
         let primary = self.shared.current();
         let outcome = primary.connection.query(call).await;
         match outcome {

@@ -214,10 +214,11 @@ impl RedisStore {
     /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
     /// `0`); then the checks in runs of consecutive checks of one stack and one cost: the run's
     /// number of checks, its stack (from 1) and its cost (0 for a peek), followed, if checks
-    /// carry their time, by the time of each of its checks. It answers the call's time in µs
-    /// (0 when the checks carry theirs), then, for each check and each policy of its stack,
-    /// the TAT it found in µs (at least the check's time); the decision follows from those as
-    /// in [`MemoryStore`].
+    /// carry their time, by the time of each of its checks. It answers one string of
+    /// little-endian 64-bit floats (each a whole number): the call's time in µs (0 when the
+    /// checks carry theirs), then, for each check and each policy of its stack, the TAT it found
+    /// in µs (at least the check's time); the decision follows from those as in
+    /// [`MemoryStore`].
     pub const SCRIPT: &'static str = GCRA_LUA;
 
     /// Connects to the Redis server at `url` with the default settings.
