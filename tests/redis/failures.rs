@@ -743,25 +743,9 @@ fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
 #[test]
 fn a_check_polled_elsewhere_while_the_store_runtime_is_blocked_times_out() {
     let server = RedisServer::start();
-    let current_thread = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let store_runtime = current_thread();
-    let (store, stack) = store_runtime.block_on(async {
-        let store = strict_store("blocked")
-            .url(server.url())
-            .timeout(Duration::from_millis(200))
-            .build()
-            .await
-            .unwrap();
-        let stack = store
-            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
-            .unwrap();
-        (store, stack)
-    });
+    let builder = strict_store("blocked").timeout(Duration::from_millis(200));
+    let (store, stack) = built_on(&store_runtime, builder, &server);
     store_runtime.block_on(async {
         // Blocks the store's runtime until the thread is done.
         let answer = std::thread::spawn(move || {
@@ -784,24 +768,8 @@ fn a_check_polled_elsewhere_while_the_store_runtime_is_blocked_times_out() {
 #[test]
 fn a_check_on_a_store_whose_runtime_has_shut_down_says_so() {
     let server = RedisServer::start();
-    let current_thread = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let first_test = current_thread();
-    let (store, stack) = first_test.block_on(async {
-        let store = strict_store("runtime-gone")
-            .url(server.url())
-            .build()
-            .await
-            .unwrap();
-        let stack = store
-            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
-            .unwrap();
-        (store, stack)
-    });
+    let (store, stack) = built_on(&first_test, strict_store("runtime-gone"), &server);
     drop(first_test);
     let error = current_thread()
         .block_on(async {
@@ -872,10 +840,7 @@ fn runtime_with_store(
 
 /// Runs `checks` on a runtime of their own, which then shuts down with whatever they left.
 fn on_a_runtime_that_shuts_down(checks: impl Future<Output = ()>) {
-    let other = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let other = current_thread();
     other.block_on(checks);
 }
 
@@ -905,10 +870,7 @@ fn lane_of(store: &RedisStore, key: &str) -> u16 {
 fn a_check_queued_behind_a_call_of_an_undriven_current_thread_runtime_is_answered() {
     let server = RedisServer::start();
     let (main, store, stack) = runtime_with_store(strict_store("undriven").url(server.url()));
-    let sync_caller = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let sync_caller = current_thread();
     // Made first, so it holds its lane: the lane's call is the sync caller's.
     let first = store.check(&stack, b"k", 1);
     // Queued behind it; its task runs on the main runtime.
@@ -937,10 +899,7 @@ fn a_probe_queued_behind_a_call_of_an_undriven_current_thread_runtime_is_not_los
             .failures_before_backoff(1)
             .backoff(BACKOFF),
     );
-    let sync_caller = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let sync_caller = current_thread();
     let other = (0..100)
         .map(|i| format!("o{i}"))
         .find(|o| lane_of(&store, o) != lane_of(&store, "k"))
@@ -999,10 +958,7 @@ fn a_reconnection_made_for_a_sync_caller_does_not_strand_the_connection() {
         .unwrap()
         .is_allowed());
     server.restart();
-    let sync_caller = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let sync_caller = current_thread();
     assert!(sync_caller
         .block_on(store.check(&stack, b"k", 1))
         .unwrap()
@@ -1244,4 +1200,29 @@ async fn a_redis_out_of_memory_without_eviction_fails_admitted_checks_and_still_
     let fresh = store.check(&stack, b"fresh", 1).await.unwrap_err();
     let cause = std::error::Error::source(&fresh).unwrap().to_string();
     assert!(cause.contains("OOM"), "{cause}");
+}
+
+/// A current-thread runtime with its I/O and time drivers: what a sync caller's `block_on`, or
+/// a `#[tokio::test]`, runs on.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The store of `builder` on `server`, built on `runtime` (which runs its connection), and a
+/// stack of one policy of 10 a minute.
+fn built_on(
+    runtime: &tokio::runtime::Runtime,
+    builder: RedisStoreBuilder,
+    server: &RedisServer,
+) -> (RedisStore, RedisStack) {
+    runtime.block_on(async {
+        let store = builder.url(server.url()).build().await.unwrap();
+        let stack = store
+            .register(&[Policy::new("per-minute", Quota::per_minute(10))])
+            .unwrap();
+        (store, stack)
+    })
 }
