@@ -92,15 +92,18 @@ struct Ours {
 }
 
 impl Limiter for Ours {
-    /// Writes the key's bytes and checks them, as the layer does for every request.
     #[inline]
     fn check(&self, key: &IpAddr) -> bool {
-        let mut bytes = KeyBuf::new();
-        key.write_key(&mut bytes);
-        self.store
-            .check_now(&self.stack, bytes.as_bytes(), 1)
-            .is_allowed()
+        check_ip(&self.store, &self.stack, key)
     }
+}
+
+/// Writes the key's bytes and checks them, as the layer does for every request.
+#[inline]
+fn check_ip(store: &MemoryStore, stack: &MemoryStack, key: &IpAddr) -> bool {
+    let mut bytes = KeyBuf::new();
+    key.write_key(&mut bytes);
+    store.check_now(stack, bytes.as_bytes(), 1).is_allowed()
 }
 
 struct Governor(DefaultKeyedRateLimiter<IpAddr>);
@@ -392,11 +395,7 @@ impl FloodCase {
 
     #[inline]
     fn check(&self, key: &IpAddr) -> bool {
-        let mut bytes = KeyBuf::new();
-        key.write_key(&mut bytes);
-        self.store
-            .check_now(&self.stack, bytes.as_bytes(), 1)
-            .is_allowed()
+        check_ip(&self.store, &self.stack, key)
     }
 
     /// Runs `iters` checks split across `threads` threads and returns the wall time.
