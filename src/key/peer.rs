@@ -16,6 +16,10 @@ use super::KeyExtractor;
 ///   server with a closure that reads the peer address from it);
 /// - a plain [`SocketAddr`], for any other server that inserts one.
 ///
+/// These are the types of axum 0.8 and tonic 0.14, the versions the features build against:
+/// an app on another major version of either puts a type of that version in the extensions,
+/// which is not read here; key its requests with a closure that reads it.
+///
 /// A server on a Unix socket (tonic's `UdsConnectInfo`) has no peer IP address: key its
 /// requests by something else, such as [`Global`](crate::Global) or a
 /// [`Header`](crate::Header).
