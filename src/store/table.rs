@@ -414,10 +414,10 @@ impl<V: Value> Table<V> {
         if len < self.sweep_at {
             return true;
         }
-        let full = len >= self.cap;
-        if full && now < *self.next_full_sweep.get_mut() {
+        if self.refuses_new_key(now) {
             return false;
         }
+        let full = len >= self.cap;
         self.sweep(now, hasher);
         if full {
             *self.next_full_sweep.get_mut() = next_full_sweep(now);
