@@ -226,12 +226,7 @@ async fn a_primary_that_stops_answering_leaves_the_others_keys_answered_by_redis
         }
     }
     // Writes (scripts are) held until `CLIENT UNPAUSE`; the cluster bus goes on.
-    let () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(60_000)
-        .arg("WRITE")
-        .query(&mut stopped)
-        .unwrap();
+    cluster.nodes[0].pause_writes(60_000);
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
     let checks: Vec<_> = on_stopped
         .iter()
@@ -253,10 +248,7 @@ async fn a_primary_that_stops_answering_leaves_the_others_keys_answered_by_redis
     for check in checks {
         failed.push(check.await.unwrap());
     }
-    let () = redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .query(&mut stopped)
-        .unwrap();
+    cluster.nodes[0].unpause();
     let (stopped_failed, others_failed) = failed.split_at(on_stopped.len());
     assert!(
         stopped_failed.iter().all(|&n| n > 0),
