@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Keys are written as `examples/policies.rs` writes an API key (`key:` and the header's
-//! bytes) under the default prefix, so a Redis key is `{ratelimit:key:<api key>}:<policy>`;
-//! policies are named as the example's free tier (`per-second`, `per-minute`). The quotas keep
+//! bytes) under the default prefix, so a Redis key is `{ratelimit:key:<api key>}`, holding a
+//! record of each policy, named as the example's free tier (`per-second`, `per-minute`). The quotas keep
 //! every key alive for the whole run (a key expires the moment it is full again), the worst case
 //! of a flood of fresh keys. A key longer than `MAX_KEY_LEN` is stored as its 39-byte digest.
 

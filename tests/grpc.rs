@@ -876,8 +876,8 @@ mod redis_store {
         assert_eq!(
             keys,
             [
-                format!("{{{prefix}:9:127.0.0.1/greeter.Greeter/SayHello}}:per-method"),
-                format!("{{{prefix}:9:127.0.0.1/grpc.health.v1.Health/Check}}:per-method"),
+                format!("{{{prefix}:9:127.0.0.1/greeter.Greeter/SayHello}}"),
+                format!("{{{prefix}:9:127.0.0.1/grpc.health.v1.Health/Check}}"),
             ]
         );
     }

@@ -24,6 +24,7 @@ use crate::common::Captured;
 use crate::support::{
     command_calls, kill_other_clients, set_password, strict_store, unique_prefix, RedisServer,
 };
+use crate::{records, stored_tat};
 
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -163,9 +164,7 @@ async fn outage(policy: FailurePolicy) {
     assert_eq!(remaining(&decisions), [1, 99]);
     assert_eq!(command_calls(&mut conn, "evalsha"), before + 1);
     for policy in ["per-minute", "per-hour"] {
-        assert!(conn
-            .exists::<_, bool>(store.redis_key(&"k", policy))
-            .unwrap());
+        assert!(stored_tat(&mut conn, &store.redis_key(&"k"), policy).is_some());
     }
     assert_eq!(log.count("answering again"), 1);
     assert!(!store.is_degraded());
@@ -618,8 +617,11 @@ async fn a_key_holding_something_else_than_a_tat_is_answered_by_the_policy_and_l
     let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done(PATIENT).await;
     // A number past what the script can answer as a TAT, written by something else.
-    let key = store.redis_key(&"k", "per-minute");
-    let () = server.connection().set(&key, "1e300").unwrap();
+    let key = store.redis_key(&"k");
+    let () = server
+        .connection()
+        .set(&key, records(&[("per-minute", 1e300)]))
+        .unwrap();
     for _ in 0..3 {
         let decisions = store.check(&stack, b"k", 1).await.unwrap();
         assert!(decisions.is_allowed(), "the local policy answers");
@@ -639,7 +641,7 @@ async fn a_key_named_by_the_log_is_escaped() {
     let key: &[u8] = b"k\" forged=1\nWARN forged line\x1b[2J\xff";
     let () = server
         .connection()
-        .set(store.redis_key(key, "per-minute"), "1e300")
+        .set(store.redis_key(key), records(&[("per-minute", 1e300)]))
         .unwrap();
     assert!(store.check(&stack, key, 1).await.unwrap().is_allowed());
     let text = log.text();
@@ -854,7 +856,7 @@ fn spawn_check(store: &RedisStore, stack: &RedisStack) {
 
 /// The lane of `key` among a single server's two lanes (the default `calls_in_flight`).
 fn lane_of(store: &RedisStore, key: &str) -> u16 {
-    let key = store.redis_key(&key, "per-minute");
+    let key = store.redis_key(&key);
     let slot = redis::cluster_routing::Slot::for_key(&key);
     (0..16_384u16)
         .find(|&n| redis::cluster_routing::Slot::new(n) == Some(slot))
@@ -1087,8 +1089,11 @@ fn max_memory(server: &RedisServer, bytes: &str) {
 async fn a_bad_key_answered_between_outages_is_not_counted_in_the_next_one() {
     let (log, _guard) = Captured::install(tracing::Level::WARN);
     let (server, _clock, store, stack) = one_check_done(PATIENT).await;
-    let key = store.redis_key(&"bad", "per-minute");
-    let () = server.connection().set(&key, "1e300").unwrap();
+    let key = store.redis_key(&"bad");
+    let () = server
+        .connection()
+        .set(&key, records(&[("per-minute", 1e300)]))
+        .unwrap();
     assert!(store.check(&stack, b"bad", 1).await.unwrap().is_allowed());
     assert!(!store.is_degraded());
 

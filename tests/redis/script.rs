@@ -1,7 +1,7 @@
-//! The script and its keys: one Redis key per (key, policy) under one hash tag (a long key as its
-//! digest), holding the TAT with an expiry at the moment the key is full again; one `EVALSHA`
-//! per check whatever the size of the stack; nothing written by denials and peeks; `SCRIPT
-//! FLUSH` survived.
+//! The script and its keys: one Redis key per key, a hash tag (a long key as its digest),
+//! holding the TAT of each policy with an expiry at the moment the last is full again; one
+//! `EVALSHA` per check whatever the size of the stack; nothing written by denials and peeks;
+//! `SCRIPT FLUSH` survived.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use redis::Commands;
 use tower_ratelimit::{KeyBytes, MemoryStore, Policy, Quota, RedisStore, Store, MAX_KEY_LEN};
 
 use crate::support::{command_calls, strict_store, RedisServer};
+use crate::{records, stored_tat, tat_in};
 
 /// A store on Redis `TIME` that sends every check to Redis.
 async fn store(server: &RedisServer) -> RedisStore {
@@ -50,7 +51,7 @@ fn sorted_keys(conn: &mut redis::Connection) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test]
-async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat() {
+async fn a_key_is_one_redis_key_holding_the_tat_of_each_policy() {
     let server = RedisServer::start();
     let store = strict_store("script")
         .url(server.url())
@@ -80,21 +81,23 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
         .collect();
     assert_eq!(resets, [Duration::from_secs(24), Duration::from_secs(144)]);
 
-    let minute = store.redis_key(&"alice", "per-minute");
-    let hour = store.redis_key(&"alice", "per-hour");
-    assert_eq!(minute, b"{keys:alice}:per-minute");
-    assert_eq!(hour, b"{keys:alice}:per-hour");
-    assert_eq!(sorted_keys(&mut conn), [hour.clone(), minute.clone()]);
+    let key = store.redis_key(&"alice");
+    assert_eq!(key, b"{keys:alice}");
+    assert_eq!(sorted_keys(&mut conn), std::slice::from_ref(&key));
 
-    // Each key holds its TAT, in [low, high] µs, and expires when it is reached.
-    let expect = |conn: &mut redis::Connection, key: &Vec<u8>, low: u64, high: u64| {
-        let tat: u64 = conn.get(key).unwrap();
-        assert!(
-            (low..=high).contains(&tat),
-            "TAT {tat} not in {low}..={high}"
-        );
+    // The key holds each policy's TAT, in [low, high] µs; the last TAT's bounds are given,
+    // when it is reached the key expires.
+    let expect = |conn: &mut redis::Connection, tats: [(&str, u64, u64); 2]| {
+        for (policy, low, high) in tats {
+            let tat = stored_tat(conn, &key, policy).unwrap();
+            assert!(
+                (low..=high).contains(&tat),
+                "{policy}: TAT {tat} not in {low}..={high}"
+            );
+        }
         // The expiry is the TAT rounded up to a millisecond; PTTL counts from when it is read.
-        let (from, pttl, to) = (redis_time(conn), conn.pttl(key).unwrap(), redis_time(conn));
+        let (_, low, high) = tats[1];
+        let (from, pttl, to) = (redis_time(conn), conn.pttl(&key).unwrap(), redis_time(conn));
         let least = (low / 1000) as i64 - (to / 1000) as i64 - 1;
         let most = high.div_ceil(1000) as i64 - (from / 1000) as i64;
         assert!(
@@ -105,15 +108,10 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
     let ms = 1_000;
     expect(
         &mut conn,
-        &minute,
-        before + 24_000 * ms,
-        after + 24_000 * ms,
-    );
-    expect(
-        &mut conn,
-        &hour,
-        before + 144_000 * ms,
-        after + 144_000 * ms,
+        [
+            ("per-minute", before + 24_000 * ms, after + 24_000 * ms),
+            ("per-hour", before + 144_000 * ms, after + 144_000 * ms),
+        ],
     );
 
     // A conforming check moves both TATs by its cells, and both expiries with them.
@@ -126,10 +124,15 @@ async fn each_policy_of_a_key_is_a_redis_key_under_one_hash_tag_holding_its_tat(
             high.max(after_2) + cells * ms,
         )
     };
-    let (low, high) = moved(before + 24_000 * ms, after + 24_000 * ms, 36_000);
-    expect(&mut conn, &minute, low, high);
-    let (low, high) = moved(before + 144_000 * ms, after + 144_000 * ms, 216_000);
-    expect(&mut conn, &hour, low, high);
+    let (minute_low, minute_high) = moved(before + 24_000 * ms, after + 24_000 * ms, 36_000);
+    let (hour_low, hour_high) = moved(before + 144_000 * ms, after + 144_000 * ms, 216_000);
+    expect(
+        &mut conn,
+        [
+            ("per-minute", minute_low, minute_high),
+            ("per-hour", hour_low, hour_high),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -160,25 +163,22 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
             .await
             .unwrap()
             .is_allowed());
-        expected.push([b"{bytes:", key.as_bytes(), b"}:p"].concat());
+        expected.push([b"{bytes:", key.as_bytes(), b"}"].concat());
     }
     expected.sort();
     assert_eq!(sorted_keys(&mut server.connection()), expected);
-    assert_eq!(store.redis_key(&42u64, "p"), b"{bytes:42}:p");
-    assert_eq!(store.redis_key(&ip, "p"), b"{bytes:2001:db8::1}:p");
-    assert_eq!(
-        store.redis_key(&("tenant", 7u32), "p"),
-        b"{bytes:6:tenant7}:p"
-    );
+    assert_eq!(store.redis_key(&42u64), b"{bytes:42}");
+    assert_eq!(store.redis_key(&ip), b"{bytes:2001:db8::1}");
+    assert_eq!(store.redis_key(&("tenant", 7u32)), b"{bytes:6:tenant7}");
     // A closing brace would end the tag early: such a key is kept as its digest, whole, and
     // keeps a budget of its own.
     let braced = [&b"}a"[..], b"}b", b"x}"];
     for key in braced {
         assert!(store.check(&stack, key, 5).await.unwrap().is_allowed());
-        let redis_key = store.redis_key(key, "p");
+        let redis_key = store.redis_key(key);
         assert!(redis_key.starts_with(b"{bytes:sha256:"), "{redis_key:?}");
         assert_eq!(redis_key.iter().filter(|&&b| b == b'}').count(), 1);
-        assert!(redis_key.ends_with(b"}:p"));
+        assert!(redis_key.ends_with(b"}"));
     }
     assert!(!store.check(&stack, b"}a", 1).await.unwrap().is_allowed());
     assert_eq!(sorted_keys(&mut server.connection()).len(), keys.len() + 3);
@@ -205,12 +205,12 @@ async fn a_key_longer_than_the_longest_kept_or_spelling_a_digest_is_its_sha256_u
     let spelled = "sha256:635361c48bb9eab14198e76ea8ab7f1a";
     let own = store.check(&stack, spelled.as_bytes(), 2).await.unwrap();
     assert!(own.is_allowed(), "not the long key's spent budget");
-    let digest = store.redis_key(&long, "p");
-    let as_is = store.redis_key(&kept, "p");
-    let respelled = store.redis_key(&spelled, "p");
-    assert!(digest.ends_with(b":sha256:635361c48bb9eab14198e76ea8ab7f1a}:p"));
-    assert!(as_is.ends_with(format!(":{kept}}}:p").as_bytes()));
-    assert!(respelled.ends_with(b"}:p") && respelled.len() == digest.len());
+    let digest = store.redis_key(&long);
+    let as_is = store.redis_key(&kept);
+    let respelled = store.redis_key(&spelled);
+    assert!(digest.ends_with(b":sha256:635361c48bb9eab14198e76ea8ab7f1a}"));
+    assert!(as_is.ends_with(format!(":{kept}}}").as_bytes()));
+    assert!(respelled.ends_with(b"}") && respelled.len() == digest.len());
     assert_ne!(respelled, digest);
     let mut expected = vec![digest, as_is, respelled];
     expected.sort();
@@ -231,7 +231,7 @@ async fn a_key_longer_than_the_longest_kept_or_spelling_a_digest_is_its_sha256_u
 }
 
 #[tokio::test]
-async fn a_conforming_stack_check_writes_each_policy_once_and_denials_and_peeks_nothing() {
+async fn a_conforming_stack_check_writes_its_key_once_and_denials_and_peeks_nothing() {
     let server = RedisServer::start();
     let store = store(&server).await;
     let stack = store
@@ -244,19 +244,22 @@ async fn a_conforming_stack_check_writes_each_policy_once_and_denials_and_peeks_
     let before = writes(&mut conn);
     assert!(store.check(&stack, b"7", 5).await.unwrap().is_allowed());
     let after_one = writes(&mut conn);
-    assert_eq!(after_one, before + 2, "one write per policy");
+    assert_eq!(after_one, before + 1, "one write for the stack");
     for _ in 0..100 {
         assert!(!store.check(&stack, b"7", 1).await.unwrap().is_allowed());
         assert!(!store.peek(&stack, b"7").await.unwrap().is_allowed());
         assert!(store.peek(&stack, b"8").await.unwrap().is_allowed());
     }
     assert_eq!(writes(&mut conn), after_one);
-    let mut expected = vec![
-        store.redis_key(&7u64, "per-minute"),
-        store.redis_key(&7u64, "per-hour"),
-    ];
-    expected.sort();
-    assert_eq!(sorted_keys(&mut conn), expected, "peeks create no keys");
+    let key = store.redis_key(&7u64);
+    assert_eq!(
+        sorted_keys(&mut conn),
+        std::slice::from_ref(&key),
+        "peeks create no keys"
+    );
+    for policy in ["per-minute", "per-hour"] {
+        assert!(stored_tat(&mut conn, &key, policy).is_some(), "{policy}");
+    }
 }
 
 #[tokio::test]
@@ -326,18 +329,18 @@ async fn the_script_is_reloaded_after_script_flush() {
     );
 }
 
-/// `PEXPIRETIME` (Redis 7.0): when `key` expires, as Unix time in ms.
-/// A key's TAT (µs) and the moment it expires (Unix ms), read together in one transaction so
-/// that the key cannot expire between the two; `None` if it is gone.
-fn tat_and_expiry(conn: &mut redis::Connection, key: &[u8]) -> Option<(u64, u64)> {
-    let (tat, at): (Option<u64>, i64) = redis::pipe()
+/// A key's TAT under `policy` (µs) and the moment the key expires (Unix ms, by `PEXPIRETIME`,
+/// Redis 7.0), read together in one transaction so that the key cannot expire between the
+/// two; `None` if it is gone or holds no TAT for `policy`.
+fn tat_and_expiry(conn: &mut redis::Connection, key: &[u8], policy: &str) -> Option<(u64, u64)> {
+    let (value, at): (Option<Vec<u8>>, i64) = redis::pipe()
         .atomic()
         .get(key)
         .cmd("PEXPIRETIME")
         .arg(key)
         .query(conn)
         .unwrap();
-    let tat = tat?;
+    let tat = tat_in(&value?, policy)?;
     Some((tat, u64::try_from(at).expect("a key with an expiry")))
 }
 
@@ -351,14 +354,14 @@ async fn with_an_expiry_step_a_key_expires_at_the_step_after_its_tat_and_keeps_i
     let stack = store
         .register(&[Policy::new("p", Quota::per_second(10))])
         .unwrap();
-    let key = store.redis_key(&"alice", "p");
+    let key = store.redis_key(&"alice");
     let mut conn = server.connection();
     let step_us = 10_000_000;
     let mut kept = 0;
     let mut last: Option<(u64, u64)> = None;
     for _ in 0..8 {
         assert!(store.check(&stack, b"alice", 1).await.unwrap().is_allowed());
-        let (tat, expires) = tat_and_expiry(&mut conn, &key).expect("just written");
+        let (tat, expires) = tat_and_expiry(&mut conn, &key, "p").expect("just written");
         let step_after_ms = tat.div_ceil(step_us) * step_us / 1000;
         match last {
             Some((step_before_ms, expired_before)) if step_before_ms == step_after_ms => {
@@ -411,8 +414,8 @@ async fn with_an_expiry_step_no_key_expires_before_its_tat() {
         }
         for key in ["a", "b", "c"] {
             for policy in ["fast", "slow"] {
-                let redis_key = store.redis_key(&key, policy);
-                if let Some((tat, expires)) = tat_and_expiry(&mut conn, &redis_key) {
+                let redis_key = store.redis_key(&key);
+                if let Some((tat, expires)) = tat_and_expiry(&mut conn, &redis_key, policy) {
                     assert!(
                         expires * 1000 >= tat,
                         "{key}/{policy}: expires at {expires} ms, before its TAT {tat} µs"
@@ -620,4 +623,38 @@ async fn build_succeeds_while_writes_are_paused_on_a_connection_with_a_response_
         .await;
     server.unpause();
     built.unwrap();
+}
+
+#[tokio::test]
+async fn stacks_on_one_key_share_its_value_and_passed_tats_are_left_out() {
+    let server = RedisServer::start();
+    let store = store(&server).await;
+    let login = store
+        .register(&[Policy::new("login", Quota::per_hour(5))])
+        .unwrap();
+    let api = store
+        .register(&[Policy::new("api", Quota::per_second(100))])
+        .unwrap();
+    let mut conn = server.connection();
+    let key = store.redis_key(&"alice");
+    assert!(store.check(&login, b"alice", 5).await.unwrap().is_allowed());
+    assert!(store.check(&api, b"alice", 1).await.unwrap().is_allowed());
+    // The API's write kept the login's TAT: its budget is still spent.
+    assert!(stored_tat(&mut conn, &key, "login").is_some());
+    assert!(!store.check(&login, b"alice", 1).await.unwrap().is_allowed());
+
+    // A record whose TAT has passed says a full burst: it is left out of the next write.
+    let login_tat = stored_tat(&mut conn, &key, "login").unwrap() as f64;
+    let value = records(&[("login", login_tat), ("old", 1.0)]);
+    let () = conn.set(&key, value).unwrap();
+    assert!(store.check(&api, b"alice", 1).await.unwrap().is_allowed());
+    assert_eq!(stored_tat(&mut conn, &key, "old"), None);
+    assert!(stored_tat(&mut conn, &key, "login").is_some());
+    assert!(stored_tat(&mut conn, &key, "api").is_some());
+
+    // A value that is not records counts as none, as a missing key does.
+    let () = conn.set(&key, "not records").unwrap();
+    let decisions = store.check(&login, b"alice", 1).await.unwrap();
+    assert_eq!(decisions.as_slice()[0].remaining(), 4);
+    assert!(stored_tat(&mut conn, &key, "login").is_some());
 }

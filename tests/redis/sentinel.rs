@@ -13,6 +13,7 @@ use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType}
 use redis::ConnectionAddr;
 use tower_ratelimit::{FailurePolicy, Policy, Quota, RedisStore, Store};
 
+use crate::stored_tat;
 use crate::support::{
     command_calls, kill_other_clients, role, set_password, unique_prefix, RedisSentinel,
     RedisServer, SentinelGroup, MASTER_NAME,
@@ -195,8 +196,8 @@ async fn checks_follow_a_failover_to_the_promoted_replica_and_are_all_answered_m
         calls + 1,
         "the check ran the script on the new primary"
     );
-    let key = store.redis_key(&"after-failover", "after");
-    let tat: Option<u64> = blocking(|| redis::cmd("GET").arg(&key).query(&mut new).unwrap());
+    let key = store.redis_key(&"after-failover");
+    let tat = blocking(|| stored_tat(&mut new, &key, "after"));
     assert!(tat.is_some(), "the state is on the new primary");
 
     // A store that was idle through the failover finds the new primary by itself: its first
@@ -287,8 +288,8 @@ async fn checks_leave_a_primary_demoted_by_a_manual_failover() {
         blocking(|| command_calls(&mut old, "evalsha")) > old_before,
         "the demoted server was asked first"
     );
-    let key = store.redis_key(&"k", "demoted");
-    let tat: Option<u64> = blocking(|| redis::cmd("GET").arg(&key).query(&mut new).unwrap());
+    let key = store.redis_key(&"k");
+    let tat = blocking(|| stored_tat(&mut new, &key, "demoted"));
     assert!(tat.is_some(), "the state is on the new primary");
 }
 

@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use tower_ratelimit::{ManualClock, Policy, Quota, RedisStore, Store};
 
 use crate::common::make_certificates;
+use crate::stored_tat;
 use crate::support::{self, RedisServer};
 
 #[tokio::test]
@@ -69,11 +70,8 @@ async fn a_store_over_tls_decides_as_over_plain_tcp() {
 
     // The state went through the TLS port into the server the plain port also reaches.
     let mut plain = server.connection();
-    let tat: Option<String> = redis::cmd("GET")
-        .arg(store.redis_key(&"alice", "per-minute"))
-        .query(&mut plain)
-        .unwrap();
-    assert!(tat.is_some());
+    let key = store.redis_key(&"alice");
+    assert!(stored_tat(&mut plain, &key, "per-minute").is_some());
 
     // A certificate the client does not trust is refused when the store is built.
     let untrusted = RedisStore::builder().url(&url).build().await.unwrap_err();

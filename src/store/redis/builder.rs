@@ -99,9 +99,9 @@ impl RedisStoreBuilder {
 
     /// Connects to a Redis Cluster through some of its nodes; the others are discovered.
     ///
-    /// Each key lives on the node of its slot, and its hash tag (`{<prefix>:<key bytes>}`) keeps
-    /// the Redis keys of every policy of one limited key in one slot, so that a stack is one
-    /// script call.
+    /// Each key lives on the node of its slot: a limited key is one Redis key, its hash tag
+    /// (`{<prefix>:<key bytes>}`), holding every policy's state, so that a stack is one script
+    /// call.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
@@ -207,7 +207,8 @@ impl RedisStoreBuilder {
     }
 
     /// The first part of every Redis key (default `ratelimit`): keys are
-    /// `{<prefix>:<key bytes>}:<policy>`. Stores with the same prefix on the same Redis share
+    /// `{<prefix>:<key bytes>}`, each holding the state of every policy that limits the key
+    /// ([`RedisStore::redis_key`]). Stores with the same prefix on the same Redis share
     /// budgets: each decides a policy's keys by the quota it gives that name, unchecked against
     /// the others' (see [`policy`](crate::policy)), so they must agree on each name's quota.
     /// The prefix may not contain `{` or `}`. Keep one store's prefix from beginning
@@ -579,13 +580,14 @@ impl RedisStoreBuilder {
 /// a digest is no limited key's bytes), in the store's time mode: it runs what every check
 /// runs but the writes.
 fn build_peek(script: &Script, key_head: &[u8], clock_time: bool) -> redis::Cmd {
-    let key = [key_head, b"sha256:build}:peek"].concat();
+    let key = [key_head, b"sha256:build}"].concat();
     let mut peek = redis::cmd("EVALSHA");
     peek.arg(script.get_hash()).arg(1).arg(key);
     // No least expiry, the time mode, no expiry step, one stack of one policy (1 µs, burst 1,
-    // enforced), and one run of one check at cost 0 (at time 0 when checks carry theirs).
+    // enforced, named `peek`), and one run of one check at cost 0 (at time 0 when checks carry
+    // theirs).
     peek.arg(0).arg(u8::from(clock_time)).arg(1).arg(1);
-    peek.arg(1).arg(1).arg(1).arg(0);
+    peek.arg(1).arg(1).arg(1).arg(0).arg("peek");
     peek.arg(1).arg(1).arg(0);
     if clock_time {
         peek.arg(0);

@@ -254,15 +254,17 @@ impl Inner {
             };
             which.push(at + 1);
         }
-        let keys: usize = asks.iter().map(|ask| ask.keys.len()).sum();
-        let key_bytes: usize = asks.iter().map(|ask| ask.keys.bytes.len()).sum();
+        let keys = || asks.iter().filter_map(|ask| ask.keys.redis_key());
+        let key_bytes: usize = keys().map(<[u8]>::len).sum();
         // The command is written straight into one buffer: no per-argument vectors.
         let mut call = Cmd::with_capacity(
-            7 + 4 * asks.len() + keys + 7 * stacks.len(),
-            64 + key_bytes + 24 * asks.len() + 40 * stacks.len(),
+            7 + 5 * asks.len() + 9 * stacks.len(),
+            64 + key_bytes + 24 * asks.len() + 100 * stacks.len(),
         );
-        call.arg("EVALSHA").arg(self.script.get_hash()).arg(keys);
-        for key in asks.iter().flat_map(|ask| ask.keys.iter()) {
+        call.arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(keys().count());
+        for key in keys() {
             call.arg(key);
         }
         match self.clock_time {
@@ -273,10 +275,11 @@ impl Inner {
         call.arg(stacks.len());
         for parts in &stacks {
             call.arg(parts.micro.len());
-            for (micro, cell) in parts.micro.iter().zip(&parts.cells) {
+            for ((micro, cell), name) in parts.micro.iter().zip(&parts.cells).zip(parts.names()) {
                 call.arg(micro.interval)
                     .arg(micro.burst)
-                    .arg(if cell.shadow { "1" } else { "0" });
+                    .arg(if cell.shadow { "1" } else { "0" })
+                    .arg(name);
             }
         }
         // Under load a call is mostly one run: checks of one stack at cost 1.
@@ -385,8 +388,9 @@ impl Inner {
     }
 }
 
-/// The Redis keys of one check, `{<prefix>:<key>}:<policy>` for each policy of its stack, in
-/// one buffer.
+/// The keys of one check, `{<prefix>:<key>}:<policy>` for each policy of its stack, in one
+/// buffer: the names of the TATs it reads in the deny cache; the Redis key holding them all is
+/// `{<prefix>:<key>}`, the hash tag of each.
 pub(super) struct Keys {
     bytes: Vec<u8>,
     /// Where each key ends in `bytes`.
@@ -419,16 +423,19 @@ impl Keys {
         self.ends.len()
     }
 
-    /// The keys' bytes, one after another (the one key of a single suffix).
-    pub(super) fn into_bytes(self) -> Vec<u8> {
-        self.bytes
-    }
-
     pub(super) fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
             .zip(&self.ends)
             .map(|(start, &end)| &self.bytes[start..end])
+    }
+
+    /// The Redis key holding the TATs of every policy: `{<prefix>:<key>}`; `None` for a stack
+    /// of no policies.
+    pub(super) fn redis_key(&self) -> Option<&[u8]> {
+        self.bytes
+            .get(..self.key.1 + 1)
+            .filter(|_| !self.ends.is_empty())
     }
 
     /// The limited key's bytes (empty for a stack of no policies).

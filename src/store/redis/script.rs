@@ -8,22 +8,28 @@ use crate::gcra::{self, Cell};
 use crate::{Decisions, Quota};
 
 /// The stack GCRA of [`gcra`](crate::gcra) in microseconds, for a batch of checks decided one
-/// after another in one call; one Redis key per policy, all keys of a call in one hash slot.
+/// after another in one call; one Redis key per limited key, holding the TAT of each policy
+/// that limits it, all keys of a call in one hash slot.
 /// [`RedisStore::SCRIPT`](super::RedisStore::SCRIPT) describes its keys, arguments and reply.
+///
+/// A key's value is its policies' records, one after another: the policy's name, a zero byte,
+/// and its TAT as a little-endian double. A record whose TAT has passed (in clock mode, by more
+/// than the least expiry) says no more than no record, a full burst, and is left out when the
+/// key is written; a value that is not such records counts as none (as a missing key).
 ///
 /// The least expiry is 0 but in clock mode, where Redis's own clock, which runs the expiry, is
 /// not the clock of the TATs. The caller decides each check from the TATs the script found, as
 /// the script did: enforced policies are all-or-nothing, each taking the cost only if all
 /// conform; shadow policies are decided one by one. A denial and a peek write nothing; a
 /// conforming check moves the TAT, which the next check of the batch reads, and each key is
-/// written once, after the last check, with its last TAT and an expiry at the moment it is back
-/// to a full burst rounded up to a multiple of the expiry step (1 µs unless the store has
-/// one), the expiry left as it is (`KEEPTTL`) when the rounded moment is the one the key had:
-/// a conforming check always moves the TAT, so with a step of 1 µs every write moves it.
+/// written once, after the last check, with its records and an expiry at the moment its last
+/// policy is back to a full burst rounded up to a multiple of the expiry step (1 µs unless the
+/// store has one), the expiry left as it is (`KEEPTTL`) when the rounded moment is the one the
+/// key had: a conforming check always moves a TAT, so with a step of 1 µs every write moves it.
 ///
 /// Checks are sent in runs of one stack and one cost, and the call's time is answered once: a
-/// batch of like checks, the common case under load, costs Redis a key and a TAT per policy
-/// per check and no argument or answer of its own.
+/// batch of like checks, the common case under load, costs Redis one key per check and no
+/// argument or answer of its own.
 pub(super) const GCRA_LUA: &str = r#"
 local min_px = tonumber(ARGV[1]) or 0
 local timed = ARGV[2] == '1'
@@ -35,16 +41,15 @@ for s = 1, count do
   local n = tonumber(ARGV[a])
   local stack = {}
   for i = 1, n do
-    local interval = tonumber(ARGV[a + 3 * i - 2])
-    local burst = tonumber(ARGV[a + 3 * i - 1])
-    stack[i] = {interval, burst, interval * burst, ARGV[a + 3 * i] == '1'}
+    local b = a + 4 * i - 3
+    local interval = tonumber(ARGV[b])
+    local burst = tonumber(ARGV[b + 1])
+    stack[i] = {interval, burst, interval * burst, ARGV[b + 2] == '1', ARGV[b + 3]}
   end
   stacks[s] = stack
-  a = a + 1 + 3 * n
+  a = a + 1 + 4 * n
 end
--- Every key is read once, up front (in parts of 4000: Lua unpacks at most about 8000 values);
--- a TAT taken by a check is kept in `written`, where the checks after it read it, and each
--- key taken from is written once at the end.
+-- Every key is read once, up front (in parts of 4000: Lua unpacks at most about 8000 values).
 local stored
 if #KEYS <= 4000 then
   stored = redis.call('MGET', unpack(KEYS))
@@ -55,11 +60,30 @@ else
     for i = 1, #part do stored[from + i - 1] = part[i] end
   end
 end
--- Per key: the TAT it had (if any), and once taken from, its last TAT and in clock mode the
--- time of the check that took last.
-local before = {}
+-- Per key, once a check comes to it: its records by policy name (where the checks after a
+-- conforming one read the TAT it took), the latest TAT it had, whether a check took from it
+-- and, in clock mode, the time of the check that took last.
+local records = {}
+local latest_had = {}
 local written = {}
 local taken_at = {}
+local record = struct.unpack
+local function read(key, value)
+  local found = {}
+  local latest
+  if type(value) == 'string' then
+    local at, ok, name, tat = 1, true, nil, nil
+    while at <= #value do
+      ok, name, tat, at = pcall(record, '<sd', value, at)
+      if not ok then found = {}; latest = nil; break end
+      found[name] = tat
+      if not latest or tat > latest then latest = tat end
+    end
+  end
+  records[key] = found
+  latest_had[key] = latest
+  return found
+end
 local clock = 0
 if not timed then
   if redis.replicate_commands then redis.replicate_commands() end
@@ -85,47 +109,58 @@ while a <= #ARGV do
       now = tonumber(ARGV[a])
       a = a + 1
     end
-    local admit = true
-    for i = 1, #stack do
-      local p = stack[i]
-      local key = KEYS[k + i]
-      local tat = written[key]
-      if not tat then
-        tat = tonumber(stored[k + i])
-        if tat then before[key] = tat else tat = now end
-      end
-      if tat < now then tat = now end
-      tats[i] = tat
-      o = o + 1
-      out[o] = tat
-      if not p[4] and (step > p[2] or tat + step * p[1] - now > p[3]) then admit = false end
-    end
-    if cost > 0 then
+    if #stack > 0 then
+      k = k + 1
+      local key = KEYS[k]
+      local found = records[key] or read(key, stored[k])
+      local admit = true
       for i = 1, #stack do
         local p = stack[i]
-        local next = tats[i] + step * p[1]
-        if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
-          local key = KEYS[k + i]
-          written[key] = next
-          if timed then taken_at[key] = now end
+        local tat = found[p[5]] or now
+        if tat < now then tat = now end
+        tats[i] = tat
+        o = o + 1
+        out[o] = tat
+        if not p[4] and (step > p[2] or tat + step * p[1] - now > p[3]) then admit = false end
+      end
+      if cost > 0 then
+        for i = 1, #stack do
+          local p = stack[i]
+          local next = tats[i] + step * p[1]
+          if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
+            found[p[5]] = next
+            written[key] = true
+            if timed then taken_at[key] = now end
+          end
         end
       end
     end
-    k = k + #stack
   end
 end
--- Each written key once, with its last TAT. Its expiry is the moment it is full again rounded
--- up to the step (1 µs: not rounded), left as it is when the TAT it had rounds to the same
--- (never without a step: a conforming check moves the TAT past the one it had).
+-- Each key taken from once, with the records that have not passed. Its expiry is the moment
+-- its latest TAT passes rounded up to the step (1 µs: not rounded), left as it is when the
+-- latest TAT it had rounds to the same (never without a step: a conforming check moves a TAT
+-- past the one it had).
 local ceil = math.ceil
-for key, tat in pairs(written) do
-  local had = before[key]
-  if step_us > 1 and had and tat <= ceil(had / step_us) * step_us then
-    redis.call('SET', key, string.format('%d', tat), 'KEEPTTL')
+local pack = struct.pack
+for key in pairs(written) do
+  local now = taken_at[key] or clock
+  local kept_after = now - min_px * 1000
+  local value = {}
+  local latest = now
+  for name, tat in pairs(records[key]) do
+    if tat > kept_after then
+      value[#value + 1] = pack('<sd', name, tat)
+      if tat > latest then latest = tat end
+    end
+  end
+  value = table.concat(value)
+  local had = latest_had[key]
+  if step_us > 1 and had and latest <= ceil(had / step_us) * step_us then
+    redis.call('SET', key, value, 'KEEPTTL')
   else
-    local now = taken_at[key] or clock
-    local px = math.max(ceil((ceil(tat / step_us) * step_us - now) / 1000), min_px)
-    redis.call('PSETEX', key, string.format('%d', px), string.format('%d', tat))
+    local px = math.max(ceil((ceil(latest / step_us) * step_us - now) / 1000), min_px)
+    redis.call('PSETEX', key, string.format('%d', px), value)
   end
 end
 -- One string of little-endian doubles (exact: every value is an integer below 2^53), in parts

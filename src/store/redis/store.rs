@@ -12,7 +12,6 @@ use super::builder::{
     DEFAULT_BACKOFF, DEFAULT_CALLS_IN_FLIGHT, DEFAULT_FAILURES_BEFORE_BACKOFF, DEFAULT_MAX_BATCH,
     DEFAULT_MAX_LOCAL_KEYS, DEFAULT_PREFIX, DEFAULT_TIMEOUT,
 };
-use super::check::Keys;
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCache;
 use super::health::Health;
@@ -182,7 +181,7 @@ impl Clock for SharedClock {
     }
 }
 
-/// A stack registered with a [`RedisStore`]: each policy's Redis key suffix and quota in
+/// A stack registered with a [`RedisStore`]: each policy's name and quota in
 /// microseconds, and the same stack in the local fallback store. Clones share it, so that a
 /// check waiting on Redis takes it along without copying.
 #[derive(Clone, Debug)]
@@ -203,16 +202,26 @@ pub(super) struct StackParts {
     pub(super) local: MemoryStack,
 }
 
+impl StackParts {
+    /// Each policy's name, which names its record in a key's value.
+    pub(super) fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.suffixes
+            .iter()
+            .map(|suffix| &suffix[SUFFIX_HEAD.len()..])
+    }
+}
+
 impl RedisStore {
     /// The Lua script the store runs with `EVALSHA`, for review, or to drive it directly.
     ///
-    /// `KEYS` are the Redis keys of every check of the batch, one per policy of its stack, in
-    /// order. `ARGV` are the least expiry in ms (the store passes 0, or an hour, 3 600 000, when
+    /// `KEYS` are the Redis keys of the batch's checks, one per check (none for a stack of no
+    /// policies), in order; a key's value is a record of each policy that limits it (see
+    /// [`redis_key`](Self::redis_key)). `ARGV` are the least expiry in ms (the store passes 0, or an hour, 3 600 000, when
     /// checks carry their time, as with a [`clock`](RedisStoreBuilder::clock)); `0` to read
     /// Redis `TIME` once for the call (`1` if each check carries its time in µs); the expiry step in µs (1 for none, see
     /// [`expiry_step`](RedisStoreBuilder::expiry_step)); the number of stacks; for each stack its
-    /// number of policies and, per policy, its interval in µs, burst and shadow flag (`1` or
-    /// `0`); then the checks in runs of consecutive checks of one stack and one cost: the run's
+    /// number of policies and, per policy, its interval in µs, burst, shadow flag (`1` or
+    /// `0`) and name; then the checks in runs of consecutive checks of one stack and one cost: the run's
     /// number of checks, its stack (from 1) and its cost (0 for a peek), followed, if checks
     /// carry their time, by the time of each of its checks. It answers one string of
     /// little-endian 64-bit floats (each a whole number): the call's time in µs (0 when the
@@ -268,23 +277,25 @@ impl RedisStore {
         }
     }
 
-    /// The Redis key that holds the state of `key` under the policy `policy`:
-    /// `{<prefix>:<key bytes>}:<policy>`, or, for a key longer than
-    /// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN), beginning with `sha256:` or holding a `}` (which
-    /// would close the Redis Cluster hash tag early and put every key that begins alike in one
-    /// slot), `{<prefix>:sha256:<32 hex digits>}:<policy>`.
+    /// The Redis key that holds the state of `key` under every policy that limits it:
+    /// `{<prefix>:<key bytes>}`, or, for a key longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN),
+    /// beginning with `sha256:` or holding a `}` (which would close the Redis Cluster hash tag
+    /// early and put every key that begins alike in one slot), `{<prefix>:sha256:<32 hex
+    /// digits>}`. Its value is one record per policy whose TAT has not passed: the policy's
+    /// name, a zero byte and the TAT in µs as a little-endian 64-bit float
+    /// ([`SCRIPT`](Self::SCRIPT)).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_ratelimit::ConfigError> {
     /// let store = tower_ratelimit::RedisStore::connect("redis://127.0.0.1:6379").await?;
-    /// assert_eq!(store.redis_key(&"alice", "login"), b"{ratelimit:alice}:login");
+    /// assert_eq!(store.redis_key(&"alice"), b"{ratelimit:alice}");
     /// # Ok(()) }
     /// ```
     #[must_use]
-    pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K, policy: &str) -> Vec<u8> {
+    pub fn redis_key<K: KeyBytes + ?Sized>(&self, key: &K) -> Vec<u8> {
         let key = key.key_bytes();
         with_kept_in_hash_tag(key.as_bytes(), |key| {
-            Keys::new(&self.inner.key_head, key, &[suffix(policy)]).into_bytes()
+            [&self.inner.key_head[..], key, b"}"].concat()
         })
     }
 
@@ -415,7 +426,10 @@ impl Store for RedisStore {
     }
 }
 
-/// What follows a key's bytes in the Redis key of `policy`: `}:<policy>`.
+/// What follows a key's bytes in the deny cache's name of its TAT under `policy`:
+/// `}:<policy>`.
 fn suffix(policy: &str) -> Box<[u8]> {
-    [b"}:", policy.as_bytes()].concat().into()
+    [SUFFIX_HEAD, policy.as_bytes()].concat().into()
 }
+
+const SUFFIX_HEAD: &[u8] = b"}:";
