@@ -7,8 +7,12 @@
 # the server's CPU time per request (utime + stime from /proc), and the median over rounds of
 # the Redis copy's rate over the memory copy's rate in the same round; for the Redis copy also
 # redis-server's own CPU time per request (`INFO cpu`) and the requests per `EVALSHA` call.
+# BASE=<revision> adds a third copy on the same redis-server, the example built at that
+# revision (in a git worktree under target/compare/), in the same rounds: two versions of the
+# Redis store side by side.
 #
 # usage: benches/redis_http.sh      (ROUNDS=5 DURATION=5 CONNECTIONS=64 THREADS=1)
+#        BASE=bf68a54 ROUNDS=5 benches/redis_http.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,14 +23,22 @@ THREADS=${THREADS:-1}
 MEMORY_PORT=${MEMORY_PORT:-3021}
 REDIS_HTTP_PORT=${REDIS_HTTP_PORT:-3022}
 REDIS_PORT=${REDIS_PORT:-6391}
+BASE_HTTP_PORT=${BASE_HTTP_PORT:-3023}
 
 source benches/preflight.sh
 need wrk wrk
 need curl curl
 need redis-server redis-server
-free_ports MEMORY_PORT REDIS_HTTP_PORT REDIS_PORT
+free_ports MEMORY_PORT REDIS_HTTP_PORT REDIS_PORT BASE_HTTP_PORT
 cargo build --release --features redis --example policies >&2
 server=${CARGO_TARGET_DIR:-target}/release/examples/policies
+if [ -n "${BASE:-}" ]; then
+    base_tree=target/compare/$BASE
+    [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >&2
+    # Built in its own tree's target directory: in a shared one it would replace this tree's.
+    (cd "$base_tree" && CARGO_TARGET_DIR=target cargo build --release --features redis \
+        --example policies >&2)
+fi
 ticks=$(getconf CLK_TCK)
 
 work=$(mktemp -d)
@@ -51,7 +63,16 @@ pids+=("$memory_pid")
 PORT=$REDIS_HTTP_PORT REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$server" >"$work/redis-http.log" 2>&1 &
 redis_pid=$!
 pids+=("$redis_pid")
-for port in "$MEMORY_PORT" "$REDIS_HTTP_PORT"; do
+# Each copy: its name, process and port; rounds rotate which goes first.
+copies=("memory $memory_pid $MEMORY_PORT" "redis $redis_pid $REDIS_HTTP_PORT")
+if [ -n "${BASE:-}" ]; then
+    PORT=$BASE_HTTP_PORT REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+        "$base_tree/target/release/examples/policies" >"$work/base-http.log" 2>&1 &
+    pids+=($!)
+    copies+=("redis@$BASE $! $BASE_HTTP_PORT")
+fi
+for copy in "${copies[@]}"; do
+    port=${copy##* }
     for _ in $(seq 100); do
         curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
         sleep 0.1
@@ -101,14 +122,13 @@ measure() { # measure NAME PID PORT ROUND
 }
 
 for round in $(seq "$ROUNDS"); do
-    if [ $((round % 2)) = 1 ]; then
-        measure memory "$memory_pid" "$MEMORY_PORT" "$round"
-        measure redis "$redis_pid" "$REDIS_HTTP_PORT" "$round"
-    else
-        measure redis "$redis_pid" "$REDIS_HTTP_PORT" "$round"
-        measure memory "$memory_pid" "$MEMORY_PORT" "$round"
-    fi
+    for i in $(seq 0 $((${#copies[@]} - 1))); do
+        # shellcheck disable=SC2086 # the copy's three words are measure's arguments
+        measure ${copies[$(((round - 1 + i) % ${#copies[@]}))]} "$round"
+    done
 done
+names=()
+for copy in "${copies[@]}"; do names+=("${copy%% *}"); done
 
 # Medians with plain awk and sort (no gawk-only `asort`: Debian and Ubuntu install mawk).
 # stats NAME FIELD: the median, lowest and highest of FIELD over the rounds of copy NAME.
@@ -119,25 +139,27 @@ stats() {
 
 echo "examples/policies, free tier, a new x-api-key per request; wrk -t$THREADS -c$CONNECTIONS, \
 $ROUNDS rounds of ${DURATION}s; median (lowest-highest)"
-for name in memory redis; do
+for name in "${names[@]}"; do
     awk -v name="$name" -v rate="$(stats "$name" 3)" -v cpu="$(stats "$name" 4)" \
         -v p99="$(stats "$name" 5)" 'BEGIN {
             split(rate, r, " "); split(cpu, c, " "); split(p99, q, " ")
-            printf "%-7s %9.0f req/s (%.0f-%.0f)   server CPU %6.2f us/req   wrk p99 %.0f us\n",
+            printf "%-14s %9.0f req/s (%.0f-%.0f)   server CPU %6.2f us/req   wrk p99 %.0f us\n",
                 name, r[1], r[2], r[3], c[1], q[1]
         }'
 done
-awk '
-    $1 == "memory" { m[$2] = $3 }
-    $1 == "redis" { r[$2] = $3 }
-    END { for (k in m) print r[k] / m[k] }' "$results" | sort -g | awk '
-    { ratio[NR] = $1 }
-    END {
-        printf "redis / memory, median over rounds of the ratio within a round: %.0f%% (%.0f%%-%.0f%%)\n",
-            100 * ratio[int((NR + 1) / 2)], 100 * ratio[1], 100 * ratio[NR]
+for name in "${names[@]:1}"; do
+    awk -v name="$name" '
+        $1 == "memory" { m[$2] = $3 }
+        $1 == name { r[$2] = $3 }
+        END { for (k in m) print r[k] / m[k] }' "$results" | sort -g | awk -v name="$name" '
+        { ratio[NR] = $1 }
+        END {
+            printf "%s / memory, median over rounds of the ratio within a round: %.0f%% (%.0f%%-%.0f%%)\n",
+                name, 100 * ratio[int((NR + 1) / 2)], 100 * ratio[1], 100 * ratio[NR]
+        }'
+    awk -v name="$name" -v cpu="$(stats "$name" 6)" -v per="$(stats "$name" 7)" 'BEGIN {
+        split(cpu, c, " "); split(per, q, " ")
+        printf "redis-server CPU %.2f us per request of %s (%.2f-%.2f), %.1f requests per EVALSHA\n",
+            c[1], name, c[2], c[3], q[1]
     }'
-awk -v cpu="$(stats redis 6)" -v per="$(stats redis 7)" 'BEGIN {
-    split(cpu, c, " "); split(per, q, " ")
-    printf "redis-server CPU %.2f us per request of the Redis copy (%.2f-%.2f), %.1f requests per EVALSHA\n",
-        c[1], c[2], c[3], q[1]
-}'
+done
