@@ -112,7 +112,7 @@
 //! script call is in flight on a queue, the checks that arrive wait and the next call carries
 //! them all (up to `max_batch`, default 128), so under load Redis pays its per-call cost once
 //! for many checks, and what remains is the work of each check inside the script (its share of
-//! one `MGET` per call and, when it is allowed, one write per policy, which the call's other
+//! one `MGET` per call and, when it is allowed, one write of its key, which the call's other
 //! checks of the same key share). A single server's keys are shared among `calls_in_flight`
 //! queues (default 2), so that Redis runs one call while the next is on its way; a key always
 //! takes the same queue. The figures of `BENCHES.md`
@@ -122,10 +122,11 @@
 //! application servers × checks per second each must stay well below that figure, and the
 //! deny cache takes the checks of keys already limited (the bulk of an attack) off Redis.
 //!
-//! Redis keeps one key per (client key, policy), about 150 bytes each for short keys (measured
-//! on Redis 7.0; `cargo bench --features redis --bench redis_key_memory`), until the moment
-//! that policy is full again: a flood of new clients costs Redis their request rate × the
-//! policy's time to refill one request × those bytes.
+//! Redis keeps one key per client key, holding the TAT of each of its policies: about 160
+//! bytes for a short key under one policy and 180 under two (measured on Redis 7.0; `cargo
+//! bench --features redis --bench redis_key_memory`), until the moment its last policy is
+//! full again: a flood of new clients costs Redis their request rate × the longest time its
+//! policies take to refill one request × those bytes.
 //!
 //! Give Redis the memory for them. Under `maxmemory`, a full Redis with `noeviction` refuses
 //! the writes of admitted checks (`OOM`): those calls fail and the failure policy answers

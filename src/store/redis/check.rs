@@ -400,7 +400,7 @@ pub(super) struct Keys {
 }
 
 impl Keys {
-    /// The Redis keys of `key` under `head` (`{<prefix>:`) with each of `suffixes`.
+    /// The keys of `key` under `head` (`{<prefix>:`) with each of `suffixes`.
     pub(super) fn new(head: &[u8], key: &[u8], suffixes: &[Box<[u8]>]) -> Keys {
         let stem = head.len() + key.len();
         let size = suffixes.len() * stem + suffixes.iter().map(|s| s.len()).sum::<usize>();

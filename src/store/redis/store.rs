@@ -24,11 +24,12 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// A store in Redis: one GCRA budget shared by every process that uses the same Redis and
 /// prefix.
 ///
-/// Each (policy, key) is one Redis string, `{<prefix>:<key bytes>}:<policy>` (see
-/// [`KeyBytes`](crate::KeyBytes)), holding the theoretical arrival time in microseconds of
-/// Redis `TIME`, with an expiry at the moment the key is back to a full burst (or that moment
-/// rounded up to an [`expiry_step`](RedisStoreBuilder::expiry_step)): idle keys vanish on their
-/// own. The hash tag puts every policy of one key in one cluster slot. One Lua script,
+/// Each key is one Redis string, `{<prefix>:<key bytes>}` (see [`KeyBytes`](crate::KeyBytes)
+/// and [`redis_key`](RedisStore::redis_key)), holding for each policy that limits it the
+/// theoretical arrival time in microseconds of Redis `TIME`, with an expiry at the moment its
+/// last policy is back to a full burst (or that moment rounded up to an
+/// [`expiry_step`](RedisStoreBuilder::expiry_step)): idle keys vanish on their own. The hash
+/// tag is the whole key: Redis Cluster spreads keys over slots by it. One Lua script,
 /// loaded once and run with `EVALSHA` (reloaded by itself after `SCRIPT FLUSH` or a restart),
 /// decides a whole stack of policies atomically, for a batch of checks in one call; a denial
 /// writes nothing. Decisions
