@@ -430,12 +430,10 @@ impl Keys {
             .map(|(start, &end)| &self.bytes[start..end])
     }
 
-    /// The Redis key holding the TATs of every policy: `{<prefix>:<key>}`; `None` for a stack
-    /// of no policies.
+    /// The Redis key holding the TATs of every policy: `{<prefix>:<key>}`, the first key up to
+    /// its `}`; `None` for a stack of no policies (no bytes).
     pub(super) fn redis_key(&self) -> Option<&[u8]> {
-        self.bytes
-            .get(..self.key.1 + 1)
-            .filter(|_| !self.ends.is_empty())
+        self.bytes.get(..self.key.1 + 1)
     }
 
     /// The limited key's bytes (empty for a stack of no policies).
@@ -508,5 +506,28 @@ impl Drop for Probe {
         if let (true, Some(inner)) = (*self.armed.get_mut(), self.inner.upgrade()) {
             inner.health.probe_abandoned();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redis_key_is_the_hash_tag_each_policy_name_shares() {
+        let suffixes: [Box<[u8]>; 2] = [(*b"}:per-second").into(), (*b"}:per-minute").into()];
+        let keys = Keys::new(b"{ratelimit:", b"alice", &suffixes);
+        let names: Vec<&[u8]> = keys.iter().collect();
+        assert_eq!(
+            names,
+            [
+                &b"{ratelimit:alice}:per-second"[..],
+                b"{ratelimit:alice}:per-minute"
+            ]
+        );
+        assert_eq!(keys.redis_key(), Some(&b"{ratelimit:alice}"[..]));
+        assert_eq!(keys.key(), b"alice");
+        let none = Keys::new(b"{ratelimit:", b"alice", &[]);
+        assert_eq!((none.redis_key(), none.key()), (None, &b""[..]));
     }
 }
