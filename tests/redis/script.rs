@@ -658,3 +658,42 @@ async fn stacks_on_one_key_share_its_value_and_passed_tats_are_left_out() {
     assert_eq!(decisions.as_slice()[0].remaining(), 4);
     assert!(stored_tat(&mut conn, &key, "login").is_some());
 }
+
+/// In clock mode the TATs are the checking processes' times, which Redis's expiry does not
+/// follow: a passed TAT is kept for the least expiry (an hour), as a key of its own was.
+#[tokio::test]
+async fn in_clock_mode_a_passed_tat_is_kept_for_the_least_expiry() {
+    let server = RedisServer::start();
+    let clock = crate::support::clock_at_unix_time();
+    let store = strict_store("script")
+        .url(server.url())
+        .clock(clock.clone())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let fast = store
+        .register(&[Policy::new("fast", Quota::per_second(1))])
+        .unwrap();
+    let slow = store
+        .register(&[Policy::new("slow", Quota::per_hour(10))])
+        .unwrap();
+    let mut conn = server.connection();
+    let key = store.redis_key(&"k");
+    assert!(store.check(&fast, b"k", 1).await.unwrap().is_allowed());
+
+    // Passed by 9 s: kept when the other policy writes the key.
+    clock.advance(Duration::from_secs(10));
+    assert!(store.check(&slow, b"k", 1).await.unwrap().is_allowed());
+    assert!(stored_tat(&mut conn, &key, "fast").is_some());
+    assert!(stored_tat(&mut conn, &key, "slow").is_some());
+    // A passed TAT is a full burst.
+    let again = store.peek(&fast, b"k").await.unwrap();
+    assert_eq!(again.as_slice()[0].remaining(), 1);
+
+    // Passed by more than an hour: left out.
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert!(store.check(&slow, b"k", 1).await.unwrap().is_allowed());
+    assert_eq!(stored_tat(&mut conn, &key, "fast"), None);
+    assert!(stored_tat(&mut conn, &key, "slow").is_some());
+}
