@@ -121,11 +121,11 @@ impl Lanes {
         }
     }
 
-    /// The lane of a check's keys: all of them share the hash tag, so the first one tells.
+    /// The lane of a check: the hash slot of the Redis key it is sent with.
     fn slot_of(&self, ask: &Ask) -> usize {
         match &self.lanes {
             LaneSet::One(_) => 0,
-            LaneSet::BySlot(_) => ask.keys.iter().next().map_or(0, slot),
+            LaneSet::BySlot(_) => ask.keys.redis_key().map_or(0, slot),
         }
     }
 }

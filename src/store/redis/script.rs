@@ -168,7 +168,7 @@ end
 local packed = {}
 for from = 1, #out, 4000 do
   local to = math.min(from + 3999, #out)
-  packed[#packed + 1] = struct.pack('<' .. string.rep('d', to - from + 1), unpack(out, from, to))
+  packed[#packed + 1] = pack('<' .. string.rep('d', to - from + 1), unpack(out, from, to))
 end
 return table.concat(packed)
 "#;
