@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use redis::Commands;
-use tower_ratelimit::{KeyBytes, MemoryStore, Policy, Quota, RedisStore, Store, MAX_KEY_LEN};
+use tower_ratelimit::{
+    KeyBytes, MemoryStore, Policy, Quota, RedisStack, RedisStore, Store, MAX_KEY_LEN,
+};
 
 use crate::support::{command_calls, strict_store, RedisServer};
 use crate::{records, stored_tat, tat_in};
@@ -26,6 +28,11 @@ async fn stepped_store(server: &RedisServer, step: Duration) -> RedisStore {
         .build()
         .await
         .unwrap()
+}
+
+/// A stack of the one policy `name` on `store`.
+fn one_policy(store: &RedisStore, name: &str, quota: Quota) -> RedisStack {
+    store.register(&[Policy::new(name, quota)]).unwrap()
 }
 
 /// Redis's count of writes since the last save: it moves on every write, and only then.
@@ -144,9 +151,7 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
         .build()
         .await
         .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_minute(5))])
-        .unwrap();
+    let stack = one_policy(&store, "p", Quota::per_minute(5));
     let ip: IpAddr = "2001:db8::1".parse().unwrap();
     let keys = [
         "alice".key_bytes(),
@@ -188,9 +193,7 @@ async fn keys_are_their_key_bytes_under_the_prefix() {
 async fn a_key_longer_than_the_longest_kept_or_spelling_a_digest_is_its_sha256_under_the_prefix() {
     let server = RedisServer::start();
     let store = store(&server).await;
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_minute(2))])
-        .unwrap();
+    let stack = one_policy(&store, "p", Quota::per_minute(2));
     // "a" × 65: one byte past the longest key kept as it is. Its digest, from `sha256sum`,
     // starts 635361c48bb9eab14198e76ea8ab7f1a.
     let long = "a".repeat(MAX_KEY_LEN + 1);
@@ -351,9 +354,7 @@ async fn with_an_expiry_step_a_key_expires_at_the_step_after_its_tat_and_keeps_i
     let store = stepped_store(&server, Duration::from_secs(10)).await;
     // 100 ms per cell, a burst of 10: eight checks move the TAT by 800 ms, within one step
     // of 10 s or across one boundary.
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_second(10))])
-        .unwrap();
+    let stack = one_policy(&store, "p", Quota::per_second(10));
     let key = store.redis_key(&"alice");
     let mut conn = server.connection();
     let step_us = 10_000_000;
@@ -556,9 +557,7 @@ async fn build_fails_naming_the_permissions_when_the_user_may_not_run_the_script
         &[&everything[..], &["~{ratelimit:*"]].concat(),
     );
     let store = build("ok").await.unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_second(1))])
-        .unwrap();
+    let stack = one_policy(&store, "p", Quota::per_second(1));
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     // Keys named without the hash tag's brace, then each command the store needs taken away:
     // every check would fail, so building does.
@@ -589,9 +588,7 @@ async fn build_fails_naming_the_permissions_when_the_user_may_not_run_the_script
         .collect();
     grant(&mut admin, "no-writes", &rules);
     let store = build("no-writes").await.unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_second(1))])
-        .unwrap();
+    let stack = one_policy(&store, "p", Quota::per_second(1));
     assert!(store.check(&stack, b"fresh", 1).await.is_err());
 }
 
@@ -629,12 +626,8 @@ async fn build_succeeds_while_writes_are_paused_on_a_connection_with_a_response_
 async fn stacks_on_one_key_share_its_value_and_passed_tats_are_left_out() {
     let server = RedisServer::start();
     let store = store(&server).await;
-    let login = store
-        .register(&[Policy::new("login", Quota::per_hour(5))])
-        .unwrap();
-    let api = store
-        .register(&[Policy::new("api", Quota::per_second(100))])
-        .unwrap();
+    let login = one_policy(&store, "login", Quota::per_hour(5));
+    let api = one_policy(&store, "api", Quota::per_second(100));
     let mut conn = server.connection();
     let key = store.redis_key(&"alice");
     assert!(store.check(&login, b"alice", 5).await.unwrap().is_allowed());
@@ -672,12 +665,8 @@ async fn in_clock_mode_a_passed_tat_is_kept_for_the_least_expiry() {
         .build()
         .await
         .unwrap();
-    let fast = store
-        .register(&[Policy::new("fast", Quota::per_second(1))])
-        .unwrap();
-    let slow = store
-        .register(&[Policy::new("slow", Quota::per_hour(10))])
-        .unwrap();
+    let fast = one_policy(&store, "fast", Quota::per_second(1));
+    let slow = one_policy(&store, "slow", Quota::per_hour(10));
     let mut conn = server.connection();
     let key = store.redis_key(&"k");
     assert!(store.check(&fast, b"k", 1).await.unwrap().is_allowed());
