@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::Commands;
 use tower_ratelimit::{
-    KeyBytes, MemoryStore, Policy, Quota, RedisStack, RedisStore, Store, MAX_KEY_LEN,
+    KeyBytes, ManualClock, MemoryStore, Policy, Quota, RedisStack, RedisStore, Store, MAX_KEY_LEN,
 };
 
 use crate::support::{command_calls, strict_store, RedisServer};
@@ -25,6 +25,17 @@ async fn stepped_store(server: &RedisServer, step: Duration) -> RedisStore {
         .url(server.url())
         .deny_cache(false)
         .expiry_step(step)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// A store whose checks carry the time of `clock`, sending every check to Redis.
+async fn clocked_store(server: &RedisServer, clock: &ManualClock) -> RedisStore {
+    strict_store("script")
+        .url(server.url())
+        .clock(clock.clone())
+        .deny_cache(false)
         .build()
         .await
         .unwrap()
@@ -475,15 +486,9 @@ async fn a_store_pointed_at_a_replica_is_refused_when_built() {
 async fn a_clock_past_what_doubles_count_exactly_never_admits_more_than_the_burst() {
     let server = RedisServer::start();
     // 2^53 + 1 µs: the script's numbers are doubles, which stop being exact integers there.
-    let clock = tower_ratelimit::ManualClock::new();
+    let clock = ManualClock::new();
     clock.advance(Duration::from_micros((1 << 53) + 1));
-    let store = strict_store("far-clock")
-        .url(server.url())
-        .clock(clock.clone())
-        .deny_cache(false)
-        .build()
-        .await
-        .unwrap();
+    let store = clocked_store(&server, &clock).await;
     let memory = MemoryStore::builder().clock(clock.clone()).build().unwrap();
     let policy = [Policy::new(
         "one",
@@ -658,13 +663,7 @@ async fn stacks_on_one_key_share_its_value_and_passed_tats_are_left_out() {
 async fn in_clock_mode_a_passed_tat_is_kept_for_the_least_expiry() {
     let server = RedisServer::start();
     let clock = crate::support::clock_at_unix_time();
-    let store = strict_store("script")
-        .url(server.url())
-        .clock(clock.clone())
-        .deny_cache(false)
-        .build()
-        .await
-        .unwrap();
+    let store = clocked_store(&server, &clock).await;
     let fast = one_policy(&store, "fast", Quota::per_second(1));
     let slow = one_policy(&store, "slow", Quota::per_hour(10));
     let mut conn = server.connection();
