@@ -1,4 +1,5 @@
-# Sourced by the benchmark scripts: checks made before anything is built or measured.
+# Sourced by the benchmark scripts: checks made before anything is built or measured, and the
+# build of an earlier revision to measure beside this tree.
 
 # need <command> <debian package>: stop unless the command is installed.
 need() {
@@ -17,4 +18,15 @@ free_ports() {
             exit 1
         fi
     done
+}
+
+# build_at <revision> <cargo build arguments...>: builds the revision in a git worktree under
+# target/compare/ (made once), in that tree's own target directory even when CARGO_TARGET_DIR
+# is set (in a shared one its binaries would replace this tree's); sets base_tree to the tree.
+build_at() {
+    local revision=$1
+    shift
+    base_tree=target/compare/$revision
+    [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$revision" >&2
+    (cd "$base_tree" && CARGO_TARGET_DIR=target cargo build "$@" >&2)
 }

@@ -33,11 +33,7 @@ free_ports MEMORY_PORT REDIS_HTTP_PORT REDIS_PORT BASE_HTTP_PORT
 cargo build --release --features redis --example policies >&2
 server=${CARGO_TARGET_DIR:-target}/release/examples/policies
 if [ -n "${BASE:-}" ]; then
-    base_tree=target/compare/$BASE
-    [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >&2
-    # Built in its own tree's target directory: in a shared one it would replace this tree's.
-    (cd "$base_tree" && CARGO_TARGET_DIR=target cargo build --release --features redis \
-        --example policies >&2)
+    build_at "$BASE" --release --features redis --example policies
 fi
 ticks=$(getconf CLK_TCK)
 

@@ -48,11 +48,7 @@ for variant in "${variants[@]}"; do
     runs+=("$server $variant")
 done
 if [ -n "${BASE:-}" ]; then
-    base_tree=target/compare/$BASE
-    [ -d "$base_tree" ] || git worktree add --detach "$base_tree" "$BASE" >&2
-    # The revision builds in its own tree's target directory, even when CARGO_TARGET_DIR is
-    # set: in a shared one its hello_server would replace this tree's.
-    (cd "$base_tree" && CARGO_TARGET_DIR=target cargo build --release --example hello_server >&2)
+    build_at "$BASE" --release --example hello_server
     for variant in "${variants[@]}"; do
         [[ $variant == none* ]] || runs+=("$base_tree/target/release/examples/hello_server $variant")
     done
