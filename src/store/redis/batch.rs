@@ -312,19 +312,32 @@ fn slot(key: &[u8]) -> usize {
 }
 
 fn crc16_xmodem(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
+    bytes.iter().fold(0, |crc, &byte| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+    })
+}
+
+/// CRC16/XMODEM of each byte value: the remainder of `byte << 8` under the polynomial 0x1021,
+/// so that a key takes one lookup per byte.
+static CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = (byte as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
+        table[byte] = crc;
+        byte += 1;
     }
-    crc
-}
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -345,6 +358,12 @@ mod tests {
         ] {
             let ours = Slot::new(slot(key) as u16);
             assert_eq!(ours, Some(Slot::for_key(key)), "{key:?}");
+        }
+        // Every byte value, at every place of the running remainder.
+        let every_byte: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
+        for end in 0..every_byte.len() {
+            let key = &every_byte[..end];
+            assert_eq!(Slot::new(slot(key) as u16), Some(Slot::for_key(key)));
         }
     }
 }
