@@ -359,8 +359,12 @@ mod tests {
             let ours = Slot::new(slot(key) as u16);
             assert_eq!(ours, Some(Slot::for_key(key)), "{key:?}");
         }
-        // Every byte value, at every place of the running remainder.
-        let every_byte: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
+        // Every byte value, at every place of the running remainder; without `{`, so that no
+        // key has a hash tag and each is hashed whole (`{unclosed` above hashes a `{`).
+        let every_byte: Vec<u8> = (0..=255)
+            .chain((0..=255).rev())
+            .filter(|&byte| byte != b'{')
+            .collect();
         for end in 0..every_byte.len() {
             let key = &every_byte[..end];
             assert_eq!(Slot::new(slot(key) as u16), Some(Slot::for_key(key)));
