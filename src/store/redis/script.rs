@@ -35,6 +35,18 @@ local min_px = tonumber(ARGV[1]) or 0
 local timed = ARGV[2] == '1'
 local step_us = tonumber(ARGV[3]) or 1
 local count = tonumber(ARGV[4])
+-- Policy names by id and ids by name: the stacks' policies first, then the names met in the
+-- keys' values.
+local names, ids = {}, {}
+local function id_of(name)
+  local id = ids[name]
+  if not id then
+    id = #names + 1
+    names[id] = name
+    ids[name] = id
+  end
+  return id
+end
 local stacks = {}
 local a = 5
 for s = 1, count do
@@ -44,7 +56,7 @@ for s = 1, count do
     local b = a + 4 * i - 3
     local interval = tonumber(ARGV[b])
     local burst = tonumber(ARGV[b + 1])
-    stack[i] = {interval, burst, interval * burst, ARGV[b + 2] == '1', ARGV[b + 3]}
+    stack[i] = {interval, burst, interval * burst, ARGV[b + 2] == '1', id_of(ARGV[b + 3])}
   end
   stacks[s] = stack
   a = a + 1 + 4 * n
@@ -60,28 +72,36 @@ else
     for i = 1, #part do stored[from + i - 1] = part[i] end
   end
 end
--- Per key, once a check comes to it: its records by policy name (where the checks after a
--- conforming one read the TAT it took), the latest TAT it had, whether a check took from it
--- and, in clock mode, the time of the check that took last.
+-- Per key, once a check comes to it: its records, the TAT of each policy id or false (where
+-- the checks after a conforming one read the TAT it took), the latest TAT it had, whether a
+-- check took from it and, in clock mode, the time of the check that took last. A key's
+-- records are an array made with room for four policies: no table grows for a common stack.
 local records = {}
 local latest_had = {}
 local written = {}
 local taken_at = {}
-local record = struct.unpack
+local unpack_tat = struct.unpack
+local find, sub = string.find, string.sub
 local function read(key, value)
-  local found = {}
+  local found = {false, false, false, false}
   local latest
   if type(value) == 'string' then
-    local at, ok, name, tat = 1, true, nil, nil
-    while at <= #value do
-      ok, name, tat, at = pcall(record, '<sd', value, at)
-      if not ok then found = {}; latest = nil; break end
-      found[name] = tat
+    local at, size = 1, #value
+    while at <= size do
+      local nul = find(value, '\0', at, true)
+      if not nul or nul + 8 > size then
+        found = {false, false, false, false}
+        latest = nil
+        break
+      end
+      local tat = unpack_tat('<d', value, nul + 1)
+      found[id_of(sub(value, at, nul - 1))] = tat
       if not latest or tat > latest then latest = tat end
+      at = nul + 9
     end
   end
   records[key] = found
-  latest_had[key] = latest
+  if latest then latest_had[key] = latest end
   return found
 end
 local clock = 0
@@ -141,25 +161,26 @@ end
 -- its latest TAT passes rounded up to the step (1 µs: not rounded), left as it is when the
 -- latest TAT it had rounds to the same (never without a step: a conforming check moves a TAT
 -- past the one it had).
-local ceil = math.ceil
+local ceil, max = math.ceil, math.max
 local pack = struct.pack
 for key in pairs(written) do
   local now = taken_at[key] or clock
   local kept_after = now - min_px * 1000
-  local value = {}
+  local found = records[key]
+  local value = ''
   local latest = now
-  for name, tat in pairs(records[key]) do
-    if tat > kept_after then
-      value[#value + 1] = pack('<sd', name, tat)
+  for id = 1, #names do
+    local tat = found[id]
+    if tat and tat > kept_after then
+      value = value .. pack('<sd', names[id], tat)
       if tat > latest then latest = tat end
     end
   end
-  value = table.concat(value)
   local had = latest_had[key]
   if step_us > 1 and had and latest <= ceil(had / step_us) * step_us then
     redis.call('SET', key, value, 'KEEPTTL')
   else
-    local px = math.max(ceil((ceil(latest / step_us) * step_us - now) / 1000), min_px)
+    local px = max(ceil((ceil(latest / step_us) * step_us - now) / 1000), min_px)
     redis.call('PSETEX', key, string.format('%d', px), value)
   end
 end
