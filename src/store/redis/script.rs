@@ -89,11 +89,8 @@ local function read(key, value)
     local at, size = 1, #value
     while at <= size do
       local nul = find(value, '\0', at, true)
-      if not nul or nul + 8 > size then
-        found = {false, false, false, false}
-        latest = nil
-        break
-      end
+      -- Not records: as no value.
+      if not nul or nul + 8 > size then return read(key, nil) end
       local tat = unpack_tat('<d', value, nul + 1)
       found[id_of(sub(value, at, nul - 1))] = tat
       if not latest or tat > latest then latest = tat end
