@@ -385,3 +385,175 @@ async fn checked_once(cluster: &RedisCluster, name: &str) -> (RedisStore, RedisS
         .expect("the key is on a node");
     (store, stack, node)
 }
+
+/// Redis Cluster moving a slot to another primary (resharding, done here as `redis-cli
+/// --cluster reshard` does it, one step at a time) while its keys are checked. Half moved, the
+/// slot's keys lie on both primaries or on neither (a key never checked), and a call carrying
+/// several of them is refused by both with `TRYAGAIN` for as long as the move lasts; a call of
+/// one key is served by the primary that holds it (`ASK` leads to the new one). Every check is
+/// answered by Redis before, during and after the move, each key's budget is spent exactly once
+/// across it, and no failure makes the store back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis() {
+    let cluster = RedisCluster::start();
+    // Shorter than the wait before a retry of a refused call would be, longer than a starved
+    // machine's pause.
+    let store = strict_store("cluster-reshard")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(500))
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(5))])
+        .unwrap();
+    // Twelve keys of one slot, so that the slot's lane carries several of them in one call.
+    let first = store.redis_key("k0");
+    let slot = redis::cluster_routing::Slot::for_key(&first);
+    let keys: Vec<String> = (0u32..)
+        .map(|i| format!("k{i}"))
+        .filter(|key| redis::cluster_routing::Slot::for_key(store.redis_key(key)) == slot)
+        .take(12)
+        .collect();
+    let mut any = cluster.nodes[0].connection();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&first)
+        .query(&mut any)
+        .unwrap();
+    let owns = |node: &RedisServer| {
+        redis::cmd("TYPE")
+            .arg(&first)
+            .query::<String>(&mut node.connection())
+            .is_ok()
+    };
+    let from = cluster.nodes.iter().position(owns).unwrap();
+    let to = (from + 1) % 3;
+    let id = |node: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[node].connection())
+            .unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let mut source = cluster.nodes[from].connection();
+    let mut target = cluster.nodes[to].connection();
+    // Moves the slot's keys still on the source: `count` of them, or all.
+    let migrate = |count: usize| {
+        let mut source = cluster.nodes[from].connection();
+        let moving: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(count)
+            .query(&mut source)
+            .unwrap();
+        if !moving.is_empty() {
+            let () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(cluster.nodes[to].port())
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&moving)
+                .query(&mut source)
+                .unwrap();
+        }
+        moving.len()
+    };
+    let admitted = |outcomes: Vec<Result<Decisions, _>>| -> usize {
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("answered by Redis"))
+            .filter(Decisions::is_allowed)
+            .count()
+    };
+
+    // Before: the first six keys spend two of their five cells, on the source.
+    for key in &keys[..6] {
+        for _ in 0..2 {
+            assert!(store
+                .check(&stack, key.as_bytes(), 1)
+                .await
+                .unwrap()
+                .is_allowed());
+        }
+    }
+    // Half moved: three keys on the target, three on the source, six on neither.
+    tokio::task::block_in_place(|| {
+        let () = redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot.to_string(), "IMPORTING", &from_id])
+            .query(&mut target)
+            .unwrap();
+        let () = redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot.to_string(), "MIGRATING", &to_id])
+            .query(&mut source)
+            .unwrap();
+        assert_eq!(migrate(3), 3);
+    });
+    // Every key checked eight times, all keys at once: calls carry several keys.
+    let floods: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..8 {
+                    outcomes.push(store.check(&stack, key.as_bytes(), 1).await);
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut during = Vec::new();
+    for flood in floods {
+        during.push(admitted(flood.await.unwrap()));
+    }
+    let refused: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let info: String = redis::cmd("INFO")
+                .arg("errorstats")
+                .query(&mut node.connection())
+                .unwrap();
+            info.lines()
+                .find_map(|line| line.strip_prefix("errorstat_TRYAGAIN:count="))
+                .map_or(0, |count| count.trim().parse().unwrap())
+        })
+        .sum();
+    assert!(
+        refused > 0,
+        "no call of several keys was refused: the move went untested"
+    );
+    // Each key's five cells, less the two spent before the move by the first six.
+    assert_eq!(during, [3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5]);
+    // Moved: the rest of the keys go, and every primary learns the slot's new owner.
+    tokio::task::block_in_place(|| {
+        while migrate(100) > 0 {}
+        for node in &cluster.nodes {
+            let () = redis::cmd("CLUSTER")
+                .arg(&["SETSLOT", &slot.to_string(), "NODE", &to_id])
+                .query(&mut node.connection())
+                .unwrap();
+        }
+    });
+    let mut after = Vec::new();
+    for key in &keys {
+        after.push(store.check(&stack, key.as_bytes(), 1).await);
+    }
+    assert_eq!(
+        admitted(after),
+        0,
+        "a key's spent cells were lost in the move"
+    );
+    assert!(!store.is_degraded());
+    let mut target = cluster.nodes[to].connection();
+    let held: usize = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut target)
+        .unwrap();
+    assert_eq!(held, 12);
+}

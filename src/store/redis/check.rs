@@ -165,26 +165,59 @@ impl Inner {
 
     /// One script call deciding `asks` in order; `answer` gets each check's outcome, in order,
     /// from Redis or, when the call fails, from the failure policy.
+    ///
+    /// Redis Cluster refuses a call of several keys of a slot that is moving to another
+    /// primary (`TRYAGAIN`, for as long as the move lasts), and serves a call of one key from
+    /// the primary that holds it: refused so, the call's checks go again as runs of one key,
+    /// one call each, in order.
     pub(super) async fn call(
         &self,
         asks: &[Ask],
         mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
     ) {
-        let probing = asks.iter().any(|ask| ask.probe.is_some());
         let answered_before = self.health.answered();
+        let outcome = self.send(asks).await;
+        let one_key = |a: &Ask, b: &Ask| a.keys.redis_key() == b.keys.redis_key();
+        if outcome.as_ref().is_err_and(RedisStoreError::is_slot_moving)
+            && !asks.windows(2).all(|pair| one_key(&pair[0], &pair[1]))
+        {
+            for run in asks.chunk_by(one_key) {
+                let answered_before = self.health.answered();
+                let outcome = self.send(run).await;
+                self.answer(run, outcome, answered_before, &mut answer);
+            }
+            return;
+        }
+        self.answer(asks, outcome, answered_before, &mut answer);
+    }
+
+    /// The script's values for `asks`: the call's time, then each policy's TAT for each check.
+    async fn send(&self, asks: &[Ask]) -> Result<Vec<i64>, RedisStoreError> {
         let invoke = self.invoke(self.command(asks));
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
         let outcome = invoke.await;
         #[cfg(feature = "metrics")]
         self.metrics.latency.record(sent.elapsed());
-        // The call's time, then each policy's TAT for each check, packed as doubles.
         let expected = 1 + asks.iter().map(|ask| ask.keys.len()).sum::<usize>();
-        let outcome = match outcome.map(|packed| script::unpack(&packed)) {
+        match outcome.map(|packed| script::unpack(&packed)) {
             Ok(Some(values)) if values.len() == expected => Ok(values),
             Ok(values) => Err(RedisStoreError::reply(values.unwrap_or_default())),
             Err(error) => Err(error),
-        };
+        }
+    }
+
+    /// Gives each of `asks` its answer from `outcome`, the values of their call, or from the
+    /// failure policy when the call failed; `answered_before` is the health's count of answers
+    /// when the call was made.
+    fn answer(
+        &self,
+        asks: &[Ask],
+        outcome: Result<Vec<i64>, RedisStoreError>,
+        answered_before: u64,
+        mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
+    ) {
+        let probing = asks.iter().any(|ask| ask.probe.is_some());
         let local_now = self.clock.now_nanos();
         // Redis answered or failed: the probe, if one was carried, has done its work.
         for probe in asks.iter().filter_map(|ask| ask.probe.as_ref()) {

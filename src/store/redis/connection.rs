@@ -16,6 +16,10 @@ use crate::ConfigError;
 /// How long one attempt to (re)connect may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The longest wait, in milliseconds, before a Redis Cluster client retries a call that Redis
+/// asked to retry later.
+const RETRY_WAIT_MS: u64 = 8;
+
 #[derive(Clone)]
 pub(super) enum Connection {
     Single(Single),
@@ -293,9 +297,16 @@ pub(super) async fn connect(
                 tls_in_build(url, cfg!(feature = "tls"))?;
             }
             // A restarted node costs a request two retries: its dead connection, then the
-            // `MOVED` of the node first asked instead; a third leaves room for one more.
+            // `MOVED` of the node first asked instead; a third leaves room for one more. A
+            // call that Redis asks to send again later (`TRYAGAIN` of a moving slot,
+            // `CLUSTERDOWN`) goes again after a few milliseconds, not the client's default of
+            // over a second: a call past the store's timeout is failed whatever comes after,
+            // and the store splits a call of a moving slot into calls that Redis serves.
             let client = ClusterClient::builder(urls)
                 .retries(3)
+                .min_retry_wait(1)
+                .max_retry_wait(RETRY_WAIT_MS)
+                .retry_wait_formula(1, 2)
                 .connection_timeout(CONNECT_TIMEOUT)
                 .build()
                 .map_err(|e| {

@@ -79,6 +79,13 @@ impl RedisStoreError {
         matches!(self.kind, Kind::Timeout(_))
     }
 
+    /// Whether Redis Cluster refused the call because its keys' slot is moving between
+    /// primaries and they are not all on one of them (`TRYAGAIN`).
+    pub(super) fn is_slot_moving(&self) -> bool {
+        matches!(&self.kind, Kind::Redis(e)
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain))
+    }
+
     /// Whether the check was not sent because the store is backing off after repeated failures.
     #[must_use]
     pub fn is_backing_off(&self) -> bool {

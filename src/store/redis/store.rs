@@ -67,6 +67,9 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   [`calls_in_flight`](RedisStoreBuilder::calls_in_flight) queues (default 2), each with one
 ///   call in flight, so a key's checks keep their order; a Redis Cluster has one queue per hash
 ///   slot. Under load Redis then runs one script call for many checks instead of one per check.
+///   While a Redis Cluster moves a slot to another primary (resharding), it refuses a call of
+///   several of the slot's keys (`TRYAGAIN`) and serves a call of one key where the key is:
+///   such a call's checks go again as runs of one key, one call each, in order.
 /// - **Failures**: each call waits at most the [timeout](RedisStoreBuilder::timeout) (default
 ///   50 ms; the wait in the store's own queue does not count); an error or a timeout is
 ///   answered by the [`FailurePolicy`] (default: an in-memory GCRA with the same policies) for
