@@ -317,7 +317,8 @@ impl RedisServer {
     }
 }
 
-/// Three masters joined into a Redis Cluster by `redis-cli --cluster create`.
+/// Three masters, each with as many replicas as asked, joined into a Redis Cluster by
+/// `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
@@ -329,7 +330,18 @@ impl RedisCluster {
 
     /// Starts the cluster with extra `redis-server` arguments for every node.
     pub fn start_with(extra: &[&str]) -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::create(0, 5000, extra)
+    }
+
+    /// Three masters with one replica each; a node unanswered for `node_timeout_ms` is failed
+    /// over to its replica.
+    pub fn start_with_replicas(node_timeout_ms: u64) -> Self {
+        Self::create(1, node_timeout_ms, &[])
+    }
+
+    fn create(replicas: usize, node_timeout_ms: u64, extra: &[&str]) -> Self {
+        let node_timeout = node_timeout_ms.to_string();
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let mut args = vec![
                     "--cluster-enabled",
@@ -337,7 +349,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "5000",
+                    &node_timeout,
                 ];
                 args.extend_from_slice(extra);
                 RedisServer::start_with(&args)
@@ -351,7 +363,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
         {
@@ -372,8 +384,15 @@ impl RedisCluster {
 
     /// Waits until every node reports `cluster_state:ok`.
     pub fn wait_until_ok(&self) {
+        self.wait_until_ok_but(None);
+    }
+
+    /// Waits until every node but `down` (if any: one that was killed) reports
+    /// `cluster_state:ok`.
+    pub fn wait_until_ok_but(&self, down: Option<usize>) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for node in &self.nodes {
+        let up = (0..self.nodes.len()).filter(|&i| Some(i) != down);
+        for node in up.map(|i| &self.nodes[i]) {
             let mut conn = node.connection();
             loop {
                 let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
