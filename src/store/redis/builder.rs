@@ -200,7 +200,11 @@ impl RedisStoreBuilder {
 
     /// Uses an existing Redis Cluster connection, with its own settings (the store opens its
     /// own with three retries, enough for a restarted node's dead connection and the
-    /// redirection that follows it).
+    /// redirection that follows it, and waits of at most 8 ms before a retry that Redis asked
+    /// for). A connection whose waits are longer than the store's timeout (the cluster client's
+    /// default is over a second) fails the checks of a slot's keys while the slot moves to
+    /// another primary: Redis refuses a call of several of its keys with `TRYAGAIN`, and the
+    /// store sends them again one key per call only once the client gives up on it.
     pub fn cluster_connection(mut self, connection: ClusterConnection) -> Self {
         self.target = Target::ClusterConnection(connection);
         self
