@@ -139,7 +139,11 @@
 //! Past one primary, a **Redis Cluster** spreads keys over its primaries by hash slot: every
 //! policy of one key shares a slot (`{prefix:key}`), so a stack is still one call, and the
 //! capacity grows with the number of primaries as long as no single key is hot enough to
-//! saturate one of them.
+//! saturate one of them. Primaries are added by moving slots to them (`redis-cli --cluster
+//! reshard`, or `CLUSTER SETSLOT` and `MIGRATE`) while the fleet runs: a key keeps its budget
+//! through the move, and its checks are answered by Redis throughout. While a slot moves,
+//! Redis refuses a call carrying several of its keys (`TRYAGAIN`); the store sends those checks
+//! again one key per call, to whichever primary holds the key.
 //!
 //! # When the primary fails
 //!
@@ -156,3 +160,11 @@
 //! sync, a whole burst when its link had been cut. Budgets that must hold through a failover
 //! need `FailurePolicy::Deny`, and Redis's `min-replicas-to-write` and `min-replicas-max-lag`
 //! to keep the replica close behind.
+//!
+//! A **Redis Cluster** with a replica for each primary fails over by itself, and the store
+//! built with `.cluster([..])` follows: once the cluster has promoted the replica, the dead
+//! primary's keys are checked there, with the cells they had spent that reached it. Until
+//! then the failure policy answers those keys, each check within the store's timeout; the
+//! cluster's `cluster-node-timeout` sets most of that time (2–3 s after a primary was killed,
+//! with a node timeout of 1 s, in the tests). What the old primary had not passed on is lost
+//! as under Sentinel.
