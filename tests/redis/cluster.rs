@@ -422,13 +422,7 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
         .arg(&first)
         .query(&mut any)
         .unwrap();
-    let owns = |node: &RedisServer| {
-        redis::cmd("TYPE")
-            .arg(&first)
-            .query::<String>(&mut node.connection())
-            .is_ok()
-    };
-    let from = cluster.nodes.iter().position(owns).unwrap();
+    let from = cluster.holder_of(&first);
     let to = (from + 1) % 3;
     let id = |node: usize| -> String {
         redis::cmd("CLUSTER")
@@ -581,18 +575,7 @@ async fn checks_follow_a_cluster_failover_to_the_promoted_replica() {
         .filter(|&i| role(&cluster.nodes[i]) == "master")
         .collect();
     assert_eq!(primaries.len(), 3);
-    let holder = |key: &str| {
-        let redis_key = store.redis_key(key);
-        *primaries
-            .iter()
-            .find(|&&i| {
-                redis::cmd("TYPE")
-                    .arg(&redis_key)
-                    .query::<String>(&mut cluster.nodes[i].connection())
-                    .is_ok()
-            })
-            .unwrap()
-    };
+    let holder = |key: &str| cluster.holder_of(&store.redis_key(key));
     let dying = holder("k");
     let others: Vec<String> = primaries
         .iter()

@@ -411,6 +411,19 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
+
+    /// The node that serves `key`: the primary of its slot, which answers `TYPE` where the
+    /// others (replicas among them) answer `MOVED`. Every node must be up.
+    pub fn holder_of(&self, key: &[u8]) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| {
+                redis::cmd("TYPE")
+                    .arg(key)
+                    .query::<String>(&mut self.nodes[i].connection())
+                    .is_ok()
+            })
+            .expect("a node serves every slot")
+    }
 }
 
 /// A `redis-server` in sentinel mode owned by the test, with its configuration file (which the
