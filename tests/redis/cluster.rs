@@ -591,11 +591,19 @@ async fn checks_follow_a_cluster_failover_to_the_promoted_replica() {
         assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
     }
     assert!(!store.is_degraded());
-    // The replica has the three cells before its primary dies.
+    // The replica has the three cells before its primary dies: `WAIT` waits for the writes of
+    // its own connection, here one made after them in the key's slot.
+    let mut primary = cluster.nodes[dying].connection();
+    let marker = [&store.redis_key("k")[..], b"replicated"].concat();
+    let () = redis::cmd("SET")
+        .arg(marker)
+        .arg(1)
+        .query(&mut primary)
+        .unwrap();
     let acknowledged: i64 = redis::cmd("WAIT")
         .arg(1)
         .arg(5000)
-        .query(&mut cluster.nodes[dying].connection())
+        .query(&mut primary)
         .unwrap();
     assert_eq!(acknowledged, 1);
     tokio::task::block_in_place(|| cluster.nodes[dying].kill());

@@ -333,10 +333,30 @@ impl RedisCluster {
         Self::create(0, 5000, extra)
     }
 
-    /// Three masters with one replica each; a node unanswered for `node_timeout_ms` is failed
-    /// over to its replica.
+    /// Three masters with one replica each, every replica in sync; a node unanswered for
+    /// `node_timeout_ms` is failed over to its replica.
     pub fn start_with_replicas(node_timeout_ms: u64) -> Self {
-        Self::create(1, node_timeout_ms, &[])
+        // A primary waits 5 s by default before it streams its first sync to a replica.
+        let cluster = Self::create(1, node_timeout_ms, &["--repl-diskless-sync-delay", "0"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &cluster.nodes {
+            let mut conn = node.connection();
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut conn)
+                    .unwrap();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "a replica did not sync with its primary: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        cluster
     }
 
     fn create(replicas: usize, node_timeout_ms: u64, extra: &[&str]) -> Self {
