@@ -16,6 +16,7 @@ use super::health::Health;
 use super::script::GCRA_LUA;
 use super::store::{Inner, SharedClock};
 use super::{FailurePolicy, RedisStore};
+use crate::log::Chain;
 use crate::{Clock, ConfigError, MemoryStore, MonotonicClock};
 
 pub(super) const DEFAULT_PREFIX: &str = "ratelimit";
@@ -414,13 +415,15 @@ impl RedisStoreBuilder {
     /// last three is made before connecting. Once connected, Redis must answer the script's
     /// load and `ROLE` each within the [timeout](Self::timeout) or a second, whichever is
     /// longer: a Redis that stops answering is an error, not a build that never ends. Then one run
-    /// of the script (a peek, which writes nothing, waited for as long; Redis holds it while writes
-    /// are paused) fails the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`,
-    /// `TIME` (unless the store has a [clock](Self::clock)), `MGET` or the store's keys, or when
-    /// one of these commands is renamed. The peek cannot find what only a write meets: checks also
-    /// write with `PSETEX` (and `SET` with an [expiry step](Self::expiry_step)), and a user without
-    /// them (or a Redis with them renamed) builds a store whose admitted checks fail. `ROLE` tells
-    /// a replica. So a user of its own needs
+    /// of the script (a check of a key no limited key uses, `{<prefix>:sha256:build}`, which it
+    /// writes for a millisecond; waited for as long, and Redis holds it while writes are paused)
+    /// fails the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`, `TIME`
+    /// (unless the store has a [clock](Self::clock)), `MGET`, `PSETEX` or the store's keys, or
+    /// writing them (`%R~`), or when one of these commands is renamed. A Redis out of memory
+    /// under `maxmemory` (`OOM`) refuses the write too: that passes with a `warn` line, as the
+    /// failure policy answers the admitted checks until Redis has room. With an
+    /// [expiry step](Self::expiry_step) checks also write with `SET`, which the build does not
+    /// try. `ROLE` tells a replica. So a user of its own needs
     /// `+evalsha +script|load +time +mget +psetex +set +role ~{ratelimit:*` for the default
     /// prefix (the keys begin with the hash tag's `{`), and `+select` for a database other
     /// than 0.
@@ -508,19 +511,26 @@ impl RedisStoreBuilder {
         }
         let clock_time = self.clock.is_some();
         // A user that may load the script but not run it on its keys (an ACL without EVALSHA,
-        // the commands the script reads with, or the prefix's keys), or a command renamed,
-        // would fail every check: one peek, which writes nothing, fails the build instead.
-        // Redis runs scripts as writes: one that does not answer in time (its writes paused
-        // by `CLIENT PAUSE WRITE`, as in a failover) leaves the build to the answers above,
-        // whether the build's wait ends it or the response timeout of a connection passed in.
+        // the commands the script reads and writes with, or the prefix's keys), or a command
+        // renamed, would fail every check (every admitted one, for a write): one check fails
+        // the build instead. Redis runs scripts as writes: one that does not answer in time
+        // (its writes paused by `CLIENT PAUSE WRITE`, as in a failover) leaves the build to the
+        // answers above, whether the build's wait ends it or the response timeout of a
+        // connection passed in.
         let mut key_head = b"{".to_vec();
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
-        let peek = build_peek(&script, &key_head, clock_time);
-        match tokio::time::timeout(answer_within, connection.invoke(&peek, &script)).await {
+        let probe = build_check(&script, &key_head, clock_time);
+        match tokio::time::timeout(answer_within, connection.invoke(&probe, &script)).await {
             Ok(Ok(_)) => {}
             Err(_) => connection.timed_out(),
             Ok(Err(e)) if e.is_timeout() => {}
+            Ok(Err(e)) if e.code() == Some("OOM") => tracing::warn!(
+                redis = %name,
+                error = %Chain(&e),
+                "Redis is out of memory (`maxmemory`) and refuses the rate limit's writes: \
+                 admitted checks are answered by the failure policy until it has room"
+            ),
             Ok(Err(e)) => {
                 return Err(ConfigError::with_source(
                     format!(
@@ -580,23 +590,23 @@ impl RedisStoreBuilder {
     }
 }
 
-/// The script's peek, at cost 0, of a Redis key no check uses (`sha256:` followed by other than
-/// a digest is no limited key's bytes), in the store's time mode: it runs what every check
-/// runs but the writes.
-fn build_peek(script: &Script, key_head: &[u8], clock_time: bool) -> redis::Cmd {
+/// The script's check, at cost 1, of a Redis key no check uses (`sha256:` followed by other
+/// than a digest is no limited key's bytes), in the store's time mode: it runs what every
+/// check runs, its write of a new key among it (the key lives a millisecond).
+fn build_check(script: &Script, key_head: &[u8], clock_time: bool) -> redis::Cmd {
     let key = [key_head, b"sha256:build}"].concat();
-    let mut peek = redis::cmd("EVALSHA");
-    peek.arg(script.get_hash()).arg(1).arg(key);
+    let mut check = redis::cmd("EVALSHA");
+    check.arg(script.get_hash()).arg(1).arg(key);
     // No least expiry, the time mode, no expiry step, one stack of one policy (1 µs, burst 1,
-    // enforced, named `peek`), and one run of one check at cost 0 (at time 0 when checks carry
-    // theirs).
-    peek.arg(0).arg(u8::from(clock_time)).arg(1).arg(1);
-    peek.arg(1).arg(1).arg(1).arg(0).arg("peek");
-    peek.arg(1).arg(1).arg(0);
+    // enforced, named `build`), and one run of one check at cost 1 (at time 0 when checks
+    // carry theirs).
+    check.arg(0).arg(u8::from(clock_time)).arg(1).arg(1);
+    check.arg(1).arg(1).arg(1).arg(0).arg("build");
+    check.arg(1).arg(1).arg(1);
     if clock_time {
-        peek.arg(0);
+        check.arg(0);
     }
-    peek
+    check
 }
 
 #[cfg(test)]
