@@ -169,7 +169,8 @@ impl Inner {
     /// Redis Cluster refuses a call of several keys of a slot that is moving to another
     /// primary (`TRYAGAIN`, for as long as the move lasts), and serves a call of one key from
     /// the primary that holds it: refused so, the call's checks go again as runs of one key,
-    /// one call each, in order.
+    /// one call each, in order. One after another: sent at once, the calls that Redis sends on
+    /// to the new primary (`ASK`) were refused there (`MOVED`) until the client gave up.
     pub(super) async fn call(
         &self,
         asks: &[Ask],
