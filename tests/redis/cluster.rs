@@ -648,3 +648,64 @@ async fn checks_follow_a_cluster_failover_to_the_promoted_replica() {
     }
     assert!(!store.is_degraded());
 }
+
+/// The calls-per-check figures of BENCHES.md ("Redis Cluster: a slot moving, a primary
+/// failing"): 256 checks in flight over 10 000 keys for two seconds, on one server and on a
+/// three-primary cluster (all on this machine), counting the checks answered and the
+/// `EVALSHA` calls that carried them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it by name with --ignored --nocapture"]
+async fn measure_calls_per_check() {
+    const IN_FLIGHT: u32 = 256;
+    const KEYS: u32 = 10_000;
+    let cluster = RedisCluster::start();
+    let single = RedisServer::start();
+    let calls = |on_cluster: bool| match on_cluster {
+        true => cluster_command_calls(&cluster, "evalsha"),
+        false => command_calls(&mut single.connection(), "evalsha"),
+    };
+    for on_cluster in [false, true, false, true] {
+        let builder = RedisStore::builder()
+            .prefix(unique_prefix("measure"))
+            .deny_cache(false);
+        let builder = match on_cluster {
+            true => builder.cluster(cluster.urls()),
+            false => builder.url(single.url()),
+        };
+        let store = builder.build().await.unwrap();
+        let stack = store
+            .register(&[Policy::new("p", Quota::per_second(1_000_000))])
+            .unwrap();
+        let before = calls(on_cluster);
+        let started = Instant::now();
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        let callers: Vec<_> = (0..IN_FLIGHT)
+            .map(|caller| {
+                let (store, stack) = (store.clone(), stack.clone());
+                tokio::spawn(async move {
+                    let mut checks = 0u64;
+                    let mut key = caller;
+                    while tokio::time::Instant::now() < until {
+                        let decisions = store.check(&stack, key.to_string().as_bytes(), 1).await;
+                        assert!(decisions.expect("answered by Redis").is_allowed());
+                        checks += 1;
+                        key = (key + IN_FLIGHT) % KEYS;
+                    }
+                    checks
+                })
+            })
+            .collect();
+        let mut checks = 0;
+        for caller in callers {
+            checks += caller.await.unwrap();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let made = calls(on_cluster) - before;
+        println!(
+            "{:<8} {:>9.0} checks/s  {:.3} calls per check",
+            if on_cluster { "cluster" } else { "single" },
+            checks as f64 / seconds,
+            made as f64 / checks as f64
+        );
+    }
+}
