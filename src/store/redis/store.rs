@@ -65,8 +65,10 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   arrival order inside the script, with the decisions one call per check would give. A
 ///   single server's keys are shared by hash among
 ///   [`calls_in_flight`](RedisStoreBuilder::calls_in_flight) queues (default 2), each with one
-///   call in flight, so a key's checks keep their order; a Redis Cluster has one queue per hash
-///   slot. Under load Redis then runs one script call for many checks instead of one per check.
+///   call in flight, so a key's checks keep their order. Under load Redis then runs one script
+///   call for many checks instead of one per check. A Redis Cluster has one queue per hash slot
+///   (a call may only reach keys of one slot): there checks coalesce with the checks of their
+///   slot only, and checks of many different keys go about one per call.
 ///   While a Redis Cluster moves a slot to another primary (resharding), it refuses a call of
 ///   several of the slot's keys (`TRYAGAIN`) and serves a call of one key where the key is:
 ///   such a call's checks go again as runs of one key, one call each, in order.
