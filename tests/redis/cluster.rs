@@ -97,6 +97,49 @@ async fn a_stack_is_one_evalsha_on_the_node_of_its_key_and_decides_as_memory_doe
     }
 }
 
+/// Checks of many keys at once, each key in a slot of its own, are carried by a few calls per
+/// primary (a call reaches every slot of its primary), each decided as alone: the first check
+/// of each key admitted, the second denied, every key on the primary serving its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_many_slots_of_a_primary_share_its_calls() {
+    let cluster = RedisCluster::start();
+    let store = strict_store("cluster-by-primary")
+        .cluster(cluster.urls())
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(1))])
+        .unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
+    let before = cluster_command_calls(&cluster, "evalsha");
+    for round in 0..2 {
+        let checks: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
+                tokio::spawn(async move { store.check(&stack, key.as_bytes(), 1).await })
+            })
+            .collect();
+        for check in checks {
+            let decisions = check.await.unwrap().expect("answered by Redis");
+            assert_eq!(decisions.is_allowed(), round == 0);
+        }
+    }
+    let calls = cluster_command_calls(&cluster, "evalsha") - before;
+    assert!(calls < 2 * 300 / 4, "{calls} calls for 600 checks");
+    for key in &keys {
+        let node = cluster.holder_of(&store.redis_key(key));
+        assert!(stored_tat(
+            &mut cluster.nodes[node].connection(),
+            &store.redis_key(key),
+            "p"
+        )
+        .is_some());
+    }
+}
+
 /// Keys that begin with `}` (a client's choice where the key is a header's value) spread over
 /// the slots as other keys do: the brace does not close the hash tag and pile them on one node.
 #[tokio::test]
@@ -504,19 +547,7 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
     for flood in floods {
         during.push(admitted(flood.await.unwrap()));
     }
-    let refused: u64 = cluster
-        .nodes
-        .iter()
-        .map(|node| {
-            let info: String = redis::cmd("INFO")
-                .arg("errorstats")
-                .query(&mut node.connection())
-                .unwrap();
-            info.lines()
-                .find_map(|line| line.strip_prefix("errorstat_TRYAGAIN:count="))
-                .map_or(0, |count| count.trim().parse().unwrap())
-        })
-        .sum();
+    let refused = cluster_errors(&cluster, "TRYAGAIN");
     assert!(
         refused > 0,
         "no call of several keys was refused: the move went untested"
@@ -533,15 +564,42 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
                 .unwrap();
         }
     });
+    // The store's map of the cluster still puts the slot on the source: checked all at once
+    // with keys of the source's other slots, its keys go in the source's calls, which the
+    // source refuses; asked again, the map sends them to the target.
+    let neighbours: Vec<String> = (0u32..)
+        .map(|i| format!("n{i}"))
+        .filter(|key| cluster.holder_of(&store.redis_key(key)) == from)
+        .take(12)
+        .collect();
+    let script_errors = cluster_errors(&cluster, "ERR");
+    let checks: Vec<_> = keys
+        .iter()
+        .chain(&neighbours)
+        .map(|key| {
+            let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
+            tokio::spawn(async move { store.check(&stack, key.as_bytes(), 1).await })
+        })
+        .collect();
     let mut after = Vec::new();
-    for key in &keys {
-        after.push(store.check(&stack, key.as_bytes(), 1).await);
+    for check in checks {
+        after.push(check.await.unwrap());
     }
+    let neighbours_after = after.split_off(keys.len());
     assert_eq!(
         admitted(after),
         0,
         "a key's spent cells were lost in the move"
     );
+    assert_eq!(admitted(neighbours_after), 12);
+    assert!(
+        cluster_errors(&cluster, "ERR") > script_errors,
+        "no call of the moved slot's keys went to the source: the stale map went untested"
+    );
+    for key in &keys {
+        let decisions = store.check(&stack, key.as_bytes(), 1).await.unwrap();
+        assert!(!decisions.is_allowed());
+    }
     assert!(!store.is_degraded());
     let mut target = cluster.nodes[to].connection();
     let held: usize = redis::cmd("CLUSTER")
@@ -708,4 +766,22 @@ async fn measure_calls_per_check() {
             made as f64 / checks as f64
         );
     }
+}
+
+/// How many errors of `code` the cluster's nodes answered, all together (`INFO errorstats`).
+fn cluster_errors(cluster: &RedisCluster, code: &str) -> u64 {
+    let prefix = format!("errorstat_{code}:count=");
+    cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let info: String = redis::cmd("INFO")
+                .arg("errorstats")
+                .query(&mut node.connection())
+                .unwrap();
+            info.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .map_or(0, |count| count.trim().parse().unwrap())
+        })
+        .sum()
 }

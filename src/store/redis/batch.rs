@@ -3,15 +3,17 @@
 //! order inside one script run.
 //!
 //! A lane is a share of the keys of a single server (`calls_in_flight` lanes, by hash slot), or
-//! one hash slot of a Redis Cluster (a script call may only touch keys of one slot). A key
-//! always takes the same lane, so its checks are decided in the order they arrive, however many
-//! lanes have a call in flight. No timer is involved: a check that finds its lane idle is sent
-//! at once, alone, by its own future (its call run on the store's runtime when the check is
-//! polled elsewhere); batches only form behind a call already in flight, and a task on the
-//! store's runtime sends them until the lane is idle again.
+//! the keys of one primary of a Redis Cluster (by the store's map of the cluster's slots). A key
+//! always takes the same lane (on a cluster, until the map changes), so its checks are decided
+//! in the order they arrive, however many lanes have a call in flight. No timer is involved: a
+//! check that finds its lane idle is sent at once, alone, by its own future (its call run on the
+//! store's runtime when the check is polled elsewhere); batches only form behind a call already
+//! in flight, and a task on the store's runtime sends them until the lane is idle again.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -46,6 +48,71 @@ enum LaneSet {
     One(Lane),
     /// Lane `slot % len` for a key of hash slot `slot`.
     BySlot(Box<[OnceLock<Box<Lane>>]>),
+    /// Redis Cluster: lane `node % len` for a key of a slot that primary `node` serves, as the
+    /// map says, so that a call carries checks of every slot of one primary.
+    ByNode(SlotMap, Box<[OnceLock<Box<Lane>>]>),
+}
+
+/// The lanes of a Redis Cluster store: a few more than a cluster has primaries.
+const NODE_LANES: usize = 64;
+
+/// Which primary serves each hash slot, by a number of the store's own for each primary: what
+/// the cluster answered to `CLUSTER SLOTS`, until it is asked again.
+pub(super) struct SlotMap {
+    nodes: RwLock<Box<[u16]>>,
+    /// When the cluster was last asked, in ms from `made`.
+    asked_at: AtomicU64,
+    made: Instant,
+}
+
+/// How often at most the store asks a cluster for its map: while a slot moves, the calls that
+/// reach its keys keep being refused, and the map changes only once the move is over.
+const ASK_AGAIN_AFTER_MS: u64 = 100;
+
+impl SlotMap {
+    /// Every slot on one primary, until [`set`](Self::set).
+    fn new() -> Self {
+        SlotMap {
+            nodes: RwLock::new(vec![0; SLOTS].into_boxed_slice()),
+            asked_at: AtomicU64::new(0),
+            made: Instant::now(),
+        }
+    }
+
+    /// Whether to ask the cluster for its map now: not within 100 ms of the last time.
+    pub(super) fn due(&self) -> bool {
+        let now = self.made.elapsed().as_millis() as u64 + ASK_AGAIN_AFTER_MS;
+        let last = self.asked_at.load(Ordering::Relaxed);
+        now >= last + ASK_AGAIN_AFTER_MS
+            && self
+                .asked_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    fn node(&self, slot: usize) -> usize {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        usize::from(nodes[slot % SLOTS])
+    }
+
+    /// Takes the cluster's answer: the first and last slot of each range with the address of
+    /// the primary serving it. Slots in no range keep the number they had.
+    pub(super) fn set(&self, ranges: &[(u16, u16, String)]) {
+        let mut addresses: Vec<&str> = Vec::new();
+        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+        for (first, last, address) in ranges {
+            let node = match addresses.iter().position(|known| known == address) {
+                Some(node) => node,
+                None => {
+                    addresses.push(address);
+                    addresses.len() - 1
+                }
+            };
+            for slot in usize::from(*first)..=usize::from(*last).min(SLOTS - 1) {
+                nodes[slot] = node as u16;
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -97,9 +164,28 @@ impl Lanes {
     pub(super) fn new(max_batch: usize, count: usize) -> Self {
         let lanes = match count.clamp(1, SLOTS) {
             1 => LaneSet::One(Lane::default()),
-            count => LaneSet::BySlot((0..count).map(|_| OnceLock::new()).collect()),
+            count => LaneSet::BySlot(unmade(count)),
         };
         Lanes { max_batch, lanes }
+    }
+
+    /// The lanes of a Redis Cluster, one for the slots of each primary, as `ranges` (see
+    /// [`SlotMap::set`]) say.
+    pub(super) fn by_node(max_batch: usize, ranges: &[(u16, u16, String)]) -> Self {
+        let map = SlotMap::new();
+        map.set(ranges);
+        Lanes {
+            max_batch,
+            lanes: LaneSet::ByNode(map, unmade(NODE_LANES)),
+        }
+    }
+
+    /// The map of a Redis Cluster's slots, by which its lanes are chosen.
+    pub(super) fn slot_map(&self) -> Option<&SlotMap> {
+        match &self.lanes {
+            LaneSet::ByNode(map, _) => Some(map),
+            _ => None,
+        }
     }
 
     pub(super) fn max_batch(&self) -> usize {
@@ -110,24 +196,32 @@ impl Lanes {
     pub(super) fn count(&self) -> usize {
         match &self.lanes {
             LaneSet::One(_) => 1,
-            LaneSet::BySlot(lanes) => lanes.len(),
+            LaneSet::BySlot(lanes) | LaneSet::ByNode(_, lanes) => lanes.len(),
         }
     }
 
     fn lane(&self, slot: usize) -> &Lane {
         match &self.lanes {
             LaneSet::One(lane) => lane,
-            LaneSet::BySlot(lanes) => lanes[slot % lanes.len()].get_or_init(Box::default),
+            LaneSet::BySlot(lanes) | LaneSet::ByNode(_, lanes) => {
+                lanes[slot % lanes.len()].get_or_init(Box::default)
+            }
         }
     }
 
-    /// The lane of a check: the hash slot of the Redis key it is sent with.
+    /// The lane of a check, before the modulo: the hash slot of the Redis key it is sent with,
+    /// or on a Redis Cluster the primary serving that slot.
     fn slot_of(&self, ask: &Ask) -> usize {
         match &self.lanes {
             LaneSet::One(_) => 0,
             LaneSet::BySlot(_) => ask.keys.redis_key().map_or(0, slot),
+            LaneSet::ByNode(map, _) => map.node(ask.keys.redis_key().map_or(0, slot)),
         }
     }
+}
+
+fn unmade(count: usize) -> Box<[OnceLock<Box<Lane>>]> {
+    (0..count).map(|_| OnceLock::new()).collect()
 }
 
 /// Where a check goes.
@@ -298,7 +392,7 @@ impl Drop for LaneSender {
 }
 
 /// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag, modulo 16 384.
-fn slot(key: &[u8]) -> usize {
+pub(super) fn slot(key: &[u8]) -> usize {
     let tag = key
         .iter()
         .position(|&b| b == b'{')
@@ -343,6 +437,28 @@ static CRC16_TABLE: [u16; 256] = {
 mod tests {
     use super::*;
     use redis::cluster_routing::Slot;
+
+    #[test]
+    fn a_slot_map_numbers_primaries_by_address_and_is_asked_again_at_most_every_100_ms() {
+        let map = SlotMap::new();
+        assert_eq!(map.node(16_383), 0);
+        map.set(&[
+            (0, 5460, "10.0.0.1:6379".into()),
+            (5461, 10922, "10.0.0.2:6379".into()),
+            (10923, 16383, "10.0.0.1:6379".into()),
+        ]);
+        assert_eq!((map.node(0), map.node(5460)), (0, 0));
+        assert_eq!((map.node(5461), map.node(10922)), (1, 1));
+        assert_eq!(map.node(16_383), 0);
+        // A slot in no range keeps its number; a range past the last slot stops there.
+        map.set(&[
+            (0, 99, "10.0.0.3:6379".into()),
+            (16_000, 20_000, "x:1".into()),
+        ]);
+        assert_eq!((map.node(99), map.node(100), map.node(16_383)), (0, 0, 1));
+        assert!(map.due());
+        assert!(!map.due());
+    }
 
     #[test]
     fn slots_are_redis_cluster_slots() {

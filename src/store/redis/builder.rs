@@ -9,7 +9,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::sentinel::SentinelClient;
 use redis::Script;
 
-use super::batch::{Lanes, SLOTS};
+use super::batch::Lanes;
 use super::connection::{connect, Connection, Target, CONNECT_TIMEOUT};
 use super::deny_cache::DenyCache;
 use super::health::Health;
@@ -333,7 +333,7 @@ impl RedisStoreBuilder {
     }
 
     /// How many coalesced script calls may be in flight at once to a single server (default
-    /// 2; at least 1); on a Redis Cluster there is one queue per hash slot whatever this says.
+    /// 2; at least 1); on a Redis Cluster there is one queue per primary whatever this says.
     ///
     /// The keys are shared among `calls` queues by their hash slot, each with at most one call
     /// in flight: a key always takes the same queue, so its checks are still decided in the
@@ -521,7 +521,7 @@ impl RedisStoreBuilder {
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
         let probe = build_check(&script, &key_head, clock_time);
-        match tokio::time::timeout(answer_within, connection.invoke(&probe, &script)).await {
+        match tokio::time::timeout(answer_within, connection.invoke(&probe, &script, None)).await {
             Ok(Ok(_)) => {}
             Err(_) => connection.timed_out(),
             Ok(Err(e)) if e.is_timeout() => {}
@@ -562,11 +562,21 @@ impl RedisStoreBuilder {
         #[cfg(feature = "metrics")]
         let fallback = fallback.uncounted();
         let fallback = fallback.build()?;
-        // A script call may only touch keys of one cluster slot: a lane per slot there.
-        let lanes = (self.max_batch > 1).then(|| match connection {
-            Connection::Cluster(_) => Lanes::new(self.max_batch, SLOTS),
-            _ => Lanes::new(self.max_batch, self.calls_in_flight),
-        });
+        // A script call may only declare keys of one slot: on a cluster a lane per primary,
+        // whose calls name their keys in their arguments.
+        let lanes = match (self.max_batch > 1, &connection) {
+            (false, _) => None,
+            (true, Connection::Cluster(_)) => {
+                // Without an answer, the first call that a primary refuses asks again.
+                let slots = tokio::time::timeout(answer_within, connection.cluster_slots());
+                let ranges = match slots.await {
+                    Ok(Ok(ranges)) => ranges,
+                    _ => Vec::new(),
+                };
+                Some(Lanes::by_node(self.max_batch, &ranges))
+            }
+            (true, _) => Some(Lanes::new(self.max_batch, self.calls_in_flight)),
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,

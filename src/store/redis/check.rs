@@ -166,25 +166,79 @@ impl Inner {
     /// One script call deciding `asks` in order; `answer` gets each check's outcome, in order,
     /// from Redis or, when the call fails, from the failure policy.
     ///
-    /// Redis Cluster refuses a call of several keys of a slot that is moving to another
-    /// primary (`TRYAGAIN`, for as long as the move lasts), and serves a call of one key from
-    /// the primary that holds it: refused so, the call's checks go again as runs of one key,
-    /// one call each, in order. One after another: sent at once, the calls that Redis sends on
-    /// to the new primary (`ASK`) were refused there (`MOVED`) until the client gave up.
+    /// On a Redis Cluster, checks of several slots of one primary (by the store's map) go in one
+    /// call to that primary, which names its keys in its arguments (a call may declare keys of
+    /// one slot only). Refused there (the map is out of date: a slot moved; or a key holds
+    /// something else than the store's values, which the script cannot read key by key), the
+    /// store asks the cluster for its map again and the checks go again by slot, in runs.
     pub(super) async fn call(
         &self,
         asks: &[Ask],
         mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
     ) {
+        let Some(first) = self.across_slots(asks) else {
+            return self.call_in_slot(asks, answer).await;
+        };
         let answered_before = self.health.answered();
-        let outcome = self.send(asks).await;
+        let outcome = self.send(asks, Some(first)).await;
+        if !outcome.as_ref().is_err_and(RedisStoreError::is_refused) {
+            return self.answer(asks, outcome, answered_before, answer);
+        }
+        self.refresh_slot_map().await;
+        let slot_of = |ask: &Ask| ask.keys.redis_key().map(batch::slot);
+        for run in asks.chunk_by(|a, b| slot_of(a) == slot_of(b)) {
+            self.call_in_slot(run, &mut answer).await;
+        }
+    }
+
+    /// On a Redis Cluster whose lanes go by primary, the slot of the first of `asks` when they
+    /// are of more than one slot.
+    fn across_slots(&self, asks: &[Ask]) -> Option<u16> {
+        self.lanes.as_ref()?.slot_map()?;
+        let mut slots = asks
+            .iter()
+            .filter_map(|ask| ask.keys.redis_key().map(batch::slot));
+        let first = slots.next()?;
+        slots.any(|slot| slot != first).then_some(first as u16)
+    }
+
+    /// Asks the cluster which primary serves each slot, for the lanes of later checks (at most
+    /// every 100 ms).
+    async fn refresh_slot_map(&self) {
+        let Some(map) = self.lanes.as_ref().and_then(batch::Lanes::slot_map) else {
+            return;
+        };
+        if !map.due() {
+            return;
+        }
+        let mut connection = self.connection.clone();
+        if let Ok(Ok(ranges)) = tokio::time::timeout(self.timeout, connection.cluster_slots()).await
+        {
+            map.set(&ranges);
+        }
+    }
+
+    /// One script call of checks whose keys share a slot, deciding `asks` in order.
+    ///
+    /// Redis Cluster refuses a call of several keys of a slot that is moving to another
+    /// primary (`TRYAGAIN`, for as long as the move lasts), and serves a call of one key from
+    /// the primary that holds it: refused so, the call's checks go again as runs of one key,
+    /// one call each, in order. One after another: sent at once, the calls that Redis sends on
+    /// to the new primary (`ASK`) were refused there (`MOVED`) until the client gave up.
+    async fn call_in_slot(
+        &self,
+        asks: &[Ask],
+        mut answer: impl FnMut(Result<Decisions, RedisStoreError>),
+    ) {
+        let answered_before = self.health.answered();
+        let outcome = self.send(asks, None).await;
         let one_key = |a: &Ask, b: &Ask| a.keys.redis_key() == b.keys.redis_key();
         if outcome.as_ref().is_err_and(RedisStoreError::is_slot_moving)
             && !asks.windows(2).all(|pair| one_key(&pair[0], &pair[1]))
         {
             for run in asks.chunk_by(one_key) {
                 let answered_before = self.health.answered();
-                let outcome = self.send(run).await;
+                let outcome = self.send(run, None).await;
                 self.answer(run, outcome, answered_before, &mut answer);
             }
             return;
@@ -193,8 +247,10 @@ impl Inner {
     }
 
     /// The script's values for `asks`: the call's time, then each policy's TAT for each check.
-    async fn send(&self, asks: &[Ask]) -> Result<Vec<i64>, RedisStoreError> {
-        let invoke = self.invoke(self.command(asks));
+    /// With `node`, the call goes to the primary serving that slot and names its keys in its
+    /// arguments.
+    async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
+        let invoke = self.invoke(self.command(asks, node.is_some()), node);
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
         let outcome = invoke.await;
@@ -273,7 +329,7 @@ impl Inner {
 
     /// The `EVALSHA` of `asks`: their keys, the call's stacks (each once), then the checks in
     /// runs of one stack and one cost.
-    fn command(&self, asks: &[Ask]) -> Cmd {
+    fn command(&self, asks: &[Ask], by_node: bool) -> Cmd {
         // The batch's stacks, each sent once; checks name theirs by position, from 1.
         let mut stacks: SmallVec<[&Arc<StackParts>; 4]> = SmallVec::new();
         let mut which: SmallVec<[usize; 16]> = SmallVec::with_capacity(asks.len());
@@ -295,9 +351,11 @@ impl Inner {
             7 + 5 * asks.len() + 9 * stacks.len(),
             64 + key_bytes + 24 * asks.len() + 100 * stacks.len(),
         );
-        call.arg("EVALSHA")
-            .arg(self.script.get_hash())
-            .arg(keys().count());
+        call.arg("EVALSHA").arg(self.script.get_hash());
+        match by_node {
+            true => call.arg(0).arg("node").arg(keys().count()),
+            false => call.arg(keys().count()),
+        };
         for key in keys() {
             call.arg(key);
         }
@@ -339,7 +397,7 @@ impl Inner {
     /// here, so that a store's runtime that is blocked (a test joining a thread) does not hold
     /// the check past its timeout; polled outside any runtime (a sync caller's own executor),
     /// where no timer runs, it is timed on the store's runtime too.
-    async fn invoke(&self, call: Cmd) -> Result<Vec<u8>, RedisStoreError> {
+    async fn invoke(&self, call: Cmd, node: Option<u16>) -> Result<Vec<u8>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
         let timed_out = |_: Elapsed| {
@@ -349,11 +407,12 @@ impl Inner {
         let store = &self.runtime;
         let here = tokio::runtime::Handle::try_current();
         if here.as_ref().is_ok_and(|here| here.id() == store.id()) {
-            let outcome = within_timeout(timeout, connection.invoke(&call, &self.script)).await;
+            let invoke = connection.invoke(&call, &self.script, node);
+            let outcome = within_timeout(timeout, invoke).await;
             return outcome.map_err(timed_out)?.map_err(RedisStoreError::redis);
         }
         let script = self.script.clone();
-        let call = async move { connection.invoke(&call, &script).await };
+        let call = async move { connection.invoke(&call, &script, node).await };
         // A task the store's runtime does not run: that runtime is shutting down or gone.
         let gone = |_: tokio::task::JoinError| RedisStoreError::runtime_gone();
         let outcome = if here.is_ok() {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Cmd, ErrorKind, RedisResult, Script, ServerErrorKind};
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
 use super::sentinel::SentinelConnection;
 use crate::ConfigError;
@@ -36,18 +37,56 @@ impl Connection {
     /// failure started: with Redis back, the first call finds it. If Redis had run the call
     /// before the connection broke, its checks count twice, which can only deny, never admit,
     /// more.
-    pub(super) async fn invoke(&mut self, call: &Cmd, script: &Script) -> RedisResult<Vec<u8>> {
-        let outcome = match self.query(call).await {
-            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call).await,
+    ///
+    /// On a Redis Cluster, `node` sends the call to the primary serving that slot instead of the
+    /// slot of the call's keys (a call that names its keys in its arguments).
+    pub(super) async fn invoke(
+        &mut self,
+        call: &Cmd,
+        script: &Script,
+        node: Option<u16>,
+    ) -> RedisResult<Vec<u8>> {
+        let outcome = match self.query(call, node).await {
+            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call, node).await,
             outcome => outcome,
         };
         match outcome {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load(script).await?;
-                self.query(call).await
+                self.query(call, node).await
             }
             outcome => outcome,
         }
+    }
+
+    /// Each range of hash slots with the address of the primary serving it, by `CLUSTER
+    /// SLOTS`; nothing but on a Redis Cluster.
+    pub(super) async fn cluster_slots(&mut self) -> RedisResult<Vec<(u16, u16, String)>> {
+        let Connection::Cluster(c) = self else {
+            return Ok(Vec::new());
+        };
+        let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+        let ranges = c.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), any);
+        let ranges: Vec<Vec<redis::Value>> = FromRedisValue::from_redis_value(ranges.await?)?;
+        Ok(ranges
+            .iter()
+            .filter_map(|range| match range.as_slice() {
+                [redis::Value::Int(first), redis::Value::Int(last), redis::Value::Array(primary), ..] => {
+                    match primary.as_slice() {
+                        [host, redis::Value::Int(port), ..] => {
+                            let host: String = FromRedisValue::from_redis_value_ref(host).ok()?;
+                            Some((
+                                u16::try_from(*first).ok()?,
+                                u16::try_from(*last).ok()?,
+                                format!("{host}:{port}"),
+                            ))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// A call got no answer within the store's timeout: behind Sentinel, the primary may have
@@ -58,11 +97,18 @@ impl Connection {
         }
     }
 
-    async fn query(&mut self, call: &Cmd) -> RedisResult<Vec<u8>> {
-        match self {
-            Connection::Single(c) => c.query(call).await,
-            Connection::Sentinel(c) => c.query(call).await,
-            Connection::Cluster(c) => call.query_async(c).await,
+    async fn query(&mut self, call: &Cmd, node: Option<u16>) -> RedisResult<Vec<u8>> {
+        match (self, node) {
+            (Connection::Single(c), _) => c.query(call).await,
+            (Connection::Sentinel(c), _) => c.query(call).await,
+            (Connection::Cluster(c), None) => call.query_async(c).await,
+            (Connection::Cluster(c), Some(slot)) => {
+                let primary = Route::new(slot, SlotAddr::Master);
+                let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary));
+                // An error reply comes back as a value.
+                let answer = c.route_command(call.clone(), to).await?.extract_error()?;
+                Ok(FromRedisValue::from_redis_value(answer)?)
+            }
         }
     }
 

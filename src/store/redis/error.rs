@@ -86,6 +86,15 @@ impl RedisStoreError {
             if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain))
     }
 
+    /// Whether Redis refused the call itself, with an error of the script's (`ERR`, such as a
+    /// key not served by the primary that ran it) or a key holding another type (`WRONGTYPE`),
+    /// rather than failing to run it.
+    pub(super) fn is_refused(&self) -> bool {
+        matches!(&self.kind, Kind::Redis(e)
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                || e.code() == Some("WRONGTYPE"))
+    }
+
     /// Whether the check was not sent because the store is backing off after repeated failures.
     #[must_use]
     pub fn is_backing_off(&self) -> bool {

@@ -9,7 +9,8 @@ use crate::{Decisions, Quota};
 
 /// The stack GCRA of [`gcra`](crate::gcra) in microseconds, for a batch of checks decided one
 /// after another in one call; one Redis key per limited key, holding the TAT of each policy
-/// that limits it, all keys of a call in one hash slot.
+/// that limits it, all keys of a call on one Redis Cluster primary (declared, in one hash slot;
+/// or named in the arguments).
 /// [`RedisStore::SCRIPT`](super::RedisStore::SCRIPT) describes its keys, arguments and reply.
 ///
 /// A key's value is its policies' records, one after another: the policy's name, a zero byte,
@@ -31,10 +32,21 @@ use crate::{Decisions, Quota};
 /// batch of like checks, the common case under load, costs Redis one key per check and no
 /// argument or answer of its own.
 pub(super) const GCRA_LUA: &str = r#"
-local min_px = tonumber(ARGV[1]) or 0
-local timed = ARGV[2] == '1'
-local step_us = tonumber(ARGV[3]) or 1
-local count = tonumber(ARGV[4])
+-- A call to one Redis Cluster primary for keys of several of its slots declares no key (the
+-- keys a call declares must share a slot) and names them first: `node`, their number, the
+-- keys; the other arguments follow.
+local keys, args = KEYS, ARGV
+local by_node = ARGV[1] == 'node'
+if by_node then
+  local n = tonumber(ARGV[2])
+  keys, args = {}, {}
+  for i = 1, n do keys[i] = ARGV[i + 2] end
+  for i = n + 3, #ARGV do args[#args + 1] = ARGV[i] end
+end
+local min_px = tonumber(args[1]) or 0
+local timed = args[2] == '1'
+local step_us = tonumber(args[3]) or 1
+local count = tonumber(args[4])
 -- Policy names by id and ids by name: the stacks' policies first, then the names met in the
 -- keys' values.
 local names, ids = {}, {}
@@ -50,25 +62,29 @@ end
 local stacks = {}
 local a = 5
 for s = 1, count do
-  local n = tonumber(ARGV[a])
+  local n = tonumber(args[a])
   local stack = {}
   for i = 1, n do
     local b = a + 4 * i - 3
-    local interval = tonumber(ARGV[b])
-    local burst = tonumber(ARGV[b + 1])
-    stack[i] = {interval, burst, interval * burst, ARGV[b + 2] == '1', id_of(ARGV[b + 3])}
+    local interval = tonumber(args[b])
+    local burst = tonumber(args[b + 1])
+    stack[i] = {interval, burst, interval * burst, args[b + 2] == '1', id_of(args[b + 3])}
   end
   stacks[s] = stack
   a = a + 1 + 4 * n
 end
 -- Every key is read once, up front (in parts of 4000: Lua unpacks at most about 8000 values).
 local stored
-if #KEYS <= 4000 then
-  stored = redis.call('MGET', unpack(KEYS))
+if by_node then
+  -- A command in a script reaches one slot: a read per key.
+  stored = {}
+  for i = 1, #keys do stored[i] = redis.call('GET', keys[i]) end
+elseif #keys <= 4000 then
+  stored = redis.call('MGET', unpack(keys))
 else
   stored = {}
-  for from = 1, #KEYS, 4000 do
-    local part = redis.call('MGET', unpack(KEYS, from, math.min(from + 3999, #KEYS)))
+  for from = 1, #keys, 4000 do
+    local part = redis.call('MGET', unpack(keys, from, math.min(from + 3999, #keys)))
     for i = 1, #part do stored[from + i - 1] = part[i] end
   end
 end
@@ -113,22 +129,22 @@ local tats = {}
 local k = 0
 -- The checks come in runs of one stack and one cost: the run's length, its stack and its
 -- cost, then in clock mode the time of each of its checks.
-while a <= #ARGV do
-  local run = tonumber(ARGV[a])
-  local stack = stacks[tonumber(ARGV[a + 1])]
-  local cost = tonumber(ARGV[a + 2])
+while a <= #args do
+  local run = tonumber(args[a])
+  local stack = stacks[tonumber(args[a + 1])]
+  local cost = tonumber(args[a + 2])
   a = a + 3
   local step = cost
   if step == 0 then step = 1 end
   for _ = 1, run do
     local now = clock
     if timed then
-      now = tonumber(ARGV[a])
+      now = tonumber(args[a])
       a = a + 1
     end
     if #stack > 0 then
       k = k + 1
-      local key = KEYS[k]
+      local key = keys[k]
       local found = records[key] or read(key, stored[k])
       local admit = true
       for i = 1, #stack do

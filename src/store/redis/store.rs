@@ -66,12 +66,17 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   single server's keys are shared by hash among
 ///   [`calls_in_flight`](RedisStoreBuilder::calls_in_flight) queues (default 2), each with one
 ///   call in flight, so a key's checks keep their order. Under load Redis then runs one script
-///   call for many checks instead of one per check. A Redis Cluster has one queue per hash slot
-///   (a call may only reach keys of one slot): there checks coalesce with the checks of their
-///   slot only, and checks of many different keys go about one per call.
-///   While a Redis Cluster moves a slot to another primary (resharding), it refuses a call of
-///   several of the slot's keys (`TRYAGAIN`) and serves a call of one key where the key is:
-///   such a call's checks go again as runs of one key, one call each, in order.
+///   call for many checks instead of one per check. A Redis Cluster has one queue per primary,
+///   by the store's map of which primary serves each slot (`CLUSTER SLOTS`, asked when the
+///   store is built and again, at most every 100 ms, when a primary refuses a call): a call
+///   carries checks of all the primary's slots and, since a call may declare keys of one slot
+///   only, names its keys in its arguments and reads them one `GET` each (a call of one slot
+///   declares them and reads them with one `MGET`). A primary refuses a call that reaches a key
+///   it does not serve (the map is out of date); its checks then go again by slot, in runs. A
+///   key's checks keep their order but across a change of the map. While a Redis Cluster
+///   moves a slot to another primary (resharding), it refuses a call of several of the slot's
+///   keys (`TRYAGAIN`) and serves a call of one key where the key is: such a call's checks go
+///   again as runs of one key, one call each, in order.
 /// - **Failures**: each call waits at most the [timeout](RedisStoreBuilder::timeout) (default
 ///   50 ms; the wait in the store's own queue does not count); an error or a timeout is
 ///   answered by the [`FailurePolicy`] (default: an in-memory GCRA with the same policies) for
@@ -222,7 +227,9 @@ impl RedisStore {
     ///
     /// `KEYS` are the Redis keys of the batch's checks, one per check (none for a stack of no
     /// policies), in order; a key's value is a record of each policy that limits it (see
-    /// [`redis_key`](Self::redis_key)). `ARGV` are the least expiry in ms (the store passes 0, or an hour, 3 600 000, when
+    /// [`redis_key`](Self::redis_key)). A call to one Redis Cluster primary for keys of several
+    /// of its slots declares no key: its `ARGV` begin with `node`, the number of keys and the
+    /// keys, and the arguments below follow. `ARGV` are the least expiry in ms (the store passes 0, or an hour, 3 600 000, when
     /// checks carry their time, as with a [`clock`](RedisStoreBuilder::clock)); `0` to read
     /// Redis `TIME` once for the call (`1` if each check carries its time in µs); the expiry step in µs (1 for none, see
     /// [`expiry_step`](RedisStoreBuilder::expiry_step)); the number of stacks; for each stack its
