@@ -214,8 +214,8 @@ impl Lanes {
     fn slot_of(&self, ask: &Ask) -> usize {
         match &self.lanes {
             LaneSet::One(_) => 0,
-            LaneSet::BySlot(_) => ask.keys.redis_key().map_or(0, slot),
-            LaneSet::ByNode(map, _) => map.node(ask.keys.redis_key().map_or(0, slot)),
+            LaneSet::BySlot(_) => ask.slot().unwrap_or(0),
+            LaneSet::ByNode(map, _) => map.node(ask.slot().unwrap_or(0)),
         }
     }
 }

@@ -37,6 +37,13 @@ pub(super) struct Ask {
     probe: Option<Probe>,
 }
 
+impl Ask {
+    /// The Redis Cluster hash slot of the check's key; `None` for a stack of no policies.
+    pub(super) fn slot(&self) -> Option<usize> {
+        self.keys.redis_key().map(batch::slot)
+    }
+}
+
 impl Inner {
     pub(super) fn start(
         this: &Arc<Self>,
@@ -185,8 +192,7 @@ impl Inner {
             return self.answer(asks, outcome, answered_before, answer);
         }
         self.refresh_slot_map().await;
-        let slot_of = |ask: &Ask| ask.keys.redis_key().map(batch::slot);
-        for run in asks.chunk_by(|a, b| slot_of(a) == slot_of(b)) {
+        for run in asks.chunk_by(|a, b| a.slot() == b.slot()) {
             self.call_in_slot(run, &mut answer).await;
         }
     }
@@ -195,9 +201,7 @@ impl Inner {
     /// are of more than one slot.
     fn across_slots(&self, asks: &[Ask]) -> Option<u16> {
         self.lanes.as_ref()?.slot_map()?;
-        let mut slots = asks
-            .iter()
-            .filter_map(|ask| ask.keys.redis_key().map(batch::slot));
+        let mut slots = asks.iter().filter_map(Ask::slot);
         let first = slots.next()?;
         slots.any(|slot| slot != first).then_some(first as u16)
     }
