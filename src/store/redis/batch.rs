@@ -53,8 +53,10 @@ enum LaneSet {
     ByNode(SlotMap, Box<[OnceLock<Box<Lane>>]>),
 }
 
-/// The lanes of a Redis Cluster store: a few more than a cluster has primaries.
-const NODE_LANES: usize = 64;
+/// The lanes of a Redis Cluster store: one per primary up to Redis's advised largest cluster
+/// (1 000 nodes), each made when first used. Primaries that share a lane past that send calls
+/// that a primary refuses, and go again by slot.
+const NODE_LANES: usize = 1024;
 
 /// Which primary serves each hash slot, by a number of the store's own for each primary: what
 /// the cluster answered to `CLUSTER SLOTS`, until it is asked again.
