@@ -11,8 +11,8 @@
 //! in flight, and a task on the store's runtime sends them until the lane is idle again.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -61,7 +61,9 @@ const NODE_LANES: usize = 1024;
 /// Which primary serves each hash slot, by a number of the store's own for each primary: what
 /// the cluster answered to `CLUSTER SLOTS`, until it is asked again.
 pub(super) struct SlotMap {
-    nodes: RwLock<Box<[u16]>>,
+    /// Each slot's primary; read by every check without a lock (a slot read while the map is
+    /// being written takes its old primary or its new one, either a lane).
+    nodes: Box<[AtomicU16]>,
     /// When the cluster was last asked, in ms from `made`.
     asked_at: AtomicU64,
     made: Instant,
@@ -75,7 +77,7 @@ impl SlotMap {
     /// Every slot on one primary, until [`set`](Self::set).
     fn new() -> Self {
         SlotMap {
-            nodes: RwLock::new(vec![0; SLOTS].into_boxed_slice()),
+            nodes: (0..SLOTS).map(|_| AtomicU16::new(0)).collect(),
             asked_at: AtomicU64::new(0),
             made: Instant::now(),
         }
@@ -93,15 +95,13 @@ impl SlotMap {
     }
 
     fn node(&self, slot: usize) -> usize {
-        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
-        usize::from(nodes[slot % SLOTS])
+        usize::from(self.nodes[slot % SLOTS].load(Ordering::Relaxed))
     }
 
     /// Takes the cluster's answer: the first and last slot of each range with the address of
     /// the primary serving it. Slots in no range keep the number they had.
     pub(super) fn set(&self, ranges: &[(u16, u16, String)]) {
         let mut addresses: Vec<&str> = Vec::new();
-        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
         for (first, last, address) in ranges {
             let node = match addresses.iter().position(|known| known == address) {
                 Some(node) => node,
@@ -110,8 +110,9 @@ impl SlotMap {
                     addresses.len() - 1
                 }
             };
-            for slot in usize::from(*first)..=usize::from(*last).min(SLOTS - 1) {
-                nodes[slot] = node as u16;
+            let range = usize::from(*first)..=usize::from(*last).min(SLOTS - 1);
+            for slot in self.nodes.get(range).unwrap_or_default() {
+                slot.store(node as u16, Ordering::Relaxed);
             }
         }
     }
@@ -452,10 +453,12 @@ mod tests {
         assert_eq!((map.node(0), map.node(5460)), (0, 0));
         assert_eq!((map.node(5461), map.node(10922)), (1, 1));
         assert_eq!(map.node(16_383), 0);
-        // A slot in no range keeps its number; a range past the last slot stops there.
+        // A slot in no range keeps its number; a range past the last slot stops there, and one
+        // wholly past it is left out.
         map.set(&[
             (0, 99, "10.0.0.3:6379".into()),
             (16_000, 20_000, "x:1".into()),
+            (17_000, 18_000, "y:1".into()),
         ]);
         assert_eq!((map.node(99), map.node(100), map.node(16_383)), (0, 0, 1));
         assert!(map.due());
