@@ -67,26 +67,21 @@ impl Connection {
         };
         let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
         let ranges = c.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), any);
-        let ranges: Vec<Vec<redis::Value>> = FromRedisValue::from_redis_value(ranges.await?)?;
-        Ok(ranges
-            .iter()
-            .filter_map(|range| match range.as_slice() {
-                [redis::Value::Int(first), redis::Value::Int(last), redis::Value::Array(primary), ..] => {
-                    match primary.as_slice() {
-                        [host, redis::Value::Int(port), ..] => {
-                            let host: String = FromRedisValue::from_redis_value_ref(host).ok()?;
-                            Some((
-                                u16::try_from(*first).ok()?,
-                                u16::try_from(*last).ok()?,
-                                format!("{host}:{port}"),
-                            ))
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
-            })
-            .collect())
+        let ranges = ranges.await?.extract_error()?;
+        let ranges: Vec<Vec<redis::Value>> = FromRedisValue::from_redis_value(ranges)?;
+        let range = |range: &Vec<redis::Value>| {
+            use redis::Value::{Array, Int};
+            let [Int(first), Int(last), Array(primary), ..] = range.as_slice() else {
+                return None;
+            };
+            let [host, Int(port), ..] = primary.as_slice() else {
+                return None;
+            };
+            let host: String = FromRedisValue::from_redis_value_ref(host).ok()?;
+            let (first, last) = (u16::try_from(*first).ok()?, u16::try_from(*last).ok()?);
+            Some((first, last, format!("{host}:{port}")))
+        };
+        Ok(ranges.iter().filter_map(range).collect())
     }
 
     /// A call got no answer within the store's timeout: behind Sentinel, the primary may have
