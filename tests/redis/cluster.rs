@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use tower_ratelimit::{
     Decisions, FailurePolicy, ManualClock, MemoryStore, Policy, Quota, RedisStack, RedisStore,
-    Store,
+    RedisStoreError, Store,
 };
 
 use crate::common::Captured;
@@ -115,15 +115,8 @@ async fn checks_of_many_slots_of_a_primary_share_its_calls() {
     let keys: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
     let before = cluster_command_calls(&cluster, "evalsha");
     for round in 0..2 {
-        let checks: Vec<_> = keys
-            .iter()
-            .map(|key| {
-                let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
-                tokio::spawn(async move { store.check(&stack, key.as_bytes(), 1).await })
-            })
-            .collect();
-        for check in checks {
-            let decisions = check.await.unwrap().expect("answered by Redis");
+        for decisions in checks_at_once(&store, &stack, &keys).await {
+            let decisions = decisions.expect("answered by Redis");
             assert_eq!(decisions.is_allowed(), round == 0);
         }
     }
@@ -573,18 +566,8 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
         .take(12)
         .collect();
     let script_errors = cluster_errors(&cluster, "ERR");
-    let checks: Vec<_> = keys
-        .iter()
-        .chain(&neighbours)
-        .map(|key| {
-            let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
-            tokio::spawn(async move { store.check(&stack, key.as_bytes(), 1).await })
-        })
-        .collect();
-    let mut after = Vec::new();
-    for check in checks {
-        after.push(check.await.unwrap());
-    }
+    let both: Vec<String> = keys.iter().chain(&neighbours).cloned().collect();
+    let mut after = checks_at_once(&store, &stack, &both).await;
     let neighbours_after = after.split_off(keys.len());
     assert_eq!(
         admitted(after),
@@ -784,4 +767,24 @@ fn cluster_errors(cluster: &RedisCluster, code: &str) -> u64 {
                 .map_or(0, |count| count.trim().parse().unwrap())
         })
         .sum()
+}
+
+/// One check of each of `keys`, all sent at once; their outcomes in the keys' order.
+async fn checks_at_once(
+    store: &RedisStore,
+    stack: &RedisStack,
+    keys: &[String],
+) -> Vec<Result<Decisions, RedisStoreError>> {
+    let checks: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (store, stack, key) = (store.clone(), stack.clone(), key.clone());
+            tokio::spawn(async move { store.check(&stack, key.as_bytes(), 1).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for check in checks {
+        outcomes.push(check.await.unwrap());
+    }
+    outcomes
 }
