@@ -428,9 +428,10 @@ async fn checked_once(cluster: &RedisCluster, name: &str) -> (RedisStore, RedisS
 /// --cluster reshard` does it, one step at a time) while its keys are checked. Half moved, the
 /// slot's keys lie on both primaries or on neither (a key never checked), and a call carrying
 /// several of them is refused by both with `TRYAGAIN` for as long as the move lasts; a call of
-/// one key is served by the primary that holds it (`ASK` leads to the new one). Every check is
-/// answered by Redis before, during and after the move, each key's budget is spent exactly once
-/// across it, and no failure makes the store back off.
+/// one key is served by the primary that holds it (`ASK` leads to the new one); a call of the
+/// source's slots that reaches a key gone from the moving one is refused by the script. Every
+/// check is answered by Redis before, during and after the move, each key's budget is spent
+/// exactly once across it, and no failure makes the store back off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis() {
     let cluster = RedisCluster::start();
@@ -549,6 +550,35 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
     );
     // Each key's five cells, less the two spent before the move by the first six.
     assert_eq!(during, [3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 5]);
+    // Checked at once with keys of the source's other slots, the moving slot's keys go in calls
+    // to the source by the store's map, which the source refuses when they reach a key it no
+    // longer holds; sent again by slot, they are still answered by Redis: none of their spent
+    // cells is given again, and the other keys get theirs, each spent once.
+    let others: Vec<String> = (0u32..)
+        .map(|i| format!("m{i}"))
+        .filter(|key| {
+            let redis_key = store.redis_key(key);
+            cluster.holder_of(&redis_key) == from
+                && redis::cluster_routing::Slot::for_key(&redis_key)
+                    != redis::cluster_routing::Slot::for_key(&first)
+        })
+        .take(12)
+        .collect();
+    let refused_by_source = cluster_errors(&cluster, "ERR");
+    let mixed: Vec<String> = keys.iter().chain(&others).cloned().collect();
+    let mut admitted_mixed = vec![0; mixed.len()];
+    for _ in 0..6 {
+        let outcomes = checks_at_once(&store, &stack, &mixed).await;
+        for (count, outcome) in admitted_mixed.iter_mut().zip(outcomes) {
+            *count += usize::from(outcome.expect("answered by Redis").is_allowed());
+        }
+    }
+    assert!(
+        cluster_errors(&cluster, "ERR") > refused_by_source,
+        "no call of the source's slots reached a moved key: the mixed calls went untested"
+    );
+    assert_eq!(admitted_mixed[..12], [0; 12]);
+    assert_eq!(admitted_mixed[12..], [5; 12]);
     // Moved: the rest of the keys go, and every primary learns the slot's new owner.
     tokio::task::block_in_place(|| {
         while migrate(100) > 0 {}
