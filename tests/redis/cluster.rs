@@ -455,46 +455,9 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
         .filter(|key| redis::cluster_routing::Slot::for_key(store.redis_key(key)) == slot)
         .take(12)
         .collect();
-    let mut any = cluster.nodes[0].connection();
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(&first)
-        .query(&mut any)
-        .unwrap();
+    let slot = key_slot(&cluster, &first);
     let from = cluster.holder_of(&first);
     let to = (from + 1) % 3;
-    let id = |node: usize| -> String {
-        redis::cmd("CLUSTER")
-            .arg("MYID")
-            .query(&mut cluster.nodes[node].connection())
-            .unwrap()
-    };
-    let (from_id, to_id) = (id(from), id(to));
-    let mut source = cluster.nodes[from].connection();
-    let mut target = cluster.nodes[to].connection();
-    // Moves the slot's keys still on the source: `count` of them, or all.
-    let migrate = |count: usize| {
-        let mut source = cluster.nodes[from].connection();
-        let moving: Vec<Vec<u8>> = redis::cmd("CLUSTER")
-            .arg("GETKEYSINSLOT")
-            .arg(slot)
-            .arg(count)
-            .query(&mut source)
-            .unwrap();
-        if !moving.is_empty() {
-            let () = redis::cmd("MIGRATE")
-                .arg("127.0.0.1")
-                .arg(cluster.nodes[to].port())
-                .arg("")
-                .arg(0)
-                .arg(5000)
-                .arg("KEYS")
-                .arg(&moving)
-                .query(&mut source)
-                .unwrap();
-        }
-        moving.len()
-    };
     let admitted = |outcomes: Vec<Result<Decisions, _>>| -> usize {
         outcomes
             .into_iter()
@@ -515,15 +478,8 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
     }
     // Half moved: three keys on the target, three on the source, six on neither.
     tokio::task::block_in_place(|| {
-        let () = redis::cmd("CLUSTER")
-            .arg(&["SETSLOT", &slot.to_string(), "IMPORTING", &from_id])
-            .query(&mut target)
-            .unwrap();
-        let () = redis::cmd("CLUSTER")
-            .arg(&["SETSLOT", &slot.to_string(), "MIGRATING", &to_id])
-            .query(&mut source)
-            .unwrap();
-        assert_eq!(migrate(3), 3);
+        begin_move(&cluster, slot, from, to);
+        assert_eq!(migrate(&cluster, slot, from, to, 3), 3);
     });
     // Every key checked eight times, all keys at once: calls carry several keys.
     let floods: Vec<_> = keys
@@ -580,15 +536,7 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
     assert_eq!(admitted_mixed[..12], [0; 12]);
     assert_eq!(admitted_mixed[12..], [5; 12]);
     // Moved: the rest of the keys go, and every primary learns the slot's new owner.
-    tokio::task::block_in_place(|| {
-        while migrate(100) > 0 {}
-        for node in &cluster.nodes {
-            let () = redis::cmd("CLUSTER")
-                .arg(&["SETSLOT", &slot.to_string(), "NODE", &to_id])
-                .query(&mut node.connection())
-                .unwrap();
-        }
-    });
+    tokio::task::block_in_place(|| end_move(&cluster, slot, from, to));
     // The store's map of the cluster still puts the slot on the source: checked all at once
     // with keys of the source's other slots, its keys go in the source's calls, which the
     // source refuses; asked again, the map sends them to the target.
@@ -616,13 +564,127 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
         assert!(!decisions.is_allowed());
     }
     assert!(!store.is_degraded());
-    let mut target = cluster.nodes[to].connection();
-    let held: usize = redis::cmd("CLUSTER")
-        .arg("COUNTKEYSINSLOT")
-        .arg(slot)
-        .query(&mut target)
+    assert_eq!(keys_in(&cluster, slot, to), 12);
+}
+
+/// Two slots of one primary moving at the same time, each to another primary, as a rebalance
+/// moves many: while both moves last, a call to the source carrying keys of both moving slots
+/// and of its other slots is refused, and its checks are sent again until Redis answers each.
+/// Every check is answered by Redis before, during and after the moves, each key's budget is
+/// spent exactly once across them, and no failure makes the store back off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_slots_moving_at_once_leave_every_check_answered_by_redis() {
+    let cluster = RedisCluster::start();
+    let store = strict_store("cluster-two-moves")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(500))
+        .deny_cache(false)
+        .build()
+        .await
         .unwrap();
-    assert_eq!(held, 12);
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(5))])
+        .unwrap();
+    let slot_of = |key: &str| redis::cluster_routing::Slot::for_key(store.redis_key(key));
+    let on = |key: &str| cluster.holder_of(&store.redis_key(key));
+    let named = |name: &'static str| (0u32..).map(move |i| format!("{name}{i}"));
+    let from = on("a0");
+    let second = named("b")
+        .find(|key| on(key) == from && slot_of(key) != slot_of("a0"))
+        .unwrap();
+    // Six keys in each of the two slots, and six of the source's other slots.
+    let moving: Vec<Vec<String>> = [slot_of("a0"), slot_of(&second)]
+        .into_iter()
+        .map(|slot| {
+            named("k")
+                .filter(|key| slot_of(key) == slot)
+                .take(6)
+                .collect()
+        })
+        .collect();
+    let others: Vec<String> = named("m")
+        .filter(|key| {
+            on(key) == from && moving.iter().all(|keys| slot_of(key) != slot_of(&keys[0]))
+        })
+        .take(6)
+        .collect();
+    let slots: Vec<u16> = moving
+        .iter()
+        .map(|keys| key_slot(&cluster, &store.redis_key(&keys[0])))
+        .collect();
+    let targets = [(from + 1) % 3, (from + 2) % 3];
+
+    // Before: the first three keys of each slot spend two of their five cells, on the source.
+    for keys in &moving {
+        for key in &keys[..3] {
+            for _ in 0..2 {
+                assert!(store
+                    .check(&stack, key.as_bytes(), 1)
+                    .await
+                    .unwrap()
+                    .is_allowed());
+            }
+        }
+    }
+    // Both moves begun, two of each slot's three stored keys gone: of each slot, two keys on
+    // its target, one on the source and three on neither.
+    tokio::task::block_in_place(|| {
+        for (&slot, &to) in slots.iter().zip(&targets) {
+            begin_move(&cluster, slot, from, to);
+            assert_eq!(migrate(&cluster, slot, from, to, 2), 2);
+        }
+    });
+    let all: Vec<String> = moving.iter().flatten().chain(&others).cloned().collect();
+    let refusals = || cluster_errors(&cluster, "TRYAGAIN") + cluster_errors(&cluster, "ERR");
+    let refused_before = refusals();
+    let mut admitted = vec![0; all.len()];
+    for _ in 0..8 {
+        let outcomes = checks_at_once(&store, &stack, &all).await;
+        for (count, outcome) in admitted.iter_mut().zip(outcomes) {
+            *count += usize::from(outcome.expect("answered by Redis").is_allowed());
+        }
+    }
+    assert!(
+        refusals() > refused_before,
+        "no call to the source was refused: the moves went untested"
+    );
+    // Each key's five cells, less the two spent before the moves by the first three of a slot.
+    assert_eq!(
+        admitted,
+        [3, 3, 3, 5, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5]
+    );
+
+    // Both moved. The store's map still puts both slots on the source: checked at once with
+    // keys of the source's other slots never checked, the moved keys go in the source's calls,
+    // which it refuses; asked again, the map sends them to their new primaries.
+    tokio::task::block_in_place(|| {
+        for (&slot, &to) in slots.iter().zip(&targets) {
+            end_move(&cluster, slot, from, to);
+        }
+    });
+    let fresh: Vec<String> = named("n").filter(|key| on(key) == from).take(6).collect();
+    let refused_before = refusals();
+    let checked: Vec<String> = all.iter().chain(&fresh).cloned().collect();
+    let after: Vec<bool> = checks_at_once(&store, &stack, &checked)
+        .await
+        .into_iter()
+        .map(|outcome| outcome.expect("answered by Redis").is_allowed())
+        .collect();
+    assert_eq!(
+        after[..all.len()],
+        [false; 18],
+        "spent cells were lost in the moves"
+    );
+    assert_eq!(after[all.len()..], [true; 6]);
+    assert!(
+        refusals() > refused_before,
+        "no call of the moved slots' keys went to the source: the stale map went untested"
+    );
+    assert!(!store.is_degraded());
+    for (&slot, &to) in slots.iter().zip(&targets) {
+        assert_eq!(keys_in(&cluster, slot, to), 6);
+        assert_eq!(keys_in(&cluster, slot, from), 0);
+    }
 }
 
 /// A primary of a Redis Cluster with replicas dies mid-flood: every check is answered (by the
@@ -819,4 +881,82 @@ async fn checks_at_once(
         outcomes.push(check.await.unwrap());
     }
     outcomes
+}
+
+/// The hash slot of `key`, as the cluster computes it.
+fn key_slot(cluster: &RedisCluster, key: &[u8]) -> u16 {
+    redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut cluster.nodes[0].connection())
+        .unwrap()
+}
+
+/// The cluster's name of the node at `node`.
+fn node_id(cluster: &RedisCluster, node: usize) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut cluster.nodes[node].connection())
+        .unwrap()
+}
+
+/// How many keys of `slot` the node at `node` holds.
+fn keys_in(cluster: &RedisCluster, slot: u16, node: usize) -> usize {
+    redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query(&mut cluster.nodes[node].connection())
+        .unwrap()
+}
+
+/// Begins moving `slot` from the node at `from` to the node at `to`, as `redis-cli --cluster
+/// reshard` does: the target imports it, the source migrates it.
+fn begin_move(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
+    let slot = slot.to_string();
+    let () = redis::cmd("CLUSTER")
+        .arg(&["SETSLOT", &slot, "IMPORTING", &node_id(cluster, from)])
+        .query(&mut cluster.nodes[to].connection())
+        .unwrap();
+    let () = redis::cmd("CLUSTER")
+        .arg(&["SETSLOT", &slot, "MIGRATING", &node_id(cluster, to)])
+        .query(&mut cluster.nodes[from].connection())
+        .unwrap();
+}
+
+/// Moves `count` of the keys of `slot` still on the node at `from` to the node at `to`, or all
+/// there are if fewer; how many moved.
+fn migrate(cluster: &RedisCluster, slot: u16, from: usize, to: usize, count: usize) -> usize {
+    let mut source = cluster.nodes[from].connection();
+    let moving: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(count)
+        .query(&mut source)
+        .unwrap();
+    if !moving.is_empty() {
+        let () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(cluster.nodes[to].port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&moving)
+            .query(&mut source)
+            .unwrap();
+    }
+    moving.len()
+}
+
+/// Ends a move begun by [`begin_move`]: the rest of the slot's keys go, and every primary
+/// learns the slot's new owner.
+fn end_move(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
+    while migrate(cluster, slot, from, to, 100) > 0 {}
+    let to_id = node_id(cluster, to);
+    for node in &cluster.nodes {
+        let () = redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot.to_string(), "NODE", &to_id])
+            .query(&mut node.connection())
+            .unwrap();
+    }
 }
