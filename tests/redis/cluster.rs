@@ -435,18 +435,7 @@ async fn checked_once(cluster: &RedisCluster, name: &str) -> (RedisStore, RedisS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis() {
     let cluster = RedisCluster::start();
-    // Shorter than the wait before a retry of a refused call would be, longer than a starved
-    // machine's pause.
-    let store = strict_store("cluster-reshard")
-        .cluster(cluster.urls())
-        .timeout(Duration::from_millis(500))
-        .deny_cache(false)
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_hour(5))])
-        .unwrap();
+    let (store, stack) = store_for_moves(&cluster, "cluster-reshard").await;
     // Twelve keys of one slot, so that the slot's lane carries several of them in one call.
     let first = store.redis_key("k0");
     let slot = redis::cluster_routing::Slot::for_key(&first);
@@ -467,15 +456,7 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
     };
 
     // Before: the first six keys spend two of their five cells, on the source.
-    for key in &keys[..6] {
-        for _ in 0..2 {
-            assert!(store
-                .check(&stack, key.as_bytes(), 1)
-                .await
-                .unwrap()
-                .is_allowed());
-        }
-    }
+    spend_two(&store, &stack, &keys[..6]).await;
     // Half moved: three keys on the target, three on the source, six on neither.
     tokio::task::block_in_place(|| {
         begin_move(&cluster, slot, from, to);
@@ -522,13 +503,7 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
         .collect();
     let refused_by_source = cluster_errors(&cluster, "ERR");
     let mixed: Vec<String> = keys.iter().chain(&others).cloned().collect();
-    let mut admitted_mixed = vec![0; mixed.len()];
-    for _ in 0..6 {
-        let outcomes = checks_at_once(&store, &stack, &mixed).await;
-        for (count, outcome) in admitted_mixed.iter_mut().zip(outcomes) {
-            *count += usize::from(outcome.expect("answered by Redis").is_allowed());
-        }
-    }
+    let admitted_mixed = admitted_in_rounds(&store, &stack, &mixed, 6).await;
     assert!(
         cluster_errors(&cluster, "ERR") > refused_by_source,
         "no call of the source's slots reached a moved key: the mixed calls went untested"
@@ -575,16 +550,7 @@ async fn a_slot_moving_to_another_primary_leaves_every_check_answered_by_redis()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_slots_moving_at_once_leave_every_check_answered_by_redis() {
     let cluster = RedisCluster::start();
-    let store = strict_store("cluster-two-moves")
-        .cluster(cluster.urls())
-        .timeout(Duration::from_millis(500))
-        .deny_cache(false)
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_hour(5))])
-        .unwrap();
+    let (store, stack) = store_for_moves(&cluster, "cluster-two-moves").await;
     let slot_of = |key: &str| redis::cluster_routing::Slot::for_key(store.redis_key(key));
     let on = |key: &str| cluster.holder_of(&store.redis_key(key));
     let named = |name: &'static str| (0u32..).map(move |i| format!("{name}{i}"));
@@ -616,15 +582,7 @@ async fn two_slots_moving_at_once_leave_every_check_answered_by_redis() {
 
     // Before: the first three keys of each slot spend two of their five cells, on the source.
     for keys in &moving {
-        for key in &keys[..3] {
-            for _ in 0..2 {
-                assert!(store
-                    .check(&stack, key.as_bytes(), 1)
-                    .await
-                    .unwrap()
-                    .is_allowed());
-            }
-        }
+        spend_two(&store, &stack, &keys[..3]).await;
     }
     // Both moves begun, two of each slot's three stored keys gone: of each slot, two keys on
     // its target, one on the source and three on neither.
@@ -637,13 +595,7 @@ async fn two_slots_moving_at_once_leave_every_check_answered_by_redis() {
     let all: Vec<String> = moving.iter().flatten().chain(&others).cloned().collect();
     let refusals = || cluster_errors(&cluster, "TRYAGAIN") + cluster_errors(&cluster, "ERR");
     let refused_before = refusals();
-    let mut admitted = vec![0; all.len()];
-    for _ in 0..8 {
-        let outcomes = checks_at_once(&store, &stack, &all).await;
-        for (count, outcome) in admitted.iter_mut().zip(outcomes) {
-            *count += usize::from(outcome.expect("answered by Redis").is_allowed());
-        }
-    }
+    let admitted = admitted_in_rounds(&store, &stack, &all, 8).await;
     assert!(
         refusals() > refused_before,
         "no call to the source was refused: the moves went untested"
@@ -881,6 +833,51 @@ async fn checks_at_once(
         outcomes.push(check.await.unwrap());
     }
     outcomes
+}
+
+/// A store for the tests of slots moving between primaries, with no deny cache (every check is
+/// a script call) and a timeout shorter than the wait before a retry of a refused call would
+/// be, longer than a starved machine's pause; and a stack of 5 per hour.
+async fn store_for_moves(cluster: &RedisCluster, name: &str) -> (RedisStore, RedisStack) {
+    let store = strict_store(name)
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(500))
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(5))])
+        .unwrap();
+    (store, stack)
+}
+
+/// Checks each of `keys` twice, one check after another; each is admitted.
+async fn spend_two(store: &RedisStore, stack: &RedisStack, keys: &[String]) {
+    for key in keys {
+        for _ in 0..2 {
+            let decisions = store.check(stack, key.as_bytes(), 1).await.unwrap();
+            assert!(decisions.is_allowed(), "{key}");
+        }
+    }
+}
+
+/// `rounds` rounds of [`checks_at_once`] of `keys`, each answered by Redis; how many checks of
+/// each key were admitted.
+async fn admitted_in_rounds(
+    store: &RedisStore,
+    stack: &RedisStack,
+    keys: &[String],
+    rounds: usize,
+) -> Vec<usize> {
+    let mut admitted = vec![0; keys.len()];
+    for _ in 0..rounds {
+        let outcomes = checks_at_once(store, stack, keys).await;
+        for (count, outcome) in admitted.iter_mut().zip(outcomes) {
+            *count += usize::from(outcome.expect("answered by Redis").is_allowed());
+        }
+    }
+    admitted
 }
 
 /// The hash slot of `key`, as the cluster computes it.
