@@ -114,13 +114,15 @@ impl Health {
 
     /// Redis answered a call.
     pub(super) fn success(&self, now: u64, probe: bool) {
-        self.answered.fetch_add(1, Ordering::AcqRel);
+        // Sequentially consistent with the back-off a failure begins, which looks at this
+        // count again once it has begun (see there).
+        self.answered.fetch_add(1, Ordering::SeqCst);
         // Then a plain load: while Redis is healthy, calls only read the rest of the state.
         if !probe && self.failures.load(Ordering::Acquire) == 0 {
             return;
         }
         let failed_calls = self.failures.swap(0, Ordering::AcqRel);
-        if self.backoff_until.swap(0, Ordering::AcqRel) != 0 {
+        if self.backoff_until.swap(0, Ordering::SeqCst) != 0 {
             #[cfg(feature = "metrics")]
             self.degraded.decrement(1.0);
         }
@@ -209,11 +211,27 @@ impl Health {
             && failures >= self.failures_before_backoff
             && self
                 .backoff_until
-                .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(0, until, Ordering::SeqCst, Ordering::Acquire)
                 .is_ok()
         {
             #[cfg(feature = "metrics")]
             self.degraded.increment(1.0);
+            // A call that Redis answered after `overtaken` was read may have looked for a
+            // back-off to end before this one began: the back-off is not kept then. The count
+            // is read again after the back-off began and a success counts before it ends a
+            // back-off, all sequentially consistent: either this read sees that success, or
+            // the success comes after the back-off began and ends it itself.
+            if self.answered.load(Ordering::SeqCst) != sent {
+                if self
+                    .backoff_until
+                    .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    #[cfg(feature = "metrics")]
+                    self.degraded.decrement(1.0);
+                }
+                return;
+            }
             self.log_backoff(error, policy, failures);
         }
     }
@@ -640,5 +658,56 @@ mod tests {
         assert_eq!(health.route(100), Route::Redis { probe: true });
         health.probe_abandoned();
         assert_eq!(health.route(100), Route::Redis { probe: true });
+    }
+
+    /// A call fails while another, sent after the first was, succeeds: in whatever order the
+    /// two threads interleave, the failure was overtaken and no back-off is left in place.
+    #[test]
+    fn a_success_racing_a_failure_sent_before_it_leaves_no_back_off() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        const ROUNDS: usize = 20_000;
+        // Spins, so that both threads run at once, and yields now and then, so that a busy
+        // machine still runs the other thread.
+        fn wait_until(ready: impl Fn() -> bool) {
+            let mut spins = 0u32;
+            while !ready() {
+                spins += 1;
+                if spins.is_multiple_of(1024) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let slot: Arc<std::sync::Mutex<Arc<Health>>> = Arc::new(std::sync::Mutex::new(Arc::new(
+            Health::new(1, Duration::from_secs(1)),
+        )));
+        // Each round: the failing call is sent (its count read), then both threads go.
+        let go = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let succeeding = {
+            let (slot, go, done) = (Arc::clone(&slot), Arc::clone(&go), Arc::clone(&done));
+            std::thread::spawn(move || {
+                for round in 1..=ROUNDS {
+                    wait_until(|| go.load(Ordering::Acquire) >= round);
+                    let health = Arc::clone(&slot.lock().unwrap());
+                    health.success(10, false);
+                    done.fetch_add(1, Ordering::AcqRel);
+                }
+            })
+        };
+        let mut left_backing_off = 0;
+        for round in 1..=ROUNDS {
+            let health = Arc::new(Health::new(1, Duration::from_secs(1)));
+            *slot.lock().unwrap() = Arc::clone(&health);
+            let sent = health.answered();
+            go.store(round, Ordering::Release);
+            health.failure(10, false, &error(), FailurePolicy::Local, sent);
+            wait_until(|| done.load(Ordering::Acquire) >= round);
+            left_backing_off += usize::from(health.backing_off());
+        }
+        succeeding.join().unwrap();
+        assert_eq!(left_backing_off, 0, "of {ROUNDS} rounds");
     }
 }
