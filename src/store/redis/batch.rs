@@ -4,11 +4,12 @@
 //!
 //! A lane is a share of the keys of a single server (`calls_in_flight` lanes, by hash slot), or
 //! the keys of one primary of a Redis Cluster (by the store's map of the cluster's slots). A key
-//! always takes the same lane (on a cluster, until the map changes), so its checks are decided
-//! in the order they arrive, however many lanes have a call in flight. No timer is involved: a
-//! check that finds its lane idle is sent at once, alone, by its own future (its call run on the
-//! store's runtime when the check is polled elsewhere); batches only form behind a call already
-//! in flight, and a task on the store's runtime sends them until the lane is idle again.
+//! always takes the same lane (on a cluster, until its slot moves to another primary), so its
+//! checks are decided in the order they arrive, however many lanes have a call in flight. No
+//! timer is involved: a check that finds its lane idle is sent at once, alone, by its own future
+//! (its call run on the store's runtime when the check is polled elsewhere); batches only form
+//! behind a call already in flight, and a task on the store's runtime sends them until the lane
+//! is idle again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -64,6 +65,9 @@ pub(super) struct SlotMap {
     /// Each slot's primary; read by every check without a lock (a slot read while the map is
     /// being written takes its old primary or its new one, either a lane).
     nodes: Box<[AtomicU16]>,
+    /// The address of each primary number given so far: a primary keeps its number, and its
+    /// keys their lane, when another one's slots change.
+    addresses: Mutex<Vec<String>>,
     /// When the cluster was last asked, in ms from `made`.
     asked_at: AtomicU64,
     made: Instant,
@@ -78,6 +82,7 @@ impl SlotMap {
     fn new() -> Self {
         SlotMap {
             nodes: (0..SLOTS).map(|_| AtomicU16::new(0)).collect(),
+            addresses: Mutex::new(Vec::new()),
             asked_at: AtomicU64::new(0),
             made: Instant::now(),
         }
@@ -99,14 +104,29 @@ impl SlotMap {
     }
 
     /// Takes the cluster's answer: the first and last slot of each range with the address of
-    /// the primary serving it. Slots in no range keep the number they had.
+    /// the primary serving it. A primary keeps the number it was first given (the answer
+    /// lists ranges by slot, so its order changes as slots move), a new one takes the next;
+    /// slots in no range keep the number they had.
     pub(super) fn set(&self, ranges: &[(u16, u16, String)]) {
-        let mut addresses: Vec<&str> = Vec::new();
+        let mut addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Numbers are never taken back, so a cluster whose primaries keep being replaced
+        // (each failover promotes a new address) would run out of them one day: then the
+        // numbering starts again from this answer.
+        let new = ranges
+            .iter()
+            .filter(|(_, _, address)| !addresses.contains(address))
+            .count();
+        if addresses.len() + new > usize::from(u16::MAX) {
+            addresses.clear();
+        }
         for (first, last, address) in ranges {
             let node = match addresses.iter().position(|known| known == address) {
                 Some(node) => node,
                 None => {
-                    addresses.push(address);
+                    addresses.push(address.clone());
                     addresses.len() - 1
                 }
             };
@@ -442,6 +462,36 @@ mod tests {
     use redis::cluster_routing::Slot;
 
     #[test]
+    fn primaries_keep_their_numbers_when_the_slots_of_another_move() {
+        let map = SlotMap::new();
+        map.set(&[
+            (0, 5460, "a:1".into()),
+            (5461, 10922, "b:1".into()),
+            (10923, 16383, "c:1".into()),
+        ]);
+        assert_eq!((map.node(0), map.node(5461), map.node(10923)), (0, 1, 2));
+        // Slot 0 moved to the third primary, which the answer now lists first: the others'
+        // slots keep their numbers, and so their keys their lanes.
+        map.set(&[
+            (0, 0, "c:1".into()),
+            (1, 5460, "a:1".into()),
+            (5461, 10922, "b:1".into()),
+            (10923, 16383, "c:1".into()),
+        ]);
+        assert_eq!(map.node(0), 2);
+        assert_eq!((map.node(1), map.node(5460)), (0, 0));
+        assert_eq!((map.node(5461), map.node(10923)), (1, 2));
+        // A replica promoted in place of the second takes a new number.
+        map.set(&[
+            (0, 0, "c:1".into()),
+            (1, 5460, "a:1".into()),
+            (5461, 10922, "b-replica:1".into()),
+            (10923, 16383, "c:1".into()),
+        ]);
+        assert_eq!((map.node(1), map.node(5461), map.node(16_383)), (0, 3, 2));
+    }
+
+    #[test]
     fn a_slot_map_numbers_primaries_by_address_and_is_asked_again_at_most_every_100_ms() {
         let map = SlotMap::new();
         assert_eq!(map.node(16_383), 0);
@@ -460,7 +510,7 @@ mod tests {
             (16_000, 20_000, "x:1".into()),
             (17_000, 18_000, "y:1".into()),
         ]);
-        assert_eq!((map.node(99), map.node(100), map.node(16_383)), (0, 0, 1));
+        assert_eq!((map.node(99), map.node(100), map.node(16_383)), (2, 0, 3));
         assert!(map.due());
         assert!(!map.due());
     }
