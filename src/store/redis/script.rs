@@ -35,16 +35,25 @@ pub(super) const GCRA_LUA: &str = r#"
 -- A call to one Redis Cluster primary for keys of several of its slots declares no key (the
 -- keys a call declares must share a slot) and names them first: `node`, their number, the
 -- keys; the other arguments follow.
-local keys, args = KEYS, ARGV
 local by_node = ARGV[1] == 'node'
+local named = 0
+if by_node then named = tonumber(ARGV[2]) + 2 end
+-- Redis's time, read first: Redis 7.2 and later add a written key's expiry to the time the
+-- call began, so the checks' time must be as close to that as can be.
+local timed = ARGV[named + 2] == '1'
+local clock = 0
+if not timed then
+  if redis.replicate_commands then redis.replicate_commands() end
+  local t = redis.call('TIME')
+  clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local keys, args = KEYS, ARGV
 if by_node then
-  local n = tonumber(ARGV[2])
   keys, args = {}, {}
-  for i = 1, n do keys[i] = ARGV[i + 2] end
-  for i = n + 3, #ARGV do args[#args + 1] = ARGV[i] end
+  for i = 3, named do keys[i - 2] = ARGV[i] end
+  for i = named + 1, #ARGV do args[#args + 1] = ARGV[i] end
 end
 local min_px = tonumber(args[1]) or 0
-local timed = args[2] == '1'
 local step_us = tonumber(args[3]) or 1
 local count = tonumber(args[4])
 -- Policy names by id and ids by name: the stacks' policies first, then the names met in the
@@ -116,12 +125,6 @@ local function read(key, value)
   records[key] = found
   if latest then latest_had[key] = latest end
   return found
-end
-local clock = 0
-if not timed then
-  if redis.replicate_commands then redis.replicate_commands() end
-  local t = redis.call('TIME')
-  clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local out = {clock}
 local o = 1
