@@ -680,27 +680,25 @@ mod tests {
                 }
             }
         }
-        let slot: Arc<std::sync::Mutex<Arc<Health>>> = Arc::new(std::sync::Mutex::new(Arc::new(
-            Health::new(1, Duration::from_secs(1)),
-        )));
+        // A fresh store's health per round.
+        let healths: Arc<[Health]> = (0..ROUNDS)
+            .map(|_| Health::new(1, Duration::from_secs(1)))
+            .collect();
         // Each round: the failing call is sent (its count read), then both threads go.
         let go = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         let succeeding = {
-            let (slot, go, done) = (Arc::clone(&slot), Arc::clone(&go), Arc::clone(&done));
+            let (healths, go, done) = (Arc::clone(&healths), Arc::clone(&go), Arc::clone(&done));
             std::thread::spawn(move || {
-                for round in 1..=ROUNDS {
+                for (round, health) in (1..).zip(healths.iter()) {
                     wait_until(|| go.load(Ordering::Acquire) >= round);
-                    let health = Arc::clone(&slot.lock().unwrap());
                     health.success(10, false);
                     done.fetch_add(1, Ordering::AcqRel);
                 }
             })
         };
         let mut left_backing_off = 0;
-        for round in 1..=ROUNDS {
-            let health = Arc::new(Health::new(1, Duration::from_secs(1)));
-            *slot.lock().unwrap() = Arc::clone(&health);
+        for (round, health) in (1..).zip(healths.iter()) {
             let sent = health.answered();
             go.store(round, Ordering::Release);
             health.failure(10, false, &error(), FailurePolicy::Local, sent);
