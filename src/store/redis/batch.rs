@@ -113,13 +113,9 @@ impl SlotMap {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // Numbers are never taken back, so a cluster whose primaries keep being replaced
-        // (each failover promotes a new address) would run out of them one day: then the
-        // numbering starts again from this answer.
-        let new = ranges
-            .iter()
-            .filter(|(_, _, address)| !addresses.contains(address))
-            .count();
-        if addresses.len() + new > usize::from(u16::MAX) {
+        // (each failover promotes a new address) would run out of them one day: then, before
+        // this answer could pass the last, the numbering starts again from it.
+        if addresses.len() + ranges.len() > usize::from(u16::MAX) {
             addresses.clear();
         }
         for (first, last, address) in ranges {
