@@ -420,6 +420,11 @@ fn take_shared(
             drop(table);
             return otherwise(refused);
         };
+        // As under the exclusive lock: a sweep that ran after `now` was read may have dropped
+        // the key, idle then, and a check that took nothing tracked it again in the state of a
+        // key never seen; decided at `now`, this check would get back the cells spent before
+        // the sweep.
+        let now = now.max(table.swept_at());
         match (&stack.one, &slots.more) {
             // One policy on a key with one state: a compare-and-swap.
             (Some((id, cell)), None) if slots.first.policy == *id => {
