@@ -22,6 +22,11 @@ impl Registry {
                 "a stack of no policies was registered with a store: give it at least one policy",
             ));
         }
+        // What a layer refuses, every store refuses: a store used on its own must not take a
+        // name it cannot keep (the Redis script ends each name with a zero byte).
+        for policy in policies {
+            crate::policy::validate_name("policy", policy.name())?;
+        }
         // The same name with another quota is the conflict below, as across stacks.
         let same = |a: &Policy, b: &Policy| a.name() == b.name() && a.quota() == b.quota();
         for (i, policy) in policies.iter().enumerate() {
@@ -80,6 +85,23 @@ mod tests {
         // "fresh" went with the refused call.
         let fresh_again = Policy::new("fresh", Quota::per_second(9));
         assert_eq!(&registry.register(&[fresh_again]).unwrap()[..], [1]);
+    }
+
+    #[test]
+    fn a_name_the_layer_refuses_is_refused_and_registers_nothing() {
+        let registry = Registry::default();
+        let fine = Policy::new("fine", Quota::per_second(1));
+        for name in ["a\0b", "", "curly{", "caf\u{e9}", &"x".repeat(65)] {
+            let bad = Policy::new(name, Quota::per_minute(1));
+            let err = registry.register(&[fine.clone(), bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be used"),
+                "{name:?}: {err}"
+            );
+        }
+        // "fine" went with every refused call.
+        let fine_again = Policy::new("fine", Quota::per_second(9));
+        assert_eq!(&registry.register(&[fine_again]).unwrap()[..], [0]);
     }
 
     #[test]

@@ -67,8 +67,10 @@ pub trait Store {
     type Future: Future<Output = Result<Decisions, Self::Error>> + Unpin;
 
     /// Prepares the stack `policies` (in order) for checks, or says why it cannot be: no
-    /// policy, a name twice in the stack, a policy name registered before with another quota,
-    /// or a quota the store cannot count.
+    /// policy, a name twice in the stack, a name a layer would refuse (the crate's stores
+    /// take 1 to 64 printable ASCII characters without `"`, `\`, `{` or `}`, as a layer
+    /// does), a policy name registered before with another quota, or a quota the store
+    /// cannot count.
     fn register(&self, policies: &[Policy]) -> Result<Self::Stack, ConfigError>;
 
     /// Takes `cost` cells for `key` from every policy of `stack` if all enforced ones admit it

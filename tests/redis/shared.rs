@@ -13,6 +13,22 @@ use tower_ratelimit::{Policy, Quota, RateLimitLayer, RedisStore, Store};
 
 use crate::support::{clock_at_unix_time, redis_url, strict_store, unique_prefix, RedisServer};
 
+#[tokio::test]
+async fn a_policy_name_the_script_cannot_keep_is_refused() {
+    let server = RedisServer::start();
+    let store = strict_store("bad-name")
+        .url(server.url())
+        .build()
+        .await
+        .unwrap();
+    // The script ends each policy's name with a zero byte: a name with one would leave a
+    // record it cannot read back, a full burst on every check.
+    let err = store
+        .register(&[Policy::new("a\0b", Quota::per_minute(1))])
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot be used"), "{err}");
+}
+
 /// Four stores with four callers each, all on one manual clock, check `policies` on one key
 /// in rounds: in each, every caller checks until it is denied, and once all are, the clock
 /// moves on by `step`. Returns how many checks were admitted over the first round and
