@@ -679,7 +679,11 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
         stacks.push((DEFAULT_TIER.to_owned(), settings.policies));
         stacks.extend(settings.tiers);
         if let MissingKey::Reject(status) = settings.missing_key {
-            let why = if status.is_informational() || status.is_success() {
+            // 304 Not Modified tells the client to use its cached copy: served, as well.
+            let why = if status.is_informational()
+                || status.is_success()
+                || status == http::StatusCode::NOT_MODIFIED
+            {
                 Some("would tell the client it was served")
             } else if status.as_u16() >= 600 {
                 Some("is in no class of HTTP status (1xx to 5xx)")

@@ -564,4 +564,8 @@ fn bad_trusted_networks_are_named_in_the_error() {
         );
     }
     assert!(ForwardedIp::new(["10.0.0.1", "::1", "0.0.0.0/0", "::/0"]).is_ok());
+    // Trusting no proxy reads no header: every request keyed by its peer, a load balancer's
+    // clients on one budget.
+    let err = ForwardedIp::new(Vec::<&str>::new()).unwrap_err();
+    assert!(err.to_string().contains("trusts no proxy"), "{err}");
 }

@@ -54,7 +54,7 @@ pub struct ForwardedIp {
 impl ForwardedIp {
     /// Trusts proxies in the given networks (`"10.0.0.0/8"`, `"fd00::/8"`, or single addresses
     /// such as `"127.0.0.1"`) and reads `X-Forwarded-For`. Fails on a network that does not
-    /// parse, naming it.
+    /// parse, naming it, and on an empty list (trusting no proxy is [`PeerIp`](crate::PeerIp)).
     pub fn new<I>(trusted: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator,
@@ -64,6 +64,13 @@ impl ForwardedIp {
             .into_iter()
             .map(|net| net.as_ref().parse::<IpNet>())
             .collect::<Result<Arc<[IpNet]>, _>>()?;
+        if trusted.is_empty() {
+            return Err(ConfigError::new(
+                "ForwardedIp trusts no proxy, so it would read no forwarding header and key \
+                 every request by its peer, as `PeerIp` does (behind a load balancer, one budget \
+                 for all its clients): give the networks of your proxies, or use `PeerIp`",
+            ));
+        }
         Ok(ForwardedIp {
             trusted,
             header: X_FORWARDED_FOR,
