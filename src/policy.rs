@@ -524,11 +524,17 @@ impl AllowIps {
         self
     }
 
-    /// Whether `ip` is in one of the networks.
+    /// Whether `ip` is in one of the networks. An IPv4 address that reaches the server as
+    /// IPv6 (IPv4-mapped, or through a NAT64 translator's `64:ff9b::/96`) is the IPv4 address,
+    /// as [`PeerIp`](crate::PeerIp) keys it; a NAT64 address also matches a network written
+    /// in IPv6.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.networks.iter().any(|net| net.contains(ip))
+        let unwrapped = crate::key::peer::group(ip, 128);
+        self.networks
+            .iter()
+            .any(|net| net.contains(ip) || net.contains(unwrapped))
     }
 }
 

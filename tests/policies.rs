@@ -2,7 +2,7 @@
 //! decided all-or-nothing, tiers, costs, shadow mode, bypass, and the `RateLimit` headers of
 //! several policies read back by a structured-field parser.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -800,7 +800,14 @@ async fn an_allow_list_lets_its_networks_through_untracked_and_limits_the_rest()
         .route("/", get(|| async { "ok" }))
         .layer(limit);
 
-    for peer in ["10.1.2.3:1000", "10.255.0.1:2000", "[::ffff:10.0.0.5]:3000"] {
+    // IPv4 peers as such, IPv4-mapped, and through a NAT64 translator (10.0.0.7), as `PeerIp`
+    // keys them.
+    for peer in [
+        "10.1.2.3:1000",
+        "10.255.0.1:2000",
+        "[::ffff:10.0.0.5]:3000",
+        "[64:ff9b::a00:7]:4000",
+    ] {
         for _ in 0..10 {
             let response = send(&app, get_from("/", peer)).await;
             assert_eq!(response.status(), StatusCode::OK, "{peer}");
@@ -827,6 +834,14 @@ async fn an_allow_list_lets_its_networks_through_untracked_and_limits_the_rest()
         StatusCode::INTERNAL_SERVER_ERROR,
         "a request without a peer address is not bypassed"
     );
+}
+
+#[test]
+fn an_allow_list_reads_a_nat64_address_as_ipv4_and_as_itself() {
+    let nat64: IpAddr = "64:ff9b::c000:207".parse().unwrap();
+    assert!(AllowIps::new(["192.0.2.7"]).unwrap().contains(nat64));
+    assert!(AllowIps::new(["64:ff9b::/96"]).unwrap().contains(nat64));
+    assert!(!AllowIps::new(["192.0.2.8"]).unwrap().contains(nat64));
 }
 
 /// Behind a proxy that the allow list holds, the peer of every request is the proxy: read

@@ -66,7 +66,7 @@ mod extractor;
 mod forwarded;
 mod grpc;
 mod header;
-mod peer;
+pub(crate) mod peer;
 mod tuple;
 
 pub(crate) use bytes::with_kept;

@@ -127,7 +127,7 @@ const NAT64_PREFIX: u128 = 0x0064_ff9b << 96;
 /// `ip` as a key: IPv4 as is (IPv4-mapped IPv6 and IPv4 translated into the NAT64 prefix
 /// included), IPv6 cut to its first `prefix` bits.
 #[inline]
-pub(super) fn group(ip: IpAddr, prefix: u8) -> IpAddr {
+pub(crate) fn group(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) if u128::from(v6) >> 32 == NAT64_PREFIX >> 32 => {
             IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
