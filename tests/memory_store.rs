@@ -739,8 +739,11 @@ impl Clock for HeldClock {
     }
 }
 
-#[test]
-fn a_key_swept_between_a_checks_reading_of_the_time_and_its_decision_keeps_its_spent_cells() {
+/// A key spends its burst of 4 (one cell back every 500 ms) at 0; a check of 4 reads the time
+/// at 600 ms, where it cannot conform, and waits; meanwhile the time reaches 2 s, where the key
+/// is idle, a sweep drops it, and `meanwhile` runs. The late check, which comes after the
+/// sweep and so after 2 s, takes a full burst; then, at 2 s, nothing is left.
+fn a_late_check_across_a_sweep(meanwhile: impl FnOnce(&MemoryStore<HeldClock>, &MemoryStack)) {
     const MS: u64 = 1_000_000;
     let clock = HeldClock::default();
     let store = MemoryStore::builder()
@@ -748,26 +751,21 @@ fn a_key_swept_between_a_checks_reading_of_the_time_and_its_decision_keeps_its_s
         .max_keys(8)
         .build()
         .unwrap();
-    // A burst of 4, one cell back every 500 ms.
     let stack = store
         .register(&[Policy::new("test", Quota::per_second(2).allow_burst(4))])
         .unwrap();
     assert!(store.check_now(&stack, b"k", 4).is_allowed());
-    // At 600 ms the key has one cell back: a check of 4 cannot conform before 2 s.
     clock.set(600 * MS);
     let (read, go_on) = clock.hold_next_reader();
     std::thread::scope(|s| {
         let late = s.spawn(|| store.check_now(&stack, b"k", 4));
-        // The check has read 600 ms; meanwhile time reaches 2 s, where the key is idle, and a
-        // sweep drops it.
         read.recv().unwrap();
         clock.set(2_000 * MS);
         assert_eq!(store.sweep(), 0);
+        meanwhile(&store, &stack);
         go_on.send(()).unwrap();
-        // The late check comes after the sweep, so after 2 s: a full burst it may take.
         assert!(late.join().unwrap().is_allowed());
     });
-    // The key took its burst of 4 by 2 s; at 2 s nothing is left.
     let after = store.check_now(&stack, b"k", 1);
     assert!(
         !after.is_allowed(),
@@ -777,40 +775,18 @@ fn a_key_swept_between_a_checks_reading_of_the_time_and_its_decision_keeps_its_s
 }
 
 #[test]
+fn a_key_swept_between_a_checks_reading_of_the_time_and_its_decision_keeps_its_spent_cells() {
+    // The late check inserts the key afresh, under the shard's exclusive lock.
+    a_late_check_across_a_sweep(|_, _| {});
+}
+
+#[test]
 fn a_key_swept_and_tracked_again_at_a_full_burst_keeps_the_spent_cells_of_a_late_check() {
-    const MS: u64 = 1_000_000;
-    let clock = HeldClock::default();
-    let store = MemoryStore::builder()
-        .clock(clock.clone())
-        .max_keys(8)
-        .build()
-        .unwrap();
-    // A burst of 4, one cell back every 500 ms.
-    let stack = store
-        .register(&[Policy::new("test", Quota::per_second(2).allow_burst(4))])
-        .unwrap();
-    assert!(store.check_now(&stack, b"k", 4).is_allowed());
-    clock.set(600 * MS);
-    let (read, go_on) = clock.hold_next_reader();
-    std::thread::scope(|s| {
-        let late = s.spawn(|| store.check_now(&stack, b"k", 4));
-        // The check has read 600 ms; at 2 s the key is idle and a sweep drops it. A check
-        // whose cost can never fit tracks the key again and takes nothing: its state is that
-        // of a key never seen, which the late check then finds under the shared lock.
-        read.recv().unwrap();
-        clock.set(2_000 * MS);
-        assert_eq!(store.sweep(), 0);
-        assert!(!store.check_now(&stack, b"k", 5).is_allowed());
-        go_on.send(()).unwrap();
-        assert!(late.join().unwrap().is_allowed());
+    // A check whose cost can never fit tracks the key again and takes nothing: its state is
+    // that of a key never seen, which the late check finds under the shared lock.
+    a_late_check_across_a_sweep(|store, stack| {
+        assert!(!store.check_now(stack, b"k", 5).is_allowed());
     });
-    // Decided no earlier than the sweep, the late check took the burst of 2 s: nothing is left.
-    let after = store.check_now(&stack, b"k", 1);
-    assert!(
-        !after.is_allowed(),
-        "cells spent before the sweep given back: {after:?}"
-    );
-    assert_eq!(after.retry_after(), Duration::from_millis(500));
 }
 
 /// Cells taken from each policy by one thread's checks, from its decisions alone: an enforced
