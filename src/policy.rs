@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use http::Request;
 
-use crate::key::peer_addr;
+use crate::key::{group, peer_addr};
 use crate::{ConfigError, ForwardedIp, IpNet, Quota};
 
 /// A named quota: the unit of a budget and of the `RateLimit` headers.
@@ -531,10 +531,11 @@ impl AllowIps {
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        let unwrapped = crate::key::peer::group(ip, 128);
+        // The address as `PeerIp` keys it; it differs only for a NAT64 address.
+        let keyed = group(ip, 128);
         self.networks
             .iter()
-            .any(|net| net.contains(ip) || net.contains(unwrapped))
+            .any(|net| net.contains(keyed) || (keyed != ip && net.contains(ip)))
     }
 }
 

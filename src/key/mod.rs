@@ -66,7 +66,7 @@ mod extractor;
 mod forwarded;
 mod grpc;
 mod header;
-pub(crate) mod peer;
+mod peer;
 mod tuple;
 
 pub(crate) use bytes::with_kept;
@@ -77,5 +77,5 @@ pub use extractor::{Global, KeyExtractor};
 pub use forwarded::{ForwardedIp, IpNet};
 pub use grpc::{GrpcMethod, MethodKey};
 pub use header::{Header, HeaderKey};
-pub(crate) use peer::peer_addr;
 pub use peer::PeerIp;
+pub(crate) use peer::{group, peer_addr};

@@ -25,7 +25,7 @@ impl Registry {
         // What a layer refuses, every store refuses: a store used on its own must not take a
         // name it cannot keep (the Redis script ends each name with a zero byte).
         for policy in policies {
-            crate::policy::validate_name("policy", policy.name())?;
+            policy.validate()?;
         }
         // The same name with another quota is the conflict below, as across stacks.
         let same = |a: &Policy, b: &Policy| a.name() == b.name() && a.quota() == b.quota();
