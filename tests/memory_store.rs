@@ -1086,3 +1086,29 @@ fn a_peek_that_finds_no_idle_key_at_the_cap_counts_as_the_sweep_a_check_would_ru
     assert!(store.check_now(&hour, b"new-2", 1).is_allowed());
     assert_eq!(store.len(), 1);
 }
+
+/// A stack belongs to the store that registered it. Used on another store (a store of its own,
+/// not a clone), it counts there apart from that store's policies: it never reads or writes
+/// the state of a policy it is not, as it once did (its policy's number named the other
+/// store's first policy).
+#[test]
+fn a_stack_used_on_another_store_never_touches_that_store_policies() {
+    let (home, _) = store(100);
+    let (other, _) = store(100);
+    let strict = home
+        .register(&[Policy::new("strict", Quota::per_hour(1))])
+        .unwrap();
+    let loose = other
+        .register(&[Policy::new("loose", Quota::per_hour(100))])
+        .unwrap();
+    let remaining = |store: &MemoryStore<ManualClock>, stack: &MemoryStack| {
+        let decisions = store.check_now(stack, b"k", 1);
+        (decisions.is_allowed(), decisions.as_slice()[0].remaining())
+    };
+    assert_eq!(remaining(&other, &strict), (true, 0));
+    assert_eq!(remaining(&other, &strict), (false, 0));
+    assert_eq!(remaining(&other, &loose), (true, 99));
+    assert_eq!(remaining(&other, &loose), (true, 98));
+    // Nor did the other store's checks reach the home store's budget.
+    assert_eq!(remaining(&home, &strict), (true, 0));
+}

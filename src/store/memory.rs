@@ -185,6 +185,10 @@ impl Value for Slots {
 }
 
 /// A stack registered with a [`MemoryStore`]: the policies' ids and quotas.
+///
+/// It belongs to that store and its clones. Used on another store, its policies count there
+/// apart from that store's own, even one of the same name: register the stack with the store
+/// that checks it.
 #[derive(Clone, Debug)]
 pub struct MemoryStack {
     ids: SmallVec<[u32; 2]>,

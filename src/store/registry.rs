@@ -1,16 +1,25 @@
 //! The policies a store knows: one quota per name.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use smallvec::SmallVec;
 
 use crate::{ConfigError, Policy, Quota};
 
-/// The policy names registered with one store, each with its quota; a policy's id is its index.
+/// The policy names registered with one store, each with its quota and id.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    known: Mutex<Vec<(Arc<str>, Quota)>>,
+    known: Mutex<Vec<(Arc<str>, Quota, u32)>>,
 }
+
+/// The next policy id. Ids are unique in the process, not only in their store: a stack used
+/// on another store than the one that registered it (not a clone of it, which shares its
+/// registry) counts there apart from that store's policies, never in their states.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// The last id a process can give: `u32::MAX` marks a state that holds no policy yet.
+const LAST_ID: u32 = u32::MAX - 1;
 
 impl Registry {
     /// The id of each of `policies`, registering the names not seen before; or, registering
@@ -42,27 +51,35 @@ impl Registry {
         let before = known.len();
         let mut ids = SmallVec::new();
         for policy in policies {
-            let id = match known.iter().position(|(name, _)| **name == *policy.name()) {
-                Some(id) if known[id].1 == *policy.quota() => id,
-                Some(id) => {
+            let id = match known.iter().find(|(name, ..)| **name == *policy.name()) {
+                Some((_, quota, id)) if quota == policy.quota() => *id,
+                Some((_, quota, _)) => {
                     let error = ConfigError::new(format!(
-                        "policy {:?} is already registered on this store with quota {}, not {}: \
-                         give the new policy a name of its own, or the same quota to share its \
-                         budget",
+                        "policy {:?} is already registered on this store with quota {quota}, \
+                         not {}: give the new policy a name of its own, or the same quota to \
+                         share its budget",
                         policy.name(),
-                        known[id].1,
                         policy.quota()
                     ));
                     known.truncate(before);
                     return Err(error);
                 }
                 None => {
-                    known.push((policy.name().into(), *policy.quota()));
-                    known.len() - 1
+                    let next = |id: u32| (id <= LAST_ID).then_some(id + 1);
+                    let Ok(id) = NEXT_ID.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next)
+                    else {
+                        known.truncate(before);
+                        return Err(ConfigError::new(
+                            "this process has registered 2^32 - 1 policies with its stores, \
+                             the most it can tell apart: register each stack once and reuse \
+                             it, and reuse stores",
+                        ));
+                    };
+                    known.push((policy.name().into(), *policy.quota(), id));
+                    id
                 }
             };
-            // Far fewer than 2^32 policies fit in memory.
-            ids.push(id as u32);
+            ids.push(id);
         }
         Ok(ids)
     }
@@ -76,15 +93,16 @@ mod tests {
     fn one_name_one_quota_and_a_refusal_registers_nothing() {
         let registry = Registry::default();
         let a = || Policy::new("a", Quota::per_second(1));
-        assert_eq!(&registry.register(&[a()]).unwrap()[..], [0]);
-        assert_eq!(&registry.register(&[a()]).unwrap()[..], [0]);
+        let id = registry.register(&[a()]).unwrap()[0];
+        assert_eq!(&registry.register(&[a()]).unwrap()[..], [id]);
         let fresh = Policy::new("fresh", Quota::per_second(1));
         let other_a = Policy::new("a", Quota::per_second(2));
         let err = registry.register(&[fresh, other_a]).unwrap_err();
         assert!(err.to_string().contains("\"a\""), "{err}");
-        // "fresh" went with the refused call.
+        // "fresh" went with the refused call: another quota is taken.
         let fresh_again = Policy::new("fresh", Quota::per_second(9));
-        assert_eq!(&registry.register(&[fresh_again]).unwrap()[..], [1]);
+        assert!(registry.register(&[fresh_again]).is_ok());
+        assert_eq!(&registry.register(&[a()]).unwrap()[..], [id]);
     }
 
     #[test]
@@ -99,9 +117,9 @@ mod tests {
                 "{name:?}: {err}"
             );
         }
-        // "fine" went with every refused call.
+        // "fine" went with every refused call: another quota is taken.
         let fine_again = Policy::new("fine", Quota::per_second(9));
-        assert_eq!(&registry.register(&[fine_again]).unwrap()[..], [0]);
+        assert!(registry.register(&[fine_again]).is_ok());
     }
 
     #[test]
@@ -122,6 +140,23 @@ mod tests {
         assert!(err.to_string().contains("already registered"), "{err}");
         // Nothing was registered by either.
         let other_a = Policy::new("a", Quota::per_second(5));
-        assert_eq!(&registry.register(&[other_a]).unwrap()[..], [0]);
+        assert!(registry.register(&[other_a]).is_ok());
+    }
+
+    #[test]
+    fn two_registries_never_give_one_id() {
+        let (one, other) = (Registry::default(), Registry::default());
+        let a = Policy::new("a", Quota::per_second(1));
+        let b = Policy::new("b", Quota::per_second(1));
+        let ids = [
+            one.register(std::slice::from_ref(&a)),
+            other.register(&[b]),
+            other.register(&[a]),
+        ];
+        let ids: Vec<u32> = ids.into_iter().map(|ids| ids.unwrap()[0]).collect();
+        assert!(
+            ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+            "{ids:?}"
+        );
     }
 }
