@@ -1,11 +1,10 @@
 //! Coalesced checks: checks that queue behind a call in flight share the next call and get the
 //! decisions one call per check would give; a hot key queued many times is decided in arrival
-//! order; a busy queue is not a Redis failure, and a check waits there a timeout at most.
+//! order; a busy queue is not a Redis failure.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -478,91 +477,6 @@ async fn keys_are_shared_among_the_queues_and_each_keeps_its_order() {
         // Each key's first two checks are allowed and its third denied, in arrival order.
         for (i, decision) in decisions.iter().enumerate() {
             assert_eq!(decision.is_allowed(), i < 200, "{queues} queues, check {i}");
-        }
-    }
-}
-
-/// A Redis that answers every call, each slower than checks arrive, grows its queue: a check
-/// that has waited the store's timeout there is answered by the failure policy unsent (a
-/// timeout, under `Deny` an error), so that none waits much more than a timeout in the queue
-/// and one for its call; the back-off does not start, since Redis never failed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_queued_for_a_whole_timeout_is_answered_by_the_policy_unsent() {
-    let server = RedisServer::start();
-    let timeout = Duration::from_millis(100);
-    let store = strict_store("queued-too-long")
-        .url(server.url())
-        .deny_cache(false)
-        .timeout(timeout)
-        .calls_in_flight(1)
-        .max_batch(2)
-        // A call slowed past the timeout by a busy machine fails; it must not end the test.
-        .failures_before_backoff(1_000)
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("slow", Quota::per_hour(1_000))])
-        .unwrap();
-    // Redis holds every command for 50 ms out of each 60: each call waits for the end of a
-    // pause, well within the timeout, and carries two checks.
-    let stop = Arc::new(AtomicBool::new(false));
-    let pauser = {
-        let (stop, mut connection) = (Arc::clone(&stop), server.connection());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let () = redis::cmd("CLIENT")
-                    .arg("PAUSE")
-                    .arg(50)
-                    .arg("ALL")
-                    .query(&mut connection)
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(60));
-            }
-        })
-    };
-    // 80 checks at once: 40 calls of up to 60 ms, seconds for the last one had they all been
-    // sent.
-    let checks: Vec<_> = (0..80u32)
-        .map(|i| {
-            let started = Instant::now();
-            let check = store.check(&stack, &i.to_be_bytes(), 1);
-            tokio::spawn(async move { (check.await, started.elapsed()) })
-        })
-        .collect();
-    let mut answered = Vec::new();
-    for check in checks {
-        answered.push(check.await.unwrap());
-    }
-    stop.store(true, Ordering::Relaxed);
-    pauser.join().unwrap();
-
-    let longest = answered.iter().map(|(_, waited)| *waited).max().unwrap();
-    // About twice the timeout; one more for a late timer and as much again for a slow machine.
-    assert!(
-        longest < Duration::from_secs(1),
-        "a check waited {longest:?}"
-    );
-    let by_redis = answered.iter().take_while(|(outcome, _)| outcome.is_ok());
-    let by_redis = by_redis.count();
-    assert!(by_redis >= 1, "Redis answered none");
-    let mut unsent = 0;
-    for (i, (outcome, waited)) in answered.iter().enumerate().skip(by_redis) {
-        let error = outcome.as_ref().expect_err("answered out of arrival order");
-        assert!(error.is_timeout(), "check {i}: {error}");
-        if error.to_string().contains("behind earlier calls") {
-            assert!(*waited >= timeout, "check {i} gave up after {waited:?}");
-            unsent += 1;
-        }
-    }
-    assert!(unsent > 0, "no check waited a whole timeout");
-    assert!(!store.is_backing_off());
-    // The checks answered unsent took nothing in Redis.
-    for (i, (outcome, _)) in answered.iter().enumerate() {
-        let Err(error) = outcome else { continue };
-        if error.to_string().contains("behind earlier calls") {
-            let left = store.peek(&stack, &(i as u32).to_be_bytes()).await.unwrap();
-            assert_eq!(left.as_slice()[0].remaining(), 1_000, "key {i}");
         }
     }
 }

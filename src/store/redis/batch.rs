@@ -156,7 +156,7 @@ impl Lane {
             queue.running = false;
             std::mem::take(&mut queue.waiting)
         };
-        for Waiting { ask, answer, .. } in waiting {
+        for Waiting { ask, answer } in waiting {
             let _ = answer.send(Outcome::Returned(ask, Arc::clone(inner)));
         }
     }
@@ -175,8 +175,6 @@ struct Queue {
 struct Waiting {
     ask: Ask,
     answer: oneshot::Sender<Outcome>,
-    /// When it joined the queue: after a whole timeout there, it is not sent.
-    queued_at: Instant,
 }
 
 impl Lanes {
@@ -299,7 +297,6 @@ pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
     queue.waiting.push_back(Waiting {
         ask,
         answer: sender,
-        queued_at: Instant::now(),
     });
     Submitted::Queued(answer)
 }
@@ -331,7 +328,6 @@ async fn send(mut sender: LaneSender) {
     };
     let lane = lanes.lane(sender.slot);
     loop {
-        let mut expired = Vec::new();
         let mut skipped = Vec::new();
         let idle = {
             let mut queue = lane.queue();
@@ -350,17 +346,6 @@ async fn send(mut sender: LaneSender) {
                 }
                 queue.waiting = kept;
             }
-            // A check that has waited a whole timeout behind earlier calls (Redis answers
-            // slower than checks arrive) is not sent: the policy answers it, so that no
-            // check waits much longer than a timeout in the queue and one for its call. The
-            // queue is in arrival order, so those are at its front.
-            if let Some(limit) = Instant::now().checked_sub(inner.timeout) {
-                let waited = queue.waiting.iter();
-                let waited = waited
-                    .take_while(|waiting| waiting.queued_at <= limit)
-                    .count();
-                expired.extend(queue.waiting.drain(..waited));
-            }
             let idle = queue.waiting.is_empty();
             if idle {
                 queue.running = false;
@@ -373,11 +358,7 @@ async fn send(mut sender: LaneSender) {
             }
             idle
         };
-        for Waiting { ask, answer, .. } in expired {
-            let error = RedisStoreError::queued_too_long(inner.timeout);
-            let _ = answer.send(Outcome::Decided(inner.ask_by_policy(&ask, error)));
-        }
-        for Waiting { ask, answer, .. } in skipped {
+        for Waiting { ask, answer } in skipped {
             let outcome = inner.ask_by_policy(&ask, RedisStoreError::backing_off());
             let _ = answer.send(Outcome::Decided(outcome));
         }

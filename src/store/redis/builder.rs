@@ -247,15 +247,16 @@ impl RedisStoreBuilder {
     }
 
     /// How long one script call may take before the failure policy answers its checks
-    /// (default 50 ms; longer than zero; `Duration::MAX` for none), and how long a check may
-    /// wait in the queue behind the calls in flight before the failure policy answers it unsent
-    /// (see [`max_batch`](Self::max_batch)): a check waits for at most about twice the timeout
-    /// in all. A call whose timer fired late (this process was starved) gets one more
-    /// timeout. A call that times out after it was sent may still run in Redis: its checks
-    /// then count there as well as in the failure policy's answer, which can only deny more,
-    /// never admit more. So does a check whose future is dropped (its request cancelled) once
-    /// its call is sent; one dropped before, while it waits in the queue, takes nothing; so
-    /// does one that waited too long there.
+    /// (default 50 ms; longer than zero; `Duration::MAX` for none). The wait of a check queued
+    /// behind the call in flight does not count: under a load that Redis answers, however
+    /// slowly, no check goes to the failure policy (under the default
+    /// [`Local`](FailurePolicy::Local) each process would then admit its whole quota), so a
+    /// check's wait grows with the queue. A call whose timer fired late (this process was
+    /// starved) gets one more timeout. A call that times out after it was sent may
+    /// still run in Redis: its checks then count there as well as in the failure policy's
+    /// answer, which can only deny more, never admit more. So does a check whose future is
+    /// dropped (its request cancelled) once its call is sent; one dropped before, while it waits
+    /// in the queue, takes nothing.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
@@ -323,10 +324,8 @@ impl RedisStoreBuilder {
     /// runtime if the check is polled elsewhere); the calls that carry queued checks are made
     /// by a task on the runtime the store was built on. There are
     /// [`calls_in_flight`](Self::calls_in_flight) queues for a single server, or one per hash
-    /// slot on a Redis Cluster. A check that has waited the store's [timeout](Self::timeout)
-    /// in the queue (Redis answers slower than checks arrive) is answered by the failure
-    /// policy without being sent, as a timeout; a busy queue is not a Redis failure, though,
-    /// and does not count towards the back-off.
+    /// slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
+    /// call, not the wait in the queue: a busy queue is not a Redis failure.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder().max_batch(64);

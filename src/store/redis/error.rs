@@ -23,8 +23,6 @@ pub struct RedisStoreError {
 enum Kind {
     Redis(Arc<redis::RedisError>),
     Timeout(Duration),
-    /// Not sent: it waited this long behind earlier calls on its lane.
-    Queued(Duration),
     BackingOff,
     Reply(Vec<i64>),
     Lost,
@@ -44,12 +42,6 @@ impl RedisStoreError {
     pub(super) fn timeout(after: Duration) -> Self {
         RedisStoreError {
             kind: Kind::Timeout(after),
-        }
-    }
-
-    pub(super) fn queued_too_long(timeout: Duration) -> Self {
-        RedisStoreError {
-            kind: Kind::Queued(timeout),
         }
     }
 
@@ -81,11 +73,10 @@ impl RedisStoreError {
         }
     }
 
-    /// Whether Redis did not answer within the store's timeout, or the check waited that long
-    /// behind earlier calls and was not sent.
+    /// Whether Redis did not answer within the store's timeout.
     #[must_use]
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::Timeout(_) | Kind::Queued(_))
+        matches!(self.kind, Kind::Timeout(_))
     }
 
     /// Whether Redis Cluster refused the call because its keys' slot is moving between
@@ -123,13 +114,6 @@ impl fmt::Display for RedisStoreError {
                 f,
                 "Redis did not answer the rate limit check within {after:?}; check that Redis is \
                  up and reachable, its load and latency, or raise the store's timeout"
-            ),
-            Kind::Queued(timeout) => write!(
-                f,
-                "the rate limit check waited the store's timeout ({timeout:?}) behind earlier \
-                 calls to Redis and was not sent: Redis answers slower than checks arrive; \
-                 check its load and latency, or raise the store's calls_in_flight, max_batch \
-                 or timeout"
             ),
             Kind::BackingOff => f.write_str(
                 "Redis failed repeatedly and the store is backing off; checks resume when a \

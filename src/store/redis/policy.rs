@@ -1,10 +1,8 @@
 /// How [`RedisStore`](super::RedisStore) answers when Redis fails or is too slow.
 ///
 /// A check fails when Redis returns an error or does not answer within the store's timeout,
-/// when it has waited that timeout behind earlier calls without being sent (Redis answers
-/// slower than checks arrive), when its call is dropped because the runtime the store was
-/// built on shuts down, and, after repeated failures, during the back-off in which checks do
-/// not wait for Redis.
+/// when its call is dropped because the runtime the store was built on shuts down, and, after
+/// repeated failures, during the back-off in which checks do not wait for Redis.
 ///
 /// ```
 /// use tower_ratelimit::store::{FailurePolicy, RedisStore};
