@@ -284,17 +284,23 @@ fn metrics_route(prometheus: PrometheusHandle) -> Router {
     )
 }
 
-/// The Prometheus recorder of `/metrics`, with buckets for the store latency histogram.
+/// The Prometheus recorder of `/metrics`, with buckets for the Redis store's histograms: the
+/// time of its calls and the time checks wait in its queues.
 #[cfg(feature = "metrics")]
 pub fn prometheus() -> PrometheusBuilder {
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("ratelimit_store_latency_seconds".into()),
-            &[
-                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            ],
-        )
-        .expect("the bucket list is not empty")
+    const SECONDS: [f64; 10] = [
+        0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    ];
+    [
+        "ratelimit_store_latency_seconds",
+        "ratelimit_store_queue_wait_seconds",
+    ]
+    .into_iter()
+    .fold(PrometheusBuilder::new(), |builder, name| {
+        builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), &SECONDS)
+            .expect("the bucket list is not empty")
+    })
 }
 
 /// The app on `store`, with `routes` under the limit of `/` (and bypassed by it if they should

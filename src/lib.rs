@@ -163,6 +163,7 @@
 //! | | | `policy=""`, `outcome="bypassed"` | requests the bypass let through before their key was read |
 //! | | | `policy=""`, `outcome="missing_key"` | requests without a key, answered as [`MissingKey`] says (served by a dry run) |
 //! | `ratelimit_store_latency_seconds` | histogram, seconds | `store="redis"` | how long each script call to Redis took, from sending it to its answer, error or timeout: one sample per call, which carries one check or, under load, a batch of them (the wait in the store's queue is not included). Answers of the deny cache or the back-off, and `MemoryStore` checks, wait for nothing and are not recorded |
+//! | `ratelimit_store_queue_wait_seconds` | histogram, seconds | `store="redis"` | how long each check that found a call in flight on its queue waited there, until the call carrying it was sent (or the back-off answered it): the part of a check's wait that the latency above leaves out, which grows when checks arrive faster than Redis answers them (see `RedisStoreBuilder::max_batch`). A check sent at once, alone, waits in no queue and is not recorded; nor is one whose request was cancelled while it waited |
 //! | `ratelimit_deny_cache_hits_total` | counter | | Redis checks (and direct `Store::peek`s) that the deny cache answered without a round trip |
 //! | `ratelimit_redis_degraded` | gauge | | 1 while a `RedisStore` backs off, after `failures_before_backoff` failed calls in a row or a failed probe (checks skip Redis but for one probe per back-off period, and its failure policy answers them), 0 from the call that succeeds; with several stores, how many back off. Narrower than `RedisStore::is_degraded`, true from the first failed call: a blip of fewer failed calls leaves the gauge at 0. Moved by checks only (nothing probes Redis in the background): a process without traffic keeps the value its last check left |
 //! | `ratelimit_memory_keys` | gauge | | keys that `MemoryStore`s track, idle ones not yet dropped included ([`MemoryStore::len`]), changed as keys are inserted and swept; not the Redis store's local fallback |
@@ -188,9 +189,9 @@
 //! under `Allow`; the others stay at 0.
 //!
 //! How a histogram is exported is the exporter's choice: `metrics-exporter-prometheus` renders
-//! `ratelimit_store_latency_seconds` as a summary (quantiles) unless it is given buckets for it
-//! (`set_buckets_for_metric`), as `examples/policies.rs` does, so that the fleet's latencies
-//! can be aggregated.
+//! `ratelimit_store_latency_seconds` and `ratelimit_store_queue_wait_seconds` as summaries
+//! (quantiles) unless it is given buckets for them (`set_buckets_for_metric`), as
+//! `examples/policies.rs` does, so that the fleet's latencies can be aggregated.
 //!
 //! ```
 //! # #[cfg(feature = "metrics")]

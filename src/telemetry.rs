@@ -163,12 +163,15 @@ pub(crate) mod redis {
     };
 
     const STORE_LATENCY: &str = "ratelimit_store_latency_seconds";
+    const QUEUE_WAIT: &str = "ratelimit_store_queue_wait_seconds";
     const DENY_CACHE_HITS: &str = "ratelimit_deny_cache_hits_total";
     const DEGRADED: &str = "ratelimit_redis_degraded";
 
-    /// Checks answered by the deny cache, and the time script calls wait on Redis.
+    /// Checks answered by the deny cache, the time script calls wait on Redis, and the time
+    /// checks wait in the store's queues.
     pub(crate) struct RedisMetrics {
         pub(crate) latency: Histogram,
+        pub(crate) queue_wait: Histogram,
         pub(crate) deny_cache_hits: Counter,
     }
 
@@ -180,6 +183,12 @@ pub(crate) mod redis {
                 "Time each script call to Redis took, from sending it to its answer, error or \
                  timeout; one call carries one check or, under load, a batch of them"
             );
+            describe_histogram!(
+                QUEUE_WAIT,
+                Unit::Seconds,
+                "Time each check that queued behind a script call in flight waited in the \
+                 queue, until the call carrying it was sent or the back-off answered it"
+            );
             describe_counter!(
                 DENY_CACHE_HITS,
                 Unit::Count,
@@ -187,6 +196,7 @@ pub(crate) mod redis {
             );
             RedisMetrics {
                 latency: histogram!(STORE_LATENCY, "store" => "redis"),
+                queue_wait: histogram!(QUEUE_WAIT, "store" => "redis"),
                 deny_cache_hits: counter!(DENY_CACHE_HITS),
             }
         }

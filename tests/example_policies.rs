@@ -459,7 +459,10 @@ mod scrape {
             .unwrap();
         assert_eq!(hits, 6.0);
         assert_eq!(hits + waited, f64::from(checks));
-        series.retain(|name, _| !name.starts_with("ratelimit_store_latency_seconds"));
+        // One request at a time: no check queued behind another's call.
+        let queued = series.remove("ratelimit_store_queue_wait_seconds_count{store=\"redis\"}");
+        assert_eq!(queued.unwrap_or(0.0), 0.0);
+        series.retain(|name, _| !name.starts_with("ratelimit_store_"));
         assert_eq!(series, expected);
     }
 

@@ -149,3 +149,51 @@ async fn a_deny_failure_policy_counts_store_errors() {
         "2 failures, no back-off yet"
     );
 }
+
+/// Checks that queue behind a call in flight record how long they waited in the queue; the
+/// check sent alone waits in none, and the latency histogram counts the two calls, not the
+/// queue.
+#[tokio::test]
+async fn checks_queued_behind_a_held_call_record_their_wait_in_the_queue() {
+    let server = RedisServer::start();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let store = {
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("queue-wait"))
+            .clock(ManualClock::new())
+            .timeout(Duration::from_secs(5))
+            .calls_in_flight(1)
+            .on_failure(FailurePolicy::Deny)
+            .build()
+            .await
+            .unwrap()
+    };
+    let prometheus = recorder.handle();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(100))])
+        .unwrap();
+    // Redis holds the first check's call for 300 ms; the four made meanwhile queue behind it
+    // and go together in the next call once it is answered.
+    server.pause(300);
+    let held = std::time::Instant::now();
+    let checks: Vec<_> = (0..5u8).map(|i| store.check(&stack, &[i], 1)).collect();
+    for check in checks {
+        assert!(check.await.unwrap().is_allowed());
+    }
+    let all = held.elapsed().as_secs_f64();
+    let queued = "ratelimit_store_queue_wait_seconds_count{store=\"redis\"}";
+    assert_eq!(value(&prometheus, queued), 4.0, "the four that queued");
+    let waited = value(
+        &prometheus,
+        "ratelimit_store_queue_wait_seconds_sum{store=\"redis\"}",
+    );
+    // Each waited from its check to the end of the pause (less the time the server took to
+    // take the pause) and no longer than the whole test.
+    assert!(
+        waited >= 4.0 * 0.1 && waited <= 4.0 * all,
+        "the four waited {waited} s in all, the test took {all} s"
+    );
+    assert_eq!(value(&prometheus, WAITED), 2.0, "two calls");
+}

@@ -156,7 +156,7 @@ impl Lane {
             queue.running = false;
             std::mem::take(&mut queue.waiting)
         };
-        for Waiting { ask, answer } in waiting {
+        for Waiting { ask, answer, .. } in waiting {
             let _ = answer.send(Outcome::Returned(ask, Arc::clone(inner)));
         }
     }
@@ -175,6 +175,9 @@ struct Queue {
 struct Waiting {
     ask: Ask,
     answer: oneshot::Sender<Outcome>,
+    /// When it joined the queue.
+    #[cfg(feature = "metrics")]
+    queued_at: Instant,
 }
 
 impl Lanes {
@@ -297,6 +300,8 @@ pub(super) fn submit(inner: &Arc<Inner>, ask: Ask) -> Submitted {
     queue.waiting.push_back(Waiting {
         ask,
         answer: sender,
+        #[cfg(feature = "metrics")]
+        queued_at: Instant::now(),
     });
     Submitted::Queued(answer)
 }
@@ -313,6 +318,8 @@ fn spawn_sender(inner: &Arc<Inner>, slot: usize) {
         running: true,
         asks: Vec::new(),
         answers: VecDeque::new(),
+        #[cfg(feature = "metrics")]
+        waited: Vec::new(),
     };
     inner.runtime.spawn(send(sender));
 }
@@ -352,13 +359,30 @@ async fn send(mut sender: LaneSender) {
                 sender.running = false;
             }
             let take = queue.waiting.len().min(lanes.max_batch);
+            #[cfg(feature = "metrics")]
+            let left_at = Instant::now();
             for waiting in queue.waiting.drain(..take) {
+                #[cfg(feature = "metrics")]
+                sender
+                    .waited
+                    .push(left_at.saturating_duration_since(waiting.queued_at));
                 sender.asks.push(waiting.ask);
                 sender.answers.push_back(waiting.answer);
             }
+            #[cfg(feature = "metrics")]
+            sender.waited.extend(
+                skipped
+                    .iter()
+                    .map(|waiting| left_at.saturating_duration_since(waiting.queued_at)),
+            );
             idle
         };
-        for Waiting { ask, answer } in skipped {
+        // Recorded out of the lock, which checks joining the queue wait for.
+        #[cfg(feature = "metrics")]
+        for waited in sender.waited.drain(..) {
+            inner.metrics.queue_wait.record(waited);
+        }
+        for Waiting { ask, answer, .. } in skipped {
             let outcome = inner.ask_by_policy(&ask, RedisStoreError::backing_off());
             let _ = answer.send(Outcome::Decided(outcome));
         }
@@ -393,6 +417,9 @@ struct LaneSender {
     asks: Vec<Ask>,
     /// The answers still owed, in the order of the last `answers.len()` asks.
     answers: VecDeque<oneshot::Sender<Outcome>>,
+    /// How long the checks taken from the queue last waited there, to record.
+    #[cfg(feature = "metrics")]
+    waited: Vec<std::time::Duration>,
 }
 
 impl Drop for LaneSender {

@@ -251,8 +251,9 @@ impl RedisStoreBuilder {
     /// behind the call in flight does not count: under a load that Redis answers, however
     /// slowly, no check goes to the failure policy (under the default
     /// [`Local`](FailurePolicy::Local) each process would then admit its whole quota), so a
-    /// check's wait grows with the queue. A call whose timer fired late (this process was
-    /// starved) gets one more timeout. A call that times out after it was sent may
+    /// check's wait grows with the queue (with the `metrics` feature,
+    /// `ratelimit_store_queue_wait_seconds` shows it). A call whose timer fired late (this
+    /// process was starved) gets one more timeout. A call that times out after it was sent may
     /// still run in Redis: its checks then count there as well as in the failure policy's
     /// answer, which can only deny more, never admit more. So does a check whose future is
     /// dropped (its request cancelled) once its call is sent; one dropped before, while it waits
