@@ -21,6 +21,14 @@
 //! Redis ran per check (`INFO commandstats`), and the CPU time per check of this process (the
 //! client: every thread, from `/proc/self/stat`) and of Redis (`INFO cpu`) over all rounds:
 //! steadier figures than the rate on a busy machine.
+//!
+//! With the `metrics` feature a Prometheus recorder is installed before the stores are built,
+//! so that every call and every queued check is recorded as in an application that exports
+//! them; the same bench without the feature is the baseline:
+//!
+//! ```sh
+//! benches/compare_revision.py . redis 'RedisStore \(2 in flight\)' --features redis,metrics --base-features redis
+//! ```
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -167,6 +175,11 @@ fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
 }
 
 fn bench(c: &mut Criterion) {
+    // Before any store is built: a store registers its handles when it is built.
+    #[cfg(feature = "metrics")]
+    let _prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("no other recorder is installed");
     let redis = support::redis_url();
     let url = redis.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
