@@ -49,39 +49,42 @@ impl Registry {
         }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let before = known.len();
-        let mut ids = SmallVec::new();
-        for policy in policies {
-            let id = match known.iter().find(|(name, ..)| **name == *policy.name()) {
-                Some((_, quota, id)) if quota == policy.quota() => *id,
-                Some((_, quota, _)) => {
-                    let error = ConfigError::new(format!(
-                        "policy {:?} is already registered on this store with quota {quota}, \
-                         not {}: give the new policy a name of its own, or the same quota to \
-                         share its budget",
-                        policy.name(),
-                        policy.quota()
-                    ));
-                    known.truncate(before);
-                    return Err(error);
-                }
-                None => {
-                    let next = |id: u32| (id <= LAST_ID).then_some(id + 1);
-                    let Ok(id) = NEXT_ID.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next)
-                    else {
-                        known.truncate(before);
-                        return Err(ConfigError::new(
-                            "this process has registered 2^32 - 1 policies with its stores, \
-                             the most it can tell apart: register each stack once and reuse \
-                             it, and reuse stores",
-                        ));
-                    };
-                    known.push((policy.name().into(), *policy.quota(), id));
-                    id
-                }
-            };
-            ids.push(id);
+        let ids: Result<SmallVec<_>, _> = policies
+            .iter()
+            .map(|policy| id_of(&mut known, policy))
+            .collect();
+        if ids.is_err() {
+            known.truncate(before);
         }
-        Ok(ids)
+        ids
+    }
+}
+
+/// The id of `policy` in `known`, given a new one if its name is not there yet; an error if
+/// the name is there with another quota, or if the process has no id left to give.
+fn id_of(known: &mut Vec<(Arc<str>, Quota, u32)>, policy: &Policy) -> Result<u32, ConfigError> {
+    match known.iter().find(|(name, ..)| **name == *policy.name()) {
+        Some((_, quota, id)) if quota == policy.quota() => Ok(*id),
+        Some((_, quota, _)) => Err(ConfigError::new(format!(
+            "policy {:?} is already registered on this store with quota {quota}, not {}: give \
+             the new policy a name of its own, or the same quota to share its budget",
+            policy.name(),
+            policy.quota()
+        ))),
+        None => {
+            let next = |id: u32| (id <= LAST_ID).then_some(id + 1);
+            let id = NEXT_ID
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, next)
+                .map_err(|_| {
+                    ConfigError::new(
+                        "this process has registered 2^32 - 1 policies with its stores, the \
+                         most it can tell apart: register each stack once and reuse it, and \
+                         reuse stores",
+                    )
+                })?;
+            known.push((policy.name().into(), *policy.quota(), id));
+            Ok(id)
+        }
     }
 }
 
