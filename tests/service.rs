@@ -454,8 +454,9 @@ fn an_allowed_response_future_polled_again_panics_with_a_message() {
     let _ = future.as_mut().poll(&mut cx);
 }
 
-/// A 1xx or 2xx answer, or a 304 (use the copy you have), would tell the client it was served; `http::StatusCode` holds any
-/// three digits, and HTTP's classes end at 5xx, so a client cannot tell what 6xx to 9xx mean.
+/// A 1xx or 2xx answer, or a 304 (use the copy you have), would tell the client it was
+/// served; `http::StatusCode` holds any three digits, and HTTP's classes end at 5xx, so a
+/// client cannot tell what 6xx to 9xx mean.
 #[test]
 fn a_missing_key_status_that_says_served_or_is_in_no_http_class_is_a_build_error() {
     let served = [
