@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{routing::get, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -88,12 +88,7 @@ fn main() -> Result<(), BoxError> {
     macro_rules! limited_by {
         ($layer:expr) => {
             if around_router {
-                run.serve(
-                    ServiceBuilder::new()
-                        .map_response(IntoResponse::into_response)
-                        .layer($layer)
-                        .service(prepared(hello)),
-                )
+                run.serve(ServiceBuilder::new().layer($layer).service(prepared(hello)))
             } else {
                 run.serve(prepared(hello.layer($layer)))
             }

@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::decide::{Config, SuccessHeaders, Verdict};
 use crate::policy::Rules;
 use crate::response::MakeRejection;
-use crate::{ResponseBody, Store};
+use crate::{RejectionBody, Store};
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): the inner service's response,
@@ -115,10 +115,11 @@ where
 impl<S, ReqB, ResB, E, St, R, C, T, P> Future for ResponseFuture<S, ReqB, E, St, R, Rules<C, T, P>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: RejectionBody,
     St: Store,
     R: MakeRejection,
 {
-    type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
+    type Output = Result<Response<ResB>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
@@ -133,12 +134,12 @@ where
                     let output = ready!(future.poll(cx));
                     *answered = true;
                     let headers = headers.take();
-                    let (mut parts, body) = output?.into_parts();
+                    let mut response = output?;
                     if let Some(success) = headers {
                         let (decisions, spec) = &*success;
-                        spec.add_to_allowed(&mut parts.headers, decisions);
+                        spec.add_to_allowed(response.headers_mut(), decisions);
                     }
-                    return Poll::Ready(Ok(Response::from_parts(parts, ResponseBody::inner(body))));
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Checking { pending } => {
                     let Pending {
@@ -175,7 +176,7 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                    return Poll::Ready(Ok(response.map(ResB::from_rejection)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }

@@ -235,7 +235,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///     .key(Global)
     ///     .headers_on_success(true)
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     ///
     /// let free = svc.clone().oneshot(Request::new(())).await?;
@@ -274,7 +276,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///     .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
     ///     .key(Global)
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     /// let pro = || Request::builder().header("x-pro", "1").body(()).unwrap();
     ///
@@ -314,7 +318,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///         req.headers().get("x-batch").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1)
     ///     })
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     /// let batch = |n: u32| Request::builder().header("x-batch", n).body(()).unwrap();
     ///
@@ -350,7 +356,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///     .key(Global)
     ///     .bypass(|req: &Request<()>| req.uri().path() == "/health")
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     /// let get = |path| Request::get(path).body(()).unwrap();
     ///
@@ -397,7 +405,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///     .quota(Quota::per_minute(1))
     ///     .key(Header::new("x-api-key"))
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     /// let from = |key| Request::builder().header("x-api-key", key).body(()).unwrap();
     ///
@@ -439,7 +449,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///         .store(store.clone())
     ///         .build()
     /// };
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let (a, b) = (limit()?.layer(inner), limit()?.layer(inner));
     ///
     /// assert_eq!(a.clone().oneshot(Request::new(())).await?.status(), StatusCode::OK);
@@ -496,7 +508,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// # use std::convert::Infallible;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// // Off by default: an allowed response is the inner service's as it is.
     /// let plain = RateLimitLayer::builder().quota(Quota::per_minute(10)).key(Global).build()?;
     /// let res = plain.layer(inner).oneshot(Request::new(())).await?;
@@ -534,7 +548,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// # use std::convert::Infallible;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// // By default a request without a key is a server set up wrong: 500.
     /// let default = RateLimitLayer::builder()
     ///     .quota(Quota::per_minute(10))
@@ -577,7 +593,9 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     ///     .key(Global)
     ///     .for_grpc()
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     ///
     /// svc.clone().oneshot(Request::new(())).await?;
@@ -611,7 +629,9 @@ impl<E, St, R, T, P> RateLimitLayerBuilder<E, St, R, u32, T, P> {
     ///     .key(Global)
     ///     .cost(5)
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.layer(inner);
     ///
     /// let mut statuses = Vec::new();

@@ -265,7 +265,7 @@ mod telemetry;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use body::ResponseBody;
+pub use body::{RejectionBody, ResponseBody};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use decide::MissingKey;
 pub use error::ConfigError;

@@ -118,7 +118,9 @@ impl Policy {
     ///     .policy(Policy::new("trial", Quota::per_minute(1)).shadow(true))
     ///     .key(Global)
     ///     .build()?;
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let svc = layer.clone().layer(inner);
     ///
     /// for _ in 0..3 {

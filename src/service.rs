@@ -16,7 +16,7 @@ use crate::policy::{Bypass, Cost, Rules, SelectTier};
 use crate::response::MakeRejection;
 use crate::{
     DefaultRejection, KeyBytes, KeyExtractor, MemoryStore, PeerIp, Quota, RateLimitLayer,
-    ResponseBody, Store,
+    RejectionBody, Store,
 };
 
 /// Rate-limits requests to the inner service: a limited request is answered by the rejection
@@ -70,7 +70,9 @@ impl RateLimit<()> {
     /// use tower::{service_fn, Layer};
     /// use tower_ratelimit::{Quota, RateLimit};
     ///
-    /// let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    /// let inner = service_fn(|_: Request<()>| async {
+    ///     Ok::<_, Infallible>(Response::new(String::new()))
+    /// });
     /// let layer = RateLimit::layer(Quota::per_second(10));
     /// assert_eq!(layer.policies()[0].quota().burst(), 10);
     /// let svc = layer.layer(inner);
@@ -124,6 +126,7 @@ impl<S, ReqB, ResB, E, St, R, C, T, P> Service<Request<ReqB>>
     for RateLimit<S, E, St, R, Rules<C, T, P>>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    ResB: RejectionBody,
     E: KeyExtractor<ReqB>,
     E::Key: KeyBytes,
     St: Store,
@@ -132,7 +135,7 @@ where
     T: SelectTier<ReqB>,
     P: Bypass<ReqB>,
 {
-    type Response = Response<ResponseBody<ResB>>;
+    type Response = Response<ResB>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqB, E, St, R, Rules<C, T, P>>;
 

@@ -254,7 +254,6 @@ async fn a_real_server_answers_a_real_client_with_200s_then_429() {
 
 #[tokio::test]
 async fn a_layer_around_the_router_limits_before_routing() {
-    use axum::response::IntoResponse;
     use tower::ServiceBuilder;
 
     let (store, _clock) = manual_store();
@@ -268,7 +267,6 @@ async fn a_layer_around_the_router_limits_before_routing() {
         }),
     );
     let app = ServiceBuilder::new()
-        .map_response(IntoResponse::into_response)
         .layer(layer(Policy::new("app", Quota::per_minute(2)), store))
         .service(router);
     let (addr, server) = common::serve(app).await;
@@ -301,7 +299,6 @@ async fn a_layer_around_the_router_limits_before_routing() {
 
 #[tokio::test]
 async fn an_allowed_response_lists_every_policy_that_checked_it() {
-    use axum::response::IntoResponse;
     use tower::ServiceBuilder;
 
     let on_success = |name: &str, quota: Quota| {
@@ -325,7 +322,6 @@ async fn an_allowed_response_lists_every_policy_that_checked_it() {
             get(|| async { ([("ratelimit", "\"upstream\";r=5;t=10")], "proxied") }),
         );
     let app = ServiceBuilder::new()
-        .map_response(IntoResponse::into_response)
         .layer(on_success("app", Quota::per_hour(100)))
         .service(router);
     let (addr, server) = common::serve(app).await;
@@ -366,7 +362,6 @@ async fn an_allowed_response_lists_every_policy_that_checked_it() {
 
 #[tokio::test(start_paused = true)]
 async fn tower_http_layers_that_answer_with_an_empty_body_wrap_the_limiter() {
-    use axum::response::IntoResponse;
     use tower::ServiceBuilder;
     use tower_http::cors::CorsLayer;
     use tower_http::timeout::TimeoutLayer;
@@ -382,7 +377,6 @@ async fn tower_http_layers_that_answer_with_an_empty_body_wrap_the_limiter() {
         }),
     );
     let app = ServiceBuilder::new()
-        .map_response(IntoResponse::into_response)
         .layer(CorsLayer::permissive())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tower::util::ServiceFn;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
-    ManualClock, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, RateLimited, ResponseBody,
+    ManualClock, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, RateLimited,
 };
 
 mod common;
@@ -158,13 +158,10 @@ fn from_peer() -> Request<()> {
 }
 
 /// The answer to the second of two requests made by `request` through `layer`.
-async fn second_response<L, S>(
-    layer: L,
-    request: impl Fn() -> Request<()>,
-) -> Response<ResponseBody<String>>
+async fn second_response<L, S>(layer: L, request: impl Fn() -> Request<()>) -> Response<String>
 where
     L: Layer<Inner, Service = S>,
-    S: Service<Request<()>, Response = Response<ResponseBody<String>>, Error = Infallible> + Clone,
+    S: Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone,
 {
     let inner: Answer = |_| ready(Ok(Response::new(String::from("ok"))));
     let svc = layer.layer(service_fn(inner));
@@ -173,7 +170,7 @@ where
 }
 
 /// The body of `response`, collected.
-async fn body(response: Response<ResponseBody<String>>) -> Bytes {
+async fn body(response: Response<String>) -> Bytes {
     use http_body_util::BodyExt;
     response.into_body().collect().await.unwrap().to_bytes()
 }

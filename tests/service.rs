@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
     AllowIps, ConfigError, Decisions, Header, ManualClock, MemoryStack, MemoryStore, MissingKey,
-    PeerIp, Policy, Quota, RateLimit, RateLimitLayer, RateLimited, ResponseBody, Store,
+    PeerIp, Policy, Quota, RateLimit, RateLimitLayer, RateLimited, Store,
 };
 
 mod common;
@@ -59,14 +59,14 @@ fn one_a_second() -> RateLimitLayer<PeerIp, MemoryStore<ManualClock>> {
 }
 
 /// Sends one request through `svc`, waiting for readiness first.
-async fn send<S>(svc: &mut S, req: Request<String>) -> Response<ResponseBody<String>>
+async fn send<S>(svc: &mut S, req: Request<String>) -> Response<String>
 where
-    S: Service<Request<String>, Response = Response<ResponseBody<String>>, Error = Infallible>,
+    S: Service<Request<String>, Response = Response<String>, Error = Infallible>,
 {
     svc.ready().await.unwrap().call(req).await.unwrap()
 }
 
-async fn text(response: Response<ResponseBody<String>>) -> String {
+async fn text(response: Response<String>) -> String {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).expect("a UTF-8 body")
 }

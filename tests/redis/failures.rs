@@ -725,8 +725,9 @@ fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
         .store(store)
         .build()
         .unwrap();
-    let inner =
-        service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new(())) });
+    let inner = service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+    });
     let statuses = std::thread::spawn(move || {
         let svc = layer.layer(inner);
         let first = block_on_without_runtime(svc.clone().oneshot(Request::new(())));
