@@ -8,6 +8,10 @@
 //!
 //! # axum
 //!
+//! With the `axum` feature (a default one) the layer answers in axum's `Body` and reads the
+//! peer address from axum's connect info. The middleware always answers in its inner service's
+//! body type, so responses pass through untouched; see [`RejectionBody`].
+//!
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use axum::{routing::get, Router};
@@ -28,8 +32,8 @@
 //!
 //! # tonic
 //!
-//! The same layer protects a tonic server. With the `tonic` feature the peer address comes from
-//! tonic's connection info (with or without tonic's own TLS; for TLS streams the application
+//! The same layer protects a tonic server, with the `tonic` feature: the layer answers in tonic's
+//! `Body`, and the peer address comes from tonic's connection info (with or without tonic's own TLS; for TLS streams the application
 //! accepts itself, see [`PeerIp`]); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the
 //! message, in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
 //! A call is one request, however many messages it streams: it is checked once, as it starts

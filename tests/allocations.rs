@@ -201,28 +201,33 @@ fn the_allow_path_with_a_stack_tiers_a_cost_and_a_bypass_allocates_nothing() {
     assert_eq!(peeked.as_slice()[1].remaining(), 1_000_000_000 - 202);
 }
 
-/// Sends 100 requests from one peer to an axum service and returns the allocations they made.
-fn allocations_of_100_axum_requests<S>(svc: &mut S) -> usize
-where
-    S: Service<Request<axum::body::Body>, Response = axum::response::Response, Error = Infallible>,
-{
-    allocations_of_100_served(svc, || {
-        let mut request = Request::get("/").body(axum::body::Body::empty()).unwrap();
-        request
-            .extensions_mut()
-            .insert("192.0.2.1:4000".parse::<SocketAddr>().unwrap());
-        request
-    })
-}
-
 /// The layer answers in axum's own body type, so axum does not box an allowed response's body a
 /// second time: around a `Router`, a limited request allocates what a bare one does; in a route,
 /// what one through a layer that does nothing does (axum boxes a layered route's service and
 /// its future, whatever the layer).
+#[cfg(feature = "axum")]
 #[test]
 fn an_allowed_axum_response_allocates_what_the_bare_router_does() {
     use axum::{routing::get, Router};
     use tower::layer::util::Identity;
+
+    /// Sends 100 requests from one peer to an axum service and returns the allocations they made.
+    fn allocations_of_100_axum_requests<S>(svc: &mut S) -> usize
+    where
+        S: Service<
+            Request<axum::body::Body>,
+            Response = axum::response::Response,
+            Error = Infallible,
+        >,
+    {
+        allocations_of_100_served(svc, || {
+            let mut request = Request::get("/").body(axum::body::Body::empty()).unwrap();
+            request
+                .extensions_mut()
+                .insert("192.0.2.1:4000".parse::<SocketAddr>().unwrap());
+            request
+        })
+    }
 
     let layer = RateLimitLayer::builder()
         .quota(Quota::per_second(1_000_000))

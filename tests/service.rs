@@ -17,8 +17,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
-    AllowIps, ConfigError, Decisions, Header, ManualClock, MemoryStack, MemoryStore, MissingKey,
-    PeerIp, Policy, Quota, RateLimit, RateLimitLayer, RateLimited, Store,
+    ConfigError, Decisions, Header, ManualClock, MemoryStack, MemoryStore, MissingKey, PeerIp,
+    Policy, Quota, RateLimitLayer, RateLimited, Store,
 };
 
 mod common;
@@ -1197,8 +1197,11 @@ async fn any_request_body_type_is_accepted() {
     assert!(body.starts_with(b"Too Many Requests"), "{body:?}");
 }
 
+#[cfg(feature = "axum")]
 #[test]
 fn the_layer_and_service_are_clone_send_sync_static_with_a_send_future() {
+    use tower_ratelimit::{AllowIps, RateLimit};
+
     fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
     fn send_future<S, Req>()
     where

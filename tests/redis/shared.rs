@@ -2,16 +2,13 @@
 //! admit exactly what the quota (or the tightest policy of a stack) allows, and two axum
 //! servers on one Redis share one budget.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::{routing::get, Router};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_ratelimit::{Policy, Quota, RateLimitLayer, RedisStore, Store};
+use tower_ratelimit::{Policy, Quota, Store};
 
-use crate::support::{clock_at_unix_time, redis_url, strict_store, unique_prefix, RedisServer};
+use crate::support::{clock_at_unix_time, strict_store, unique_prefix, RedisServer};
 
 #[tokio::test]
 async fn a_policy_name_the_script_cannot_keep_is_refused() {
@@ -105,7 +102,11 @@ async fn independent_stores_hammering_a_stack_admit_exactly_its_tightest_policy(
     assert_eq!(admitted, 3 + 50 / 5);
 }
 
-async fn serve(store: RedisStore) -> SocketAddr {
+#[cfg(feature = "axum")]
+async fn serve(store: tower_ratelimit::RedisStore) -> std::net::SocketAddr {
+    use axum::{routing::get, Router};
+    use tower_ratelimit::RateLimitLayer;
+
     let layer = RateLimitLayer::builder()
         .policy(Policy::new("per-minute", Quota::per_minute(4)))
         .policy(Policy::new("per-hour", Quota::per_hour(100)))
@@ -119,7 +120,10 @@ async fn serve(store: RedisStore) -> SocketAddr {
 }
 
 /// One HTTP/1.1 request over a fresh TCP connection; the status and the `retry-after` value.
-async fn get_status(addr: SocketAddr) -> (u16, Option<String>) {
+#[cfg(feature = "axum")]
+async fn get_status(addr: std::net::SocketAddr) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
@@ -135,15 +139,18 @@ async fn get_status(addr: SocketAddr) -> (u16, Option<String>) {
     (status, retry_after)
 }
 
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn two_axum_servers_on_one_redis_share_one_budget() {
+    use crate::support::redis_url;
+
     let redis = redis_url();
     let prefix = unique_prefix("axum");
     let mut addrs = Vec::new();
     for _ in 0..2 {
         // A timeout a stalled test cannot reach: a check that timed out would be answered by
         // the in-memory fallback of one server, outside the shared budget.
-        let store = RedisStore::builder()
+        let store = tower_ratelimit::RedisStore::builder()
             .url(redis.url())
             .prefix(prefix.clone())
             .timeout(Duration::from_secs(5))
