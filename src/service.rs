@@ -28,6 +28,10 @@ use crate::{
 /// the ready inner service is taken along into the response future and a clone left in its
 /// place.
 ///
+/// The responses are the inner service's own type: an allowed one is passed through untouched
+/// (headers added when the layer is set to), and a rejection's bytes are written in the inner
+/// body type through [`RejectionBody`](crate::RejectionBody).
+///
 /// ```
 /// use std::convert::Infallible;
 /// use std::net::SocketAddr;
