@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Server CPU time per request of a hello-world axum server (examples/hello_server.rs): bare,
 # behind tower-ratelimit and behind tower_governor, on the allow and the reject path, with the
-# limiter inside the route (`Router::layer`) and around the whole Router, all in one run. Each round runs every variant once, in a rotated order, with wrk on loopback; the
-# figure is the server's user + system CPU time over the measured run divided by the requests
-# wrk completed, a steadier measure than requests per second on a shared machine. Prints the
+# limiter inside the route (`Router::layer`) and around the whole Router, all in one run. Each
+# round runs every variant once, in a rotated order, with wrk on loopback; the figure is the
+# server's user + system CPU time over the measured run divided by the requests wrk
+# completed, a steadier measure than requests per second on a shared machine. Prints the
 # median over rounds with the lowest and highest.
 #
 # VARIANTS picks some of them ("none allow route;ours reject router"); BASE=<revision> also
