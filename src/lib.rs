@@ -33,9 +33,10 @@
 //! # tonic
 //!
 //! The same layer protects a tonic server, with the `tonic` feature: the layer answers in tonic's
-//! `Body`, and the peer address comes from tonic's connection info (with or without tonic's own TLS; for TLS streams the application
-//! accepts itself, see [`PeerIp`]); gRPC clients get `RESOURCE_EXHAUSTED` with the wait in the
-//! message, in `grpc-retry-pushback-ms` and as a `google.rpc.RetryInfo` (see [`response`]).
+//! `Body`, and the peer address comes from tonic's connection info (with or without tonic's own
+//! TLS; for TLS streams the application accepts itself, see [`PeerIp`]); gRPC clients get
+//! `RESOURCE_EXHAUSTED` with the wait in the message, in `grpc-retry-pushback-ms` and as a
+//! `google.rpc.RetryInfo` (see [`response`]).
 //! A call is one request, however many messages it streams: it is checked once, as it starts
 //! (a cost is per call), and a stream admitted once runs to its end after the budget is spent.
 //!
