@@ -133,9 +133,8 @@ where
                     assert!(!*answered, "ResponseFuture polled after completion");
                     let output = ready!(future.poll(cx));
                     *answered = true;
-                    let headers = headers.take();
                     let mut response = output?;
-                    if let Some(success) = headers {
+                    if let Some(success) = headers.take() {
                         let (decisions, spec) = &*success;
                         spec.add_to_allowed(response.headers_mut(), decisions);
                     }

@@ -8,9 +8,9 @@
 //!
 //! # axum
 //!
-//! With the `axum` feature (a default one) the layer answers in axum's `Body` and reads the
-//! peer address from axum's connect info. The middleware always answers in its inner service's
-//! body type, so responses pass through untouched; see [`RejectionBody`].
+//! The layer answers in its inner service's body type, so responses pass through untouched
+//! (see [`RejectionBody`]). The `axum` feature (a default one) makes that axum's `Body`, and
+//! reads the peer address from axum's connect info.
 //!
 //! ```no_run
 //! use std::net::SocketAddr;

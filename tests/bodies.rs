@@ -90,6 +90,11 @@ async fn response_body_adapts_a_body_that_cannot_carry_a_rejection() {
     assert_eq!(limited.headers()["retry-after"], "60");
     let text = limited.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(text, "Too Many Requests: retry in 60 s\n");
+
+    // What tower-http's layers outside the limiter answer with by themselves: an empty body.
+    let default = ResponseBody::<Empty<Bytes>>::default();
+    assert!(default.is_end_stream());
+    assert_eq!(default.size_hint().exact(), Some(0));
 }
 
 /// The answer has the inner service's own type: an axum `Router` wrapped by the layer is still
