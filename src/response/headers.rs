@@ -66,6 +66,7 @@ impl StackHeaders {
         }
         let policy = HeaderValue::try_from(policy)
             .expect("policy names are checked when the layer is built");
+        // `rejection` sets the values by their place in this order.
         let mut rejection = HeaderMap::with_capacity(6);
         rejection.insert(CONTENT_TYPE, TEXT_PLAIN);
         rejection.insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -96,26 +97,19 @@ impl StackHeaders {
 
     /// The headers of the default HTTP rejection: `Content-Type`, `Retry-After`,
     /// `RateLimit-Policy`, `RateLimit` and `Content-Length`, with the values given. A copy of a
-    /// map made when the layer was built, with its values set: no header name is hashed.
+    /// map made when the layer was built, its values set in the order they were inserted in:
+    /// no header name is hashed or compared.
     pub(crate) fn rejection(
         &self,
-        mut retry_after: Option<HeaderValue>,
-        mut ratelimit: Option<HeaderValue>,
+        retry_after: Option<HeaderValue>,
+        ratelimit: Option<HeaderValue>,
         content_length: HeaderValue,
     ) -> HeaderMap {
         let mut headers = self.rejection.clone();
         let (no_retry_after, no_ratelimit) = (retry_after.is_none(), ratelimit.is_none());
-        let mut content_length = Some(content_length);
-        for (name, value) in headers.iter_mut() {
-            let set = if name == RETRY_AFTER {
-                retry_after.take()
-            } else if name == RATELIMIT {
-                ratelimit.take()
-            } else if name == CONTENT_LENGTH {
-                content_length.take()
-            } else {
-                None
-            };
+        // In the order of `new`: Content-Type and RateLimit-Policy keep theirs.
+        let set = [None, retry_after, None, ratelimit, Some(content_length)];
+        for (value, set) in headers.values_mut().zip(set) {
             if let Some(set) = set {
                 *value = set;
             }
@@ -381,6 +375,40 @@ mod tests {
         spec.insert(&mut headers, &Decisions::one(decision), None);
         assert_eq!(headers[RETRY_AFTER], "6");
         assert_eq!(headers[RATELIMIT], "\"default\";r=0;t=120");
+    }
+
+    #[test]
+    fn the_default_rejection_sets_each_value_under_its_name() {
+        let spec = StackHeaders::new(Arc::from([Policy::new("p", Quota::per_minute(10))]));
+        let headers = spec.rejection(
+            Some(HeaderValue::from_static("7")),
+            Some(HeaderValue::from_static("\"p\";r=0;t=60")),
+            HeaderValue::from_static("42"),
+        );
+        let names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "retry-after",
+                "ratelimit-policy",
+                "ratelimit",
+                "content-length"
+            ]
+        );
+        assert_eq!(headers[CONTENT_TYPE], TEXT_PLAIN);
+        assert_eq!(headers[RETRY_AFTER], "7");
+        assert_eq!(headers[RATELIMIT_POLICY], "\"p\";q=10;w=60");
+        assert_eq!(headers[RATELIMIT], "\"p\";r=0;t=60");
+        assert_eq!(headers[CONTENT_LENGTH], "42");
+        assert_eq!(headers.len(), 5);
+
+        let without = spec.rejection(None, None, HeaderValue::from_static("3"));
+        assert!(!without.contains_key(RETRY_AFTER) && !without.contains_key(RATELIMIT));
+        assert_eq!(without[CONTENT_TYPE], TEXT_PLAIN);
+        assert_eq!(without[RATELIMIT_POLICY], "\"p\";q=10;w=60");
+        assert_eq!(without[CONTENT_LENGTH], "3");
+        assert_eq!(without.len(), 3);
     }
 
     #[test]
