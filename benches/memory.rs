@@ -9,7 +9,9 @@
 //!
 //! With one key, "atomic-cas" is the floor of any limiter that writes a key's state on every
 //! allowed check: a bare compare-and-swap loop on one `AtomicU64`, the key's cache line moving
-//! between the threads and nothing else.
+//! between the threads and nothing else. "clock-cas" reads the store's default clock first and
+//! moves the word to at least that time: the floor of an exact GCRA check, which needs the time
+//! of every check (both limiters here read the CPU's time stamp counter through `quanta`).
 //!
 //! ```text
 //! cargo bench --bench memory -- --warm-up-time 1 --measurement-time 3
@@ -42,7 +44,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use tower_ratelimit::{KeyBuf, KeyBytes, MemoryStack, MemoryStore, Policy, Quota, Store};
+use tower_ratelimit::{
+    Clock, KeyBuf, KeyBytes, MemoryStack, MemoryStore, MonotonicClock, Policy, Quota, Store,
+};
 
 const KEY_COUNTS: [usize; 3] = [1, 1_000, 1_000_000];
 /// A burst so deep that no run of the benchmark can spend it.
@@ -125,6 +129,41 @@ impl Limiter for AtomicCas {
                 Ok(_) => return true,
                 Err(now) => current = now,
             }
+        }
+    }
+}
+
+/// The floor of an exact GCRA check: read the clock, then move one word to at least that time
+/// with a compare-and-swap, whatever the key; no lookup, no lock.
+struct ClockCas {
+    clock: MonotonicClock,
+    tat: AtomicU64,
+}
+
+impl Limiter for ClockCas {
+    #[inline]
+    fn check(&self, _key: &IpAddr) -> bool {
+        let now = self.clock.now_nanos();
+        let mut current = self.tat.load(Ordering::Relaxed);
+        loop {
+            match self.tat.compare_exchange_weak(
+                current,
+                current.max(now) + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(tat) => current = tat,
+            }
+        }
+    }
+}
+
+impl ClockCas {
+    fn new() -> Self {
+        ClockCas {
+            clock: MonotonicClock::new(),
+            tat: AtomicU64::new(0),
         }
     }
 }
@@ -251,10 +290,15 @@ fn bench(c: &mut Criterion) {
                     group.bench_function(BenchmarkId::new("atomic-cas", n), |b| {
                         b.iter_custom(|iters| run(&cas, &keys, expect, threads, iters))
                     });
+                    let clock_cas = ClockCas::new();
+                    group.bench_function(BenchmarkId::new("clock-cas", n), |b| {
+                        b.iter_custom(|iters| run(&clock_cas, &keys, expect, threads, iters))
+                    });
                 }
                 group.finish();
                 if let Some(rounds) = rounds() {
                     let cas = AtomicCas(AtomicU64::new(0));
+                    let clock_cas = ClockCas::new();
                     let mut contenders: Vec<(&str, &dyn Limiter)> = vec![
                         ("tower-ratelimit", &ours),
                         ("governor", &governor),
@@ -262,6 +306,7 @@ fn bench(c: &mut Criterion) {
                     ];
                     if n == 1 && expect {
                         contenders.push(("atomic-cas", &cas));
+                        contenders.push(("clock-cas", &clock_cas));
                     }
                     let medians = interleaved(&contenders, &keys, expect, threads, rounds);
                     let line: Vec<String> = contenders
