@@ -102,72 +102,75 @@ async fn independent_stores_hammering_a_stack_admit_exactly_its_tightest_policy(
     assert_eq!(admitted, 3 + 50 / 5);
 }
 
+/// Needs feature `axum`: the layer in a `Router` answers in axum's `Body`.
 #[cfg(feature = "axum")]
-async fn serve(store: tower_ratelimit::RedisStore) -> std::net::SocketAddr {
+mod axum_servers {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
     use axum::{routing::get, Router};
-    use tower_ratelimit::RateLimitLayer;
-
-    let layer = RateLimitLayer::builder()
-        .policy(Policy::new("per-minute", Quota::per_minute(4)))
-        .policy(Policy::new("per-hour", Quota::per_hour(100)))
-        .store(store)
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .layer(layer);
-    crate::common::serve(app).await.0
-}
-
-/// One HTTP/1.1 request over a fresh TCP connection; the status and the `retry-after` value.
-#[cfg(feature = "axum")]
-async fn get_status(addr: std::net::SocketAddr) -> (u16, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower_ratelimit::{Policy, Quota, RateLimitLayer, RedisStore};
 
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    let retry_after = response
-        .lines()
-        .find_map(|l| l.strip_prefix("retry-after: "))
-        .map(str::to_owned);
-    (status, retry_after)
-}
+    use crate::support::{redis_url, unique_prefix};
 
-#[cfg(feature = "axum")]
-#[tokio::test]
-async fn two_axum_servers_on_one_redis_share_one_budget() {
-    use crate::support::redis_url;
-
-    let redis = redis_url();
-    let prefix = unique_prefix("axum");
-    let mut addrs = Vec::new();
-    for _ in 0..2 {
-        // A timeout a stalled test cannot reach: a check that timed out would be answered by
-        // the in-memory fallback of one server, outside the shared budget.
-        let store = tower_ratelimit::RedisStore::builder()
-            .url(redis.url())
-            .prefix(prefix.clone())
-            .timeout(Duration::from_secs(5))
+    async fn serve(store: RedisStore) -> SocketAddr {
+        let layer = RateLimitLayer::builder()
+            .policy(Policy::new("per-minute", Quota::per_minute(4)))
+            .policy(Policy::new("per-hour", Quota::per_hour(100)))
+            .store(store)
             .build()
+            .unwrap();
+        let app = Router::new()
+            .route("/", get(|| async { "hello" }))
+            .layer(layer);
+        crate::common::serve(app).await.0
+    }
+
+    /// One HTTP/1.1 request over a fresh TCP connection; the status and the `retry-after` value.
+    async fn get_status(addr: SocketAddr) -> (u16, Option<String>) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
-        addrs.push(serve(store).await);
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response[9..12].parse().unwrap();
+        let retry_after = response
+            .lines()
+            .find_map(|l| l.strip_prefix("retry-after: "))
+            .map(str::to_owned);
+        (status, retry_after)
     }
-    let mut statuses = Vec::new();
-    for i in 0..8 {
-        statuses.push(get_status(addrs[i % 2]).await);
-    }
-    let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
-    assert_eq!(codes, [200, 200, 200, 200, 429, 429, 429, 429]);
-    for (_, retry_after) in &statuses[4..] {
-        let secs: u64 = retry_after.as_deref().unwrap().parse().unwrap();
-        assert!((1..=15).contains(&secs), "retry-after {secs}");
+
+    #[tokio::test]
+    async fn two_axum_servers_on_one_redis_share_one_budget() {
+        let redis = redis_url();
+        let prefix = unique_prefix("axum");
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            // A timeout a stalled test cannot reach: a check that timed out would be answered by
+            // the in-memory fallback of one server, outside the shared budget.
+            let store = RedisStore::builder()
+                .url(redis.url())
+                .prefix(prefix.clone())
+                .timeout(Duration::from_secs(5))
+                .build()
+                .await
+                .unwrap();
+            addrs.push(serve(store).await);
+        }
+        let mut statuses = Vec::new();
+        for i in 0..8 {
+            statuses.push(get_status(addrs[i % 2]).await);
+        }
+        let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
+        assert_eq!(codes, [200, 200, 200, 200, 429, 429, 429, 429]);
+        for (_, retry_after) in &statuses[4..] {
+            let secs: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+            assert!((1..=15).contains(&secs), "retry-after {secs}");
+        }
     }
 }
 
