@@ -118,17 +118,24 @@ struct AtomicCas(AtomicU64);
 impl Limiter for AtomicCas {
     #[inline]
     fn check(&self, _key: &IpAddr) -> bool {
-        let mut current = self.0.load(Ordering::Relaxed);
-        loop {
-            match self.0.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(now) => current = now,
-            }
+        advance(&self.0, |current| current + 1);
+        true
+    }
+}
+
+/// Moves `word` to `next` of its value with a compare-and-swap loop.
+#[inline]
+fn advance(word: &AtomicU64, next: impl Fn(u64) -> u64) {
+    let mut current = word.load(Ordering::Relaxed);
+    loop {
+        match word.compare_exchange_weak(
+            current,
+            next(current),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
         }
     }
 }
@@ -144,18 +151,8 @@ impl Limiter for ClockCas {
     #[inline]
     fn check(&self, _key: &IpAddr) -> bool {
         let now = self.clock.now_nanos();
-        let mut current = self.tat.load(Ordering::Relaxed);
-        loop {
-            match self.tat.compare_exchange_weak(
-                current,
-                current.max(now) + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(tat) => current = tat,
-            }
-        }
+        advance(&self.tat, |tat| tat.max(now) + 1);
+        true
     }
 }
 
