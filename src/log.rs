@@ -35,12 +35,14 @@ impl fmt::Display for Chain<'_> {
 /// Lets one line through per interval and counts the ones it held back.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    /// Read on every call, lines held back included: the CPU's counter, cheaper than
-    /// `Instant::now()`, which a flood of held-back lines would pay on every request.
+    /// Read by [`admit`](Self::admit) on every call, lines held back included: the CPU's
+    /// counter, cheaper than `Instant::now()`, which a flood of held-back lines would pay on
+    /// every request. A caller that has just read a clock passes its time to
+    /// [`admit_at`](Self::admit_at) instead.
     clock: MonotonicClock,
-    interval_ms: u64,
-    /// Milliseconds since the throttle was made before which nothing is let through.
-    next_ms: AtomicU64,
+    interval_nanos: u64,
+    /// Nanoseconds on the throttle's time before which nothing is let through.
+    next_nanos: AtomicU64,
     suppressed: AtomicU64,
 }
 
@@ -48,32 +50,33 @@ impl Throttle {
     pub(crate) fn new(interval: Duration) -> Self {
         Throttle {
             clock: MonotonicClock::new(),
-            interval_ms: interval.as_millis() as u64,
-            next_ms: AtomicU64::new(0),
+            interval_nanos: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+            next_nanos: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
         }
     }
 
     /// `Some(lines held back since the last one)` if a line may be logged now.
     pub(crate) fn admit(&self) -> Option<u64> {
-        self.admit_at(self.clock.now_nanos() / 1_000_000)
+        self.admit_at(self.clock.now_nanos())
     }
 
     /// Lets the next line through at once, as if the interval had passed.
     #[cfg(all(test, feature = "redis"))]
     pub(crate) fn expire(&self) {
-        self.next_ms.store(0, Ordering::Relaxed);
+        self.next_nanos.store(0, Ordering::Relaxed);
     }
 
-    /// [`admit`](Self::admit) at `now`, in milliseconds since the throttle was made.
-    fn admit_at(&self, now: u64) -> Option<u64> {
-        let next = self.next_ms.load(Ordering::Relaxed);
+    /// [`admit`](Self::admit) at `now`, in nanoseconds on a clock that starts at or after 0 and
+    /// never goes back: the throttle's own, or, for every call to a throttle, one other clock.
+    pub(crate) fn admit_at(&self, now: u64) -> Option<u64> {
+        let next = self.next_nanos.load(Ordering::Relaxed);
         if now >= next
             && self
-                .next_ms
+                .next_nanos
                 .compare_exchange(
                     next,
-                    now + self.interval_ms,
+                    now.saturating_add(self.interval_nanos),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -152,19 +155,24 @@ mod tests {
 
     #[test]
     fn admits_one_line_per_interval_and_counts_the_rest() {
+        const MS: u64 = 1_000_000;
         let throttle = Throttle::new(Duration::from_secs(1));
         assert_eq!(throttle.admit_at(0), Some(0));
         for now in [1, 500, 999, 999, 999] {
-            assert_eq!(throttle.admit_at(now), None, "{now} ms");
+            assert_eq!(throttle.admit_at(now * MS), None, "{now} ms");
         }
+        assert_eq!(throttle.admit_at(1_000 * MS - 1), None);
         // The interval is over: the next line goes, with the count of the lines held back.
-        assert_eq!(throttle.admit_at(1_000), Some(5));
-        assert_eq!(throttle.admit_at(1_999), None);
+        assert_eq!(throttle.admit_at(1_000 * MS), Some(6));
+        assert_eq!(throttle.admit_at(1_999 * MS), None);
         // After a quiet spell longer than the interval, the next line goes at once, and the
         // interval runs from it.
-        assert_eq!(throttle.admit_at(5_000), Some(1));
-        assert_eq!(throttle.admit_at(5_999), None);
-        assert_eq!(throttle.admit_at(6_000), Some(1));
+        assert_eq!(throttle.admit_at(5_000 * MS), Some(1));
+        assert_eq!(throttle.admit_at(5_999 * MS), None);
+        assert_eq!(throttle.admit_at(6_000 * MS), Some(1));
+        // A time near the end of the clock's range lets a line through and holds back the rest.
+        assert_eq!(throttle.admit_at(u64::MAX - MS), Some(0));
+        assert_eq!(throttle.admit_at(u64::MAX - 1), None);
     }
 
     #[test]

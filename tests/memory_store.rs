@@ -206,6 +206,33 @@ fn at_the_cap_new_keys_share_one_overflow_budget_per_policy() {
 }
 
 #[test]
+fn the_overflow_line_comes_once_per_ten_seconds_of_the_store_clock() {
+    let (captured, _guard) = Captured::install(tracing::Level::WARN);
+    let (store, clock) = store(64);
+    // No key goes idle within the test: every new key finds the store full.
+    let stack = one(&store, Quota::per_hour(1));
+    for key in 0..64 {
+        assert!(allowed(&store, &stack, key));
+    }
+    let lines = || captured.text().matches("overflow budget").count();
+    for key in 1_000..1_005 {
+        allowed(&store, &stack, key);
+    }
+    assert_eq!(lines(), 1, "{}", captured.text());
+    clock.advance(Duration::from_millis(9_999));
+    allowed(&store, &stack, 2_000);
+    assert_eq!(lines(), 1, "{}", captured.text());
+    clock.advance(Duration::from_millis(1));
+    allowed(&store, &stack, 2_001);
+    assert_eq!(lines(), 2, "{}", captured.text());
+    assert!(
+        captured.text().contains("new_keys_not_logged=5"),
+        "four keys after the first line and one at 9.999 s: {}",
+        captured.text()
+    );
+}
+
+#[test]
 fn a_full_store_admits_known_keys_and_sends_new_keys_from_every_thread_to_the_overflow_budget() {
     let (store, clock) = store(64);
     let stack = one(&store, Quota::per_second(2));

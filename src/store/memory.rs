@@ -76,6 +76,8 @@ struct Inner<C> {
     clock: C,
     /// Holds the one key shared by every key that arrives while its shard is full.
     overflow: Shard<Slots>,
+    /// [`OVERFLOW_KEY`] in the form the tables look keys up in: hashed once.
+    overflow_key: Key<'static>,
     /// The log line of a key that went to the overflow budget.
     overflow_log: Throttle,
     /// The setting that raises `max_keys`, as that line names it.
@@ -333,8 +335,7 @@ impl<C: Clock> MemoryStore<C> {
                 None => {}
             }
         }
-        let key = inner.keys.key(OVERFLOW_KEY);
-        if let Some(slots) = inner.overflow.read().get(&key) {
+        if let Some(slots) = inner.overflow.read().get(&inner.overflow_key) {
             read_tats(slots, stack, &mut tats);
         }
         gcra::peek_stack(&stack.cells, &tats, now)
@@ -479,7 +480,9 @@ impl<C> Inner<C> {
     /// Decides a check of a new key that its shard has no room for, as the overflow key.
     #[inline(never)]
     fn decide_overflow(&self, stack: &MemoryStack, now: u64, cost: u32) -> Decisions {
-        if let Some(suppressed) = self.overflow_log.admit() {
+        // On the store's time, read once for the check: a flood of new keys at a full store
+        // comes here on every request, and a second clock read was most of its extra cost.
+        if let Some(suppressed) = self.overflow_log.admit_at(now) {
             tracing::warn!(
                 max_keys = self.keys.cap(),
                 new_keys_not_logged = suppressed,
@@ -490,9 +493,9 @@ impl<C> Inner<C> {
                 self.cap_setting
             );
         }
-        let key = self.keys.key(OVERFLOW_KEY);
-        take_shared(&self.overflow, &key, stack, now, cost, |_| {
-            self.decide_locked(&self.overflow, &key, stack, now, cost)
+        let key = &self.overflow_key;
+        take_shared(&self.overflow, key, stack, now, cost, |_| {
+            self.decide_locked(&self.overflow, key, stack, now, cost)
                 .expect("the overflow table has room for its one key")
         })
     }
@@ -700,12 +703,15 @@ impl<C: Clock> MemoryStoreBuilder<C> {
                 "MemoryStore max_keys is 0; it must track at least one key",
             ));
         }
+        let keys = Sharded::new(self.max_keys);
+        let overflow_key = keys.key(OVERFLOW_KEY);
         Ok(MemoryStore {
             inner: Arc::new(Inner {
-                keys: Sharded::new(self.max_keys),
+                keys,
                 clock: self.clock,
                 // One key, which is never dropped while in use: a shard that is never full.
                 overflow: Shard::new(usize::MAX),
+                overflow_key,
                 overflow_log: Throttle::new(std::time::Duration::from_secs(10)),
                 cap_setting: self.cap_setting,
                 policies: Registry::default(),
