@@ -8,6 +8,10 @@
 # no rejection shows the numbers of the one before it (the default rejection then renders every
 # answer anew instead of reusing the last one's).
 #
+# "fresh clients" sends every request from an address never seen before, as a client rotating
+# its address does: each request is a new key for the limiter, which tracks it (and sweeps
+# those gone idle) where a known client's request finds its key.
+#
 # Each variant serves REQUESTS and then 3×REQUESTS requests over an in-memory pipe (one
 # connection, one request at a time); the figure is the difference of the two runs' inclusive
 # cost of hyper's HTTP/1 dispatcher (reading, parsing, the service, writing: everything the
@@ -32,6 +36,7 @@ variants=(
     "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
     "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
     "ours reject router 2"
+    "ours allow router fresh" "tower_governor allow router fresh"
 )
 
 dispatcher() { # dispatcher LIMITER OUTCOME LAYER CLIENTS REQUESTS: the dispatcher's inclusive count
@@ -42,7 +47,7 @@ dispatcher() { # dispatcher LIMITER OUTCOME LAYER CLIENTS REQUESTS: the dispatch
         awk '/Dispatcher<.*>::poll_catch/ && !n++ { gsub(",", "", $1); print $1 }'
 }
 
-printf "%-40s %14s %10s\n" variant "instr/request" "/ bare"
+printf "%-46s %14s %10s\n" variant "instr/request" "/ bare"
 bare=
 for variant in "${variants[@]}"; do
     # shellcheck disable=SC2086
@@ -55,5 +60,5 @@ for variant in "${variants[@]}"; do
     name="$1 $2"
     [ "$clients" = 1 ] || name="$name, $clients clients"
     [ "$1" = none ] && name="bare" || name="$name ($3)"
-    awk -v n="$name" -v p="$per" -v b="$bare" 'BEGIN { printf "%-40s %14d %10.3f\n", n, p, p / b }'
+    awk -v n="$name" -v p="$per" -v b="$bare" 'BEGIN { printf "%-46s %14d %10.3f\n", n, p, p / b }'
 done

@@ -19,6 +19,8 @@
 //! - `CLIENTS` (with `REQUESTS`): the requests come from that many peer addresses in turn
 //!   (default 1). Each one's first request is sent 1.1 s after the one before, so that, when
 //!   rejecting, their waits differ and no rejection shows the numbers of the one before it.
+//!   `fresh`: every request comes from an address never seen before, as from a client rotating
+//!   its address; each is its address's first request, and so is answered 200.
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -68,13 +70,17 @@ fn main() -> Result<(), BoxError> {
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 3010,
     };
-    let clients: u64 = match std::env::var("CLIENTS") {
+    let clients = match std::env::var("CLIENTS") {
+        Ok(n) if n == "fresh" => Clients::Fresh,
         Ok(n) => n
             .parse()
             .ok()
             .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| format!("CLIENTS must be a number from 1 to 200, got {n:?}"))?,
-        Err(_) => 1,
+            .map(Clients::InTurn)
+            .ok_or_else(|| {
+                format!("CLIENTS must be a number from 1 to 200 or `fresh`, got {n:?}")
+            })?,
+        Err(_) => Clients::InTurn(1),
     };
     let run = Run {
         requests,
@@ -117,9 +123,46 @@ fn prepared(router: Router) -> Router {
     router.with_state(())
 }
 
+/// Where the requests of a `REQUESTS` run come from.
+#[derive(Clone, Copy)]
+enum Clients {
+    /// This many peer addresses, in turn.
+    InTurn(u64),
+    /// A new peer address for every request.
+    Fresh,
+}
+
+impl Clients {
+    /// The peer address of the `i`th request.
+    fn peer(self, i: u64) -> SocketAddr {
+        match self {
+            Clients::InTurn(n) => SocketAddr::from(([192, 0, 2, 1 + (i % n) as u8], 40000)),
+            // 10.0.0.0/8 and on: 2^32 - 2^27 addresses before the counter wraps.
+            Clients::Fresh => SocketAddr::from((
+                std::net::Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i as u32)),
+                40000,
+            )),
+        }
+    }
+
+    /// How many requests are answered 200 when every address may send only its first.
+    fn first_requests(self, n: u64) -> u64 {
+        match self {
+            Clients::InTurn(clients) => clients.min(n),
+            Clients::Fresh => n,
+        }
+    }
+
+    /// Before which requests the client waits 1.1 s: each new address of those in turn, so
+    /// that their waits differ.
+    fn waits_before(self, i: u64) -> bool {
+        matches!(self, Clients::InTurn(n) if (1..n).contains(&i))
+    }
+}
+
 struct Run {
     requests: Option<u64>,
-    clients: u64,
+    clients: Clients,
     port: u16,
     rejecting: bool,
 }
@@ -160,20 +203,19 @@ impl Run {
         // here the peer is each client in turn.
         let app = ServiceBuilder::new()
             .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-                let client = sent.fetch_add(1, Ordering::Relaxed) % clients;
-                let peer = SocketAddr::from(([192, 0, 2, 1 + client as u8], 40000));
+                let peer = clients.peer(sent.fetch_add(1, Ordering::Relaxed));
                 let mut request = request.map(axum::body::Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             })
             .service(app);
         let mut runtime = tokio::runtime::Builder::new_current_thread();
-        if clients > 1 {
+        if matches!(clients, Clients::InTurn(n) if n > 1) {
             runtime.enable_time();
         }
         let (ok, limited) = exchange(&runtime.build()?, app, n, clients)?;
         let expected_limited = if self.rejecting {
-            n.saturating_sub(clients)
+            n - clients.first_requests(n)
         } else {
             0
         };
@@ -193,7 +235,7 @@ fn exchange<S>(
     runtime: &tokio::runtime::Runtime,
     app: S,
     n: u64,
-    clients: u64,
+    clients: Clients,
 ) -> Result<(u64, u64), BoxError>
 where
     S: Service<hyper::Request<hyper::body::Incoming>, Response = Response, Error = Infallible>
@@ -209,7 +251,7 @@ where
         let mut buffer = Vec::with_capacity(64 * 1024);
         let (mut ok, mut limited) = (0u64, 0u64);
         for i in 0..n {
-            if (1..clients).contains(&i) {
+            if clients.waits_before(i) {
                 tokio::time::sleep(Duration::from_millis(1100)).await;
             }
             client
