@@ -12,6 +12,11 @@ use crate::ConfigError;
 
 /// How many hops, counted from the right, are read before giving up on a forwarding header.
 const MAX_HOPS: usize = 32;
+/// The longest hop that is read, in bytes: a longer one is unreadable, and the search for its
+/// start stops here, so that no hop costs more to read than this many bytes, whatever a client
+/// wrote. An address with its port is at most 64 bytes; a `Forwarded` element with a `by`, a
+/// `proto` and a `host` of a full-length domain name fits with room to spare.
+const MAX_HOP_LEN: usize = 512;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -24,7 +29,8 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// client cannot pick its own key. A peer that is not a trusted proxy is itself the client and
 /// its headers are not read at all. An unreadable hop ends the walk at the last trusted address;
 /// a hop with a byte outside ASCII in it is unreadable, and the other hops of its header line
-/// are read as usual.
+/// are read as usual. So is a hop of more than 512 bytes, and the walk reads at most 32 hops:
+/// however long the headers, reading them costs a bounded amount.
 ///
 /// Read the header your proxies really write: a header they pass through untouched is the
 /// client's to forge.
@@ -147,7 +153,8 @@ impl ForwardedIp {
             })
             .take(MAX_HOPS);
         for hop in hops {
-            let ip = ascii(hop).and_then(|hop| {
+            let readable = (hop.len() <= MAX_HOP_LEN).then_some(hop);
+            let ip = readable.and_then(ascii).and_then(|hop| {
                 if rfc7239 {
                     forwarded_for(hop)
                 } else {
@@ -188,23 +195,29 @@ struct Hops<'a> {
 impl<'a> Iterator for Hops<'a> {
     type Item = &'a [u8];
 
+    /// A hop of more than [`MAX_HOP_LEN`] bytes comes out as its last `MAX_HOP_LEN + 1`
+    /// bytes, and is the line's last: whatever it is, it is unreadable, and so ends the walk.
     fn next(&mut self) -> Option<&'a [u8]> {
         let line = self.rest?;
+        // The hop starts after the first delimiter from the right, or it is too long.
+        let window = &line[line.len().saturating_sub(MAX_HOP_LEN + 1)..];
+        let start = line.len() - window.len();
         let mut quoted = false;
-        for (i, &byte) in line.iter().enumerate().rev() {
+        for (i, &byte) in window.iter().enumerate().rev() {
             match byte {
                 b',' if !quoted => {
-                    self.rest = Some(&line[..i]);
-                    return Some(&line[i + 1..]);
+                    self.rest = Some(&line[..start + i]);
+                    return Some(&window[i + 1..]);
                 }
                 // From the right, a quote begins a quoted string, and inside one, a quote
-                // that a backslash does not escape ends it.
-                b'"' if self.quoting && !(quoted && escaped(&line[..i])) => quoted = !quoted,
+                // that a backslash does not escape ends it. (A run of backslashes that
+                // reaches the window's start belongs to a hop too long to read.)
+                b'"' if self.quoting && !(quoted && escaped(&window[..i])) => quoted = !quoted,
                 _ => {}
             }
         }
         self.rest = None;
-        Some(line)
+        Some(window)
     }
 }
 
@@ -504,6 +517,54 @@ mod tests {
         ];
         for (value, want) in cases {
             assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), want);
+        }
+    }
+
+    #[test]
+    fn a_hop_longer_than_the_limit_is_unreadable_and_ends_the_walk() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
+        let padded = |len: usize, ip: &str| format!("{}{ip}", " ".repeat(len - ip.len()));
+        for (len, want) in [(MAX_HOP_LEN, "1.2.3.4"), (MAX_HOP_LEN + 1, "10.0.0.9")] {
+            let value = format!("5.6.7.8,{}, 10.0.0.9", padded(len, "1.2.3.4"));
+            assert_eq!(
+                key(&ex, "10.0.0.1:80", &[("x-forwarded-for", value.as_bytes())]),
+                want,
+                "a hop of {len} bytes"
+            );
+        }
+        // A hop too long as the line's only one, with no comma anywhere: the proxy's address.
+        let value = padded(100_000, "1.2.3.4");
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("x-forwarded-for", value.as_bytes())]),
+            "10.0.0.1"
+        );
+
+        let ex = ex.rfc7239();
+        // An element of exactly the limit, its length made up by a quoted host with commas.
+        let element = |len: usize| {
+            let start = "for=1.2.3.4;host=\"";
+            let host = "a,".repeat((len - start.len() - 1) / 2);
+            let element = format!("{start}{host}\"");
+            format!("{element:<len$}")
+        };
+        for (len, want) in [(MAX_HOP_LEN, "1.2.3.4"), (MAX_HOP_LEN + 1, "10.0.0.9")] {
+            let value = format!("for=5.6.7.8,{}, for=10.0.0.9", element(len));
+            assert_eq!(
+                key(&ex, "10.0.0.1:80", &[("forwarded", value.as_bytes())]),
+                want,
+                "an element of {len} bytes"
+            );
+        }
+        // Escaped quotes and commas in a quoted string of 8 000 bytes, and a run of
+        // backslashes longer than the limit before a quote.
+        let escapes = format!("for=\"{}\"", "\\\"\\,".repeat(2_000));
+        let backslashes = format!("for=1.2.3.4;host=\"{}\"", "\\".repeat(1_001));
+        for value in [escapes, backslashes] {
+            let value = format!("for=5.6.7.8, {value}, for=10.0.0.9");
+            assert_eq!(
+                key(&ex, "10.0.0.1:80", &[("forwarded", value.as_bytes())]),
+                "10.0.0.9"
+            );
         }
     }
 
