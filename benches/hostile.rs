@@ -14,20 +14,18 @@
 //! cargo bench --features axum --bench hostile -- --warm-up-time 1 --measurement-time 3
 //! ```
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
-use axum::body::Body;
 use axum::extract::ConnectInfo;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use tower::{service_fn, Layer, Service};
+use tower::{Layer, Service};
 use tower_ratelimit::{ForwardedIp, Header, Quota, RateLimitLayer};
+
+mod service;
+use service::{drive, inner};
 
 /// The address of the proxy in front of the server, in the trusted network.
 const PROXY: ([u8; 4], u16) = ([10, 0, 0, 2], 40000);
@@ -126,35 +124,6 @@ fn header_cases() -> Vec<Case> {
             vec![(key, (0..8_192u32).map(|i| 0x80 | (i % 127) as u8).collect())],
         ),
     ]
-}
-
-/// The trivial service every variant wraps: an empty `200 OK`.
-fn inner() -> impl Service<
-    Request<()>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>>,
-> + Clone {
-    service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(Body::empty())) })
-}
-
-/// `poll_ready`, `call` and the response future, each polled once; every one must be ready.
-#[inline]
-fn drive<S, B>(svc: &mut S, req: Request<()>) -> StatusCode
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the service is always ready"),
-    }
-    let future = pin!(svc.call(req));
-    match future.poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response.status(),
-        _ => panic!("the response is ready at once"),
-    }
 }
 
 /// Times every case through the bare service and through `svc`, each answered 200.

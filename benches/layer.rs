@@ -19,21 +19,21 @@
 //! ```
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{Request, Response, StatusCode};
-use tower::{service_fn, Layer, Service};
+use tower::{Layer, Service};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
 use tower_ratelimit::{ManualClock, MemoryStore, Policy, Quota, RateLimitLayer};
+
+mod service;
+use service::{drive, inner};
 
 /// The quota as (interval, burst). Allow: a burst no run can spend. Reject: one cell an hour,
 /// spent before timing starts.
@@ -59,35 +59,6 @@ fn request_from(peer: SocketAddr) -> Request<()> {
     let mut req = Request::new(());
     req.extensions_mut().insert(ConnectInfo(peer));
     req
-}
-
-/// The trivial service every variant wraps: an empty `200 OK`.
-fn inner() -> impl Service<
-    Request<()>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>>,
-> + Clone {
-    service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(Body::empty())) })
-}
-
-/// `poll_ready`, `call` and the response future, each polled once; every one must be ready.
-#[inline]
-fn drive<S, B>(svc: &mut S, req: Request<()>) -> StatusCode
-where
-    S: Service<Request<()>, Response = Response<B>>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => panic!("the service is always ready"),
-    }
-    let future = pin!(svc.call(req));
-    match future.poll(&mut cx) {
-        Poll::Ready(Ok(response)) => response.status(),
-        _ => panic!("the response is ready at once"),
-    }
 }
 
 fn ours(
