@@ -30,7 +30,7 @@ use service::{drive, inner};
 /// The address of the proxy in front of the server, in the trusted network.
 const PROXY: ([u8; 4], u16) = ([10, 0, 0, 2], 40000);
 
-/// One request shape: its name, its headers, and what the layer answers it.
+/// One request shape: its name and its headers, sent by [`PROXY`].
 struct Case {
     name: &'static str,
     headers: Vec<(&'static str, Vec<u8>)>,
@@ -54,6 +54,11 @@ impl Case {
     }
 }
 
+/// `n` bytes outside ASCII (valid in a header value as obs-text).
+fn non_ascii(n: u32) -> Vec<u8> {
+    (0..n).map(|i| 0x80 | (i % 127) as u8).collect()
+}
+
 /// `n` copies of `hop` joined by `, `, then `last`.
 fn hops(hop: &str, n: usize, last: &str) -> Vec<u8> {
     let mut value = vec![hop; n].join(", ");
@@ -64,16 +69,9 @@ fn hops(hop: &str, n: usize, last: &str) -> Vec<u8> {
 
 fn forwarded_cases() -> Vec<Case> {
     let xff = "x-forwarded-for";
-    // Bytes outside ASCII (valid in a header value as obs-text), with commas among them.
-    let junk: Vec<u8> = (0..8_192u32)
-        .map(|i| {
-            if i % 97 == 0 {
-                b','
-            } else {
-                0x80 | (i % 127) as u8
-            }
-        })
-        .collect();
+    // Bytes outside ASCII with commas among them.
+    let mut junk = non_ascii(8_192);
+    junk.iter_mut().step_by(97).for_each(|byte| *byte = b',');
     let mut junk_then_client = junk.clone();
     junk_then_client.extend_from_slice(b", 203.0.113.9");
     vec![
@@ -119,10 +117,7 @@ fn header_cases() -> Vec<Case> {
     vec![
         Case::new("api-key/32-bytes", vec![(key, vec![b'k'; 32])]),
         Case::new("api-key/8KiB", vec![(key, vec![b'k'; 8_192])]),
-        Case::new(
-            "api-key/8KiB-non-ascii",
-            vec![(key, (0..8_192u32).map(|i| 0x80 | (i % 127) as u8).collect())],
-        ),
+        Case::new("api-key/8KiB-non-ascii", vec![(key, non_ascii(8_192))]),
     ]
 }
 

@@ -137,7 +137,7 @@ impl Clients {
     fn peer(self, i: u64) -> SocketAddr {
         match self {
             Clients::InTurn(n) => SocketAddr::from(([192, 0, 2, 1 + (i % n) as u8], 40000)),
-            // 10.0.0.0/8 and on: 2^32 - 2^27 addresses before the counter wraps.
+            // From 10.0.0.0 on: about 4.1 billion addresses before the counter wraps.
             Clients::Fresh => SocketAddr::from((
                 std::net::Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i as u32)),
                 40000,

@@ -153,8 +153,7 @@ impl ForwardedIp {
             })
             .take(MAX_HOPS);
         for hop in hops {
-            let readable = (hop.len() <= MAX_HOP_LEN).then_some(hop);
-            let ip = readable.and_then(ascii).and_then(|hop| {
+            let ip = readable(hop).and_then(|hop| {
                 if rfc7239 {
                     forwarded_for(hop)
                 } else {
@@ -227,9 +226,10 @@ fn escaped(before: &[u8]) -> bool {
     before.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
-/// A hop's text if every byte of it is ASCII; a hop with obs-text in it is unreadable.
-fn ascii(hop: &[u8]) -> Option<&str> {
-    if hop.is_ascii() {
+/// A hop's text if it is no longer than [`MAX_HOP_LEN`] and every byte of it is ASCII; a
+/// longer hop, or one with obs-text in it, is unreadable.
+fn readable(hop: &[u8]) -> Option<&str> {
+    if hop.len() <= MAX_HOP_LEN && hop.is_ascii() {
         std::str::from_utf8(hop).ok()
     } else {
         None
