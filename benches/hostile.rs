@@ -155,36 +155,23 @@ where
     group.finish();
 }
 
-/// A quota no run can spend: every request is allowed.
-fn quota() -> Quota {
-    Quota::per_second(1_000_000_000)
+/// The layer keying requests by `key`, with a quota no run can spend: every request is
+/// allowed.
+fn limited<E>(key: E) -> RateLimitLayer<E> {
+    RateLimitLayer::builder()
+        .key(key)
+        .quota(Quota::per_second(1_000_000_000))
+        .build()
+        .expect("a valid layer")
 }
 
 fn bench(c: &mut Criterion) {
-    let trusted = ["10.0.0.0/8"];
-    let layer = RateLimitLayer::builder()
-        .key(ForwardedIp::new(trusted).expect("a valid network"))
-        .quota(quota())
-        .build()
-        .expect("a valid layer");
+    let forwarded = ForwardedIp::new(["10.0.0.0/8"]).expect("a valid network");
+    let layer = limited(forwarded.clone());
     run(c, "hostile", &forwarded_cases(), layer.layer(inner()));
-
-    let layer = RateLimitLayer::builder()
-        .key(
-            ForwardedIp::new(trusted)
-                .expect("a valid network")
-                .rfc7239(),
-        )
-        .quota(quota())
-        .build()
-        .expect("a valid layer");
+    let layer = limited(forwarded.rfc7239());
     run(c, "hostile", &rfc7239_cases(), layer.layer(inner()));
-
-    let layer = RateLimitLayer::builder()
-        .key(Header::new("x-api-key"))
-        .quota(quota())
-        .build()
-        .expect("a valid layer");
+    let layer = limited(Header::new("x-api-key"));
     run(c, "hostile", &header_cases(), layer.layer(inner()));
 }
 

@@ -7,7 +7,6 @@
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tower_ratelimit::{Policy, Quota, RedisStore, Store};
@@ -89,54 +88,46 @@ fn flood() -> Flood {
 
     // Stalls Redis until the flood is over: each pause ends by itself, and the next one is
     // asked for a moment later, so calls get through between them one round at a time.
-    let over = Arc::new(AtomicBool::new(false));
-    let staller = {
-        let over = Arc::clone(&over);
-        let mut admin = server.connection();
-        std::thread::spawn(move || {
+    let over = AtomicBool::new(false);
+    let flood = std::thread::scope(|scope| {
+        scope.spawn(|| {
             while !over.load(Ordering::Relaxed) {
-                let () = redis::cmd("CLIENT")
-                    .arg("PAUSE")
-                    .arg(STALL.as_millis() as u64)
-                    .arg("ALL")
-                    .query(&mut admin)
-                    .unwrap();
+                server.pause(STALL.as_millis() as u64);
                 std::thread::sleep(STALL + Duration::from_millis(1));
             }
-        })
-    };
-
-    let flood = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for (store, stack) in &stores {
-            for _ in 0..1_500 {
-                let (store, stack) = (store.clone(), stack.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut admitted = 0u32;
-                    let mut slowest = Duration::ZERO;
-                    for _ in 0..2 {
-                        let started = Instant::now();
-                        let decision = store.check(&stack, b"one-budget", 1).await.unwrap();
-                        slowest = slowest.max(started.elapsed());
-                        admitted += u32::from(decision.is_allowed());
-                    }
-                    (admitted, slowest)
-                }));
+        });
+        let flood = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for (store, stack) in &stores {
+                for _ in 0..1_500 {
+                    let (store, stack) = (store.clone(), stack.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut admitted = 0u32;
+                        let mut slowest = Duration::ZERO;
+                        for _ in 0..2 {
+                            let started = Instant::now();
+                            let decision = store.check(&stack, b"one-budget", 1).await.unwrap();
+                            slowest = slowest.max(started.elapsed());
+                            admitted += u32::from(decision.is_allowed());
+                        }
+                        (admitted, slowest)
+                    }));
+                }
             }
-        }
-        let mut flood = Flood {
-            admitted: 0,
-            slowest: Duration::ZERO,
-        };
-        for task in tasks {
-            let (admitted, slowest) = task.await.unwrap();
-            flood.admitted += admitted;
-            flood.slowest = flood.slowest.max(slowest);
-        }
+            let mut flood = Flood {
+                admitted: 0,
+                slowest: Duration::ZERO,
+            };
+            for task in tasks {
+                let (admitted, slowest) = task.await.unwrap();
+                flood.admitted += admitted;
+                flood.slowest = flood.slowest.max(slowest);
+            }
+            flood
+        });
+        over.store(true, Ordering::Relaxed);
         flood
     });
-    over.store(true, Ordering::Relaxed);
-    staller.join().unwrap();
     for (store, _) in &stores {
         assert!(
             !store.is_degraded(),
