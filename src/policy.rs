@@ -498,7 +498,9 @@ impl AllowIps {
     /// Reads the client address as `proxies` does (the address that trusted proxies forwarded,
     /// IPv6 not grouped) instead of the peer's: a request is bypassed if its client is in the
     /// list, whichever proxy it came through, and a client cannot get in by writing a listed
-    /// address into the forwarding header itself.
+    /// address into the forwarding header itself. A request whose client the proxies leave
+    /// unknown (a hop of theirs that holds no readable address) is not bypassed, even where the
+    /// list holds the proxies' own network.
     ///
     /// ```
     /// use std::net::SocketAddr;
@@ -518,6 +520,7 @@ impl AllowIps {
     /// assert!(internal.bypass(&from_lb("192.0.2.7")), "the monitor");
     /// assert!(!internal.bypass(&from_lb("203.0.113.9")), "a client through the proxy");
     /// assert!(!internal.bypass(&from_lb("192.0.2.7, 203.0.113.9")), "a forged hop");
+    /// assert!(!internal.bypass(&from_lb("unknown")), "no client address");
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
     #[must_use]

@@ -10,8 +10,8 @@ use std::time::Instant;
 use http::{HeaderValue, Request, Response, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use tower_ratelimit::{
-    ForwardedIp, Global, Header, KeyBytes, KeyExtractor, ManualClock, MemoryStore, PeerIp, Policy,
-    Quota, RateLimit, RateLimitLayer, Store,
+    ForwardedIp, Global, Header, KeyBytes, KeyExtractor, ManualClock, MemoryStore, MissingKey,
+    PeerIp, Policy, Quota, RateLimit, RateLimitLayer, Store,
 };
 
 /// One request per hour: a second request on the same key is limited.
@@ -142,12 +142,18 @@ async fn headers_from_an_untrusted_peer_are_ignored() {
 }
 
 /// Sends one request from [`PROXY`] with `value` as `header`, through `key`, and returns the
-/// one key it charged.
-async fn key_charged_by(key: ForwardedIp, header: &'static str, value: &[u8]) -> IpAddr {
+/// one key it charged, or `None` when the request got no key: it was answered as a request
+/// without one (500 by default) and charged nothing.
+async fn key_charged_by(key: ForwardedIp, header: &'static str, value: &[u8]) -> Option<IpAddr> {
     let (svc, store) = rig(key);
     let value = HeaderValue::from_bytes(value).unwrap();
     let req = request(PROXY, &[(header, value)]);
-    assert_eq!(status(&svc, req).await, StatusCode::OK);
+    let status = status(&svc, req).await;
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        assert!(store.is_empty(), "a request without a key was charged");
+        return None;
+    }
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(store.len(), 1);
     let candidates = [
         "10.0.0.2",
@@ -161,75 +167,101 @@ async fn key_charged_by(key: ForwardedIp, header: &'static str, value: &[u8]) ->
         .filter(|ip| charged(&store, ip))
         .collect();
     assert_eq!(charged.len(), 1, "{charged:?}");
-    charged[0].parse().unwrap()
+    Some(charged[0].parse().unwrap())
 }
 
-/// A byte of obs-text (0x80-0xFF) makes its own hop unreadable, exactly like a hop of ASCII
-/// junk: the walk from the right ends at the last trusted address when it reaches that hop,
-/// and the other hops of the line are read as usual.
+/// A byte of obs-text (0x80-0xFF) in an address makes its hop unreadable, exactly like ASCII
+/// junk there. Reached from the right through trusted proxies, such a hop leaves the client
+/// unknown: no key, nothing charged, and no fallback to the proxy's own address. The other
+/// hops of the line are read as usual. In `Forwarded`, obs-text in a parameter other than
+/// `for` (a `host` that a proxy copied from the request) is like any other byte there.
 #[tokio::test]
-async fn a_hop_with_obs_text_is_unreadable_and_the_rest_of_its_line_is_read() {
-    // A line with one bad hop, the same line with that hop as ASCII junk, and the client.
-    let xff: [(&[u8], &str, &str); 7] = [
-        (b"\xff\xfe\xfd", "unknown", "10.0.0.2"),
-        (b"203.0.113.9\xa0", "unknown", "10.0.0.2"),
-        (b"203.0.113.9, \x80\x81", "203.0.113.9, unknown", "10.0.0.2"),
+async fn obs_text_in_an_address_makes_its_hop_unreadable_and_nothing_else() {
+    // A line with one bad hop, the same line with the byte as ASCII, and the client.
+    let xff: [(&[u8], &str, Option<&str>); 7] = [
+        (b"\xff\xfe\xfd", "unknown", None),
+        (b"203.0.113.9\xa0", "203.0.113.9x", None),
+        (b"203.0.113.9, \x80\x81", "203.0.113.9, unknown", None),
         (
             b"\xc3\xa9, 203.0.113.9",
             "unknown, 203.0.113.9",
-            "203.0.113.9",
+            Some("203.0.113.9"),
         ),
         (
             b"6.6.6.6, 198.51.100.7\xff, 203.0.113.9, 10.0.0.7",
-            "6.6.6.6, unknown, 203.0.113.9, 10.0.0.7",
-            "203.0.113.9",
+            "6.6.6.6, 198.51.100.7x, 203.0.113.9, 10.0.0.7",
+            Some("203.0.113.9"),
         ),
         (
             b"203.0.113.9, 10.0.0.8\x80, 10.0.0.7",
-            "203.0.113.9, unknown, 10.0.0.7",
-            "10.0.0.7",
+            "203.0.113.9, 10.0.0.8x, 10.0.0.7",
+            None,
         ),
         (
             b"203.0.113.9, 10.0.\xe90.8, 10.0.0.7",
-            "203.0.113.9, 10.0.junk0.8, 10.0.0.7",
-            "10.0.0.7",
+            "203.0.113.9, 10.0.x0.8, 10.0.0.7",
+            None,
         ),
     ];
-    for (raw, junk, client) in xff {
+    for (raw, ascii, client) in xff {
         let got = key_charged_by(behind_proxies(), "x-forwarded-for", raw).await;
-        let ascii = key_charged_by(behind_proxies(), "x-forwarded-for", junk.as_bytes()).await;
-        assert_eq!(got.to_string(), client, "{raw:?}");
-        assert_eq!(got, ascii, "{raw:?} against {junk:?}");
+        let same = key_charged_by(behind_proxies(), "x-forwarded-for", ascii.as_bytes()).await;
+        assert_eq!(got.map(|ip| ip.to_string()).as_deref(), client, "{raw:?}");
+        assert_eq!(got, same, "{raw:?} against {ascii:?}");
     }
 
-    let forwarded: [(&[u8], &str, &str); 4] = [
+    let forwarded: [(&[u8], &str, Option<&str>); 6] = [
         (
             b"for=\"\xff\", for=203.0.113.9;proto=https",
-            "for=unknown, for=203.0.113.9;proto=https",
-            "203.0.113.9",
+            "for=\"x\", for=203.0.113.9;proto=https",
+            Some("203.0.113.9"),
         ),
         (
             b"for=203.0.113.9;proto=h\x80ttp, for=10.0.0.7",
-            "for=unknown;proto=http, for=10.0.0.7",
-            "10.0.0.7",
+            "for=203.0.113.9;proto=hxttp, for=10.0.0.7",
+            Some("203.0.113.9"),
         ),
         (
             b"for=6.6.6.6, for=203.0.113.9, for=10.0.0.7;by=\xff",
-            "for=6.6.6.6, for=203.0.113.9, for=unknown",
-            "10.0.0.2",
+            "for=6.6.6.6, for=203.0.113.9, for=10.0.0.7;by=x",
+            Some("203.0.113.9"),
+        ),
+        (
+            b"for=203.0.113.9;host=\"ex\xe4mple.com\";proto=https",
+            "for=203.0.113.9;host=\"exxmple.com\";proto=https",
+            Some("203.0.113.9"),
         ),
         (
             b"for=6.6.6.6\xa0, for=203.0.113.9, for=10.0.0.7",
-            "for=unknown, for=203.0.113.9, for=10.0.0.7",
-            "203.0.113.9",
+            "for=6.6.6.6x, for=203.0.113.9, for=10.0.0.7",
+            Some("203.0.113.9"),
+        ),
+        (
+            b"for=6.6.6.6, for=203.0.113.9\xa0, for=10.0.0.7",
+            "for=6.6.6.6, for=203.0.113.9x, for=10.0.0.7",
+            None,
         ),
     ];
-    for (raw, junk, client) in forwarded {
+    for (raw, ascii, client) in forwarded {
         let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", raw).await;
-        let ascii = key_charged_by(behind_proxies().rfc7239(), "forwarded", junk.as_bytes()).await;
-        assert_eq!(got.to_string(), client, "{raw:?}");
-        assert_eq!(got, ascii, "{raw:?} against {junk:?}");
+        let same = key_charged_by(behind_proxies().rfc7239(), "forwarded", ascii.as_bytes()).await;
+        assert_eq!(got.map(|ip| ip.to_string()).as_deref(), client, "{raw:?}");
+        assert_eq!(got, same, "{raw:?} against {ascii:?}");
     }
+}
+
+/// A client that makes the proxy's own element unreadable, with a `Host` longer than a hop may
+/// be (the proxy copies it into its `Forwarded` element), gets no key: it does not become the
+/// proxy, whose key it could otherwise drain for every request the proxy makes itself.
+#[tokio::test]
+async fn a_client_cannot_pass_for_the_proxy_with_an_unreadable_hop() {
+    let host = "a".repeat(600);
+    let value = format!("for=203.0.113.9;host=\"{host}\";proto=https");
+    let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value.as_bytes()).await;
+    assert_eq!(got, None);
+    let value = "for=203.0.113.9;host=\"example.com\";proto=https";
+    let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value.as_bytes()).await;
+    assert_eq!(got, Some("203.0.113.9".parse().unwrap()));
 }
 
 /// Asserts that each `Forwarded` value, behind the test's proxies, is keyed as `client`.
@@ -237,8 +269,8 @@ async fn each_forwarded_keys_as(values: &[&[u8]], client: &str) {
     for value in values {
         let got = key_charged_by(behind_proxies().rfc7239(), "forwarded", value).await;
         assert_eq!(
-            got.to_string(),
-            client,
+            got.map(|ip| ip.to_string()).as_deref(),
+            Some(client),
             "{:?}",
             String::from_utf8_lossy(value)
         );
@@ -311,7 +343,10 @@ async fn thousands_of_hops_are_answered_quickly_and_keyed_consistently() {
 }
 
 #[tokio::test]
-async fn garbage_addresses_never_fail_a_request() {
+/// A trusted proxy's hop that holds no address leaves the client unknown: never a panic, never
+/// the proxy's own key; the request gets the layer's answer for a request without a key (500
+/// by default), or is served unlimited where the layer allows such requests.
+async fn garbage_from_a_trusted_proxy_leaves_the_client_unknown() {
     let long_digits = "9".repeat(5_000);
     let garbage = [
         "",
@@ -343,9 +378,23 @@ async fn garbage_addresses_never_fail_a_request() {
             .oneshot(request(PROXY, &xff(value)))
             .await
             .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{value:?}"
+        );
+        assert!(store.is_empty(), "{value:?}");
+        let allowing = RateLimitLayer::builder()
+            .quota(quota())
+            .key(behind_proxies())
+            .on_missing_key(MissingKey::Allow)
+            .store(store.clone())
+            .build()
+            .unwrap()
+            .layer(Hello);
+        let response = allowing.oneshot(request(PROXY, &xff(value))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{value:?}");
-        assert!(charged(&store, "10.0.0.2"), "{value:?}");
-        assert_eq!(store.len(), 1, "{value:?}");
+        assert!(store.is_empty(), "{value:?}");
 
         if value == "\"1.2.3.4\"" {
             continue; // a quoted address is valid in `Forwarded`
@@ -357,8 +406,12 @@ async fn garbage_addresses_never_fail_a_request() {
             .oneshot(request(PROXY, &[("forwarded", value.clone())]))
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
-        assert!(charged(&store, "10.0.0.2"), "{value:?}");
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{value:?}"
+        );
+        assert!(store.is_empty(), "{value:?}");
     }
 }
 

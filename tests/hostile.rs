@@ -123,6 +123,18 @@ impl Hop {
         }
     }
 
+    /// Where the `for` parameter lies in [`Hop::forwarded`]: from its first byte to just past
+    /// its last, so that a byte inserted at either end, or anywhere between, lands in it.
+    fn for_span(&self) -> Option<(usize, usize)> {
+        let e = &self.element;
+        if e.no_for && matches!(self.kind, HopKind::Junk) {
+            return None;
+        }
+        let start = e.before.map_or(0, |before| before.len() + 1);
+        let quotes = if e.quoted { 2 } else { 0 };
+        Some((start, start + e.name.len() + 1 + self.text.len() + quotes))
+    }
+
     /// The hop as one element of a `Forwarded` header.
     fn forwarded(&self) -> String {
         let e = &self.element;
@@ -146,7 +158,9 @@ impl Hop {
 struct Line {
     hops: Vec<Hop>,
     /// A byte of obs-text (0x80-0xFF) written into one hop: which hop, where in its text, and
-    /// the byte. That hop is unreadable; the others are read as usual.
+    /// the byte. That hop is unreadable if the byte lands in its address (anywhere in an
+    /// `X-Forwarded-For` hop, in the `for` parameter of a `Forwarded` element); the others are
+    /// read as usual.
     obs: Option<(Index, Index, u8)>,
 }
 
@@ -185,17 +199,25 @@ impl Line {
         HeaderValue::from_bytes(&hops.join(&b","[..])).expect("header value bytes")
     }
 
-    fn readings(&self) -> Vec<Vec<Option<IpAddr>>> {
+    fn readings(&self, rfc7239: bool) -> Vec<Vec<Option<IpAddr>>> {
         let tainted = self.tainted();
         self.hops
             .iter()
             .enumerate()
-            .map(|(i, hop)| {
-                if tainted == Some(i) {
-                    vec![None]
-                } else {
-                    hop.readings()
+            .map(|(i, hop)| match self.obs {
+                Some((_, at, _)) if tainted == Some(i) => {
+                    let in_address = !rfc7239 || {
+                        let at = at.index(hop.forwarded().len() + 1);
+                        hop.for_span()
+                            .is_none_or(|(start, end)| (start..=end).contains(&at))
+                    };
+                    if in_address {
+                        vec![None]
+                    } else {
+                        hop.readings()
+                    }
                 }
+                _ => hop.readings(),
             })
             .collect()
     }
@@ -214,41 +236,45 @@ fn key_of(ip: IpAddr) -> IpAddr {
 
 /// The keys `ForwardedIp` (with IPv6 kept whole) may give a request from `peer` with `lines`:
 /// the first untrusted address from the right, through at most [`MAX_HOPS`] hops, or the last
-/// trusted one when a hop is unreadable or the hops run out. One key unless a zone is involved.
-fn expected_keys(peer: SocketAddr, lines: &[Line]) -> BTreeSet<IpAddr> {
+/// trusted one when the hops run out; no key (`None`) when the walk reaches an unreadable hop.
+/// One answer unless a zone is involved.
+fn expected_keys(peer: SocketAddr, lines: &[Line], rfc7239: bool) -> BTreeSet<Option<IpAddr>> {
     let peer = peer.ip().to_canonical();
     if !is_trusted(peer) {
-        return BTreeSet::from([key_of(peer)]);
+        return BTreeSet::from([Some(key_of(peer))]);
     }
     let hops: Vec<Vec<Option<IpAddr>>> = lines
         .iter()
         .rev()
-        .flat_map(|line| line.readings().into_iter().rev())
+        .flat_map(|line| line.readings(rfc7239).into_iter().rev())
         .take(MAX_HOPS)
         .collect();
     let mut walking = BTreeSet::from([peer]);
     let mut done = BTreeSet::new();
     for readings in hops {
+        // Every walk still going reads this hop: where it goes next does not depend on where
+        // it came from.
+        if walking.is_empty() {
+            break;
+        }
         let mut next = BTreeSet::new();
-        for last in &walking {
-            for reading in &readings {
-                match reading {
-                    Some(ip) if is_trusted(*ip) => {
-                        next.insert(*ip);
-                    }
-                    Some(ip) => {
-                        done.insert(*ip);
-                    }
-                    None => {
-                        done.insert(*last);
-                    }
+        for reading in readings {
+            match reading {
+                Some(ip) if is_trusted(ip) => {
+                    next.insert(ip);
+                }
+                Some(ip) => {
+                    done.insert(Some(key_of(ip)));
+                }
+                None => {
+                    done.insert(None);
                 }
             }
         }
         walking = next;
     }
-    done.extend(walking);
-    done.into_iter().map(key_of).collect()
+    done.extend(walking.into_iter().map(|ip| Some(key_of(ip))));
+    done
 }
 
 fn trusted_ip() -> impl Strategy<Value = IpAddr> {
@@ -480,9 +506,9 @@ proptest! {
     ) {
         let values: Vec<HeaderValue> = lines.iter().map(|line| line.value(rfc7239)).collect();
         let req = request_from(peer, &forwarding_header(rfc7239), &values);
-        let key = forwarded_ip(rfc7239).extract(&req).expect("a peer address");
-        let expected = expected_keys(peer, &lines);
-        prop_assert!(expected.contains(&key), "got {key}, expected one of {expected:?}");
+        let key = forwarded_ip(rfc7239).extract(&req);
+        let expected = expected_keys(peer, &lines, rfc7239);
+        prop_assert!(expected.contains(&key), "got {key:?}, expected one of {expected:?}");
     }
 
     #[test]
@@ -528,9 +554,9 @@ proptest! {
         }
         req.extensions_mut().insert(peer);
         for rfc7239 in [false, true] {
-            let key = forwarded_ip(rfc7239).extract(&req).expect("a peer address");
+            let key = forwarded_ip(rfc7239).extract(&req);
             if !is_trusted(peer.ip()) {
-                prop_assert_eq!(key, key_of(peer.ip()));
+                prop_assert_eq!(key, Some(key_of(peer.ip())));
             }
         }
     }
@@ -1342,7 +1368,9 @@ proptest! {
                     grpc.clone().unwrap_or(HeaderValue::from_static("application/grpc"));
 
                 let cost = cost_of(&hostile.request());
-                let expect = match (hostile.peer, cost) {
+                // No key without a peer address, or when a trusted proxy's hop holds none.
+                let client = ForwardedIp::new(TRUSTED).unwrap().extract(&hostile.request());
+                let expect = match (client, cost) {
                     (None, _) => Expect::Missing,
                     (Some(_), 0) => Expect::Free,
                     (Some(_), cost) if cost > 2 => Expect::TooLarge,
@@ -1366,7 +1394,9 @@ proptest! {
                 };
                 check_response(&response, expect, grpc.as_ref(), policies, false);
 
-                let expect = if hostile.peer.is_some() { Expect::Counted } else { Expect::Missing };
+                let rfc7239 = ForwardedIp::new(TRUSTED).unwrap().rfc7239();
+                let keyed = rfc7239.extract(&hostile.request()).is_some();
+                let expect = if keyed { Expect::Counted } else { Expect::Missing };
                 let response = grpc_only.clone().oneshot(hostile.request()).await.unwrap();
                 let policies = if expect == Expect::Missing { &[][..] } else { &["calls"][..] };
                 check_response(&response, expect, Some(&always_grpc), policies, false);
@@ -1597,6 +1627,10 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
 
     const METHOD: &str = "/helloworld.Greeter/SayHello";
     const SERVED: &[u16] = &[200, 429];
+    // The test's client is on 127.0.0.1, a trusted proxy to both layers: a hop of its that
+    // holds no address leaves the client unknown, and the request gets the answer for one
+    // without a key (500).
+    const UNKNOWN: &[u16] = &[500];
     let mut cases: Vec<(String, Vec<u8>, &[u16])> = vec![
         (
             "a header larger than the server reads".into(),
@@ -1644,7 +1678,29 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
                 b"/hello",
                 &[header_line("Forwarded", b"for=\"\xc3\x28\";proto=\x80")],
             ),
+            UNKNOWN,
+        ),
+        (
+            "a non-UTF-8 host beside the address in Forwarded".into(),
+            get_with(
+                b"/hello",
+                &[header_line(
+                    "Forwarded",
+                    b"for=203.0.113.7;host=\"ex\xe4mple\"",
+                )],
+            ),
             SERVED,
+        ),
+        (
+            "a host too long for a Forwarded element".into(),
+            get_with(
+                b"/hello",
+                &[header_line(
+                    "Forwarded",
+                    format!("for=203.0.113.7;host=\"{}\"", "a".repeat(600)).as_bytes(),
+                )],
+            ),
+            UNKNOWN,
         ),
         (
             "a non-UTF-8 header name".into(),
@@ -1695,7 +1751,9 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
             &[200, 404],
         ),
     ];
-    let forwarding: [(&str, &[&[u8]]); 2] = [
+    // A header, values of it, and the statuses each may get.
+    type Forwarding<'a> = (&'a str, &'a [&'a [u8]], &'a [u16]);
+    let forwarding: [Forwarding; 4] = [
         (
             "X-Forwarded-For",
             &[
@@ -1705,11 +1763,11 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
                 b"999.1.1.1",
                 b"1.2.3.4:99999",
                 b"fe80::1%eth0",
-                b"[fe80::1%25]:80",
                 b"\"1.2.3.4\"",
                 b"\t",
                 b"203.0.113.7, _hidden",
             ],
+            UNKNOWN,
         ),
         (
             "Forwarded",
@@ -1719,19 +1777,23 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
                 b"for=\"",
                 b";;;=;",
                 b"for=\"[::1]:80",
-                b"for=1.2.3.4;for=",
                 b"by=127.0.0.1",
                 b"for=\"_gazonk\"",
             ],
+            UNKNOWN,
         ),
+        // A socket address's zone is its own: the address is read.
+        ("X-Forwarded-For", &[b"[fe80::1%25]:80"], SERVED),
+        // The first `for` parameter is the element's address.
+        ("Forwarded", &[b"for=203.0.113.7;for="], SERVED),
     ];
-    for (header, values) in forwarding {
+    for (header, values, statuses) in forwarding {
         for value in values {
             let name = format!("{header}: {}", String::from_utf8_lossy(value));
             cases.push((
                 name,
                 get_with(b"/hello", &[header_line(header, value)]),
-                SERVED,
+                statuses,
             ));
         }
     }
@@ -1761,8 +1823,8 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
     pipelined.extend(get_with(b"/hello", &[]));
     let responses = exchange("two requests on one connection", addr, pipelined).await;
     assert_eq!(responses.len(), 2, "{responses:?}");
-    for response in &responses {
-        assert!(SERVED.contains(&response.status), "{responses:?}");
+    for (response, statuses) in responses.iter().zip([UNKNOWN, SERVED]) {
+        assert!(statuses.contains(&response.status), "{responses:?}");
         check_rate_limit_headers(&response.headers, &["xff"]);
     }
 

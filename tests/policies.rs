@@ -906,6 +906,24 @@ async fn an_allow_list_behind_proxies_reads_the_forwarded_client() {
         );
     }
     assert_eq!(store.len(), 2);
+
+    // A hop the proxy wrote that holds no address does not make the request the proxy's own:
+    // the client is unknown, so it is not let through by the list (it gets the answer for a
+    // request without a key) and takes nothing from anyone's budget.
+    for forwarded in ["garbage", "203.0.113.11\u{a0}", "unknown", "_hidden"] {
+        let mut req = get_from("/", "10.0.0.2:40000");
+        req.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(forwarded.as_bytes()).unwrap(),
+        );
+        let response = send(&app, req).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{forwarded:?}"
+        );
+    }
+    assert_eq!(store.len(), 2);
 }
 
 /// A rate-limit header read as a structured-field List: each member's String and its Integer

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, FORWARDED};
 use http::{HeaderMap, Request};
 
-use super::peer::{group, peer_addr, PEER_HINT};
+use super::peer::{group, peer_addr};
 use super::KeyExtractor;
 use crate::ConfigError;
 
@@ -27,10 +27,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// every hop written by a trusted proxy is believed; the first address that is not a trusted
 /// proxy is the client. Anything further left was written by the client and is ignored, so a
 /// client cannot pick its own key. A peer that is not a trusted proxy is itself the client and
-/// its headers are not read at all. An unreadable hop ends the walk at the last trusted address;
-/// a hop with a byte outside ASCII in it is unreadable, and the other hops of its header line
-/// are read as usual. So is a hop of more than 512 bytes, and the walk reads at most 32 hops:
-/// however long the headers, reading them costs a bounded amount.
+/// its headers are not read at all. A request that a trusted peer sends with no forwarding
+/// header is its own: its key is the peer's address.
+///
+/// A hop that a trusted proxy wrote but that holds no readable address (junk, `unknown`, an
+/// obfuscated identifier, a byte outside ASCII in the address, or a hop of more than 512
+/// bytes) leaves the client unknown: the request gets no key, and the layer answers it as it
+/// answers a request without one ([`MissingKey`](crate::MissingKey)); an
+/// [`AllowIps`](crate::AllowIps) list behind these proxies lets it through on no account. It is
+/// not taken for the proxy's own request, which a client could otherwise make of its own with a
+/// long or odd `Host` copied into a `Forwarded` element. Other hops of the header line are read
+/// as usual, and in `Forwarded`, bytes outside ASCII in other parameters (a quoted `host`) do
+/// not matter. The walk reads at most 32 hops: however long the headers, reading them costs a
+/// bounded amount.
 ///
 /// Read the header your proxies really write: a header they pass through untouched is the
 /// client's to forge.
@@ -128,17 +137,19 @@ impl ForwardedIp {
     }
 
     /// The client address of `req`, IPv6 not grouped: the right-most address that no trusted
-    /// proxy accounts for; `None` without a peer address.
+    /// proxy accounts for; `None` without a peer address, or when a trusted proxy's hop cannot
+    /// be read.
     pub(crate) fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let peer = peer_addr(req.extensions())?;
-        Some(self.client(peer.ip(), req.headers()))
+        self.client(peer.ip(), req.headers())
     }
 
-    /// The right-most address that no trusted proxy accounts for.
-    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    /// The right-most address that no trusted proxy accounts for; `None` when a hop that a
+    /// trusted proxy wrote cannot be read.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let mut last = peer.to_canonical();
         if !self.is_trusted(last) {
-            return last;
+            return Some(last);
         }
         let rfc7239 = self.header == FORWARDED;
         // Split as bytes: a byte of obs-text (0x80-0xFF) makes its own hop unreadable, not
@@ -153,20 +164,21 @@ impl ForwardedIp {
             })
             .take(MAX_HOPS);
         for hop in hops {
-            let ip = readable(hop).and_then(|hop| {
-                if rfc7239 {
-                    forwarded_for(hop)
-                } else {
-                    parse_hop(hop)
-                }
-            });
+            let ip = if hop.len() > MAX_HOP_LEN {
+                None
+            } else if rfc7239 {
+                forwarded_for(hop)
+            } else {
+                address(hop).and_then(parse_hop)
+            };
             match ip.map(|ip| ip.to_canonical()) {
                 Some(ip) if self.is_trusted(ip) => last = ip,
-                Some(ip) => return ip,
-                None => return last,
+                Some(ip) => return Some(ip),
+                // The proxy that wrote this hop did not say whom it forwarded.
+                None => return None,
             }
         }
-        last
+        Some(last)
     }
 }
 
@@ -178,9 +190,16 @@ impl<B> KeyExtractor<B> for ForwardedIp {
     }
 
     fn missing_key_hint(&self) -> &'static str {
-        PEER_HINT
+        FORWARDED_HINT
     }
 }
+
+const FORWARDED_HINT: &str = "no client address: either a trusted proxy forwarded a hop \
+     that holds no readable address (junk, `unknown`, an obfuscated identifier, bytes outside \
+     ASCII, or more than 512 bytes), so the client is unknown, or the request has no peer \
+     address at all. For the latter: serve the axum router with \
+     `into_make_service_with_connect_info::<SocketAddr>()`, or insert a `SocketAddr` extension \
+     before the rate limit layer";
 
 /// The hops of one header line, from the right: split at commas, in `Forwarded` only at those
 /// outside quoted strings (a quoted value, such as a `host` copied from the request, may hold
@@ -195,7 +214,7 @@ impl<'a> Iterator for Hops<'a> {
     type Item = &'a [u8];
 
     /// A hop of more than [`MAX_HOP_LEN`] bytes comes out as its last `MAX_HOP_LEN + 1`
-    /// bytes, and is the line's last: whatever it is, it is unreadable, and so ends the walk.
+    /// bytes, and is the line's last: whatever it is, it is unreadable.
     fn next(&mut self) -> Option<&'a [u8]> {
         let line = self.rest?;
         // The hop starts after the first delimiter from the right, or it is too long.
@@ -226,22 +245,23 @@ fn escaped(before: &[u8]) -> bool {
     before.iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
-/// A hop's text if it is no longer than [`MAX_HOP_LEN`] and every byte of it is ASCII; a
-/// longer hop, or one with obs-text in it, is unreadable.
-fn readable(hop: &[u8]) -> Option<&str> {
-    if hop.len() <= MAX_HOP_LEN && hop.is_ascii() {
-        std::str::from_utf8(hop).ok()
+/// The text of an address as bytes, if they are all ASCII: a byte of obs-text makes an address
+/// unreadable.
+fn address(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        std::str::from_utf8(bytes).ok()
     } else {
         None
     }
 }
 
-/// The address in one `Forwarded` element: its `for=` parameter, quoted or not.
-fn forwarded_for(element: &str) -> Option<IpAddr> {
+/// The address in one `Forwarded` element: its `for=` parameter, quoted or not. Only that
+/// parameter needs to be ASCII.
+fn forwarded_for(element: &[u8]) -> Option<IpAddr> {
     let value = for_value(element)?;
-    match value.strip_prefix('"') {
+    match value.strip_prefix(b"\"") {
         Some(quoted) => node(unquote(quoted, &mut [0; 64])?),
-        None => node(value),
+        None => node(address(value)?),
     }
 }
 
@@ -254,21 +274,21 @@ fn node(node: &str) -> Option<IpAddr> {
     }
 }
 
-/// The value of the first `for` parameter of a `Forwarded` element, as written: parameters are
-/// split at semicolons outside quoted strings.
-fn for_value(element: &str) -> Option<&str> {
+/// The value of the first `for` parameter of a `Forwarded` element, as written and trimmed of
+/// spaces: parameters are split at semicolons outside quoted strings.
+fn for_value(element: &[u8]) -> Option<&[u8]> {
     let (mut start, mut quoted, mut escaped) = (0, false, false);
     // A semicolon after the last parameter ends it like the others.
-    for (i, byte) in element.bytes().chain([b';']).enumerate() {
+    for (i, &byte) in element.iter().chain(b";").enumerate() {
         match byte {
             _ if escaped => escaped = false,
             b'\\' if quoted => escaped = true,
             b'"' => quoted = !quoted,
             b';' if !quoted => {
                 let pair = &element[start..i];
-                if let Some((name, value)) = pair.split_once('=') {
-                    if name.trim().eq_ignore_ascii_case("for") {
-                        return Some(value.trim());
+                if let Some(eq) = pair.iter().position(|&b| b == b'=') {
+                    if pair[..eq].trim_ascii().eq_ignore_ascii_case(b"for") {
+                        return Some(pair[eq + 1..].trim_ascii());
                     }
                 }
                 start = i + 1;
@@ -280,9 +300,10 @@ fn for_value(element: &str) -> Option<&str> {
 }
 
 /// The text of a quoted string whose opening quote is gone, its backslash escapes undone, if
-/// it ends at its closing quote and fits in `buf` (no hop longer than 64 bytes is read).
-fn unquote<'b>(quoted: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
-    let mut bytes = quoted.bytes();
+/// it ends at its closing quote, fits in `buf` (no hop longer than 64 bytes is read) and is
+/// ASCII.
+fn unquote<'b>(quoted: &[u8], buf: &'b mut [u8; 64]) -> Option<&'b str> {
+    let mut bytes = quoted.iter().copied();
     let mut len = 0;
     loop {
         let byte = match bytes.next()? {
@@ -296,7 +317,7 @@ fn unquote<'b>(quoted: &str, buf: &'b mut [u8; 64]) -> Option<&'b str> {
     if bytes.next().is_some() {
         return None;
     }
-    std::str::from_utf8(&buf[..len]).ok()
+    address(&buf[..len])
 }
 
 /// One hop: `192.0.2.1`, `2001:db8::1`, `192.0.2.1:8080` or `[2001:db8::1]:8080`.
@@ -426,11 +447,11 @@ mod tests {
         req
     }
 
+    /// The key of a request from `peer`, or `"no key"`.
     fn key(extractor: &ForwardedIp, peer: &str, headers: &[(&str, &[u8])]) -> String {
         extractor
             .extract(&request(peer, headers))
-            .unwrap()
-            .to_string()
+            .map_or_else(|| "no key".to_owned(), |ip| ip.to_string())
     }
 
     #[test]
@@ -479,20 +500,22 @@ mod tests {
     }
 
     #[test]
-    fn hostile_headers_end_the_walk_at_the_last_trusted_hop() {
+    fn a_trusted_hop_that_holds_no_address_leaves_the_client_unknown() {
         let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
         let long = format!("{}10.0.0.2", "10.0.0.3,".repeat(10_000));
         let cases: Vec<(&[u8], &str)> = vec![
-            (b"not-an-ip", "10.0.0.1"),
-            (b"1.2.3.4, garbage, 10.0.0.9", "10.0.0.9"),
+            (b"not-an-ip", "no key"),
+            (b"unknown", "no key"),
+            (b"1.2.3.4, garbage, 10.0.0.9", "no key"),
+            (b"garbage, 1.2.3.4, 10.0.0.9", "1.2.3.4"),
             (b"\xff\xfe, 1.2.3.4", "1.2.3.4"),
-            (b"1.2.3.4, \xff\xfe", "10.0.0.1"),
-            (b"1.2.3.4, 10.0.0.8\x80, 10.0.0.9", "10.0.0.9"),
-            (b"1.2.3.4, 10.0.\xa00.8, 10.0.0.9", "10.0.0.9"),
-            (b",,,,", "10.0.0.1"),
-            (b"_hidden", "10.0.0.1"),
-            (b"[::1", "10.0.0.1"),
-            (b"999.1.1.1", "10.0.0.1"),
+            (b"1.2.3.4, \xff\xfe", "no key"),
+            (b"1.2.3.4, 10.0.0.8\x80, 10.0.0.9", "no key"),
+            (b"1.2.3.4, 10.0.\xa00.8, 10.0.0.9", "no key"),
+            (b",,,,", "no key"),
+            (b"_hidden", "no key"),
+            (b"[::1", "no key"),
+            (b"999.1.1.1", "no key"),
             (long.as_bytes(), "10.0.0.3"),
         ];
         for (value, want) in cases {
@@ -504,27 +527,48 @@ mod tests {
             );
         }
         let ex = ex.rfc7239();
-        for value in [&b"for"[..], b"for=", b"for=\"", b"proto=https", b";;;=;"] {
-            assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), "10.0.0.1");
+        for value in [
+            &b"for"[..],
+            b"for=",
+            b"for=\"",
+            b"proto=https",
+            b";;;=;",
+            b"for=unknown",
+            b"for=_hidden",
+            b"for=\"_hidden:80\"",
+        ] {
+            assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), "no key");
         }
-        let cases: [(&[u8], &str); 3] = [
+        let cases: [(&[u8], &str); 5] = [
             (b"for=\xff, for=1.2.3.4", "1.2.3.4"),
-            (b"for=1.2.3.4, for=10.0.0.8;proto=\xe9", "10.0.0.1"),
+            (b"for=1.2.3.4\xe9", "no key"),
+            (b"for=\"1.2.3.4\xe9\"", "no key"),
             (
                 b"for=1.2.3.4, for=10.0.0.8\xa0;proto=http, for=10.0.0.9",
-                "10.0.0.9",
+                "no key",
+            ),
+            // Bytes outside ASCII elsewhere in the element leave its address readable.
+            (
+                b"for=1.2.3.4, for=10.0.0.8;proto=\xe9, for=203.0.113.9;host=\"ex\xe4mple.com\"",
+                "203.0.113.9",
             ),
         ];
         for (value, want) in cases {
             assert_eq!(key(&ex, "10.0.0.1:80", &[("forwarded", value)]), want);
         }
+        // Bytes outside ASCII in a trusted proxy's own element do not end the walk either.
+        let value: &[u8] = b"for=198.51.100.4, for=10.0.0.8;proto=\xe9, for=10.0.0.9";
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("forwarded", value)]),
+            "198.51.100.4"
+        );
     }
 
     #[test]
-    fn a_hop_longer_than_the_limit_is_unreadable_and_ends_the_walk() {
+    fn a_hop_longer_than_the_limit_is_unreadable() {
         let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap();
         let padded = |len: usize, ip: &str| format!("{}{ip}", " ".repeat(len - ip.len()));
-        for (len, want) in [(MAX_HOP_LEN, "1.2.3.4"), (MAX_HOP_LEN + 1, "10.0.0.9")] {
+        for (len, want) in [(MAX_HOP_LEN, "1.2.3.4"), (MAX_HOP_LEN + 1, "no key")] {
             let value = format!("5.6.7.8,{}, 10.0.0.9", padded(len, "1.2.3.4"));
             assert_eq!(
                 key(&ex, "10.0.0.1:80", &[("x-forwarded-for", value.as_bytes())]),
@@ -532,11 +576,11 @@ mod tests {
                 "a hop of {len} bytes"
             );
         }
-        // A hop too long as the line's only one, with no comma anywhere: the proxy's address.
+        // A hop too long as the line's only one, with no comma anywhere.
         let value = padded(100_000, "1.2.3.4");
         assert_eq!(
             key(&ex, "10.0.0.1:80", &[("x-forwarded-for", value.as_bytes())]),
-            "10.0.0.1"
+            "no key"
         );
 
         let ex = ex.rfc7239();
@@ -547,7 +591,7 @@ mod tests {
             let element = format!("{start}{host}\"");
             format!("{element:<len$}")
         };
-        for (len, want) in [(MAX_HOP_LEN, "1.2.3.4"), (MAX_HOP_LEN + 1, "10.0.0.9")] {
+        for (len, want) in [(MAX_HOP_LEN, "1.2.3.4"), (MAX_HOP_LEN + 1, "no key")] {
             let value = format!("for=5.6.7.8,{}, for=10.0.0.9", element(len));
             assert_eq!(
                 key(&ex, "10.0.0.1:80", &[("forwarded", value.as_bytes())]),
@@ -563,13 +607,13 @@ mod tests {
             let value = format!("for=5.6.7.8, {value}, for=10.0.0.9");
             assert_eq!(
                 key(&ex, "10.0.0.1:80", &[("forwarded", value.as_bytes())]),
-                "10.0.0.9"
+                "no key"
             );
         }
     }
 
     #[test]
-    fn a_quoted_node_followed_by_anything_ends_the_walk() {
+    fn a_quoted_node_followed_by_anything_is_unreadable() {
         let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap().rfc7239();
         for value in [
             &b"for=\"203.0.113.5\"x"[..],
@@ -579,7 +623,7 @@ mod tests {
         ] {
             assert_eq!(
                 key(&ex, "10.0.0.1:80", &[("forwarded", value)]),
-                "10.0.0.1",
+                "no key",
                 "{:?}",
                 String::from_utf8_lossy(value)
             );

@@ -88,8 +88,7 @@ impl<B> KeyExtractor<B> for PeerIp {
     }
 }
 
-pub(super) const PEER_HINT: &str =
-    "no peer address in request extensions: serve the axum router with \
+const PEER_HINT: &str = "no peer address in request extensions: serve the axum router with \
      `into_make_service_with_connect_info::<SocketAddr>()`, serve tonic with the `tonic` feature \
      of tower-ratelimit enabled (a tonic server given TLS streams accepted by the application \
      sets only `TlsConnectInfo`, which a key closure can read), or insert a `SocketAddr` \
