@@ -127,8 +127,9 @@ pub(crate) struct InsufficientCapacity {
 /// the stack, and whether the request is admitted.
 ///
 /// Enforced policies are all-or-nothing: the request is admitted only if each of them admits
-/// it, and a request that any of them denies takes nothing from any. A policy in shadow mode is
-/// decided on its own (it takes the cost when it conforms) and never denies the request.
+/// it, and a request that any of them denies takes nothing from any. A policy in shadow mode
+/// never denies the request; it takes the cost of an admitted request that it conforms to, and
+/// nothing from a denied one, as it would enforced.
 ///
 /// ```
 /// use std::time::Duration;
@@ -367,9 +368,10 @@ pub(crate) struct Cell {
 /// (one per cell, in order), writing the new ones back into `tats`. The cost must fit every
 /// enforced cell's burst (checked before); a shadow cell it does not fit is simply denied.
 ///
-/// Enforced cells are all-or-nothing: each takes the cost only if all of them conform. Shadow
-/// cells are decided one by one. A cell that conformed but took nothing because another
-/// denied reports its unchanged state.
+/// Enforced cells are all-or-nothing: each takes the cost only if all of them conform. A
+/// shadow cell never denies the stack; it takes the cost when it conforms and the stack is
+/// admitted. A cell that conformed but took nothing because another denied reports its
+/// unchanged state.
 pub(crate) fn check_stack(cells: &[Cell], tats: &mut [u64], now: u64, cost: u32) -> Decisions {
     let mut each: SmallVec<[Decision; 2]> = SmallVec::with_capacity(cells.len());
     let mut next: SmallVec<[Option<u64>; 2]> = SmallVec::with_capacity(cells.len());
@@ -404,7 +406,7 @@ pub(crate) fn check_stack(cells: &[Cell], tats: &mut [u64], now: u64, cost: u32)
     }
     for (i, cell) in cells.iter().enumerate() {
         match next[i] {
-            Some(tat) if cell.shadow || admitted => tats[i] = tat,
+            Some(tat) if admitted => tats[i] = tat,
             Some(_) => each[i] = unchanged(&cell.quota, tats[i], now),
             None => {}
         }
@@ -577,7 +579,7 @@ mod tests {
     }
 
     #[test]
-    fn shadow_cells_are_decided_on_their_own_and_never_deny() {
+    fn shadow_cells_never_deny_and_take_only_from_admitted_requests() {
         let stack = cells(&[(Quota::per_second(1), false), (Quota::per_hour(1), true)]);
         let mut tats = [0, 0];
         assert!(check_stack(&stack, &mut tats, 0, 1).is_allowed());
@@ -588,11 +590,15 @@ mod tests {
         );
         assert!(second.any_denied());
         assert_eq!(second.retry_after(), Duration::ZERO);
-        // A shadow cell takes its cost when it conforms even if an enforced one denies.
+        // A request that an enforced cell denies takes nothing from a shadow cell either, as
+        // it would take nothing from that cell enforced: the shadow counts what it would limit.
         let stack = cells(&[(Quota::per_hour(1), false), (Quota::per_second(5), true)]);
         let mut tats = [3600 * SEC, 0];
-        assert!(!check_stack(&stack, &mut tats, 0, 1).is_allowed());
-        assert_eq!(tats[1], Quota::per_second(5).interval_nanos());
+        let denied = check_stack(&stack, &mut tats, 0, 1);
+        assert!(!denied.is_allowed());
+        assert_eq!(tats, [3600 * SEC, 0]);
+        assert_eq!(denied.as_slice()[1].remaining(), 5);
+        assert!(denied.as_slice()[1].is_allowed());
         // An enforced cell that the cost can never fit denies for ever.
         let over = check_stack(&cells(&[(Quota::per_second(2), false)]), &mut [0], 0, 3);
         assert_eq!(over.retry_after(), Duration::from_nanos(u64::MAX));

@@ -12,8 +12,9 @@
 //!
 //! A layer checks each request against a **stack** of policies, all-or-nothing: the request is
 //! admitted only if every enforced policy admits it, and a request that an enforced policy
-//! denies takes nothing from the enforced ones (a [shadow](Policy::shadow) policy counts on
-//! its own and never denies). "10 per second and 1000 per hour" is a stack of two policies:
+//! denies takes nothing from any (a [shadow](Policy::shadow) policy never denies, and counts
+//! the admitted requests as it would enforced). "10 per second and 1000 per hour" is a stack
+//! of two policies:
 //!
 //! ```
 //! use tower_ratelimit::{Policy, Quota, RateLimitLayer};
@@ -100,7 +101,10 @@ impl Policy {
     }
 
     /// Shadow (dry-run) mode: the policy decides and takes cells as usual, and what it would
-    /// have limited is logged and counted, but it never rejects a request.
+    /// have limited is logged and counted, but it never rejects a request. As usual means as
+    /// it would enforced: in a stack, a request that an enforced policy denies takes nothing
+    /// from the shadow policy either, so a client retrying while it is limited does not spend
+    /// the trial's budget, and the count is what enforcing it would limit.
     ///
     /// The cells it takes are its budget's, which is (store, name, key) whether or not the
     /// policy is a shadow: a shadow policy that names an enforced one on the same store (same

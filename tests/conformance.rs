@@ -387,7 +387,7 @@ async fn a_stack_waits_for_the_slowest_denying_policy<S: Store>(f: &Fixture<S>) 
     );
 }
 
-async fn a_shadow_policy_in_a_stack_is_decided_on_its_own_and_never_denies<S: Store>(
+async fn a_shadow_policy_in_a_stack_never_denies_and_takes_only_from_admitted_requests<S: Store>(
     f: &Fixture<S>,
 ) {
     let s = f.stack(&[
@@ -411,19 +411,17 @@ async fn a_shadow_policy_in_a_stack_is_decided_on_its_own_and_never_denies<S: St
         refused([denied(2, 0, sec(1), sec(2)), denied(1, 0, ms(500), ms(500))])
     );
     f.advance(ms(500));
-    // The enforced policy denies and the shadow one conforms: it takes its cell anyway, and
-    // the wait is the enforced policy's alone.
+    // The enforced policy denies and the shadow one would conform: as it would take nothing
+    // from the shadow policy enforced, the request takes nothing from it, and the wait is the
+    // enforced policy's alone.
     let enforced_denied = f.check(&s, "k", 1).await;
     assert_eq!(
         enforced_denied,
-        refused([denied(2, 0, ms(500), ms(1_500)), allowed(1, 0, ms(500))])
+        refused([denied(2, 0, ms(500), ms(1_500)), allowed(1, 1, ms(0))])
     );
     assert_eq!(
         f.peek(&s, "k").await,
-        refused([
-            denied(2, 0, ms(500), ms(1_500)),
-            denied(1, 0, ms(500), ms(500))
-        ])
+        refused([denied(2, 0, ms(500), ms(1_500)), allowed(1, 1, ms(0))])
     );
 
     // A stack of shadow policies only admits everything.
@@ -668,7 +666,7 @@ scenarios!(
     a_two_policy_stack_is_all_or_nothing,
     a_three_policy_stack_denied_by_one_takes_nothing_from_the_others,
     a_stack_waits_for_the_slowest_denying_policy,
-    a_shadow_policy_in_a_stack_is_decided_on_its_own_and_never_denies,
+    a_shadow_policy_in_a_stack_never_denies_and_takes_only_from_admitted_requests,
     two_policies_on_one_key_never_share_state,
     one_name_with_two_quotas_is_refused,
     a_long_schedule_gives_the_decisions_of_the_memory_store,

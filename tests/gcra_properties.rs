@@ -331,9 +331,9 @@ impl ModelPolicy {
 }
 
 /// A stack written the plain way: one TAT per policy; a check is admitted iff every enforced
-/// policy conforms, and then every policy takes the cost; a denied check changes nothing but
-/// the shadow policies that conform on their own; the wait is the longest of the enforced
-/// policies that deny.
+/// policy conforms, and then every policy that conforms takes the cost (a shadow policy that
+/// denies takes nothing); a denied check changes nothing; the wait is the longest of the
+/// enforced policies that deny.
 struct ModelStack {
     policies: Vec<ModelPolicy>,
     tats: Vec<u64>,
@@ -362,9 +362,9 @@ impl ModelStack {
             .filter_map(|(p, o)| o.err().filter(|_| !p.shadow))
             .max();
         let admitted = wait.is_none();
-        for ((p, tat), outcome) in self.policies.iter().zip(&mut self.tats).zip(&outcomes) {
-            if let Ok(next) = outcome {
-                if admitted || p.shadow {
+        if admitted {
+            for (tat, outcome) in self.tats.iter_mut().zip(&outcomes) {
+                if let Ok(next) = outcome {
                     *tat = *next;
                 }
             }

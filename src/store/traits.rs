@@ -74,8 +74,9 @@ pub trait Store {
     fn register(&self, policies: &[Policy]) -> Result<Self::Stack, ConfigError>;
 
     /// Takes `cost` cells for `key` from every policy of `stack` if all enforced ones admit it
-    /// (shadow policies are decided one by one), and answers a decision per policy. A denied
-    /// check takes nothing from the enforced policies. The cost is at least 1 and fits the burst
+    /// (a shadow policy never denies, and takes nothing it does not conform to), and answers a
+    /// decision per policy. A denied check takes nothing from any policy. The cost is at least
+    /// 1 and fits the burst
     /// of every enforced policy; the layer answers other costs without asking the store.
     fn check(&self, stack: &Self::Stack, key: &[u8], cost: u32) -> Self::Future;
 

@@ -21,7 +21,8 @@ use crate::{Decisions, Quota};
 /// The least expiry is 0 but in clock mode, where Redis's own clock, which runs the expiry, is
 /// not the clock of the TATs. The caller decides each check from the TATs the script found, as
 /// the script did: enforced policies are all-or-nothing, each taking the cost only if all
-/// conform; shadow policies are decided one by one. A denial and a peek write nothing; a
+/// conform; a shadow policy never denies, and takes the cost of an admitted check that it
+/// conforms to. A denial and a peek write nothing; a
 /// conforming check moves the TAT, which the next check of the batch reads, and each key is
 /// written once, after the last check, with its records and an expiry at the moment its last
 /// policy is back to a full burst rounded up to a multiple of the expiry step (1 µs unless the
@@ -163,7 +164,7 @@ while a <= #args do
         for i = 1, #stack do
           local p = stack[i]
           local next = tats[i] + step * p[1]
-          if step <= p[2] and next - now <= p[3] and (admit or p[4]) then
+          if admit and step <= p[2] and next - now <= p[3] then
             found[p[5]] = next
             written[key] = true
             if timed then taken_at[key] = now end
