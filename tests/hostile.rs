@@ -1109,13 +1109,16 @@ impl Hostile {
             .iter()
             .find(|(name, _)| name == CONTENT_TYPE)
             .map(|(_, value)| value)?;
+        // The media type, up to a subtype (`+`) or parameters (`;`).
         let bytes = value.as_bytes().to_ascii_lowercase();
-        if bytes.starts_with(b"application/grpc-web") {
-            Some(value.clone())
-        } else if bytes.starts_with(b"application/grpc") {
-            Some(HeaderValue::from_static("application/grpc"))
-        } else {
-            None
+        let media_type = bytes
+            .split(|&b| b == b'+' || b == b';')
+            .next()
+            .unwrap_or_default();
+        match media_type {
+            b"application/grpc-web" | b"application/grpc-web-text" => Some(value.clone()),
+            b"application/grpc" => Some(HeaderValue::from_static("application/grpc")),
+            _ => None,
         }
     }
 
@@ -1147,12 +1150,15 @@ fn request_header() -> impl Strategy<Value = (HeaderName, HeaderValue)> {
             "application/grpc-web-text",
             "application/grpc-web+json",
             "application/grpcfoo",
+            "application/grpc-webfoo",
+            "application/grpc;charset=utf-8",
+            "application/grpc-web-text+proto",
             "APPLICATION/GRPC",
             " application/grpc",
             "application/json",
             "",
         ]),
-        ("application/grpc(-web)?", value_bytes()).prop_map(|(prefix, rest)| {
+        ("application/grpc(-web(-text)?)?[+;]?", value_bytes()).prop_map(|(prefix, rest)| {
             let mut bytes = prefix.into_bytes();
             bytes.extend(rest);
             HeaderValue::from_bytes(&bytes).expect("header value bytes")
@@ -1729,7 +1735,7 @@ async fn a_real_server_answers_every_hostile_request_with_a_well_formed_response
         ),
         (
             "a gRPC-Web content type with bytes that are not UTF-8".into(),
-            post_with(METHOD, b"application/grpc-web\xff\xfe"),
+            post_with(METHOD, b"application/grpc-web+\xff\xfe"),
             &[200],
         ),
         (

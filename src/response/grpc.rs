@@ -15,6 +15,8 @@
 //! assert!(grpc::content_type(&Request::new(())).is_none());
 //! let get = Request::get("/app.js").header("content-type", "application/grpc").body(()).unwrap();
 //! assert!(grpc::content_type(&get).is_none(), "a gRPC call is a POST");
+//! let other = Request::post("/upload").header("content-type", "application/grpcx").body(()).unwrap();
+//! assert!(grpc::content_type(&other).is_none(), "another media type");
 //! ```
 
 use std::fmt::Write as _;
@@ -26,7 +28,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 /// The content type of a gRPC answer to `req`, if `req` is a gRPC call: the request's own for
 /// gRPC-Web (`application/grpc-web`, `-web+proto`, `-web-text`), `application/grpc` otherwise.
-/// Media types are case-insensitive: `Application/gRPC` is a gRPC call too.
+/// Media types are case-insensitive: `Application/gRPC` is a gRPC call too. The type ends
+/// there or goes on with `+` (a subtype: `+proto`, `+json`) or `;` (parameters), as gRPC
+/// servers read it: `application/grpcfoo` is not gRPC.
 ///
 /// A gRPC call is a `POST`: any other request is answered as HTTP whatever its content type,
 /// so that a client cannot turn the `429` of a page (a `GET`) into a `200` with an empty body,
@@ -36,15 +40,16 @@ pub fn content_type<B>(req: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     let content_type = req.headers().get(CONTENT_TYPE)?;
-    let starts_with = |prefix: &[u8]| {
-        content_type
-            .as_bytes()
-            .get(..prefix.len())
-            .is_some_and(|b| b.eq_ignore_ascii_case(prefix))
+    let is = |media_type: &[u8]| {
+        let bytes = content_type.as_bytes();
+        bytes
+            .get(..media_type.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(media_type))
+            && matches!(bytes.get(media_type.len()), None | Some(b'+' | b';'))
     };
-    if starts_with(b"application/grpc-web") {
+    if is(b"application/grpc-web") || is(b"application/grpc-web-text") {
         Some(content_type.clone())
-    } else if starts_with(b"application/grpc") {
+    } else if is(b"application/grpc") {
         Some(APPLICATION_GRPC)
     } else {
         None
