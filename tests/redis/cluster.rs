@@ -957,3 +957,64 @@ fn end_move(cluster: &RedisCluster, slot: u16, from: usize, to: usize) {
             .unwrap();
     }
 }
+
+/// A user of the store's own, given the permissions the store's docs list and nothing else on
+/// every node, runs checks of many keys at once, which calls carry by primary (several slots
+/// per call, each key read with `GET`): each is answered by Redis, admitted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_permissions_run_checks_of_many_slots() {
+    let cluster = RedisCluster::start();
+    let prefix = unique_prefix("cluster-acl");
+    let keys_rule = format!("~{{{prefix}:*");
+    let rules = [
+        "+evalsha",
+        "+script|load",
+        "+time",
+        "+mget",
+        "+get",
+        "+psetex",
+        "+set",
+        "+role",
+        "+cluster|slots",
+        &keys_rule,
+    ];
+    for node in &cluster.nodes {
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("limiter")
+            .arg("on")
+            .arg(">pw")
+            .arg("-@all")
+            .arg(&rules[..])
+            .query(&mut node.connection())
+            .unwrap();
+    }
+    let store = RedisStore::builder()
+        .cluster(
+            cluster
+                .nodes
+                .iter()
+                .map(|node| format!("redis://limiter:pw@127.0.0.1:{}", node.port())),
+        )
+        .prefix(prefix)
+        .on_failure(FailurePolicy::Deny)
+        .timeout(Duration::from_secs(5))
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(1))])
+        .unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
+    let before = cluster_command_calls(&cluster, "evalsha");
+    for round in 0..2 {
+        for (key, decisions) in keys.iter().zip(checks_at_once(&store, &stack, &keys).await) {
+            let decisions = decisions.unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(decisions.is_allowed(), round == 0, "{key}");
+        }
+    }
+    // Carried by primary, not refused and sent again slot by slot.
+    let calls = cluster_command_calls(&cluster, "evalsha") - before;
+    assert!(calls < 2 * 300 / 4, "{calls} calls for 600 checks");
+}

@@ -324,8 +324,8 @@ impl RedisStoreBuilder {
     /// that finds no call in flight goes at once, alone, from its own future (on the store's
     /// runtime if the check is polled elsewhere); the calls that carry queued checks are made
     /// by a task on the runtime the store was built on. There are
-    /// [`calls_in_flight`](Self::calls_in_flight) queues for a single server, or one per hash
-    /// slot on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
+    /// [`calls_in_flight`](Self::calls_in_flight) queues for a single server, or one per
+    /// primary on a Redis Cluster. The store's [timeout](Self::timeout) bounds the
     /// call, not the wait in the queue: a busy queue is not a Redis failure.
     ///
     /// ```
@@ -430,7 +430,10 @@ impl RedisStoreBuilder {
     /// try. `ROLE` tells a replica. So a user of its own needs
     /// `+evalsha +script|load +time +mget +psetex +set +role ~{ratelimit:*` for the default
     /// prefix (the keys begin with the hash tag's `{`), and `+select` for a database other
-    /// than 0.
+    /// than 0. On a Redis Cluster it also needs `+cluster|slots`, to read the slot map, and
+    /// `+get`: a call that carries keys of several hash slots of one primary reads them one by
+    /// one, which the build's check of one key does not try. Without `+get` each such call is
+    /// refused and its checks are sent again slot by slot, one call for each.
     pub async fn build(self) -> Result<RedisStore, ConfigError> {
         if self.prefix.contains(['{', '}']) {
             return Err(ConfigError::new(format!(
@@ -541,7 +544,7 @@ impl RedisStoreBuilder {
                         "Redis at {name} refused to run the rate limit script: check that no \
                          command it uses is renamed and, with ACLs, that the user may run them \
                          on the store's keys (`+evalsha +script|load +time +mget +psetex +set \
-                         +role ~{{{prefix}:*`)",
+                         +role ~{{{prefix}:*`, and `+cluster|slots +get` on a Redis Cluster)",
                         prefix = self.prefix
                     ),
                     e,
