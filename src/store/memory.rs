@@ -25,7 +25,8 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 ///   that readers on different threads never write to one cache line. A one-policy check then
 ///   runs one compare-and-swap on the key's state; a denial only reads. A key that holds states
 ///   for several policies is decided under a lock of its own, so a stack is all-or-nothing.
-///   Neither allocates. Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
+///   Neither allocates for a stack of one or two policies (a longer stack's check allocates
+///   its working lists). Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
 ///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
 ///   the shard's exclusive lock, unless the shard is full and may not sweep yet: then the
 ///   shared lock tells so, and the key goes to the overflow budget (below). A key longer than
