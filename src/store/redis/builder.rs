@@ -257,7 +257,10 @@ impl RedisStoreBuilder {
     /// still run in Redis: its checks then count there as well as in the failure policy's
     /// answer, which can only deny more, never admit more. So does a check whose future is
     /// dropped (its request cancelled) once its call is sent; one dropped before, while it waits
-    /// in the queue, takes nothing.
+    /// in the queue, takes nothing. The queue holds one entry per request waiting on the store,
+    /// so what bounds the server's requests in flight bounds it too: to cap a check's whole
+    /// wait, put tower's `Timeout` (or `LoadShed` and `ConcurrencyLimit`) in front of the
+    /// limit, and a request it gives up on while queued takes nothing.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
