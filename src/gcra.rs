@@ -103,8 +103,23 @@ impl Decision {
     }
 
     /// Whether the check was denied because its cost exceeds the burst: no wait would let it
-    /// conform (its [`retry_after`](Self::retry_after) is the longest there is).
-    pub(crate) fn never_conforms(&self) -> bool {
+    /// conform (its [`retry_after`](Self::retry_after) is the longest there is, and means no
+    /// time to wait). The layer answers such costs itself; a store called directly answers
+    /// them so.
+    ///
+    /// ```
+    /// use tower_ratelimit::{MemoryStore, Policy, Quota, Store};
+    ///
+    /// let store = MemoryStore::new();
+    /// let stack = store.register(&[Policy::new("upload", Quota::per_second(2))])?;
+    /// let decisions = store.check_now(&stack, b"alice", 3);
+    /// assert!(!decisions.is_allowed());
+    /// assert!(decisions.as_slice()[0].never_conforms());
+    /// assert!(!store.check_now(&stack, b"alice", 2).as_slice()[0].never_conforms());
+    /// # Ok::<(), tower_ratelimit::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn never_conforms(&self) -> bool {
         self.retry_after_nanos == u64::MAX
     }
 }

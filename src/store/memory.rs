@@ -285,7 +285,8 @@ impl<C: Clock> MemoryStore<C> {
     /// the future.
     ///
     /// A cost above the burst of an enforced policy is denied with a wait of `u64::MAX`
-    /// nanoseconds: it can never conform.
+    /// nanoseconds: it can never conform, as that policy's
+    /// [`Decision::never_conforms`](crate::Decision::never_conforms) tells.
     #[inline]
     pub fn check_now(&self, stack: &MemoryStack, key: &[u8], cost: u32) -> Decisions {
         with_kept(key, |key| self.check_kept(stack, key, cost))
