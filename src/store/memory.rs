@@ -595,7 +595,7 @@ fn decide_tats(
 
 /// Runs the GCRA of one policy on its atomic state: a denial only reads; a conforming check
 /// swaps the new TAT in, retrying if another thread got there first.
-#[inline]
+#[inline(always)]
 fn take(state: &AtomicU64, cell: &Cell, now: u64, cost: u32) -> Decisions {
     let quota = &cell.quota;
     if cost > quota.burst() {
