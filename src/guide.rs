@@ -29,7 +29,10 @@
 //!   process limits on its own, which `RedisStore::is_degraded` reports).
 //!
 //! The two stores decide the same history identically, so moving from one to the other changes
-//! nothing a client sees.
+//! nothing a client sees, but for one unit: the Redis store counts whole microseconds, so it
+//! rounds a quota's interval up to the next one (`3/s` is one cell per 333 334 µs there) and
+//! refuses, when the layer is built, a quota that rounding would slow by more than 1 % (such
+//! as `30000/s`; `1000000/s` is 1 µs, exact).
 //!
 //! # Which policies
 //!

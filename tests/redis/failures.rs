@@ -410,6 +410,27 @@ async fn building_on_a_redis_that_stops_answering_once_connected_is_an_error() {
     );
 }
 
+/// The build's wait for each answer is bounded whatever the checks' timeout: with no timeout
+/// for checks (`Duration::MAX`), a silent Redis still fails the build, after five seconds.
+#[tokio::test]
+async fn a_build_without_a_check_timeout_still_gives_up_on_a_silent_redis() {
+    let server = RedisServer::start();
+    let proxy = proxy_silent_from_script_load(&server);
+    let started = Instant::now();
+    let built = tokio::time::timeout(
+        Duration::from_secs(20),
+        RedisStore::builder()
+            .url(format!("redis://127.0.0.1:{proxy}"))
+            .timeout(Duration::MAX)
+            .build(),
+    )
+    .await
+    .expect("the build waits on a silent Redis for ever");
+    let error = built.unwrap_err().to_string();
+    assert!(error.contains("did not answer within 5s"), "{error}");
+    assert!(started.elapsed() >= Duration::from_secs(5));
+}
+
 /// A proxy to `server` for one connection, which forwards everything until the client sends
 /// `SCRIPT` (the store's `SCRIPT LOAD`), and from there forwards nothing more from it: Redis
 /// goes silent after the connection's handshake. Returns its port.

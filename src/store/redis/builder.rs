@@ -19,6 +19,10 @@ use super::{FailurePolicy, RedisStore};
 use crate::log::Chain;
 use crate::{Clock, ConfigError, MemoryStore, MonotonicClock};
 
+/// The longest the build waits for each answer of a connected Redis, whatever the checks'
+/// timeout.
+const BUILD_ANSWER_MAX: Duration = Duration::from_secs(5);
+
 pub(super) const DEFAULT_PREFIX: &str = "ratelimit";
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 pub(super) const DEFAULT_FAILURES_BEFORE_BACKOFF: u32 = 3;
@@ -308,7 +312,8 @@ impl RedisStoreBuilder {
     }
 
     /// The most keys held in this process by the deny cache, and by the in-memory GCRA of
-    /// [`FailurePolicy::Local`] (default 100 000 each; at least 1).
+    /// [`FailurePolicy::Local`] (default 100 000 each; at least 1). The deny cache holds an
+    /// entry per key and policy: with stacks of two policies, about half as many keys.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder().max_local_keys(10_000);
@@ -420,8 +425,9 @@ impl RedisStoreBuilder {
     /// day, a build outside a Tokio runtime, a Redis that cannot be reached or will not run the
     /// script, or a single server that is a replica (which refuses writes). Every check but the
     /// last three is made before connecting. Once connected, Redis must answer the script's
-    /// load and `ROLE` each within the [timeout](Self::timeout) or a second, whichever is
-    /// longer: a Redis that stops answering is an error, not a build that never ends. Then one run
+    /// load and `ROLE` each within the [timeout](Self::timeout), but at least a second and at
+    /// most five (a timeout of `Duration::MAX` included): a Redis that stops answering is an
+    /// error, not a build that never ends. Then one run
     /// of the script (a check of a key no limited key uses, `{<prefix>:sha256:build}`, which it
     /// writes for a millisecond; waited for as long, and Redis holds it while writes are paused)
     /// fails the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`, `TIME`
@@ -445,10 +451,12 @@ impl RedisStoreBuilder {
                 self.prefix
             )));
         }
-        if self.timeout.is_zero() || self.backoff.is_zero() {
-            return Err(ConfigError::new(
-                "RedisStore timeout and backoff must be longer than zero",
-            ));
+        for (setting, value) in [("timeout", self.timeout), ("backoff", self.backoff)] {
+            if value.is_zero() {
+                return Err(ConfigError::new(format!(
+                    "RedisStore {setting} is zero: it must be longer than zero"
+                )));
+            }
         }
         if self.failures_before_backoff == 0 {
             return Err(ConfigError::new(
@@ -488,8 +496,8 @@ impl RedisStoreBuilder {
         };
         let (mut connection, name) = connect(self.target, &runtime).await?;
         // A Redis that stops answering once connected (stopped, or cut off by the network)
-        // must not hold the build forever: the caller retries it.
-        let answer_within = self.timeout.max(CONNECT_TIMEOUT);
+        // must not hold the build forever, whatever the checks' timeout: the caller retries it.
+        let answer_within = self.timeout.clamp(CONNECT_TIMEOUT, BUILD_ANSWER_MAX);
         let silent = || {
             ConfigError::new(format!(
                 "Redis at {name} took the connection but did not answer within \
@@ -699,8 +707,8 @@ mod tests {
         // Port 1 refuses connections: every error below comes before an attempt.
         let builder = || RedisStore::builder().url("redis://127.0.0.1:1");
         let cases: [(RedisStoreBuilder, &str); 7] = [
-            (builder().timeout(Duration::ZERO), "timeout and backoff"),
-            (builder().backoff(Duration::ZERO), "timeout and backoff"),
+            (builder().timeout(Duration::ZERO), "timeout is zero"),
+            (builder().backoff(Duration::ZERO), "backoff is zero"),
             (builder().max_local_keys(0), "max_local_keys is 0"),
             (builder().max_batch(0), "max_batch is 0"),
             (builder().calls_in_flight(0), "calls_in_flight is 0"),

@@ -241,18 +241,36 @@ pub(super) const MAX_CLOCK_MICROS: u64 = 1 << 52;
 
 /// A quota in the script's unit: the interval rounded up to whole microseconds, so the coarser
 /// unit never admits more than the quota.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct MicroQuota {
     pub(super) interval: u64,
     pub(super) burst: u32,
 }
 
+/// Why a quota cannot be counted in the script's microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NotMicro {
+    /// The window is too long for the script's doubles.
+    Window,
+    /// Rounded up to whole microseconds, the interval would be this many, more than 1 % above
+    /// the quota's: the rate counted would be that much lower.
+    Coarse(u64),
+}
+
 impl MicroQuota {
-    /// `None` if the window is too long for the script.
-    pub(super) fn new(quota: &Quota) -> Option<Self> {
-        let interval = quota.interval_nanos().div_ceil(1000);
-        let window = interval.checked_mul(u64::from(quota.burst()))?;
-        (window <= MAX_WINDOW_MICROS).then_some(MicroQuota {
+    /// The quota with its interval rounded up to whole microseconds, if that moves it by at
+    /// most 1 % and the window fits the script.
+    pub(super) fn new(quota: &Quota) -> Result<Self, NotMicro> {
+        let nanos = quota.interval_nanos();
+        let interval = nanos.div_ceil(1000);
+        if interval * 1000 - nanos > nanos / 100 {
+            return Err(NotMicro::Coarse(interval));
+        }
+        interval
+            .checked_mul(u64::from(quota.burst()))
+            .filter(|&window| window <= MAX_WINDOW_MICROS)
+            .ok_or(NotMicro::Window)?;
+        Ok(MicroQuota {
             interval,
             burst: quota.burst(),
         })
@@ -313,15 +331,45 @@ mod tests {
         assert_eq!(q.to_quota().interval_nanos(), 333_334_000);
         let exact = MicroQuota::new(&Quota::per_second(100)).unwrap();
         assert_eq!(exact.interval, 10_000);
+        // Whole microseconds however fast, or within 1 %: 90 909 ns is counted as 91 µs.
+        assert_eq!(
+            MicroQuota::new(&Quota::per_second(1_000_000))
+                .unwrap()
+                .interval,
+            1
+        );
+        assert_eq!(
+            MicroQuota::new(&Quota::per_second(11_000))
+                .unwrap()
+                .interval,
+            91
+        );
+    }
+
+    #[test]
+    fn intervals_that_rounding_would_move_by_more_than_one_percent_are_refused() {
+        // 333 ns counted as 1 µs would be a third of the rate; 29 411 ns as 30 µs, 2 % less.
+        assert_eq!(
+            MicroQuota::new(&Quota::per_second(3_000_000)),
+            Err(NotMicro::Coarse(1))
+        );
+        assert_eq!(
+            MicroQuota::new(&Quota::per_second(34_000)),
+            Err(NotMicro::Coarse(30))
+        );
+        assert_eq!(
+            MicroQuota::new(&Quota::per_second(1_000_000_000)),
+            Err(NotMicro::Coarse(1))
+        );
     }
 
     #[test]
     fn windows_beyond_exact_doubles_are_refused() {
         // 144 years: within a quota's longest window (2^62 ns), past the script's (2^52 µs).
         let long = Quota::with_period(Duration::from_secs(3600 * 24 * 365)).allow_burst(144);
-        assert!(MicroQuota::new(&long).is_none());
+        assert_eq!(MicroQuota::new(&long), Err(NotMicro::Window));
         let kept = Quota::with_period(Duration::from_secs(3600 * 24 * 365)).allow_burst(142);
-        assert!(MicroQuota::new(&kept).is_some());
+        assert!(MicroQuota::new(&kept).is_ok());
     }
 
     #[test]

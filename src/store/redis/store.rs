@@ -15,7 +15,7 @@ use super::builder::{
 use super::connection::{Connection, Target};
 use super::deny_cache::DenyCache;
 use super::health::Health;
-use super::script::{MicroQuota, GCRA_LUA};
+use super::script::{MicroQuota, NotMicro, GCRA_LUA};
 use super::{FailurePolicy, RedisStoreBuilder, RedisStoreFuture};
 use crate::gcra::Cell;
 use crate::key::with_kept_in_hash_tag;
@@ -34,9 +34,12 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 /// decides a whole stack of policies atomically, for a batch of checks in one call; a denial
 /// writes nothing. Decisions
 /// are those of [`MemoryStore`] cell for cell, with the interval rounded up to whole
-/// microseconds. A quota whose window (burst × interval) is longer than 2^52 µs (about 142
-/// years, where a [`Quota`](crate::Quota) may reach 2^62 ns, about 146) cannot be counted
-/// exactly in the script's doubles: [`register`](Store::register) refuses it.
+/// microseconds. [`register`](Store::register) refuses a quota that rounding would slow by
+/// more than 1 % (an interval under 100 µs that is not whole microseconds, such as
+/// 30 000 per second; 1 000 000 per second is 1 µs, exact), and one whose window
+/// (burst × interval) is longer than 2^52 µs (about 142 years, where a
+/// [`Quota`](crate::Quota) may reach 2^62 ns, about 146), which the script's doubles cannot
+/// count exactly.
 ///
 /// Around the script:
 /// - **Connections**: a multiplexed connection that reconnects by itself
@@ -397,13 +400,24 @@ impl Store for RedisStore {
         let micro = policies
             .iter()
             .map(|policy| {
-                MicroQuota::new(policy.quota()).ok_or_else(|| {
-                    ConfigError::new(format!(
-                        "policy {:?}: the quota's window (burst × interval) is longer than the \
-                         Redis store can count exactly (2^52 µs, about 142 years); use a shorter \
-                         interval or burst",
-                        policy.name()
-                    ))
+                MicroQuota::new(policy.quota()).map_err(|why| {
+                    ConfigError::new(match why {
+                        NotMicro::Window => format!(
+                            "policy {:?}: the quota's window (burst × interval) is longer than \
+                             the Redis store can count exactly (2^52 µs, about 142 years); use \
+                             a shorter interval or burst",
+                            policy.name()
+                        ),
+                        NotMicro::Coarse(micros) => format!(
+                            "policy {:?}: the quota {} has an interval of {} ns, which the Redis \
+                             store, counting whole microseconds, would count as {micros} µs, a \
+                             rate more than 1 % lower; use an interval of whole microseconds \
+                             (a rate per second that divides 1 000 000) or a slower rate",
+                            policy.name(),
+                            policy.quota(),
+                            policy.quota().interval_nanos()
+                        ),
+                    })
                 })
             })
             .collect::<Result<SmallVec<[MicroQuota; 2]>, _>>()?;
