@@ -654,9 +654,10 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// with other tiers, since requests in no tier get it), a policy name that cannot go
     /// in a header or is used twice in a stack, a tier without a policy, named twice or named
     /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
-    /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), a
-    /// missing-key status that is not 3xx, 4xx or 5xx, or a policy the store refuses (a name
-    /// registered before with another quota).
+    /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), one policy
+    /// name given two quotas by two tiers, a missing-key
+    /// status that is not 3xx, 4xx or 5xx (or is 304 Not Modified), or a policy the store
+    /// refuses (a name registered before with another quota).
     ///
     /// ```
     /// use http::{Request, StatusCode};
@@ -685,6 +686,13 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// assert!(RateLimitLayer::builder().policy(shadow).cost(11).build().is_ok());
     /// let no_selector = RateLimitLayer::builder().quota(q).tier("pro", [Policy::new("pro", q)]);
     /// assert!(no_selector.build().is_err());
+    /// let two_quotas = RateLimitLayer::builder()
+    ///     .policy(Policy::new("api", q))
+    ///     .tier("pro", [Policy::new("api", Quota::per_second(100))])
+    ///     .select_tier(select)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(two_quotas.to_string().contains(r#"tier "default" and 100/s in tier "pro""#));
     /// let ok = MissingKey::Reject(StatusCode::OK);
     /// assert!(RateLimitLayer::builder().quota(q).on_missing_key(ok).build().is_err());
     /// let store = tower_ratelimit::MemoryStore::new();
@@ -766,6 +774,28 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                 "RateLimitLayer has tiers {names:?} but no tier selector, so every request \
                  would get the default tier: add `.select_tier(..)` to choose a request's tier"
             )));
+        }
+        // One name, one quota: two tiers that give one name two quotas are named here, before
+        // the store would refuse the second as a name it already has.
+        for (i, (tier, policies)) in stacks.iter().enumerate() {
+            for policy in policies {
+                let clash = stacks[..i].iter().find_map(|(other, others)| {
+                    let p = others
+                        .iter()
+                        .find(|p| p.name() == policy.name() && p.quota() != policy.quota())?;
+                    Some((other, p))
+                });
+                if let Some((other, p)) = clash {
+                    return Err(ConfigError::new(format!(
+                        "RateLimitLayer gives policy {:?} two quotas, {} in tier {other:?} and {} \
+                         in tier {tier:?}: one name is one budget with one quota; give the \
+                         policies different names",
+                        policy.name(),
+                        p.quota(),
+                        policy.quota()
+                    )));
+                }
+            }
         }
         // Every policy of every tier at once first, so that a layer the store refuses
         // registers nothing; then each tier, which can no longer be refused. A policy that two

@@ -160,7 +160,7 @@
 //! | metric | type, unit | labels | what it counts or measures |
 //! |---|---|---|---|
 //! | `ratelimit_decisions_total` | counter | `policy`, `outcome="allowed"` | requests that took cells from `policy` (every policy of the stack, shadow ones too, for a request that passes at cost 0) |
-//! | | | `policy`, `outcome="limited"` | requests that the enforced `policy` refused; a stack counts each policy that refused, and not the ones that would have admitted |
+//! | | | `policy`, `outcome="limited"` | requests that the enforced `policy` refused; a stack counts each policy that refused, and not the ones that would have admitted (shadow ones included) |
 //! | | | `policy`, `outcome="shadow_limited"` | requests that `policy`, in shadow mode, would have refused and that went on (not the ones an enforced policy refused), as [`RateLimitLayer::shadow_limited`] counts |
 //! | | | `policy`, `outcome="fallback_allowed"`, `"fallback_limited"` | as `allowed` and `limited`, for the answers of the Redis store's `FailurePolicy` (`Local`, `Allow`) while Redis fails |
 //! | | | `policy`, `outcome="store_error"` | requests the store could not decide (answered by `MakeRejection::make_store_failed`, by default 503, or served when every policy of the stack is in shadow mode), once per policy of the stack |

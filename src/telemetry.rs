@@ -100,10 +100,10 @@ impl TierMetrics {
     /// Counts the store's answer for each policy: `allowed` if the policy took the request's
     /// cells, `limited` if it is enforced and refused them, `shadow_limited` if it is in shadow
     /// mode and would have refused a request that went on; the `fallback_` forms when the
-    /// Redis store's failure policy answered. An enforced policy that admitted a request
-    /// another one refused took nothing and is not counted, nor is a shadow policy that would
-    /// have refused a request an enforced one refused (as [`RateLimitLayer::shadow_limited`]
-    /// and the `shadow-limited` log line count).
+    /// Redis store's failure policy answered. A policy, enforced or in shadow mode, that would
+    /// have admitted a request another one refused took nothing and is not counted, nor is a
+    /// shadow policy that would have refused a request an enforced one refused (as
+    /// [`RateLimitLayer::shadow_limited`] and the `shadow-limited` log line count).
     ///
     /// [`RateLimitLayer::shadow_limited`]: crate::RateLimitLayer::shadow_limited
     #[inline]
@@ -112,7 +112,7 @@ impl TierMetrics {
         let fallback = decisions.is_fallback();
         for (policy, decision) in self.policies.iter().zip(decisions.as_slice()) {
             let counter = match (decision.is_allowed(), policy.shadow) {
-                (true, false) | (false, true) if !admitted => continue,
+                (true, _) | (false, true) if !admitted => continue,
                 (true, _) if fallback => &policy.fallback_allowed,
                 (true, _) => &policy.allowed,
                 (false, true) => &policy.shadow_limited,

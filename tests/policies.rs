@@ -154,11 +154,22 @@ fn one_policy_name_with_two_quotas_on_one_store_is_a_build_error_naming_it() {
         .policy(Policy::new("api", Quota::per_minute(10)))
         .tier("pro", [Policy::new("api", Quota::per_minute(100))])
         .select_tier(|_: &Request<()>| Some("pro"))
-        .store(store)
+        .store(store.clone())
         .build()
         .expect_err("one name with two quotas in one layer was accepted");
-    assert!(err.to_string().contains("\"api\""), "{err}");
-    assert!(err.to_string().contains("already registered"), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "policy \"api\" two quotas, 10/min in tier \"default\" and 100/min in tier \"pro\""
+        ),
+        "{message}"
+    );
+    // Refused before the store registered either quota.
+    assert!(RateLimitLayer::builder()
+        .policy(Policy::new("api", Quota::per_minute(100)))
+        .store(store)
+        .build()
+        .is_ok());
 
     // Another store is another namespace.
     let (other, _clock) = manual_store();
@@ -634,6 +645,32 @@ async fn the_shadow_metric_counts_what_the_layer_counts() {
     assert_eq!(mixed.shadow_limited("trial-1"), 0);
     assert_eq!(count("trial-1", "shadow_limited"), 0);
     assert_eq!(count("trial-1", "allowed"), 1);
+
+    // A shadow policy that would have admitted the requests the enforced one refused took
+    // nothing from them: it counts the one request that went on.
+    let roomy = metrics::with_local_recorder(&recorder, || {
+        layer(
+            [
+                Policy::new("enforced-2", Quota::per_minute(1)),
+                Policy::new("trial-100", Quota::per_minute(100)).shadow(true),
+            ],
+            &store,
+        )
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(roomy);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(status(&app, "/").await);
+    }
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, limited, limited, limited, limited]
+    );
+    assert_eq!(count("enforced-2", "limited"), 4);
+    assert_eq!(count("trial-100", "allowed"), 1);
+    assert_eq!(count("trial-100", "shadow_limited"), 0);
 }
 
 /// A fixed cost was checked against every burst when the layer was built and can never be too
