@@ -34,12 +34,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// obfuscated identifier, a byte outside ASCII in the address, or a hop of more than 512
 /// bytes) leaves the client unknown: the request gets no key, and the layer answers it as it
 /// answers a request without one ([`MissingKey`](crate::MissingKey)); an
-/// [`AllowIps`](crate::AllowIps) list behind these proxies lets it through on no account. It is
-/// not taken for the proxy's own request, which a client could otherwise make of its own with a
-/// long or odd `Host` copied into a `Forwarded` element. Other hops of the header line are read
-/// as usual, and in `Forwarded`, bytes outside ASCII in other parameters (a quoted `host`) do
-/// not matter. The walk reads at most 32 hops: however long the headers, reading them costs a
-/// bounded amount.
+/// [`AllowIps`](crate::AllowIps) list behind these proxies lets it through on no account.
+/// Taking it for the proxy's own request instead would let a client pass for the proxy, with a
+/// long or odd `Host` that the proxy copies into its `Forwarded` element. Other hops of the
+/// header line are read as usual, and in `Forwarded`, bytes outside ASCII in other parameters
+/// (a quoted `host`) do not matter. The walk reads at most 32 hops: however long the headers,
+/// reading them costs a bounded amount.
 ///
 /// Read the header your proxies really write: a header they pass through untouched is the
 /// client's to forge.
