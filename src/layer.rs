@@ -7,6 +7,7 @@ use tower_layer::Layer;
 
 use crate::decide::{Config, Logs, MissingKey, Tier};
 use crate::policy::{validate_stack, DefaultTier, NoBypass, Rules};
+use crate::response::{MakeRejection, MissingKeyRejected};
 use crate::{ConfigError, DefaultRejection, MemoryStore, PeerIp, Policy, Quota, RateLimit, Store};
 
 /// The name of the tier that requests get unless the tier selector names another.
@@ -537,9 +538,10 @@ impl<E, St, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// What to do with requests that have no key (default: [`MissingKey::Reject`] with 500,
     /// and a warning that says what to fix; a 4xx or 3xx answer is the client's doing, logged at
     /// `debug` as the other rejections are). The rejection's
-    /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer. A dry run,
-    /// whose every policy is in [shadow mode](crate::Policy::shadow), rejects nothing: it serves
-    /// such requests (with the warning, for a 5xx status).
+    /// [`make_missing_key`](crate::MakeRejection::make_missing_key) makes the answer; for a
+    /// redirect it must set `Location`, which the default's cannot know and the build checks.
+    /// A dry run, whose every policy is in [shadow mode](crate::Policy::shadow), rejects
+    /// nothing: it serves such requests (with the warning, for a 5xx status).
     ///
     /// ```
     /// use http::{Request, Response, StatusCode};
@@ -656,8 +658,9 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
     /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), one policy
     /// name given two quotas by two tiers, a missing-key
-    /// status that is not 3xx, 4xx or 5xx (or is 304 Not Modified), or a policy the store
-    /// refuses (a name registered before with another quota).
+    /// status that is not 3xx, 4xx or 5xx (or is 304 Not Modified), a redirect whose answer
+    /// has no `Location` (the default rejection's has none), or a policy the store refuses (a
+    /// name registered before with another quota).
     ///
     /// ```
     /// use http::{Request, StatusCode};
@@ -695,13 +698,18 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// assert!(two_quotas.to_string().contains(r#"tier "default" and 100/s in tier "pro""#));
     /// let ok = MissingKey::Reject(StatusCode::OK);
     /// assert!(RateLimitLayer::builder().quota(q).on_missing_key(ok).build().is_err());
+    /// let nowhere = MissingKey::Reject(StatusCode::FOUND);
+    /// assert!(RateLimitLayer::builder().quota(q).on_missing_key(nowhere).build().is_err());
     /// let store = tower_ratelimit::MemoryStore::new();
     /// assert!(RateLimitLayer::builder().quota(q).store(store.clone()).build().is_ok());
     /// let other = Quota::per_second(5);
     /// assert!(RateLimitLayer::builder().quota(other).store(store).build().is_err());
     /// ```
     #[allow(clippy::type_complexity)]
-    pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError> {
+    pub fn build(self) -> Result<RateLimitLayer<E, St, R, Rules<C, T, P>>, ConfigError>
+    where
+        R: MakeRejection,
+    {
         let settings = self.settings;
         let mut stacks = Vec::with_capacity(1 + settings.tiers.len());
         stacks.push((DEFAULT_TIER.to_owned(), settings.policies));
@@ -725,6 +733,20 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                      `make_missing_key` that sets its Location), or `MissingKey::Allow` to let \
                      them through unlimited"
                 )));
+            }
+            // A redirect to nowhere: the answer is made once here to see that it says where.
+            if status.is_redirection() {
+                let answer = self
+                    .rejection
+                    .make_missing_key(&MissingKeyRejected::new(status, None));
+                if !answer.headers().contains_key(http::header::LOCATION) {
+                    return Err(ConfigError::new(format!(
+                        "RateLimitLayer rejects requests without a key with {status}, a \
+                         redirect, but the rejection's `make_missing_key` answers it without a \
+                         Location to go to: implement `MakeRejection::make_missing_key` to set \
+                         one, or use an error status (such as 401)"
+                    )));
+                }
             }
         }
         if stacks[0].1.is_empty() && stacks.len() > 1 {

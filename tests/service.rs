@@ -12,13 +12,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
-    ConfigError, Decisions, Header, ManualClock, MemoryStack, MemoryStore, MissingKey, PeerIp,
-    Policy, Quota, RateLimitLayer, RateLimited, Store,
+    ConfigError, Decisions, DefaultRejection, Header, MakeRejection, ManualClock, MemoryStack,
+    MemoryStore, MissingKey, MissingKeyRejected, PeerIp, Policy, Quota, RateLimitLayer,
+    RateLimited, Store,
 };
 
 mod common;
@@ -485,11 +486,9 @@ fn a_missing_key_status_that_says_served_or_is_in_no_http_class_is_a_build_error
         assert!(message.contains(why), "{message}");
         assert!(message.contains("4xx or 5xx"), "{message}");
     }
-    // A redirect to a login page is a way to answer a request without a session.
     for status in [
         StatusCode::UNAUTHORIZED,
         StatusCode::SERVICE_UNAVAILABLE,
-        StatusCode::SEE_OTHER,
         StatusCode::from_u16(599).unwrap(),
     ] {
         assert!(RateLimitLayer::builder()
@@ -498,6 +497,52 @@ fn a_missing_key_status_that_says_served_or_is_in_no_http_class_is_a_build_error
             .build()
             .is_ok());
     }
+}
+
+/// Sends requests without a key to a login page.
+struct ToLogin;
+
+impl MakeRejection for ToLogin {
+    fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
+        DefaultRejection.make_rejection(limited)
+    }
+
+    fn make_missing_key(&self, rejected: &MissingKeyRejected) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = rejected.status();
+        response
+            .headers_mut()
+            .insert(LOCATION, HeaderValue::from_static("/login"));
+        response
+    }
+}
+
+/// A redirect to a login page is a way to answer a request without a session, once the
+/// answer says where to go: the default rejection's does not, and is refused when the layer
+/// is built rather than sent as a redirect to nowhere.
+#[tokio::test]
+async fn a_missing_key_redirect_needs_an_answer_with_a_location() {
+    let err = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::SEE_OTHER))
+        .build()
+        .expect_err("a redirect without a Location was accepted");
+    let message = err.to_string();
+    assert!(message.contains("303 See Other"), "{message}");
+    assert!(message.contains("Location"), "{message}");
+
+    let mut svc = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::SEE_OTHER))
+        .rejection(ToLogin)
+        .build()
+        .unwrap()
+        .layer(counting_ok().0);
+    let keyless = send(&mut svc, from(PEER)).await;
+    assert_eq!(keyless.status(), StatusCode::SEE_OTHER);
+    assert_eq!(header(&keyless, "location"), "/login");
 }
 
 #[tokio::test]
