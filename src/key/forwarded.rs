@@ -33,8 +33,10 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// A hop that a trusted proxy wrote but that holds no readable address (junk, `unknown`, an
 /// obfuscated identifier, a byte outside ASCII in the address, or a hop of more than 512
 /// bytes) leaves the client unknown: the request gets no key, and the layer answers it as it
-/// answers a request without one ([`MissingKey`](crate::MissingKey)); an
-/// [`AllowIps`](crate::AllowIps) list behind these proxies lets it through on no account.
+/// answers a request without one ([`MissingKey`](crate::MissingKey): 500 and a warning by
+/// default, which suits a server that lost its peer addresses; behind proxies that pass such
+/// hops on, `MissingKey::Reject(StatusCode::BAD_REQUEST)` answers them as the client's doing);
+/// an [`AllowIps`](crate::AllowIps) list behind these proxies lets it through on no account.
 /// Taking it for the proxy's own request instead would let a client pass for the proxy, with a
 /// long or odd `Host` that the proxy copies into its `Forwarded` element. Other hops of the
 /// header line are read as usual, and in `Forwarded`, bytes outside ASCII in other parameters
