@@ -48,6 +48,7 @@ async fn a_store_over_tls_decides_as_over_plain_tcp() {
         .client(trusted())
         .prefix(&prefix)
         .clock(clock.clone())
+        .timeout(std::time::Duration::from_secs(5))
         .build()
         .await
         .unwrap();
