@@ -40,11 +40,12 @@ pub enum MissingKey {
     /// Answer with this status, an error (4xx, 5xx) or a redirect (3xx; for gRPC requests, the
     /// gRPC status that means the same), and do not call the inner service;
     /// [`MakeRejection::make_missing_key`] makes the answer (for a redirect, one that sets
-    /// `Location`: the layer's build refuses a redirect answered without one). Any other status (1xx, 2xx, 304
-    /// Not Modified, or 600 and above) is refused when the layer is built. A dry run (a layer
-    /// whose every policy is in [shadow mode](crate::Policy::shadow)) rejects nothing: it
-    /// serves the request. The default is `Reject(500 Internal Server Error)`: a missing peer
-    /// address means the server is set up wrong, and failing loudly beats not limiting at all.
+    /// `Location`: the layer's build refuses a redirect answered without one). Any other status
+    /// (1xx, 2xx, 304 Not Modified, or 600 and above) is refused when the layer is built. A dry
+    /// run (a layer whose every policy is in [shadow mode](crate::Policy::shadow)) rejects
+    /// nothing: it serves the request. The default is `Reject(500 Internal Server Error)`: a
+    /// missing peer address means the server is set up wrong, and failing loudly beats not
+    /// limiting at all.
     Reject(StatusCode),
     /// Call the inner service without limiting the request.
     Allow,

@@ -657,10 +657,10 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
     /// in a header or is used twice in a stack, a tier without a policy, named twice or named
     /// `default` (the name of the tier of `.quota` and `.policy`), a fixed cost above an
     /// enforced policy's burst, tiers without a [tier selector](Self::select_tier), one policy
-    /// name given two quotas by two tiers, a missing-key
-    /// status that is not 3xx, 4xx or 5xx (or is 304 Not Modified), a redirect whose answer
-    /// has no `Location` (the default rejection's has none), or a policy the store refuses (a
-    /// name registered before with another quota).
+    /// name given two quotas by two tiers, a missing-key status that is not 3xx, 4xx or 5xx
+    /// (or is 304 Not Modified), a redirect whose answer has no `Location` (the default
+    /// rejection's has none), or a policy the store refuses (a name registered before with
+    /// another quota).
     ///
     /// ```
     /// use http::{Request, StatusCode};
@@ -797,40 +797,30 @@ impl<E, St: Store, R, C, T, P> RateLimitLayerBuilder<E, St, R, C, T, P> {
                  would get the default tier: add `.select_tier(..)` to choose a request's tier"
             )));
         }
-        // One name, one quota: two tiers that give one name two quotas are named here, before
-        // the store would refuse the second as a name it already has.
-        for (i, (tier, policies)) in stacks.iter().enumerate() {
+        // Every policy of every tier at once first, so that a layer the store refuses
+        // registers nothing; then each tier, which can no longer be refused. A policy that two
+        // tiers share (one budget, as across layers) goes once; one name that two tiers give
+        // two quotas is named here with both tiers, which the store could not tell.
+        let mut all: Vec<(&str, Policy)> = Vec::new();
+        for (tier, policies) in &stacks {
             for policy in policies {
-                let clash = stacks[..i].iter().find_map(|(other, others)| {
-                    let p = others
-                        .iter()
-                        .find(|p| p.name() == policy.name() && p.quota() != policy.quota())?;
-                    Some((other, p))
-                });
-                if let Some((other, p)) = clash {
-                    return Err(ConfigError::new(format!(
-                        "RateLimitLayer gives policy {:?} two quotas, {} in tier {other:?} and {} \
-                         in tier {tier:?}: one name is one budget with one quota; give the \
-                         policies different names",
-                        policy.name(),
-                        p.quota(),
-                        policy.quota()
-                    )));
+                match all.iter().find(|(_, p)| p.name() == policy.name()) {
+                    None => all.push((tier, policy.clone())),
+                    Some((_, p)) if p.quota() == policy.quota() => {}
+                    Some((other, p)) => {
+                        return Err(ConfigError::new(format!(
+                            "RateLimitLayer gives policy {:?} two quotas, {} in tier {other:?} \
+                             and {} in tier {tier:?}: one name is one budget with one quota; \
+                             give the policies different names",
+                            policy.name(),
+                            p.quota(),
+                            policy.quota()
+                        )))
+                    }
                 }
             }
         }
-        // Every policy of every tier at once first, so that a layer the store refuses
-        // registers nothing; then each tier, which can no longer be refused. A policy that two
-        // tiers share (one budget, as across layers) goes once.
-        let mut all: Vec<Policy> = Vec::new();
-        for policy in stacks.iter().flat_map(|(_, p)| p) {
-            if !all
-                .iter()
-                .any(|p| p.name() == policy.name() && p.quota() == policy.quota())
-            {
-                all.push(policy.clone());
-            }
-        }
+        let all: Vec<Policy> = all.into_iter().map(|(_, policy)| policy).collect();
         self.store.register(&all)?;
         let mut tiers = Vec::with_capacity(stacks.len());
         for (name, policies) in stacks {

@@ -427,12 +427,12 @@ impl RedisStoreBuilder {
     /// last three is made before connecting. Once connected, Redis must answer the script's
     /// load and `ROLE` each within the [timeout](Self::timeout), but at least a second and at
     /// most five (a timeout of `Duration::MAX` included): a Redis that stops answering is an
-    /// error, not a build that never ends. Then one run
-    /// of the script (a check of a key no limited key uses, `{<prefix>:sha256:build}`, which it
-    /// writes for a millisecond; waited for as long, and Redis holds it while writes are paused)
-    /// fails the build if Redis refuses it: when an ACL keeps the user from `EVALSHA`, `TIME`
-    /// (unless the store has a [clock](Self::clock)), `MGET`, `PSETEX` or the store's keys, or
-    /// writing them (`%R~`), or when one of these commands is renamed. A Redis out of memory
+    /// error, not a build that never ends. Then one run of the script (a check of a key no
+    /// limited key uses, `{<prefix>:sha256:build}`, which it writes for a millisecond; waited
+    /// for as long, and Redis holds it while writes are paused) fails the build if Redis
+    /// refuses it: when an ACL keeps the user from `EVALSHA`, `TIME` (unless the store has a
+    /// [clock](Self::clock)), `MGET`, `PSETEX` or the store's keys, or writing them (`%R~`), or
+    /// when one of these commands is renamed. A Redis out of memory
     /// under `maxmemory` (`OOM`) refuses the write too: that passes with a `warn` line, as the
     /// failure policy answers the admitted checks until Redis has room. With an
     /// [expiry step](Self::expiry_step) checks also write with `SET`, which the build does not

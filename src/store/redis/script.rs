@@ -22,12 +22,12 @@ use crate::{Decisions, Quota};
 /// not the clock of the TATs. The caller decides each check from the TATs the script found, as
 /// the script did: enforced policies are all-or-nothing, each taking the cost only if all
 /// conform; a shadow policy never denies, and takes the cost of an admitted check that it
-/// conforms to. A denial and a peek write nothing; a
-/// conforming check moves the TAT, which the next check of the batch reads, and each key is
-/// written once, after the last check, with its records and an expiry at the moment its last
-/// policy is back to a full burst rounded up to a multiple of the expiry step (1 µs unless the
-/// store has one), the expiry left as it is (`KEEPTTL`) when the rounded moment is the one the
-/// key had: a conforming check always moves a TAT, so with a step of 1 µs every write moves it.
+/// conforms to. A denial and a peek write nothing; a conforming check moves the TAT, which
+/// the next check of the batch reads, and each key is written once, after the last check, with
+/// its records and an expiry at the moment its last policy is back to a full burst rounded up
+/// to a multiple of the expiry step (1 µs unless the store has one), the expiry left as it is
+/// (`KEEPTTL`) when the rounded moment is the one the key had: a conforming check always moves
+/// a TAT, so with a step of 1 µs every write moves it.
 ///
 /// Checks are sent in runs of one stack and one cost, and the call's time is answered once: a
 /// batch of like checks, the common case under load, costs Redis one key per check and no
