@@ -614,6 +614,13 @@ mod tests {
         assert_eq!(tats, [3600 * SEC, 0]);
         assert_eq!(denied.as_slice()[1].remaining(), 5);
         assert!(denied.as_slice()[1].is_allowed());
+        // So does a cost that can never fit the enforced cell, though it fits the shadow one.
+        let stack = cells(&[(Quota::per_second(1), false), (Quota::per_second(2), true)]);
+        let mut tats = [0, 0];
+        let never = check_stack(&stack, &mut tats, 0, 2);
+        assert!(!never.is_allowed() && never.as_slice()[0].never_conforms());
+        assert_eq!(tats, [0, 0]);
+        assert_eq!(never.as_slice()[1].remaining(), 2);
         // An enforced cell that the cost can never fit denies for ever.
         let over = check_stack(&cells(&[(Quota::per_second(2), false)]), &mut [0], 0, 3);
         assert_eq!(over.retry_after(), Duration::from_nanos(u64::MAX));

@@ -48,9 +48,19 @@ fn manual_layer() -> (
     RateLimitLayer<PeerIp, MemoryStore<ManualClock>>,
     ManualClock,
 ) {
+    manual_layer_of(quota())
+}
+
+/// A layer of `quota` per peer on a store whose clock stands still, and that clock.
+fn manual_layer_of(
+    quota: Quota,
+) -> (
+    RateLimitLayer<PeerIp, MemoryStore<ManualClock>>,
+    ManualClock,
+) {
     let (store, clock) = manual_store();
     let layer = RateLimitLayer::builder()
-        .quota(quota())
+        .quota(quota)
         .store(store)
         .build()
         .unwrap();
@@ -561,12 +571,7 @@ async fn a_limited_streaming_call_gets_its_status_while_the_client_still_streams
     // A deadline shorter than the wait does not turn the answer into DEADLINE_EXCEEDED: an
     // hour's wait against a deadline of seconds, which a loaded machine's client still reads
     // the answer within.
-    let (store, _clock) = manual_store();
-    let hourly = RateLimitLayer::builder()
-        .quota(Quota::per_hour(1))
-        .store(store)
-        .build()
-        .unwrap();
+    let (hourly, _clock) = manual_layer_of(Quota::per_hour(1));
     let mut greeter = GreeterClient::new(channel(serve(hourly, false).await).await);
     greeter.say_hello(hello("a")).await.unwrap();
     let mut call = tonic::Request::new(hello("a"));

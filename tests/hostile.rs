@@ -200,12 +200,12 @@ impl Line {
     }
 
     fn readings(&self, rfc7239: bool) -> Vec<Vec<Option<IpAddr>>> {
-        let tainted = self.tainted();
         self.hops
             .iter()
             .enumerate()
             .map(|(i, hop)| match self.obs {
-                Some((_, at, _)) if tainted == Some(i) => {
+                // Where `value` puts the byte: in the address, the hop is unreadable.
+                Some((which, at, _)) if which.index(self.hops.len()) == i => {
                     let in_address = !rfc7239 || {
                         let at = at.index(hop.forwarded().len() + 1);
                         hop.for_span()

@@ -613,24 +613,31 @@ async fn a_shadow_policy_never_rejects_and_counts_what_it_would_have_limited() {
 async fn the_shadow_metric_counts_what_the_layer_counts() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let (store, _clock) = manual_store();
-    let mixed = metrics::with_local_recorder(&recorder, || {
-        layer(
-            [
-                Policy::new("enforced-1", Quota::per_minute(1)),
-                Policy::new("trial-1", Quota::per_minute(1)).shadow(true),
-            ],
-            &store,
-        )
-    });
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(mixed.clone());
+    // A layer of `enforced` and `trial` (in shadow mode), registered with the recorder, and
+    // the statuses of `n` requests through it from one client.
+    let run = async |enforced: Quota, trial: Quota, names: [&str; 2], n: usize| {
+        let limit = metrics::with_local_recorder(&recorder, || {
+            layer(
+                [
+                    Policy::new(names[0], enforced),
+                    Policy::new(names[1], trial).shadow(true),
+                ],
+                &store,
+            )
+        });
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(limit.clone());
+        let mut statuses = Vec::new();
+        for _ in 0..n {
+            statuses.push(status(&app, "/").await);
+        }
+        (limit, statuses)
+    };
     // The first takes both cells; the next two are refused by the enforced policy, which the
     // shadow one would have refused too.
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(status(&app, "/").await);
-    }
+    let one = Quota::per_minute(1);
+    let (mixed, statuses) = run(one, one, ["enforced-1", "trial-1"], 3).await;
     let limited = StatusCode::TOO_MANY_REQUESTS;
     assert_eq!(statuses, [StatusCode::OK, limited, limited]);
     let count = |policy: &str, outcome: &str| {
@@ -648,22 +655,8 @@ async fn the_shadow_metric_counts_what_the_layer_counts() {
 
     // A shadow policy that would have admitted the requests the enforced one refused took
     // nothing from them: it counts the one request that went on.
-    let roomy = metrics::with_local_recorder(&recorder, || {
-        layer(
-            [
-                Policy::new("enforced-2", Quota::per_minute(1)),
-                Policy::new("trial-100", Quota::per_minute(100)).shadow(true),
-            ],
-            &store,
-        )
-    });
-    let app = Router::new()
-        .route("/", get(|| async { "ok" }))
-        .layer(roomy);
-    let mut statuses = Vec::new();
-    for _ in 0..5 {
-        statuses.push(status(&app, "/").await);
-    }
+    let roomy = Quota::per_minute(100);
+    let (_, statuses) = run(one, roomy, ["enforced-2", "trial-100"], 5).await;
     assert_eq!(
         statuses,
         [StatusCode::OK, limited, limited, limited, limited]

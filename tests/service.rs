@@ -522,20 +522,20 @@ impl MakeRejection for ToLogin {
 /// is built rather than sent as a redirect to nowhere.
 #[tokio::test]
 async fn a_missing_key_redirect_needs_an_answer_with_a_location() {
-    let err = RateLimitLayer::builder()
-        .quota(Quota::per_second(10))
-        .key(Header::new("x-api-key"))
-        .on_missing_key(MissingKey::Reject(StatusCode::SEE_OTHER))
+    let to_login = || {
+        RateLimitLayer::builder()
+            .quota(Quota::per_second(10))
+            .key(Header::new("x-api-key"))
+            .on_missing_key(MissingKey::Reject(StatusCode::SEE_OTHER))
+    };
+    let err = to_login()
         .build()
         .expect_err("a redirect without a Location was accepted");
     let message = err.to_string();
     assert!(message.contains("303 See Other"), "{message}");
     assert!(message.contains("Location"), "{message}");
 
-    let mut svc = RateLimitLayer::builder()
-        .quota(Quota::per_second(10))
-        .key(Header::new("x-api-key"))
-        .on_missing_key(MissingKey::Reject(StatusCode::SEE_OTHER))
+    let mut svc = to_login()
         .rejection(ToLogin)
         .build()
         .unwrap()
