@@ -22,7 +22,8 @@ use tower_ratelimit::{
 
 use crate::common::Captured;
 use crate::support::{
-    command_calls, kill_other_clients, set_password, strict_store, unique_prefix, RedisServer,
+    command_calls, kill_other_clients, role, set_password, strict_store, unique_prefix, Proxy,
+    RedisServer,
 };
 use crate::{records, stored_tat};
 
@@ -529,6 +530,87 @@ async fn a_store_whose_password_redis_refused_for_a_while_recovers() {
     let decisions = store.check(&stack, b"k", 1).await.unwrap();
     assert_eq!(remaining(&decisions), [1]);
     assert_eq!(log.count("answering again"), 1);
+}
+
+/// A store on a proxy to Redis that backs off after one failure, Redis answering every check,
+/// a stack of 5 per minute, and one check of `k` that Redis answered; `timeout` bounds each.
+async fn one_check_through(
+    proxy: &Proxy,
+    clock: &ManualClock,
+    timeout: Duration,
+) -> (RedisStore, RedisStack) {
+    let store = RedisStore::builder()
+        .url(proxy.url())
+        .prefix(unique_prefix("moved"))
+        .clock(clock.clone())
+        .timeout(timeout)
+        .deny_cache(false)
+        .failures_before_backoff(1)
+        .backoff(BACKOFF)
+        .on_failure(FailurePolicy::Deny)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    (store, stack)
+}
+
+/// A failover that moves the name the store connects by (a managed Redis's DNS name) to the
+/// new primary, the old one made its replica: the store's open connection now reaches a
+/// replica, which answers every write `READONLY`. The store connects again, and finds the new
+/// primary.
+#[tokio::test]
+async fn a_store_whose_server_became_a_replica_connects_again_and_finds_the_primary() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let proxy = Proxy::to(&old);
+    let clock = ManualClock::new();
+    let (store, stack) = one_check_through(&proxy, &clock, PATIENT).await;
+
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(new.port())
+        .query(&mut old.connection())
+        .unwrap();
+    assert_eq!(role(&old), "slave");
+    proxy.point_at(&new);
+    let error = store.check(&stack, b"k", 1).await.unwrap_err();
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        source.unwrap_or_default().contains("read only replica"),
+        "{error:?}"
+    );
+
+    wait_for_recovery(&store, &clock, &stack).await;
+    // The new primary answers: `k`'s first check there (the old one's data went with it).
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [4]);
+    assert!(command_calls(&mut new.connection(), "evalsha") >= 2);
+}
+
+/// The store's connection is dropped without a word on the way (a load balancer's idle
+/// timeout, a NAT that forgot it): it stays open and nothing comes back. Calls time out, and
+/// the store connects again instead of waiting on it until the kernel gives up.
+#[tokio::test]
+async fn a_connection_that_went_silent_is_replaced_after_a_timeout() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to(&server);
+    let clock = ManualClock::new();
+    let (store, stack) = one_check_through(&proxy, &clock, SHORT).await;
+    let connections = proxy.connections();
+
+    proxy.silence_open_connections();
+    let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
+    assert!(error.contains("did not answer"), "{error}");
+
+    wait_for_recovery(&store, &clock, &stack).await;
+    assert!(proxy.connections() > connections, "a new connection");
+    // Redis answers again: the key's second check there (the probe was another key's).
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [3]);
 }
 
 #[tokio::test]

@@ -10,10 +10,11 @@
 #![allow(dead_code)]
 
 use std::io::ErrorKind;
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tower_ratelimit::store::RedisStoreBuilder;
@@ -641,4 +642,87 @@ pub fn strict_store(name: &str) -> RedisStoreBuilder {
         .prefix(unique_prefix(name))
         .on_failure(FailurePolicy::Deny)
         .timeout(Duration::from_secs(5))
+}
+
+/// A TCP proxy on loopback in front of Redis. New connections go to the server it points at,
+/// which can change (as a DNS name moved to a new primary would send them), and the
+/// connections open at some moment can be cut off without a word: they stay open and forward
+/// nothing more either way, as behind a load balancer or NAT that forgot them.
+pub struct Proxy {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: AtomicU16,
+    /// Connections accepted so far; each is numbered in turn.
+    accepted: AtomicU64,
+    /// Connections numbered below this forward nothing.
+    silent_below: AtomicU64,
+}
+
+impl Proxy {
+    /// A proxy to `server`, accepting connections until the test process ends.
+    pub fn to(server: &RedisServer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("no free loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ProxyState {
+            upstream: server.port().into(),
+            accepted: 0.into(),
+            silent_below: 0.into(),
+        });
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let number = shared.accepted.fetch_add(1, Ordering::SeqCst);
+                let upstream = shared.upstream.load(Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let shared = Arc::clone(&shared);
+                    std::thread::spawn(move || pump(from, to, number, &shared));
+                }
+            }
+        });
+        Proxy { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends the connections opened from now on to `server`.
+    pub fn point_at(&self, server: &RedisServer) {
+        self.state.upstream.store(server.port(), Ordering::SeqCst);
+    }
+
+    /// The connections open now forward nothing more, and stay open.
+    pub fn silence_open_connections(&self) {
+        let accepted = self.state.accepted.load(Ordering::SeqCst);
+        self.state.silent_below.store(accepted, Ordering::SeqCst);
+    }
+
+    /// How many connections the proxy has accepted.
+    pub fn connections(&self) -> u64 {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until either end closes; a silenced connection's bytes are read and
+/// dropped.
+fn pump(mut from: TcpStream, mut to: TcpStream, number: u64, state: &ProxyState) {
+    use std::io::{Read, Write};
+    let mut buf = [0; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        let silent = number < state.silent_below.load(Ordering::SeqCst);
+        if !silent && to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
 }

@@ -539,9 +539,10 @@ impl RedisStoreBuilder {
         key_head.extend_from_slice(self.prefix.as_bytes());
         key_head.push(b':');
         let probe = build_check(&script, &key_head, clock_time);
+        let sent = std::time::Instant::now();
         match tokio::time::timeout(answer_within, connection.invoke(&probe, &script, None)).await {
             Ok(Ok(_)) => {}
-            Err(_) => connection.timed_out(),
+            Err(_) => connection.timed_out(sent),
             Ok(Err(e)) if e.is_timeout() => {}
             Ok(Err(e)) if e.code() == Some("OOM") => tracing::warn!(
                 redis = %name,

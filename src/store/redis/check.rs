@@ -404,8 +404,9 @@ impl Inner {
     async fn invoke(&self, call: Cmd, node: Option<u16>) -> Result<Vec<u8>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
+        let sent = std::time::Instant::now();
         let timed_out = |_: Elapsed| {
-            self.connection.timed_out();
+            self.connection.timed_out(sent);
             RedisStoreError::timeout(timeout)
         };
         let store = &self.runtime;

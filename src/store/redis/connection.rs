@@ -1,8 +1,9 @@
 //! The connection to Redis: one server through a multiplexed, reconnecting connection, the
 //! primary that Redis Sentinel names, or a Redis Cluster.
 
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -84,11 +85,14 @@ impl Connection {
         Ok(ranges.iter().filter_map(range).collect())
     }
 
-    /// A call got no answer within the store's timeout: behind Sentinel, the primary may have
-    /// moved.
-    pub(super) fn timed_out(&self) {
-        if let Connection::Sentinel(c) = self {
-            c.timed_out();
+    /// A call sent at `sent` got no answer within the store's timeout: the connection may be
+    /// dead without a word (a peer or a middlebox that dropped it silently), and behind
+    /// Sentinel the primary may have moved.
+    pub(super) fn timed_out(&self, sent: Instant) {
+        match self {
+            Connection::Single(c) => c.timed_out(sent),
+            Connection::Sentinel(c) => c.timed_out(sent),
+            Connection::Cluster(_) => {}
         }
     }
 
@@ -119,11 +123,23 @@ impl Connection {
 /// One server's connection manager (a single server's, or the primary's behind Sentinel),
 /// shared by every clone of the store.
 ///
-/// A manager opens a new connection by itself after an I/O error, but not after a connection
-/// attempt that Redis refused (authentication failed, as after a restart with another
-/// password): every later call would get that attempt's error again, for as long as the
-/// process runs. A call failing so replaces the manager with a new one, which connects on its
-/// first call; a manager the caller passed in ([`Target::Manager`]) is kept as it is.
+/// A manager opens a new connection by itself after an I/O error, but not when its connection
+/// stays open and useless, which it would for as long as the process runs:
+///
+/// - after a connection attempt that Redis refused (authentication failed, as after a
+///   restart with another password), every later call gets that attempt's error again;
+/// - a server that became a replica (a failover that moved a DNS name to the new primary, or
+///   `REPLICAOF` on the old one) answers every write `READONLY`;
+/// - a connection dropped without a word (by a load balancer or NAT that forgot it, or a host
+///   that vanished) takes calls and answers none until the kernel gives up on it, many
+///   minutes on.
+///
+/// A call failing so, or timing out on a manager that has answered before but answered
+/// nothing since the call was sent, replaces the manager with a new one, which connects
+/// (looking the host's name up again) on its first call. The old one stays open until the new
+/// one is answered: a Redis that was only stalled (paused for a failover, busy with a slow
+/// command) still runs the calls sent before the stall, as it would had the connection been
+/// kept. A manager the caller passed in ([`Target::Manager`]) is kept as it is.
 #[derive(Clone)]
 pub(super) struct Single(Arc<SingleParts>);
 
@@ -131,13 +147,19 @@ struct SingleParts {
     current: RwLock<Current>,
     /// Where a new manager connects; `None` for a manager passed in.
     client: Option<redis::Client>,
+    /// The manager that the one in use replaced, with the generation that replaced it, until a
+    /// manager of that generation or a later one is answered.
+    retired: Mutex<Option<(u64, ConnectionManager)>>,
+    epoch: Instant,
 }
 
-/// The manager in use, and how many were replaced before it.
+/// The manager in use, how many were replaced before it, and when Redis last answered a call
+/// on it (a value or an error), in nanoseconds since the parts' `epoch`: zero if never.
 #[derive(Clone)]
 struct Current {
     manager: ConnectionManager,
     generation: u64,
+    answered: Arc<AtomicU64>,
 }
 
 impl Single {
@@ -147,9 +169,18 @@ impl Single {
             current: RwLock::new(Current {
                 manager,
                 generation: 0,
+                answered: Arc::default(),
             }),
             client,
+            retired: Mutex::new(None),
+            epoch: Instant::now(),
         }))
+    }
+
+    /// Nanoseconds from the parts' epoch to `at`, at least one.
+    fn nanos(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.0.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
     /// The manager in use.
@@ -171,20 +202,59 @@ impl Single {
         let Current {
             mut manager,
             generation,
+            answered,
         } = self.current();
         let outcome = call.query_async(&mut manager).await;
-        if let Err(e) = &outcome {
-            // Not an I/O error, after which the manager reconnects by itself, but one after
-            // which a connection must be opened again: a refused connection attempt among them.
-            if e.is_unrecoverable_error() && !e.is_io_error() {
-                self.replace(generation);
-            }
+        let Err(e) = &outcome else {
+            self.answered(generation, &answered);
+            return outcome;
+        };
+        if e.is_io_error() || e.is_connection_dropped() {
+            // The manager reconnects by itself.
+            return outcome;
+        }
+        self.answered(generation, &answered);
+        // An answer after which a connection must be opened again: a refused connection
+        // attempt, or a server that is a replica now.
+        let replica = matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        );
+        if replica || e.is_unrecoverable_error() {
+            self.replace(generation);
         }
         outcome
     }
 
+    /// Redis answered a call on the manager of `generation`: the manager it replaced, if
+    /// still open, is closed.
+    fn answered(&self, generation: u64, answered: &AtomicU64) {
+        answered.fetch_max(self.nanos(Instant::now()), Ordering::Relaxed);
+        let mut retired = self
+            .0
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if retired.as_ref().is_some_and(|(by, _)| *by <= generation) {
+            *retired = None;
+        }
+    }
+
+    /// A call sent at `sent` timed out: if the manager in use was answered before but not
+    /// since the call was sent, its connection is taken for dead and replaced. A Redis that is
+    /// slow but answers keeps its connection, and so does a manager never answered yet (a
+    /// replacement waiting on a stalled Redis).
+    pub(super) fn timed_out(&self, sent: Instant) {
+        let sent = self.nanos(sent);
+        let current = self.current();
+        let answered = current.answered.load(Ordering::Relaxed);
+        if answered != 0 && answered < sent {
+            self.replace(current.generation);
+        }
+    }
+
     /// Replaces the manager of `generation` by a new one, unless another call did already.
-    /// Runs on the store's runtime, where the new manager's task goes.
+    /// The new manager connects on its first call, on the runtime that polls it.
     fn replace(&self, generation: u64) {
         let Some(client) = &self.0.client else {
             return;
@@ -198,14 +268,23 @@ impl Single {
             return;
         }
         // Refuses only settings the first manager was built with.
-        if let Ok(manager) =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
-        {
-            *current = Current {
-                manager,
-                generation: generation + 1,
-            };
-        }
+        let Ok(manager) = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
+        else {
+            return;
+        };
+        let next = Current {
+            manager,
+            generation: generation + 1,
+            answered: Arc::default(),
+        };
+        let old = std::mem::replace(&mut *current, next);
+        drop(current);
+        let mut retired = self
+            .0
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *retired = Some((generation + 1, old.manager));
     }
 }
 

@@ -113,9 +113,11 @@ impl SentinelConnection {
         }
     }
 
-    /// A call got no answer within the store's timeout: the primary may be gone. A call
-    /// dropped for another reason (its request cancelled) tells nothing of the primary.
-    pub(super) fn timed_out(&self) {
+    /// A call sent at `sent` got no answer within the store's timeout: the primary may be
+    /// gone, or the connection to it dead without a word (see [`Single`]). A call dropped for
+    /// another reason (its request cancelled) tells nothing of the primary.
+    pub(super) fn timed_out(&self, sent: Instant) {
+        self.shared.current().connection.timed_out(sent);
         self.shared.suspect();
     }
 
