@@ -90,11 +90,17 @@ impl<E: 'static> RejectionBody for UnsyncBoxBody<Bytes, E> {
     }
 }
 
-/// The rejections this crate writes are ASCII; a custom one that is not UTF-8 has its invalid
-/// sequences replaced.
+/// The rejections this crate writes are ASCII; a custom one that is not UTF-8 has each byte
+/// of its invalid sequences replaced by `?`, which keeps its length: the `Content-Length` the
+/// layer set from the bytes still holds.
 impl RejectionBody for String {
     fn from_rejection(bytes: Bytes) -> Self {
-        String::from_utf8_lossy(&bytes).into_owned()
+        let mut text = String::with_capacity(bytes.len());
+        for chunk in bytes.utf8_chunks() {
+            text.push_str(chunk.valid());
+            text.extend(chunk.invalid().iter().map(|_| '?'));
+        }
+        text
     }
 }
 

@@ -21,9 +21,11 @@ use std::time::Duration;
 ///
 /// A clock of one's own must be monotonic: a wall clock (`SystemTime`) steps back when it is
 /// set. Nothing breaks when a reading goes back, but a key that spent its burst at the later
-/// reading waits for the step on top of its wait (its `Retry-After` grows by the step), and
-/// readings within the longest window of `u64::MAX` stop limiting, as times saturate there
-/// (`u64::MAX` nanoseconds is 584 years from the origin).
+/// reading waits for the step on top of its wait (its `Retry-After` grows by the step), a
+/// [`MemoryStore`](crate::MemoryStore) at its cap sends every new key to the overflow budget
+/// for the step's length (its sweeps wait for the time they last ran at), and readings within
+/// the longest window of `u64::MAX` stop limiting, as times saturate there (`u64::MAX`
+/// nanoseconds is 584 years from the origin).
 pub trait Clock: Send + Sync + 'static {
     /// Nanoseconds since the clock's origin. Never decreases.
     fn now_nanos(&self) -> u64;

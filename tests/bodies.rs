@@ -10,7 +10,7 @@ use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{BodyExt, Empty, Full};
 use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
-use tower_ratelimit::{Quota, RateLimitLayer, RejectionBody, ResponseBody};
+use tower_ratelimit::{Quota, RateLimitLayer, RateLimited, RejectionBody, ResponseBody};
 
 const TEXT: &[u8] = b"Too Many Requests: retry in 1 s\n";
 
@@ -49,9 +49,38 @@ async fn every_rejection_body_carries_the_bytes_whole_with_their_length() {
 }
 
 #[test]
-fn a_rejection_that_is_not_utf8_becomes_a_string_with_replacements() {
-    let body = String::from_rejection(Bytes::from_static(b"limited \xff"));
-    assert_eq!(body, "limited \u{fffd}");
+fn a_rejection_that_is_not_utf8_becomes_a_string_of_its_length() {
+    let body = String::from_rejection(Bytes::from_static(b"limited \xff\xfe \xe2\x82 \xc3\xa9"));
+    assert_eq!(body, "limited ?? ?? \u{e9}");
+}
+
+/// A custom rejection that is not UTF-8, in a `String` body: the `Content-Length` the layer
+/// set is the length of the body sent.
+#[tokio::test]
+async fn a_string_rejection_that_is_not_utf8_has_the_length_it_declares() {
+    let svc = ServiceBuilder::new()
+        .layer(
+            RateLimitLayer::builder()
+                .quota(Quota::per_minute(1))
+                .rejection(|_: &RateLimited| {
+                    Response::builder()
+                        .status(StatusCode::TOO_MANY_REQUESTS)
+                        .body(Bytes::from_static(b"\xff\xfex"))
+                        .unwrap()
+                })
+                .build()
+                .unwrap(),
+        )
+        .service(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("hello")))
+        }));
+    let _ = svc.clone().oneshot(from_peer(())).await.unwrap();
+    let limited = svc.oneshot(from_peer(())).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let declared = limited.headers()[http::header::CONTENT_LENGTH].clone();
+    let body = limited.into_body();
+    assert_eq!(body, "??x");
+    assert_eq!(declared.to_str().unwrap(), body.len().to_string());
 }
 
 fn from_peer<B>(body: B) -> Request<B> {

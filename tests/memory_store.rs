@@ -61,6 +61,24 @@ fn len_counts_tracked_keys_and_a_peek_tracks_nothing() {
     assert_eq!(store.clone().len(), 3, "clones share the map");
 }
 
+/// A check of cost zero takes nothing and tracks nothing: it answers as a peek does, as on
+/// Redis.
+#[test]
+fn a_check_of_cost_zero_is_a_peek() {
+    let (store, _) = store(1_000);
+    let stack = one(&store, Quota::per_second(2));
+    let fresh = store.check_now(&stack, b"new", 0);
+    assert_eq!(store.len(), 0, "a zero cost tracked a key");
+    assert_eq!(fresh, store.peek_now(&stack, b"new"));
+    assert!(allowed(&store, &stack, 7) && allowed(&store, &stack, 7));
+    let spent = store.check_now(&stack, b"7", 0);
+    assert!(
+        !spent.is_allowed(),
+        "nothing left: a cost-1 check would be denied"
+    );
+    assert_eq!(spent, store.peek_now(&stack, b"7"));
+}
+
 #[test]
 fn idle_keys_are_dropped_as_the_map_grows_without_a_background_task() {
     const ROUND: u64 = 20_000;

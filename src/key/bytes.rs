@@ -16,7 +16,7 @@ use super::{HeaderKey, MethodKey};
 /// strings, byte vectors, integers, and tuples of two or three of these.
 ///
 /// IP addresses and integers are written as text (`192.0.2.7`, `42`), so Redis keys are
-/// readable. Two keys of different types with the same bytes (the string `"7"` and the integer
+/// readable; an IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) as the IPv4 address it carries. Two keys of different types with the same bytes (the string `"7"` and the integer
 /// `7`) are the same key. A tuple writes each element but the last as `<length>:<bytes>`, so
 /// its elements cannot run into each other.
 ///
@@ -348,11 +348,18 @@ impl KeyBytes for IpAddr {
     }
 }
 
-/// Kept out of line, so that the IPv4 path inlines into the caller.
+/// Kept out of line, so that the IPv4 path inlines into the caller. An IPv4-mapped address
+/// (`::ffff:192.0.2.7`, as a dual-stack socket reports an IPv4 client) is written as the IPv4
+/// address it carries: one client, one key, whichever socket it came through.
 #[inline(never)]
 fn write_ipv6(ip: &Ipv6Addr, out: &mut KeyBuf) {
-    // Writing to a KeyBuf cannot fail.
-    let _ = fmt::Write::write_fmt(out, format_args!("{ip}"));
+    match ip.to_ipv4_mapped() {
+        Some(v4) => write_ipv4(v4, out),
+        // Writing to a KeyBuf cannot fail.
+        None => {
+            let _ = fmt::Write::write_fmt(out, format_args!("{ip}"));
+        }
+    }
 }
 
 /// Dotted decimal without the formatting machinery: this runs on every request keyed by IP.
@@ -525,6 +532,16 @@ mod tests {
         assert_eq!(bytes(&v6), b"2001:db8::1");
         let value = http::HeaderValue::from_bytes(b"key-\xff").unwrap();
         assert_eq!(bytes(&value), b"key-\xff");
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_the_key_of_its_ipv4_address() {
+        let mapped: Ipv6Addr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(bytes(&mapped), b"192.0.2.7");
+        assert_eq!(bytes(&IpAddr::V6(mapped)), b"192.0.2.7");
+        // Not mapped: written as IPv6.
+        let compatible: Ipv6Addr = "::192.0.2.7".parse().unwrap();
+        assert_eq!(bytes(&compatible), b"::c000:207");
     }
 
     #[test]
