@@ -208,6 +208,41 @@ async fn a_lost_script_is_loaded_again_while_another_primary_is_down() {
     assert_eq!(command_calls(&mut holder, "evalsha"), evalsha + 1);
 }
 
+/// Replicas that stop answering (stalled, or cut off) hold up neither a build nor the reload
+/// of a lost script: a node's answer is waited for no longer than the checks' timeout (a
+/// second at least).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_replicas_hold_up_neither_a_build_nor_a_reload_of_the_script() {
+    let cluster = RedisCluster::start_with_replicas(60_000);
+    let (store, stack, node) = checked_once(&cluster, "silent-replicas").await;
+    let replicas: Vec<&RedisServer> = cluster
+        .nodes
+        .iter()
+        .filter(|node| role(node) == "slave")
+        .collect();
+    assert_eq!(replicas.len(), 3);
+    for replica in &replicas {
+        replica.pause(30_000);
+    }
+
+    let another = checked_once(&cluster, "silent-replicas-build");
+    tokio::time::timeout(Duration::from_secs(10), another)
+        .await
+        .expect("the build waited on the replicas");
+
+    let mut holder = cluster.nodes[node].connection();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut holder)
+        .unwrap();
+    let decisions = store.check(&stack, b"k", 1).await;
+    assert_eq!(
+        decisions.expect("answered by Redis").as_slice()[0].remaining(),
+        3
+    );
+    assert!(!store.is_degraded());
+}
+
 /// One primary that stops answering while the others answer: the checks of its keys each wait
 /// the timeout and fail, many calls at once (one per slot), while calls to the other primaries
 /// succeed meanwhile. Those failures start no back-off: the other primaries' keys are answered

@@ -22,6 +22,9 @@ use crate::{Clock, ConfigError, MemoryStore, MonotonicClock};
 /// The longest the build waits for each answer of a connected Redis, whatever the checks'
 /// timeout.
 const BUILD_ANSWER_MAX: Duration = Duration::from_secs(5);
+/// A check timeout from which on the cluster client's nodes get no timeout of their own: a
+/// day, beyond which a timeout is taken to mean none.
+const NO_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 pub(super) const DEFAULT_PREFIX: &str = "ratelimit";
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -106,7 +109,9 @@ impl RedisStoreBuilder {
     ///
     /// Each key lives on the node of its slot: a limited key is one Redis key, its hash tag
     /// (`{<prefix>:<key bytes>}`), holding every policy's state, so that a stack is one script
-    /// call.
+    /// call. The cluster client waits for a node's answer as long as the checks'
+    /// [`timeout`](Self::timeout), a second at least: a node that takes connections but
+    /// answers nothing (a stalled replica) does not hold up the build.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
@@ -494,7 +499,12 @@ impl RedisStoreBuilder {
                  built with `enable_all()`), and keep that runtime running",
             ));
         };
-        let (mut connection, name) = connect(self.target, &runtime).await?;
+        // A node of a Redis Cluster that takes connections but answers nothing (a stalled
+        // replica) would hold the cluster client's connection, and so the build, until it
+        // answers: each answer waits as long as the checks' timeout, a second at least.
+        let node_answer_within = self.timeout.max(CONNECT_TIMEOUT);
+        let node_answer_within = (node_answer_within < NO_TIMEOUT).then_some(node_answer_within);
+        let (mut connection, name) = connect(self.target, &runtime, node_answer_within).await?;
         // A Redis that stops answering once connected (stopped, or cut off by the network)
         // must not hold the build forever, whatever the checks' timeout: the caller retries it.
         let answer_within = self.timeout.clamp(CONNECT_TIMEOUT, BUILD_ANSWER_MAX);

@@ -371,10 +371,12 @@ pub(super) fn manager_config() -> ConnectionManagerConfig {
 }
 
 /// Opens the connection; returns it with a printable name of where it goes.
-/// Sentinel's lookups of a new primary run on `runtime`, the store's.
+/// Sentinel's lookups of a new primary run on `runtime`, the store's. A Redis Cluster client
+/// gives up on a node's answer after `node_answer_within`, if any.
 pub(super) async fn connect(
     target: Target,
     runtime: &tokio::runtime::Handle,
+    node_answer_within: Option<Duration>,
 ) -> Result<(Connection, String), ConfigError> {
     let single = |client: redis::Client, name: String| async move {
         match ConnectionManager::new_with_config(client.clone(), manager_config()).await {
@@ -422,16 +424,18 @@ pub(super) async fn connect(
             // `CLUSTERDOWN`) goes again after a few milliseconds, not the client's default of
             // over a second: a call past the store's timeout is failed whatever comes after,
             // and the store splits a call of a moving slot into calls that Redis serves.
-            let client = ClusterClient::builder(urls)
+            let mut client = ClusterClient::builder(urls)
                 .retries(3)
                 .min_retry_wait(1)
                 .max_retry_wait(RETRY_WAIT_MS)
                 .retry_wait_formula(1, 2)
-                .connection_timeout(CONNECT_TIMEOUT)
-                .build()
-                .map_err(|e| {
-                    ConfigError::with_source(format!("invalid Redis Cluster node list {name}"), e)
-                })?;
+                .connection_timeout(CONNECT_TIMEOUT);
+            if let Some(within) = node_answer_within {
+                client = client.response_timeout(within);
+            }
+            let client = client.build().map_err(|e| {
+                ConfigError::with_source(format!("invalid Redis Cluster node list {name}"), e)
+            })?;
             match client.get_async_connection().await {
                 Ok(connection) => Ok((Connection::Cluster(connection), name)),
                 Err(e) => Err(unreachable(&name, e)),
