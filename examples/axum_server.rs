@@ -1,6 +1,6 @@
 //! A plain axum server limited per client IP: 5 requests at once, then 1 per second.
 //!
-//! `GET /` and `GET /health` sit behind one layer on the whole router, so they share each
+//! `GET /` and `GET /health` sit behind one `Router::layer`, so they share each
 //! client's budget; every answer carries `RateLimit-Policy` and `RateLimit`, and a limited one
 //! is `429` with `Retry-After`.
 //!

@@ -41,10 +41,11 @@
 //! (a cost is per call), and a stream admitted once runs to its end after the budget is spent.
 //!
 //! ```no_run
+//! # #[cfg(feature = "tonic")]
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use tonic::transport::Server;
 //! use tower_ratelimit::{GrpcMethod, PeerIp, Quota, RateLimitLayer};
 //!
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Each client gets 20 calls per second per method, health checks included.
 //! let limit = RateLimitLayer::builder()
 //!     .quota(Quota::per_second(20))
@@ -58,6 +59,8 @@
 //!     .serve("127.0.0.1:50051".parse()?)
 //!     .await?;
 //! # Ok(()) }
+//! # #[cfg(not(feature = "tonic"))]
+//! # fn main() {}
 //! ```
 //!
 //! # A custom key

@@ -133,6 +133,22 @@ impl Quota {
         Self::try_per_hour(n).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `n` cells per day with a burst of `n`.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is zero. Use [`Quota::try_per_day`] for a value read at run time.
+    ///
+    /// ```
+    /// let quota = tower_ratelimit::Quota::per_day(86_400);
+    /// assert_eq!(quota.interval(), std::time::Duration::from_secs(1));
+    /// assert_eq!(quota, "86400/d".parse().unwrap());
+    /// ```
+    #[must_use]
+    pub fn per_day(n: u32) -> Self {
+        Self::try_per_day(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// One cell every `period`, with a burst of one.
     ///
     /// # Panics
@@ -176,6 +192,15 @@ impl Quota {
     /// ```
     pub fn try_per_hour(n: u32) -> Result<Self, QuotaError> {
         Self::per(n, Per::Hour)
+    }
+
+    /// `n` cells per day, or an error if `n` is zero.
+    ///
+    /// ```
+    /// assert!(tower_ratelimit::Quota::try_per_day(0).is_err());
+    /// ```
+    pub fn try_per_day(n: u32) -> Result<Self, QuotaError> {
+        Self::per(n, Per::Day)
     }
 
     /// One cell every `period`, or an error if `period` is zero or longer than 2⁶² ns (about
@@ -598,6 +623,8 @@ mod tests {
         assert_eq!(Quota::per_minute(10).interval(), Duration::from_secs(6));
         assert_eq!(Quota::per_hour(5000).interval_nanos(), 720_000_000);
         assert_eq!(Quota::per_hour(5000).burst(), 5000);
+        assert_eq!(Quota::per_day(3).interval(), Duration::from_secs(28_800));
+        assert_eq!(Quota::per_day(3).burst(), 3);
     }
 
     #[test]

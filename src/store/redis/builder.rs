@@ -203,6 +203,26 @@ impl RedisStoreBuilder {
     /// when Redis refused a reconnection (a password it no longer takes), after which a
     /// manager tries no more; a manager passed in is kept, and stays failed until the process
     /// restarts.
+    ///
+    /// A manager set up as the store sets up its own:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    /// use tower_ratelimit::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let config = ConnectionManagerConfig::new()
+    ///     .set_number_of_retries(0)
+    ///     .set_connection_timeout(Some(Duration::from_secs(1)))
+    ///     .set_response_timeout(None);
+    /// let manager = ConnectionManager::new_with_config(client, config).await?;
+    /// let store = RedisStore::builder().connection_manager(manager).build().await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
     pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
         self.target = Target::Manager(connection);
         self
@@ -215,6 +235,30 @@ impl RedisStoreBuilder {
     /// default is over a second) fails the checks of a slot's keys while the slot moves to
     /// another primary: Redis refuses a call of several of its keys with `TRYAGAIN`, and the
     /// store sends them again one key per call only once the client gives up on it.
+    ///
+    /// A connection set up as the store sets up its own (with the default timeout of 50 ms,
+    /// whose node answers it waits for a second at most):
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use redis::cluster::ClusterClient;
+    /// use tower_ratelimit::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = ClusterClient::builder(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .retries(3)
+    ///     .min_retry_wait(1)
+    ///     .max_retry_wait(8)
+    ///     .retry_wait_formula(1, 2)
+    ///     .connection_timeout(Duration::from_secs(1))
+    ///     .response_timeout(Duration::from_secs(1))
+    ///     .build()?;
+    /// let connection = client.get_async_connection().await?;
+    /// let store = RedisStore::builder().cluster_connection(connection).build().await?;
+    /// # let _ = store;
+    /// # Ok(()) }
+    /// ```
     pub fn cluster_connection(mut self, connection: ClusterConnection) -> Self {
         self.target = Target::ClusterConnection(connection);
         self
