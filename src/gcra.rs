@@ -73,30 +73,35 @@ impl Decision {
     }
 
     /// Whether the check conformed and its cells were taken.
+    #[inline]
     #[must_use]
     pub fn is_allowed(&self) -> bool {
         self.retry_after_nanos == 0
     }
 
     /// The burst of the quota the check ran against.
+    #[inline]
     #[must_use]
     pub fn limit(&self) -> u32 {
         self.limit
     }
 
     /// How many more cost-1 checks would conform right now.
+    #[inline]
     #[must_use]
     pub fn remaining(&self) -> u32 {
         self.remaining
     }
 
     /// How long until the same check would conform; zero when it was allowed.
+    #[inline]
     #[must_use]
     pub fn retry_after(&self) -> Duration {
         Duration::from_nanos(self.retry_after_nanos)
     }
 
     /// How long until the key is back to a full burst.
+    #[inline]
     #[must_use]
     pub fn reset_after(&self) -> Duration {
         Duration::from_nanos(self.reset_after_nanos)
@@ -118,6 +123,7 @@ impl Decision {
     /// assert!(!store.check_now(&stack, b"alice", 2).as_slice()[0].never_conforms());
     /// # Ok::<(), tower_ratelimit::ConfigError>(())
     /// ```
+    #[inline]
     #[must_use]
     pub fn never_conforms(&self) -> bool {
         self.retry_after_nanos == u64::MAX
@@ -255,24 +261,28 @@ impl Decisions {
     }
 
     /// Whether the request is admitted: every enforced policy admitted it.
+    #[inline]
     #[must_use]
     pub fn is_allowed(&self) -> bool {
         self.admitted
     }
 
     /// The decision of each policy, in the order of the stack.
+    #[inline]
     #[must_use]
     pub fn as_slice(&self) -> &[Decision] {
         &self.each
     }
 
     /// How many policies were decided.
+    #[inline]
     #[must_use]
     pub fn len(&self) -> usize {
         self.each.len()
     }
 
     /// Whether no policy was decided (a stack is never empty, so never for a store's answer).
+    #[inline]
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.each.is_empty()
@@ -280,12 +290,14 @@ impl Decisions {
 
     /// How long until the same request would conform to every policy that denied it: the
     /// largest of their waits; zero when admitted.
+    #[inline]
     #[must_use]
     pub fn retry_after(&self) -> Duration {
         Duration::from_nanos(self.wait)
     }
 
     /// Whether some policy denied the request, including shadow policies that did not stop it.
+    #[inline]
     #[must_use]
     pub fn any_denied(&self) -> bool {
         self.each.iter().any(|d| !d.is_allowed())
