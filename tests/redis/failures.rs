@@ -588,7 +588,8 @@ async fn a_connection_that_went_silent_is_replaced_after_a_timeout() {
     let server = RedisServer::start();
     let proxy = Proxy::to(&server);
     let clock = ManualClock::new();
-    let (store, stack) = one_check_through(&proxy, &clock, SHORT).await;
+    // Long enough for a new connection's first call on a loaded machine.
+    let (store, stack) = one_check_through(&proxy, &clock, Duration::from_secs(1)).await;
     let connections = proxy.connections();
 
     proxy.silence_open_connections();
