@@ -824,6 +824,35 @@ fn a_request_polled_outside_any_runtime_is_decided_by_redis() {
     assert_eq!(statuses, [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
 }
 
+/// A check polled outside any runtime times out on a connection gone silent: the failure
+/// policy answers it, and the next check, on a new connection, is Redis's. The connection is
+/// replaced by that next call, on the store's runtime, not where the timeout was seen, where no
+/// runtime runs to take the new connection's task.
+#[test]
+fn a_check_polled_outside_any_runtime_that_times_out_on_a_silent_connection_is_answered() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to(&server);
+    // Long enough for a new connection's first call on a loaded machine.
+    let builder = strict_store("outside-silent")
+        .url(proxy.url())
+        .timeout(Duration::from_secs(1));
+    let (_main, store, stack) = runtime_with_store(builder);
+    let outcomes = std::thread::spawn(move || {
+        let check = || block_on_without_runtime(store.check(&stack, b"k", 1));
+        let first = check().map(|decisions| remaining(&decisions));
+        proxy.silence_open_connections();
+        let second = check().map_err(|error| error.to_string());
+        let third = check().map(|decisions| remaining(&decisions));
+        (first, second, third)
+    })
+    .join()
+    .expect("a check polled outside a Tokio runtime panicked");
+    assert_eq!(outcomes.0.unwrap(), [9]);
+    let error = outcomes.1.unwrap_err();
+    assert!(error.contains("did not answer"), "{error}");
+    assert_eq!(outcomes.2.unwrap(), [8], "the check after is Redis's");
+}
+
 /// A check polled on another runtime while the store's runtime is blocked (a test that joins a
 /// thread from inside `#[tokio::test]`) is timed where it is polled: the failure policy
 /// answers it after the timeout, without waiting for the blocked runtime.

@@ -134,10 +134,12 @@ impl Connection {
 ///   that vanished) takes calls and answers none until the kernel gives up on it, many
 ///   minutes on.
 ///
-/// A call failing so, or timing out on a manager that has answered before but answered
-/// nothing since the call was sent, replaces the manager with a new one, which connects
-/// (looking the host's name up again) on its first call. The old one stays open until the new
-/// one is answered: a Redis that was only stalled (paused for a failover, busy with a slow
+/// A call failing so replaces the manager with a new one, which connects (looking the host's
+/// name up again) on its first call; so does the call after one that timed out on a manager
+/// that has answered before but nothing since the call was sent, nor for [`DEAD_AFTER`] (a
+/// Redis that is slow but answers, or stalls for less, keeps its connection; a manager never
+/// answered yet, waiting on a stalled Redis, is kept too). The old one stays open until the
+/// new one is answered: a Redis that was only stalled (paused for a failover, busy with a slow
 /// command) still runs the calls sent before the stall, as it would had the connection been
 /// kept. A manager the caller passed in ([`Target::Manager`]) is kept as it is.
 #[derive(Clone)]
@@ -147,11 +149,19 @@ struct SingleParts {
     current: RwLock<Current>,
     /// Where a new manager connects; `None` for a manager passed in.
     client: Option<redis::Client>,
+    /// The generation of a manager that a timed-out call took for dead, plus one (zero for
+    /// none): the next call replaces it. Not the call that timed out, which may have been
+    /// polled where no runtime runs to take the new manager's task.
+    dead: AtomicU64,
     /// The manager that the one in use replaced, with the generation that replaced it, until a
     /// manager of that generation or a later one is answered.
     retired: Mutex<Option<(u64, ConnectionManager)>>,
     epoch: Instant,
 }
+
+/// How long a connection must have answered nothing, a call timing out on it meanwhile, to be
+/// taken for dead.
+const DEAD_AFTER: Duration = Duration::from_secs(1);
 
 /// The manager in use, how many were replaced before it, and when Redis last answered a call
 /// on it (a value or an error), in nanoseconds since the parts' `epoch`: zero if never.
@@ -172,6 +182,7 @@ impl Single {
                 answered: Arc::default(),
             }),
             client,
+            dead: AtomicU64::new(0),
             retired: Mutex::new(None),
             epoch: Instant::now(),
         }))
@@ -197,8 +208,13 @@ impl Single {
             .clone()
     }
 
-    /// Runs `call`; replaces the manager if the way it failed leaves the manager failed.
+    /// Runs `call`; replaces the manager if the way it failed leaves the manager failed. Runs
+    /// on the store's runtime, where a new manager's task goes.
     pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<u8>> {
+        let dead = self.0.dead.swap(0, Ordering::Relaxed);
+        if let Some(generation) = dead.checked_sub(1) {
+            self.replace(generation);
+        }
         let Current {
             mut manager,
             generation,
@@ -240,21 +256,22 @@ impl Single {
         }
     }
 
-    /// A call sent at `sent` timed out: if the manager in use was answered before but not
-    /// since the call was sent, its connection is taken for dead and replaced. A Redis that is
-    /// slow but answers keeps its connection, and so does a manager never answered yet (a
-    /// replacement waiting on a stalled Redis).
+    /// A call sent at `sent` timed out: if the manager in use was answered before, but neither
+    /// since the call was sent nor for [`DEAD_AFTER`], its connection is taken for dead, and the
+    /// next call replaces it.
     pub(super) fn timed_out(&self, sent: Instant) {
+        let now = self.nanos(Instant::now());
         let sent = self.nanos(sent);
         let current = self.current();
         let answered = current.answered.load(Ordering::Relaxed);
-        if answered != 0 && answered < sent {
-            self.replace(current.generation);
+        let silent_for = now.saturating_sub(answered);
+        if answered != 0 && answered < sent && silent_for >= DEAD_AFTER.as_nanos() as u64 {
+            self.0.dead.store(current.generation + 1, Ordering::Relaxed);
         }
     }
 
     /// Replaces the manager of `generation` by a new one, unless another call did already.
-    /// The new manager connects on its first call, on the runtime that polls it.
+    /// Must run inside a Tokio runtime: the new manager spawns its task at once.
     fn replace(&self, generation: u64) {
         let Some(client) = &self.0.client else {
             return;
@@ -278,7 +295,7 @@ impl Single {
             answered: Arc::default(),
         };
         let old = std::mem::replace(&mut *current, next);
-        drop(current);
+        // Under the write lock, so that no answer of the new manager comes before it.
         let mut retired = self
             .0
             .retired
