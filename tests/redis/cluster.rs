@@ -225,10 +225,14 @@ async fn silent_replicas_hold_up_neither_a_build_nor_a_reload_of_the_script() {
         replica.pause(30_000);
     }
 
-    let another = checked_once(&cluster, "silent-replicas-build");
+    let another = strict_store("silent-replicas-build")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(500))
+        .build();
     tokio::time::timeout(Duration::from_secs(10), another)
         .await
-        .expect("the build waited on the replicas");
+        .expect("the build waited on the replicas")
+        .unwrap();
 
     let mut holder = cluster.nodes[node].connection();
     let () = redis::cmd("SCRIPT")
