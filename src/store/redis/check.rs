@@ -467,7 +467,7 @@ impl Inner {
     ) -> Result<Decisions, RedisStoreError> {
         self.health.answered_by_policy();
         let decisions = match self.policy {
-            FailurePolicy::Local if cost == 0 => self.fallback.peek_kept(&stack.parts.local, key),
+            // A peek (cost 0) is one on the local store too.
             FailurePolicy::Local => self.fallback.check_kept(&stack.parts.local, key, cost),
             // The answer to a key's first check: headers that agree with each other.
             FailurePolicy::Allow => Decisions::new(

@@ -120,6 +120,15 @@ impl Connection {
     }
 }
 
+/// Whether `error` is the answer of a server that is a replica, not the primary it was:
+/// `READONLY` to a write, or `MASTERDOWN`.
+pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+    )
+}
+
 /// One server's connection manager (a single server's, or the primary's behind Sentinel),
 /// shared by every clone of the store.
 ///
@@ -232,20 +241,18 @@ impl Single {
         self.answered(generation, &answered);
         // An answer after which a connection must be opened again: a refused connection
         // attempt, or a server that is a replica now.
-        let replica = matches!(
-            e.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-        );
-        if replica || e.is_unrecoverable_error() {
+        if from_a_replica(e) || e.is_unrecoverable_error() {
             self.replace(generation);
         }
         outcome
     }
 
-    /// Redis answered a call on the manager of `generation`: the manager it replaced, if
-    /// still open, is closed.
+    /// Redis answered a call on the manager of `generation`: at its first answer, the manager
+    /// it replaced, if still open, is closed.
     fn answered(&self, generation: u64, answered: &AtomicU64) {
-        answered.fetch_max(self.nanos(Instant::now()), Ordering::Relaxed);
+        if answered.fetch_max(self.nanos(Instant::now()), Ordering::Relaxed) != 0 {
+            return;
+        }
         let mut retired = self
             .0
             .retired

@@ -11,7 +11,7 @@ use redis::{Cmd, ErrorKind, RedisError, RedisResult, Role, Script, ServerErrorKi
 use tokio::runtime::Handle;
 use tokio::sync::{Mutex, Notify};
 
-use super::connection::{manager_config, Single};
+use super::connection::{from_a_replica, manager_config, Single};
 use crate::ConfigError;
 
 /// How long one question to the sentinels, with the connection to the primary they name, may
@@ -252,14 +252,8 @@ fn primary_lost(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_unrecoverable_error()
-        || matches!(
-            error.kind(),
-            ErrorKind::Server(
-                ServerErrorKind::ReadOnly
-                    | ServerErrorKind::MasterDown
-                    | ServerErrorKind::BusyLoading
-            )
-        )
+        || from_a_replica(error)
+        || error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
 }
 
 /// Why a lookup found no primary.
