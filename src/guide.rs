@@ -168,8 +168,8 @@
 //!
 //! A **Redis Cluster** with a replica for each primary fails over by itself, and the store
 //! built with `.cluster([..])` follows: once the cluster has promoted the replica, the dead
-//! primary's keys are checked there, with the cells they had spent that reached it. Until
-//! then the failure policy answers those keys, each check within the store's timeout; the
-//! cluster's `cluster-node-timeout` sets most of that time (about 2–3 s after a primary was
-//! killed, with a node timeout of 1 s, in the tests). What the old primary had not passed on is lost
-//! as under Sentinel.
+//! primary's keys are checked there, with the cells they had spent that reached it. Until then the
+//! failure policy answers those keys, each check within the store's timeout; the cluster's
+//! `cluster-node-timeout` sets most of that time (about 2–3 s after a primary was killed, with a
+//! node timeout of 1 s, in the tests). What the old primary had not passed on is lost as under
+//! Sentinel.

@@ -16,7 +16,8 @@ use super::{HeaderKey, MethodKey};
 /// strings, byte vectors, integers, and tuples of two or three of these.
 ///
 /// IP addresses and integers are written as text (`192.0.2.7`, `42`), so Redis keys are
-/// readable; an IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) as the IPv4 address it carries. Two keys of different types with the same bytes (the string `"7"` and the integer
+/// readable; an IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) as the IPv4 address it
+/// carries. Two keys of different types with the same bytes (the string `"7"` and the integer
 /// `7`) are the same key. A tuple writes each element but the last as `<length>:<bytes>`, so
 /// its elements cannot run into each other.
 ///

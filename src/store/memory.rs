@@ -21,30 +21,30 @@ const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// - A key is its bytes (see [`KeyBytes`](crate::KeyBytes)); each tracked key holds one state
 ///   per policy that has seen it, so the policies of a stack are decided together, and two
 ///   policies never share a state.
-/// - A check of a key already present takes the read lock of one shard, striped by thread
-///   (eight stripes) so that readers on different threads seldom write to one cache line. A one-policy check then
-///   runs one compare-and-swap on the key's state; a denial only reads. A key that holds states
-///   for several policies is decided under a lock of its own, so a stack is all-or-nothing.
-///   Neither allocates for a stack of one or two policies (a longer stack's check allocates
-///   its working lists). Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short
-///   API keys) are stored inline, so tracking them allocates nothing either; a new key takes
-///   the shard's exclusive lock, unless the shard is full and may not sweep yet: then the
-///   shared lock tells so, and the key goes to the overflow budget (below). A key longer than
-///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept as a digest of its bytes, 39 bytes whatever
-///   its length (as is a key that begins as a digest does, `sha256:`).
+/// - A check of a key already present takes the read lock of one shard, striped by thread (eight
+///   stripes) so that readers on different threads seldom write to one cache line. A one-policy
+///   check then runs one compare-and-swap on the key's state; a denial only reads. A key that holds
+///   states for several policies is decided under a lock of its own, so a stack is all-or-nothing.
+///   Neither allocates for a stack of one or two policies (a longer stack's check allocates its
+///   working lists). Keys of up to 24 bytes (every IPv4 address and IPv6 /64 prefix, short API
+///   keys) are stored inline, so tracking them allocates nothing either; a new key takes the
+///   shard's exclusive lock, unless the shard is full and may not sweep yet: then the shared lock
+///   tells so, and the key goes to the overflow budget (below). A key longer than
+///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) is kept as a digest of its bytes, 39 bytes whatever its
+///   length (as is a key that begins as a digest does, `sha256:`).
 /// - Keys are hashed with per-store random seeds, so a client cannot choose keys that collide.
 /// - Memory is bounded: a key whose theoretical arrival times have all passed is idle, in
 ///   exactly the state of a key never seen, and is dropped when its shard grows. No background
 ///   task is needed.
-/// - At most `max_keys` keys are tracked (default 1 000 000), as a share of the cap per shard
-///   of the map. Keys fall into shards at random, so the first shard fills before the whole
-///   map holds `max_keys`: with 1 000 000 at about 99 % of it on a machine of a few cores
-///   (16 shards) and 95 % on one of 32 or more (256 shards); with a small cap sooner (about
-///   82 % of 1 000 keys, in 8 shards). A new key whose shard is full sweeps the shard for idle keys if it has not swept in the
-///   last 100 ms, so that a flood cannot make every new key scan it. If the sweep frees room,
-///   the key is tracked; otherwise, and until the shard's next sweep, keys not yet tracked
-///   share one overflow budget per policy: a client rotating through fresh keys gets no more
-///   than one key's quota, and memory stays bounded. Keys that go idle between sweeps make
+/// - At most `max_keys` keys are tracked (default 1 000 000), as a share of the cap per shard of
+///   the map. Keys fall into shards at random, so the first shard fills before the whole map holds
+///   `max_keys`: with 1 000 000 at about 99 % of it on a machine of a few cores (16 shards) and
+///   95 % on one of 32 or more (256 shards); with a small cap sooner (about 82 % of 1 000 keys,
+///   in 8 shards). A new key whose shard is full sweeps the shard for idle keys if it has not
+///   swept in the last 100 ms, so that a flood cannot make every new key scan it. If the sweep
+///   frees room, the key is tracked; otherwise, and until the shard's next sweep, keys not yet
+///   tracked share one overflow budget per policy: a client rotating through fresh keys gets no
+///   more than one key's quota, and memory stays bounded. Keys that go idle between sweeps make
 ///   room at the next one, not at once.
 ///
 /// Clones share the same map and the same policies. Registering a policy name twice with

@@ -8,10 +8,10 @@
 //! - Each shard has a cap; entries that are idle (in the state of a key never seen) are swept
 //!   when a shard grows, and a full shard sweeps at most once per [`FULL_SWEEP_GAP`] so that a
 //!   flood of new keys cannot make every insert scan a shard.
-//! - Each shard's lock is striped by thread (`crossbeam_utils`'s `ShardedLock`, eight
-//!   stripes): a reader takes the read lock of its thread's stripe only, so readers on
-//!   different threads seldom write to one cache line (never, with eight threads or fewer), and a writer takes every stripe. Reads are the common case (a known key);
-//!   writes only insert and sweep.
+//! - Each shard's lock is striped by thread (`crossbeam_utils`'s `ShardedLock`, eight stripes): a
+//!   reader takes the read lock of its thread's stripe only, so readers on different threads seldom
+//!   write to one cache line (never, with eight threads or fewer), and a writer takes every stripe.
+//!   Reads are the common case (a known key); writes only insert and sweep.
 //! - Entries are aligned to a cache line: a key and its state are one line, and no two keys
 //!   share one.
 

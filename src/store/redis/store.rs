@@ -47,9 +47,10 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   replaced by a new one, which looks the host's name up again, when the old one stays open
 ///   but useless: after Redis refused a reconnection (as with a changed password), when the
 ///   server answers `READONLY` (a failover that moved a DNS name to the new primary), and
-///   when a check times out with nothing answered on the connection since it was sent (a
-///   connection dropped without a word by a load balancer or NAT). Or Redis Cluster through the cluster client, which keeps reconnecting to a node by
-///   itself, after a refused reconnection too. Auth (`redis://user:pass@host`) comes from the
+///   after a check timed out on a connection that has answered nothing since it was sent nor
+///   for a second (one dropped without a word by a load balancer or NAT). Or Redis Cluster
+///   through the cluster client, which keeps reconnecting to a node by itself, after a refused
+///   reconnection too. Auth (`redis://user:pass@host`) comes from the
 ///   URL. TLS (`rediss://`) needs the `tls` feature (rustls); servers are checked against
 ///   the system's roots, and a private certificate authority is trusted through
 ///   [`client`](RedisStoreBuilder::client) with `redis::Client::build_with_tls`.
