@@ -8,6 +8,10 @@
 # no rejection shows the numbers of the one before it (the default rejection then renders every
 # answer anew instead of reusing the last one's).
 #
+# "noop" is a layer that does nothing (`tower::layer::util::Identity`) in the same place: inside
+# the route it is what axum's `Router::layer` costs any layer before the layer does anything, so
+# the route variants are also given as a ratio to it ("/ no-op layer").
+#
 # "fresh clients" sends every request from an address never seen before, as a client rotating
 # its address does: each request is a new key for the limiter, which tracks it (and sweeps
 # those gone idle) where a known client's request finds its key.
@@ -32,7 +36,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 variants=(
-    "none allow route"
+    "none allow route" "noop allow route"
     "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
     "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
     "ours reject router 2"
@@ -47,8 +51,9 @@ dispatcher() { # dispatcher LIMITER OUTCOME LAYER CLIENTS REQUESTS: the dispatch
         awk '/Dispatcher<.*>::poll_catch/ && !n++ { gsub(",", "", $1); print $1 }'
 }
 
-printf "%-46s %14s %10s\n" variant "instr/request" "/ bare"
+printf "%-46s %14s %10s %14s\n" variant "instr/request" "/ bare" "/ no-op layer"
 bare=
+noop=
 for variant in "${variants[@]}"; do
     # shellcheck disable=SC2086
     set -- $variant
@@ -57,8 +62,20 @@ for variant in "${variants[@]}"; do
     high=$(dispatcher "$1" "$2" "$3" "$clients" $((3 * REQUESTS)))
     per=$(((high - low) / (2 * REQUESTS)))
     bare=${bare:-$per}
+    [ "$1" = noop ] && noop=$per
     name="$1 $2"
     [ "$clients" = 1 ] || name="$name, $clients clients"
-    [ "$1" = none ] && name="bare" || name="$name ($3)"
-    awk -v n="$name" -v p="$per" -v b="$bare" 'BEGIN { printf "%-46s %14d %10.3f\n", n, p, p / b }'
+    case $1 in
+    none) name="bare" ;;
+    noop) name="no-op layer ($3)" ;;
+    *) name="$name ($3)" ;;
+    esac
+    # In the route, also against the layer that does nothing there.
+    against=${noop:-0}
+    [ "$3" = route ] && [ "$1" != none ] || against=0
+    awk -v n="$name" -v p="$per" -v b="$bare" -v o="$against" 'BEGIN {
+        printf "%-46s %14d %10.3f", n, p, p / b
+        if (o > 0) printf " %14.3f", p / o
+        printf "\n"
+    }'
 done

@@ -5,7 +5,8 @@
 # round runs every variant once, in a rotated order, with wrk on loopback; the figure is the
 # server's user + system CPU time over the measured run divided by the requests wrk
 # completed, a steadier measure than requests per second on a shared machine. Prints the
-# median over rounds with the lowest and highest.
+# median over rounds with the lowest and highest. "noop" is a layer that does nothing, in the
+# route: what axum's `Router::layer` costs any layer before it does anything.
 #
 # VARIANTS picks some of them ("none allow route;ours reject router"); BASE=<revision> also
 # measures each limited variant with the server built at that revision (in a git worktree
@@ -38,7 +39,7 @@ if [ -n "${VARIANTS:-}" ]; then
     IFS=';' read -ra variants <<<"$VARIANTS"
 else
     variants=(
-        "none allow route"
+        "none allow route" "noop allow route"
         "ours allow route" "ours allow router" "tower_governor allow route" "tower_governor allow router"
         "ours reject route" "ours reject router" "tower_governor reject route" "tower_governor reject router"
     )
@@ -51,7 +52,7 @@ done
 if [ -n "${BASE:-}" ]; then
     build_at "$BASE" --release --example hello_server
     for variant in "${variants[@]}"; do
-        [[ $variant == none* ]] || runs+=("$base_tree/target/release/examples/hello_server $variant")
+        [[ $variant == none* || $variant == noop* ]] || runs+=("$base_tree/target/release/examples/hello_server $variant")
     done
 fi
 
@@ -100,7 +101,7 @@ import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
     limiter, outcome, layer, *label, cpu, rps = line.split()
-    name = "bare" if limiter == "none" else f"{limiter} {outcome} ({layer})"
+    name = {"none": "bare", "noop": f"no-op layer ({layer})"}.get(limiter, f"{limiter} {outcome} ({layer})")
     name = " ".join([name, *label])
     rows.setdefault(name, []).append((float(cpu), float(rps)))
 bare = statistics.median(c for c, _ in rows["bare"]) if "bare" in rows else None

@@ -8,7 +8,9 @@
 //! LIMITER=ours OUTCOME=reject PORT=3010 cargo run --release --example hello_server
 //! ```
 //!
-//! - `LIMITER`: `none` (default), `ours` or `tower_governor`.
+//! - `LIMITER`: `none` (default), `ours`, `tower_governor`, or `noop`: a layer that does nothing
+//!   (`tower::layer::util::Identity`), placed where a limiter would be. Inside the route it shows
+//!   what axum's `Router::layer` costs any layer, before the layer does anything.
 //! - `OUTCOME`: `allow` (default) or `reject`.
 //! - `LAYER`: where the limiter sits: `route` (default: `Router::layer`, inside every route, so
 //!   a request is routed before it is checked) or `router` (around the whole `Router`, so a
@@ -86,7 +88,7 @@ fn main() -> Result<(), BoxError> {
         requests,
         clients,
         port,
-        rejecting: outcome == "reject" && limiter != "none",
+        rejecting: outcome == "reject" && limiter != "none" && limiter != "noop",
     };
 
     let hello = Router::new().route("/", get(|| async { "hello" }));
@@ -102,6 +104,7 @@ fn main() -> Result<(), BoxError> {
     }
     match limiter.as_str() {
         "none" => run.serve(prepared(hello)),
+        "noop" => limited_by!(tower::layer::util::Identity::new()),
         "ours" => limited_by!(RateLimitLayer::builder()
             .quota(Quota::with_period(period).allow_burst(burst))
             .build()?),
@@ -112,7 +115,9 @@ fn main() -> Result<(), BoxError> {
                 .finish()
                 .ok_or("invalid tower_governor configuration")?,
         )),
-        other => Err(format!("LIMITER must be none, ours or tower_governor, got {other:?}").into()),
+        other => {
+            Err(format!("LIMITER must be none, ours, tower_governor or noop, got {other:?}").into())
+        }
     }
 }
 

@@ -413,8 +413,8 @@ where
 ///
 /// During a flood, rejections show the same numbers for a second at a time. Each thread
 /// remembers the numbers of the last HTTP rejection it answered; when the next one shows the
-/// same, it keeps that rejection's body and header values (a few hundred bytes) and answers the
-/// following ones from them, without rendering anything, while the numbers stay the same.
+/// same, it keeps that rejection (a few hundred bytes) and answers the following ones with a copy
+/// of it, without rendering anything, while the numbers stay the same.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DefaultRejection;
 
@@ -424,7 +424,7 @@ impl MakeRejection for DefaultRejection {
             return grpc::resource_exhausted(limited.retry_after(), content_type.clone());
         }
         // A flood of rejections repeats the same numbers for a second at a time: each thread
-        // remembers the numbers of its last rejection and, once they repeat, the values it
+        // remembers the numbers of its last rejection and, once they repeat, the answer it
         // rendered for them.
         let kept = (limited.decisions.as_slice().len() <= REMEMBERED_POLICIES)
             .then(|| LAST_REJECTION.try_with(|last| last.try_borrow_mut().ok()?.answer(limited)))
@@ -444,19 +444,19 @@ thread_local! {
 const REMEMBERED_POLICIES: usize = 3;
 
 /// The default HTTP rejection a thread answered last: its stack, the numbers it showed, and
-/// its rendered values once an answer repeated them.
+/// the response rendered for them once an answer repeated them.
 struct LastRejection {
-    /// The address of the stack's headers, which `values` (when set) keeps alive.
+    /// The address of the stack's headers, which `kept` (when set) keeps alive.
     stack: usize,
     numbers: Numbers,
-    values: Option<(Arc<StackHeaders>, Rendered)>,
+    kept: Option<(Arc<StackHeaders>, Response<Bytes>)>,
 }
 
 impl LastRejection {
     const NONE: LastRejection = LastRejection {
         stack: 0,
         numbers: Numbers([0; 1 + 2 * REMEMBERED_POLICIES]),
-        values: None,
+        kept: None,
     };
 
     /// The rejection of `limited` (of a stack of at most [`REMEMBERED_POLICIES`]) when its
@@ -466,21 +466,21 @@ impl LastRejection {
         let stack = Arc::as_ptr(&limited.headers).addr();
         let numbers = Numbers::of(limited);
         if stack == self.stack && numbers == self.numbers {
-            let (stack, rendered) = match &mut self.values {
-                Some(kept) => kept,
-                none => none.insert((Arc::clone(&limited.headers), Rendered::new(limited))),
-            };
-            return Some(rendered.clone().respond(stack));
+            let (_, response) = self.kept.get_or_insert_with(|| {
+                let response = Rendered::new(limited).respond(&limited.headers);
+                (Arc::clone(&limited.headers), response)
+            });
+            // A copy of the whole answer: its header map and a reference to each value.
+            return Some(response.clone());
         }
         self.stack = stack;
         self.numbers = numbers;
-        self.values = None;
+        self.kept = None;
         None
     }
 }
 
 /// The body and header values of a default HTTP rejection.
-#[derive(Clone)]
 struct Rendered {
     body: Bytes,
     retry_after: Option<HeaderValue>,
@@ -652,7 +652,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rejection_answered_from_the_last_rendered_values_is_the_one_rendered_anew() {
+    fn a_rejection_answered_from_the_last_rendered_one_is_the_one_rendered_anew() {
         let stacks = [
             Arc::new(StackHeaders::new(Arc::from([Policy::new(
                 "a",
@@ -689,9 +689,10 @@ mod tests {
             let rendered = Rendered::new(&limited).respond(stack);
             for _ in 0..1 + pick(50, 3) {
                 let answered = DefaultRejection.make_rejection(&limited);
+                assert_eq!(answered.status(), rendered.status(), "{limited:?}");
                 assert_eq!(answered.headers(), rendered.headers(), "{limited:?}");
                 assert_eq!(answered.body(), rendered.body(), "{limited:?}");
-                // An answer from kept values shares the body of the answer before it, which is
+                // A kept answer's copy shares the body of the answer before it, which is
                 // still alive, so that its buffer cannot have been reused.
                 kept += usize::from(previous.as_ref().is_some_and(|p: &Response<Bytes>| {
                     p.body().as_ptr() == answered.body().as_ptr()
@@ -701,7 +702,7 @@ mod tests {
             seen.insert(rendered.headers()[super::super::RATELIMIT].clone());
         }
         assert!(seen.len() > 50, "only {} distinct answers", seen.len());
-        assert!(kept > 300, "only {kept} answers from kept values");
+        assert!(kept > 300, "only {kept} copies of a kept answer");
     }
 
     #[test]
