@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::log::{Chain, Throttle};
 use crate::policy::{Bypass, Cost, Rules, SelectTier};
-use crate::response::headers::StackHeaders;
+use crate::response::headers::{is_length, StackHeaders};
 use crate::response::{
     grpc, CostTooLarge, MakeRejection, MissingKeyRejected, RateLimited, StoreFailed,
 };
@@ -192,6 +193,31 @@ pub(crate) enum Verdict {
     Respond(Response<Bytes>),
 }
 
+/// The verdict that answers `req` with `response`, a rejection, made ready to send: a
+/// `Content-Length` it has is its body's (a custom rejection made from another, its body
+/// replaced, may keep the other's: the connection would break), unless `length_set` says so
+/// already, and the answer to a `HEAD` request has no body, its `Content-Length` that of the
+/// body a `GET` would get (hyper leaves the body out on HTTP/1 but sends it on HTTP/2, where
+/// the client takes it for a protocol error).
+#[inline]
+fn rejection<B>(req: &Request<B>, mut response: Response<Bytes>, length_set: bool) -> Verdict {
+    let head = req.method() == Method::HEAD;
+    let len = response.body().len();
+    if !length_set {
+        // A length that is missing is written by the server from the body, but for `HEAD`.
+        let mut lengths = response.headers().get_all(CONTENT_LENGTH).iter().peekable();
+        let missing = lengths.peek().is_none() && head && len > 0;
+        if missing || lengths.any(|value| !is_length(value, len)) {
+            let length = HeaderValue::from(len);
+            response.headers_mut().insert(CONTENT_LENGTH, length);
+        }
+    }
+    if head {
+        *response.body_mut() = Bytes::new();
+    }
+    Verdict::Respond(response)
+}
+
 /// How far [`Config::start`] got without the store.
 pub(crate) enum Start<F> {
     /// Decided without the store.
@@ -254,7 +280,7 @@ where
                 let too_large = CostTooLarge::new(policy.clone(), cost, self.grpc(req));
                 let mut response = self.rejection.make_cost_too_large(&too_large);
                 response.extensions_mut().insert(too_large);
-                return Start::Decided(Verdict::Respond(response));
+                return Start::Decided(rejection(req, response, false));
             }
         }
         let mut bytes = KeyBuf::new();
@@ -356,7 +382,7 @@ where
                 extensions.extend(mem::take(response.extensions_mut()));
                 extensions.insert(limited);
                 *response.extensions_mut() = extensions;
-                Verdict::Respond(response)
+                rejection(req, response, content_length.is_some())
             }
             Err(error) => self.store_failed(tier, &error, req),
         }
@@ -391,7 +417,7 @@ where
             return Verdict::Allow(None);
         }
         let failed = StoreFailed::new(error, self.grpc(req));
-        Verdict::Respond(self.rejection.make_store_failed(&failed))
+        rejection(req, self.rejection.make_store_failed(&failed), false)
     }
 
     /// Counts and logs what the shadow policies of an admitted request would have limited.
@@ -479,7 +505,7 @@ where
                     return Verdict::Allow(None);
                 }
                 let rejected = MissingKeyRejected::new(status, self.grpc(req));
-                Verdict::Respond(self.rejection.make_missing_key(&rejected))
+                rejection(req, self.rejection.make_missing_key(&rejected), false)
             }
         }
     }

@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tower::util::ServiceFn;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
-    ManualClock, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, RateLimited,
+    DefaultRejection, MakeRejection, ManualClock, MemoryStore, PeerIp, Policy, Quota,
+    RateLimitLayer, RateLimited,
 };
 
 mod common;
@@ -253,4 +254,182 @@ async fn a_rejection_carries_its_own_extensions_and_none_of_the_request() {
     assert!(extensions.get::<u32>().is_none());
     assert!(extensions.get::<SocketAddr>().is_none());
     assert_eq!(extensions.len(), 2);
+}
+
+#[tokio::test]
+async fn a_rejection_made_from_the_default_one_with_another_body_gets_that_body_s_length() {
+    // The default rejection's headers with a body of another length: the Content-Length it
+    // carries is the default body's, which would break the connection.
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .rejection(|limited: &RateLimited| {
+            DefaultRejection
+                .make_rejection(limited)
+                .map(|_| Bytes::from_static(b"{\"error\":\"slow down\"}"))
+        })
+        .store(store)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .layer(layer);
+    let mut socket = TcpStream::connect(common::serve(app).await.0)
+        .await
+        .unwrap();
+    // Pipelined: the answers must stay in step with the requests.
+    socket.write_all(&[GET, GET, GET].concat()).await.unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut socket, &mut buf).await;
+    assert_eq!(
+        (head[0].as_str(), &body[..]),
+        ("HTTP/1.1 200 OK", &b"hello"[..])
+    );
+    for _ in 0..2 {
+        let (head, body) = read_response(&mut socket, &mut buf).await;
+        assert_eq!(head[0], "HTTP/1.1 429 Too Many Requests");
+        assert_eq!(body, b"{\"error\":\"slow down\"}");
+        let lengths = head
+            .iter()
+            .filter(|line| line.starts_with("content-length"));
+        assert_eq!(lengths.collect::<Vec<_>>(), ["content-length: 21"]);
+    }
+}
+
+/// The status, headers and body (or why it could not be read) of a request with `method` to
+/// `addr` over HTTP/2 without TLS.
+async fn over_http2(
+    addr: SocketAddr,
+    method: http::Method,
+) -> (StatusCode, http::HeaderMap, Result<Bytes, String>) {
+    use http_body_util::{BodyExt, Empty};
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (mut send, connection) = hyper::client::conn::http2::handshake(executor, io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}/"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (head, body) = send.send_request(request).await.unwrap().into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the body ends")
+        .map(|body| body.to_bytes())
+        .map_err(|e| format!("{e:?}"));
+    (head.status, head.headers, body)
+}
+
+#[tokio::test]
+async fn a_rejection_of_a_head_request_has_no_body_over_http2_and_http1() {
+    // Around the whole Router, where axum does not take a HEAD answer's body away.
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .store(store)
+        .build()
+        .unwrap();
+    let app = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(Router::new().route("/", get(|| async { "hello" })));
+    let addr = common::serve(app).await.0;
+
+    let (status, _, body) = over_http2(addr, http::Method::HEAD).await;
+    assert_eq!((status, body), (StatusCode::OK, Ok(Bytes::new())));
+    // A body sent for a HEAD request is a protocol error on HTTP/2.
+    let (status, headers, body) = over_http2(addr, http::Method::HEAD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body, Ok(Bytes::new()));
+    assert_eq!(headers["retry-after"], "3600");
+    // The length of the body a GET gets.
+    assert_eq!(headers["content-length"], "35");
+    let (status, headers, body) = over_http2(addr, http::Method::GET).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(body.unwrap(), "Too Many Requests: retry in 3600 s\n");
+    assert_eq!(headers["content-length"], "35");
+
+    // HTTP/1.1 on one connection: the HEAD answer ends at its head, and the next is read whole.
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let head = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    socket.write_all(&[&head[..], GET].concat()).await.unwrap();
+    let mut buf = Vec::new();
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0; 4096];
+        let n = socket.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head: Vec<u8> = buf.drain(..end + 4).collect();
+    let head = String::from_utf8(head).unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\ncontent-length: 35\r\n"), "{head}");
+    let (head, body) = read_response(&mut socket, &mut buf).await;
+    assert_eq!(head[0], "HTTP/1.1 429 Too Many Requests");
+    assert_eq!(body, b"Too Many Requests: retry in 3600 s\n");
+}
+
+#[tokio::test]
+async fn every_kind_of_rejection_of_a_head_request_has_no_body_and_the_get_s_length() {
+    use tower_ratelimit::{Header, MissingKey};
+    let head = || {
+        let mut req = from_peer();
+        *req.method_mut() = http::Method::HEAD;
+        req
+    };
+    // No key: the layer's missing-key answer.
+    let missing = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .key(Header::new("x-api-key"))
+        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+        .build()
+        .unwrap();
+    // The store fails.
+    let failing = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .store(common::DownStore)
+        .build()
+        .unwrap();
+    // A cost above the burst.
+    let (store, _clock) = manual_store();
+    let too_large = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .cost_by(|_: &Request<()>| 2)
+        .store(store)
+        .build()
+        .unwrap();
+    // Rate limited.
+    let (store, _clock) = manual_store();
+    let limited = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .store(store)
+        .build()
+        .unwrap();
+    let answers = [
+        second_response(missing, head).await,
+        second_response(failing, head).await,
+        second_response(too_large, head).await,
+        second_response(limited, head).await,
+    ];
+    let statuses = answers.iter().map(Response::status).collect::<Vec<_>>();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    for response in answers {
+        let length: usize = header(&response, "content-length").parse().unwrap();
+        assert!(length > 0, "{response:?}");
+        assert_eq!(body(response).await, Bytes::new());
+    }
 }

@@ -111,10 +111,11 @@ pub(crate) fn resource_exhausted(wait: Duration, content_type: HeaderValue) -> R
     let message = format!("rate limit exceeded; retry in {}", human_wait(wait));
     let mut response = status(GRPC_RESOURCE_EXHAUSTED, &message, content_type);
     let headers = response.headers_mut();
-    headers.insert(
-        GRPC_RETRY_PUSHBACK_MS,
-        HeaderValue::from(pushback_millis(wait)),
-    );
+    // A signed 32-bit number of milliseconds (gRPC's retry design, A6), where a negative one
+    // asks the client not to retry: a wait too long for it (over 24.8 days) is one the client
+    // cannot wait out by retrying. The message and the details still carry it.
+    let pushback = i32::try_from(pushback_millis(wait)).unwrap_or(-1);
+    headers.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(pushback));
     let details = rpc_status(GRPC_RESOURCE_EXHAUSTED, &message, wait);
     if let Ok(details) = HeaderValue::try_from(base64_unpadded(&details)) {
         headers.insert(GRPC_STATUS_DETAILS_BIN, details);
@@ -282,6 +283,24 @@ mod tests {
         assert_eq!(
             response.headers()["grpc-status-details-bin"],
             "CAgSJHJhdGUgbGltaXQgZXhjZWVkZWQ7IHJldHJ5IGluIDIwMCBtcxozCih0eXBlLmdvb2dsZWFwaXMuY29tL2dvb2dsZS5ycGMuUmV0cnlJbmZvEgcKBRCAhK9f"
+        );
+    }
+
+    #[test]
+    fn a_wait_too_long_for_the_pushback_field_asks_the_client_not_to_retry() {
+        let pushback = |wait| {
+            resource_exhausted(wait, APPLICATION_GRPC).headers()["grpc-retry-pushback-ms"].clone()
+        };
+        let longest = Duration::from_millis(i32::MAX as u64);
+        assert_eq!(pushback(longest), "2147483647");
+        assert_eq!(pushback(longest + Duration::from_nanos(1)), "-1");
+        let month = Duration::from_secs(30 * 86_400);
+        let response = resource_exhausted(month, APPLICATION_GRPC);
+        assert_eq!(response.headers()["grpc-retry-pushback-ms"], "-1");
+        // The message still says how long.
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "rate limit exceeded; retry in 2592000 s"
         );
     }
 

@@ -123,23 +123,28 @@ impl StackHeaders {
         headers
     }
 
-    /// Adds `RateLimit-Policy` and `RateLimit` (and `Retry-After` when denied, and
-    /// `Content-Length` when given), keeping any the response already has.
+    /// Adds `RateLimit-Policy` and `RateLimit` (and `Retry-After` when denied), keeping any the
+    /// response already has, and sets `Content-Length` to `content_length` when given (a
+    /// length the response has for another body, as a rejection made from the default one
+    /// with its body replaced has, would break the connection).
     pub(crate) fn insert(
         &self,
         headers: &mut HeaderMap,
         decisions: &Decisions,
         content_length: Option<usize>,
     ) {
-        // One pass over the names the response has; a map that has them all, like the
+        // One pass over the fields the response has; a map that has them all, like the
         // default rejection's, is left as it is without hashing a name.
         let (mut retry_after, mut policy, mut ratelimit) = (decisions.is_allowed(), false, false);
-        let mut length = content_length.is_none();
-        for name in headers.keys() {
+        let (mut length, mut wrong_length) = (false, false);
+        for (name, value) in headers.iter() {
             retry_after |= name == RETRY_AFTER;
             policy |= name == RATELIMIT_POLICY;
             ratelimit |= name == RATELIMIT;
-            length |= name == CONTENT_LENGTH;
+            if name == CONTENT_LENGTH {
+                length = true;
+                wrong_length |= content_length.is_some_and(|len| !is_length(value, len));
+            }
         }
         if !retry_after {
             headers.insert(
@@ -155,7 +160,7 @@ impl StackHeaders {
                 headers.insert(RATELIMIT, value);
             }
         }
-        if let (false, Some(len)) = (length, content_length) {
+        if let Some(len) = content_length.filter(|_| !length || wrong_length) {
             headers.insert(CONTENT_LENGTH, number(len as u64));
         }
     }
@@ -331,6 +336,11 @@ const fn small_digits() -> [u8; small_digits_len()] {
         n += 1;
     }
     out
+}
+
+/// Whether `value` is the `Content-Length` of a body of `len` bytes.
+pub(crate) fn is_length(value: &HeaderValue, len: usize) -> bool {
+    value.as_bytes() == itoa::Buffer::new().format(len).as_bytes()
 }
 
 /// `n` as a header value: a slice of a static table below [`SMALL`], so that the usual

@@ -212,10 +212,12 @@ impl<'a> StoreFailed<'a> {
 /// ([`make_store_failed`](Self::make_store_failed), [`StoreFailed`]). Only `make_rejection`
 /// has no default; the others answer as [`DefaultRejection`] does unless they are overridden.
 ///
-/// The layer adds `Retry-After` and the `RateLimit` headers (and, to an HTTP answer, the
-/// `Content-Length` of its body) to the answer of `make_rejection` unless it set them itself;
-/// it adds no header to the other answers (the `413` gets its [`CostTooLarge`] in its
-/// extensions).
+/// The layer adds `Retry-After` and the `RateLimit` headers to the answer of `make_rejection`
+/// unless it set them itself, and, to an HTTP answer, the `Content-Length` of its body; it adds
+/// no other header to the other answers (the `413` gets its [`CostTooLarge`] in its
+/// extensions). A `Content-Length` of any answer is set to its body's length when it differs
+/// (one kept from the default answer whose body was replaced, say), and the answer to a `HEAD`
+/// request is sent without its body, its `Content-Length` that of the body.
 ///
 /// Implemented by [`DefaultRejection`] and by every closure `Fn(&RateLimited) -> Response<T>`
 /// where `T: Into<Bytes>` (`String`, `Vec<u8>`, `&'static str`, `Bytes`). A closure shapes
