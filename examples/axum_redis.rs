@@ -7,6 +7,9 @@
 //! REDIS_URL=redis://10.0.0.5:6379 cargo run --features redis --example axum_redis
 //! ```
 
+#[path = "env/mod.rs"]
+mod env;
+
 use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
@@ -21,8 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis_url = env::var("REDIS_URL")?.unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
     // The default failure policy: if Redis fails, each copy limits on its own until it is back.
     let store = RedisStore::builder()
         .url(&redis_url)
@@ -41,11 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/", get(|| async { "hello, within the shared limit\n" }))
         .layer(limit);
 
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 3001,
+        None => 3001,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;

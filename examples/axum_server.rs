@@ -9,6 +9,9 @@
 //! PORT=8080 cargo run --example axum_server  # or another port
 //! ```
 
+#[path = "env/mod.rs"]
+mod env;
+
 use std::net::SocketAddr;
 
 use axum::{routing::get, Router};
@@ -34,11 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/health", get(|| async { "ok\n" }))
         .layer(limit);
 
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 3000,
+        None => 3000,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;

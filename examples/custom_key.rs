@@ -9,6 +9,9 @@
 //! curl -si -H 'x-api-key: alice' http://127.0.0.1:3003/search
 //! ```
 
+#[path = "env/mod.rs"]
+mod env;
+
 use std::net::SocketAddr;
 
 use axum::http::{header, Response, StatusCode};
@@ -68,11 +71,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .route_layer(per_key(Quota::per_second(20))?),
         );
 
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 3003,
+        None => 3003,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;

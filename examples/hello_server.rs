@@ -24,6 +24,9 @@
 //!   `fresh`: every request comes from an address never seen before, as from a client rotating
 //!   its address; each is its address's first request, and so is answered 200.
 
+#[path = "env/mod.rs"]
+mod env;
+
 use std::convert::Infallible;
 use std::error::Error;
 use std::net::SocketAddr;
@@ -45,9 +48,9 @@ use tower_ratelimit::{Quota, RateLimitLayer};
 type BoxError = Box<dyn Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
-    let limiter = std::env::var("LIMITER").unwrap_or_else(|_| "none".into());
-    let outcome = std::env::var("OUTCOME").unwrap_or_else(|_| "allow".into());
-    let placement = std::env::var("LAYER").unwrap_or_else(|_| "route".into());
+    let limiter = env::var("LIMITER")?.unwrap_or_else(|| "none".into());
+    let outcome = env::var("OUTCOME")?.unwrap_or_else(|| "allow".into());
+    let placement = env::var("LAYER")?.unwrap_or_else(|| "route".into());
     // Allow: a burst no run can spend. Reject: one request an hour.
     let (period, burst) = match outcome.as_str() {
         "allow" => (Duration::from_nanos(1), 1_000_000_000),
@@ -59,22 +62,22 @@ fn main() -> Result<(), BoxError> {
         "router" => true,
         other => return Err(format!("LAYER must be route or router, got {other:?}").into()),
     };
-    let requests: Option<u64> = match std::env::var("REQUESTS") {
-        Ok(n) => Some(
+    let requests: Option<u64> = match env::var("REQUESTS")? {
+        Some(n) => Some(
             n.parse()
                 .map_err(|_| format!("REQUESTS must be a number, got {n:?}"))?,
         ),
-        Err(_) => None,
+        None => None,
     };
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 3010,
+        None => 3010,
     };
-    let clients = match std::env::var("CLIENTS") {
-        Ok(n) if n == "fresh" => Clients::Fresh,
-        Ok(n) => n
+    let clients = match env::var("CLIENTS")? {
+        Some(n) if n == "fresh" => Clients::Fresh,
+        Some(n) => n
             .parse()
             .ok()
             .filter(|n| (1..=200).contains(n))
@@ -82,7 +85,7 @@ fn main() -> Result<(), BoxError> {
             .ok_or_else(|| {
                 format!("CLIENTS must be a number from 1 to 200 or `fresh`, got {n:?}")
             })?,
-        Err(_) => Clients::InTurn(1),
+        None => Clients::InTurn(1),
     };
     let run = Run {
         requests,

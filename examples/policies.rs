@@ -33,6 +33,9 @@
 //! 413). With `REDIS_URL` every copy of the server shares every budget; `REDIS_ON_FAILURE`
 //! (`local`, the default, `allow` or `deny`) says how checks are answered while Redis fails.
 
+#[path = "env/mod.rs"]
+mod env;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::ParseIntError;
@@ -349,7 +352,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let dry_run = dry_run(std::env::var("DRY_RUN").ok().as_deref())?;
+    let dry_run = dry_run(env::var("DRY_RUN")?.as_deref())?;
     let policies = match std::env::var_os("POLICIES") {
         Some(path) if !path.is_empty() => Policies::from_file(path, dry_run)?,
         _ => Policies::new(dry_run)?,
@@ -370,8 +373,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     #[cfg(not(feature = "metrics"))]
     let routes = Router::new();
-    let (app, where_) = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
+    let (app, where_) = match env::var("REDIS_URL")? {
+        Some(url) if !url.is_empty() => {
             let app = redis_app(&url, policies, routes).await?;
             // The server's address only: a password (before `@` or in `?pass=`) stays out of
             // the log.
@@ -385,11 +388,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     };
 
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 3004,
+        None => 3004,
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
@@ -428,8 +431,8 @@ pub fn dry_run(value: Option<&str>) -> Result<bool, Box<dyn std::error::Error>> 
 
 /// The in-memory store, with `MAX_KEYS` as its cap when set.
 fn memory_store() -> Result<MemoryStore, Box<dyn std::error::Error>> {
-    match std::env::var("MAX_KEYS") {
-        Ok(max) if !max.is_empty() => {
+    match env::var("MAX_KEYS")? {
+        Some(max) if !max.is_empty() => {
             let max = max
                 .parse()
                 .map_err(|_| format!("MAX_KEYS must be a whole number of keys, got {max:?}"))?;
@@ -445,7 +448,7 @@ async fn redis_app(
     policies: Policies,
     routes: Router,
 ) -> Result<Router, Box<dyn std::error::Error>> {
-    let on_failure = failure_policy(std::env::var("REDIS_ON_FAILURE").ok().as_deref())?;
+    let on_failure = failure_policy(env::var("REDIS_ON_FAILURE")?.as_deref())?;
     let store = tower_ratelimit::RedisStore::builder()
         .url(url)
         .prefix("policies-example")

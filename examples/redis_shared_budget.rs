@@ -9,6 +9,9 @@
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --features redis --example redis_shared_budget
 //! ```
 
+#[path = "env/mod.rs"]
+mod env;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +23,7 @@ const RUN: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let redis_url =
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis_url = env::var("REDIS_URL")?.unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
     // A prefix of this run alone, so that earlier runs leave no state behind.
     let prefix = format!("shared-budget-example-{}", std::process::id());
     let quota = Quota::per_second(50).allow_burst(10);

@@ -8,6 +8,8 @@
 //!
 //! `PORT` picks the server's port, as it does for the server (default 50051).
 
+#[path = "env/mod.rs"]
+mod env;
 #[path = "greeter/mod.rs"]
 mod greeter;
 
@@ -23,11 +25,11 @@ const CALLS: u32 = 20;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => 50051,
+        None => 50051,
     };
     let server = format!("http://127.0.0.1:{port}");
     // The server must listen on the same port: the hint passes it on.

@@ -14,11 +14,12 @@
 //! `PORT` picks the port (default 50051; the client reads it too). The `tonic` feature lets the
 //! layer read the peer address from tonic's connection info.
 
+#[path = "env/mod.rs"]
+mod env;
 #[path = "greeter/mod.rs"]
 mod greeter;
 
-use std::net::SocketAddr;
-
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower::util::Either;
 use tower_ratelimit::{GrpcMethod, PeerIp, Quota, RateLimitLayer};
@@ -39,17 +40,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port
+    let port: u16 = match env::var("PORT")? {
+        Some(port) => port
             .parse()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
-        Err(_) => DEFAULT_PORT,
+        None => DEFAULT_PORT,
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
     let quota = Quota::per_second(5);
     println!("gRPC server on http://{addr}: greeter.Greeter and grpc.health.v1.Health");
-    let limit = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
+    let limit = match env::var("REDIS_URL")? {
+        Some(url) if !url.is_empty() => {
             // The server's address only: a password (before `@` or in `?pass=`) stays out of
             // the log.
             let server = url.split('?').next().unwrap_or_default();
@@ -71,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .layer(limit)
         .add_service(health_service)
         .add_service(GreeterServer)
-        .serve_with_shutdown(addr, async {
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
