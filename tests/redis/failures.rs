@@ -602,6 +602,31 @@ async fn a_connection_that_went_silent_is_replaced_after_a_timeout() {
     assert!(proxy.connections() > connections, "a new connection");
 }
 
+/// A connection that goes silent before Redis answered anything on it (a new one, opened as
+/// the way to Redis died) is replaced too, not kept until the kernel gives up on it.
+#[tokio::test]
+async fn a_new_connection_that_never_answered_is_replaced_after_a_timeout() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to(&server);
+    let clock = ManualClock::new();
+    let (store, stack) = one_check_through(&proxy, &clock, Duration::from_secs(1)).await;
+
+    proxy.silence_every_connection();
+    // The open connection times out; the next check's new connection answers nothing either.
+    for _ in 0..2 {
+        let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
+        assert!(error.contains("did not answer"), "{error}");
+    }
+    let opened = proxy.connections();
+    proxy.silence_open_connections();
+
+    // The next check goes on a connection opened now, which Redis answers: the key's second
+    // check (the silenced ones never reached it).
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [3]);
+    assert!(proxy.connections() > opened, "a new connection");
+}
+
 #[tokio::test]
 async fn a_check_dropped_before_it_was_polled_gives_its_lane_back() {
     let (_server, _clock, store, stack) = one_check_done(PATIENT).await;

@@ -707,6 +707,12 @@ impl Proxy {
         self.state.silent_below.store(accepted, Ordering::SeqCst);
     }
 
+    /// The connections open now, and the ones opened from now on until
+    /// [`silence_open_connections`](Self::silence_open_connections), forward nothing.
+    pub fn silence_every_connection(&self) {
+        self.state.silent_below.store(u64::MAX, Ordering::SeqCst);
+    }
+
     /// How many connections the proxy has accepted.
     pub fn connections(&self) -> u64 {
         self.state.accepted.load(Ordering::SeqCst)

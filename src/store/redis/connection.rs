@@ -145,12 +145,13 @@ pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
 ///
 /// A call failing so replaces the manager with a new one, which connects (looking the host's
 /// name up again) on its first call; so does the call after one that timed out on a manager
-/// that has answered before but nothing since the call was sent, nor for [`DEAD_AFTER`] (a
-/// Redis that is slow but answers, or stalls for less, keeps its connection; a manager never
-/// answered yet, waiting on a stalled Redis, is kept too). The old one stays open until the
-/// new one is answered: a Redis that was only stalled (paused for a failover, busy with a slow
-/// command) still runs the calls sent before the stall, as it would had the connection been
-/// kept. A manager the caller passed in ([`Target::Manager`]) is kept as it is.
+/// that has answered nothing since the call was sent, nor for [`DEAD_AFTER`] (a Redis that is
+/// slow but answers, or stalls for less, keeps its connection). A manager never answered counts
+/// from when it came into use: a connection can go silent before its first answer too. The
+/// last manager that Redis answered stays open until a manager after it is answered: a Redis
+/// that was only stalled (paused for a failover, busy with a slow command) still runs the calls
+/// sent on it before the stall, as it would had the connection been kept. A manager the caller
+/// passed in ([`Target::Manager`]) is kept as it is.
 #[derive(Clone)]
 pub(super) struct Single(Arc<SingleParts>);
 
@@ -162,8 +163,8 @@ struct SingleParts {
     /// none): the next call replaces it. Not the call that timed out, which may have been
     /// polled where no runtime runs to take the new manager's task.
     dead: AtomicU64,
-    /// The manager that the one in use replaced, with the generation that replaced it, until a
-    /// manager of that generation or a later one is answered.
+    /// The last manager that Redis answered, if it was replaced, with the generation that
+    /// replaced it, until a manager of that generation or a later one is answered.
     retired: Mutex<Option<(u64, ConnectionManager)>>,
     epoch: Instant,
 }
@@ -172,12 +173,14 @@ struct SingleParts {
 /// taken for dead.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
 
-/// The manager in use, how many were replaced before it, and when Redis last answered a call
-/// on it (a value or an error), in nanoseconds since the parts' `epoch`: zero if never.
+/// The manager in use, how many were replaced before it, when it came into use and when Redis
+/// last answered a call on it (a value or an error), in nanoseconds since the parts' `epoch`
+/// (`answered` zero if never).
 #[derive(Clone)]
 struct Current {
     manager: ConnectionManager,
     generation: u64,
+    since: u64,
     answered: Arc<AtomicU64>,
 }
 
@@ -188,6 +191,7 @@ impl Single {
             current: RwLock::new(Current {
                 manager,
                 generation: 0,
+                since: 1,
                 answered: Arc::default(),
             }),
             client,
@@ -228,6 +232,7 @@ impl Single {
             mut manager,
             generation,
             answered,
+            ..
         } = self.current();
         let outcome = call.query_async(&mut manager).await;
         let Err(e) = &outcome else {
@@ -263,16 +268,20 @@ impl Single {
         }
     }
 
-    /// A call sent at `sent` timed out: if the manager in use was answered before, but neither
-    /// since the call was sent nor for [`DEAD_AFTER`], its connection is taken for dead, and the
-    /// next call replaces it.
+    /// A call sent at `sent` timed out: if the manager in use was answered before the call was
+    /// sent but neither since nor for [`DEAD_AFTER`], or was never answered in the
+    /// [`DEAD_AFTER`] since it came into use, its connection is taken for dead, and the next
+    /// call replaces it. (A manager never answered may not have carried the call, made before
+    /// it came into use: then it had no call to answer, and connects again lazily, at no cost.)
     pub(super) fn timed_out(&self, sent: Instant) {
         let now = self.nanos(Instant::now());
         let sent = self.nanos(sent);
         let current = self.current();
-        let answered = current.answered.load(Ordering::Relaxed);
-        let silent_for = now.saturating_sub(answered);
-        if answered != 0 && answered < sent && silent_for >= DEAD_AFTER.as_nanos() as u64 {
+        let (last, silent) = match current.answered.load(Ordering::Relaxed) {
+            0 => (current.since, true),
+            answered => (answered, answered < sent),
+        };
+        if silent && now.saturating_sub(last) >= DEAD_AFTER.as_nanos() as u64 {
             self.0.dead.store(current.generation + 1, Ordering::Relaxed);
         }
     }
@@ -299,9 +308,15 @@ impl Single {
         let next = Current {
             manager,
             generation: generation + 1,
+            since: self.nanos(Instant::now()),
             answered: Arc::default(),
         };
         let old = std::mem::replace(&mut *current, next);
+        // A manager never answered has no calls that a stalled Redis would still run: the
+        // last one answered, if still open, stays instead.
+        if old.answered.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         // Under the write lock, so that no answer of the new manager comes before it.
         let mut retired = self
             .0
