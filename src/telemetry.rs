@@ -181,7 +181,8 @@ pub(crate) mod redis {
                 STORE_LATENCY,
                 Unit::Seconds,
                 "Time each script call to Redis took, from sending it to its answer, error or \
-                 timeout; one call carries one check or, under load, a batch of them"
+                 timeout (or to its request going away, when the call was that request's alone); \
+                 one call carries one check or, under load, a batch of them"
             );
             describe_histogram!(
                 QUEUE_WAIT,
@@ -199,6 +200,29 @@ pub(crate) mod redis {
                 queue_wait: histogram!(QUEUE_WAIT, "store" => "redis"),
                 deny_cache_hits: counter!(DENY_CACHE_HITS),
             }
+        }
+    }
+
+    /// Records the time from its making to its drop in a histogram: a call's latency whether
+    /// it is answered, fails, times out or is dropped with the request that sent it (then the
+    /// time the request waited on it, the least the call took).
+    pub(crate) struct Timed<'a> {
+        histogram: &'a Histogram,
+        since: std::time::Instant,
+    }
+
+    impl<'a> Timed<'a> {
+        pub(crate) fn start(histogram: &'a Histogram) -> Self {
+            Timed {
+                histogram,
+                since: std::time::Instant::now(),
+            }
+        }
+    }
+
+    impl Drop for Timed<'_> {
+        fn drop(&mut self) {
+            self.histogram.record(self.since.elapsed());
         }
     }
 

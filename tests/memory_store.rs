@@ -742,6 +742,19 @@ fn the_key_gauge_follows_every_store_through_inserts_sweeps_and_drop() {
     assert_eq!(keys(), 3);
     drop(other);
     assert_eq!(keys(), 0);
+
+    // A stack checked on a store that did not register it counts there too, and its keys
+    // leave the gauge when swept.
+    let third = MemoryStore::builder().clock(clock.clone()).build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        for key in [b"x", b"y"] {
+            assert!(third.check_now(&minute, key, 1).is_allowed());
+        }
+    });
+    assert_eq!((third.len(), keys()), (2, 2));
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(third.sweep(), 0);
+    assert_eq!(keys(), 0);
 }
 
 /// A clock the test sets, whose next reading can be made to wait: the reading is taken, then

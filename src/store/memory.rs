@@ -87,8 +87,9 @@ struct Inner<C> {
     cap_setting: &'static str,
     policies: Registry,
     /// The `ratelimit_memory_keys` gauge, moved by as many keys as `keys` gains or drops;
-    /// registered with the first stack, so that a store no layer uses (the one a layer builder
-    /// starts with) adds no series.
+    /// registered with the first stack or the first key (a stack registered on another store
+    /// may be checked here), so that a store no layer uses (the one a layer builder starts
+    /// with) adds no series.
     #[cfg(feature = "metrics")]
     keys_gauge: std::sync::OnceLock<metrics::Gauge>,
 }
@@ -542,9 +543,8 @@ impl<C> Inner<C> {
     #[inline]
     fn count_keys(&self, shard: &Shard<Slots>, before: usize, after: usize) {
         if before != after && !std::ptr::eq(shard, &self.overflow) {
-            if let Some(gauge) = self.keys_gauge.get() {
-                gauge.increment(after as f64 - before as f64);
-            }
+            let gauge = self.keys_gauge.get_or_init(crate::telemetry::memory_keys);
+            gauge.increment(after as f64 - before as f64);
         }
     }
 }

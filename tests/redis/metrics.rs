@@ -197,3 +197,42 @@ async fn checks_queued_behind_a_held_call_record_their_wait_in_the_queue() {
     );
     assert_eq!(value(&prometheus, WAITED), 2.0, "two calls");
 }
+
+/// A call sent alone is its request's future: a request that goes away while Redis holds the
+/// call (a client that hangs up, an outer timeout) still leaves a sample of the time it waited,
+/// so that the slowest calls are not the ones left out.
+#[tokio::test]
+async fn a_call_whose_request_went_away_is_recorded_with_the_time_it_waited() {
+    let server = RedisServer::start();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let store = {
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        RedisStore::builder()
+            .url(server.url())
+            .prefix(unique_prefix("latency-cancelled"))
+            .clock(ManualClock::new())
+            .timeout(Duration::from_secs(5))
+            .on_failure(FailurePolicy::Deny)
+            .build()
+            .await
+            .unwrap()
+    };
+    let prometheus = recorder.handle();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(100))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    assert_eq!(value(&prometheus, WAITED), 1.0);
+    let sum = "ratelimit_store_latency_seconds_sum{store=\"redis\"}";
+    let before = value(&prometheus, sum);
+
+    server.pause(1_000);
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), store.check(&stack, b"k", 1));
+    assert!(gave_up.await.is_err(), "Redis is paused");
+    assert_eq!(value(&prometheus, WAITED), 2.0, "the call the request left");
+    let waited = value(&prometheus, sum) - before;
+    assert!(
+        (0.2..1.0).contains(&waited),
+        "waited {waited} s: the request's 200 ms, not the pause"
+    );
+}

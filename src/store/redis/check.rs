@@ -255,11 +255,13 @@ impl Inner {
     /// arguments.
     async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
         let invoke = self.invoke(self.command(asks, node.is_some()), node);
+        // Recorded when the call ends, or when its request goes away with it (a call sent
+        // alone is its request's future): a slow call is recorded, however long it waits.
         #[cfg(feature = "metrics")]
-        let sent = std::time::Instant::now();
+        let timed = crate::telemetry::redis::Timed::start(&self.metrics.latency);
         let outcome = invoke.await;
         #[cfg(feature = "metrics")]
-        self.metrics.latency.record(sent.elapsed());
+        drop(timed);
         let expected = 1 + asks.iter().map(|ask| ask.keys.len()).sum::<usize>();
         match outcome.map(|packed| script::unpack(&packed)) {
             Ok(Some(values)) if values.len() == expected => Ok(values),
