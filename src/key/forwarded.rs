@@ -41,7 +41,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// long or odd `Host` that the proxy copies into its `Forwarded` element. Other hops of the
 /// header line are read as usual, and in `Forwarded`, bytes outside ASCII in other parameters
 /// (a quoted `host`) do not matter. The walk reads at most 32 hops: however long the headers,
-/// reading them costs a bounded amount.
+/// reading them costs a bounded amount. Thirty-two hops all written by trusted proxies leave the
+/// client unknown too (a loop between proxies, or a client among them padding the header): the
+/// request is answered as one without a key, not taken for the last proxy's own.
 ///
 /// Read the header your proxies really write: a header they pass through untouched is the
 /// client's to forge.
@@ -147,7 +149,8 @@ impl ForwardedIp {
     }
 
     /// The right-most address that no trusted proxy accounts for; `None` when a hop that a
-    /// trusted proxy wrote cannot be read.
+    /// trusted proxy wrote cannot be read, or when every one of the [`MAX_HOPS`] hops read is
+    /// a trusted proxy's.
     fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let mut last = peer.to_canonical();
         if !self.is_trusted(last) {
@@ -165,7 +168,9 @@ impl ForwardedIp {
                 quoting: rfc7239,
             })
             .take(MAX_HOPS);
+        let mut read = 0;
         for hop in hops {
+            read += 1;
             let ip = if hop.len() > MAX_HOP_LEN {
                 None
             } else if rfc7239 {
@@ -180,7 +185,8 @@ impl ForwardedIp {
                 None => return None,
             }
         }
-        Some(last)
+        // Out of hops to read while still among proxies: the client is further left.
+        (read < MAX_HOPS).then_some(last)
     }
 }
 
