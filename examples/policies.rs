@@ -41,14 +41,16 @@ use std::net::SocketAddr;
 use std::num::ParseIntError;
 use std::path::Path;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 #[cfg(feature = "metrics")]
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{StatusCode, Uri};
 use axum::{routing::get, Router};
 #[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tower_ratelimit::{ConfigError, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, Store};
+use tower_ratelimit::{
+    ConfigError, KeyExtractor, MemoryStore, PeerIp, Policy, Quota, RateLimitLayer, Store,
+};
 
 /// The policies of `/` and `/search`, in shadow mode when `dry_run`.
 #[derive(Debug, PartialEq)]
@@ -196,14 +198,18 @@ impl fmt::Debug for FileError {
 
 impl std::error::Error for FileError {}
 
-/// The key of `/`: the API key when there is one, else the client IP; prefixed so the two
-/// kinds never meet.
+/// The key of `/`: the API key when there is one, else the client IP as `PeerIp` reads it
+/// (an IPv6 client by its /64, an IPv4-mapped one by its IPv4 address: one client, one
+/// budget); prefixed so the two kinds never meet.
+///
+/// The API key is taken as the client says: in front of a real API, key by it only behind
+/// authentication that checked it, or every made-up key is a fresh budget.
 fn client(req: &Request) -> Option<Vec<u8>> {
     if let Some(api_key) = req.headers().get("x-api-key") {
         return Some([b"key:", api_key.as_bytes()].concat());
     }
-    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
-    Some(format!("ip:{}", addr.ip()).into_bytes())
+    let ip = PeerIp::new().extract(req)?;
+    Some(format!("ip:{ip}").into_bytes())
 }
 
 /// The tier of `/`: `pro` for API keys that start with `pro-`.

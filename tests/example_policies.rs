@@ -215,6 +215,42 @@ async fn a_dry_run_rejects_nothing_in_memory() {
     a_dry_run_rejects_nothing(memory_store().0).await;
 }
 
+/// A client is one budget however it shows its address: any address of one IPv6 /64, and an
+/// IPv4 address with or without its IPv6 mapping.
+#[tokio::test]
+async fn one_client_is_one_budget_whatever_address_of_its_own_it_comes_from() {
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+    async fn statuses(peers: &[String]) -> Vec<StatusCode> {
+        let policies = policies::Policies::new(false).unwrap();
+        let app = policies::app(memory_store().0, policies).unwrap();
+        let mut statuses = Vec::new();
+        for peer in peers {
+            let mut req = axum::extract::Request::new(axum::body::Body::empty());
+            let addr: SocketAddr = peer.parse().unwrap();
+            req.extensions_mut().insert(ConnectInfo(addr));
+            statuses.push(app.clone().oneshot(req).await.unwrap().status());
+        }
+        statuses
+    }
+    // The free tier's burst is 4.
+    let one_64: Vec<String> = (1..=5)
+        .map(|i| format!("[2001:db8:1:2::{i}]:5000"))
+        .collect();
+    assert_eq!(statuses(&one_64).await, [OK, OK, OK, OK, LIMITED]);
+    let mapped = [
+        "[::ffff:192.0.2.9]:5000",
+        "192.0.2.9:5000",
+        "192.0.2.9:5001",
+    ];
+    let mapped: Vec<String> = mapped
+        .iter()
+        .chain(&["192.0.2.9:5002"; 2])
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(statuses(&mapped).await, [OK, OK, OK, OK, LIMITED]);
+}
+
 #[test]
 fn dry_run_is_1_or_true_0_or_false_in_any_case_and_nothing_else() {
     for (value, dry_run) in [
