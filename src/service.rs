@@ -28,6 +28,13 @@ use crate::{
 /// the ready inner service is taken along into the response future and a clone left in its
 /// place.
 ///
+/// The inner service must be `Clone`, whatever the store (a type cannot depend on whether a
+/// store answers at once): one that is not, such as `tower::util::BoxService`, goes behind
+/// `tower::buffer::Buffer` or becomes a `BoxCloneService`. While a check waits on such a store,
+/// the request holds what the inner service's readiness reserved (a `ConcurrencyLimit` permit,
+/// a `Buffer` slot), a request that is then rejected too, for as long as the store takes (at
+/// most its timeout); a concurrency limit inside the rate limit counts those requests.
+///
 /// The responses are the inner service's own type: an allowed one is passed through untouched
 /// (headers added when the layer is set to), and a rejection's bytes are written in the inner
 /// body type through [`RejectionBody`](crate::RejectionBody).
