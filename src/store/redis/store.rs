@@ -63,7 +63,10 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   kept TATs (Redis may hold later ones, written by other processes, and give a longer
 ///   wait). A key that Redis loses (deleted to reset a client, flushed, evicted under
 ///   `maxmemory`, gone with a restart or a failover) is still denied here until its kept TAT
-///   lets the check through: for at most the wait the cache answers with. Stacks with a
+///   lets the check through: for at most the wait the cache answers with. So is a key whose
+///   Redis clock stepped forward (`TIME` is the server's wall clock: an NTP step, a failover
+///   to a primary whose clock runs ahead), by at most that step, as kept TATs are counted on
+///   this process's clock from the answer that reported them. Stacks with a
 ///   shadow policy always go to Redis. Bounded by
 ///   [`max_local_keys`](RedisStoreBuilder::max_local_keys).
 /// - **Coalescing**: a check that finds no call in flight is sent at once, alone; while a call
