@@ -565,6 +565,32 @@ async fn translated_ipv4_peers_count_as_their_ipv4_address() {
     let (svc, store) = rig(behind_proxies());
     status(&svc, request("10.0.0.2:1000", &xff("64:ff9b::203.0.113.9"))).await;
     assert!(charged(&store, "203.0.113.9"));
+
+    // A 6to4 host (192.0.2.7's /48) cannot rotate through its 65 536 /64s, and the clients of
+    // one Teredo server are budgets of their own.
+    let (svc, store) = rig(PeerIp::new());
+    let statuses = [
+        "[2002:c000:207:1::1]:1000",
+        "[2002:c000:207:2::1]:1000",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdf7]:1000",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdf6]:1000",
+    ];
+    let mut got = Vec::new();
+    for peer in statuses {
+        got.push(status(&svc, request(peer, &[])).await);
+    }
+    assert_eq!(
+        got,
+        [
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::OK,
+            StatusCode::OK
+        ]
+    );
+    for ip in ["192.0.2.7", "192.0.2.8", "192.0.2.9"] {
+        assert!(charged(&store, ip), "{ip}");
+    }
 }
 
 #[tokio::test]

@@ -226,10 +226,16 @@ impl Line {
 /// The key of the client address `ip` with IPv6 kept whole: the IPv4 address of an
 /// IPv4-mapped address or of one translated into the NAT64 prefix `64:ff9b::/96`, else `ip`.
 fn key_of(ip: IpAddr) -> IpAddr {
+    let ipv4 =
+        |high: u16, low: u16| IpAddr::V4(Ipv4Addr::from(u32::from(high) << 16 | u32::from(low)));
     match ip.to_canonical() {
-        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
-            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
-        }
+        IpAddr::V6(v6) => match v6.segments() {
+            // NAT64, 6to4, Teredo (the client's address with every bit flipped).
+            [0x64, 0xff9b, 0, 0, 0, 0, high, low] => ipv4(high, low),
+            [0x2002, high, low, ..] => ipv4(high, low),
+            [0x2001, 0, .., high, low] => ipv4(!high, !low),
+            _ => IpAddr::V6(v6),
+        },
         ip => ip,
     }
 }
@@ -299,6 +305,9 @@ fn client_ip() -> impl Strategy<Value = IpAddr> {
         any::<u32>().prop_map(|n| IpAddr::V6(Ipv4Addr::from(n).to_ipv6_mapped())),
         // An IPv4 client seen through a translator.
         any::<u32>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(0x64_ff9b_u128 << 96 | u128::from(n)))),
+        // IPv4 clients through 6to4 and Teredo tunnels.
+        any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(0x2002_u128 << 112 | n >> 16))),
+        any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(0x2001_0000_u128 << 96 | n >> 32))),
     ]
     .prop_filter("an untrusted address", |ip| !is_trusted(*ip))
 }

@@ -29,7 +29,11 @@ use super::KeyExtractor;
 /// addresses in the well-known NAT64 prefix `64:ff9b::/96`, which a stateless translator in
 /// front of an IPv6-only server gives its IPv4 clients (grouped by /64, those would all share
 /// one budget). A translator's own network-specific prefix is not known here: key such a
-/// server with a closure that reads the IPv4 address where the translator puts it.
+/// server with a closure that reads the IPv4 address where the translator puts it. The
+/// addresses of the transition tunnels count as the public IPv4 address they are made from
+/// too: 6to4 (`2002::/16`, a /48 for each IPv4 address, which grouped by /64 would give one
+/// host 65 536 budgets) and Teredo (`2001::/32`, whose /64 names the Teredo server, which
+/// would give all of its clients one budget).
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -120,22 +124,40 @@ pub(crate) fn peer_addr(ext: &Extensions) -> Option<SocketAddr> {
     None
 }
 
-/// The well-known NAT64 prefix, `64:ff9b::/96` (RFC 6052), as the top 96 bits of an address.
-const NAT64_PREFIX: u128 = 0x0064_ff9b << 96;
-
-/// `ip` as a key: IPv4 as is (IPv4-mapped IPv6 and IPv4 translated into the NAT64 prefix
-/// included), IPv6 cut to its first `prefix` bits.
+/// `ip` as a key: IPv4 as is (and the IPv4 address an IPv6 one carries: IPv4-mapped, NAT64,
+/// 6to4, Teredo), IPv6 cut to its first `prefix` bits.
 #[inline]
 pub(crate) fn group(ip: IpAddr, prefix: u8) -> IpAddr {
     match ip.to_canonical() {
-        IpAddr::V6(v6) if u128::from(v6) >> 32 == NAT64_PREFIX >> 32 => {
-            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
-        }
-        IpAddr::V6(v6) if prefix < 128 => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            if let Some(v4) = carried_ipv4(bits) {
+                IpAddr::V4(v4)
+            } else if prefix < 128 {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            } else {
+                IpAddr::V6(v6)
+            }
         }
         ip => ip,
+    }
+}
+
+/// The public IPv4 address behind an IPv6 address that is made from one: the well-known NAT64
+/// prefix `64:ff9b::/96` (RFC 6052) with the address in its last 32 bits, 6to4 `2002::/16`
+/// (RFC 3056) with it in the 32 bits after the prefix, and Teredo `2001::/32` (RFC 4380) with
+/// the client's address, every bit flipped, in its last 32 bits.
+#[inline]
+fn carried_ipv4(bits: u128) -> Option<Ipv4Addr> {
+    if bits >> 32 == 0x0064_ff9b << 64 {
+        Some(Ipv4Addr::from(bits as u32))
+    } else if bits >> 112 == 0x2002 {
+        Some(Ipv4Addr::from((bits >> 80) as u32))
+    } else if bits >> 96 == 0x2001_0000 {
+        Some(Ipv4Addr::from(!(bits as u32)))
+    } else {
+        None
     }
 }
 
@@ -152,6 +174,29 @@ mod tests {
         assert_eq!(group(v6, 128), v6);
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(group(mapped, 64).to_string(), "192.0.2.7");
+    }
+
+    #[test]
+    fn tunnelled_and_translated_ipv4_count_as_the_ipv4_address() {
+        for (ip, key) in [
+            ("64:ff9b::192.0.2.7", "192.0.2.7"),
+            // 6to4: 192.0.2.7 is c000:0207; any subnet and host of its /48.
+            ("2002:c000:207::1", "192.0.2.7"),
+            ("2002:c000:207:ffff:1:2:3:4", "192.0.2.7"),
+            // Teredo: server 65.54.227.120, client 192.0.2.7 flipped (3fff:fdf8).
+            ("2001:0:4136:e378:8000:63bf:3fff:fdf8", "192.0.2.7"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdf7", "192.0.2.8"),
+            // Neighbours of those prefixes are plain IPv6.
+            ("2003:c000:207::1", "2003:c000:207::"),
+            ("2001:1:4136:e378:8000:63bf:3fff:fdf8", "2001:1:4136:e378::"),
+            ("64:ff9c::192.0.2.7", "64:ff9c::"),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(group(ip, 64).to_string(), key, "{ip}");
+            if key.contains('.') {
+                assert_eq!(group(ip, 128).to_string(), key, "{ip}, per address");
+            }
+        }
     }
 
     #[test]
