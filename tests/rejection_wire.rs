@@ -23,7 +23,10 @@ mod common;
 use common::{header, manual_store};
 
 /// A server on a free port whose one route says "hello", limited per peer by `layer`.
-async fn serve(layer: RateLimitLayer<PeerIp, MemoryStore<ManualClock>>) -> SocketAddr {
+async fn serve<R>(layer: RateLimitLayer<PeerIp, MemoryStore<ManualClock>, R>) -> SocketAddr
+where
+    R: MakeRejection + Send + Sync + 'static,
+{
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
         .layer(layer);
@@ -271,12 +274,7 @@ async fn a_rejection_made_from_the_default_one_with_another_body_gets_that_body_
         .store(store)
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .layer(layer);
-    let mut socket = TcpStream::connect(common::serve(app).await.0)
-        .await
-        .unwrap();
+    let mut socket = TcpStream::connect(serve(layer).await).await.unwrap();
     // Pipelined: the answers must stay in step with the requests.
     socket.write_all(&[GET, GET, GET].concat()).await.unwrap();
     let mut buf = Vec::new();

@@ -10,7 +10,8 @@ use http::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_ratelimit::{
-    FailurePolicy, Global, ManualClock, Policy, Quota, RateLimitLayer, RedisStore, Store,
+    FailurePolicy, Global, ManualClock, Policy, Quota, RateLimitLayer, RedisStore,
+    RedisStoreBuilder, Store,
 };
 
 use crate::support::{unique_prefix, RedisServer};
@@ -150,27 +151,34 @@ async fn a_deny_failure_policy_counts_store_errors() {
     );
 }
 
+/// A store of `server` on a manual clock, with a timeout of 5 s and the `Deny` failure policy,
+/// set further by `settings`; its metrics registered with a recorder of its own.
+async fn recorded(
+    server: &RedisServer,
+    name: &str,
+    settings: impl FnOnce(RedisStoreBuilder) -> RedisStoreBuilder,
+) -> (RedisStore, PrometheusHandle) {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let builder = RedisStore::builder()
+        .url(server.url())
+        .prefix(unique_prefix(name))
+        .clock(ManualClock::new())
+        .timeout(Duration::from_secs(5))
+        .on_failure(FailurePolicy::Deny);
+    let store = {
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        settings(builder).build().await.unwrap()
+    };
+    (store, recorder.handle())
+}
+
 /// Checks that queue behind a call in flight record how long they waited in the queue; the
 /// check sent alone waits in none, and the latency histogram counts the two calls, not the
 /// queue.
 #[tokio::test]
 async fn checks_queued_behind_a_held_call_record_their_wait_in_the_queue() {
     let server = RedisServer::start();
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let store = {
-        let _guard = metrics::set_default_local_recorder(&recorder);
-        RedisStore::builder()
-            .url(server.url())
-            .prefix(unique_prefix("queue-wait"))
-            .clock(ManualClock::new())
-            .timeout(Duration::from_secs(5))
-            .calls_in_flight(1)
-            .on_failure(FailurePolicy::Deny)
-            .build()
-            .await
-            .unwrap()
-    };
-    let prometheus = recorder.handle();
+    let (store, prometheus) = recorded(&server, "queue-wait", |b| b.calls_in_flight(1)).await;
     let stack = store
         .register(&[Policy::new("per-minute", Quota::per_minute(100))])
         .unwrap();
@@ -204,20 +212,7 @@ async fn checks_queued_behind_a_held_call_record_their_wait_in_the_queue() {
 #[tokio::test]
 async fn a_call_whose_request_went_away_is_recorded_with_the_time_it_waited() {
     let server = RedisServer::start();
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let store = {
-        let _guard = metrics::set_default_local_recorder(&recorder);
-        RedisStore::builder()
-            .url(server.url())
-            .prefix(unique_prefix("latency-cancelled"))
-            .clock(ManualClock::new())
-            .timeout(Duration::from_secs(5))
-            .on_failure(FailurePolicy::Deny)
-            .build()
-            .await
-            .unwrap()
-    };
-    let prometheus = recorder.handle();
+    let (store, prometheus) = recorded(&server, "latency-cancelled", |b| b).await;
     let stack = store
         .register(&[Policy::new("per-minute", Quota::per_minute(100))])
         .unwrap();
