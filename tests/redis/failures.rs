@@ -602,8 +602,9 @@ async fn a_connection_that_went_silent_is_replaced_after_a_timeout() {
     assert!(proxy.connections() > connections, "a new connection");
 }
 
-/// A connection that goes silent before Redis answered anything on it (a new one, opened as
-/// the way to Redis died) is replaced too, not kept until the kernel gives up on it.
+/// A connection that goes silent before Redis answered a call on it (a new one, whose way to
+/// Redis died right after its handshake) is replaced too, not kept until the kernel gives up
+/// on it.
 #[tokio::test]
 async fn a_new_connection_that_never_answered_is_replaced_after_a_timeout() {
     let server = RedisServer::start();
@@ -611,8 +612,10 @@ async fn a_new_connection_that_never_answered_is_replaced_after_a_timeout() {
     let clock = ManualClock::new();
     let (store, stack) = one_check_through(&proxy, &clock, Duration::from_secs(1)).await;
 
-    proxy.silence_every_connection();
-    // The open connection times out; the next check's new connection answers nothing either.
+    proxy.silence_open_connections();
+    proxy.silence_new_connections_after_their_handshake();
+    // The open connection times out; the next check's new connection, past its handshake,
+    // answers nothing either.
     for _ in 0..2 {
         let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
         assert!(error.contains("did not answer"), "{error}");
@@ -625,6 +628,43 @@ async fn a_new_connection_that_never_answered_is_replaced_after_a_timeout() {
     let decisions = store.check(&stack, b"k", 1).await.unwrap();
     assert_eq!(remaining(&decisions), [3]);
     assert!(proxy.connections() > opened, "a new connection");
+}
+
+/// A Redis whose every answer comes after the store's timeout looks silent (the store never
+/// sees the late answers): its connection is replaced, then each replacement waits twice as
+/// long as the one before, so that it costs a few new connections, not one a second.
+#[tokio::test]
+async fn a_redis_that_answers_too_late_costs_a_few_new_connections_not_one_a_second() {
+    let server = RedisServer::start();
+    let proxy = Proxy::to(&server);
+    let store = RedisStore::builder()
+        .url(proxy.url())
+        .prefix(unique_prefix("late"))
+        .timeout(Duration::from_millis(100))
+        .failures_before_backoff(u32::MAX)
+        .on_failure(FailurePolicy::Deny)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(1_000))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let before = proxy.connections();
+
+    proxy.delay_answers(Duration::from_millis(150));
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(7_500) {
+        let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
+        assert!(error.contains("did not answer"), "{error}");
+    }
+    // Replaced after 1 s of silence, then after 1, 2 and 4 s more: about 1, 2 and 4 s in.
+    // One a second would be seven.
+    let opened = proxy.connections() - before;
+    assert!(
+        (1..=4).contains(&opened),
+        "{opened} new connections in 7.5 s"
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -659,6 +659,20 @@ struct ProxyState {
     accepted: AtomicU64,
     /// Connections numbered below this forward nothing.
     silent_below: AtomicU64,
+    /// Connections accepted while this is set forward their client's first request (a Redis
+    /// client's handshake), and nothing it sends after.
+    handshake_only: AtomicBool,
+    /// How long, in milliseconds, every answer from the server is held before it goes on.
+    answers_delayed_ms: AtomicU64,
+}
+
+/// Which way a proxied connection's bytes go.
+#[derive(Clone, Copy)]
+enum Way {
+    /// From the client; `first_only` forwards what it reads first and nothing after.
+    Requests { first_only: bool },
+    /// From the server, held as long as the proxy delays answers.
+    Answers,
 }
 
 impl Proxy {
@@ -670,22 +684,32 @@ impl Proxy {
             upstream: server.port().into(),
             accepted: 0.into(),
             silent_below: 0.into(),
+            handshake_only: false.into(),
+            answers_delayed_ms: 0.into(),
         });
         let shared = Arc::clone(&state);
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let number = shared.accepted.fetch_add(1, Ordering::SeqCst);
+                let handshake_only = shared.handshake_only.load(Ordering::SeqCst);
                 let upstream = shared.upstream.load(Ordering::SeqCst);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                let requests = Way::Requests {
+                    first_only: handshake_only,
+                };
+                for (from, to, way) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        requests,
+                    ),
+                    (server, client, Way::Answers),
                 ] {
                     let shared = Arc::clone(&shared);
-                    std::thread::spawn(move || pump(from, to, number, &shared));
+                    std::thread::spawn(move || pump(from, to, number, way, &shared));
                 }
             }
         });
@@ -701,16 +725,26 @@ impl Proxy {
         self.state.upstream.store(server.port(), Ordering::SeqCst);
     }
 
-    /// The connections open now forward nothing more, and stay open.
+    /// The connections open now forward nothing more, and stay open; the ones opened from now
+    /// on forward everything.
     pub fn silence_open_connections(&self) {
+        self.state.handshake_only.store(false, Ordering::SeqCst);
         let accepted = self.state.accepted.load(Ordering::SeqCst);
         self.state.silent_below.store(accepted, Ordering::SeqCst);
     }
 
-    /// The connections open now, and the ones opened from now on until
-    /// [`silence_open_connections`](Self::silence_open_connections), forward nothing.
-    pub fn silence_every_connection(&self) {
-        self.state.silent_below.store(u64::MAX, Ordering::SeqCst);
+    /// The connections opened from now on, until
+    /// [`silence_open_connections`](Self::silence_open_connections), forward their client's
+    /// first request (a Redis client's handshake, and its answer) and nothing after: they go
+    /// silent before their first call is answered.
+    pub fn silence_new_connections_after_their_handshake(&self) {
+        self.state.handshake_only.store(true, Ordering::SeqCst);
+    }
+
+    /// Every answer from the server is held for `delay` before it goes on, on every connection.
+    pub fn delay_answers(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.state.answers_delayed_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many connections the proxy has accepted.
@@ -719,14 +753,24 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to` until either end closes; a silenced connection's bytes are read and
-/// dropped.
-fn pump(mut from: TcpStream, mut to: TcpStream, number: u64, state: &ProxyState) {
+/// Copies `from` to `to` until either end closes, as `way` says; a silenced connection's bytes
+/// are read and dropped.
+fn pump(mut from: TcpStream, mut to: TcpStream, number: u64, way: Way, state: &ProxyState) {
     use std::io::{Read, Write};
     let mut buf = [0; 16 * 1024];
+    let mut reads = 0;
     while let Ok(n @ 1..) = from.read(&mut buf) {
+        reads += 1;
+        let forward = match way {
+            Way::Requests { first_only } => !first_only || reads == 1,
+            Way::Answers => {
+                let delay = state.answers_delayed_ms.load(Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(delay));
+                true
+            }
+        };
         let silent = number < state.silent_below.load(Ordering::SeqCst);
-        if !silent && to.write_all(&buf[..n]).is_err() {
+        if forward && !silent && to.write_all(&buf[..n]).is_err() {
             break;
         }
     }

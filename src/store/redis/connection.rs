@@ -147,8 +147,11 @@ pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
 /// name up again) on its first call; so does the call after one that timed out on a manager
 /// that has answered nothing since the call was sent, nor for [`DEAD_AFTER`] (a Redis that is
 /// slow but answers, or stalls for less, keeps its connection). A manager never answered counts
-/// from when it came into use: a connection can go silent before its first answer too. The
-/// last manager that Redis answered stays open until a manager after it is answered: a Redis
+/// from when it came into use (a connection can go silent before its first answer too), and
+/// waits twice as long as the one it replaced if that one was never answered either (up to
+/// [`DEAD_AFTER`] × 64): a Redis whose every answer comes after the timeout, which the store
+/// never sees, costs a handful of new connections, not one a second. The last manager that
+/// Redis answered stays open until a manager after it is answered: a Redis
 /// that was only stalled (paused for a failover, busy with a slow command) still runs the calls
 /// sent on it before the stall, as it would had the connection been kept. A manager the caller
 /// passed in ([`Target::Manager`]) is kept as it is.
@@ -173,13 +176,14 @@ struct SingleParts {
 /// taken for dead.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
 
-/// The manager in use, how many were replaced before it, when it came into use and when Redis
-/// last answered a call on it (a value or an error), in nanoseconds since the parts' `epoch`
-/// (`answered` zero if never).
+/// The manager in use, how many were replaced before it, how many of those in a row, just
+/// before it, were never answered, when it came into use and when Redis last answered a call on
+/// it (a value or an error), in nanoseconds since the parts' `epoch` (`answered` zero if never).
 #[derive(Clone)]
 struct Current {
     manager: ConnectionManager,
     generation: u64,
+    unanswered_before: u32,
     since: u64,
     answered: Arc<AtomicU64>,
 }
@@ -191,6 +195,7 @@ impl Single {
             current: RwLock::new(Current {
                 manager,
                 generation: 0,
+                unanswered_before: 0,
                 since: 1,
                 answered: Arc::default(),
             }),
@@ -269,19 +274,25 @@ impl Single {
     }
 
     /// A call sent at `sent` timed out: if the manager in use was answered before the call was
-    /// sent but neither since nor for [`DEAD_AFTER`], or was never answered in the
-    /// [`DEAD_AFTER`] since it came into use, its connection is taken for dead, and the next
-    /// call replaces it. (A manager never answered may not have carried the call, made before
-    /// it came into use: then it had no call to answer, and connects again lazily, at no cost.)
+    /// sent but neither since nor for [`DEAD_AFTER`], or was never answered since it came into
+    /// use, [`DEAD_AFTER`] ago or longer (doubled for each manager never answered in a row
+    /// before it), its connection is taken for dead, and the next call replaces it. (A manager
+    /// never answered may not have carried the call, made before it came into use: then it had
+    /// no call to answer, and connects again lazily, at no cost.)
     pub(super) fn timed_out(&self, sent: Instant) {
         let now = self.nanos(Instant::now());
         let sent = self.nanos(sent);
         let current = self.current();
-        let (last, silent) = match current.answered.load(Ordering::Relaxed) {
-            0 => (current.since, true),
-            answered => (answered, answered < sent),
+        let dead_after = DEAD_AFTER.as_nanos() as u64;
+        let (last, silent, dead_after) = match current.answered.load(Ordering::Relaxed) {
+            0 => (
+                current.since,
+                true,
+                dead_after << current.unanswered_before.min(6),
+            ),
+            answered => (answered, answered < sent, dead_after),
         };
-        if silent && now.saturating_sub(last) >= DEAD_AFTER.as_nanos() as u64 {
+        if silent && now.saturating_sub(last) >= dead_after {
             self.0.dead.store(current.generation + 1, Ordering::Relaxed);
         }
     }
@@ -305,16 +316,21 @@ impl Single {
         else {
             return;
         };
+        let never_answered = current.answered.load(Ordering::Relaxed) == 0;
         let next = Current {
             manager,
             generation: generation + 1,
+            unanswered_before: match never_answered {
+                true => current.unanswered_before.saturating_add(1),
+                false => 0,
+            },
             since: self.nanos(Instant::now()),
             answered: Arc::default(),
         };
         let old = std::mem::replace(&mut *current, next);
         // A manager never answered has no calls that a stalled Redis would still run: the
         // last one answered, if still open, stays instead.
-        if old.answered.load(Ordering::Relaxed) == 0 {
+        if never_answered {
             return;
         }
         // Under the write lock, so that no answer of the new manager comes before it.
