@@ -534,9 +534,9 @@ impl AllowIps {
     }
 
     /// Whether `ip` is in one of the networks. An IPv4 address that reaches the server as
-    /// IPv6 (IPv4-mapped, through a NAT64 translator's `64:ff9b::/96`, or a 6to4 or Teredo
-    /// tunnel's address made from it) is the IPv4 address, as [`PeerIp`](crate::PeerIp) keys
-    /// it; such an IPv6 address also matches a network written in IPv6.
+    /// IPv6 (IPv4-mapped, or a public one through a NAT64 translator's `64:ff9b::/96` or a
+    /// 6to4 or Teredo tunnel) is the IPv4 address, as [`PeerIp`](crate::PeerIp) keys it; such
+    /// an IPv6 address also matches a network written in IPv6.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();

@@ -224,18 +224,30 @@ impl Line {
 }
 
 /// The key of the client address `ip` with IPv6 kept whole: the IPv4 address of an
-/// IPv4-mapped address or of one translated into the NAT64 prefix `64:ff9b::/96`, else `ip`.
+/// IPv4-mapped address, or the public IPv4 address that a NAT64, 6to4 or Teredo address
+/// carries, else `ip`.
 fn key_of(ip: IpAddr) -> IpAddr {
-    let ipv4 =
-        |high: u16, low: u16| IpAddr::V4(Ipv4Addr::from(u32::from(high) << 16 | u32::from(low)));
+    // A public IPv4 address, carried in two segments (flipped for Teredo).
+    let ipv4 = |high: u16, low: u16| {
+        let [a, b] = high.to_be_bytes();
+        let local = matches!(
+            (a, b),
+            (0 | 10 | 127, _) | (169, 254) | (192, 168) | (224..=255, _)
+        ) || (a == 172 && (16..32).contains(&b))
+            || (a == 100 && (64..128).contains(&b));
+        (!local).then(|| IpAddr::V4(Ipv4Addr::new(a, b, (low >> 8) as u8, low as u8)))
+    };
     match ip.to_canonical() {
-        IpAddr::V6(v6) => match v6.segments() {
-            // NAT64, 6to4, Teredo (the client's address with every bit flipped).
-            [0x64, 0xff9b, 0, 0, 0, 0, high, low] => ipv4(high, low),
-            [0x2002, high, low, ..] => ipv4(high, low),
-            [0x2001, 0, .., high, low] => ipv4(!high, !low),
-            _ => IpAddr::V6(v6),
-        },
+        IpAddr::V6(v6) => {
+            let carried = match v6.segments() {
+                // NAT64, 6to4, Teredo (the client's address with every bit flipped).
+                [0x64, 0xff9b, 0, 0, 0, 0, high, low] => ipv4(high, low),
+                [0x2002, high, low, ..] => ipv4(high, low),
+                [0x2001, 0, .., high, low] => ipv4(!high, !low),
+                _ => None,
+            };
+            carried.unwrap_or(IpAddr::V6(v6))
+        }
         ip => ip,
     }
 }

@@ -822,7 +822,7 @@ async fn an_allow_list_lets_its_networks_through_untracked_and_limits_the_rest()
     let (store, _clock) = manual_store();
     let limit = RateLimitLayer::builder()
         .policy(Policy::new("api", Quota::per_hour(1)))
-        .bypass(AllowIps::new(["10.0.0.0/8"]).unwrap())
+        .bypass(AllowIps::new(["10.0.0.0/8", "198.51.100.0/24"]).unwrap())
         .store(store.clone())
         .build()
         .unwrap();
@@ -830,13 +830,13 @@ async fn an_allow_list_lets_its_networks_through_untracked_and_limits_the_rest()
         .route("/", get(|| async { "ok" }))
         .layer(limit);
 
-    // IPv4 peers as such, IPv4-mapped, and through a NAT64 translator (10.0.0.7), as `PeerIp`
-    // keys them.
+    // IPv4 peers as such, IPv4-mapped, and a public one through a NAT64 translator
+    // (198.51.100.7), as `PeerIp` keys them.
     for peer in [
         "10.1.2.3:1000",
         "10.255.0.1:2000",
         "[::ffff:10.0.0.5]:3000",
-        "[64:ff9b::a00:7]:4000",
+        "[64:ff9b::c633:6407]:4000",
     ] {
         for _ in 0..10 {
             let response = send(&app, get_from("/", peer)).await;
@@ -872,6 +872,24 @@ fn an_allow_list_reads_a_nat64_address_as_ipv4_and_as_itself() {
     assert!(AllowIps::new(["192.0.2.7"]).unwrap().contains(nat64));
     assert!(AllowIps::new(["64:ff9b::/96"]).unwrap().contains(nat64));
     assert!(!AllowIps::new(["192.0.2.8"]).unwrap().contains(nat64));
+}
+
+#[test]
+fn an_allow_list_reads_a_tunnel_address_as_the_public_ipv4_it_carries_and_no_other() {
+    let six_to_four: IpAddr = "2002:c000:207:1::5".parse().unwrap();
+    let teredo: IpAddr = "2001:0:4136:e378:8000:63bf:3fff:fdf8".parse().unwrap();
+    let monitor = AllowIps::new(["192.0.2.7"]).unwrap();
+    assert!(monitor.contains(six_to_four) && monitor.contains(teredo));
+    // A tunnel address made from a local IPv4 address is no local client.
+    let local = AllowIps::new(["127.0.0.0/8", "10.0.0.0/8"]).unwrap();
+    for ip in [
+        "2002:7f00:1::1",
+        "2002:a00:1:ffff::5",
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",
+        "64:ff9b::10.1.2.3",
+    ] {
+        assert!(!local.contains(ip.parse().unwrap()), "{ip}");
+    }
 }
 
 /// Behind a proxy that the allow list holds, the peer of every request is the proxy: read

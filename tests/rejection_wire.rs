@@ -376,46 +376,49 @@ async fn a_rejection_of_a_head_request_has_no_body_over_http2_and_http1() {
 #[tokio::test]
 async fn every_kind_of_rejection_of_a_head_request_has_no_body_and_the_get_s_length() {
     use tower_ratelimit::{Header, MissingKey};
-    let head = || {
+    fn head() -> Request<()> {
         let mut req = from_peer();
         *req.method_mut() = http::Method::HEAD;
         req
+    }
+    // Each kind of rejection, for requests made by `request`: a fresh layer each time.
+    let answers = |request: fn() -> Request<()>| async move {
+        // No key: the layer's missing-key answer.
+        let missing = RateLimitLayer::builder()
+            .quota(Quota::per_hour(1))
+            .key(Header::new("x-api-key"))
+            .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
+            .build()
+            .unwrap();
+        // The store fails.
+        let failing = RateLimitLayer::builder()
+            .quota(Quota::per_hour(1))
+            .store(common::DownStore)
+            .build()
+            .unwrap();
+        // A cost above the burst.
+        let too_large = RateLimitLayer::builder()
+            .quota(Quota::per_hour(1))
+            .cost_by(|_: &Request<()>| 2)
+            .store(manual_store().0)
+            .build()
+            .unwrap();
+        // Rate limited.
+        let limited = RateLimitLayer::builder()
+            .quota(Quota::per_hour(1))
+            .store(manual_store().0)
+            .build()
+            .unwrap();
+        [
+            second_response(missing, request).await,
+            second_response(failing, request).await,
+            second_response(too_large, request).await,
+            second_response(limited, request).await,
+        ]
     };
-    // No key: the layer's missing-key answer.
-    let missing = RateLimitLayer::builder()
-        .quota(Quota::per_hour(1))
-        .key(Header::new("x-api-key"))
-        .on_missing_key(MissingKey::Reject(StatusCode::UNAUTHORIZED))
-        .build()
-        .unwrap();
-    // The store fails.
-    let failing = RateLimitLayer::builder()
-        .quota(Quota::per_hour(1))
-        .store(common::DownStore)
-        .build()
-        .unwrap();
-    // A cost above the burst.
-    let (store, _clock) = manual_store();
-    let too_large = RateLimitLayer::builder()
-        .quota(Quota::per_hour(1))
-        .cost_by(|_: &Request<()>| 2)
-        .store(store)
-        .build()
-        .unwrap();
-    // Rate limited.
-    let (store, _clock) = manual_store();
-    let limited = RateLimitLayer::builder()
-        .quota(Quota::per_hour(1))
-        .store(store)
-        .build()
-        .unwrap();
-    let answers = [
-        second_response(missing, head).await,
-        second_response(failing, head).await,
-        second_response(too_large, head).await,
-        second_response(limited, head).await,
-    ];
-    let statuses = answers.iter().map(Response::status).collect::<Vec<_>>();
+    let heads = answers(head).await;
+    let gets = answers(from_peer).await;
+    let statuses = heads.iter().map(Response::status).collect::<Vec<_>>();
     assert_eq!(
         statuses,
         [
@@ -425,9 +428,12 @@ async fn every_kind_of_rejection_of_a_head_request_has_no_body_and_the_get_s_len
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
-    for response in answers {
-        let length: usize = header(&response, "content-length").parse().unwrap();
-        assert!(length > 0, "{response:?}");
-        assert_eq!(body(response).await, Bytes::new());
+    for (head, get) in heads.into_iter().zip(gets) {
+        assert_eq!(head.status(), get.status());
+        let length = header(&head, "content-length").to_owned();
+        assert_eq!(body(head).await, Bytes::new());
+        let get = body(get).await;
+        assert!(!get.is_empty());
+        assert_eq!(length, get.len().to_string(), "the GET's body: {get:?}");
     }
 }

@@ -33,7 +33,8 @@ use super::KeyExtractor;
 /// addresses of the transition tunnels count as the public IPv4 address they are made from
 /// too: 6to4 (`2002::/16`, a /48 for each IPv4 address, which grouped by /64 would give one
 /// host 65 536 budgets) and Teredo (`2001::/32`, whose /64 names the Teredo server, which
-/// would give all of its clients one budget).
+/// would give all of its clients one budget). An address of these forms that carries a local
+/// IPv4 address (private, loopback, link-local, carrier NAT), which none may, stays IPv6.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -147,18 +148,30 @@ pub(crate) fn group(ip: IpAddr, prefix: u8) -> IpAddr {
 /// The public IPv4 address behind an IPv6 address that is made from one: the well-known NAT64
 /// prefix `64:ff9b::/96` (RFC 6052) with the address in its last 32 bits, 6to4 `2002::/16`
 /// (RFC 3056) with it in the 32 bits after the prefix, and Teredo `2001::/32` (RFC 4380) with
-/// the client's address, every bit flipped, in its last 32 bits.
+/// the client's address, every bit flipped, in its last 32 bits. Each carries public addresses
+/// only: one that carries a private, loopback, link-local or other local address is no such
+/// client (its sender would pass for a local one), and stays an IPv6 address.
 #[inline]
 fn carried_ipv4(bits: u128) -> Option<Ipv4Addr> {
-    if bits >> 32 == 0x0064_ff9b << 64 {
-        Some(Ipv4Addr::from(bits as u32))
+    let carried = if bits >> 32 == 0x0064_ff9b << 64 {
+        Ipv4Addr::from(bits as u32)
     } else if bits >> 112 == 0x2002 {
-        Some(Ipv4Addr::from((bits >> 80) as u32))
+        Ipv4Addr::from((bits >> 80) as u32)
     } else if bits >> 96 == 0x2001_0000 {
-        Some(Ipv4Addr::from(!(bits as u32)))
+        Ipv4Addr::from(!(bits as u32))
     } else {
-        None
-    }
+        return None;
+    };
+    let [first, second, ..] = carried.octets();
+    let local = carried.is_private()
+        || carried.is_loopback()
+        || carried.is_link_local()
+        // Multicast, reserved and broadcast: 224.0.0.0 and above.
+        || first >= 224
+        // "This network" 0.0.0.0/8, and shared address space 100.64.0.0/10 (carrier NAT).
+        || first == 0
+        || (first == 100 && second & 0xc0 == 64);
+    (!local).then_some(carried)
 }
 
 #[cfg(test)]
@@ -186,6 +199,14 @@ mod tests {
             // Teredo: server 65.54.227.120, client 192.0.2.7 flipped (3fff:fdf8).
             ("2001:0:4136:e378:8000:63bf:3fff:fdf8", "192.0.2.7"),
             ("2001:0:4136:e378:8000:63bf:3fff:fdf7", "192.0.2.8"),
+            // Local IPv4 addresses are carried by no such client: plain IPv6.
+            ("2002:7f00:1::1", "2002:7f00:1::"),
+            ("2002:a00:1:ffff::5", "2002:a00:1:ffff::"),
+            ("2001:0:4136:e378:8000:63bf:80ff:fffe", "2001:0:4136:e378::"),
+            ("64:ff9b::10.1.2.3", "64:ff9b::"),
+            ("64:ff9b::100.64.0.1", "64:ff9b::"),
+            ("2002:6440:1::1", "2002:6440:1::"),
+            ("64:ff9b::100.128.0.1", "100.128.0.1"),
             // Neighbours of those prefixes are plain IPv6.
             ("2003:c000:207::1", "2003:c000:207::"),
             ("2001:1:4136:e378:8000:63bf:3fff:fdf8", "2001:1:4136:e378::"),
