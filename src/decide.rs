@@ -23,12 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::log::{Chain, Throttle};
 use crate::policy::{Bypass, Cost, Rules, SelectTier};
-use crate::response::headers::{is_length, StackHeaders};
+use crate::response::headers::{set_length, StackHeaders};
 use crate::response::{
     grpc, CostTooLarge, MakeRejection, MissingKeyRejected, RateLimited, StoreFailed,
 };
@@ -193,24 +192,18 @@ pub(crate) enum Verdict {
     Respond(Response<Bytes>),
 }
 
-/// The verdict that answers `req` with `response`, a rejection, made ready to send: a
-/// `Content-Length` it has is its body's (a custom rejection made from another, its body
-/// replaced, may keep the other's: the connection would break), unless `length_set` says so
-/// already, and the answer to a `HEAD` request has no body, its `Content-Length` that of the
-/// body a `GET` would get (hyper leaves the body out on HTTP/1 but sends it on HTTP/2, where
-/// the client takes it for a protocol error).
+/// The verdict that answers `req` with `response`, a rejection, made ready to send: its
+/// `Content-Length`, if it has one, is its body's ([`set_length`]; `length_set` says it was
+/// set already), and the answer to a `HEAD` request has no body, its `Content-Length` that of
+/// the body a `GET` would get (hyper leaves the body out on HTTP/1 but sends it on HTTP/2,
+/// where the client takes it for a protocol error).
 #[inline]
 fn rejection<B>(req: &Request<B>, mut response: Response<Bytes>, length_set: bool) -> Verdict {
     let head = req.method() == Method::HEAD;
-    let len = response.body().len();
     if !length_set {
         // A length that is missing is written by the server from the body, but for `HEAD`.
-        let mut lengths = response.headers().get_all(CONTENT_LENGTH).iter().peekable();
-        let missing = lengths.peek().is_none() && head && len > 0;
-        if missing || lengths.any(|value| !is_length(value, len)) {
-            let length = HeaderValue::from(len);
-            response.headers_mut().insert(CONTENT_LENGTH, length);
-        }
+        let len = response.body().len();
+        set_length(response.headers_mut(), len, head && len > 0);
     }
     if head {
         *response.body_mut() = Bytes::new();

@@ -124,27 +124,21 @@ impl StackHeaders {
     }
 
     /// Adds `RateLimit-Policy` and `RateLimit` (and `Retry-After` when denied), keeping any the
-    /// response already has, and sets `Content-Length` to `content_length` when given (a
-    /// length the response has for another body, as a rejection made from the default one
-    /// with its body replaced has, would break the connection).
+    /// response already has, and sets `Content-Length` to `content_length` when given (see
+    /// [`set_length`]).
     pub(crate) fn insert(
         &self,
         headers: &mut HeaderMap,
         decisions: &Decisions,
         content_length: Option<usize>,
     ) {
-        // One pass over the fields the response has; a map that has them all, like the
+        // One pass over the names the response has; a map that has them all, like the
         // default rejection's, is left as it is without hashing a name.
         let (mut retry_after, mut policy, mut ratelimit) = (decisions.is_allowed(), false, false);
-        let (mut length, mut wrong_length) = (false, false);
-        for (name, value) in headers.iter() {
+        for name in headers.keys() {
             retry_after |= name == RETRY_AFTER;
             policy |= name == RATELIMIT_POLICY;
             ratelimit |= name == RATELIMIT;
-            if name == CONTENT_LENGTH {
-                length = true;
-                wrong_length |= content_length.is_some_and(|len| !is_length(value, len));
-            }
         }
         if !retry_after {
             headers.insert(
@@ -160,8 +154,8 @@ impl StackHeaders {
                 headers.insert(RATELIMIT, value);
             }
         }
-        if let Some(len) = content_length.filter(|_| !length || wrong_length) {
-            headers.insert(CONTENT_LENGTH, number(len as u64));
+        if let Some(len) = content_length {
+            set_length(headers, len, true);
         }
     }
 
@@ -338,9 +332,23 @@ const fn small_digits() -> [u8; small_digits_len()] {
     out
 }
 
-/// Whether `value` is the `Content-Length` of a body of `len` bytes.
-pub(crate) fn is_length(value: &HeaderValue, len: usize) -> bool {
-    value.as_bytes() == itoa::Buffer::new().format(len).as_bytes()
+/// Makes the `Content-Length` of `headers` that of a body of `len` bytes: replaced if it has
+/// another (one kept from a body that was replaced would break the connection), added if it
+/// has none and `needed`. Found by a pass over the names, as a rejection's few fields are read
+/// faster so than by hashing one.
+pub(crate) fn set_length(headers: &mut HeaderMap, len: usize, needed: bool) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(len).as_bytes();
+    let (mut found, mut wrong) = (false, false);
+    for (name, value) in headers.iter() {
+        if name == CONTENT_LENGTH {
+            found = true;
+            wrong |= value.as_bytes() != digits;
+        }
+    }
+    if wrong || (needed && !found) {
+        headers.insert(CONTENT_LENGTH, number(len as u64));
+    }
 }
 
 /// `n` as a header value: a slice of a static table below [`SMALL`], so that the usual
