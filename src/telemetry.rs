@@ -203,8 +203,8 @@ pub(crate) mod redis {
         }
     }
 
-    /// Records the time from its making to its drop in a histogram: a call's latency whether
-    /// it is answered, fails, times out or is dropped with the request that sent it (then the
+    /// Records the time from `since` to its drop in a histogram: a call's latency whether it
+    /// is answered, fails, times out or is dropped with the request that sent it (then the
     /// time the request waited on it, the least the call took).
     pub(crate) struct Timed<'a> {
         histogram: &'a Histogram,
@@ -212,11 +212,8 @@ pub(crate) mod redis {
     }
 
     impl<'a> Timed<'a> {
-        pub(crate) fn start(histogram: &'a Histogram) -> Self {
-            Timed {
-                histogram,
-                since: std::time::Instant::now(),
-            }
+        pub(crate) fn since(histogram: &'a Histogram, since: std::time::Instant) -> Self {
+            Timed { histogram, since }
         }
     }
 

@@ -254,11 +254,12 @@ impl Inner {
     /// With `node`, the call goes to the primary serving that slot and names its keys in its
     /// arguments.
     async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
-        let invoke = self.invoke(self.command(asks, node.is_some()), node);
+        let sent = std::time::Instant::now();
+        let invoke = self.invoke(self.command(asks, node.is_some()), node, sent);
         // Recorded when the call ends, or when its request goes away with it (a call sent
         // alone is its request's future): a slow call is recorded, however long it waits.
         #[cfg(feature = "metrics")]
-        let timed = crate::telemetry::redis::Timed::start(&self.metrics.latency);
+        let timed = crate::telemetry::redis::Timed::since(&self.metrics.latency, sent);
         let outcome = invoke.await;
         #[cfg(feature = "metrics")]
         drop(timed);
@@ -403,10 +404,14 @@ impl Inner {
     /// here, so that a store's runtime that is blocked (a test joining a thread) does not hold
     /// the check past its timeout; polled outside any runtime (a sync caller's own executor),
     /// where no timer runs, it is timed on the store's runtime too.
-    async fn invoke(&self, call: Cmd, node: Option<u16>) -> Result<Vec<u8>, RedisStoreError> {
+    async fn invoke(
+        &self,
+        call: Cmd,
+        node: Option<u16>,
+        sent: std::time::Instant,
+    ) -> Result<Vec<u8>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
-        let sent = std::time::Instant::now();
         let timed_out = |_: Elapsed| {
             self.connection.timed_out(sent);
             RedisStoreError::timeout(timeout)

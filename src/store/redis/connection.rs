@@ -284,15 +284,16 @@ impl Single {
         let sent = self.nanos(sent);
         let current = self.current();
         let dead_after = DEAD_AFTER.as_nanos() as u64;
-        let (last, silent, dead_after) = match current.answered.load(Ordering::Relaxed) {
+        // Silent since when, and for how long before it is taken for dead.
+        let (silent_since, dead_after) = match current.answered.load(Ordering::Relaxed) {
             0 => (
                 current.since,
-                true,
                 dead_after << current.unanswered_before.min(6),
             ),
-            answered => (answered, answered < sent, dead_after),
+            answered if answered >= sent => return,
+            answered => (answered, dead_after),
         };
-        if silent && now.saturating_sub(last) >= dead_after {
+        if now.saturating_sub(silent_since) >= dead_after {
             self.0.dead.store(current.generation + 1, Ordering::Relaxed);
         }
     }
