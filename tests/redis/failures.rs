@@ -547,6 +547,26 @@ async fn one_check_through(
     (store, stack)
 }
 
+/// Checks `k` on `store`, which must time out: Redis's answer does not reach it.
+async fn times_out(store: &RedisStore, stack: &RedisStack) {
+    let error = store.check(stack, b"k", 1).await.unwrap_err().to_string();
+    assert!(error.contains("did not answer"), "{error}");
+}
+
+/// Checks `k` on `store`, which must go on a connection `proxy` accepted after the first
+/// `opened`, and be Redis's answer to the key's second check (the ones that timed out never
+/// reached it).
+async fn answered_on_a_new_connection(
+    store: &RedisStore,
+    stack: &RedisStack,
+    proxy: &Proxy,
+    opened: u64,
+) {
+    let decisions = store.check(stack, b"k", 1).await.unwrap();
+    assert_eq!(remaining(&decisions), [3]);
+    assert!(proxy.connections() > opened, "a new connection");
+}
+
 /// A failover that moves the name the store connects by (a managed Redis's DNS name) to the
 /// new primary, the old one made its replica: the store's open connection now reaches a
 /// replica, which answers every write `READONLY`. The store connects again, and finds the new
@@ -593,13 +613,10 @@ async fn a_connection_that_went_silent_is_replaced_after_a_timeout() {
     let connections = proxy.connections();
 
     proxy.silence_open_connections();
-    let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
-    assert!(error.contains("did not answer"), "{error}");
+    times_out(&store, &stack).await;
 
     // The next check goes on a new connection, which Redis answers: the key's second check.
-    let decisions = store.check(&stack, b"k", 1).await.unwrap();
-    assert_eq!(remaining(&decisions), [3]);
-    assert!(proxy.connections() > connections, "a new connection");
+    answered_on_a_new_connection(&store, &stack, &proxy, connections).await;
 }
 
 /// A connection that goes silent before Redis answered a call on it (a new one, whose way to
@@ -617,17 +634,13 @@ async fn a_new_connection_that_never_answered_is_replaced_after_a_timeout() {
     // The open connection times out; the next check's new connection, past its handshake,
     // answers nothing either.
     for _ in 0..2 {
-        let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
-        assert!(error.contains("did not answer"), "{error}");
+        times_out(&store, &stack).await;
     }
     let opened = proxy.connections();
     proxy.silence_open_connections();
 
-    // The next check goes on a connection opened now, which Redis answers: the key's second
-    // check (the silenced ones never reached it).
-    let decisions = store.check(&stack, b"k", 1).await.unwrap();
-    assert_eq!(remaining(&decisions), [3]);
-    assert!(proxy.connections() > opened, "a new connection");
+    // The next check goes on a connection opened now, which Redis answers.
+    answered_on_a_new_connection(&store, &stack, &proxy, opened).await;
 }
 
 /// A Redis whose every answer comes after the store's timeout looks silent (the store never
@@ -655,8 +668,7 @@ async fn a_redis_that_answers_too_late_costs_a_few_new_connections_not_one_a_sec
     proxy.delay_answers(Duration::from_millis(150));
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(7_500) {
-        let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
-        assert!(error.contains("did not answer"), "{error}");
+        times_out(&store, &stack).await;
     }
     // Replaced after 1 s of silence, then after 1, 2 and 4 s more: about 1, 2 and 4 s in.
     // One a second would be seven.
