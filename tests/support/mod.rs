@@ -764,8 +764,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, number: u64, way: Way, state: &P
         let forward = match way {
             Way::Requests { first_only } => !first_only || reads == 1,
             Way::Answers => {
-                let delay = state.answers_delayed_ms.load(Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(delay));
+                match state.answers_delayed_ms.load(Ordering::SeqCst) {
+                    0 => {}
+                    delay => std::thread::sleep(Duration::from_millis(delay)),
+                }
                 true
             }
         };
