@@ -15,7 +15,7 @@ use crate::common::Captured;
 use crate::stored_tat;
 use crate::support::{
     cluster_command_calls, command_calls, kill_other_clients, role, set_password, strict_store,
-    unique_prefix, RedisCluster, RedisServer,
+    unique_prefix, Proxy, RedisCluster, RedisServer,
 };
 
 #[tokio::test]
@@ -1050,4 +1050,131 @@ async fn spend_by_primary(cluster: &RedisCluster, store: &RedisStore) -> Vec<Str
     let calls = cluster_command_calls(cluster, "evalsha") - before;
     assert!(calls < 2 * 300 / 4, "{calls} calls for 600 checks");
     keys
+}
+
+/// The store's connection to one primary goes silent without a word (a NAT or a load balancer
+/// in between forgot it): it stays open and nothing comes back. The checks of that primary's
+/// keys time out, and then the store connects to it again: its keys are answered by Redis.
+/// Node 0 announces a proxy's port to the cluster, so that clients reach it through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_to_a_primary_is_replaced_after_a_timeout() {
+    let cluster = RedisCluster::start();
+    let proxy = Proxy::to(&cluster.nodes[0]);
+    tokio::task::block_in_place(|| announce_through(&cluster, 0, &proxy));
+    let mut urls = cluster.urls();
+    urls[0] = proxy.url();
+    let store = strict_store("cluster-silent")
+        .cluster(urls)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1000))])
+        .unwrap();
+    let key = (0u32..)
+        .map(|i| i.to_string())
+        .find(|key| cluster.holder_of(&store.redis_key(key)) == 0)
+        .unwrap();
+    store.check(&stack, key.as_bytes(), 1).await.unwrap();
+    let opened = proxy.connections();
+
+    proxy.silence_open_connections();
+    let error = store.check(&stack, key.as_bytes(), 1).await.unwrap_err();
+    assert!(error.to_string().contains("did not answer"), "{error}");
+    // Checks of the key go on, as requests would, until one is answered by Redis.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut failed = 1;
+    while store.check(&stack, key.as_bytes(), 1).await.is_err() {
+        failed += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no check of a key on the silent primary was answered by Redis in 15 s \
+             ({failed} failed; the proxy accepted {} connections, {opened} before)",
+            proxy.connections()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(proxy.connections() > opened, "a new connection");
+}
+
+/// A primary whose every answer comes after the store's timeout, and after the cluster
+/// client's (a second): the store never sees it answer, and takes its connection for dead
+/// after a second, then waits twice as long for each new connection that it never answered
+/// either. In 7.5 s that is two or three new connections (each opens one to every primary),
+/// not one a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_answers_too_late_costs_a_few_new_connections_not_one_a_second() {
+    let cluster = RedisCluster::start();
+    let proxy = Proxy::to(&cluster.nodes[0]);
+    tokio::task::block_in_place(|| announce_through(&cluster, 0, &proxy));
+    let mut urls = cluster.urls();
+    urls[0] = proxy.url();
+    let store = strict_store("cluster-late")
+        .cluster(urls)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1000))])
+        .unwrap();
+    let holder = |key: &String| cluster.holder_of(&store.redis_key(key));
+    let key = (0u32..).map(|i| i.to_string()).find(|k| holder(k) == 0);
+    let other = (0u32..).map(|i| i.to_string()).find(|k| holder(k) == 1);
+    let (key, other) = (key.unwrap(), other.unwrap());
+    store.check(&stack, key.as_bytes(), 1).await.unwrap();
+    let connections = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut cluster.nodes[1].connection())
+            .unwrap();
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"));
+        line.unwrap().trim().parse().unwrap()
+    };
+    let before = connections();
+
+    proxy.delay_answers(Duration::from_millis(1500));
+    let until = Instant::now() + Duration::from_millis(7500);
+    while Instant::now() < until {
+        // Timed out, or answered by the failure policy while the store backs off.
+        assert!(store.check(&stack, key.as_bytes(), 1).await.is_err());
+        // Another primary, which answers on every new connection.
+        let _ = store.check(&stack, other.as_bytes(), 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Less the connection that asked for `before`.
+    let new = connections() - before - 1;
+    assert!((1..=3).contains(&new), "{new} new connections in 7.5 s");
+}
+
+/// Makes node `node` announce `proxy`'s port to the cluster, and waits until every node names
+/// that port for its slots.
+fn announce_through(cluster: &RedisCluster, node: usize, proxy: &Proxy) {
+    let port = proxy.port().to_string();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("cluster-announce-port")
+        .arg(&port)
+        .query(&mut cluster.nodes[node].connection())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for other in &cluster.nodes {
+        loop {
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut other.connection())
+                .unwrap();
+            if nodes.contains(&format!(":{port}@")) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the port was not announced: {nodes}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

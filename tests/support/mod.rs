@@ -720,6 +720,10 @@ impl Proxy {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Sends the connections opened from now on to `server`.
     pub fn point_at(&self, server: &RedisServer) {
         self.state.upstream.store(server.port(), Ordering::SeqCst);

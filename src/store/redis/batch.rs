@@ -57,7 +57,7 @@ enum LaneSet {
 /// The lanes of a Redis Cluster store: one per primary up to Redis's advised largest cluster
 /// (1 000 nodes), each made when first used. Primaries that share a lane past that send calls
 /// that a primary refuses, and go again by slot.
-const NODE_LANES: usize = 1024;
+pub(super) const NODE_LANES: usize = 1024;
 
 /// Which primary serves each hash slot, by a number of the store's own for each primary: what
 /// the cluster answered to `CLUSTER SLOTS`, until it is asked again.
@@ -99,7 +99,7 @@ impl SlotMap {
                 .is_ok()
     }
 
-    fn node(&self, slot: usize) -> usize {
+    pub(super) fn node(&self, slot: usize) -> usize {
         usize::from(self.nodes[slot % SLOTS].load(Ordering::Relaxed))
     }
 

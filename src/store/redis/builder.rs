@@ -10,7 +10,7 @@ use redis::sentinel::SentinelClient;
 use redis::Script;
 
 use super::batch::Lanes;
-use super::connection::{connect, Connection, Target, CONNECT_TIMEOUT};
+use super::connection::{connect, Connection, Dest, Target, CONNECT_TIMEOUT};
 use super::deny_cache::DenyCache;
 use super::health::Health;
 use super::script::GCRA_LUA;
@@ -111,7 +111,11 @@ impl RedisStoreBuilder {
     /// (`{<prefix>:<key bytes>}`), holding every policy's state, so that a stack is one script
     /// call. The cluster client waits for a node's answer as long as the checks'
     /// [`timeout`](Self::timeout), a second at least: a node that takes connections but
-    /// answers nothing (a stalled replica) does not hold up the build.
+    /// answers nothing (a stalled replica) does not hold up the build. The client calls a
+    /// node again on the connection that timed out; the store opens a new client when a
+    /// primary has answered nothing on it for a second while calls to it timed out (its
+    /// connection dropped without a word by a load balancer or NAT between), and keeps using
+    /// the one in use until the new one is connected.
     ///
     /// ```
     /// let builder = tower_ratelimit::RedisStore::builder()
@@ -234,7 +238,10 @@ impl RedisStoreBuilder {
     /// for). A connection whose waits are longer than the store's timeout (the cluster client's
     /// default is over a second) fails the checks of a slot's keys while the slot moves to
     /// another primary: Redis refuses a call of several of its keys with `TRYAGAIN`, and the
-    /// store sends them again one key per call only once the client gives up on it.
+    /// store sends them again one key per call only once the client gives up on it. A
+    /// connection passed in is kept: one to a primary that goes silent without a word stays
+    /// in use until the kernel gives up on it, where the store's own is replaced (see
+    /// [`cluster`](Self::cluster)).
     ///
     /// A connection set up as the store sets up its own (with the default timeout of 50 ms,
     /// whose node answers it waits for a second at most):
@@ -594,9 +601,14 @@ impl RedisStoreBuilder {
         key_head.push(b':');
         let probe = build_check(&script, &key_head, clock_time);
         let sent = std::time::Instant::now();
-        match tokio::time::timeout(answer_within, connection.invoke(&probe, &script, None)).await {
+        match tokio::time::timeout(
+            answer_within,
+            connection.invoke(&probe, &script, Dest::default()),
+        )
+        .await
+        {
             Ok(Ok(_)) => {}
-            Err(_) => connection.timed_out(sent),
+            Err(_) => connection.timed_out(Dest::default(), sent),
             Ok(Err(e)) if e.is_timeout() => {}
             Ok(Err(e)) if e.code() == Some("OOM") => tracing::warn!(
                 redis = %name,

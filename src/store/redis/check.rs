@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 use tokio::time::error::Elapsed;
 
 use super::batch::{self, Submitted};
+use super::connection::Dest;
 use super::health::Route;
 use super::script::{self, Reply, MAX_CLOCK_MICROS};
 use super::store::{Inner, RedisStack, StackParts};
@@ -255,7 +256,13 @@ impl Inner {
     /// arguments.
     async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
         let sent = std::time::Instant::now();
-        let invoke = self.invoke(self.command(asks, node.is_some()), node, sent);
+        let slot = node.map(usize::from).or_else(|| asks.first()?.slot());
+        let map = self.lanes.as_ref().and_then(batch::Lanes::slot_map);
+        let dest = Dest {
+            slot: node,
+            server: map.zip(slot).map_or(0, |(map, slot)| map.node(slot)),
+        };
+        let invoke = self.invoke(self.command(asks, node.is_some()), dest, sent);
         // Recorded when the call ends, or when its request goes away with it (a call sent
         // alone is its request's future): a slow call is recorded, however long it waits.
         #[cfg(feature = "metrics")]
@@ -407,24 +414,24 @@ impl Inner {
     async fn invoke(
         &self,
         call: Cmd,
-        node: Option<u16>,
+        dest: Dest,
         sent: std::time::Instant,
     ) -> Result<Vec<u8>, RedisStoreError> {
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
         let timed_out = |_: Elapsed| {
-            self.connection.timed_out(sent);
+            self.connection.timed_out(dest, sent);
             RedisStoreError::timeout(timeout)
         };
         let store = &self.runtime;
         let here = tokio::runtime::Handle::try_current();
         if here.as_ref().is_ok_and(|here| here.id() == store.id()) {
-            let invoke = connection.invoke(&call, &self.script, node);
+            let invoke = connection.invoke(&call, &self.script, dest);
             let outcome = within_timeout(timeout, invoke).await;
             return outcome.map_err(timed_out)?.map_err(RedisStoreError::redis);
         }
         let script = self.script.clone();
-        let call = async move { connection.invoke(&call, &script, node).await };
+        let call = async move { connection.invoke(&call, &script, dest).await };
         // A task the store's runtime does not run: that runtime is shutting down or gone.
         let gone = |_: tokio::task::JoinError| RedisStoreError::runtime_gone();
         let outcome = if here.is_ok() {

@@ -1,12 +1,14 @@
 //! The connection to Redis: one server through a multiplexed, reconnecting connection, the
 //! primary that Redis Sentinel names, or a Redis Cluster.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelServerType};
@@ -26,7 +28,16 @@ const RETRY_WAIT_MS: u64 = 8;
 pub(super) enum Connection {
     Single(Single),
     Sentinel(SentinelConnection),
-    Cluster(ClusterConnection),
+    Cluster(Kept<ClusterConnection>),
+}
+
+/// Where a call goes: on a Redis Cluster, to the primary serving `slot` if set (a call that
+/// names its keys in its arguments), else to its keys' primary; `server` is that primary's
+/// number in the store's slot map (zero for one server), by which its answers are followed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Dest {
+    pub(super) slot: Option<u16>,
+    pub(super) server: usize,
 }
 
 impl Connection {
@@ -39,22 +50,21 @@ impl Connection {
     /// before the connection broke, its checks count twice, which can only deny, never admit,
     /// more.
     ///
-    /// On a Redis Cluster, `node` sends the call to the primary serving that slot instead of the
-    /// slot of the call's keys (a call that names its keys in its arguments).
+    /// On a Redis Cluster, the call goes where `dest` says.
     pub(super) async fn invoke(
         &mut self,
         call: &Cmd,
         script: &Script,
-        node: Option<u16>,
+        dest: Dest,
     ) -> RedisResult<Vec<u8>> {
-        let outcome = match self.query(call, node).await {
-            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call, node).await,
+        let outcome = match self.query(call, dest).await {
+            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => self.query(call, dest).await,
             outcome => outcome,
         };
         match outcome {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 self.load(script).await?;
-                self.query(call, node).await
+                self.query(call, dest).await
             }
             outcome => outcome,
         }
@@ -66,6 +76,7 @@ impl Connection {
         let Connection::Cluster(c) = self else {
             return Ok(Vec::new());
         };
+        let mut c = c.link();
         let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
         let ranges = c.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), any);
         let ranges = ranges.await?.extract_error()?;
@@ -85,28 +96,36 @@ impl Connection {
         Ok(ranges.iter().filter_map(range).collect())
     }
 
-    /// A call sent at `sent` got no answer within the store's timeout: the connection may be
-    /// dead without a word (a peer or a middlebox that dropped it silently), and behind
-    /// Sentinel the primary may have moved.
-    pub(super) fn timed_out(&self, sent: Instant) {
+    /// A call to `dest` sent at `sent` got no answer within the store's timeout: the
+    /// connection may be dead without a word (a peer or a middlebox that dropped it silently),
+    /// and behind Sentinel the primary may have moved.
+    pub(super) fn timed_out(&self, dest: Dest, sent: Instant) {
         match self {
-            Connection::Single(c) => c.timed_out(sent),
+            Connection::Single(c) => c.timed_out(0, sent),
             Connection::Sentinel(c) => c.timed_out(sent),
-            Connection::Cluster(_) => {}
+            Connection::Cluster(c) => c.timed_out(dest.server, sent),
         }
     }
 
-    async fn query(&mut self, call: &Cmd, node: Option<u16>) -> RedisResult<Vec<u8>> {
-        match (self, node) {
-            (Connection::Single(c), _) => c.query(call).await,
-            (Connection::Sentinel(c), _) => c.query(call).await,
-            (Connection::Cluster(c), None) => call.query_async(c).await,
-            (Connection::Cluster(c), Some(slot)) => {
-                let primary = Route::new(slot, SlotAddr::Master);
-                let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary));
-                // An error reply comes back as a value.
-                let answer = c.route_command(call.clone(), to).await?.extract_error()?;
-                Ok(FromRedisValue::from_redis_value(answer)?)
+    async fn query(&mut self, call: &Cmd, dest: Dest) -> RedisResult<Vec<u8>> {
+        match self {
+            Connection::Single(c) => c.query(call).await,
+            Connection::Sentinel(c) => c.query(call).await,
+            Connection::Cluster(c) => {
+                let run = |mut link: ClusterConnection| async move {
+                    let Some(slot) = dest.slot else {
+                        return call.query_async(&mut link).await;
+                    };
+                    let primary = Route::new(slot, SlotAddr::Master);
+                    let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(primary));
+                    // An error reply comes back as a value.
+                    let answer = link
+                        .route_command(call.clone(), to)
+                        .await?
+                        .extract_error()?;
+                    Ok(FromRedisValue::from_redis_value(answer)?)
+                };
+                c.run(dest.server, run).await
             }
         }
     }
@@ -115,7 +134,7 @@ impl Connection {
         match self {
             Connection::Single(c) => script.load_async(&mut c.manager()).await,
             Connection::Sentinel(c) => c.load(script).await,
-            Connection::Cluster(c) => script.load_async(c).await,
+            Connection::Cluster(c) => script.load_async(&mut c.link()).await,
         }
     }
 }
@@ -129,79 +148,175 @@ pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
     )
 }
 
-/// One server's connection manager (a single server's, or the primary's behind Sentinel),
-/// shared by every clone of the store.
+/// A connection kept for every clone of the store, and replaced by a new one when it stays
+/// open and useless: one server's connection manager (a single server's, or the primary's
+/// behind Sentinel), or a Redis Cluster client.
 ///
-/// A manager opens a new connection by itself after an I/O error, but not when its connection
-/// stays open and useless, which it would for as long as the process runs:
+/// Either opens new connections by itself after an I/O error, but not when a connection stays
+/// open and useless, which it would for as long as the process runs:
 ///
-/// - after a connection attempt that Redis refused (authentication failed, as after a
-///   restart with another password), every later call gets that attempt's error again;
-/// - a server that became a replica (a failover that moved a DNS name to the new primary, or
-///   `REPLICAOF` on the old one) answers every write `READONLY`;
 /// - a connection dropped without a word (by a load balancer or NAT that forgot it, or a host
 ///   that vanished) takes calls and answers none until the kernel gives up on it, many
-///   minutes on.
+///   minutes on (a Redis Cluster client's call to that node times out, and goes again on the
+///   same connection);
+/// - one server's manager, after a connection attempt that Redis refused (authentication
+///   failed, as after a restart with another password), gets that attempt's error again on
+///   every later call;
+/// - one server that became a replica (a failover that moved a DNS name to the new primary, or
+///   `REPLICAOF` on the old one) answers every write `READONLY`.
 ///
-/// A call failing so replaces the manager with a new one, which connects (looking the host's
-/// name up again) on its first call; so does the call after one that timed out on a manager
-/// that has answered nothing since the call was sent, nor for [`DEAD_AFTER`] (a Redis that is
-/// slow but answers, or stalls for less, keeps its connection). A manager never answered counts
-/// from when it came into use (a connection can go silent before its first answer too), and
-/// waits twice as long as the one it replaced if that one was never answered either (up to
-/// [`DEAD_AFTER`] × 64): a Redis whose every answer comes after the timeout, which the store
-/// never sees, costs a handful of new connections, not one a second. The last manager that
-/// Redis answered stays open until a manager after it is answered: a Redis
-/// that was only stalled (paused for a failover, busy with a slow command) still runs the calls
-/// sent on it before the stall, as it would had the connection been kept. A manager the caller
-/// passed in ([`Target::Manager`]) is kept as it is.
-#[derive(Clone)]
-pub(super) struct Single(Arc<SingleParts>);
+/// A call failing so replaces the link with a new one, which connects (looking the hosts'
+/// names up again) on its first call, or, a cluster client, before it takes the place of the
+/// one in use, which takes the calls meanwhile ([`Opening`]); so does the call after one
+/// that timed out on a server (on a cluster, the primary it was sent to) that has answered
+/// nothing on the link since the call was sent, nor for [`DEAD_AFTER`] (a Redis that is slow
+/// but answers, or stalls for less, keeps its connection). A server never answered counts from
+/// when the link came into use (a connection can go silent before its first answer too), and
+/// waits twice as long for each link in a row before it that was replaced for a server never
+/// answered on it (up to [`DEAD_AFTER`] × 64): a Redis whose every answer comes after the
+/// timeout, which the store never sees, or a cluster node stalled for minutes, costs a handful
+/// of new connections, not one a second. The last link that Redis
+/// answered stays open until a link after it is answered: a Redis that was only stalled
+/// (paused for a failover, busy with a slow command) still runs the calls sent on it before the
+/// stall, as it would had the connection been kept. A link the caller passed in
+/// ([`Target::Manager`], [`Target::ClusterConnection`]) is kept as it is.
+pub(super) struct Kept<L: Link>(Arc<KeptParts<L>>);
 
-struct SingleParts {
-    current: RwLock<Current>,
-    /// Where a new manager connects; `None` for a manager passed in.
-    client: Option<redis::Client>,
-    /// The generation of a manager that a timed-out call took for dead, plus one (zero for
-    /// none): the next call replaces it. Not the call that timed out, which may have been
-    /// polled where no runtime runs to take the new manager's task.
+impl<L: Link> Clone for Kept<L> {
+    fn clone(&self) -> Self {
+        Kept(Arc::clone(&self.0))
+    }
+}
+
+/// One server's connection manager, kept.
+pub(super) type Single = Kept<ConnectionManager>;
+
+/// A connection that [`Kept`] replaces when it stays open and useless.
+pub(super) trait Link: Clone + Send + Sync + 'static {
+    /// What opens a new one.
+    type Opener: Send + Sync + 'static;
+    /// How many servers' answers the link's liveness is kept for: a call names its server by
+    /// a number, taken modulo this.
+    const SERVERS: usize;
+    /// A new link. Must run inside a Tokio runtime, where the new link's task goes.
+    fn open(opener: &Self::Opener) -> Option<Opening<Self>>;
+    /// Whether Redis answering a call with `error` leaves the link useless.
+    fn useless_after(error: &redis::RedisError) -> bool;
+}
+
+impl Link for ConnectionManager {
+    type Opener = redis::Client;
+    const SERVERS: usize = 1;
+
+    /// Connects at its first call: calls wait for one server only.
+    fn open(client: &redis::Client) -> Option<Opening<Self>> {
+        // Refuses only settings the first manager was built with.
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config());
+        manager.ok().map(Opening::Ready)
+    }
+
+    fn useless_after(error: &redis::RedisError) -> bool {
+        from_a_replica(error) || error.is_unrecoverable_error()
+    }
+}
+
+/// A Redis Cluster client's settings, to open a new client as the first.
+pub(super) struct ClusterOpener {
+    client: ClusterClient,
+    config: ClusterConfig,
+}
+
+impl Link for ClusterConnection {
+    type Opener = ClusterOpener;
+    /// A primary's number is the store's (its [slot map](super::batch::SlotMap)'s).
+    const SERVERS: usize = super::batch::NODE_LANES;
+
+    /// Connected before it takes calls: a new client connects to every node it was given
+    /// before it sends a call to any, so that a call to a primary that answers would wait on
+    /// one that is slow to connect.
+    fn open(opener: &ClusterOpener) -> Option<Opening<Self>> {
+        let (client, config) = (opener.client.clone(), opener.config.clone());
+        let connect = async move { client.get_async_connection_with_config(config).await };
+        Some(Opening::Connecting(Box::pin(connect)))
+    }
+
+    /// The cluster client follows moved slots and promoted replicas, and opens again a
+    /// connection to a node that refused it, by itself.
+    fn useless_after(_: &redis::RedisError) -> bool {
+        false
+    }
+}
+
+/// A new link: ready to take calls, or to be used once connected (the link in use takes them
+/// meanwhile).
+pub(super) enum Opening<L> {
+    Ready(L),
+    Connecting(Pin<Box<dyn Future<Output = RedisResult<L>> + Send>>),
+}
+
+struct KeptParts<L: Link> {
+    current: RwLock<Current<L>>,
+    /// What opens a new link; `None` for a link passed in.
+    opener: Option<L::Opener>,
+    /// The generation of a link that a timed-out call took for dead, plus one (zero for none),
+    /// shifted left by [`SERVER_BITS`], and the number of the server it timed out on: the next
+    /// call replaces the link. Not the call that timed out, which may have been polled where no
+    /// runtime runs to take the new link's task.
     dead: AtomicU64,
-    /// The last manager that Redis answered, if it was replaced, with the generation that
-    /// replaced it, until a manager of that generation or a later one is answered.
-    retired: Mutex<Option<(u64, ConnectionManager)>>,
+    /// The last link that Redis answered, if it was replaced, with the generation that
+    /// replaced it, until a link of that generation or a later one is answered.
+    retired: Mutex<Option<(u64, L)>>,
+    /// Whether a new link is connecting.
+    connecting: AtomicBool,
     epoch: Instant,
 }
 
-/// How long a connection must have answered nothing, a call timing out on it meanwhile, to be
+/// The bits of [`KeptParts::dead`] that name a server.
+const SERVER_BITS: u32 = 16;
+const _: () = assert!(super::batch::NODE_LANES <= 1 << SERVER_BITS);
+
+/// How long a server must have answered nothing, a call timing out on it meanwhile, to be
 /// taken for dead.
 const DEAD_AFTER: Duration = Duration::from_secs(1);
 
-/// The manager in use, how many were replaced before it, how many of those in a row, just
-/// before it, were never answered, when it came into use and when Redis last answered a call on
-/// it (a value or an error), in nanoseconds since the parts' `epoch` (`answered` zero if never).
-#[derive(Clone)]
-struct Current {
-    manager: ConnectionManager,
+/// The link in use, how many were replaced before it, how many of those in a row, just before
+/// it, were replaced for a server never answered on them, when it came into use and when each server last answered a call on
+/// it (a value or an error), in nanoseconds since the parts' `epoch` (zero if never).
+struct Current<L> {
+    link: L,
     generation: u64,
     unanswered_before: u32,
     since: u64,
-    answered: Arc<AtomicU64>,
+    answered: Arc<[AtomicU64]>,
 }
 
-impl Single {
-    /// `manager`, replaced when needed by a new one connecting with `client`.
-    pub(super) fn new(manager: ConnectionManager, client: Option<redis::Client>) -> Self {
-        Single(Arc::new(SingleParts {
+impl<L: Clone> Clone for Current<L> {
+    fn clone(&self) -> Self {
+        Current {
+            link: self.link.clone(),
+            generation: self.generation,
+            unanswered_before: self.unanswered_before,
+            since: self.since,
+            answered: Arc::clone(&self.answered),
+        }
+    }
+}
+
+impl<L: Link> Kept<L> {
+    /// `link`, replaced when needed by a new one that `opener` opens.
+    pub(super) fn new(link: L, opener: Option<L::Opener>) -> Self {
+        Kept(Arc::new(KeptParts {
             current: RwLock::new(Current {
-                manager,
+                link,
                 generation: 0,
                 unanswered_before: 0,
                 since: 1,
-                answered: Arc::default(),
+                answered: unanswered::<L>(),
             }),
-            client,
+            opener,
             dead: AtomicU64::new(0),
             retired: Mutex::new(None),
+            connecting: AtomicBool::new(false),
             epoch: Instant::now(),
         }))
     }
@@ -212,13 +327,13 @@ impl Single {
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX).max(1)
     }
 
-    /// The manager in use.
-    pub(super) fn manager(&self) -> ConnectionManager {
-        self.current().manager
+    /// The link in use.
+    pub(super) fn link(&self) -> L {
+        self.current().link
     }
 
-    fn current(&self) -> Current {
-        // Nothing panics while holding the lock: a poisoned one still holds a manager.
+    fn current(&self) -> Current<L> {
+        // Nothing panics while holding the lock: a poisoned one still holds a link.
         self.0
             .current
             .read()
@@ -226,39 +341,38 @@ impl Single {
             .clone()
     }
 
-    /// Runs `call`; replaces the manager if the way it failed leaves the manager failed. Runs
-    /// on the store's runtime, where a new manager's task goes.
-    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<u8>> {
+    /// Runs `call` on the link in use, a call to server `server`; replaces the link if the way
+    /// the call failed leaves it failed. Runs on the store's runtime, where a new link's task
+    /// goes.
+    async fn run<T, F>(&self, server: usize, call: impl FnOnce(L) -> F) -> RedisResult<T>
+    where
+        F: std::future::Future<Output = RedisResult<T>>,
+    {
         let dead = self.0.dead.swap(0, Ordering::Relaxed);
-        if let Some(generation) = dead.checked_sub(1) {
-            self.replace(generation);
+        if let Some(generation) = (dead >> SERVER_BITS).checked_sub(1) {
+            let server = (dead & ((1 << SERVER_BITS) - 1)) as usize;
+            self.replace(generation, Some(server));
         }
-        let Current {
-            mut manager,
-            generation,
-            answered,
-            ..
-        } = self.current();
-        let outcome = call.query_async(&mut manager).await;
+        let current = self.current();
+        let answered = &current.answered[server % L::SERVERS];
+        let outcome = call(current.link).await;
         let Err(e) = &outcome else {
-            self.answered(generation, &answered);
+            self.answered(current.generation, answered);
             return outcome;
         };
         if e.is_io_error() || e.is_connection_dropped() {
-            // The manager reconnects by itself.
+            // The link connects again by itself.
             return outcome;
         }
-        self.answered(generation, &answered);
-        // An answer after which a connection must be opened again: a refused connection
-        // attempt, or a server that is a replica now.
-        if from_a_replica(e) || e.is_unrecoverable_error() {
-            self.replace(generation);
+        self.answered(current.generation, answered);
+        if L::useless_after(e) {
+            self.replace(current.generation, None);
         }
         outcome
     }
 
-    /// Redis answered a call on the manager of `generation`: at its first answer, the manager
-    /// it replaced, if still open, is closed.
+    /// Redis answered a call on the link of `generation`: at its first answer, the link it
+    /// replaced, if still open, is closed.
     fn answered(&self, generation: u64, answered: &AtomicU64) {
         if answered.fetch_max(self.nanos(Instant::now()), Ordering::Relaxed) != 0 {
             return;
@@ -273,19 +387,21 @@ impl Single {
         }
     }
 
-    /// A call sent at `sent` timed out: if the manager in use was answered before the call was
-    /// sent but neither since nor for [`DEAD_AFTER`], or was never answered since it came into
-    /// use, [`DEAD_AFTER`] ago or longer (doubled for each manager never answered in a row
-    /// before it), its connection is taken for dead, and the next call replaces it. (A manager
-    /// never answered may not have carried the call, made before it came into use: then it had
-    /// no call to answer, and connects again lazily, at no cost.)
-    pub(super) fn timed_out(&self, sent: Instant) {
+    /// A call to server `server` sent at `sent` timed out: if the server was answered on the
+    /// link in use before the call was sent but neither since nor for [`DEAD_AFTER`], or was
+    /// never answered on it since it came into use, [`DEAD_AFTER`] ago or longer (doubled for
+    /// each link in a row before it replaced for a server never answered), the link is taken
+    /// for dead, and the next call replaces it. (A link never answered may not have carried the call, made before it
+    /// came into use: then it had no call to answer, and a new one costs a connection.)
+    pub(super) fn timed_out(&self, server: usize, sent: Instant) {
         let now = self.nanos(Instant::now());
         let sent = self.nanos(sent);
         let current = self.current();
         let dead_after = DEAD_AFTER.as_nanos() as u64;
         // Silent since when, and for how long before it is taken for dead.
-        let (silent_since, dead_after) = match current.answered.load(Ordering::Relaxed) {
+        let server = server % L::SERVERS;
+        let answered = current.answered[server].load(Ordering::Relaxed);
+        let (silent_since, dead_after) = match answered {
             0 => (
                 current.since,
                 dead_after << current.unanswered_before.min(6),
@@ -294,16 +410,42 @@ impl Single {
             answered => (answered, dead_after),
         };
         if now.saturating_sub(silent_since) >= dead_after {
-            self.0.dead.store(current.generation + 1, Ordering::Relaxed);
+            let dead = (current.generation + 1) << SERVER_BITS | server as u64;
+            self.0.dead.store(dead, Ordering::Relaxed);
         }
     }
 
-    /// Replaces the manager of `generation` by a new one, unless another call did already.
-    /// Must run inside a Tokio runtime: the new manager spawns its task at once.
-    fn replace(&self, generation: u64) {
-        let Some(client) = &self.0.client else {
+    /// Replaces the link of `generation` by a new one, unless another call did already; `silent`
+    /// is the server that a call timed out on, if that is why. Must run inside a Tokio runtime:
+    /// the new link spawns its task at once. A link that connects before it takes calls does
+    /// so in a task of its own, one at a time, and replaces the link once connected.
+    fn replace(&self, generation: u64, silent: Option<usize>) {
+        let Some(opener) = &self.0.opener else {
             return;
         };
+        if self.current().generation != generation {
+            return;
+        }
+        let connecting = match L::open(opener) {
+            None => return,
+            Some(Opening::Ready(link)) => return self.install(generation, silent, link),
+            Some(Opening::Connecting(connecting)) => connecting,
+        };
+        if self.0.connecting.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let kept = self.clone();
+        tokio::spawn(async move {
+            if let Ok(link) = connecting.await {
+                kept.install(generation, silent, link);
+            }
+            kept.0.connecting.store(false, Ordering::Release);
+        });
+    }
+
+    /// Puts `link` in use in place of the link of `generation`, unless another call replaced
+    /// that one already.
+    fn install(&self, generation: u64, silent: Option<usize>, link: L) {
         let mut current = self
             .0
             .current
@@ -312,35 +454,52 @@ impl Single {
         if current.generation != generation {
             return;
         }
-        // Refuses only settings the first manager was built with.
-        let Ok(manager) = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
-        else {
-            return;
-        };
-        let never_answered = current.answered.load(Ordering::Relaxed) == 0;
+        let never = |server: &AtomicU64| server.load(Ordering::Relaxed) == 0;
+        let never_answered = current.answered.iter().all(never);
+        let silent_never_answered = silent.is_some_and(|s| never(&current.answered[s]));
         let next = Current {
-            manager,
+            link,
             generation: generation + 1,
-            unanswered_before: match never_answered {
+            unanswered_before: match silent_never_answered {
                 true => current.unanswered_before.saturating_add(1),
                 false => 0,
             },
             since: self.nanos(Instant::now()),
-            answered: Arc::default(),
+            answered: unanswered::<L>(),
         };
         let old = std::mem::replace(&mut *current, next);
-        // A manager never answered has no calls that a stalled Redis would still run: the
-        // last one answered, if still open, stays instead.
+        // A link never answered has no calls that a stalled Redis would still run: the last
+        // one answered, if still open, stays instead.
         if never_answered {
             return;
         }
-        // Under the write lock, so that no answer of the new manager comes before it.
+        // Under the write lock, so that no answer of the new link comes before it.
         let mut retired = self
             .0
             .retired
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *retired = Some((generation + 1, old.manager));
+        *retired = Some((generation + 1, old.link));
+    }
+}
+
+/// No server of a new link answered yet.
+fn unanswered<L: Link>() -> Arc<[AtomicU64]> {
+    (0..L::SERVERS).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Single {
+    /// The manager in use.
+    pub(super) fn manager(&self) -> ConnectionManager {
+        self.link()
+    }
+
+    /// Runs `call`; replaces the manager if the way it failed leaves the manager failed.
+    pub(super) async fn query(&self, call: &Cmd) -> RedisResult<Vec<u8>> {
+        self.run(0, |mut manager| async move {
+            call.query_async(&mut manager).await
+        })
+        .await
     }
 }
 
@@ -480,20 +639,28 @@ pub(super) async fn connect(
             // `CLUSTERDOWN`) goes again after a few milliseconds, not the client's default of
             // over a second: a call past the store's timeout is failed whatever comes after,
             // and the store splits a call of a moving slot into calls that Redis serves.
-            let mut client = ClusterClient::builder(urls)
+            let client = ClusterClient::builder(urls)
                 .retries(3)
                 .min_retry_wait(1)
                 .max_retry_wait(RETRY_WAIT_MS)
                 .retry_wait_formula(1, 2)
-                .connection_timeout(CONNECT_TIMEOUT);
+                .build()
+                .map_err(|e| {
+                    ConfigError::with_source(format!("invalid Redis Cluster node list {name}"), e)
+                })?;
+            let mut config = ClusterConfig::new().set_connection_timeout(CONNECT_TIMEOUT);
             if let Some(within) = node_answer_within {
-                client = client.response_timeout(within);
+                config = config.set_response_timeout(within);
             }
-            let client = client.build().map_err(|e| {
-                ConfigError::with_source(format!("invalid Redis Cluster node list {name}"), e)
-            })?;
-            match client.get_async_connection().await {
-                Ok(connection) => Ok((Connection::Cluster(connection), name)),
+            match client
+                .get_async_connection_with_config(config.clone())
+                .await
+            {
+                Ok(connection) => {
+                    let opener = ClusterOpener { client, config };
+                    let kept = Kept::new(connection, Some(opener));
+                    Ok((Connection::Cluster(kept), name))
+                }
                 Err(e) => Err(unreachable(&name, e)),
             }
         }
@@ -530,7 +697,8 @@ pub(super) async fn connect(
             "connection manager".into(),
         )),
         Target::ClusterConnection(connection) => {
-            Ok((Connection::Cluster(connection), "cluster connection".into()))
+            let kept = Kept::new(connection, None);
+            Ok((Connection::Cluster(kept), "cluster connection".into()))
         }
     }
 }
@@ -598,6 +766,53 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link to two servers that connects at once; its opener counts the links it opened.
+    #[derive(Clone)]
+    struct TwoServers;
+
+    impl Link for TwoServers {
+        type Opener = AtomicU64;
+        const SERVERS: usize = 2;
+
+        fn open(opened: &AtomicU64) -> Option<Opening<Self>> {
+            opened.fetch_add(1, Ordering::Relaxed);
+            Some(Opening::Ready(TwoServers))
+        }
+
+        fn useless_after(_: &redis::RedisError) -> bool {
+            false
+        }
+    }
+
+    /// A call to `server` that the server answers.
+    async fn answered(kept: &Kept<TwoServers>, server: usize) {
+        let call = |_| async { RedisResult::Ok(()) };
+        kept.run(server, call).await.unwrap();
+    }
+
+    fn opened(kept: &Kept<TwoServers>) -> u64 {
+        kept.0.opener.as_ref().unwrap().load(Ordering::Relaxed)
+    }
+
+    /// Server 0 stops answering while server 1 answers on every link: the first link is
+    /// replaced a second after server 0's last answer, the second a second after it came into
+    /// use, and the third waits two, as server 0 never answered on the second either.
+    #[tokio::test]
+    async fn a_link_replaced_for_a_server_never_answered_on_it_waits_longer_whoever_else_answered()
+    {
+        let kept = Kept::new(TwoServers, Some(AtomicU64::new(0)));
+        answered(&kept, 0).await;
+        answered(&kept, 1).await;
+        let second = Duration::from_millis(1100);
+        for (wait, links) in [(second, 1), (second, 2), (second, 2), (second, 3)] {
+            tokio::time::sleep(wait).await;
+            kept.timed_out(0, Instant::now());
+            // The next call replaces a link taken for dead.
+            answered(&kept, 1).await;
+            assert_eq!(opened(&kept), links);
+        }
+    }
 
     #[test]
     fn a_tls_url_without_the_tls_feature_says_to_enable_it() {

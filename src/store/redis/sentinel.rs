@@ -117,7 +117,7 @@ impl SentinelConnection {
     /// gone, or the connection to it dead without a word (see [`Single`]). A call dropped for
     /// another reason (its request cancelled) tells nothing of the primary.
     pub(super) fn timed_out(&self, sent: Instant) {
-        self.shared.current().connection.timed_out(sent);
+        self.shared.current().connection.timed_out(0, sent);
         self.shared.suspect();
     }
 
