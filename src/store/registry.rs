@@ -36,16 +36,22 @@ impl Registry {
         for policy in policies {
             policy.validate()?;
         }
-        // The same name with another quota is the conflict below, as across stacks.
-        let same = |a: &Policy, b: &Policy| a.name() == b.name() && a.quota() == b.quota();
         for (i, policy) in policies.iter().enumerate() {
-            if let Some(first) = policies[..i].iter().position(|p| same(p, policy)) {
-                return Err(ConfigError::new(format!(
-                    "policy {:?} is named twice in one stack (at {first} and {i}): a stack \
-                     counts each policy once; give the second a name of its own",
-                    policy.name(),
-                )));
-            }
+            let named = policies[..i].iter().position(|p| p.name() == policy.name());
+            let Some(first) = named else { continue };
+            let quota = policies[first].quota();
+            let why = match quota == policy.quota() {
+                true => "a stack counts each policy once".to_owned(),
+                false => format!(
+                    "with quota {quota}, then {}: a name is one budget, of one quota",
+                    policy.quota()
+                ),
+            };
+            return Err(ConfigError::new(format!(
+                "policy {:?} is named twice in one stack (at {first} and {i}), {why}; give the \
+                 second a name of its own",
+                policy.name(),
+            )));
         }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let before = known.len();
@@ -135,15 +141,19 @@ mod tests {
         let err = registry.register(&[a.clone(), b, a]).unwrap_err();
         assert!(err.to_string().contains("\"a\" is named twice"), "{err}");
         assert!(err.to_string().contains("at 0 and 2"), "{err}");
-        // One name with two quotas in one stack is the conflict of two quotas.
+        // One name with two quotas in one stack: named twice, not known to the store.
         let other_b = Policy::new("b", Quota::per_second(2));
         let err = registry
-            .register(&[Policy::new("b", Quota::per_second(1)), other_b])
-            .unwrap_err();
-        assert!(err.to_string().contains("already registered"), "{err}");
+            .register(&[Policy::new("b", Quota::per_second(1)), other_b.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"b\" is named twice"), "{err}");
+        assert!(err.contains("with quota 1/s, then 2/s"), "{err}");
+        assert!(!err.contains("registered"), "{err}");
         // Nothing was registered by either.
         let other_a = Policy::new("a", Quota::per_second(5));
         assert!(registry.register(&[other_a]).is_ok());
+        assert!(registry.register(&[other_b]).is_ok());
     }
 
     #[test]
