@@ -156,9 +156,9 @@
 //! With the `metrics` feature the layers and the stores report through the
 //! [`metrics`](https://docs.rs/metrics) facade to whatever exporter the application installs
 //! (Prometheus, StatsD, OpenTelemetry, ...). Handles are registered once, when a store or a
-//! layer is built, and a request only increments them: **install the recorder before building
-//! stores and layers**; one built without a recorder records nothing. Labels hold policy
-//! names, never keys.
+//! layer is built (a `MemoryStore`'s key gauge when its first stack or key is), and a request
+//! only increments them: **install the recorder before building stores and layers**; one built
+//! without a recorder records nothing. Labels hold policy names, never keys.
 //!
 //! | metric | type, unit | labels | what it counts or measures |
 //! |---|---|---|---|

@@ -14,8 +14,8 @@
 //! RateLimit: "per-second";r=3;t=1, "per-minute";r=9;t=6
 //! ```
 //!
-//! A limited request also gets `Retry-After`: the wait until every denying policy conforms,
-//! in whole seconds rounded up, never `0`.
+//! A limited request also gets `Retry-After`: the wait until every denying policy conforms
+//! (shadow policies left out), in whole seconds rounded up, never `0`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

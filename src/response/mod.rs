@@ -32,7 +32,8 @@
 //! - `grpc-status: 8` (`RESOURCE_EXHAUSTED`);
 //! - `grpc-message`: `rate limit exceeded; retry in <wait>`, percent-encoded;
 //! - `grpc-retry-pushback-ms`: the wait in milliseconds, rounded up and at least 1, which gRPC
-//!   clients with a retry policy honour;
+//!   clients with a retry policy honour; `-1` (do not retry) for a wait longer than the
+//!   header's largest value, 2^31 - 1 ms (about 24.8 days);
 //! - `grpc-status-details-bin`: a `google.rpc.Status` with the same code and message whose
 //!   details hold one `google.rpc.RetryInfo` with the exact wait as its `retry_delay`, the form
 //!   that the standard error model's client libraries read;

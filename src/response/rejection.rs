@@ -78,7 +78,9 @@ impl RateLimited {
         self.policy().quota()
     }
 
-    /// The exact time until the request would conform to every policy.
+    /// The exact time until the request would conform to every enforced policy (a policy in
+    /// [shadow mode](crate::Policy::shadow) that would deny it too is left out: it never
+    /// rejects).
     pub fn retry_after(&self) -> Duration {
         self.decisions.retry_after()
     }
