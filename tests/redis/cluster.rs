@@ -1054,10 +1054,21 @@ async fn spend_by_primary(cluster: &RedisCluster, store: &RedisStore) -> Vec<Str
 
 /// The store's connection to one primary goes silent without a word (a NAT or a load balancer
 /// in between forgot it): it stays open and nothing comes back. The checks of that primary's
-/// keys time out, and then the store connects to it again: its keys are answered by Redis.
-/// Node 0 announces a proxy's port to the cluster, so that clients reach it through the proxy.
+/// keys time out, and then the store connects to it again: its keys are answered by Redis,
+/// however another primary answers meanwhile. Node 0 announces a proxy's port to the cluster,
+/// so that clients reach it through the proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_to_a_primary_is_replaced_after_a_timeout() {
+    silent_primary_replaced(128).await;
+}
+
+/// The same without batching, where the store has no lanes to follow the primaries by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_to_a_primary_is_replaced_without_batching() {
+    silent_primary_replaced(1).await;
+}
+
+async fn silent_primary_replaced(max_batch: usize) {
     let cluster = RedisCluster::start();
     let proxy = Proxy::to(&cluster.nodes[0]);
     tokio::task::block_in_place(|| announce_through(&cluster, 0, &proxy));
@@ -1065,6 +1076,7 @@ async fn a_silent_connection_to_a_primary_is_replaced_after_a_timeout() {
     urls[0] = proxy.url();
     let store = strict_store("cluster-silent")
         .cluster(urls)
+        .max_batch(max_batch)
         .timeout(Duration::from_millis(200))
         .build()
         .await
@@ -1072,10 +1084,7 @@ async fn a_silent_connection_to_a_primary_is_replaced_after_a_timeout() {
     let stack = store
         .register(&[Policy::new("p", Quota::per_second(1000))])
         .unwrap();
-    let key = (0u32..)
-        .map(|i| i.to_string())
-        .find(|key| cluster.holder_of(&store.redis_key(key)) == 0)
-        .unwrap();
+    let (key, other) = keys_of_nodes_0_and_1(&cluster, &store);
     store.check(&stack, key.as_bytes(), 1).await.unwrap();
     let opened = proxy.connections();
 
@@ -1085,7 +1094,12 @@ async fn a_silent_connection_to_a_primary_is_replaced_after_a_timeout() {
     // Checks of the key go on, as requests would, until one is answered by Redis.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut failed = 1;
-    while store.check(&stack, key.as_bytes(), 1).await.is_err() {
+    loop {
+        // Another primary answers all along.
+        store.check(&stack, other.as_bytes(), 1).await.unwrap();
+        if store.check(&stack, key.as_bytes(), 1).await.is_ok() {
+            break;
+        }
         failed += 1;
         assert!(
             Instant::now() < deadline,
@@ -1096,6 +1110,57 @@ async fn a_silent_connection_to_a_primary_is_replaced_after_a_timeout() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(proxy.connections() > opened, "a new connection");
+}
+
+/// A key that node 0 serves and one that node 1 serves.
+fn keys_of_nodes_0_and_1(cluster: &RedisCluster, store: &RedisStore) -> (String, String) {
+    let holder = |key: &String| cluster.holder_of(&store.redis_key(key));
+    let key = (0u32..).map(|i| i.to_string()).find(|k| holder(k) == 0);
+    let other = (0u32..).map(|i| i.to_string()).find(|k| holder(k) == 1);
+    (key.unwrap(), other.unwrap())
+}
+
+/// A primary stalled (writes paused) for longer than it takes the store to replace its
+/// connection, while another primary answers on the new one: the checks sent to the stalled
+/// primary before the new connection took over still run once it resumes, as on a connection
+/// kept (the old one stays open until the stalled primary answers on a new one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_sent_to_a_stalled_primary_run_once_it_resumes() {
+    let cluster = RedisCluster::start();
+    let store = strict_store("cluster-stalled")
+        .cluster(cluster.urls())
+        .timeout(Duration::from_millis(200))
+        .failures_before_backoff(u32::MAX)
+        .deny_cache(false)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(100_000))])
+        .unwrap();
+    let (key, other) = keys_of_nodes_0_and_1(&cluster, &store);
+    store.check(&stack, key.as_bytes(), 1).await.unwrap();
+    store.check(&stack, other.as_bytes(), 1).await.unwrap();
+    let stalled = &cluster.nodes[0];
+    let before = command_calls(&mut stalled.connection(), "evalsha");
+    stalled.pause_writes(4000);
+    let mut sent = 0;
+    let until = Instant::now() + Duration::from_millis(1800);
+    while Instant::now() < until {
+        let error = store.check(&stack, key.as_bytes(), 1).await.unwrap_err();
+        assert!(error.to_string().contains("did not answer"), "{error}");
+        sent += 1;
+        store.check(&stack, other.as_bytes(), 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stalled.unpause();
+    // What Redis held runs now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let ran = command_calls(&mut stalled.connection(), "evalsha") - before;
+    assert_eq!(
+        ran, sent,
+        "{sent} checks sent while it stalled, {ran} ran after"
+    );
 }
 
 /// A primary whose every answer comes after the store's timeout, and after the cluster
@@ -1119,10 +1184,7 @@ async fn a_primary_that_answers_too_late_costs_a_few_new_connections_not_one_a_s
     let stack = store
         .register(&[Policy::new("p", Quota::per_second(1000))])
         .unwrap();
-    let holder = |key: &String| cluster.holder_of(&store.redis_key(key));
-    let key = (0u32..).map(|i| i.to_string()).find(|k| holder(k) == 0);
-    let other = (0u32..).map(|i| i.to_string()).find(|k| holder(k) == 1);
-    let (key, other) = (key.unwrap(), other.unwrap());
+    let (key, other) = keys_of_nodes_0_and_1(&cluster, &store);
     store.check(&stack, key.as_bytes(), 1).await.unwrap();
     let connections = || -> u64 {
         let info: String = redis::cmd("INFO")

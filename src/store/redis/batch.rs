@@ -51,7 +51,7 @@ enum LaneSet {
     BySlot(Box<[OnceLock<Box<Lane>>]>),
     /// Redis Cluster: lane `node % len` for a key of a slot that primary `node` serves, as the
     /// map says, so that a call carries checks of every slot of one primary.
-    ByNode(SlotMap, Box<[OnceLock<Box<Lane>>]>),
+    ByNode(Arc<SlotMap>, Box<[OnceLock<Box<Lane>>]>),
 }
 
 /// The lanes of a Redis Cluster store: one per primary up to Redis's advised largest cluster
@@ -79,7 +79,7 @@ const ASK_AGAIN_AFTER_MS: u64 = 100;
 
 impl SlotMap {
     /// Every slot on one primary, until [`set`](Self::set).
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         SlotMap {
             nodes: (0..SLOTS).map(|_| AtomicU16::new(0)).collect(),
             addresses: Mutex::new(Vec::new()),
@@ -191,11 +191,8 @@ impl Lanes {
         Lanes { max_batch, lanes }
     }
 
-    /// The lanes of a Redis Cluster, one for the slots of each primary, as `ranges` (see
-    /// [`SlotMap::set`]) say.
-    pub(super) fn by_node(max_batch: usize, ranges: &[(u16, u16, String)]) -> Self {
-        let map = SlotMap::new();
-        map.set(ranges);
+    /// The lanes of a Redis Cluster, one for the slots of each primary, as `map` says.
+    pub(super) fn by_node(max_batch: usize, map: Arc<SlotMap>) -> Self {
         Lanes {
             max_batch,
             lanes: LaneSet::ByNode(map, unmade(NODE_LANES)),
@@ -206,7 +203,7 @@ impl Lanes {
     pub(super) fn slot_map(&self) -> Option<&SlotMap> {
         match &self.lanes {
             LaneSet::ByNode(map, _) => Some(map),
-            _ => None,
+            LaneSet::One(_) | LaneSet::BySlot(_) => None,
         }
     }
 

@@ -10,7 +10,7 @@ use redis::sentinel::SentinelClient;
 use redis::Script;
 
 use super::batch::Lanes;
-use super::connection::{connect, Connection, Dest, Target, CONNECT_TIMEOUT};
+use super::connection::{connect, Dest, Target, CONNECT_TIMEOUT};
 use super::deny_cache::DenyCache;
 use super::health::Health;
 use super::script::GCRA_LUA;
@@ -647,20 +647,20 @@ impl RedisStoreBuilder {
         #[cfg(feature = "metrics")]
         let fallback = fallback.uncounted();
         let fallback = fallback.build()?;
+        // Which primary serves each slot of a cluster. Without an answer, every slot is
+        // taken for one primary's until a call times out or a primary refuses one.
+        if let Some(map) = connection.slot_map().cloned() {
+            let slots = tokio::time::timeout(answer_within, connection.cluster_slots());
+            if let Ok(Ok(ranges)) = slots.await {
+                map.set(&ranges);
+            }
+        }
         // A script call may only declare keys of one slot: on a cluster a lane per primary,
         // whose calls name their keys in their arguments.
-        let lanes = match (self.max_batch > 1, &connection) {
+        let lanes = match (self.max_batch > 1, connection.slot_map()) {
             (false, _) => None,
-            (true, Connection::Cluster(_)) => {
-                // Without an answer, the first call that a primary refuses asks again.
-                let slots = tokio::time::timeout(answer_within, connection.cluster_slots());
-                let ranges = match slots.await {
-                    Ok(Ok(ranges)) => ranges,
-                    _ => Vec::new(),
-                };
-                Some(Lanes::by_node(self.max_batch, &ranges))
-            }
-            (true, _) => Some(Lanes::new(self.max_batch, self.calls_in_flight)),
+            (true, Some(map)) => Some(Lanes::by_node(self.max_batch, Arc::clone(map))),
+            (true, None) => Some(Lanes::new(self.max_batch, self.calls_in_flight)),
         };
         Ok(RedisStore {
             inner: Arc::new(Inner {

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use tokio::time::error::Elapsed;
 
 use super::batch::{self, Submitted};
-use super::connection::Dest;
+use super::connection::{Connection, Dest};
 use super::health::Route;
 use super::script::{self, Reply, MAX_CLOCK_MICROS};
 use super::store::{Inner, RedisStack, StackParts};
@@ -42,6 +42,17 @@ impl Ask {
     /// The Redis Cluster hash slot of the check's key; `None` for a stack of no policies.
     pub(super) fn slot(&self) -> Option<usize> {
         self.keys.redis_key().map(batch::slot)
+    }
+}
+
+/// Asks a Redis Cluster which primary serves each slot, for the store's map; the caller found
+/// that the map is [due](batch::SlotMap::due) (at most every 100 ms).
+async fn refresh_slot_map(mut connection: Connection, timeout: std::time::Duration) {
+    let Some(map) = connection.slot_map().cloned() else {
+        return;
+    };
+    if let Ok(Ok(ranges)) = tokio::time::timeout(timeout, connection.cluster_slots()).await {
+        map.set(&ranges);
     }
 }
 
@@ -210,16 +221,8 @@ impl Inner {
     /// Asks the cluster which primary serves each slot, for the lanes of later checks (at most
     /// every 100 ms).
     async fn refresh_slot_map(&self) {
-        let Some(map) = self.lanes.as_ref().and_then(batch::Lanes::slot_map) else {
-            return;
-        };
-        if !map.due() {
-            return;
-        }
-        let mut connection = self.connection.clone();
-        if let Ok(Ok(ranges)) = tokio::time::timeout(self.timeout, connection.cluster_slots()).await
-        {
-            map.set(&ranges);
+        if self.connection.slot_map().is_some_and(|map| map.due()) {
+            refresh_slot_map(self.connection.clone(), self.timeout).await;
         }
     }
 
@@ -256,11 +259,9 @@ impl Inner {
     /// arguments.
     async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
         let sent = std::time::Instant::now();
-        let slot = node.map(usize::from).or_else(|| asks.first()?.slot());
-        let map = self.lanes.as_ref().and_then(batch::Lanes::slot_map);
         let dest = Dest {
-            slot: node,
-            server: map.zip(slot).map_or(0, |(map, slot)| map.node(slot)),
+            slot: asks.first().and_then(Ask::slot).unwrap_or(0),
+            primary_of: node,
         };
         let invoke = self.invoke(self.command(asks, node.is_some()), dest, sent);
         // Recorded when the call ends, or when its request goes away with it (a call sent
@@ -421,6 +422,12 @@ impl Inner {
         let timeout = self.timeout;
         let timed_out = |_: Elapsed| {
             self.connection.timed_out(dest, sent);
+            // Answers are followed by primary, as the map says: keep it current (a slot may
+            // have moved) without holding up this answer.
+            if self.connection.slot_map().is_some_and(|map| map.due()) {
+                let connection = self.connection.clone();
+                self.runtime.spawn(refresh_slot_map(connection, timeout));
+            }
             RedisStoreError::timeout(timeout)
         };
         let store = &self.runtime;

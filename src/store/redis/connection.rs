@@ -14,6 +14,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
 
+use super::batch::{SlotMap, NODE_LANES};
 use super::sentinel::SentinelConnection;
 use crate::ConfigError;
 
@@ -28,16 +29,39 @@ const RETRY_WAIT_MS: u64 = 8;
 pub(super) enum Connection {
     Single(Single),
     Sentinel(SentinelConnection),
-    Cluster(Kept<ClusterConnection>),
+    Cluster(Cluster),
 }
 
-/// Where a call goes: on a Redis Cluster, to the primary serving `slot` if set (a call that
-/// names its keys in its arguments), else to its keys' primary; `server` is that primary's
-/// number in the store's slot map (zero for one server), by which its answers are followed.
+/// A Redis Cluster client, kept, with the store's map of the primary serving each slot, by
+/// which the client's answers are followed per primary (and the store's lanes go).
+#[derive(Clone)]
+pub(super) struct Cluster {
+    kept: Kept<ClusterConnection>,
+    map: Arc<SlotMap>,
+}
+
+impl Cluster {
+    fn new(connection: ClusterConnection, opener: Option<ClusterOpener>) -> Self {
+        Cluster {
+            kept: Kept::new(connection, opener),
+            map: Arc::new(SlotMap::new()),
+        }
+    }
+}
+
+/// Where a call goes: the hash slot of its keys, and on a Redis Cluster, for a call that names
+/// its keys in its arguments, the slot whose primary it is sent to instead.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Dest {
-    pub(super) slot: Option<u16>,
-    pub(super) server: usize,
+    pub(super) slot: usize,
+    pub(super) primary_of: Option<u16>,
+}
+
+impl Dest {
+    /// The slot whose primary the call goes to.
+    fn call_slot(self) -> usize {
+        self.primary_of.map_or(self.slot, usize::from)
+    }
 }
 
 impl Connection {
@@ -76,7 +100,7 @@ impl Connection {
         let Connection::Cluster(c) = self else {
             return Ok(Vec::new());
         };
-        let mut c = c.link();
+        let mut c = c.kept.link();
         let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
         let ranges = c.route_command(redis::cmd("CLUSTER").arg("SLOTS").clone(), any);
         let ranges = ranges.await?.extract_error()?;
@@ -103,7 +127,15 @@ impl Connection {
         match self {
             Connection::Single(c) => c.timed_out(0, sent),
             Connection::Sentinel(c) => c.timed_out(sent),
-            Connection::Cluster(c) => c.timed_out(dest.server, sent),
+            Connection::Cluster(c) => c.kept.timed_out(c.map.node(dest.call_slot()), sent),
+        }
+    }
+
+    /// On a Redis Cluster, the store's map of the primary serving each slot.
+    pub(super) fn slot_map(&self) -> Option<&Arc<SlotMap>> {
+        match self {
+            Connection::Cluster(c) => Some(&c.map),
+            Connection::Single(_) | Connection::Sentinel(_) => None,
         }
     }
 
@@ -113,7 +145,7 @@ impl Connection {
             Connection::Sentinel(c) => c.query(call).await,
             Connection::Cluster(c) => {
                 let run = |mut link: ClusterConnection| async move {
-                    let Some(slot) = dest.slot else {
+                    let Some(slot) = dest.primary_of else {
                         return call.query_async(&mut link).await;
                     };
                     let primary = Route::new(slot, SlotAddr::Master);
@@ -125,7 +157,7 @@ impl Connection {
                         .extract_error()?;
                     Ok(FromRedisValue::from_redis_value(answer)?)
                 };
-                c.run(dest.server, run).await
+                c.kept.run(c.map.node(dest.call_slot()), run).await
             }
         }
     }
@@ -134,7 +166,7 @@ impl Connection {
         match self {
             Connection::Single(c) => script.load_async(&mut c.manager()).await,
             Connection::Sentinel(c) => c.load(script).await,
-            Connection::Cluster(c) => script.load_async(&mut c.link()).await,
+            Connection::Cluster(c) => script.load_async(&mut c.kept.link()).await,
         }
     }
 }
@@ -175,10 +207,12 @@ pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
 /// waits twice as long for each link in a row before it that was replaced for a server never
 /// answered on it (up to [`DEAD_AFTER`] × 64): a Redis whose every answer comes after the
 /// timeout, which the store never sees, or a cluster node stalled for minutes, costs a handful
-/// of new connections, not one a second. The last link that Redis
-/// answered stays open until a link after it is answered: a Redis that was only stalled
-/// (paused for a failover, busy with a slow command) still runs the calls sent on it before the
-/// stall, as it would had the connection been kept. A link the caller passed in
+/// of new connections, not one a second. The last link on which the server it was replaced for
+/// had answered stays open until that server answers on a later link: a Redis that was only
+/// stalled (paused for a failover, busy with a slow command) still runs the calls sent on it
+/// before the stall, as it would had the connection been kept. The calls sent on links it never
+/// answered, in between, are dropped with them: each was answered by the failure policy when
+/// it timed out, and is not counted by Redis. A link the caller passed in
 /// ([`Target::Manager`], [`Target::ClusterConnection`]) is kept as it is.
 pub(super) struct Kept<L: Link>(Arc<KeptParts<L>>);
 
@@ -228,8 +262,8 @@ pub(super) struct ClusterOpener {
 
 impl Link for ClusterConnection {
     type Opener = ClusterOpener;
-    /// A primary's number is the store's (its [slot map](super::batch::SlotMap)'s).
-    const SERVERS: usize = super::batch::NODE_LANES;
+    /// A primary's number is the store's (its [`SlotMap`]'s).
+    const SERVERS: usize = NODE_LANES;
 
     /// Connected before it takes calls: a new client connects to every node it was given
     /// before it sends a call to any, so that a call to a primary that answers would wait on
@@ -254,6 +288,16 @@ pub(super) enum Opening<L> {
     Connecting(Pin<Box<dyn Future<Output = RedisResult<L>> + Send>>),
 }
 
+/// A link replaced while calls may still be waiting on it at a stalled server.
+struct Retired<L> {
+    /// The generation that replaced it.
+    by: u64,
+    /// The server it was replaced for (`None`: after an answer that left it useless).
+    server: Option<usize>,
+    /// Held open, never called.
+    _link: L,
+}
+
 struct KeptParts<L: Link> {
     current: RwLock<Current<L>>,
     /// What opens a new link; `None` for a link passed in.
@@ -263,9 +307,9 @@ struct KeptParts<L: Link> {
     /// call replaces the link. Not the call that timed out, which may have been polled where no
     /// runtime runs to take the new link's task.
     dead: AtomicU64,
-    /// The last link that Redis answered, if it was replaced, with the generation that
-    /// replaced it, until a link of that generation or a later one is answered.
-    retired: Mutex<Option<(u64, L)>>,
+    /// The last link that the server it was replaced for answered, until that server answers
+    /// on a later link.
+    retired: Mutex<Option<Retired<L>>>,
     /// Whether a new link is connecting.
     connecting: AtomicBool,
     epoch: Instant,
@@ -273,7 +317,7 @@ struct KeptParts<L: Link> {
 
 /// The bits of [`KeptParts::dead`] that name a server.
 const SERVER_BITS: u32 = 16;
-const _: () = assert!(super::batch::NODE_LANES <= 1 << SERVER_BITS);
+const _: () = assert!(NODE_LANES <= 1 << SERVER_BITS);
 
 /// How long a server must have answered nothing, a call timing out on it meanwhile, to be
 /// taken for dead.
@@ -354,26 +398,27 @@ impl<L: Link> Kept<L> {
             self.replace(generation, Some(server));
         }
         let current = self.current();
-        let answered = &current.answered[server % L::SERVERS];
+        let server = server % L::SERVERS;
         let outcome = call(current.link).await;
         let Err(e) = &outcome else {
-            self.answered(current.generation, answered);
+            self.answered(current.generation, server, &current.answered[server]);
             return outcome;
         };
         if e.is_io_error() || e.is_connection_dropped() {
             // The link connects again by itself.
             return outcome;
         }
-        self.answered(current.generation, answered);
+        self.answered(current.generation, server, &current.answered[server]);
         if L::useless_after(e) {
             self.replace(current.generation, None);
         }
         outcome
     }
 
-    /// Redis answered a call on the link of `generation`: at its first answer, the link it
-    /// replaced, if still open, is closed.
-    fn answered(&self, generation: u64, answered: &AtomicU64) {
+    /// `server` answered a call on the link of `generation`, whose record of that server's
+    /// answers is `answered`: at its first answer there, a link retired for that server by this
+    /// one or an earlier one is closed.
+    fn answered(&self, generation: u64, server: usize, answered: &AtomicU64) {
         if answered.fetch_max(self.nanos(Instant::now()), Ordering::Relaxed) != 0 {
             return;
         }
@@ -382,7 +427,8 @@ impl<L: Link> Kept<L> {
             .retired
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if retired.as_ref().is_some_and(|(by, _)| *by <= generation) {
+        let done = |r: &Retired<L>| r.by <= generation && r.server.is_none_or(|s| s == server);
+        if retired.as_ref().is_some_and(done) {
             *retired = None;
         }
     }
@@ -468,9 +514,14 @@ impl<L: Link> Kept<L> {
             answered: unanswered::<L>(),
         };
         let old = std::mem::replace(&mut *current, next);
-        // A link never answered has no calls that a stalled Redis would still run: the last
-        // one answered, if still open, stays instead.
-        if never_answered {
+        // The last link on which the server answered stays open: a server that was only
+        // stalled still runs the calls sent on it before the stall. The calls on a link it
+        // never answered, each answered by the failure policy when it timed out, go with it.
+        let kept_in_vain = match silent {
+            Some(_) => silent_never_answered,
+            None => never_answered,
+        };
+        if kept_in_vain {
             return;
         }
         // Under the write lock, so that no answer of the new link comes before it.
@@ -479,7 +530,11 @@ impl<L: Link> Kept<L> {
             .retired
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *retired = Some((generation + 1, old.link));
+        *retired = Some(Retired {
+            by: generation + 1,
+            server: silent,
+            _link: old.link,
+        });
     }
 }
 
@@ -658,8 +713,10 @@ pub(super) async fn connect(
             {
                 Ok(connection) => {
                     let opener = ClusterOpener { client, config };
-                    let kept = Kept::new(connection, Some(opener));
-                    Ok((Connection::Cluster(kept), name))
+                    Ok((
+                        Connection::Cluster(Cluster::new(connection, Some(opener))),
+                        name,
+                    ))
                 }
                 Err(e) => Err(unreachable(&name, e)),
             }
@@ -697,8 +754,8 @@ pub(super) async fn connect(
             "connection manager".into(),
         )),
         Target::ClusterConnection(connection) => {
-            let kept = Kept::new(connection, None);
-            Ok((Connection::Cluster(kept), "cluster connection".into()))
+            let cluster = Cluster::new(connection, None);
+            Ok((Connection::Cluster(cluster), "cluster connection".into()))
         }
     }
 }
