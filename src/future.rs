@@ -131,6 +131,12 @@ where
                     answered,
                 } => {
                     assert!(!*answered, "ResponseFuture polled after completion");
+                    if headers.is_none() {
+                        // The inner service's answer as it is, returned where it was written.
+                        let poll = future.poll(cx);
+                        *answered = poll.is_ready();
+                        return poll;
+                    }
                     let output = ready!(future.poll(cx));
                     *answered = true;
                     let mut response = output?;
