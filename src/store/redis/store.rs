@@ -50,7 +50,8 @@ use crate::{Clock, ConfigError, KeyBytes, MemoryStack, MemoryStore, Policy, Stor
 ///   after a check timed out on a connection that has answered nothing since it was sent nor
 ///   for a second (one dropped without a word by a load balancer or NAT). Or Redis Cluster
 ///   through the cluster client, which keeps reconnecting to a node by itself, after a refused
-///   reconnection too. Auth (`redis://user:pass@host`) comes from the
+///   reconnection too; it is replaced by a new client, once that one is connected, after a
+///   check timed out on a primary that has answered nothing on it since nor for a second. Auth (`redis://user:pass@host`) comes from the
 ///   URL. TLS (`rediss://`) needs the `tls` feature (rustls); servers are checked against
 ///   the system's roots, and a private certificate authority is trusted through
 ///   [`client`](RedisStoreBuilder::client) with `redis::Client::build_with_tls`.
