@@ -1422,3 +1422,35 @@ fn built_on(
         (store, stack)
     })
 }
+
+/// A cost above a policy's burst never conforms, and Redis says so; with Redis down,
+/// `FailurePolicy::Allow` answers it the same, not with an admission whose headers disagree.
+#[tokio::test]
+async fn allow_answers_a_cost_above_the_burst_as_never_conforming_while_redis_is_down() {
+    let mut server = RedisServer::start();
+    let store = strict_store("allow-too-costly")
+        .url(server.url())
+        .on_failure(FailurePolicy::Allow)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("upload", Quota::per_second(2))])
+        .unwrap();
+    let by_redis = store.check(&stack, b"alice", 3).await.unwrap();
+    assert!(!by_redis.is_allowed() && by_redis.as_slice()[0].never_conforms());
+    server.kill();
+    // Another key: nothing of it is in the deny cache.
+    let by_policy = store.check(&stack, b"bob", 3).await.unwrap();
+    assert!(store.is_degraded());
+    assert!(
+        !by_policy.is_allowed() && by_policy.as_slice()[0].never_conforms(),
+        "{by_policy:?}"
+    );
+    // A cost that fits is admitted, as a key's first check.
+    let fits = store.check(&stack, b"bob", 2).await.unwrap();
+    assert!(fits.is_allowed());
+    assert_eq!(remaining(&fits), [0]);
+    assert_eq!(fits.as_slice()[0].reset_after(), Duration::from_secs(1));
+}

@@ -657,3 +657,102 @@ async fn checks_dropped_before_their_answer_ask_the_sentinels_nothing() {
         "a dropped check started a lookup of the primary"
     );
 }
+
+/// The sentinels lose the primary while the store still reaches it (a partition: here the
+/// primary takes a password the sentinel does not know, and drops the sentinel's connections)
+/// and promote its replica. The old primary keeps its role but, with the
+/// `min-replicas-to-write` that Sentinel's docs advise against a split brain, refuses every
+/// write with `NOREPLICAS`. The store asks the sentinels again and moves to the promoted
+/// replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_primary_refusing_writes_for_want_of_replicas_sends_the_store_to_the_sentinels() {
+    let at_once = ["--repl-diskless-sync-delay", "0"];
+    let primary =
+        RedisServer::start_with(&[&at_once[..], &["--min-replicas-to-write", "1"]].concat());
+    let port = primary.port().to_string();
+    let replica =
+        RedisServer::start_with(&[&at_once[..], &["--replicaof", "127.0.0.1", &port]].concat());
+    let mut admin = primary.connection();
+    // Writes are taken once the replica acknowledges them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let set: redis::RedisResult<()> = redis::cmd("SET").arg("x").arg(1).query(&mut admin);
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(200)
+            .query(&mut admin)
+            .unwrap();
+        if set.is_ok() && acked == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never acknowledged a write"
+        );
+    }
+    let sentinel = RedisSentinel::start(
+        primary.port(),
+        Duration::from_millis(200),
+        Duration::from_millis(1000),
+    );
+    sentinel.wait_for_replicas(1);
+    let store = RedisStore::builder()
+        .sentinel([sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix("sentinel-noreplicas"))
+        .on_failure(FailurePolicy::Deny)
+        .timeout(Duration::from_secs(1))
+        .failures_before_backoff(1)
+        .backoff(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_hour(1000))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+
+    // The store's connection, open before, stays authenticated.
+    blocking(|| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("secret")
+            .query(&mut admin)
+            .unwrap();
+        assert!(kill_sentinel_links(&mut admin) > 0);
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while blocking(|| sentinel.primary_port()) != replica.port() {
+        assert!(Instant::now() < deadline, "no failover: {}", sentinel.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut promoted = blocking(|| replica.connection());
+    let before = blocking(|| command_calls(&mut promoted, "evalsha"));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    for n in 0.. {
+        let _ = store.check(&stack, format!("key-{n}").as_bytes(), 1).await;
+        if blocking(|| command_calls(&mut promoted, "evalsha")) > before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "8 s after the failover, no check reached the promoted replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Closes the connections that sentinels opened to a server (they name them `sentinel-…`);
+/// returns how many.
+fn kill_sentinel_links(admin: &mut redis::Connection) -> usize {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(admin).unwrap();
+    let addresses: Vec<&str> = list
+        .lines()
+        .filter(|line| line.contains(" name=sentinel-"))
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("addr=")))
+        .collect();
+    for address in &addresses {
+        let _: redis::RedisResult<()> = redis::cmd("CLIENT").arg("KILL").arg(*address).query(admin);
+    }
+    addresses.len()
+}

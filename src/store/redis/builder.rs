@@ -138,7 +138,8 @@ impl RedisStoreBuilder {
     /// ..`). Building the store asks them for the primary and connects to it; an empty list,
     /// sentinels that cannot be reached, or a name they know no primary for is a
     /// [`ConfigError`]. Afterwards, when the primary stops answering as one (a broken
-    /// connection, `READONLY` from a demoted primary, a check that times out), the store asks
+    /// connection, `READONLY` from a demoted primary, `NOREPLICAS` from one cut off from its
+    /// replicas under `min-replicas-to-write`, a check that times out), the store asks
     /// the sentinels again in the background until they name a primary, and checks go to the
     /// new one; meanwhile the [`FailurePolicy`] answers. Writes that the old primary had not
     /// yet passed to its replica are lost with it: at most about one burst per key, once per

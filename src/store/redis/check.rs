@@ -17,7 +17,7 @@ use super::{FailurePolicy, RedisStoreError, RedisStoreFuture};
 use crate::gcra;
 use crate::key::with_kept_in_hash_tag;
 use crate::log::Chain;
-use crate::{Clock, Decision, Decisions};
+use crate::{Clock, Decisions};
 
 /// In clock mode, the least time a written key lives in Redis: Redis expires keys by its own
 /// clock, which a manual clock does not drive.
@@ -490,15 +490,13 @@ impl Inner {
         let decisions = match self.policy {
             // A peek (cost 0) is one on the local store too.
             FailurePolicy::Local => self.fallback.check_kept(&stack.parts.local, key, cost),
-            // The answer to a key's first check: headers that agree with each other.
-            FailurePolicy::Allow => Decisions::new(
-                true,
-                stack.parts.cells.iter().map(|cell| {
-                    let burst = cell.quota.burst();
-                    let refill = cell.quota.interval().saturating_mul(cost);
-                    Decision::allowed(burst, burst.saturating_sub(cost), refill)
-                }),
-            ),
+            // The answer to a key's first check: headers that agree with each other, and a cost
+            // above a burst denied, as it is by Redis.
+            FailurePolicy::Allow => {
+                let cells = &stack.parts.cells;
+                let mut fresh: SmallVec<[u64; 2]> = smallvec::smallvec![0; cells.len()];
+                crate::gcra::decide_stack(cells, &mut fresh, 0, cost)
+            }
             FailurePolicy::Deny => return Err(error),
         };
         #[cfg(feature = "metrics")]

@@ -171,13 +171,15 @@ impl Connection {
     }
 }
 
-/// Whether `error` is the answer of a server that is a replica, not the primary it was:
-/// `READONLY` to a write, or `MASTERDOWN`.
-pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
+/// Whether `error` is the answer of a server that is not the primary to write to (any more):
+/// a replica (`READONLY` to a write, or `MASTERDOWN`), or a primary that refuses writes for
+/// want of replicas (`NOREPLICAS`, under `min-replicas-to-write`: what a primary cut off from
+/// the others answers once Sentinel may have promoted one of them).
+pub(super) fn not_the_primary(error: &redis::RedisError) -> bool {
     matches!(
         error.kind(),
         ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-    )
+    ) || error.code() == Some("NOREPLICAS")
 }
 
 /// A connection kept for every clone of the store, and replaced by a new one when it stays
@@ -195,7 +197,8 @@ pub(super) fn from_a_replica(error: &redis::RedisError) -> bool {
 ///   failed, as after a restart with another password), gets that attempt's error again on
 ///   every later call;
 /// - one server that became a replica (a failover that moved a DNS name to the new primary, or
-///   `REPLICAOF` on the old one) answers every write `READONLY`.
+///   `REPLICAOF` on the old one) answers every write `READONLY`; an old primary cut off from
+///   its replicas, `NOREPLICAS` (with `min-replicas-to-write`).
 ///
 /// A call failing so replaces the link with a new one, which connects (looking the hosts'
 /// names up again) on its first call, or, a cluster client, before it takes the place of the
@@ -250,7 +253,7 @@ impl Link for ConnectionManager {
     }
 
     fn useless_after(error: &redis::RedisError) -> bool {
-        from_a_replica(error) || error.is_unrecoverable_error()
+        not_the_primary(error) || error.is_unrecoverable_error()
     }
 }
 

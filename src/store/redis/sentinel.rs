@@ -11,7 +11,7 @@ use redis::{Cmd, ErrorKind, RedisError, RedisResult, Role, Script, ServerErrorKi
 use tokio::runtime::Handle;
 use tokio::sync::{Mutex, Notify};
 
-use super::connection::{from_a_replica, manager_config, Single};
+use super::connection::{manager_config, not_the_primary, Single};
 use crate::ConfigError;
 
 /// How long one question to the sentinels, with the connection to the primary they name, may
@@ -86,7 +86,7 @@ impl SentinelConnection {
     }
 
     /// Runs `call` on the primary. An answer that says the primary is gone or is one no more
-    /// (a broken connection, `READONLY`, `MASTERDOWN`) starts a lookup, as a call that timed
+    /// (a broken connection, `READONLY`, `MASTERDOWN`, `NOREPLICAS`) starts a lookup, as a call that timed
     /// out does ([`timed_out`](Self::timed_out)). A call that failed so waits for the lookup
     /// (within the store's timeout, which bounds the whole call), and is sent once more if the
     /// sentinels named a new primary meanwhile: a process that was idle through a failover
@@ -252,7 +252,7 @@ fn primary_lost(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_unrecoverable_error()
-        || from_a_replica(error)
+        || not_the_primary(error)
         || error.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading)
 }
 
