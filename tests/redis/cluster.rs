@@ -1071,19 +1071,7 @@ async fn a_silent_connection_to_a_primary_is_replaced_without_batching() {
 async fn silent_primary_replaced(max_batch: usize) {
     let cluster = RedisCluster::start();
     let proxy = Proxy::to(&cluster.nodes[0]);
-    tokio::task::block_in_place(|| announce_through(&cluster, 0, &proxy));
-    let mut urls = cluster.urls();
-    urls[0] = proxy.url();
-    let store = strict_store("cluster-silent")
-        .cluster(urls)
-        .max_batch(max_batch)
-        .timeout(Duration::from_millis(200))
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_second(1000))])
-        .unwrap();
+    let (store, stack) = through_proxy(&cluster, &proxy, "cluster-silent", max_batch).await;
     let (key, other) = keys_of_nodes_0_and_1(&cluster, &store);
     store.check(&stack, key.as_bytes(), 1).await.unwrap();
     let opened = proxy.connections();
@@ -1110,6 +1098,30 @@ async fn silent_primary_replaced(max_batch: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(proxy.connections() > opened, "a new connection");
+}
+
+/// A store on `cluster` (timeout 200 ms, batches of `max_batch`) that reaches node 0 through
+/// `proxy`, which node 0 announces to the cluster, and a stack of one policy.
+async fn through_proxy(
+    cluster: &RedisCluster,
+    proxy: &Proxy,
+    name: &str,
+    max_batch: usize,
+) -> (RedisStore, RedisStack) {
+    tokio::task::block_in_place(|| announce_through(cluster, 0, proxy));
+    let mut urls = cluster.urls();
+    urls[0] = proxy.url();
+    let store = strict_store(name)
+        .cluster(urls)
+        .max_batch(max_batch)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1000))])
+        .unwrap();
+    (store, stack)
 }
 
 /// A key that node 0 serves and one that node 1 serves.
@@ -1172,18 +1184,7 @@ async fn checks_sent_to_a_stalled_primary_run_once_it_resumes() {
 async fn a_primary_that_answers_too_late_costs_a_few_new_connections_not_one_a_second() {
     let cluster = RedisCluster::start();
     let proxy = Proxy::to(&cluster.nodes[0]);
-    tokio::task::block_in_place(|| announce_through(&cluster, 0, &proxy));
-    let mut urls = cluster.urls();
-    urls[0] = proxy.url();
-    let store = strict_store("cluster-late")
-        .cluster(urls)
-        .timeout(Duration::from_millis(200))
-        .build()
-        .await
-        .unwrap();
-    let stack = store
-        .register(&[Policy::new("p", Quota::per_second(1000))])
-        .unwrap();
+    let (store, stack) = through_proxy(&cluster, &proxy, "cluster-late", 128).await;
     let (key, other) = keys_of_nodes_0_and_1(&cluster, &store);
     store.check(&stack, key.as_bytes(), 1).await.unwrap();
     let connections = || -> u64 {
