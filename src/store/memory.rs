@@ -321,7 +321,9 @@ impl<C: Clock> MemoryStore<C> {
     /// A key not tracked reads as a fresh key, or, if its shard is full and a check would find
     /// no room for it, as the overflow budget. At a full shard that a check would sweep, a peek
     /// looks for an idle key to tell which; finding none, it counts as that sweep, so that the
-    /// shard is not scanned again, by a peek or a check, for the next 100 ms.
+    /// shard is not scanned again, by a peek or a check, for the next 100 ms. Finding one, it
+    /// stands for the peeks of the next 100 ms or until the shard is swept: peeks of new keys
+    /// scan a full shard once per 100 ms, as checks do, however many there are.
     #[inline]
     #[must_use]
     pub fn peek_now(&self, stack: &MemoryStack, key: &[u8]) -> Decisions {

@@ -211,6 +211,9 @@ pub(crate) struct Table<V> {
     /// When full, the earliest time at which another sweep may run; a peek that looks for an
     /// idle key in vain moves it as a sweep would, under the read lock.
     next_full_sweep: AtomicU64,
+    /// When full, until when a look that found an idle key stands: later looks take its word
+    /// instead of scanning the shard again, until the next sweep.
+    room_seen_until: AtomicU64,
     /// The latest time a sweep ran at: a key it dropped was idle then.
     swept_at: u64,
 }
@@ -291,6 +294,7 @@ impl<V> Shard<V> {
                 cap,
                 sweep_at: MIN_SWEEP_AT.min(cap),
                 next_full_sweep: AtomicU64::new(0),
+                room_seen_until: AtomicU64::new(0),
                 swept_at: 0,
             }),
         }
@@ -364,7 +368,9 @@ impl<V: Value> Table<V> {
     /// Whether an insert at `now` would find room for a new key, as [`get_or_insert`]
     /// would: at a full shard that may sweep, whether a key is idle. A look that finds none
     /// counts as the sweep that would have found none, so that no look or sweep scans the
-    /// shard again before [`FULL_SWEEP_GAP`] has passed.
+    /// shard again before [`FULL_SWEEP_GAP`] has passed; a look that finds one stands for as
+    /// long, or until the next sweep, so that a flood of looks at new keys scans the shard once
+    /// per gap, as a flood of inserts sweeps it.
     ///
     /// [`get_or_insert`]: Self::get_or_insert
     pub(crate) fn has_room(&self, now: u64) -> bool {
@@ -374,7 +380,12 @@ impl<V: Value> Table<V> {
         if now < self.next_full_sweep.load(Ordering::Relaxed) {
             return false;
         }
+        if now < self.room_seen_until.load(Ordering::Relaxed) {
+            return true;
+        }
         if self.entries.iter().any(|e| e.value.idle(now)) {
+            self.room_seen_until
+                .fetch_max(next_full_sweep(now), Ordering::Relaxed);
             return true;
         }
         self.next_full_sweep
@@ -427,6 +438,8 @@ impl<V: Value> Table<V> {
 
     /// Drops every idle key, and gives memory back when most of the table is empty.
     fn sweep(&mut self, now: u64, hasher: &Hasher) {
+        // What a look found idle may be gone now.
+        *self.room_seen_until.get_mut() = 0;
         self.entries.retain(|e| !e.value.idle(now));
         self.swept_at = self.swept_at.max(now);
         let len = self.entries.len();
@@ -471,6 +484,54 @@ mod tests {
         let key = table.key(key);
         let shard = table.shard(&key).read();
         shard.get(&key).map(|v| v.0)
+    }
+
+    /// How many times a `Counted` state was asked whether it is idle.
+    static LOOKED_AT: AtomicU64 = AtomicU64::new(0);
+
+    /// A value idle once `now` reaches it, counting the looks at it.
+    struct Counted(u64);
+
+    impl Value for Counted {
+        fn idle(&self, now: u64) -> bool {
+            LOOKED_AT.fetch_add(1, Ordering::Relaxed);
+            self.0 <= now
+        }
+    }
+
+    /// A flood of looks at new keys on a full shard that holds one idle key scans the shard
+    /// once per sweep gap, not once per look; a sweep ends what the look found.
+    #[test]
+    fn looks_at_a_full_shard_with_an_idle_key_scan_it_once_per_gap() {
+        let table = Sharded::<Counted>::new(64);
+        assert_eq!(table.shards.len(), 1);
+        let mut shard = table.shards[0].write();
+        for i in 0..64u64 {
+            let bytes = i.to_le_bytes();
+            let key = table.key(&bytes);
+            // Key 0 is idle from time 0, the others at the end of time.
+            let until = if i == 0 { 0 } else { u64::MAX };
+            let made = shard.get_or_insert(&key, 0, table.hasher(), || Counted(until));
+            assert!(made.is_some());
+        }
+        drop(shard);
+        let shard = table.shards[0].read();
+        LOOKED_AT.store(0, Ordering::Relaxed);
+        for _ in 0..100 {
+            assert!(shard.has_room(1));
+        }
+        let looked = LOOKED_AT.load(Ordering::Relaxed);
+        assert!(looked <= 64, "100 looks read {looked} states");
+        // After the gap, the next look scans again.
+        let later = 1 + FULL_SWEEP_GAP.as_nanos() as u64;
+        assert!(shard.has_room(later));
+        assert!(LOOKED_AT.load(Ordering::Relaxed) > looked);
+        drop(shard);
+        // A sweep drops the idle key, and with it what the look found: room by the count.
+        let mut shard = table.shards[0].write();
+        shard.sweep(later, table.hasher());
+        assert_eq!(*shard.room_seen_until.get_mut(), 0);
+        assert_eq!(shard.entries.len(), 63);
     }
 
     #[test]
