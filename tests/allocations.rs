@@ -182,11 +182,16 @@ fn the_service_allow_path_allocates_only_what_the_inner_service_does() {
 fn the_allow_path_with_a_stack_tiers_a_cost_and_a_bypass_allocates_nothing() {
     let per_second = Policy::new("per-second", Quota::per_second(1_000_000));
     let per_hour = Policy::new("per-hour", Quota::per_hour(1_000_000_000));
+    let pro = [
+        Policy::new("pro-per-second", Quota::per_second(1_000_000)),
+        Policy::new("pro-per-hour", Quota::per_hour(1_000_000_000)),
+    ];
+    // The requests (`/search?q=rust`) are of the tier named by the selector, found by name.
     let layer = RateLimitLayer::builder()
         .policy(per_second.clone())
         .policy(per_hour.clone())
-        .tier("pro", [Policy::new("pro", Quota::per_second(1_000_000))])
-        .select_tier(|req: &Request<()>| req.headers().contains_key("x-pro").then_some("pro"))
+        .tier("pro", pro.clone())
+        .select_tier(|req: &Request<()>| req.uri().path().starts_with("/search").then_some("pro"))
         .cost_by(|req: &Request<()>| if req.uri().query().is_some() { 2 } else { 1 })
         .bypass(|req: &Request<()>| req.uri().path() == "/health")
         .store(manual_store())
@@ -195,10 +200,13 @@ fn the_allow_path_with_a_stack_tiers_a_cost_and_a_bypass_allocates_nothing() {
     let n = allocations_of_100_allowed_requests(&layer);
     assert_eq!(n, 0, "allocations in 100 allowed requests");
 
-    let stack = layer.store().register(&[per_second, per_hour]).unwrap();
+    let stack = layer.store().register(&pro).unwrap();
     let peeked = layer.store().peek_now(&stack, b"192.0.2.1");
     assert_eq!(peeked.as_slice()[0].remaining(), 1_000_000 - 202);
     assert_eq!(peeked.as_slice()[1].remaining(), 1_000_000_000 - 202);
+    let default = layer.store().register(&[per_second, per_hour]).unwrap();
+    let untouched = layer.store().peek_now(&default, b"192.0.2.1");
+    assert_eq!(untouched.as_slice()[0].remaining(), 1_000_000);
 }
 
 /// The layer answers in axum's own body type, so axum does not box an allowed response's body a

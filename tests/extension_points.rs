@@ -447,14 +447,19 @@ async fn panicking_closures_are_not_caught() {
             }
         })
         .tier("pro", [Policy::new("pro", Quota::per_second(100))])
-        .select_tier(move |_: &Request| -> Option<&'static str> {
+        .select_tier(move |req: &Request| -> Option<&'static str> {
             calls.fetch_add(1, Ordering::SeqCst);
-            panic!("tier")
+            if req.uri().path() == "/c" {
+                panic!("tier")
+            }
+            None
         })
         .build()
         .unwrap();
     let app = app(layer);
-    for (path, message) in [("/a", "bypass"), ("/b", "tier")] {
+    // The bypass is asked first, then the tier, then the cost: each path gets as far as the
+    // closure that panics on it.
+    for (path, message) in [("/a", "bypass"), ("/c", "tier"), ("/b", "cost")] {
         let req = Request::get(path)
             .header("x-api-key", "k")
             .body(Body::empty())
@@ -463,7 +468,7 @@ async fn panicking_closures_are_not_caught() {
         let panic = outcome.expect_err("not caught").into_panic();
         assert_eq!(panic.downcast_ref::<&str>(), Some(&message));
     }
-    assert_eq!(tier_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(tier_calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

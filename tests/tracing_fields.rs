@@ -141,8 +141,8 @@ async fn a_request_let_through_without_a_key_is_a_trace_event() {
     );
 }
 
-/// A shadow policy in two tiers is throttled in each: each line names its tier, so the two
-/// lines a second and their counts can be told apart.
+/// A shadow policy in two tiers is throttled in each, a line a second: each line names its
+/// tier, so the two lines and their counts can be told apart.
 #[tokio::test]
 async fn a_shadow_policy_of_two_tiers_is_logged_with_the_tier() {
     let (captured, _guard) = Captured::install(tracing::Level::INFO);
@@ -158,7 +158,10 @@ async fn a_shadow_policy_of_two_tiers_is_logged_with_the_tier() {
     let svc = layer.layer(service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     }));
-    for pro in [false, false, true] {
+    // The first request spends the trial's one cell; the other four of each tier would each be
+    // limited by it: one line for each tier, the three others held back.
+    let pro = [false; 5].into_iter().chain([true; 4]);
+    for pro in pro {
         let mut req = Request::get("/").body(()).unwrap();
         req.extensions_mut()
             .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
