@@ -341,8 +341,11 @@ fn max_batch_zero_is_refused() {
     );
 }
 
+/// Checks made where no runtime runs (no task can be spawned to send the queued ones), then
+/// awaited on the store's runtime: the first goes alone, the two queued behind it share the next
+/// call, and they are decided in the order they were made.
 #[test]
-fn a_check_made_outside_a_runtime_is_sent_alone() {
+fn checks_made_outside_a_runtime_are_coalesced_and_decided_in_order() {
     let server = RedisServer::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -354,11 +357,17 @@ fn a_check_made_outside_a_runtime_is_sent_alone() {
     let stack = store
         .register(&[Policy::new("outside", Quota::per_second(2))])
         .unwrap();
+    let before = command_calls(&mut server.connection(), "evalsha");
     // Made here, with no runtime to run a lane's sender on; awaited later on one.
     let queued: Vec<RedisStoreFuture> = (0..3).map(|_| store.check(&stack, b"k", 1)).collect();
     let decisions = rt.block_on(in_order(queued));
     let allowed: Vec<bool> = decisions.iter().map(Decisions::is_allowed).collect();
     assert_eq!(allowed, [true, true, false]);
+    let calls = command_calls(&mut server.connection(), "evalsha") - before;
+    assert_eq!(
+        calls, 2,
+        "one check alone, then one call for the two queued"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
