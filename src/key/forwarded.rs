@@ -442,6 +442,14 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
+    #[test]
+    fn a_quote_is_escaped_by_an_odd_run_of_backslashes_only() {
+        assert!(!escaped(b"by="));
+        assert!(escaped(b"by=\\"));
+        assert!(!escaped(b"by=\\\\"));
+        assert!(escaped(b"by=\\\\\\"));
+    }
+
     fn request(peer: &str, headers: &[(&str, &[u8])]) -> Request<()> {
         let mut req = Request::new(());
         for (name, value) in headers {

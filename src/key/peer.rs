@@ -178,6 +178,18 @@ fn carried_ipv4(bits: u128) -> Option<Ipv4Addr> {
 mod tests {
     use super::*;
 
+    /// A tunnel address that carries a multicast or reserved IPv4 address (224.0.0.0 and
+    /// above) stays IPv6, from the first such address on; the last unicast one is carried.
+    #[test]
+    fn a_tunnel_carrying_an_address_from_224_on_stays_ipv6() {
+        let nat64 = |v4: &str| -> IpAddr { format!("64:ff9b::{v4}").parse().unwrap() };
+        assert!(group(nat64("224.0.0.0"), 64).is_ipv6());
+        assert_eq!(
+            group(nat64("223.255.255.255"), 64).to_string(),
+            "223.255.255.255"
+        );
+    }
+
     #[test]
     fn groups_ipv6_by_prefix_and_unmaps_ipv4() {
         let v6: IpAddr = "2001:db8:aaaa:bbbb:1:2:3:4".parse().unwrap();
@@ -185,6 +197,10 @@ mod tests {
         assert_eq!(group(v6, 48).to_string(), "2001:db8:aaaa::");
         assert_eq!(group(v6, 0).to_string(), "::");
         assert_eq!(group(v6, 128), v6);
+        // The last bit too: two addresses one bit apart share a /127.
+        let next: IpAddr = "2001:db8:aaaa:bbbb:1:2:3:5".parse().unwrap();
+        assert_eq!(group(v6, 127), group(next, 127));
+        assert_ne!(group(v6, 128), group(next, 128));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(group(mapped, 64).to_string(), "192.0.2.7");
     }
