@@ -259,8 +259,13 @@ impl Inner {
     /// arguments.
     async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
         let sent = std::time::Instant::now();
+        // The keys' slot only matters on a cluster, whose answers are followed by primary.
+        let on_cluster = self.connection.slot_map().is_some();
         let dest = Dest {
-            slot: asks.first().and_then(Ask::slot).unwrap_or(0),
+            slot: on_cluster
+                .then(|| asks.first().and_then(Ask::slot))
+                .flatten()
+                .unwrap_or(0),
             primary_of: node,
         };
         let invoke = self.invoke(self.command(asks, node.is_some()), dest, sent);
