@@ -437,3 +437,54 @@ async fn every_kind_of_rejection_of_a_head_request_has_no_body_and_the_get_s_len
         assert_eq!(length, get.len().to_string(), "the GET's body: {get:?}");
     }
 }
+
+#[tokio::test]
+async fn a_head_request_rejected_with_an_empty_body_is_told_its_length_as_a_get_is() {
+    // A rejection whose body is empty: a GET is told `content-length: 0`, and so must a HEAD be.
+    let (store, _clock) = manual_store();
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .rejection(|_: &RateLimited| {
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .body(String::new())
+                .unwrap()
+        })
+        .store(store)
+        .build()
+        .unwrap();
+    let app = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(Router::new().route("/", get(|| async { "hello" })));
+    let addr = common::serve(app).await.0;
+
+    // HTTP/1.1, one connection: the first GET is served, then a GET and a HEAD are rejected.
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let head = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    socket
+        .write_all(&[GET, GET, &head[..], GET].concat())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (lines, body) = read_response(&mut socket, &mut buf).await;
+    assert_eq!(
+        (lines[0].as_str(), &body[..]),
+        ("HTTP/1.1 200 OK", &b"hello"[..])
+    );
+    for _ in 0..3 {
+        // `read_response` reads the head's `content-length` and panics where there is none.
+        let (lines, body) = read_response(&mut socket, &mut buf).await;
+        assert_eq!(lines[0], "HTTP/1.1 429 Too Many Requests");
+        assert!(lines.contains(&"content-length: 0".to_owned()), "{lines:?}");
+        assert!(body.is_empty());
+    }
+    assert!(buf.is_empty(), "nothing after the last answer: {buf:?}");
+
+    // HTTP/2.
+    for method in [http::Method::HEAD, http::Method::GET] {
+        let (status, headers, body) = over_http2(addr, method.clone()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{method}");
+        assert_eq!(headers["content-length"], "0", "{method}");
+        assert_eq!(body, Ok(Bytes::new()), "{method}");
+    }
+}
