@@ -379,6 +379,15 @@ impl<L: Link> Kept<L> {
         self.current().link
     }
 
+    /// The generation of the link in use.
+    fn generation(&self) -> u64 {
+        self.0
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+    }
+
     fn current(&self) -> Current<L> {
         // Nothing panics while holding the lock: a poisoned one still holds a link.
         self.0
@@ -472,7 +481,8 @@ impl<L: Link> Kept<L> {
         let Some(opener) = &self.0.opener else {
             return;
         };
-        if self.current().generation != generation {
+        // A link connecting already replaces this one once connected: no second one.
+        if self.generation() != generation || self.0.connecting.load(Ordering::Acquire) {
             return;
         }
         let connecting = match L::open(opener) {
