@@ -326,3 +326,79 @@ async fn a_selector_naming_the_default_tier_gets_it_without_a_warning() {
     assert_eq!(response.headers()["ratelimit-policy"], r#""free";q=1;w=60"#);
     assert_eq!(captured.count("tier=\"gold\""), 1, "{}", captured.text());
 }
+
+/// Each throttled line says how many like it were held back since the one before: a flood of
+/// limited requests, of requests the store could not decide and of requests without a key, a
+/// line for each at first, then, once their intervals (1 s, 10 s and 10 s) have passed, a line
+/// for each that counts the rest.
+#[tokio::test]
+async fn a_throttled_line_counts_the_lines_held_back_before_it() {
+    let (captured, _guard) = Captured::install(tracing::Level::DEBUG);
+
+    let inner = || {
+        service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) })
+    };
+    let limited = RateLimitLayer::builder()
+        .policy(Policy::new("per-hour", Quota::per_hour(1)))
+        .build()
+        .unwrap()
+        .layer(inner());
+    let failing = RateLimitLayer::builder()
+        .policy(Policy::new("on-a-down-store", Quota::per_hour(1)))
+        .store(common::DownStore)
+        .build()
+        .unwrap()
+        .layer(inner());
+    let keyless = RateLimitLayer::builder()
+        .policy(Policy::new("per-api-key", Quota::per_hour(1)))
+        .key(tower_ratelimit::Header::new("x-api-key"))
+        .build()
+        .unwrap()
+        .layer(inner());
+    let from_peer = || {
+        let mut req = Request::get("/").body(()).unwrap();
+        req.extensions_mut()
+            .insert("192.0.2.1:5000".parse::<SocketAddr>().unwrap());
+        req
+    };
+    // `n` requests to each: the first to `limited` is served, the others are not.
+    let flood = async |n: usize| {
+        for _ in 0..n {
+            limited.clone().oneshot(from_peer()).await.unwrap();
+            failing.clone().oneshot(from_peer()).await.unwrap();
+            keyless.clone().oneshot(from_peer()).await.unwrap();
+        }
+    };
+    flood(6).await;
+    let seen = captured.text();
+    assert_eq!(captured.count("outcome=\"limited\""), 1, "{seen}");
+    assert_eq!(captured.count("outcome=\"store-error\""), 1, "{seen}");
+    assert_eq!(captured.count("outcome=\"missing-key\""), 1, "{seen}");
+    assert!(
+        seen.contains("outcome=\"store-error\" tier=\"default\" error=connection refused"),
+        "{seen}"
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(10_100)).await;
+    flood(1).await;
+    let seen = captured.text();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines.len(), 6, "{seen}");
+    // The limited requests held back: the 5 of 6 after the served one, less the one logged.
+    let held_back = |outcome: &str, field: &str| {
+        let line = lines[3..]
+            .iter()
+            .find(|line| line.contains(&format!("outcome=\"{outcome}\"")))
+            .unwrap_or_else(|| panic!("no second {outcome} line: {seen}"));
+        let at = line.find(&format!("{field}=")).expect(field) + field.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(held_back("limited", "similar_rejections_not_logged"), 4);
+    assert_eq!(held_back("store-error", "similar_errors_not_logged"), 5);
+    assert_eq!(held_back("missing-key", "similar_requests_not_logged"), 5);
+}
