@@ -320,8 +320,30 @@ fn client_ip() -> impl Strategy<Value = IpAddr> {
         // IPv4 clients through 6to4 and Teredo tunnels.
         any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(0x2002_u128 << 112 | n >> 16))),
         any::<u128>().prop_map(|n| IpAddr::V6(Ipv6Addr::from(0x2001_0000_u128 << 96 | n >> 32))),
+        // The same three carrying addresses of the local ranges half the time, which arbitrary
+        // ones seldom hit.
+        (local_or_any_ipv4(), any::<u64>(), 0..3u8).prop_map(|(v4, rest, form)| {
+            let (v4, rest) = (u128::from(v4), u128::from(rest));
+            IpAddr::V6(Ipv6Addr::from(match form {
+                0 => 0x64_ff9b_u128 << 96 | v4,
+                1 => 0x2002_u128 << 112 | v4 << 80 | rest,
+                _ => 0x2001_0000_u128 << 96 | rest << 32 | u128::from(!(v4 as u32)),
+            }))
+        }),
     ]
     .prop_filter("an untrusted address", |ip| !is_trusted(*ip))
+}
+
+/// An IPv4 address as a number: in one of the local ranges that tunnels may not carry, or any.
+fn local_or_any_ipv4() -> impl Strategy<Value = u32> {
+    let local: [u16; 11] = [
+        0x0000, 0x0a00, 0x7f00, 0xa9fe, 0xc0a8, 0xac10, 0xac1f, 0x6440, 0x647f, 0xe000, 0xffff,
+    ];
+    prop_oneof![
+        (select(local.to_vec()), any::<u16>())
+            .prop_map(|(high, low)| u32::from(high) << 16 | u32::from(low)),
+        any::<u32>(),
+    ]
 }
 
 /// Optional whitespace around a hop.

@@ -630,6 +630,23 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_quote_in_a_quoted_host_neither_splits_elements_nor_parameters() {
+        let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap().rfc7239();
+        // The comma is inside the quoted host: the element is one hop.
+        let comma: &[u8] = b"for=203.0.113.9;host=\"a,\\\"b\", for=10.0.0.9";
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("forwarded", comma)]),
+            "203.0.113.9"
+        );
+        // The semicolon and `for` are inside the quoted host, which a client chose.
+        let semi: &[u8] = b"host=\"a\\\";for=6.6.6.6;x=\\\"\";for=203.0.113.9";
+        assert_eq!(
+            key(&ex, "10.0.0.1:80", &[("forwarded", semi)]),
+            "203.0.113.9"
+        );
+    }
+
+    #[test]
     fn a_quoted_node_followed_by_anything_is_unreadable() {
         let ex = ForwardedIp::new(["10.0.0.0/8"]).unwrap().rfc7239();
         for value in [
