@@ -480,9 +480,13 @@ impl RedisStoreBuilder {
     /// no connection given, a prefix with `{` or `}`, a zero timeout, back-off, key cap,
     /// failures before a back-off, batch size or calls in flight, an expiry step longer than a
     /// day, a build outside a Tokio runtime, a Redis that cannot be reached or will not run the
-    /// script, or a single server that is a replica (which refuses writes). Every check but the
-    /// last three is made before connecting. Once connected, Redis must answer the script's
-    /// load and `ROLE` each within the [timeout](Self::timeout), but at least a second and at
+    /// script, a single server that is a replica (which refuses writes) or a node of a Redis
+    /// Cluster (which answers `MOVED` for the keys of other nodes' slots: use
+    /// [`cluster`](Self::cluster)). Every check but the last four is made before connecting.
+    /// A Redis that asks for a password the URL does not give, or that is not serving yet
+    /// (`LOADING` its data, `BUSY` with a script, a cluster down), is an error that says so.
+    /// Once connected, Redis must answer `INFO cluster`, the script's load and `ROLE` each
+    /// within the [timeout](Self::timeout), but at least a second and at
     /// most five (a timeout of `Duration::MAX` included): a Redis that stops answering is an
     /// error, not a build that never ends. Then one run of the script (a check of a key no
     /// limited key uses, `{<prefix>:sha256:build}`, which it writes for a millisecond; waited
@@ -493,8 +497,10 @@ impl RedisStoreBuilder {
     /// under `maxmemory` (`OOM`) refuses the write too: that passes with a `warn` line, as the
     /// failure policy answers the admitted checks until Redis has room. With an
     /// [expiry step](Self::expiry_step) checks also write with `SET`, which the build does not
-    /// try. `ROLE` tells a replica. So a user of its own needs
-    /// `+evalsha +script|load +time +mget +psetex +set +role ~{ratelimit:*` for the default
+    /// try. `ROLE` tells a replica and `INFO cluster` a node of a cluster; a server that
+    /// refuses either (to a user without `+role` or `+info`) is taken for a standalone
+    /// primary. So a user of its own needs
+    /// `+evalsha +script|load +time +mget +psetex +set +role +info ~{ratelimit:*` for the default
     /// prefix (the keys begin with the hash tag's `{`), and `+select` for a database other
     /// than 0. On a Redis Cluster it also needs `+cluster|slots`, to read the slot map, and
     /// `+get`: a call that carries keys of several hash slots of one primary reads them one by
@@ -567,18 +573,25 @@ impl RedisStoreBuilder {
                  reachable, then build the store again"
             ))
         };
+        let cluster_node = tokio::time::timeout(answer_within, connection.is_cluster_node()).await;
+        if cluster_node.map_err(|_| silent())? {
+            return Err(ConfigError::new(format!(
+                "Redis at {name} is a node of a Redis Cluster, which would answer the checks of \
+                 keys in other nodes' slots with MOVED: connect with `.cluster([..])`"
+            )));
+        }
         let script = Script::new(GCRA_LUA);
         match tokio::time::timeout(answer_within, connection.load(&script)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                return Err(ConfigError::with_source(
+                let message = not_ready(&name, &e).unwrap_or_else(|| {
                     format!(
                         "could not load the rate limit script into Redis at {name}: check that \
                          Redis is reachable, that the user may run SCRIPT LOAD and EVALSHA, \
                          and that scripting is enabled"
-                    ),
-                    e,
-                ))
+                    )
+                });
+                return Err(ConfigError::with_source(message, e));
             }
             Err(_) => return Err(silent()),
         }
@@ -618,16 +631,17 @@ impl RedisStoreBuilder {
                  admitted checks are answered by the failure policy until it has room"
             ),
             Ok(Err(e)) => {
-                return Err(ConfigError::with_source(
+                let message = not_ready(&name, &e).unwrap_or_else(|| {
                     format!(
                         "Redis at {name} refused to run the rate limit script: check that no \
                          command it uses is renamed and, with ACLs, that the user may run them \
                          on the store's keys (`+evalsha +script|load +time +mget +psetex +set \
-                         +role ~{{{prefix}:*`, and `+cluster|slots +get` on a Redis Cluster)",
+                         +role +info ~{{{prefix}:*`, and `+cluster|slots +get` on a Redis \
+                         Cluster)",
                         prefix = self.prefix
-                    ),
-                    e,
-                ))
+                    )
+                });
+                return Err(ConfigError::with_source(message, e));
             }
         }
         // In clock mode the TATs are not on Redis's clock, which runs the expiries: no step.
@@ -683,6 +697,23 @@ impl RedisStoreBuilder {
                 metrics: crate::telemetry::redis::RedisMetrics::new(),
             }),
         })
+    }
+}
+
+/// The message of a build refused with `error` for a reason other than the user's permissions
+/// or renamed commands: no password given, or a state that passes (a dataset loading, a script
+/// running, a cluster down); `None` for any other refusal.
+fn not_ready(name: &str, error: &redis::RedisError) -> Option<String> {
+    match error.code()? {
+        "NOAUTH" => Some(format!(
+            "Redis at {name} asks for a password that the store did not give: put it in the \
+             URL (`redis://:password@host` or `redis://user:password@host`)"
+        )),
+        "LOADING" | "BUSY" | "CLUSTERDOWN" | "TRYAGAIN" | "MASTERDOWN" => Some(format!(
+            "Redis at {name} is not serving yet (its answer is the source of this error): build \
+             the store again once it is"
+        )),
+        _ => None,
     }
 }
 

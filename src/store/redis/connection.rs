@@ -587,6 +587,20 @@ impl Connection {
         )
     }
 
+    /// Whether a single server is a node of a Redis Cluster (`cluster_enabled:1` in `INFO
+    /// cluster`), whose keys of other nodes' slots it would answer `MOVED`. A server that does
+    /// not answer `INFO` (an ACL may forbid it) is taken for a standalone one.
+    pub(super) async fn is_cluster_node(&mut self) -> bool {
+        let Connection::Single(c) = self else {
+            return false;
+        };
+        let info: RedisResult<String> = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut c.manager())
+            .await;
+        info.is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+    }
+
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Connection::Single(_) => "single",
