@@ -706,6 +706,84 @@ fn only_a_cost_from_the_request_registers_a_cost_too_large_series() {
     );
 }
 
+/// The value of `ratelimit_decisions_total` for `policy` and `outcome` in `recorder`, 0 when
+/// it has no such series.
+#[cfg(feature = "metrics")]
+fn decisions(
+    recorder: &metrics_exporter_prometheus::PrometheusRecorder,
+    policy: &str,
+    outcome: &str,
+) -> u64 {
+    let series = format!("ratelimit_decisions_total{{policy=\"{policy}\",outcome=\"{outcome}\"}} ");
+    recorder
+        .handle()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A request that every policy of its stack refuses is `limited` for each of them.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn a_request_refused_by_two_policies_counts_as_limited_by_both() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let (store, _clock) = manual_store();
+    let limit = metrics::with_local_recorder(&recorder, || {
+        layer(
+            [
+                Policy::new("both-per-minute", Quota::per_minute(1)),
+                Policy::new("both-per-hour", Quota::per_hour(1)),
+            ],
+            &store,
+        )
+    });
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(limit);
+    assert_eq!(status(&app, "/").await, StatusCode::OK);
+    assert_eq!(status(&app, "/").await, StatusCode::TOO_MANY_REQUESTS);
+    for policy in ["both-per-minute", "both-per-hour"] {
+        assert_eq!(decisions(&recorder, policy, "allowed"), 1, "{policy}");
+        assert_eq!(decisions(&recorder, policy, "limited"), 1, "{policy}");
+    }
+}
+
+/// Every request without a key counts once as `missing_key`, whether it is rejected, let
+/// through, or served by a dry run (every policy in shadow mode).
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn requests_without_a_key_are_counted_however_they_are_answered() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let answers = [
+        (
+            MissingKey::Reject(StatusCode::UNAUTHORIZED),
+            false,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (MissingKey::Allow, false, StatusCode::OK),
+        (MissingKey::default(), true, StatusCode::OK),
+    ];
+    for (missing, dry_run, answer) in answers {
+        let limit = metrics::with_local_recorder(&recorder, || {
+            RateLimitLayer::builder()
+                .policy(Policy::new("per-api-key", Quota::per_minute(1)).shadow(dry_run))
+                .key(Header::new("x-api-key"))
+                .on_missing_key(missing)
+                .build()
+                .unwrap()
+        });
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(limit);
+        for _ in 0..3 {
+            assert_eq!(status(&app, "/").await, answer, "{missing:?}");
+        }
+    }
+    assert_eq!(decisions(&recorder, "", "missing_key"), 9);
+    assert_eq!(decisions(&recorder, "per-api-key", "allowed"), 0);
+}
+
 #[tokio::test]
 async fn in_a_mixed_stack_the_enforced_policy_still_rejects_and_the_shadow_one_only_counts() {
     let (store, _clock) = manual_store();
