@@ -206,6 +206,40 @@ async fn checks_queued_behind_a_held_call_record_their_wait_in_the_queue() {
     assert_eq!(value(&prometheus, WAITED), 2.0, "two calls");
 }
 
+/// Checks queued behind a call that fails and begins a back-off are answered by the failure
+/// policy without going to Redis: their wait in the queue is recorded all the same.
+#[tokio::test]
+async fn checks_a_back_off_answers_from_the_queue_record_their_wait_there() {
+    let server = RedisServer::start();
+    let (store, prometheus) = recorded(&server, "queue-wait-backoff", |b| {
+        b.calls_in_flight(1)
+            .timeout(Duration::from_millis(200))
+            .failures_before_backoff(1)
+    })
+    .await;
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(100))])
+        .unwrap();
+    // The first check's call times out and begins the back-off (on a clock that never
+    // reaches its end, so no probe goes); the four queued behind it skip Redis.
+    server.pause(1_000);
+    let checks: Vec<_> = (0..5u8).map(|i| store.check(&stack, &[i], 1)).collect();
+    for check in checks {
+        check
+            .await
+            .expect_err("answered by the `Deny` failure policy");
+    }
+    assert!(store.is_backing_off());
+    let queued = "ratelimit_store_queue_wait_seconds_count{store=\"redis\"}";
+    assert_eq!(value(&prometheus, queued), 4.0, "the four that queued");
+    let waited = value(
+        &prometheus,
+        "ratelimit_store_queue_wait_seconds_sum{store=\"redis\"}",
+    );
+    assert!(waited >= 4.0 * 0.15, "the four waited {waited} s in all");
+    assert_eq!(value(&prometheus, WAITED), 1.0, "one call");
+}
+
 /// A call sent alone is its request's future: a request that goes away while Redis holds the
 /// call (a client that hangs up, an outer timeout) still leaves a sample of the time it waited,
 /// so that the slowest calls are not the ones left out.

@@ -408,6 +408,44 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn the_degraded_gauge_is_one_for_every_back_off_and_zero_once_it_ends() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let gauge = || {
+            let text = recorder.handle().render();
+            text.lines()
+                .find_map(|line| line.strip_prefix("ratelimit_redis_degraded "))
+                .unwrap_or_else(|| panic!("no gauge in {text}"))
+                .parse::<f64>()
+                .unwrap()
+        };
+        let health =
+            metrics::with_local_recorder(&recorder, || Health::new(3, Duration::from_nanos(100)));
+        fail(&health, 0, 3);
+        assert_eq!(gauge(), 1.0);
+        // A call sent before the back-off answers and ends it; the probe then fails: a new
+        // back-off, of a new outage.
+        assert_eq!(health.route(100), Route::Redis { probe: true });
+        health.success(105, false);
+        assert_eq!(gauge(), 0.0);
+        failed(&health, 110, true);
+        assert!(health.backing_off());
+        assert_eq!(gauge(), 1.0);
+        // A probe that fails within a back-off keeps it, counted once.
+        assert_eq!(health.route(210), Route::Redis { probe: true });
+        failed(&health, 215, true);
+        assert_eq!(gauge(), 1.0);
+        assert_eq!(health.route(315), Route::Redis { probe: true });
+        health.success(320, true);
+        assert_eq!(gauge(), 0.0);
+        // A store dropped while it backs off takes its part of the gauge along.
+        fail(&health, 400, 3);
+        assert_eq!(gauge(), 1.0);
+        drop(health);
+        assert_eq!(gauge(), 0.0);
+    }
+
     #[test]
     fn a_failed_probe_keeps_the_start_of_an_outage_a_call_began_after_the_last_ended() {
         let health = Health::new(3, Duration::from_nanos(100));
