@@ -1243,3 +1243,110 @@ fn announce_through(cluster: &RedisCluster, node: usize, proxy: &Proxy) {
         }
     }
 }
+
+/// As [`a_silent_connection_to_a_primary_is_replaced_after_a_timeout`], the silent primary
+/// being one whose slots come after another's (the store numbers its primaries by their first
+/// slot): a timeout is held against the primary the call went to, not another one that
+/// answers all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_to_a_primary_other_than_the_first_is_replaced_after_a_timeout() {
+    let cluster = RedisCluster::start();
+    let proxy = Proxy::to(&cluster.nodes[1]);
+    tokio::task::block_in_place(|| announce_through(&cluster, 1, &proxy));
+    let mut urls = cluster.urls();
+    urls[1] = proxy.url();
+    let store = strict_store("cluster-silent-second")
+        .cluster(urls)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("p", Quota::per_second(1000))])
+        .unwrap();
+    // `key` on the proxied node 1, `other` on node 0, which answers all along.
+    let (other, key) = keys_of_nodes_0_and_1(&cluster, &store);
+    store.check(&stack, key.as_bytes(), 1).await.unwrap();
+    let opened = proxy.connections();
+
+    proxy.silence_open_connections();
+    let error = store.check(&stack, key.as_bytes(), 1).await.unwrap_err();
+    assert!(error.to_string().contains("did not answer"), "{error}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        store.check(&stack, other.as_bytes(), 1).await.unwrap();
+        if store.check(&stack, key.as_bytes(), 1).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no check of a key on the silent primary was answered by Redis in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(proxy.connections() > opened, "a new connection");
+}
+
+/// A slot moved for good to another primary: the first calls that carry its keys with keys
+/// of its old primary's other slots are refused there, which sends the store to the cluster for
+/// its map; from then on its keys go to their new primary, and no call is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_slot_moved_its_refused_calls_update_the_map_and_later_calls_are_not_refused() {
+    let cluster = RedisCluster::start();
+    let (store, stack) = store_for_moves(&cluster, "cluster-moved-map").await;
+    let first = store.redis_key("k0");
+    let slot = redis::cluster_routing::Slot::for_key(&first);
+    let keys: Vec<String> = (0u32..)
+        .map(|i| format!("k{i}"))
+        .filter(|key| redis::cluster_routing::Slot::for_key(store.redis_key(key)) == slot)
+        .take(6)
+        .collect();
+    let from = cluster.holder_of(&first);
+    let to = (from + 1) % 3;
+    let neighbours: Vec<String> = (0u32..)
+        .map(|i| format!("n{i}"))
+        .filter(|key| {
+            let redis_key = store.redis_key(key);
+            cluster.holder_of(&redis_key) == from
+                && redis::cluster_routing::Slot::for_key(&redis_key) != slot
+        })
+        .take(12)
+        .collect();
+    let both: Vec<String> = keys.iter().chain(&neighbours).cloned().collect();
+    tokio::task::block_in_place(|| {
+        let slot = key_slot(&cluster, &first);
+        begin_move(&cluster, slot, from, to);
+        end_move(&cluster, slot, from, to);
+    });
+    // Past the least time between two questions to the cluster for its map.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Counted on connections opened once: each new connection's handshake may cost an `ERR`
+    // of its own (`CLIENT SETINFO` before Redis 7.2).
+    let mut nodes: Vec<redis::Connection> = cluster.nodes.iter().map(|n| n.connection()).collect();
+    let mut refusals = || -> u64 {
+        nodes
+            .iter_mut()
+            .map(|node| {
+                let info: String = redis::cmd("INFO").arg("errorstats").query(node).unwrap();
+                info.lines()
+                    .find_map(|line| line.strip_prefix("errorstat_ERR:count="))
+                    .map_or(0, |count| count.trim().parse().unwrap())
+            })
+            .sum()
+    };
+    let refused = refusals();
+    admitted_in_rounds(&store, &stack, &both, 1).await;
+    assert!(
+        refusals() > refused,
+        "no call carried the moved slot's keys to its old primary: the stale map went untested"
+    );
+    let refused = refusals();
+    let admitted = admitted_in_rounds(&store, &stack, &both, 3).await;
+    assert_eq!(admitted, [3; 18]);
+    assert_eq!(
+        refusals(),
+        refused,
+        "calls were refused after the map was asked again"
+    );
+}

@@ -1461,3 +1461,50 @@ async fn allow_answers_a_cost_above_the_burst_as_never_conforming_while_redis_is
     assert_eq!(remaining(&fits), [0]);
     assert_eq!(fits.as_slice()[0].reset_after(), Duration::from_secs(1));
 }
+
+/// A check made before a back-off began and first polled after it ended goes to Redis as the
+/// probe: once it is answered, the next back-off has its own probe, and the store recovers
+/// from it too (it is not left answering by the policy for good).
+#[tokio::test]
+async fn a_check_made_before_a_backoff_that_probes_after_it_lets_the_next_backoff_probe() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let store = RedisStore::builder()
+        .url(server.url())
+        .prefix(unique_prefix("late-probe"))
+        .clock(clock.clone())
+        .timeout(Duration::from_millis(100))
+        .failures_before_backoff(1)
+        .backoff(BACKOFF)
+        .max_batch(1)
+        .on_failure(FailurePolicy::Deny)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(100))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let outage = |store: RedisStore, stack: RedisStack| {
+        let server = &server;
+        async move {
+            server.pause(2_000);
+            let error = store.check(&stack, b"k", 1).await.unwrap_err();
+            assert!(error.is_timeout(), "{error}");
+            server.unpause();
+            assert!(store.is_backing_off());
+        }
+    };
+    // Made while Redis answers, polled once the back-off is over.
+    let late = store.check(&stack, b"k", 1);
+    outage(store.clone(), stack.clone()).await;
+    clock.advance(BACKOFF * 2);
+    assert!(late.await.unwrap().is_allowed());
+    assert!(!store.is_backing_off());
+
+    outage(store.clone(), stack.clone()).await;
+    clock.advance(BACKOFF * 2);
+    let probe = store.check(&stack, b"k", 1).await;
+    assert!(probe.expect("the probe is answered by Redis").is_allowed());
+    assert!(!store.is_backing_off());
+}

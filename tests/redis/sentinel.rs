@@ -15,7 +15,7 @@ use tower_ratelimit::{FailurePolicy, Policy, Quota, RedisStore, Store};
 
 use crate::stored_tat;
 use crate::support::{
-    command_calls, kill_other_clients, role, set_password, unique_prefix, RedisSentinel,
+    command_calls, kill_other_clients, role, set_password, unique_prefix, Proxy, RedisSentinel,
     RedisServer, SentinelGroup, MASTER_NAME,
 };
 
@@ -755,4 +755,135 @@ fn kill_sentinel_links(admin: &mut redis::Connection) -> usize {
         let _: redis::RedisResult<()> = redis::cmd("CLIENT").arg("KILL").arg(*address).query(admin);
     }
     addresses.len()
+}
+
+/// A manual failover while the store is idle, the old primary made a replica of the new one at
+/// the same address: the store's first check meets `READONLY`, waits for the lookup it starts,
+/// and goes again to the new primary, which answers it (no failure policy, here `Deny`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_check_after_an_idle_failover_is_answered_by_the_new_primary() {
+    let group = SentinelGroup::start();
+    let store = RedisStore::builder()
+        .sentinel([group.sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix("sentinel-idle-failover"))
+        .on_failure(FailurePolicy::Deny)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("idle", Quota::per_hour(1000))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let () = blocking(|| {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query(&mut redis::Client::open(group.sentinel.url()).unwrap())
+            .unwrap()
+    });
+    replica_promoted(&group).await;
+    let () = blocking(|| {
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(group.replica.port())
+            .query(&mut group.primary.connection())
+            .unwrap()
+    });
+    let mut new = blocking(|| group.replica.connection());
+    let before = blocking(|| command_calls(&mut new, "evalsha"));
+    let decisions = store.check(&stack, b"k", 1).await;
+    let decisions = decisions.expect("the first check after the failover is answered by Redis");
+    assert!(decisions.is_allowed());
+    assert!(blocking(|| command_calls(&mut new, "evalsha")) > before);
+}
+
+/// The connection to the primary that the sentinels name goes silent without a word (a NAT
+/// or a load balancer forgot it), while the sentinels still name the same primary: the store
+/// connects to it again after a timeout, as on a single server.
+#[tokio::test]
+async fn a_silent_connection_to_the_named_primary_is_replaced_after_a_timeout() {
+    let primary = RedisServer::start();
+    let proxy = Proxy::to(&primary);
+    // The sentinel reaches the primary through the proxy too, and names the proxy; it does
+    // not take the primary for down within the test.
+    let sentinel = RedisSentinel::start(
+        proxy.port(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
+    let store = RedisStore::builder()
+        .sentinel([sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix("sentinel-silent"))
+        .on_failure(FailurePolicy::Deny)
+        .timeout(Duration::from_secs(1))
+        .failures_before_backoff(u32::MAX)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-minute", Quota::per_minute(5))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let opened = proxy.connections();
+
+    proxy.silence_open_connections();
+    let error = store.check(&stack, b"k", 1).await.unwrap_err().to_string();
+    assert!(error.contains("did not answer"), "{error}");
+    let decisions = store.check(&stack, b"k", 1).await.unwrap();
+    assert_eq!(
+        decisions.as_slice()[0].remaining(),
+        3,
+        "Redis's second check of `k`"
+    );
+    assert!(proxy.connections() > opened, "a new connection");
+}
+
+/// A primary that stops answering writes for a while (paused) while the sentinels still name
+/// it: every timed-out check suspects a failover, but the sentinels are asked at most every
+/// 100 ms, and the primary they name again is not connected to anew.
+#[tokio::test]
+async fn timeouts_on_a_stalled_primary_ask_the_sentinels_at_a_bounded_rate() {
+    let primary = RedisServer::start();
+    let sentinel = RedisSentinel::start(
+        primary.port(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
+    let store = RedisStore::builder()
+        .sentinel([sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix("sentinel-stalled"))
+        .on_failure(FailurePolicy::Deny)
+        .timeout(Duration::from_millis(20))
+        .failures_before_backoff(u32::MAX)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("per-hour", Quota::per_hour(100))])
+        .unwrap();
+    assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
+    let roles = command_calls(&mut primary.connection(), "role");
+
+    primary.pause_writes(1_000);
+    let started = Instant::now();
+    let mut timed_out = 0;
+    while started.elapsed() < Duration::from_millis(900) {
+        if store.check(&stack, b"k", 1).await.is_err() {
+            timed_out += 1;
+        }
+    }
+    primary.unpause();
+    let elapsed = started.elapsed();
+    // Each lookup's Sentinel client asks the primary it names for its `ROLE`; a primary
+    // connected to anew is asked once more, by the store.
+    let roles = command_calls(&mut primary.connection(), "role") - roles;
+    assert!(
+        timed_out >= 20,
+        "{timed_out} checks timed out in {elapsed:?}"
+    );
+    assert!(
+        roles <= elapsed.as_millis() as u64 / 100 + 2,
+        "{roles} ROLE asked of the primary in {elapsed:?}, for {timed_out} timed-out checks"
+    );
 }

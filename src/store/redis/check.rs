@@ -635,6 +635,25 @@ impl Drop for Probe {
 mod tests {
     use super::*;
 
+    /// A timer that fires late (the process was not running: here the clock jumps past the
+    /// deadline) gives the call one more timeout; one that fires on time fails the call.
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_that_fires_late_gives_the_call_one_more_timeout() {
+        use std::time::Duration;
+        let call = || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            7
+        };
+        let timeout = Duration::from_millis(100);
+        let stall = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::advance(Duration::from_millis(200)).await;
+        };
+        let (late, ()) = tokio::join!(within_timeout(timeout, call()), stall);
+        assert_eq!(late.ok(), Some(7));
+        assert!(within_timeout(timeout, call()).await.is_err());
+    }
+
     #[test]
     fn the_redis_key_is_the_hash_tag_each_policy_name_shares() {
         let suffixes: [Box<[u8]>; 2] = [(*b"}:per-second").into(), (*b"}:per-minute").into()];

@@ -898,6 +898,162 @@ mod tests {
         }
     }
 
+    fn retired(kept: &Kept<TwoServers>) -> bool {
+        kept.0.retired.lock().unwrap().is_some()
+    }
+
+    /// Server 0 goes silent on the first link, which is replaced: the first link stays open
+    /// (a stalled server 0 still runs the calls sent on it) through answers of server 1 and
+    /// through a broken connection to server 0 on the new link, and is closed at server 0's
+    /// first answer there.
+    #[tokio::test]
+    async fn a_retired_link_is_closed_at_the_first_answer_of_its_server_on_the_new_link() {
+        let kept = Kept::new(TwoServers, Some(AtomicU64::new(0)));
+        answered(&kept, 0).await;
+        answered(&kept, 1).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        kept.timed_out(0, Instant::now());
+        answered(&kept, 1).await;
+        assert_eq!(opened(&kept), 1);
+        assert!(
+            retired(&kept),
+            "kept for server 0, whatever server 1 answers"
+        );
+        let broken = |_| async {
+            let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+            RedisResult::<()>::Err(reset.into())
+        };
+        assert!(kept.run(0, broken).await.is_err());
+        assert!(
+            retired(&kept),
+            "a broken connection is no answer of server 0"
+        );
+        answered(&kept, 0).await;
+        assert!(!retired(&kept), "closed at server 0's first answer");
+    }
+
+    /// An error reply is an answer: a call that timed out on a server that answered with an
+    /// error since it was sent leaves the link in use.
+    #[tokio::test]
+    async fn an_error_reply_is_an_answer_of_the_server() {
+        let kept = Kept::new(TwoServers, Some(AtomicU64::new(0)));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let sent = Instant::now();
+        let refused = |_| async {
+            RedisResult::<()>::Err(
+                (ErrorKind::Server(ServerErrorKind::ResponseError), "OOM").into(),
+            )
+        };
+        assert!(kept.run(0, refused).await.is_err());
+        kept.timed_out(0, sent);
+        answered(&kept, 1).await;
+        assert_eq!(opened(&kept), 0, "the link was replaced");
+    }
+
+    /// Server 0 goes silent on the first link, then never answers on the second, where
+    /// server 1 does: the second is closed when it is replaced, and the first, on which
+    /// server 0 last answered, stays open.
+    #[tokio::test]
+    async fn a_link_its_server_never_answered_on_is_closed_and_the_last_it_answered_on_kept() {
+        let kept = Kept::new(TwoServers, Some(AtomicU64::new(0)));
+        answered(&kept, 0).await;
+        for links in [1, 2] {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            kept.timed_out(0, Instant::now());
+            answered(&kept, 1).await;
+            assert_eq!(opened(&kept), links);
+            let retired = kept.0.retired.lock().unwrap();
+            assert_eq!(retired.as_ref().map(|r| r.by), Some(1), "the first link");
+        }
+    }
+
+    /// A link that came into use `silent` ago, no server answered on it, after
+    /// `unanswered_before` links replaced for a server never answered on them.
+    fn silent_for(silent: Duration, unanswered_before: u32) -> Kept<TwoServers> {
+        let epoch = Instant::now()
+            .checked_sub(Duration::from_secs(200))
+            .unwrap();
+        let since = Duration::from_secs(200) - silent;
+        Kept(Arc::new(KeptParts {
+            current: RwLock::new(Current {
+                link: TwoServers,
+                generation: 0,
+                unanswered_before,
+                since: since.as_nanos() as u64,
+                answered: unanswered::<TwoServers>(),
+            }),
+            opener: Some(AtomicU64::new(0)),
+            dead: AtomicU64::new(0),
+            retired: Mutex::new(None),
+            connecting: AtomicBool::new(false),
+            epoch,
+        }))
+    }
+
+    /// The wait before a link is replaced for a server never answered on it doubles for each
+    /// such link before it, up to 64 times [`DEAD_AFTER`].
+    #[tokio::test]
+    async fn the_wait_for_a_server_never_answered_doubles_up_to_64_times() {
+        for (silent, before, replaced) in [
+            (Duration::from_millis(1_900), 1, false),
+            (Duration::from_millis(2_100), 1, true),
+            (Duration::from_secs(40), 10, false),
+            (Duration::from_secs(63), 10, false),
+            (Duration::from_secs(65), 10, true),
+        ] {
+            let kept = silent_for(silent, before);
+            kept.timed_out(0, Instant::now());
+            answered(&kept, 1).await;
+            assert_eq!(
+                opened(&kept),
+                u64::from(replaced),
+                "{silent:?} after {before}"
+            );
+        }
+    }
+
+    /// A link to two servers that connects before it takes calls, as a cluster client does.
+    #[derive(Clone)]
+    struct Connects;
+
+    impl Link for Connects {
+        type Opener = AtomicU64;
+        const SERVERS: usize = 2;
+
+        fn open(opened: &AtomicU64) -> Option<Opening<Self>> {
+            opened.fetch_add(1, Ordering::Relaxed);
+            Some(Opening::Connecting(Box::pin(async { Ok(Connects) })))
+        }
+
+        fn useless_after(_: &redis::RedisError) -> bool {
+            false
+        }
+    }
+
+    /// A link that connects in a task of its own is replaced each time its server goes
+    /// silent, not only the first.
+    #[tokio::test]
+    async fn a_link_that_connects_in_a_task_is_replaced_again_after_its_replacement() {
+        let kept = Kept::new(Connects, Some(AtomicU64::new(0)));
+        let call = |kept: &Kept<Connects>, server| {
+            let kept = kept.clone();
+            async move { kept.run(server, |_| async { RedisResult::Ok(()) }).await }
+        };
+        for links in [1, 2] {
+            call(&kept, 0).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            kept.timed_out(0, Instant::now());
+            call(&kept, 1).await.unwrap();
+            // The new link connects in its task, then takes the place of the one in use.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                kept.0.opener.as_ref().unwrap().load(Ordering::Relaxed),
+                links
+            );
+            assert_eq!(kept.generation(), links);
+        }
+    }
+
     #[test]
     fn a_tls_url_without_the_tls_feature_says_to_enable_it() {
         let error = tls_in_build("rediss://user:secret@host:6380", false).unwrap_err();

@@ -689,6 +689,20 @@ mod tests {
         assert!(!lines.contains(" policy="), "{lines}");
     }
 
+    /// A probe that succeeds after another call had already ended the outage still hands the
+    /// probing over: the next back-off gets its own probe.
+    #[test]
+    fn a_probe_answered_after_another_call_ended_the_outage_lets_the_next_backoff_probe() {
+        let health = Health::new(1, Duration::from_nanos(100));
+        failed(&health, 0, false);
+        assert_eq!(health.route(100), Route::Redis { probe: true });
+        health.success(105, false);
+        health.success(110, true);
+        failed(&health, 200, false);
+        assert!(health.backing_off());
+        assert_eq!(health.route(300), Route::Redis { probe: true });
+    }
+
     #[test]
     fn an_abandoned_probe_hands_over_to_the_next_check() {
         let health = Health::new(1, Duration::from_nanos(100));
