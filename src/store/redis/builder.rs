@@ -141,9 +141,12 @@ impl RedisStoreBuilder {
     /// connection, `READONLY` from a demoted primary, `NOREPLICAS` from one cut off from its
     /// replicas under `min-replicas-to-write`, a check that times out), the store asks
     /// the sentinels again in the background until they name a primary, and checks go to the
-    /// new one; meanwhile the [`FailurePolicy`] answers. Writes that the old primary had not
-    /// yet passed to its replica are lost with it: at most about one burst per key, once per
-    /// failover.
+    /// new one; meanwhile the [`FailurePolicy`] answers. Timed-out checks ask the sentinels at
+    /// most once per 100 ms, and each answer is checked by asking the primary it names for its
+    /// `ROLE` on a connection of its own: a primary that is only slow gets up to ten such
+    /// connections a second from each process whose checks time out on it. Writes that the
+    /// old primary had not yet passed to its replica are lost with it: at most about one burst
+    /// per key, once per failover.
     ///
     /// The primary is reached without a password; for a password, a database, TLS or other
     /// settings toward the primary use [`sentinel_client`](Self::sentinel_client).
