@@ -203,7 +203,7 @@ fn rejection<B>(req: &Request<B>, mut response: Response<Bytes>, length_set: boo
     if !length_set {
         // A length that is missing is written by the server from the body, but for `HEAD`.
         let len = response.body().len();
-        set_length(response.headers_mut(), len, head && len > 0);
+        set_length(response.headers_mut(), len, head);
     }
     if head {
         *response.body_mut() = Bytes::new();

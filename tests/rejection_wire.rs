@@ -488,3 +488,56 @@ async fn a_head_request_rejected_with_an_empty_body_is_told_its_length_as_a_get_
         assert_eq!(body, Ok(Bytes::new()), "{method}");
     }
 }
+
+/// Sends requests without a key to a login page, with an empty body.
+struct ToLogin;
+
+impl MakeRejection for ToLogin {
+    fn make_rejection(&self, limited: &RateLimited) -> Response<Bytes> {
+        DefaultRejection.make_rejection(limited)
+    }
+
+    fn make_missing_key(&self, rejected: &tower_ratelimit::MissingKeyRejected) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = rejected.status();
+        response.headers_mut().insert(
+            http::header::LOCATION,
+            http::HeaderValue::from_static("/login"),
+        );
+        response
+    }
+}
+
+/// A rejection other than `limited` whose body is empty (here a redirect for a request without
+/// a key): a GET is told `content-length: 0`, and so must a HEAD be, as for a limited request.
+#[tokio::test]
+async fn a_head_request_without_a_key_redirected_with_an_empty_body_is_told_its_length() {
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_hour(1))
+        .key(tower_ratelimit::Header::new("x-api-key"))
+        .on_missing_key(tower_ratelimit::MissingKey::Reject(StatusCode::SEE_OTHER))
+        .rejection(ToLogin)
+        .build()
+        .unwrap();
+    let app = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(Router::new().route("/", get(|| async { "hello" })));
+    let addr = common::serve(app).await.0;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let head = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    socket
+        .write_all(&[GET, &head[..], GET].concat())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    for method in ["GET", "HEAD", "GET"] {
+        // `read_response` panics where the head has no `content-length`.
+        let (lines, body) = read_response(&mut socket, &mut buf).await;
+        assert_eq!(lines[0], "HTTP/1.1 303 See Other", "{method}");
+        assert!(
+            lines.contains(&"content-length: 0".to_owned()),
+            "{method}: {lines:?}"
+        );
+        assert!(body.is_empty());
+    }
+}
