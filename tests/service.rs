@@ -1328,3 +1328,136 @@ fn the_service_s_debug_shows_every_tier_as_the_layer_s_does() {
     assert!(svc_debug.starts_with("RateLimit { inner: "), "{svc_debug}");
     assert_eq!(tiers(&svc_debug), tiers(&layer_debug));
 }
+
+/// The panic on a second poll holds on the path that adds the headers to an allowed response
+/// too, not only on the path that passes the inner answer through as it is.
+#[test]
+#[should_panic(expected = "ResponseFuture polled after completion")]
+fn an_allowed_response_future_with_headers_polled_again_panics_with_a_message() {
+    let inner = service_fn(|_req: Request<String>| {
+        std::future::poll_fn(|_| Poll::Ready(Ok::<_, Infallible>(Response::new(String::new()))))
+    });
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .headers_on_success(true)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner);
+    let mut future = std::pin::pin!(svc.call(from(PEER)));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(response)) => assert!(response.headers().contains_key("ratelimit")),
+        _ => panic!("the allowed answer is ready on the first poll"),
+    }
+    let _ = future.as_mut().poll(&mut cx);
+}
+
+/// The response future's `Debug` says what it is waiting on, and that it is done once it has
+/// answered.
+#[test]
+fn a_response_future_says_done_once_it_has_answered() {
+    let inner = service_fn(|_req: Request<String>| {
+        std::future::poll_fn(|_| Poll::Ready(Ok::<_, Infallible>(Response::new(String::new()))))
+    });
+    let mut svc = RateLimitLayer::new(Quota::per_second(10)).layer(inner);
+    let mut future = std::pin::pin!(svc.call(from(PEER)));
+    assert_eq!(
+        format!("{future:?}"),
+        r#"ResponseFuture { state: "inner" }"#
+    );
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_ready());
+    assert_eq!(format!("{future:?}"), r#"ResponseFuture { state: "done" }"#);
+}
+
+/// While a check waits on the store, the request must be served by the very service that
+/// `poll_ready` drove to readiness: a `ConcurrencyLimit` clone holds no permit, and calling
+/// it panics.
+#[tokio::test]
+async fn a_store_that_must_wait_calls_the_inner_service_that_was_made_ready() {
+    let (memory, _clock) = manual_store();
+    let store = SlowStore {
+        memory,
+        polls: Arc::new(AtomicUsize::new(0)),
+    };
+    let layer = RateLimitLayer::builder()
+        .quota(Quota::per_second(10))
+        .key(peer_ip)
+        .store(store)
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let mut svc = layer.layer(tower::limit::ConcurrencyLimit::new(inner, 1));
+    for _ in 0..3 {
+        let response = svc.ready().await.unwrap().call(from(PEER)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A layer is a dry run only if every tier is all shadow: one shadow-only tier beside an
+/// enforced default tier must not make the layer serve requests without a key.
+#[tokio::test]
+async fn a_shadow_only_tier_does_not_make_the_layer_serve_requests_without_a_key() {
+    let q = Quota::per_second(10);
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("free", q))
+        .tier("trial", [Policy::new("trial", q).shadow(true)])
+        .select_tier(|req: &Request<String>| {
+            req.headers().contains_key("x-trial").then_some("trial")
+        })
+        .key(Header::new("x-api-key"))
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let mut svc = layer.layer(inner);
+    let keyless = send(&mut svc, Request::new(String::new())).await;
+    assert_eq!(keyless.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// Tiers without a default stack: the error names the default tier, with one tier as with
+/// several.
+#[test]
+fn one_tier_without_a_default_policy_is_a_build_error_that_names_the_default_tier() {
+    let err = RateLimitLayer::builder()
+        .tier("pro", [Policy::new("pro", Quota::per_second(10))])
+        .select_tier(|_: &Request<String>| None::<&str>)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(r#"tiers ["pro"] but no policy for the default tier"#),
+        "{err}"
+    );
+}
+
+/// `grpc-message` is percent-encoded (gRPC's HTTP/2 protocol), whatever the message holds: a
+/// policy name may hold a `%`, which a client would otherwise decode (`%41` is `A`).
+#[tokio::test]
+async fn a_grpc_answer_percent_encodes_a_policy_name_in_its_message() {
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("a%41", Quota::per_second(1)))
+        .key(tower_ratelimit::Global)
+        .cost_by(|_: &Request<String>| 5)
+        .build()
+        .unwrap();
+    let (inner, calls) = counting_ok();
+    let mut svc = layer.layer(inner);
+    let response = send(&mut svc, grpc_call()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "grpc-status"), "3");
+    assert_eq!(
+        header(&response, "grpc-message"),
+        r#"a request of cost 5 can never fit policy "a%2541", whose burst is 1"#
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// A policy is shown as its name, its quota and, in shadow mode, `shadow`.
+#[test]
+fn a_policy_displays_its_name_quota_and_shadow_mode() {
+    let policy = Policy::new("search", Quota::per_second(10));
+    assert_eq!(policy.to_string(), "search (10/s)");
+    assert_eq!(policy.shadow(true).to_string(), "search (10/s), shadow");
+}
