@@ -638,6 +638,20 @@ mod tests {
         assert_eq!(over.retry_after(), Duration::from_nanos(u64::MAX));
     }
 
+    /// At the last readings of a clock (within a window of `u64::MAX` ns) times saturate, as
+    /// `Clock` documents: the arithmetic never overflows.
+    #[test]
+    fn times_at_the_end_of_the_clock_saturate_instead_of_overflowing() {
+        let quota = Quota::per_second(2);
+        let now = u64::MAX - 1;
+        assert_eq!(conforming_tat(&quota, 0, now, 2), Some(u64::MAX));
+        assert_eq!(conforming_tat(&quota, u64::MAX, now, 1), Some(u64::MAX));
+        assert!(check(&quota, u64::MAX, u64::MAX, 2)
+            .unwrap()
+            .decision
+            .is_allowed());
+    }
+
     #[test]
     fn peek_reports_without_taking() {
         let quota = Quota::per_second(2);

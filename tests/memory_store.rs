@@ -816,6 +816,9 @@ fn a_late_check_across_a_sweep(meanwhile: impl FnOnce(&MemoryStore<HeldClock>, &
     clock.set(600 * MS);
     let (read, go_on) = clock.hold_next_reader();
     std::thread::scope(|s| {
+        // Owned here, so that a failed assertion drops it and frees the held reader: else the
+        // scope would wait for it for ever.
+        let go_on = go_on;
         let late = s.spawn(|| store.check_now(&stack, b"k", 4));
         read.recv().unwrap();
         clock.set(2_000 * MS);
@@ -1169,4 +1172,37 @@ fn a_stack_used_on_another_store_never_touches_that_store_policies() {
     assert_eq!(remaining(&other, &loose), (true, 98));
     // Nor did the other store's checks reach the home store's budget.
     assert_eq!(remaining(&home, &strict), (true, 0));
+}
+
+/// A peek reads a stack's states as one: never one policy's state after a check and another's
+/// before it. Two policies with one quota always hold one state, so they must peek alike.
+#[test]
+fn a_peek_never_sees_a_stack_halfway_through_a_check() {
+    let (store, _clock) = store(1_000);
+    let fine = Quota::per_second(1_000_000_000);
+    let stack = store
+        .register(&[Policy::new("a", fine), Policy::new("b", fine)])
+        .unwrap();
+    assert!(store.check_now(&stack, b"k", 1).is_allowed());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                store.check_now(&stack, b"k", 1);
+            }
+        });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..500_000 {
+                let peeked = store.peek_now(&stack, b"k");
+                let [a, b] = peeked.as_slice() else {
+                    panic!("two decisions: {peeked:?}")
+                };
+                assert_eq!(a, b, "a torn peek");
+            }
+        }));
+        done.store(true, Ordering::Relaxed);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    });
 }

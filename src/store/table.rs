@@ -534,6 +534,90 @@ mod tests {
         assert_eq!(shard.entries.len(), 63);
     }
 
+    /// How many times a `Looked` state was asked whether it is idle (its own counter: tests
+    /// run in parallel).
+    static LOOKED_AT_GROWING: AtomicU64 = AtomicU64::new(0);
+
+    /// A value that is never idle, counting the looks at it.
+    struct Looked;
+
+    impl Value for Looked {
+        fn idle(&self, _now: u64) -> bool {
+            LOOKED_AT_GROWING.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// A shard that grows with live keys sweeps at doubling sizes: the scans of its sweeps cost
+    /// a bounded amount per insert, not one scan of the shard per new key.
+    #[test]
+    fn a_growing_shard_of_live_keys_sweeps_at_doubling_sizes() {
+        let hasher = Hasher::new();
+        let shard = Shard::<Looked>::new(10_000);
+        let mut table = shard.write();
+        for i in 0..1_000u64 {
+            let bytes = i.to_le_bytes();
+            let key = hasher.key(&bytes);
+            assert!(table.get_or_insert(&key, 0, &hasher, || Looked).is_some());
+        }
+        assert_eq!(table.entries.len(), 1_000);
+        let looked = LOOKED_AT_GROWING.load(Ordering::Relaxed);
+        // Sweeps at 64, 128, 256 and 512 keys: 960 looks.
+        assert!(looked <= 2 * 1_000, "1000 inserts read {looked} states");
+    }
+
+    /// A sweep that leaves most of a shard empty gives the memory back.
+    #[test]
+    fn a_sweep_that_empties_a_shard_gives_its_memory_back() {
+        let hasher = Hasher::new();
+        let shard = Shard::<Until>::new(100_000);
+        let mut table = shard.write();
+        for i in 0..10_000u64 {
+            let bytes = i.to_le_bytes();
+            let key = hasher.key(&bytes);
+            assert!(table.get_or_insert(&key, 0, &hasher, || Until(5)).is_some());
+        }
+        assert!(table.entries.capacity() >= 10_000);
+        table.sweep(5, &hasher);
+        assert_eq!(table.entries.len(), 0);
+        assert!(
+            table.entries.capacity() <= 4 * MIN_SWEEP_AT,
+            "{} buckets kept for no key",
+            table.entries.capacity()
+        );
+    }
+
+    /// Keys whose words are equal but whose lengths differ are different keys, for the
+    /// exclusive lookup as for the shared one.
+    #[test]
+    fn a_stored_key_is_not_a_key_of_the_same_words_and_another_length() {
+        let hasher = Hasher::new();
+        for (a, b) in [
+            (&b""[..], &b"\0"[..]),
+            (b"\0\0", b"\0\0\0"),
+            (b"aaaa", b"aaaaaaa"),
+            (b"aaaaaaaa", b"aaaaaaaaa"),
+            (b"abababababababab", b"abababababababababab"),
+        ] {
+            let stored = StoredKey::new(&hasher.key(a));
+            assert!(stored.is(&hasher.key(a)), "{a:?}");
+            assert!(!stored.is(&hasher.key(b)), "{a:?} is not {b:?}");
+        }
+    }
+
+    /// The time of the latest sweep never goes back, even when a sweep that read the clock
+    /// earlier takes the lock later: a key the later sweep dropped was idle only then, and a
+    /// check that tracks it again must be decided no earlier.
+    #[test]
+    fn the_latest_sweep_time_never_goes_back() {
+        let hasher = Hasher::new();
+        let shard = Shard::<Until>::new(100);
+        let mut table = shard.write();
+        table.sweep(2_000, &hasher);
+        table.sweep(600, &hasher);
+        assert_eq!(table.swept_at(), 2_000);
+    }
+
     #[test]
     fn caps_are_exact_and_short_and_long_keys_are_found() {
         for max in [1, 7, 64, 1000, 12_345] {
