@@ -36,7 +36,26 @@ fn sentinel_client(sentinel: &RedisSentinel, server_type: SentinelServerType) ->
         .unwrap()
 }
 
-/// Polls `done` until it holds, for at most `within`.
+/// The sentinel promotes the replica; the old primary, still running at its address, is made
+/// its replica, as the sentinel does at its next look at it (up to ten seconds later).
+async fn fail_over_to_the_replica_demoting_the_primary(group: &SentinelGroup) {
+    let () = blocking(|| {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER_NAME)
+            .query(&mut redis::Client::open(group.sentinel.url()).unwrap())
+            .unwrap()
+    });
+    replica_promoted(group).await;
+    let () = blocking(|| {
+        redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(group.replica.port())
+            .query(&mut group.primary.connection())
+            .unwrap()
+    });
+}
+
 /// Waits until the sentinel names the group's replica as the primary.
 async fn replica_promoted(group: &SentinelGroup) {
     let new_primary = group.replica.port();
@@ -248,25 +267,9 @@ async fn checks_leave_a_primary_demoted_by_a_manual_failover() {
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
 
-    // The sentinel promotes the replica; the old primary, still running at the same address,
-    // is made its replica (as the sentinel does at its next look at it, up to ten seconds
-    // later): the store's connection to it stays open, and only a write refused with
+    // The store's connection to the old primary stays open, and only a write refused with
     // READONLY says that it is a primary no more.
-    let () = blocking(|| {
-        redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER_NAME)
-            .query(&mut redis::Client::open(group.sentinel.url()).unwrap())
-            .unwrap()
-    });
-    replica_promoted(&group).await;
-    let () = blocking(|| {
-        redis::cmd("REPLICAOF")
-            .arg("127.0.0.1")
-            .arg(group.replica.port())
-            .query(&mut group.primary.connection())
-            .unwrap()
-    });
+    fail_over_to_the_replica_demoting_the_primary(&group).await;
     assert_eq!(blocking(|| role(&group.primary)), "slave");
     let mut new = blocking(|| group.replica.connection());
     let before = blocking(|| command_calls(&mut new, "evalsha"));
@@ -775,21 +778,7 @@ async fn the_first_check_after_an_idle_failover_is_answered_by_the_new_primary()
         .register(&[Policy::new("idle", Quota::per_hour(1000))])
         .unwrap();
     assert!(store.check(&stack, b"k", 1).await.unwrap().is_allowed());
-    let () = blocking(|| {
-        redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER_NAME)
-            .query(&mut redis::Client::open(group.sentinel.url()).unwrap())
-            .unwrap()
-    });
-    replica_promoted(&group).await;
-    let () = blocking(|| {
-        redis::cmd("REPLICAOF")
-            .arg("127.0.0.1")
-            .arg(group.replica.port())
-            .query(&mut group.primary.connection())
-            .unwrap()
-    });
+    fail_over_to_the_replica_demoting_the_primary(&group).await;
     let mut new = blocking(|| group.replica.connection());
     let before = blocking(|| command_calls(&mut new, "evalsha"));
     let decisions = store.check(&stack, b"k", 1).await;
