@@ -489,3 +489,37 @@ async fn keys_are_shared_among_the_queues_and_each_keeps_its_order() {
         }
     }
 }
+
+/// A call carries at most `max_batch` checks: eleven queued behind a call in flight, with a cap
+/// of ten, go in two calls (ten, then one), and each cell is taken once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_carries_at_most_max_batch_checks_and_takes_each_cell_once() {
+    let server = RedisServer::start();
+    let store = strict_store("capped")
+        .url(server.url())
+        .deny_cache(false)
+        .max_batch(10)
+        .calls_in_flight(1)
+        .build()
+        .await
+        .unwrap();
+    let stack = store
+        .register(&[Policy::new("capped", Quota::per_hour(100))])
+        .unwrap();
+    let before = command_calls(&mut server.connection(), "evalsha");
+    let decisions = in_order((0..12).map(|_| store.check(&stack, b"k", 1)).collect()).await;
+    assert_eq!(
+        command_calls(&mut server.connection(), "evalsha") - before,
+        3,
+        "one check alone, then calls of ten and one"
+    );
+    for (i, decision) in decisions.iter().enumerate() {
+        assert_eq!(
+            decision.as_slice()[0].remaining(),
+            99 - i as u32,
+            "check {i}"
+        );
+    }
+    let left = store.peek(&stack, b"k").await.unwrap();
+    assert_eq!(left.as_slice()[0].remaining(), 88, "a cell was taken twice");
+}

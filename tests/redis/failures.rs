@@ -1508,3 +1508,33 @@ async fn a_check_made_before_a_backoff_that_probes_after_it_lets_the_next_backof
     assert!(probe.expect("the probe is answered by Redis").is_allowed());
     assert!(!store.is_backing_off());
 }
+
+/// A peek that the local failure policy answers reads the local budget and takes nothing from
+/// it, as a peek answered by Redis does.
+#[tokio::test]
+async fn a_peek_answered_by_the_local_policy_takes_nothing_from_its_budget() {
+    let (mut server, _clock, store, stack) = one_check_done(PATIENT).await;
+    server.kill();
+    for _ in 0..5 {
+        let peek = store.peek(&stack, b"peeked").await.unwrap();
+        assert!(peek.is_allowed());
+        assert_eq!(remaining(&peek), [5], "a peek took a cell");
+    }
+    assert!(store.is_degraded());
+    let allowed: Vec<bool> = allowed_in_turn(&store, &stack, b"peeked", 6).await;
+    assert_eq!(allowed, [true, true, true, true, true, false]);
+}
+
+/// Whether each of `n` checks of `key`, one after another, is allowed.
+async fn allowed_in_turn(
+    store: &RedisStore,
+    stack: &RedisStack,
+    key: &[u8],
+    n: usize,
+) -> Vec<bool> {
+    let mut allowed = Vec::with_capacity(n);
+    for _ in 0..n {
+        allowed.push(store.check(stack, key, 1).await.unwrap().is_allowed());
+    }
+    allowed
+}
