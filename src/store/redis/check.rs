@@ -260,12 +260,12 @@ impl Inner {
     async fn send(&self, asks: &[Ask], node: Option<u16>) -> Result<Vec<i64>, RedisStoreError> {
         let sent = std::time::Instant::now();
         // The keys' slot only matters on a cluster, whose answers are followed by primary.
-        let on_cluster = self.connection.slot_map().is_some();
+        let slot = match self.connection.slot_map() {
+            Some(_) => asks.first().and_then(Ask::slot).unwrap_or(0),
+            None => 0,
+        };
         let dest = Dest {
-            slot: on_cluster
-                .then(|| asks.first().and_then(Ask::slot))
-                .flatten()
-                .unwrap_or(0),
+            slot,
             primary_of: node,
         };
         let invoke = self.invoke(self.command(asks, node.is_some()), dest, sent);
