@@ -75,6 +75,25 @@ async fn connect_hourly(per_hour: u32) -> TcpStream {
 }
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+const HEAD: &[u8] = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+
+/// The answers of the server at `addr` to `requests`, sent at once on one connection: each
+/// answer's head lines and body, and nothing after the last.
+async fn answers_on_one_connection(
+    addr: SocketAddr,
+    requests: &[&[u8]],
+) -> Vec<(Vec<String>, Vec<u8>)> {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(&requests.concat()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    for _ in requests {
+        // `read_response` reads the head's `content-length` and panics where there is none.
+        answers.push(read_response(&mut socket, &mut buf).await);
+    }
+    assert!(buf.is_empty(), "nothing after the last answer: {buf:?}");
+    answers
+}
 
 #[tokio::test]
 async fn a_rejection_on_the_wire_has_its_headers_in_order_and_an_exact_content_length() {
@@ -351,8 +370,7 @@ async fn a_rejection_of_a_head_request_has_no_body_over_http2_and_http1() {
 
     // HTTP/1.1 on one connection: the HEAD answer ends at its head, and the next is read whole.
     let mut socket = TcpStream::connect(addr).await.unwrap();
-    let head = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
-    socket.write_all(&[&head[..], GET].concat()).await.unwrap();
+    socket.write_all(&[HEAD, GET].concat()).await.unwrap();
     let mut buf = Vec::new();
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let mut chunk = [0; 4096];
@@ -459,26 +477,17 @@ async fn a_head_request_rejected_with_an_empty_body_is_told_its_length_as_a_get_
     let addr = common::serve(app).await.0;
 
     // HTTP/1.1, one connection: the first GET is served, then a GET and a HEAD are rejected.
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    let head = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
-    socket
-        .write_all(&[GET, GET, &head[..], GET].concat())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let (lines, body) = read_response(&mut socket, &mut buf).await;
+    let answers = answers_on_one_connection(addr, &[GET, GET, HEAD, GET]).await;
+    let (lines, body) = &answers[0];
     assert_eq!(
         (lines[0].as_str(), &body[..]),
         ("HTTP/1.1 200 OK", &b"hello"[..])
     );
-    for _ in 0..3 {
-        // `read_response` reads the head's `content-length` and panics where there is none.
-        let (lines, body) = read_response(&mut socket, &mut buf).await;
+    for (lines, body) in &answers[1..] {
         assert_eq!(lines[0], "HTTP/1.1 429 Too Many Requests");
         assert!(lines.contains(&"content-length: 0".to_owned()), "{lines:?}");
         assert!(body.is_empty());
     }
-    assert!(buf.is_empty(), "nothing after the last answer: {buf:?}");
 
     // HTTP/2.
     for method in [http::Method::HEAD, http::Method::GET] {
@@ -523,16 +532,8 @@ async fn a_head_request_without_a_key_redirected_with_an_empty_body_is_told_its_
         .layer(layer)
         .service(Router::new().route("/", get(|| async { "hello" })));
     let addr = common::serve(app).await.0;
-    let mut socket = TcpStream::connect(addr).await.unwrap();
-    let head = b"HEAD / HTTP/1.1\r\nhost: localhost\r\n\r\n";
-    socket
-        .write_all(&[GET, &head[..], GET].concat())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    for method in ["GET", "HEAD", "GET"] {
-        // `read_response` panics where the head has no `content-length`.
-        let (lines, body) = read_response(&mut socket, &mut buf).await;
+    let answers = answers_on_one_connection(addr, &[GET, HEAD, GET]).await;
+    for (method, (lines, body)) in ["GET", "HEAD", "GET"].into_iter().zip(answers) {
         assert_eq!(lines[0], "HTTP/1.1 303 See Other", "{method}");
         assert!(
             lines.contains(&"content-length: 0".to_owned()),

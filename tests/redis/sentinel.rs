@@ -787,6 +787,20 @@ async fn the_first_check_after_an_idle_failover_is_answered_by_the_new_primary()
     assert!(blocking(|| command_calls(&mut new, "evalsha")) > before);
 }
 
+/// A store of the primary `sentinel` names whose checks time out after `timeout` and never
+/// back off, each failed check answered by `Deny`: every timeout reaches the store's rules.
+async fn timing_out(sentinel: &RedisSentinel, name: &str, timeout: Duration) -> RedisStore {
+    RedisStore::builder()
+        .sentinel([sentinel.url()], MASTER_NAME)
+        .prefix(unique_prefix(name))
+        .on_failure(FailurePolicy::Deny)
+        .timeout(timeout)
+        .failures_before_backoff(u32::MAX)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// The connection to the primary that the sentinels name goes silent without a word (a NAT
 /// or a load balancer forgot it), while the sentinels still name the same primary: the store
 /// connects to it again after a timeout, as on a single server.
@@ -801,15 +815,7 @@ async fn a_silent_connection_to_the_named_primary_is_replaced_after_a_timeout() 
         Duration::from_secs(60),
         Duration::from_secs(60),
     );
-    let store = RedisStore::builder()
-        .sentinel([sentinel.url()], MASTER_NAME)
-        .prefix(unique_prefix("sentinel-silent"))
-        .on_failure(FailurePolicy::Deny)
-        .timeout(Duration::from_secs(1))
-        .failures_before_backoff(u32::MAX)
-        .build()
-        .await
-        .unwrap();
+    let store = timing_out(&sentinel, "sentinel-silent", Duration::from_secs(1)).await;
     let stack = store
         .register(&[Policy::new("per-minute", Quota::per_minute(5))])
         .unwrap();
@@ -839,15 +845,7 @@ async fn timeouts_on_a_stalled_primary_ask_the_sentinels_at_a_bounded_rate() {
         Duration::from_secs(60),
         Duration::from_secs(60),
     );
-    let store = RedisStore::builder()
-        .sentinel([sentinel.url()], MASTER_NAME)
-        .prefix(unique_prefix("sentinel-stalled"))
-        .on_failure(FailurePolicy::Deny)
-        .timeout(Duration::from_millis(20))
-        .failures_before_backoff(u32::MAX)
-        .build()
-        .await
-        .unwrap();
+    let store = timing_out(&sentinel, "sentinel-stalled", Duration::from_millis(20)).await;
     let stack = store
         .register(&[Policy::new("per-hour", Quota::per_hour(100))])
         .unwrap();
